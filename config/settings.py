@@ -1,0 +1,174 @@
+"""Typed settings parsed from environment variables.
+
+Every setting is declared once in ``SETTINGS_TABLE`` (variable, attribute, parser, default,
+meaning); the README's configuration table is written from the same declarations.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+
+class ConfigError(ValueError):
+    """A setting has a malformed value; the message names the variable."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+        self.problem = problem
+
+
+def _url(schemes: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        parts = urlsplit(raw)
+        if parts.scheme not in schemes:
+            raise ValueError(f"expected a URL starting with {' or '.join(s + '://' for s in schemes)}, got {raw!r}")
+        return raw
+
+    return parse
+
+
+def _bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"expected true or false, got {raw!r}")
+
+
+def _int_range(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ValueError(f"expected a whole number, got {raw!r}") from None
+        if not low <= value <= high:
+            raise ValueError(f"expected a number from {low} to {high}, got {value}")
+        return value
+
+    return parse
+
+
+def _float_range(low: float, high: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise ValueError(f"expected a number, got {raw!r}") from None
+        if not low <= value <= high:
+            raise ValueError(f"expected a number from {low} to {high}, got {value}")
+        return value
+
+    return parse
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in options:
+            raise ValueError(f"expected one of {', '.join(options)}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _path(raw: str) -> Path:
+    if not raw.strip():
+        raise ValueError("expected a folder path, got an empty value")
+    return Path(raw).expanduser()
+
+
+def _text(raw: str) -> str:
+    return raw.strip()
+
+
+@dataclass(frozen=True)
+class Setting:
+    variable: str
+    attribute: str
+    parse: Callable[[str], Any]
+    default: Any
+    meaning: str
+
+
+SETTINGS_TABLE: tuple[Setting, ...] = (
+    Setting("DATABASE_URL", "database_url", _url(("postgresql", "postgres")), None,
+            "Postgres connection URL. Unset: `missions up` starts an embedded Postgres under the data dir."),
+    Setting("REDIS_URL", "redis_url", _url(("redis", "rediss", "unix")), None,
+            "Redis URL (Celery broker and event wake-ups). Unset: `missions up` starts an embedded Redis."),
+    Setting("MISSIONS_DATA_DIR", "data_dir", _path, Path("~/.missions").expanduser(),
+            "Where the embedded Postgres and Redis keep their data, and run workspaces live."),
+    Setting("MISSIONS_HOST", "host", _text, "127.0.0.1", "Interface the API server binds to."),
+    Setting("MISSIONS_PORT", "port", _int_range(1, 65535), 8000, "Port the API server listens on."),
+    Setting("MISSIONS_API_THREADS", "api_threads", _int_range(1, 10_000), 1000,
+            "Concurrent connections per API worker process (gevent); SSE clients each hold one."),
+    Setting("MISSIONS_MAX_BODY_BYTES", "max_body_bytes", _int_range(1024, 1 << 30), 1 << 20,
+            "Largest accepted request body; larger ones get 413."),
+    Setting("MISSIONS_MAX_TASKS", "max_tasks", _int_range(1, 1_000_000), 10_000,
+            "Most tasks one mission may hold."),
+    Setting("MISSIONS_DB_POOL_SIZE", "db_pool_size", _int_range(1, 1000), 10,
+            "Postgres connections per process."),
+    Setting("MISSIONS_ALLOW_COMMANDS", "allow_commands", _bool, False,
+            "Allow `command` expectations and shell tools to run on workers."),
+    Setting("MISSIONS_JUDGE_MODEL", "judge_model", _text, None,
+            "Default judge model (`provider/model`) when a mission has no `assessor`."),
+    Setting("MISSIONS_TICK_SECONDS", "tick_seconds", _float_range(0.05, 60), 1.0,
+            "How often beat runs the tick (timers, schedules, repair)."),
+    Setting("MISSIONS_HEARTBEAT_SECONDS", "heartbeat_seconds", _float_range(0.1, 600), 2.0,
+            "How often a running attempt heart-beats."),
+    Setting("MISSIONS_WORKER_LOST_SECONDS", "worker_lost_seconds", _float_range(1, 3600), 20.0,
+            "An attempt without a heartbeat for this long counts as lost."),
+    Setting("MISSIONS_SSE_HEARTBEAT_SECONDS", "sse_heartbeat_seconds", _float_range(0.1, 3600), 15.0,
+            "Interval of the SSE comment heartbeat."),
+    Setting("MISSIONS_LOG_LEVEL", "log_level", _choice("debug", "info", "warning", "error"), "info",
+            "Log level of every process."),
+    Setting("MISSIONS_LOG_FORMAT", "log_format", _choice("text", "json"), "text",
+            "`json` writes one JSON object per log line."),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None = None
+    redis_url: str | None = None
+    data_dir: Path = Path("~/.missions").expanduser()
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_threads: int = 1000
+    max_body_bytes: int = 1 << 20
+    max_tasks: int = 10_000
+    db_pool_size: int = 10
+    allow_commands: bool = False
+    judge_model: str | None = None
+    tick_seconds: float = 1.0
+    heartbeat_seconds: float = 2.0
+    worker_lost_seconds: float = 20.0
+    sse_heartbeat_seconds: float = 15.0
+    log_level: str = "info"
+    log_format: str = "text"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Parse settings from ``environ`` (``os.environ`` when omitted); empty values mean unset."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for setting in SETTINGS_TABLE:
+            raw = env.get(setting.variable)
+            if raw is None or raw.strip() == "":
+                continue
+            try:
+                values[setting.attribute] = setting.parse(raw)
+            except ValueError as exc:
+                raise ConfigError(setting.variable, str(exc)) from None
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        current = {f.name: getattr(self, f.name) for f in fields(self)}
+        current.update(changes)
+        return Settings(**current)

