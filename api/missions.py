@@ -1,0 +1,146 @@
+"""The /v1 routes for missions and their tasks. Thin: parse, call the shell, render."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Blueprint, Response, current_app, g, jsonify, request
+from marshmallow import Schema
+
+from api import render, schemas
+from api.errors import error_response
+from workers import missions, projects
+from workers.errors import Invalid
+from workers.services import Services
+
+blueprint = Blueprint("missions_v1", __name__)
+
+
+def services() -> Services:
+    svc: Services = current_app.extensions["missions"]
+    return svc
+
+
+def limits() -> missions.Limits:
+    settings = services().settings
+    return missions.Limits(max_tasks=settings.max_tasks, allow_commands=settings.allow_commands)
+
+
+@blueprint.before_request
+def authenticate() -> Response | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, secret = header.partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        return _unauthorized("missing API key: send Authorization: Bearer sk_live_...")
+    with services().transaction() as conn:
+        project_id = projects.project_for_key(conn, secret.strip())
+    if project_id is None:
+        return _unauthorized("invalid API key")
+    g.project_id = project_id
+    return None
+
+
+def _unauthorized(message: str) -> Response:
+    response = error_response(401, message)
+    response.headers["WWW-Authenticate"] = 'Bearer realm="missions"'
+    return response
+
+
+def json_body(schema: Schema, *, optional: bool = False) -> Any:
+    """Parse the request body as JSON and load it through ``schema``; every failure is a clear 400/415."""
+    raw = request.get_data(cache=True)  # raises 413 past MAX_CONTENT_LENGTH
+    if optional and not raw.strip():
+        return schema.load({})
+    if request.mimetype != "application/json":
+        raise Invalid(
+            f"Content-Type must be application/json, got {request.mimetype or 'none'}",
+            {"contentType": request.mimetype or None},
+        ).with_status(415)
+    try:
+        body = json.loads(raw)
+    except UnicodeDecodeError:
+        raise Invalid("request body is not valid UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise Invalid(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+                      {"line": exc.lineno, "column": exc.colno}) from None
+    if not isinstance(body, dict):
+        raise Invalid("the request body must be a JSON object", {"fields": {"body": ["expected an object"]}})
+    return schema.load(body)
+
+
+@blueprint.get("/missions")
+def list_missions() -> Any:
+    query = schemas.LIST_QUERY.load(request.args.to_dict())
+    with services().transaction() as conn:
+        rows = missions.list_missions(conn, g.project_id, status=query.get("status"), limit=query["limit"], offset=query["offset"])
+    return jsonify([render.mission_summary(row) for row in rows])
+
+
+@blueprint.post("/missions")
+def create_mission() -> Any:
+    document = json_body(schemas.MISSION)
+    with services().transaction() as conn:
+        mission = missions.create_mission(conn, g.project_id, document, limits())
+    response = jsonify(render.mission_created(mission))
+    response.status_code = 201
+    response.headers["Location"] = f"/v1/missions/{mission.id}"
+    return response
+
+
+@blueprint.get("/missions/resumable")
+def list_resumable() -> Any:
+    with services().transaction() as conn:
+        rows = missions.list_resumable(conn, g.project_id)
+    return jsonify([render.resumable(row) for row in rows])
+
+
+@blueprint.get("/missions/<mission_id>")
+def get_mission(mission_id: str) -> Any:
+    with services().transaction() as conn:
+        mission = missions.get_mission(conn, g.project_id, mission_id)
+    return jsonify(render.mission_detail(mission))
+
+
+@blueprint.patch("/missions/<mission_id>")
+def patch_mission(mission_id: str) -> Any:
+    changes = json_body(schemas.MISSION_PATCH)
+    with services().transaction() as conn:
+        mission = missions.patch_mission(conn, g.project_id, mission_id, changes, limits())
+    return jsonify(render.mission_detail(mission))
+
+
+@blueprint.delete("/missions/<mission_id>")
+def delete_mission(mission_id: str) -> Any:
+    with services().transaction() as conn:
+        missions.delete_mission(conn, g.project_id, mission_id)
+    return "", 204
+
+
+@blueprint.post("/missions/<mission_id>/tasks")
+def add_task(mission_id: str) -> Any:
+    document = json_body(schemas.TASK)
+    with services().transaction() as conn:
+        mission, task_id = missions.add_task(conn, g.project_id, mission_id, document, limits())
+    states = render.task_statuses(mission)
+    task = next(t for t in mission.tasks if t.id == task_id)
+    response = jsonify(render.task_detail(mission, task, states))
+    response.status_code = 201
+    return response
+
+
+@blueprint.patch("/missions/<mission_id>/tasks/<task_id>")
+def update_task(mission_id: str, task_id: str) -> Any:
+    changes = json_body(schemas.TASK_PATCH)
+    with services().transaction() as conn:
+        mission = missions.update_task(conn, g.project_id, mission_id, task_id, changes, limits())
+    states = render.task_statuses(mission)
+    task = next(t for t in mission.tasks if t.id == task_id)
+    return jsonify(render.task_detail(mission, task, states))
+
+
+@blueprint.delete("/missions/<mission_id>/tasks/<task_id>")
+def delete_task(mission_id: str, task_id: str) -> Any:
+    with services().transaction() as conn:
+        missions.delete_task(conn, g.project_id, mission_id, task_id, limits())
+    return "", 204

@@ -1,0 +1,129 @@
+"""JSON representations of missions and tasks, in the public API's shapes (camelCase)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from orchestrator.spec import DEFAULT_QUALITY_THRESHOLD, format_timestamp
+from workers.missions import StoredMission, StoredTask
+
+
+def _ts(value: datetime | None) -> str | None:
+    return format_timestamp(value) if value is not None else None
+
+
+def quality_threshold(document: Mapping[str, Any]) -> float:
+    value = document.get("qualityThreshold")
+    return float(value) if value is not None else DEFAULT_QUALITY_THRESHOLD
+
+
+def mission_summary(row: Mapping[str, Any]) -> dict[str, Any]:
+    threshold = row.get("quality_threshold")
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "status": row["status"],
+        "executionCount": row["execution_count"],
+        "qualityThreshold": float(threshold) if threshold is not None else DEFAULT_QUALITY_THRESHOLD,
+        "taskCount": row["task_count"],
+    }
+
+
+def task_statuses(mission: StoredMission) -> dict[str, Mapping[str, Any]]:
+    """Per task id, the state the latest run holds for it (empty before the first run)."""
+    state = mission.row.get("run_state") or {}
+    tasks = state.get("tasks") if isinstance(state, Mapping) else None
+    return dict(tasks) if isinstance(tasks, Mapping) else {}
+
+
+def _task_status(mission: StoredMission, task: StoredTask, states: Mapping[str, Mapping[str, Any]]) -> str:
+    state = states.get(task.id)
+    if state is not None:
+        return str(state.get("status", "pending"))
+    return "pending" if mission.status in ("active", "paused") else "draft"
+
+
+def task_brief(mission: StoredMission, task: StoredTask, states: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": task.id,
+        "title": task.title,
+        "assignTo": task.document["assignTo"],
+        "status": _task_status(mission, task, states),
+    }
+    if task.document.get("dependsOn"):
+        out["dependsOn"] = list(task.document["dependsOn"])
+    return out
+
+
+def task_detail(mission: StoredMission, task: StoredTask, states: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    out = {"id": task.id, **task.document, "status": _task_status(mission, task, states)}
+    state = states.get(task.id)
+    if state is not None:
+        for key, name in (("attempt", "attempt"), ("agent", "agent"), ("model", "model"), ("score", "score"),
+                          ("error", "error")):
+            if state.get(key) is not None:
+                out[name] = state[key]
+    return out
+
+
+def _run_fields(mission: StoredMission) -> dict[str, Any]:
+    row = mission.row
+    out: dict[str, Any] = {}
+    if row.get("latest_run_id"):
+        out["latestRunId"] = row["latest_run_id"]
+    if mission.status == "paused":
+        out["pauseReason"] = row.get("pause_reason")
+        out["pauseMessage"] = row.get("pause_message")
+    if row.get("failure_reason") and mission.status in ("failed", "cancelled"):
+        out["failureReason"] = row["failure_reason"]
+    if row.get("next_run_at") is not None:
+        out["nextRunAt"] = _ts(row["next_run_at"])
+    return out
+
+
+def mission_created(mission: StoredMission) -> dict[str, Any]:
+    """The create answer, as the public docs show it: the mission head and a brief of each task."""
+    doc = mission.document
+    states = task_statuses(mission)
+    out: dict[str, Any] = {"id": mission.id, "name": doc["name"], "status": mission.status}
+    if doc.get("prompt") is not None:
+        out["prompt"] = doc["prompt"]
+    out["qualityThreshold"] = quality_threshold(doc)
+    out["executionCount"] = mission.row["execution_count"]
+    for key in ("deadline", "schedule", "timezone"):
+        if doc.get(key) is not None:
+            out[key] = doc[key]
+    out.update(_run_fields(mission))
+    out["tasks"] = [task_brief(mission, t, states) for t in mission.tasks]
+    return out
+
+
+def mission_detail(mission: StoredMission) -> dict[str, Any]:
+    """The whole mission: every field of its document, its run status and every task in full."""
+    doc = mission.document
+    states = task_statuses(mission)
+    out: dict[str, Any] = {"id": mission.id, "name": doc["name"], "status": mission.status}
+    if doc.get("prompt") is not None:
+        out["prompt"] = doc["prompt"]
+    out["qualityThreshold"] = quality_threshold(doc)
+    out["executionCount"] = mission.row["execution_count"]
+    for key, value in doc.items():
+        if key not in out and key not in ("name",):
+            out[key] = value
+    out.update(_run_fields(mission))
+    out["createdAt"] = _ts(mission.row["created_at"])
+    out["updatedAt"] = _ts(mission.row["updated_at"])
+    out["tasks"] = [task_detail(mission, t, states) for t in mission.tasks]
+    return out
+
+
+def resumable(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "status": row["status"],
+        "pauseReason": row["pause_reason"],
+        "pauseMessage": row["pause_message"],
+    }

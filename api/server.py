@@ -1,0 +1,43 @@
+"""Gunicorn with gevent workers, so hundreds of SSE clients can hold connections open."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from config import Settings
+
+
+class _Server(BaseApplication):  # type: ignore[misc]
+    def __init__(self, settings: Settings, options: dict[str, Any]) -> None:
+        self.settings = settings
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        # Imported in the worker, after gevent patched the standard library.
+        from api.app import create_app
+
+        return create_app(self.settings)
+
+
+def serve(settings: Settings, *, processes: int = 1) -> None:
+    options = {
+        "bind": f"{settings.host}:{settings.port}",
+        "workers": processes,
+        "worker_class": "gevent",
+        "worker_connections": settings.api_threads,
+        "timeout": 60,
+        "graceful_timeout": 10,
+        "keepalive": 5,
+        "accesslog": "-",
+        "errorlog": "-",
+        "loglevel": settings.log_level,
+        "proc_name": "missions-api",
+    }
+    _Server(settings, options).run()

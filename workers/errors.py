@@ -1,0 +1,35 @@
+"""Domain errors raised by the shell; the API turns each into its HTTP status and error shape."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+class MissionsError(Exception):
+    code = "bad_request"
+    status = 400
+
+    def __init__(self, message: str, details: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = dict(details or {})
+
+    def with_status(self, status: int) -> MissionsError:
+        """The same error answered with another HTTP status (e.g. 415 for a wrong Content-Type)."""
+        self.status = status
+        return self
+
+
+class Invalid(MissionsError):
+    """The document breaks a rule; ``details["fields"]`` maps each field path to its messages."""
+
+
+class NotFound(MissionsError):
+    code = "not_found"
+    status = 404
+
+
+class Conflict(MissionsError):
+    code = "conflict"
+    status = 409

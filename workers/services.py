@@ -1,0 +1,62 @@
+"""The connections a process holds: one Postgres pool and one Redis client, opened on first use."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+import redis
+from psycopg_pool import ConnectionPool
+
+from config import Settings
+from workers.db import create_pool
+
+
+class Services:
+    def __init__(self, settings: Settings) -> None:
+        if not settings.database_url:
+            raise ValueError("DATABASE_URL is not set (use `missions up` for the embedded default)")
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._pool: ConnectionPool | None = None
+        self._redis: redis.Redis | None = None
+
+    @property
+    def pool(self) -> ConnectionPool:
+        if self._pool is None:
+            with self._lock:
+                if self._pool is None:
+                    assert self.settings.database_url
+                    pool = create_pool(self.settings.database_url, max_size=self.settings.db_pool_size)
+                    pool.open(wait=False)
+                    self._pool = pool
+        return self._pool
+
+    @property
+    def redis(self) -> redis.Redis:
+        if self._redis is None:
+            with self._lock:
+                if self._redis is None:
+                    if not self.settings.redis_url:
+                        raise ValueError("REDIS_URL is not set (use `missions up` for the embedded default)")
+                    self._redis = redis.Redis.from_url(
+                        self.settings.redis_url, health_check_interval=30, socket_keepalive=True
+                    )
+        return self._redis
+
+    @contextmanager
+    def transaction(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection inside one transaction: committed on success, rolled back on error."""
+        with self.pool.connection() as conn:
+            yield conn
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+        if self._redis is not None:
+            self._redis.close()
+            self._redis = None
