@@ -3,7 +3,9 @@ server's workers can apply gevent's patches before psycopg, redis or Celery are 
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -91,8 +93,65 @@ def api_command(host: str | None, port: int | None, processes: int) -> None:
     serve(settings, processes=processes)
 
 
-def run() -> None:  # pragma: no cover - console entry point helper
-    sys.exit(main())
+def _require_urls(settings: Settings, command: str) -> None:
+    if not settings.database_url or not settings.redis_url:
+        raise click.ClickException(
+            f"DATABASE_URL and REDIS_URL must be set for `missions {command}`; `missions up` starts embedded ones"
+        )
+
+
+@main.command("worker")
+@click.option("--concurrency", type=click.IntRange(1, 1000), default=8, show_default=True,
+              help="Attempts run at once by this worker (threads: agents mostly wait on I/O).")
+@click.option("--pool", type=click.Choice(["threads", "prefork", "solo"]), default="threads", show_default=True)
+@click.option("--name", default=None, help="Node name (default: missions-<pid>).")
+def worker_command(concurrency: int, pool: str, name: str | None) -> None:
+    """Run a Celery worker that executes task attempts, assessments and ticks."""
+    settings = load_settings()
+    _require_urls(settings, "worker")
+    from workers.celery_app import create_celery
+    from workers.dispatch import CONTROL_QUEUE, TASK_QUEUE
+    from workers.logs import configure_logging
+
+    configure_logging(settings)
+    app = create_celery(settings, with_tasks=True)
+    node = name or f"missions-{os.getpid()}"
+    app.worker_main([
+        "worker", "--loglevel", settings.log_level.upper(), "--pool", pool, "--concurrency", str(concurrency),
+        "--queues", f"{TASK_QUEUE},{CONTROL_QUEUE}", "--hostname", f"{node}@%h",
+        "--without-gossip", "--without-mingle",
+    ])
+
+
+@main.command("beat")
+def beat_command() -> None:
+    """Run Celery beat, which sends missions.tick every MISSIONS_TICK_SECONDS (several beats are safe)."""
+    settings = load_settings()
+    _require_urls(settings, "beat")
+    import tempfile
+
+    from workers.celery_app import create_celery
+    from workers.logs import configure_logging
+
+    configure_logging(settings)
+    app = create_celery(settings)
+    schedule = Path(tempfile.mkdtemp(prefix="missions-beat-")) / "schedule"
+    app.start(["beat", "--loglevel", settings.log_level.upper(), "--schedule", str(schedule)])
+
+
+@main.command("up")
+@click.option("--port", type=int, default=None, help="API port (MISSIONS_PORT, default 8000).")
+@click.option("--workers", type=click.IntRange(1, 32), default=1, show_default=True, help="Worker processes.")
+@click.option("--concurrency", type=click.IntRange(1, 1000), default=8, show_default=True,
+              help="Attempts per worker process.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where embedded Postgres/Redis keep data (MISSIONS_DATA_DIR, default ~/.missions).")
+def up_command(port: int | None, workers: int, concurrency: int, data_dir: Path | None) -> None:
+    """Start API + worker + beat (with embedded Postgres and Redis when no URLs are set)."""
+    from api.up import run_up
+
+    settings = load_settings(port=port, data_dir=data_dir.expanduser() if data_dir else None)
+    sys.exit(run_up(settings, workers, concurrency))
 
 
 

@@ -8,10 +8,11 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from marshmallow import Schema
 
-from api import render, schemas
+from api import render, schemas, sse
 from api.errors import error_response
-from workers import missions, projects
+from workers import missions, projects, runs
 from workers.errors import Invalid
+from workers.execution import utcnow
 from workers.services import Services
 
 blueprint = Blueprint("missions_v1", __name__)
@@ -120,8 +121,10 @@ def delete_mission(mission_id: str) -> Any:
 @blueprint.post("/missions/<mission_id>/tasks")
 def add_task(mission_id: str) -> Any:
     document = json_body(schemas.TASK)
-    with services().transaction() as conn:
-        mission, task_id = missions.add_task(conn, g.project_id, mission_id, document, limits())
+    svc = services()
+    with svc.transaction() as conn:
+        mission, task_id, outcome = runs.add_task(conn, g.project_id, mission_id, document, limits(), utcnow())
+    svc.dispatcher.after_commit(outcome)
     states = render.task_statuses(mission)
     task = next(t for t in mission.tasks if t.id == task_id)
     response = jsonify(render.task_detail(mission, task, states))
@@ -132,8 +135,10 @@ def add_task(mission_id: str) -> Any:
 @blueprint.patch("/missions/<mission_id>/tasks/<task_id>")
 def update_task(mission_id: str, task_id: str) -> Any:
     changes = json_body(schemas.TASK_PATCH)
-    with services().transaction() as conn:
-        mission = missions.update_task(conn, g.project_id, mission_id, task_id, changes, limits())
+    svc = services()
+    with svc.transaction() as conn:
+        mission, outcome = runs.update_task(conn, g.project_id, mission_id, task_id, changes, limits(), utcnow())
+    svc.dispatcher.after_commit(outcome)
     states = render.task_statuses(mission)
     task = next(t for t in mission.tasks if t.id == task_id)
     return jsonify(render.task_detail(mission, task, states))
@@ -141,6 +146,79 @@ def update_task(mission_id: str, task_id: str) -> Any:
 
 @blueprint.delete("/missions/<mission_id>/tasks/<task_id>")
 def delete_task(mission_id: str, task_id: str) -> Any:
-    with services().transaction() as conn:
-        missions.delete_task(conn, g.project_id, mission_id, task_id, limits())
+    svc = services()
+    with svc.transaction() as conn:
+        outcome = runs.delete_task(conn, g.project_id, mission_id, task_id, limits(), utcnow())
+    svc.dispatcher.after_commit(outcome)
     return "", 204
+
+
+def wants_stream() -> bool:
+    best = request.accept_mimetypes.best_match(["application/json", "text/event-stream"])
+    return best == "text/event-stream" and "text/event-stream" in request.headers.get("Accept", "")
+
+
+@blueprint.post("/missions/<mission_id>/execute")
+def execute(mission_id: str) -> Any:
+    svc = services()
+    with svc.transaction() as conn:
+        run_id, outcome = runs.execute(conn, g.project_id, mission_id, limits(), utcnow())
+    svc.dispatcher.after_commit(outcome)
+    if wants_stream():
+        return sse.stream_run(mission_id, run_id, None)
+    with svc.transaction() as conn:
+        run = runs.get_run(conn, g.project_id, mission_id, run_id)
+    response = jsonify(render.run(run))
+    response.status_code = 202
+    response.headers["Location"] = f"/v1/missions/{mission_id}/runs/{run_id}"
+    return response
+
+
+@blueprint.get("/missions/<mission_id>/events")
+def events(mission_id: str) -> Any:
+    last_event_id = sse.parse_last_event_id(request.headers.get("Last-Event-ID"), request.args.get("lastEventId"))
+    with services().transaction() as conn:
+        run_id = request.args.get("runId")
+        if run_id:
+            runs.get_run(conn, g.project_id, mission_id, run_id)
+        else:
+            run_id = runs.latest_run_id(conn, g.project_id, mission_id)
+    return sse.stream_run(mission_id, run_id, last_event_id)
+
+
+@blueprint.post("/missions/<mission_id>/resume")
+def resume(mission_id: str) -> Any:
+    body = json_body(schemas.RESUME, optional=True)
+    svc = services()
+    with svc.transaction() as conn:
+        outcome = runs.resume(conn, g.project_id, mission_id, body["retryFailed"], utcnow())
+    svc.dispatcher.after_commit(outcome)
+    with svc.transaction() as conn:
+        mission = missions.get_mission(conn, g.project_id, mission_id)
+    return jsonify(render.mission_detail(mission))
+
+
+@blueprint.post("/missions/<mission_id>/abort")
+def abort(mission_id: str) -> Any:
+    svc = services()
+    with svc.transaction() as conn:
+        outcome = runs.abort(conn, g.project_id, mission_id, utcnow())
+    svc.dispatcher.after_commit(outcome)
+    with svc.transaction() as conn:
+        mission = missions.get_mission(conn, g.project_id, mission_id)
+    return jsonify(render.mission_detail(mission))
+
+
+@blueprint.get("/missions/<mission_id>/runs")
+def list_runs(mission_id: str) -> Any:
+    query = schemas.PAGE_QUERY.load(request.args.to_dict())
+    with services().transaction() as conn:
+        rows = runs.list_runs(conn, g.project_id, mission_id, query["limit"], query["offset"])
+    return jsonify([render.run(row, with_tasks=False) for row in rows])
+
+
+@blueprint.get("/missions/<mission_id>/runs/<run_id>")
+def get_run(mission_id: str, run_id: str) -> Any:
+    with services().transaction() as conn:
+        row = runs.get_run(conn, g.project_id, mission_id, run_id)
+    return jsonify(render.run(row))

@@ -33,9 +33,12 @@ def mission_summary(row: Mapping[str, Any]) -> dict[str, Any]:
 
 def task_statuses(mission: StoredMission) -> dict[str, Mapping[str, Any]]:
     """Per task id, the state the latest run holds for it (empty before the first run)."""
-    state = mission.row.get("run_state") or {}
+    return _run_tasks(mission.row.get("run_state"))
+
+
+def _run_tasks(state: Any) -> dict[str, Mapping[str, Any]]:
     tasks = state.get("tasks") if isinstance(state, Mapping) else None
-    return dict(tasks) if isinstance(tasks, Mapping) else {}
+    return {t["taskId"]: t for t in tasks} if isinstance(tasks, list) else {}
 
 
 def _task_status(mission: StoredMission, task: StoredTask, states: Mapping[str, Mapping[str, Any]]) -> str:
@@ -127,3 +130,32 @@ def resumable(row: Mapping[str, Any]) -> dict[str, Any]:
         "pauseReason": row["pause_reason"],
         "pauseMessage": row["pause_message"],
     }
+
+
+def run(row: Mapping[str, Any], *, with_tasks: bool = True) -> dict[str, Any]:
+    """A run: its status, why it paused or failed, and (by default) every task's state in it."""
+    out: dict[str, Any] = {
+        "id": row["id"],
+        "missionId": row["mission_id"],
+        "number": row["number"],
+        "status": row["status"],
+    }
+    if row.get("pause_reason"):
+        out["pauseReason"] = row["pause_reason"]
+        out["pauseMessage"] = row.get("pause_message")
+    if row.get("failure_reason"):
+        out["failureReason"] = row["failure_reason"]
+    out["createdAt"] = _ts(row.get("created_at"))
+    out["startedAt"] = _ts(row.get("started_at"))
+    out["finishedAt"] = _ts(row.get("finished_at"))
+    tasks = _run_tasks(row.get("state"))
+    if with_tasks:
+        out["tasks"] = [
+            {k: v for k, v in (
+                ("id", task_id), ("title", t.get("title")), ("status", t.get("status")),
+                ("attempt", t.get("attempt")), ("agent", t.get("agent")), ("model", t.get("model")),
+                ("score", t.get("score")), ("error", t.get("error")),
+            ) if v is not None}
+            for task_id, t in tasks.items()
+        ]
+    return out

@@ -256,9 +256,18 @@ class ListQuerySchema(Schema):
     offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
 
 
+class PageQuerySchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=1000))
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+
+
 MISSION = MissionSchema()
 MISSION_PATCH = MissionPatchSchema(partial=True)
 TASK = TaskCreateSchema()
 TASK_PATCH = TaskPatchSchema(partial=True)
 RESUME = ResumeSchema()
 LIST_QUERY = ListQuerySchema()
+PAGE_QUERY = PageQuerySchema()

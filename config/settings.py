@@ -124,6 +124,8 @@ SETTINGS_TABLE: tuple[Setting, ...] = (
             "How often a running attempt heart-beats."),
     Setting("MISSIONS_WORKER_LOST_SECONDS", "worker_lost_seconds", _float_range(1, 3600), 20.0,
             "An attempt without a heartbeat for this long counts as lost."),
+    Setting("MISSIONS_REQUEUE_SECONDS", "requeue_seconds", _float_range(0.5, 3600), 10.0,
+            "A queued attempt unclaimed this long while the broker queue is empty is sent again."),
     Setting("MISSIONS_SSE_HEARTBEAT_SECONDS", "sse_heartbeat_seconds", _float_range(0.1, 3600), 15.0,
             "Interval of the SSE comment heartbeat."),
     Setting("MISSIONS_LOG_LEVEL", "log_level", _choice("debug", "info", "warning", "error"), "info",
@@ -149,6 +151,7 @@ class Settings:
     tick_seconds: float = 1.0
     heartbeat_seconds: float = 2.0
     worker_lost_seconds: float = 20.0
+    requeue_seconds: float = 10.0
     sse_heartbeat_seconds: float = 15.0
     log_level: str = "info"
     log_format: str = "text"

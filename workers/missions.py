@@ -137,6 +137,12 @@ def _validate(conn: psycopg.Connection[Any], project_id: str, document: Mapping[
     return spec
 
 
+def validate_document(conn: psycopg.Connection[Any], project_id: str, document: Mapping[str, Any],
+                      limits: Limits) -> MissionSpec:
+    """Validate a whole mission document against the project; ``Invalid`` names every problem."""
+    return _validate(conn, project_id, document, limits)
+
+
 def _project_agents(conn: psycopg.Connection[Any], project_id: str) -> Collection[str]:
     return {row["name"] for row in conn.execute(_PROJECT_AGENTS, {"project_id": project_id})}
 
@@ -272,9 +278,9 @@ def _task_index(mission: StoredMission, task_id: str) -> int:
 def add_task(
     conn: psycopg.Connection[Any], project_id: str, mission_id: str, task_doc: Mapping[str, Any], limits: Limits
 ) -> tuple[StoredMission, str]:
-    """Append a task to a mission that is not running; returns the mission and the new task id."""
+    """Append a task to the mission document; returns the mission and the new task id. While the
+    mission runs, the caller also feeds the task to the run (``workers.runs``)."""
     mission = get_mission(conn, project_id, mission_id, for_update=True)
-    _ensure_not_running(mission, "add a task this way")
     full = mission.full_document()
     full["tasks"].append(dict(task_doc))
     _validate(conn, project_id, full, limits)
@@ -289,7 +295,6 @@ def update_task(
 ) -> StoredMission:
     mission = get_mission(conn, project_id, mission_id, for_update=True)
     index = _task_index(mission, task_id)
-    _ensure_not_running(mission, "change a task this way")
     full = mission.full_document()
     task = full["tasks"][index]
     old_title = task["title"]
@@ -339,7 +344,6 @@ def delete_task(conn: psycopg.Connection[Any], project_id: str, mission_id: str,
     """Remove a task; refused when it is the last one or when other parts of the mission still name it."""
     mission = get_mission(conn, project_id, mission_id, for_update=True)
     index = _task_index(mission, task_id)
-    _ensure_not_running(mission, "delete a task this way")
     if len(mission.tasks) == 1:
         raise Conflict("cannot delete the last task of a mission; delete the mission instead")
     full = mission.full_document()

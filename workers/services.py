@@ -23,6 +23,7 @@ class Services:
         self._lock = threading.Lock()
         self._pool: ConnectionPool | None = None
         self._redis: redis.Redis | None = None
+        self._celery: Any = None
 
     @property
     def pool(self) -> ConnectionPool:
@@ -47,6 +48,23 @@ class Services:
                     )
         return self._redis
 
+    @property
+    def celery(self) -> Any:
+        """A Celery app used to send messages (workers build their own, with the task bodies)."""
+        if self._celery is None:
+            with self._lock:
+                if self._celery is None:
+                    from workers.celery_app import create_celery
+
+                    self._celery = create_celery(self.settings)
+        return self._celery
+
+    @property
+    def dispatcher(self) -> Any:
+        from workers.dispatch import Dispatcher
+
+        return Dispatcher(self.celery, self.redis)
+
     @contextmanager
     def transaction(self) -> Iterator[psycopg.Connection[Any]]:
         """A pooled connection inside one transaction: committed on success, rolled back on error."""
@@ -60,3 +78,6 @@ class Services:
         if self._redis is not None:
             self._redis.close()
             self._redis = None
+        if self._celery is not None:
+            self._celery.close()
+            self._celery = None

@@ -92,13 +92,15 @@ CREATE TABLE attempts (
     tokens_in     integer NOT NULL DEFAULT 0,
     tokens_out    integer NOT NULL DEFAULT 0,
     cost_usd      double precision NOT NULL DEFAULT 0,
-    enqueued_at   timestamptz,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    sent_at       timestamptz,
     claimed_at    timestamptz,
     heartbeat_at  timestamptz,
     finished_at   timestamptz,
     PRIMARY KEY (run_id, task_id, attempt)
 );
 CREATE INDEX attempts_running ON attempts (heartbeat_at) WHERE status = 'running';
+CREATE INDEX attempts_queued ON attempts (created_at) WHERE status = 'queued';
 
 -- Timers (retry backoff, deadlines, timeouts) fired by the beat tick.
 CREATE TABLE timers (

@@ -1,0 +1,207 @@
+"""The coordinator step: the only place a run's state changes.
+
+``step`` locks the run row (``SELECT ... FOR UPDATE``), feeds one event to the pure
+``orchestrator.engine.decide``, writes the new state, the attempt rows, timers and event-log rows
+in the caller's transaction, and returns an ``AfterCommit`` listing what may only happen once the
+transaction has committed: sending Celery messages, signalling cancellations, publishing the
+wake-up. Because every write to a run happens under its row lock, the event ids of one run are
+allocated in commit order, which is what makes SSE replay by ``id > Last-Event-ID`` gap-free.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from orchestrator import engine
+from orchestrator.engine import (
+    AssessTask,
+    CancelTask,
+    CancelTimer,
+    Decision,
+    Event,
+    PublishEvent,
+    RunState,
+    ScheduleTimer,
+    StartTask,
+)
+from orchestrator.spec import MissionSpec
+
+log = logging.getLogger(__name__)
+
+TERMINAL = ("completed", "failed", "cancelled")
+
+_LOCK_RUN = "SELECT id, mission_id, status, state, version FROM runs WHERE id = %(run_id)s FOR UPDATE"
+
+_UPDATE_RUN = """
+UPDATE runs
+   SET state = %(state)s, status = %(status)s, pause_reason = %(pause_reason)s,
+       pause_message = %(pause_message)s, failure_reason = %(failure_reason)s, version = version + 1,
+       finished_at = CASE WHEN %(terminal)s THEN coalesce(finished_at, %(now)s) ELSE NULL END
+ WHERE id = %(run_id)s
+"""
+
+_MIRROR_MISSION = """
+UPDATE missions SET status = %(status)s, updated_at = %(now)s
+ WHERE id = %(mission_id)s AND latest_run_id = %(run_id)s AND status <> %(status)s
+"""
+
+_INSERT_ATTEMPT = """
+INSERT INTO attempts (run_id, task_id, attempt, status, agent, model, created_at, sent_at)
+VALUES (%(run_id)s, %(task_id)s, %(attempt)s, 'queued', %(agent)s, %(model)s, %(now)s, %(now)s)
+ON CONFLICT (run_id, task_id, attempt) DO NOTHING
+"""
+
+_CANCEL_ATTEMPT = """
+UPDATE attempts SET status = 'cancelled', error = %(reason)s, finished_at = %(now)s
+ WHERE run_id = %(run_id)s AND task_id = %(task_id)s AND attempt = %(attempt)s
+   AND status IN ('queued', 'running')
+"""
+
+_UPSERT_TIMER = """
+INSERT INTO timers (run_id, kind, key, due_at) VALUES (%(run_id)s, %(kind)s, %(key)s, %(due_at)s)
+ON CONFLICT (run_id, kind, key) DO UPDATE SET due_at = EXCLUDED.due_at
+"""
+
+_DELETE_TIMER = "DELETE FROM timers WHERE run_id = %(run_id)s AND kind = %(kind)s AND key = %(key)s"
+
+# One round trip for all events of a step; ORDER BY keeps their ids in the decided order.
+_INSERT_EVENTS = """
+INSERT INTO events (run_id, mission_id, type, data, created_at)
+SELECT %(run_id)s, %(mission_id)s, e.type, e.data, %(now)s
+  FROM unnest(%(types)s::text[], %(datas)s::jsonb[]) WITH ORDINALITY AS e(type, data, n)
+ ORDER BY e.n
+RETURNING id
+"""
+
+
+@dataclass
+class AfterCommit:
+    """What a committed step asks of the outside world."""
+
+    mission_id: str
+    run_id: str
+    start: list[StartTask] = field(default_factory=list)
+    assess: list[AssessTask] = field(default_factory=list)
+    cancel: list[CancelTask] = field(default_factory=list)
+    last_event_id: int | None = None
+    status: str = ""
+    ignored: str | None = None
+
+    def merge(self, other: AfterCommit | None) -> AfterCommit:
+        if other is None:
+            return self
+        self.start += other.start
+        self.assess += other.assess
+        self.cancel += other.cancel
+        if other.last_event_id is not None:
+            self.last_event_id = max(self.last_event_id or 0, other.last_event_id)
+        self.status = other.status or self.status
+        return self
+
+
+def lock_run(conn: psycopg.Connection[Any], run_id: str) -> tuple[dict[str, Any], RunState] | None:
+    row = conn.execute(_LOCK_RUN, {"run_id": run_id}).fetchone()
+    if row is None:
+        return None
+    return dict(row), RunState.from_json(row["state"])
+
+
+def step(conn: psycopg.Connection[Any], run_id: str, event: Event, now: datetime) -> AfterCommit | None:
+    """Apply one event to a run inside the caller's transaction; None if the run no longer exists."""
+    locked = lock_run(conn, run_id)
+    if locked is None:
+        return None
+    _, state = locked
+    decision = engine.decide(state, event, now)
+    if decision.ignored is not None:
+        log.debug("run %s ignored %s: %s", run_id, type(event).__name__, decision.ignored)
+        return AfterCommit(state.mission_id, run_id, status=str(state.status), ignored=decision.ignored)
+    return persist(conn, decision, now)
+
+
+def persist(conn: psycopg.Connection[Any], decision: Decision, now: datetime) -> AfterCommit:
+    """Write a decision's state and in-transaction effects; return the after-commit ones."""
+    state = decision.state
+    status = str(state.status)
+    conn.execute(
+        _UPDATE_RUN,
+        {
+            "run_id": state.run_id,
+            "state": Jsonb(state.to_json()),
+            "status": status,
+            "pause_reason": str(state.pause_reason) if state.pause_reason else None,
+            "pause_message": state.pause_message,
+            "failure_reason": state.failure_reason,
+            "terminal": status in TERMINAL,
+            "now": now,
+        },
+    )
+    conn.execute(_MIRROR_MISSION, {"status": status, "now": now, "mission_id": state.mission_id, "run_id": state.run_id})
+    return apply_effects(conn, state, decision.effects, now)
+
+
+def apply_effects(conn: psycopg.Connection[Any], state: RunState, effects: tuple[Any, ...], now: datetime) -> AfterCommit:
+    out = AfterCommit(state.mission_id, state.run_id, status=str(state.status))
+    attempts: list[dict[str, Any]] = []
+    cancels: list[dict[str, Any]] = []
+    types: list[str] = []
+    datas: list[Jsonb] = []
+    with conn.cursor() as cur:
+        for effect in effects:
+            match effect:
+                case StartTask():
+                    attempts.append({"run_id": state.run_id, "task_id": effect.task_id, "attempt": effect.attempt,
+                                     "agent": effect.agent, "model": effect.model, "now": now})
+                    out.start.append(effect)
+                case AssessTask():
+                    out.assess.append(effect)
+                case CancelTask():
+                    cancels.append({"run_id": state.run_id, "task_id": effect.task_id, "attempt": effect.attempt,
+                                    "reason": effect.reason, "now": now})
+                    out.cancel.append(effect)
+                case ScheduleTimer():
+                    cur.execute(_UPSERT_TIMER, {"run_id": state.run_id, "kind": effect.kind, "key": effect.key,
+                                                "due_at": effect.due_at})
+                case CancelTimer():
+                    cur.execute(_DELETE_TIMER, {"run_id": state.run_id, "kind": effect.kind, "key": effect.key})
+                case PublishEvent():
+                    types.append(effect.type)
+                    datas.append(Jsonb(dict(effect.data)))
+                case _:
+                    raise AssertionError(f"unknown effect {effect!r}")
+        if cancels:
+            cur.executemany(_CANCEL_ATTEMPT, cancels)
+        if attempts:
+            cur.executemany(_INSERT_ATTEMPT, attempts)
+        if types:
+            cur.execute(_INSERT_EVENTS, {"run_id": state.run_id, "mission_id": state.mission_id,
+                                         "types": types, "datas": datas, "now": now})
+            out.last_event_id = max(int(row["id"]) for row in cur.fetchall())
+    return out
+
+
+def begin(conn: psycopg.Connection[Any], run_id: str, number: int, spec: MissionSpec, mission_id: str,
+          now: datetime) -> AfterCommit:
+    """Insert run ``number`` of a mission with its initial state, inside the caller's transaction."""
+    decision = engine.start_run(run_id, mission_id, spec, now)
+    state = decision.state
+    conn.execute(
+        """
+        INSERT INTO runs (id, mission_id, number, status, spec, state, deadline_at, created_at, started_at)
+        VALUES (%(id)s, %(mission_id)s, %(number)s, %(status)s, %(spec)s, %(state)s, %(deadline)s, %(now)s, %(now)s)
+        """,
+        {"id": run_id, "mission_id": mission_id, "number": number, "status": str(state.status),
+         "spec": Jsonb(spec.to_document()), "state": Jsonb(state.to_json()), "deadline": spec.deadline, "now": now},
+    )
+    conn.execute(
+        "UPDATE missions SET latest_run_id = %s, execution_count = execution_count + 1, status = %s, updated_at = %s"
+        " WHERE id = %s",
+        (run_id, str(state.status), now, mission_id),
+    )
+    return apply_effects(conn, state, decision.effects, now)

@@ -1,0 +1,67 @@
+"""After-commit side effects: Celery messages, cancellation signals and SSE wake-ups.
+
+Nothing here runs inside a database transaction. A failure to send is logged and left to the
+tick, which finds queued attempts whose message never reached a worker and sends them again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from workers.coordinator import AfterCommit
+from workers.events import publish_wakeup
+
+log = logging.getLogger(__name__)
+
+TASK_QUEUE = "missions"
+CONTROL_QUEUE = "missions.control"
+RUN_TASK = "missions.run_task"
+ASSESS_TASK = "missions.assess_task"
+TICK = "missions.tick"
+
+
+def cancel_key(run_id: str, task_id: str, attempt: int) -> str:
+    return f"missions:cancel:{run_id}:{task_id}:{attempt}"
+
+
+class Dispatcher:
+    def __init__(self, celery: Any, redis_client: Any) -> None:
+        self.celery = celery
+        self.redis = redis_client
+
+    def send_attempt(self, run_id: str, task_id: str, attempt: int) -> bool:
+        try:
+            self.celery.send_task(RUN_TASK, args=(run_id, task_id, attempt), queue=TASK_QUEUE)
+            return True
+        except Exception:  # the broker may be down; the tick re-sends queued attempts
+            log.exception("could not enqueue %s attempt %s of run %s", task_id, attempt, run_id)
+            return False
+
+    def send_assessment(self, run_id: str, task_id: str, attempt: int) -> bool:
+        try:
+            self.celery.send_task(ASSESS_TASK, args=(run_id, task_id, attempt), queue=TASK_QUEUE)
+            return True
+        except Exception:
+            log.exception("could not enqueue the assessment of %s/%s", run_id, task_id)
+            return False
+
+    def after_commit(self, outcome: AfterCommit | None,
+                     assess_inline: Callable[[str, str, int], None] | None = None) -> None:
+        if outcome is None:
+            return
+        for cancel in outcome.cancel:
+            try:
+                self.redis.set(cancel_key(outcome.run_id, cancel.task_id, cancel.attempt), cancel.reason, ex=3600)
+            except Exception:
+                log.exception("could not signal cancel of %s/%s", outcome.run_id, cancel.task_id)
+        for start in outcome.start:
+            self.send_attempt(outcome.run_id, start.task_id, start.attempt)
+        if outcome.last_event_id is not None:
+            publish_wakeup(self.redis, outcome.mission_id, outcome.run_id, outcome.last_event_id)
+        for assess in outcome.assess:
+            if assess_inline is not None:
+                assess_inline(outcome.run_id, assess.task_id, assess.attempt)
+            else:
+                self.send_assessment(outcome.run_id, assess.task_id, assess.attempt)

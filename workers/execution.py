@@ -1,0 +1,300 @@
+"""Running one attempt of one task, and assessing it, on a worker.
+
+The order is what makes delivery at-least-once safe: claim the attempt in Postgres (a second
+delivery finds it claimed and stops), run the agent outside any transaction while a heartbeat
+thread proves the worker alive and watches for cancellation, then record the result and run the
+coordinator step in one transaction, and only after commit send what comes next.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from orchestrator.engine import (
+    AssessmentScored,
+    RunState,
+    TaskClaimed,
+    TaskFailed,
+    TaskFinished,
+    TaskOutputProduced,
+)
+from orchestrator.spec import AgentSpec, MissionSpec, TaskSpec
+from workers import coordinator
+from workers.agents import AgentCall, AgentResult, runtime_for
+from workers.assessment import AssessmentContext, JudgeRequest, judge, score_expectations
+from workers.dispatch import Dispatcher, cancel_key
+from workers.services import Services
+
+log = logging.getLogger(__name__)
+
+DEPENDENCY_OUTPUT_LIMIT = 20_000
+
+_CLAIM = """
+UPDATE attempts SET status = 'running', worker = %(worker)s, claimed_at = %(now)s, heartbeat_at = %(now)s
+ WHERE run_id = %(run_id)s AND task_id = %(task_id)s AND attempt = %(attempt)s AND status = 'queued'
+RETURNING agent, model
+"""
+
+_HEARTBEAT = """
+UPDATE attempts SET heartbeat_at = now()
+ WHERE run_id = %(run_id)s AND task_id = %(task_id)s AND attempt = %(attempt)s AND status = %(status)s
+RETURNING 1
+"""
+
+_RECORD = """
+UPDATE attempts SET status = %(status)s, output = %(output)s, error = %(error)s, finished_at = %(now)s,
+       heartbeat_at = %(now)s, tokens_in = %(tokens_in)s, tokens_out = %(tokens_out)s, cost_usd = %(cost)s
+ WHERE run_id = %(run_id)s AND task_id = %(task_id)s AND attempt = %(attempt)s AND status = 'running'
+RETURNING 1
+"""
+
+_RECORD_SCORE = """
+UPDATE attempts SET status = %(status)s, score = %(score)s, assessment = %(assessment)s, heartbeat_at = %(now)s
+ WHERE run_id = %(run_id)s AND task_id = %(task_id)s AND attempt = %(attempt)s AND status = 'assessing'
+RETURNING 1
+"""
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Heartbeat:
+    """While an attempt runs: write ``heartbeat_at`` every ``interval`` seconds and set ``cancelled``
+    as soon as the attempt is cancelled (a Redis flag, polled often; or the row changed status)."""
+
+    def __init__(self, services: Services, run_id: str, task_id: str, attempt: int, status: str,
+                 interval: float, poll: float = 0.2) -> None:
+        self.services, self.run_id, self.task_id, self.attempt = services, run_id, task_id, attempt
+        self.status, self.interval, self.poll = status, interval, poll
+        self.cancelled = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{task_id}", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _loop(self) -> None:
+        key = cancel_key(self.run_id, self.task_id, self.attempt)
+        params = {"run_id": self.run_id, "task_id": self.task_id, "attempt": self.attempt, "status": self.status}
+        since_beat = 0.0
+        while not self._stop.wait(self.poll):
+            since_beat += self.poll
+            try:
+                if self.services.redis.exists(key):
+                    self.cancelled.set()
+                    return
+            except Exception:
+                log.warning("cancel flag unreadable for %s/%s", self.run_id, self.task_id, exc_info=True)
+            if since_beat >= self.interval:
+                since_beat = 0.0
+                try:
+                    with self.services.transaction() as conn:
+                        alive = conn.execute(_HEARTBEAT, params).fetchone()
+                    if alive is None:
+                        self.cancelled.set()
+                        return
+                except Exception:
+                    log.warning("heartbeat failed for %s/%s", self.run_id, self.task_id, exc_info=True)
+
+
+def _spec_of(row: Mapping[str, Any]) -> MissionSpec:
+    return MissionSpec.from_document(row["spec"])
+
+
+def _load(services: Services, run_id: str) -> tuple[MissionSpec, RunState] | None:
+    with services.transaction() as conn:
+        row = conn.execute("SELECT spec, state FROM runs WHERE id = %s", (run_id,)).fetchone()
+    if row is None:
+        return None
+    return _spec_of(row), RunState.from_json(row["state"])
+
+
+def _find_task(state: RunState, task_id: str) -> TaskSpec:
+    for task in state.spec.tasks:
+        if task.id == task_id:
+            return task
+    raise KeyError(task_id)
+
+
+def build_prompt(state: RunState, task: TaskSpec, outputs: Mapping[str, str]) -> str:
+    """Everything the agent sees (DESIGN §4 "Data flow"): mission prompt and data, its task,
+    expectations, its dependencies' outputs (bounded) and, on a retry, why earlier attempts failed."""
+    spec = state.spec
+    parts: list[str] = []
+    if spec.prompt:
+        parts.append(f"# Mission\n{spec.prompt}")
+    if spec.data is not None:
+        parts.append("# Mission data\n" + json.dumps(spec.data, indent=2, ensure_ascii=False))
+    parts.append(f"# Your task: {task.title}\n{task.description}")
+    criteria = [e.criterion or e.document.get("name") or e.type for e in task.expectations]
+    if criteria:
+        parts.append("# Expectations\n" + "\n".join(f"- {c}" for c in criteria))
+    if task.expected_outcomes:
+        parts.append("# Expected outcomes\n" + "\n".join(f"- {o.get('name')}: {o.get('description', '')}"
+                                                        for o in task.expected_outcomes))
+    for title in task.depends_on:
+        text = outputs.get(title, "")
+        if len(text) > DEPENDENCY_OUTPUT_LIMIT:
+            text = text[:DEPENDENCY_OUTPUT_LIMIT] + f"\n[... cut: {len(text) - DEPENDENCY_OUTPUT_LIMIT} more characters]"
+        parts.append(f"# Output of {title!r}\n{text}")
+    feedback = state.tasks[task.id].feedback if task.id in state.tasks else ()
+    if feedback:
+        parts.append("# Earlier attempts failed\n" + "\n".join(f"- {f}" for f in feedback))
+    return "\n\n".join(parts)
+
+
+def _dependency_outputs(services: Services, run_id: str, state: RunState, task: TaskSpec) -> dict[str, str]:
+    if not task.depends_on:
+        return {}
+    ids = {t.title: t.id for t in state.spec.tasks if t.title in task.depends_on}
+    with services.transaction() as conn:
+        rows = conn.execute(
+            """
+            SELECT DISTINCT ON (task_id) task_id, output FROM attempts
+             WHERE run_id = %s AND task_id = ANY(%s) AND status = 'completed'
+             ORDER BY task_id, attempt DESC
+            """,
+            (run_id, list(ids.values())),
+        ).fetchall()
+    by_id = {r["task_id"]: r["output"] or "" for r in rows}
+    return {title: by_id.get(task_id, "") for title, task_id in ids.items()}
+
+
+class Executor:
+    """Runs attempts and assessments for one worker process."""
+
+    def __init__(self, services: Services, dispatcher: Dispatcher, worker: str) -> None:
+        self.services = services
+        self.dispatcher = dispatcher
+        self.worker = worker
+
+    # -- one attempt ---------------------------------------------------------------------------
+    def run_attempt(self, run_id: str, task_id: str, attempt: int) -> str:
+        params = {"run_id": run_id, "task_id": task_id, "attempt": attempt, "worker": self.worker, "now": utcnow()}
+        with self.services.transaction() as conn:
+            claimed = conn.execute(_CLAIM, params).fetchone()
+            if claimed is None:
+                return "not claimed: a duplicate delivery, or the attempt was cancelled"
+            outcome = coordinator.step(conn, run_id, TaskClaimed(task_id, attempt, self.worker), params["now"])
+        self.dispatcher.after_commit(outcome)
+
+        loaded = _load(self.services, run_id)
+        if loaded is None:
+            return "run deleted"
+        _, state = loaded
+        task = _find_task(state, task_id)
+        agent = self._agent(state, claimed["agent"] or task.assign_to)
+        model = claimed["model"] or agent.model
+        prompt = build_prompt(state, task, _dependency_outputs(self.services, run_id, state, task))
+        system = "\n\n".join(p for p in (agent.role, str(agent.config.get("systemPrompt") or "")) if p)
+        with self.services.transaction() as conn:
+            conn.execute("UPDATE attempts SET prompt = %s WHERE run_id = %s AND task_id = %s AND attempt = %s",
+                         (prompt, run_id, task_id, attempt))
+        call = AgentCall(run_id, task_id, task.title, attempt, agent, model, system, prompt)
+
+        with Heartbeat(self.services, run_id, task_id, attempt, "running",
+                       self.services.settings.heartbeat_seconds) as beat:
+            try:
+                result = runtime_for(model).run(call, beat.cancelled, lambda chunk: self._emit(run_id, task_id, attempt, chunk))
+            except Exception as exc:  # a broken runtime fails the attempt, it does not kill the worker
+                log.exception("agent runtime crashed on %s/%s", run_id, task_id)
+                result = AgentResult(error=f"agent runtime error: {exc.__class__.__name__}: {exc}")
+        if result.cancelled or beat.cancelled.is_set():
+            return "cancelled"
+        return self._record(run_id, task_id, attempt, result)
+
+    def _agent(self, state: RunState, name: str) -> AgentSpec:
+        agents = state.spec.agents_by_name()
+        if name in agents:
+            return agents[name]
+        raise KeyError(f"agent {name!r} is not in the run's team")
+
+    def _emit(self, run_id: str, task_id: str, attempt: int, chunk: str) -> None:
+        with self.services.transaction() as conn:
+            outcome = coordinator.step(conn, run_id, TaskOutputProduced(task_id, attempt, chunk), utcnow())
+        self.dispatcher.after_commit(outcome)
+
+    def _record(self, run_id: str, task_id: str, attempt: int, result: AgentResult) -> str:
+        now = utcnow()
+        failed = result.error is not None
+        params = {"run_id": run_id, "task_id": task_id, "attempt": attempt, "now": now,
+                  "status": "failed" if failed else "assessing", "output": result.output, "error": result.error,
+                  "tokens_in": result.tokens_in, "tokens_out": result.tokens_out, "cost": result.cost_usd}
+        with self.services.transaction() as conn:
+            if conn.execute(_RECORD, params).fetchone() is None:
+                return "result dropped: the attempt was cancelled or lost meanwhile"
+            event = (TaskFailed(task_id, attempt, result.error or "") if failed
+                     else TaskFinished(task_id, attempt, result.output or ""))
+            outcome = coordinator.step(conn, run_id, event, now)
+            if not failed and outcome is not None and not any(a.task_id == task_id for a in outcome.assess):
+                # No assessment follows: the attempt is complete as it stands.
+                conn.execute("UPDATE attempts SET status = 'completed' WHERE run_id = %s AND task_id = %s"
+                             " AND attempt = %s AND status = 'assessing'", (run_id, task_id, attempt))
+        self.dispatcher.after_commit(outcome, assess_inline=self.assess)
+        return "failed" if failed else "finished"
+
+    # -- assessment ----------------------------------------------------------------------------
+    def assess(self, run_id: str, task_id: str, attempt: int) -> str:
+        with self.services.transaction() as conn:
+            row = conn.execute(
+                "SELECT a.output, a.agent, a.model, r.state,"
+                " (SELECT count(*) FROM attempts p WHERE p.run_id = a.run_id AND p.task_id = a.task_id"
+                "   AND p.assessment IS NOT NULL) AS assessed"
+                " FROM attempts a JOIN runs r ON r.id = a.run_id"
+                " WHERE a.run_id = %s AND a.task_id = %s AND a.attempt = %s AND a.status = 'assessing'",
+                (run_id, task_id, attempt),
+            ).fetchone()
+        if row is None:
+            return "nothing to assess"
+        state = RunState.from_json(row["state"])
+        task = _find_task(state, task_id)
+        output = row["output"] or ""
+        settings = self.services.settings
+        ctx = AssessmentContext(allow_commands=settings.allow_commands,
+                                workspace=_workspace(settings.data_dir, run_id))
+        criteria = [e.criterion or "" for e in task.expectations if e.type == "criterion"]
+        verdict = None
+        if criteria:
+            assessor = dict(state.spec.assessor or {})
+            model = assessor.get("model") or settings.judge_model or row["model"] or ""
+            config = assessor if assessor.get("model") else (self._agent(state, row["agent"]).config
+                                                              if row["agent"] else {})
+            with Heartbeat(self.services, run_id, task_id, attempt, "assessing", settings.heartbeat_seconds):
+                verdict = judge(JudgeRequest(model=model, config=config, criteria=criteria, output=output,
+                                             number=int(row["assessed"]) + 1, task_title=task.title,
+                                             description=task.description))
+        result = score_expectations(task.expectations, output, verdict, ctx)
+        now = utcnow()
+        passed = result.error is None and result.score is not None and result.score >= state.spec.quality_threshold
+        with self.services.transaction() as conn:
+            recorded = conn.execute(_RECORD_SCORE, {
+                "run_id": run_id, "task_id": task_id, "attempt": attempt, "now": now,
+                "status": "completed" if passed else "failed", "score": result.score,
+                "assessment": Jsonb({"score": result.score, "criteria": list(result.criteria), "error": result.error}),
+            }).fetchone()
+            if recorded is None:
+                return "assessment dropped: the attempt changed meanwhile"
+            outcome = coordinator.step(conn, run_id, AssessmentScored(task_id, attempt, result.score,
+                                                                      tuple(result.criteria), result.error), now)
+        self.dispatcher.after_commit(outcome, assess_inline=self.assess)
+        return "passed" if passed else "failed"
+
+
+def _workspace(data_dir: Path, run_id: str) -> Path:
+    path = data_dir / "workspaces" / run_id
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,154 @@
+"""Runs of a mission as the API sees them: start, resume, abort, change tasks while running, and
+read run history. Each function works inside the caller's transaction and returns the
+``AfterCommit`` the caller must hand to the dispatcher once the transaction has committed."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from orchestrator.engine import AbortRequested, ResumeRequested, TaskAdded, TaskRemoved, TaskUpdated
+from orchestrator.spec import MissionSpec
+from workers import coordinator, missions
+from workers.coordinator import AfterCommit
+from workers.errors import Conflict, NotFound
+from workers.ids import new_id
+from workers.missions import Limits, StoredMission
+
+_GET_RUN = """
+SELECT id, mission_id, number, status, pause_reason, pause_message, failure_reason, state, created_at,
+       started_at, finished_at
+  FROM runs WHERE id = %(run_id)s AND mission_id = %(mission_id)s
+"""
+
+_LIST_RUNS = """
+SELECT id, mission_id, number, status, pause_reason, pause_message, failure_reason, state, created_at,
+       started_at, finished_at
+  FROM runs WHERE mission_id = %(mission_id)s ORDER BY number DESC LIMIT %(limit)s OFFSET %(offset)s
+"""
+
+
+def _with_project_agents(conn: psycopg.Connection[Any], project_id: str, document: dict[str, Any]) -> dict[str, Any]:
+    """Freeze the project agents the mission names into the run's team, so a run is self-contained."""
+    team = dict(document.get("team") or {"name": "", "volatile": True, "agents": []})
+    have = {a["name"] for a in team.get("agents") or ()}
+    wanted = set()
+    for task in document["tasks"]:
+        wanted.add(task["assignTo"])
+        fallback = (task.get("retryPolicy") or {}).get("fallbackAgent")
+        if fallback:
+            wanted.add(fallback)
+    missing = sorted(wanted - have)
+    if missing:
+        rows = conn.execute("SELECT name, document FROM agents WHERE project_id = %s AND name = ANY(%s)",
+                            (project_id, missing)).fetchall()
+        team["agents"] = list(team.get("agents") or ()) + [dict(r["document"]) for r in rows]
+        document = {**document, "team": team}
+    return document
+
+
+def execute(conn: psycopg.Connection[Any], project_id: str, mission_id: str, limits: Limits,
+            now: datetime) -> tuple[str, AfterCommit]:
+    """Start a new run of the mission; ``Conflict`` while a run is active or paused."""
+    mission = missions.get_mission(conn, project_id, mission_id, for_update=True)
+    if mission.status in missions.RUNNING_STATUSES:
+        raise Conflict(f"mission is already {mission.status}; wait for it to finish or abort it first",
+                       {"runId": mission.row["latest_run_id"]})
+    document = _with_project_agents(conn, project_id, mission.full_document())
+    missions.validate_document(conn, project_id, document, limits)
+    run_id = new_id("run")
+    number = int(mission.row["execution_count"]) + 1
+    outcome = coordinator.begin(conn, run_id, number, MissionSpec.from_document(document), mission.id, now)
+    return run_id, outcome
+
+
+def _active_run(mission: StoredMission, wanted: tuple[str, ...], action: str) -> str:
+    if mission.status not in wanted:
+        raise Conflict(f"cannot {action}: the mission is {mission.status}")
+    return str(mission.row["latest_run_id"])
+
+
+def resume(conn: psycopg.Connection[Any], project_id: str, mission_id: str, retry_failed: bool,
+           now: datetime) -> AfterCommit:
+    mission = missions.get_mission(conn, project_id, mission_id, for_update=True)
+    run_id = _active_run(mission, ("paused",), "resume")
+    outcome = coordinator.step(conn, run_id, ResumeRequested(retry_failed), now)
+    if outcome is None or outcome.ignored:
+        raise Conflict(f"cannot resume: {outcome.ignored if outcome else 'the run is gone'}")
+    return outcome
+
+
+def abort(conn: psycopg.Connection[Any], project_id: str, mission_id: str, now: datetime) -> AfterCommit:
+    mission = missions.get_mission(conn, project_id, mission_id, for_update=True)
+    run_id = _active_run(mission, missions.RUNNING_STATUSES, "abort")
+    outcome = coordinator.step(conn, run_id, AbortRequested(), now)
+    if outcome is None or outcome.ignored:
+        raise Conflict(f"cannot abort: {outcome.ignored if outcome else 'the run is gone'}")
+    return outcome
+
+
+def add_task(conn: psycopg.Connection[Any], project_id: str, mission_id: str, document: Mapping[str, Any],
+             limits: Limits, now: datetime) -> tuple[StoredMission, str, AfterCommit | None]:
+    """Add a task to the mission; while it runs, the task joins the running run too."""
+    mission, task_id = missions.add_task(conn, project_id, mission_id, document, limits)
+    if mission.status not in missions.RUNNING_STATUSES:
+        return mission, task_id, None
+    full = _with_project_agents(conn, project_id, mission.full_document())
+    spec = MissionSpec.from_document(full)
+    task = next(t for t in spec.tasks if t.id == task_id)
+    outcome = coordinator.step(conn, str(mission.row["latest_run_id"]), TaskAdded(task), now)
+    return missions.get_mission(conn, project_id, mission_id), task_id, outcome
+
+
+def update_task(conn: psycopg.Connection[Any], project_id: str, mission_id: str, task_id: str,
+                changes: Mapping[str, Any], limits: Limits, now: datetime) -> tuple[StoredMission, AfterCommit | None]:
+    before = missions.get_mission(conn, project_id, mission_id, for_update=True)
+    running = before.status in missions.RUNNING_STATUSES
+    if running and "title" in changes:
+        old = next((t.title for t in before.tasks if t.id == task_id), None)
+        if old is not None and changes["title"] != old:
+            raise Conflict("a task cannot be renamed while the mission runs")
+    mission = missions.update_task(conn, project_id, mission_id, task_id, changes, limits)
+    if not running:
+        return mission, None
+    task = missions.task_spec(mission, task_id)
+    outcome = coordinator.step(conn, str(mission.row["latest_run_id"]), TaskUpdated(task), now)
+    if outcome is not None and outcome.ignored:
+        raise Conflict(f"the task cannot change now: {outcome.ignored}")
+    return missions.get_mission(conn, project_id, mission_id), outcome
+
+
+def delete_task(conn: psycopg.Connection[Any], project_id: str, mission_id: str, task_id: str, limits: Limits,
+                now: datetime) -> AfterCommit | None:
+    mission = missions.delete_task(conn, project_id, mission_id, task_id, limits)
+    if mission.status not in missions.RUNNING_STATUSES:
+        return None
+    outcome = coordinator.step(conn, str(mission.row["latest_run_id"]), TaskRemoved(task_id), now)
+    if outcome is not None and outcome.ignored:
+        raise Conflict(f"the task cannot be removed now: {outcome.ignored}")
+    return outcome
+
+
+def get_run(conn: psycopg.Connection[Any], project_id: str, mission_id: str, run_id: str) -> dict[str, Any]:
+    missions.get_mission(conn, project_id, mission_id)  # scope check: 404 for another project's mission
+    row = conn.execute(_GET_RUN, {"run_id": run_id, "mission_id": mission_id}).fetchone()
+    if row is None:
+        raise NotFound(f"run {run_id} not found in mission {mission_id}")
+    return dict(row)
+
+
+def list_runs(conn: psycopg.Connection[Any], project_id: str, mission_id: str, limit: int,
+              offset: int) -> list[dict[str, Any]]:
+    missions.get_mission(conn, project_id, mission_id)
+    rows = conn.execute(_LIST_RUNS, {"mission_id": mission_id, "limit": limit, "offset": offset}).fetchall()
+    return [dict(r) for r in rows]
+
+
+def latest_run_id(conn: psycopg.Connection[Any], project_id: str, mission_id: str) -> str:
+    mission = missions.get_mission(conn, project_id, mission_id)
+    if not mission.row["latest_run_id"]:
+        raise NotFound(f"mission {mission_id} has not run yet; execute it first")
+    return str(mission.row["latest_run_id"])
