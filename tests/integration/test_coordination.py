@@ -1,0 +1,165 @@
+"""The shell's delivery guarantees against real Postgres and Redis: duplicate deliveries, racing
+coordinator steps, and the tick's repairs."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from orchestrator.engine import TaskClaimed, TaskFinished
+from workers import coordinator, missions, runs
+from workers.dispatch import TASK_QUEUE, Dispatcher
+from workers.execution import Executor, utcnow
+from workers.projects import ensure_project
+from workers.services import Services
+from workers.tick import tick
+
+LIMITS = missions.Limits()
+
+
+def _mission(tasks: list[dict[str, Any]], script: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    agent: dict[str, Any] = {"name": "a", "role": "r", "model": "scripted/x"}
+    if script:
+        agent["script"] = script
+    for task in tasks:
+        task.setdefault("description", "d")
+        task.setdefault("assignTo", "a")
+    return {"name": "m", "tasks": tasks, "team": {"name": "t", "volatile": True, "agents": [agent]}}
+
+
+def _start(services: Services, document: dict[str, Any]) -> tuple[str, dict[str, str], coordinator.AfterCommit]:
+    with services.transaction() as conn:
+        project = ensure_project(conn, "p")
+        mission = missions.create_mission(conn, project, document, LIMITS)
+        run_id, outcome = runs.execute(conn, project, mission.id, LIMITS, utcnow())
+    return run_id, {t.title: t.id for t in mission.tasks}, outcome
+
+
+def _queue_length(services: Services) -> int:
+    return int(services.redis.llen(TASK_QUEUE))
+
+
+@pytest.fixture
+def executor(services: Services) -> Executor:
+    return Executor(services, Dispatcher(services.celery, services.redis), "test-worker")
+
+
+def test_a_duplicate_delivery_of_one_attempt_runs_the_agent_once(services: Services, executor: Executor,
+                                                                  db: psycopg.Connection) -> None:
+    run_id, ids, _ = _start(services, _mission([{"title": "A"}], [{"outputChunks": ["x", "y"]}]))
+    results: list[str] = []
+    barrier = threading.Barrier(2)
+
+    def deliver() -> None:
+        barrier.wait()
+        results.append(executor.run_attempt(run_id, ids["A"], 1))
+
+    threads = [threading.Thread(target=deliver) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(r.split(":")[0] for r in results) == ["finished", "not claimed"]
+    outputs = db.execute("SELECT count(*) AS n FROM events WHERE run_id = %s AND type = 'task:output'",
+                         (run_id,)).fetchone()
+    assert outputs["n"] == 2  # the two chunks, once
+    assert executor.run_attempt(run_id, ids["A"], 1).startswith("not claimed")
+    row = db.execute("SELECT status FROM runs WHERE id = %s", (run_id,)).fetchone()
+    assert row["status"] == "completed"
+
+
+def test_two_racing_steps_of_one_run_start_the_join_task_exactly_once(services: Services,
+                                                                      database_url: str) -> None:
+    run_id, ids, _ = _start(services, _mission([{"title": "A"}, {"title": "B"},
+                                                {"title": "C", "dependsOn": ["A", "B"]}]))
+    now = utcnow()
+    with services.transaction() as conn:
+        for title in ("A", "B"):
+            coordinator.step(conn, run_id, TaskClaimed(ids[title], 1, "w"), now)
+    outcomes: list[coordinator.AfterCommit | None] = []
+    barrier = threading.Barrier(2)
+
+    def finish(title: str) -> None:
+        with psycopg.connect(database_url, row_factory=dict_row) as conn:
+            barrier.wait()
+            with conn.transaction():
+                outcomes.append(coordinator.step(conn, run_id, TaskFinished(ids[title], 1, title), utcnow()))
+
+    threads = [threading.Thread(target=finish, args=(t,)) for t in ("A", "B")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    started = [s.task_id for o in outcomes if o for s in o.start]
+    assert started == [ids["C"]]
+    with services.transaction() as conn:
+        _, state = coordinator.lock_run(conn, run_id)  # type: ignore[misc]
+        versions = conn.execute("SELECT version FROM runs WHERE id = %s", (run_id,)).fetchone()
+        attempts = conn.execute("SELECT count(*) AS n FROM attempts WHERE run_id = %s AND task_id = %s",
+                                (run_id, ids["C"])).fetchone()
+        events = [r["id"] for r in conn.execute("SELECT id FROM events WHERE run_id = %s ORDER BY id", (run_id,))]
+    assert {t.title: str(t.status) for t in state.tasks.values()} == {"A": "completed", "B": "completed",
+                                                                        "C": "queued"}
+    assert versions["version"] == 4  # two claims, two finishes
+    assert attempts["n"] == 1
+    assert events == sorted(events)
+
+
+def test_an_enqueue_lost_after_commit_is_repaired_by_the_tick(services: Services, executor: Executor) -> None:
+    run_id, ids, outcome = _start(services, _mission([{"title": "A"}]))
+    assert [s.task_id for s in outcome.start] == [ids["A"]]
+    # The process "crashed" after commit: the outcome is never dispatched.
+    assert _queue_length(services) == 0
+    soon = tick(services, executor.dispatcher, utcnow())
+    assert soon.resent == 0  # too young to be called lost
+    later = utcnow() + timedelta(seconds=services.settings.requeue_seconds + 1)
+    report = tick(services, executor.dispatcher, later)
+    assert report.resent == 1 and _queue_length(services) == 1
+    again = tick(services, executor.dispatcher, later)
+    assert again.resent == 0  # the queue is not empty: the attempt is waiting, not lost
+
+
+def test_a_redis_restart_that_empties_the_queue_is_repaired_by_the_tick(services: Services,
+                                                                       executor: Executor) -> None:
+    run_id, ids, outcome = _start(services, _mission([{"title": "A"}, {"title": "B"}]))
+    executor.dispatcher.after_commit(outcome)
+    assert _queue_length(services) == 2
+    services.redis.flushdb()
+    later = utcnow() + timedelta(seconds=services.settings.requeue_seconds + 1)
+    assert tick(services, executor.dispatcher, later).resent == 2
+    assert _queue_length(services) == 2
+
+
+def test_an_attempt_whose_worker_stopped_heart_beating_is_run_again(services: Services, executor: Executor,
+                                                                     db: psycopg.Connection) -> None:
+    run_id, ids, _ = _start(services, _mission([{"title": "A"}]))
+    with services.transaction() as conn:
+        conn.execute("UPDATE attempts SET status = 'running', heartbeat_at = now() - interval '1 hour'"
+                     " WHERE run_id = %s", (run_id,))
+        coordinator.step(conn, run_id, TaskClaimed(ids["A"], 1, "dead-worker"), utcnow())
+    report = tick(services, executor.dispatcher, utcnow())
+    assert report.lost == 1
+    rows = db.execute("SELECT attempt, status FROM attempts WHERE run_id = %s ORDER BY attempt", (run_id,)).fetchall()
+    assert [(r["attempt"], r["status"]) for r in rows] == [(1, "lost"), (2, "queued")]
+    assert executor.run_attempt(run_id, ids["A"], 2) == "finished"
+    assert db.execute("SELECT status FROM runs WHERE id = %s", (run_id,)).fetchone()["status"] == "completed"
+
+
+def test_a_retry_backoff_timer_fires_from_the_tick(services: Services, executor: Executor,
+                                                    db: psycopg.Connection) -> None:
+    doc = _mission([{"title": "A", "maxRetries": 1, "retryPolicy": {"backoff": 30}}],
+                   [{"fail": "first try fails"}, {"output": "ok"}])
+    run_id, ids, _ = _start(services, doc)
+    assert executor.run_attempt(run_id, ids["A"], 1) == "failed"
+    timer = db.execute("SELECT kind, key, due_at FROM timers WHERE run_id = %s", (run_id,)).fetchone()
+    assert (timer["kind"], timer["key"]) == ("retry", f"{ids['A']}:2")
+    assert tick(services, executor.dispatcher, utcnow()).timers == 0
+    report = tick(services, executor.dispatcher, timer["due_at"] + timedelta(seconds=1))
+    assert report.timers == 1
+    assert executor.run_attempt(run_id, ids["A"], 2) == "finished"
+    assert db.execute("SELECT status FROM runs WHERE id = %s", (run_id,)).fetchone()["status"] == "completed"
