@@ -10,7 +10,7 @@ from marshmallow import Schema
 
 from api import render, schemas, sse
 from api.errors import error_response
-from workers import missions, projects, runs
+from workers import missions, projects, runs, schedules
 from workers.errors import Invalid
 from workers.execution import utcnow
 from workers.services import Services
@@ -215,6 +215,15 @@ def list_runs(mission_id: str) -> Any:
     with services().transaction() as conn:
         rows = runs.list_runs(conn, g.project_id, mission_id, query["limit"], query["offset"])
     return jsonify([render.run(row, with_tasks=False) for row in rows])
+
+
+@blueprint.get("/missions/<mission_id>/fires")
+def list_fires(mission_id: str) -> Any:
+    query = schemas.PAGE_QUERY.load(request.args.to_dict())
+    with services().transaction() as conn:
+        missions.get_mission(conn, g.project_id, mission_id)
+        rows = schedules.list_fires(conn, mission_id, query["limit"], query["offset"])
+    return jsonify([render.fire(row) for row in rows])
 
 
 @blueprint.get("/missions/<mission_id>/runs/<run_id>")

@@ -83,6 +83,8 @@ def _run_fields(mission: StoredMission) -> dict[str, Any]:
         out["failureReason"] = row["failure_reason"]
     if row.get("next_run_at") is not None:
         out["nextRunAt"] = _ts(row["next_run_at"])
+    if row.get("run_status"):
+        out["lastRunStatus"] = row["run_status"]
     return out
 
 
@@ -158,4 +160,15 @@ def run(row: Mapping[str, Any], *, with_tasks: bool = True) -> dict[str, Any]:
             ) if v is not None}
             for task_id, t in tasks.items()
         ]
+    return out
+
+
+def fire(row: Mapping[str, Any]) -> dict[str, Any]:
+    """One fire of a mission's schedule: started (with its run) or skipped (with why)."""
+    out: dict[str, Any] = {"fireAt": _ts(row["fire_at"]), "status": row["status"]}
+    if row.get("reason"):
+        out["reason"] = row["reason"]
+    if row.get("run_id"):
+        out["runId"] = row["run_id"]
+    out["recordedAt"] = _ts(row["recorded_at"])
     return out

@@ -623,13 +623,26 @@ def start_run(run_id: str, mission_id: str, spec: MissionSpec, now: datetime) ->
     )
     step = _Step(state, now)
     step.publish_mission_status()
-    if spec.deadline is not None:
-        if spec.deadline <= now:
+    deadline = run_deadline(spec, now)
+    if deadline is not None:
+        if deadline <= now:
             _stop_run(step, MissionStatus.FAILED, FAILURE_DEADLINE)
             return step.decision()
-        step.emit(ScheduleTimer("deadline", "run", spec.deadline))
+        step.emit(ScheduleTimer("deadline", "run", deadline))
     _settle(step)
     return step.decision()
+
+
+def run_deadline(spec: MissionSpec, started_at: datetime) -> datetime | None:
+    """The earlier of the absolute ``deadline`` and ``deadlineAfter`` seconds after the run started."""
+    candidates = [spec.deadline] if spec.deadline is not None else []
+    if spec.deadline_after is not None:
+        candidates.append(started_at + timedelta(seconds=spec.deadline_after))
+    return min(candidates) if candidates else None
+
+
+def _has_deadline(spec: MissionSpec) -> bool:
+    return spec.deadline is not None or spec.deadline_after is not None
 
 
 def decide(state: RunState, event: Event, now: datetime) -> Decision:
@@ -1242,7 +1255,7 @@ def _finish_when_nothing_left(step: _Step) -> None:
     status = MissionStatus.COMPLETED if all_completed else MissionStatus.FAILED
     reason = None if all_completed else FAILURE_TASK_FAILED
     _end_run(step, status, reason)
-    if step.spec.deadline is not None:
+    if _has_deadline(step.spec):
         step.emit(CancelTimer("deadline", "run"))
 
 
@@ -1271,7 +1284,7 @@ def _stop_run(step: _Step, status: MissionStatus, reason: str) -> None:
         if task.status is TaskStatus.PENDING and task.retry_at is not None:
             step.emit(CancelTimer("retry", attempt_key(task_id, task.attempt + 1)))
         step.put(replace(task, status=TaskStatus.CANCELLED, retry_at=None, finished_at=step.now))
-    if step.spec.deadline is not None and reason != FAILURE_DEADLINE:
+    if _has_deadline(step.spec) and reason != FAILURE_DEADLINE:
         step.emit(CancelTimer("deadline", "run"))
     _end_run(step, status, reason)
 

@@ -46,9 +46,12 @@ UPDATE runs
  WHERE id = %(run_id)s
 """
 
+# A mission mirrors its latest run; once that run ends, a mission with fires left is "scheduled".
 _MIRROR_MISSION = """
-UPDATE missions SET status = %(status)s, updated_at = %(now)s
- WHERE id = %(mission_id)s AND latest_run_id = %(run_id)s AND status <> %(status)s
+UPDATE missions
+   SET status = CASE WHEN %(terminal)s AND next_run_at IS NOT NULL THEN 'scheduled' ELSE %(status)s END,
+       updated_at = %(now)s
+ WHERE id = %(mission_id)s AND latest_run_id = %(run_id)s
 """
 
 _INSERT_ATTEMPT = """
@@ -142,7 +145,8 @@ def persist(conn: psycopg.Connection[Any], decision: Decision, now: datetime) ->
             "now": now,
         },
     )
-    conn.execute(_MIRROR_MISSION, {"status": status, "now": now, "mission_id": state.mission_id, "run_id": state.run_id})
+    conn.execute(_MIRROR_MISSION, {"status": status, "now": now, "mission_id": state.mission_id,
+                                   "run_id": state.run_id, "terminal": status in TERMINAL})
     return apply_effects(conn, state, decision.effects, now)
 
 
@@ -197,7 +201,8 @@ def begin(conn: psycopg.Connection[Any], run_id: str, number: int, spec: Mission
         VALUES (%(id)s, %(mission_id)s, %(number)s, %(status)s, %(spec)s, %(state)s, %(deadline)s, %(now)s, %(now)s)
         """,
         {"id": run_id, "mission_id": mission_id, "number": number, "status": str(state.status),
-         "spec": Jsonb(spec.to_document()), "state": Jsonb(state.to_json()), "deadline": spec.deadline, "now": now},
+         "spec": Jsonb(spec.to_document()), "state": Jsonb(state.to_json()),
+         "deadline": engine.run_deadline(spec, now), "now": now},
     )
     conn.execute(
         "UPDATE missions SET latest_run_id = %s, execution_count = execution_count + 1, status = %s, updated_at = %s"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 import psycopg
@@ -52,8 +53,8 @@ SELECT m.id, m.name, m.status, r.pause_reason, r.pause_message
 """
 
 _INSERT_MISSION = """
-INSERT INTO missions (id, project_id, name, status, document)
-VALUES (%(id)s, %(project_id)s, %(name)s, %(status)s, %(document)s)
+INSERT INTO missions (id, project_id, name, status, document, next_run_at)
+VALUES (%(id)s, %(project_id)s, %(name)s, %(status)s, %(document)s, %(next_run_at)s)
 ON CONFLICT (project_id, name) DO NOTHING
 RETURNING id
 """
@@ -113,6 +114,12 @@ class StoredMission:
         return MissionSpec.from_document(self.full_document())
 
 
+def _next_run_at(document: Mapping[str, Any]) -> datetime | None:
+    from workers.schedules import next_run_at
+
+    return next_run_at(document, datetime.now(timezone.utc))
+
+
 def _status_for(document: Mapping[str, Any]) -> str:
     return "scheduled" if document.get("schedule") else "draft"
 
@@ -168,6 +175,7 @@ def create_mission(
     """Validate and insert a mission with its tasks; ``Conflict`` when the name is taken."""
     _validate(conn, project_id, document, limits)
     mission_doc, task_docs = _split(document)
+    first_fire = _next_run_at(mission_doc)
     mission_id = new_id("msn")
     inserted = conn.execute(
         _INSERT_MISSION,
@@ -177,6 +185,7 @@ def create_mission(
             "name": mission_doc["name"],
             "status": _status_for(mission_doc),
             "document": Jsonb(mission_doc),
+            "next_run_at": first_fire,
         },
     ).fetchone()
     if inserted is None:
@@ -252,11 +261,17 @@ def patch_mission(
                 {"fields": {"name": ["already used by another mission in this project"]}},
             )
     status = mission.status
-    if "schedule" in changes:
-        status = _status_for(merged) if status in ("draft", "scheduled") or merged.get("schedule") else status
+    next_run = mission.row["next_run_at"]
+    if {"schedule", "timezone", "endDate"} & changes.keys():
+        next_run = _next_run_at(merged)
+        if merged.get("schedule"):
+            status = "scheduled"
+        elif status == "scheduled":
+            status = "draft"
     conn.execute(
-        "UPDATE missions SET name = %s, document = %s, status = %s, updated_at = now() WHERE id = %s",
-        (merged["name"], Jsonb(merged), status, mission_id),
+        "UPDATE missions SET name = %s, document = %s, status = %s, next_run_at = %s, updated_at = now()"
+        " WHERE id = %s",
+        (merged["name"], Jsonb(merged), status, next_run, mission_id),
     )
     _remember_agents(conn, project_id, merged)
     return get_mission(conn, project_id, mission_id)

@@ -1,6 +1,6 @@
 """The beat tick: fire due timers and repair what was lost.
 
-Run every second or so (``missions.tick``). Each part is safe to run from several processes at
+Run every second or so (``missions.tick``). First it fires due schedules (``workers.schedules``). Each part is safe to run from several processes at
 once: timers are taken with ``FOR UPDATE SKIP LOCKED`` and deleted in the same transaction as the
 coordinator step they feed; lost attempts are marked in the same transaction as their event.
 
@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from orchestrator.engine import DeadlineReached, Event, RetryDue, TaskTimedOut, WorkerLost
-from workers import coordinator
+from workers import coordinator, schedules
 from workers.dispatch import TASK_QUEUE, Dispatcher
+from workers.missions import Limits
 from workers.services import Services
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ RETURNING run_id, task_id, attempt
 
 @dataclass
 class TickReport:
+    scheduled: int = 0
     timers: int = 0
     lost: int = 0
     reassessed: int = 0
@@ -149,8 +151,15 @@ def resend_lost_messages(services: Services, dispatcher: Dispatcher, now: dateti
     return len(rows)
 
 
+def fire_schedules(services: Services, dispatcher: Dispatcher, now: datetime) -> int:
+    settings = services.settings
+    limits = Limits(max_tasks=settings.max_tasks, allow_commands=settings.allow_commands)
+    return schedules.fire_due(services.transaction, dispatcher.after_commit, limits, now)
+
+
 def tick(services: Services, dispatcher: Dispatcher, now: datetime) -> TickReport:
     report = TickReport()
+    report.scheduled = fire_schedules(services, dispatcher, now)
     report.timers = fire_timers(services, dispatcher, now)
     report.lost = reap_lost_workers(services, dispatcher, now)
     report.reassessed = resend_stale_assessments(services, dispatcher, now)
