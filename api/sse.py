@@ -153,7 +153,7 @@ def _frames(
                         break
             now = time.monotonic()
             if now - last_sent >= heartbeat_seconds:
-                pass
+                yield KEEP_ALIVE
                 last_sent = now = time.monotonic()
             timeout = min(
                 FALLBACK_POLL_SECONDS,
@@ -193,8 +193,8 @@ class _Wakeups:
                 if message is not None and message["type"] == "subscribe":
                     return
             log.warning("Redis did not confirm the subscription to %s; relying on polling", self._channel)
-        except redis.RedisError:
-            self._give_up()
+        except redis.RedisError as error:
+            self._give_up(error)
 
     def wait(self, timeout: float, *, after_id: int) -> bool:
         """Wait up to ``timeout`` seconds; True when a wake-up may announce an event after ``after_id``."""
@@ -208,8 +208,8 @@ class _Wakeups:
                 woken = woken or self._announces(message, after_id)
                 message = self._pubsub.get_message(timeout=0)
             return woken
-        except redis.RedisError:
-            self._give_up()
+        except redis.RedisError as error:
+            self._give_up(error)
             return False
 
     def _announces(self, message: dict[str, Any], after_id: int) -> bool:
@@ -222,8 +222,8 @@ class _Wakeups:
             return True  # unreadable: one extra read is cheaper than a missed event
         return bool(run_id == self._run_id and (not isinstance(event_id, int) or event_id > after_id))
 
-    def _give_up(self) -> None:
-        log.warning("Redis failed on %s; the stream goes on with polling", self._channel, exc_info=True)
+    def _give_up(self, error: redis.RedisError) -> None:
+        log.warning("Redis failed on %s (%s); the stream goes on with polling", self._channel, error)
         self.close()
 
     def close(self) -> None:
