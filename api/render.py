@@ -88,15 +88,21 @@ def _run_fields(mission: StoredMission) -> dict[str, Any]:
     return out
 
 
-def mission_created(mission: StoredMission) -> dict[str, Any]:
-    """The create answer, as the public docs show it: the mission head and a brief of each task."""
-    doc = mission.document
-    states = task_statuses(mission)
+def _head(mission: StoredMission, doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields every mission representation starts with, in the public docs' order."""
     out: dict[str, Any] = {"id": mission.id, "name": doc["name"], "status": mission.status}
     if doc.get("prompt") is not None:
         out["prompt"] = doc["prompt"]
     out["qualityThreshold"] = quality_threshold(doc)
     out["executionCount"] = mission.row["execution_count"]
+    return out
+
+
+def mission_created(mission: StoredMission) -> dict[str, Any]:
+    """The create answer, as the public docs show it: the mission head and a brief of each task."""
+    doc = mission.document
+    states = task_statuses(mission)
+    out = _head(mission, doc)
     for key in ("deadline", "schedule", "timezone"):
         if doc.get(key) is not None:
             out[key] = doc[key]
@@ -109,11 +115,7 @@ def mission_detail(mission: StoredMission) -> dict[str, Any]:
     """The whole mission: every field of its document, its run status and every task in full."""
     doc = mission.document
     states = task_statuses(mission)
-    out: dict[str, Any] = {"id": mission.id, "name": doc["name"], "status": mission.status}
-    if doc.get("prompt") is not None:
-        out["prompt"] = doc["prompt"]
-    out["qualityThreshold"] = quality_threshold(doc)
-    out["executionCount"] = mission.row["execution_count"]
+    out = _head(mission, doc)
     for key, value in doc.items():
         if key not in out and key not in ("name",):
             out[key] = value
