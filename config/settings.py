@@ -88,6 +88,18 @@ def _text(raw: str) -> str:
     return raw.strip()
 
 
+def _prices_json(raw: str) -> str:
+    from config.prices import validate_inline
+
+    return validate_inline(raw)
+
+
+def _file(raw: str) -> Path:
+    if not raw.strip():
+        raise ValueError("expected a file path, got an empty value")
+    return Path(raw.strip()).expanduser()
+
+
 @dataclass(frozen=True)
 class Setting:
     variable: str
@@ -118,6 +130,24 @@ SETTINGS_TABLE: tuple[Setting, ...] = (
             "Allow `command` expectations and shell tools to run on workers."),
     Setting("MISSIONS_JUDGE_MODEL", "judge_model", _text, None,
             "Default judge model (`provider/model`) when a mission has no `assessor`."),
+    Setting("MISSIONS_OPENAI_BASE_URL", "openai_base_url", _url(("http", "https")), None,
+            "Base URL for `openai/...` models (an OpenAI-compatible server: Ollama, vLLM, llama.cpp); "
+            "an agent's `baseUrl` wins."),
+    Setting("MISSIONS_ANTHROPIC_BASE_URL", "anthropic_base_url", _url(("http", "https")), None,
+            "Base URL for `anthropic/...` models; an agent's `baseUrl` wins."),
+    Setting("MISSIONS_PROVIDER_TIMEOUT_SECONDS", "provider_timeout_seconds", _float_range(1, 3600), 300.0,
+            "Longest wait for one model call before it counts as a (retried) timeout."),
+    Setting("MISSIONS_PROVIDER_RETRIES", "provider_retries", _int_range(0, 20), 4,
+            "Retries of a model call after a transient error (429, 5xx, timeout) inside one attempt."),
+    Setting("MISSIONS_PROVIDER_BACKOFF_SECONDS", "provider_backoff_seconds", _float_range(0, 60), 1.0,
+            "First wait before such a retry; it doubles each time (a `retry-after` header wins, up to 60 s)."),
+    Setting("MISSIONS_COMMAND_TIMEOUT_SECONDS", "command_timeout_seconds", _float_range(0.1, 3600), 60.0,
+            "Time limit of one `command` expectation or agent `shell` tool call."),
+    Setting("MISSIONS_PRICES_FILE", "prices_file", _file, None,
+            'JSON file of model prices in USD per million tokens, `{"openai/gpt-4o": {"input": 2.5, "output": 10}}`, '
+            "over the built-in table."),
+    Setting("MISSIONS_PRICES", "prices", _prices_json, None,
+            "The same price JSON inline; wins over `MISSIONS_PRICES_FILE`."),
     Setting("MISSIONS_TICK_SECONDS", "tick_seconds", _float_range(0.05, 60), 1.0,
             "How often beat runs the tick (timers, schedules, repair)."),
     Setting("MISSIONS_HEARTBEAT_SECONDS", "heartbeat_seconds", _float_range(0.1, 600), 2.0,
@@ -148,6 +178,14 @@ class Settings:
     db_pool_size: int = 10
     allow_commands: bool = False
     judge_model: str | None = None
+    openai_base_url: str | None = None
+    anthropic_base_url: str | None = None
+    provider_timeout_seconds: float = 300.0
+    provider_retries: int = 4
+    provider_backoff_seconds: float = 1.0
+    command_timeout_seconds: float = 60.0
+    prices_file: Path | None = None
+    prices: str | None = None
     tick_seconds: float = 1.0
     heartbeat_seconds: float = 2.0
     worker_lost_seconds: float = 20.0

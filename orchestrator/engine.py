@@ -147,6 +147,7 @@ _UNFINISHED: Final = frozenset(
 FAILURE_TASK_FAILED: Final = "task_failed"
 FAILURE_DEADLINE: Final = "deadline_exceeded"
 FAILURE_ABORTED: Final = "aborted"
+FAILURE_BUDGET: Final = "budget_exceeded"
 UNKNOWN_OUTCOME_ERROR: Final = "outcome unknown after worker loss; not re-run"
 
 
@@ -346,7 +347,7 @@ class RunState:
     tasks: Mapping[str, TaskState]  # by task id
     pause_reason: PauseReason | None = None
     pause_message: str | None = None
-    failure_reason: str | None = None  # "task_failed", "deadline_exceeded" or "aborted"
+    failure_reason: str | None = None  # "task_failed", "deadline_exceeded", "budget_exceeded" or "aborted"
     gates: tuple[GateStatus, ...] = ()  # one per spec.quality_gates
     checkpoints: tuple[CheckpointStatus, ...] = ()  # one per spec.checkpoints
     started_at: datetime | None = None
@@ -504,6 +505,11 @@ class DeadlineReached:
 
 
 @dataclass(frozen=True)
+class BudgetExceeded:
+    """The run's recorded tokens or cost went over the mission's ``budget`` (the shell measures)."""
+
+
+@dataclass(frozen=True)
 class TaskAdded:
     """A task joins the running run (already validated against the whole spec)."""
 
@@ -532,6 +538,7 @@ Event: TypeAlias = (
     | ResumeRequested
     | AbortRequested
     | DeadlineReached
+    | BudgetExceeded
     | TaskAdded
     | TaskUpdated
     | TaskRemoved
@@ -678,6 +685,10 @@ def decide(state: RunState, event: Event, now: datetime) -> Decision:
         case DeadlineReached():
             step = _Step(state, now)
             _stop_run(step, MissionStatus.FAILED, FAILURE_DEADLINE)
+            return step.decision()
+        case BudgetExceeded():
+            step = _Step(state, now)
+            _stop_run(step, MissionStatus.FAILED, FAILURE_BUDGET)
             return step.decision()
         case TaskAdded():
             return _add_task(state, event, now)
@@ -1273,7 +1284,7 @@ def _end_run(step: _Step, status: MissionStatus, reason: str | None) -> None:
 
 
 def _stop_run(step: _Step, status: MissionStatus, reason: str) -> None:
-    """Stopping (abort or deadline) cancels every unfinished task, its agent and its timers, and ends the run."""
+    """Stopping (abort, deadline or budget) cancels every unfinished task, its agent and its timers, and ends the run."""
     for task_id in step.index.tasks:
         task = step.tasks[task_id]
         if task.status in TERMINAL_TASK_STATUSES:

@@ -12,8 +12,8 @@ What this module guarantees:
   a parseable schedule and timezone, and every task blocked by a gate or checkpoint depends
   (transitively) on all of that barrier's ``afterTasks``, so a barrier can never wait on work
   that runs after the tasks it holds back.
-- A ``command`` expectation is rejected unless the server allows commands: an API key alone must
-  never be enough to run code on a worker.
+- A ``command`` expectation or an agent's ``shell`` tool is rejected unless the server allows
+  commands: an API key alone must never be enough to run code on a worker.
 
 Each rule is a small function whose docstring states the one thing it checks; the rule tables
 (``MISSION_RULES``, ``TASK_LIST_RULES``, ``TASK_RULES``, ``EXPECTATION_RULES``, ``AGENT_RULES``,
@@ -37,12 +37,14 @@ from orchestrator.spec import AgentSpec, Expectation, MissionSpec, TaskSpec, par
 
 PROVIDERS = ("anthropic", "openai", "scripted")
 EXPECTATION_TYPES = ("criterion", "contains", "regex", "json_schema", "command")
+AGENT_TOOLS = ("http_request", "read_file", "write_file", "shell")
 MIN_SCORE, MAX_SCORE = 1.0, 5.0
 MAX_RETRIES_LIMIT = 100
 DEFAULT_MAX_TASKS = 10_000
 COMMANDS_DISABLED = (
     "command expectations are disabled on this server (MISSIONS_ALLOW_COMMANDS=true enables them)"
 )
+SHELL_DISABLED = "the shell tool is disabled on this server (MISSIONS_ALLOW_COMMANDS=true enables it)"
 
 
 @dataclass(frozen=True)
@@ -280,11 +282,21 @@ def mission_concurrency_is_positive(ctx: _Context) -> Iterator[Problem]:
         yield Problem("maxConcurrency", f"maxConcurrency must be at least 1, got {limit}")
 
 
+def assessor_model_is_provider_model(ctx: _Context) -> Iterator[Problem]:
+    """The ``assessor``'s ``model``, when given, is ``provider/model`` with a known provider."""
+    model = (ctx.spec.assessor or {}).get("model")
+    if isinstance(model, str):
+        message = _model_problem(model)
+        if message is not None:
+            yield Problem("assessor.model", message)
+
+
 MISSION_RULES: tuple[MissionRule, ...] = (
     quality_threshold_is_a_score,
     schedule_parses,
     timezone_exists,
     mission_concurrency_is_positive,
+    assessor_model_is_provider_model,
 )
 
 
@@ -549,11 +561,32 @@ def agent_concurrency_is_positive(ctx: _Context, path: str, agent: AgentSpec) ->
         )
 
 
+def agent_tools_are_known(ctx: _Context, path: str, agent: AgentSpec) -> Iterator[Problem]:
+    """Every entry of ``tools`` names a known tool (a string, or an object with a ``name``)."""
+    tools = agent.config.get("tools")
+    for i, entry in enumerate(tools if isinstance(tools, (list, tuple)) else ()):
+        name = entry.get("name") if isinstance(entry, Mapping) else entry
+        if name not in AGENT_TOOLS:
+            shown = _quote(name) if isinstance(name, str) else json.dumps(entry)[:100]
+            yield Problem(f"{path}.tools[{i}]", f"unknown tool {shown}; use one of {', '.join(AGENT_TOOLS)}")
+
+
+def shell_tool_is_allowed(ctx: _Context, path: str, agent: AgentSpec) -> Iterator[Problem]:
+    """The ``shell`` tool is only accepted when the server allows commands."""
+    tools = agent.config.get("tools")
+    for i, entry in enumerate(tools if isinstance(tools, (list, tuple)) else ()):
+        name = entry.get("name") if isinstance(entry, Mapping) else entry
+        if name == "shell" and not ctx.allow_commands:
+            yield Problem(f"{path}.tools[{i}]", SHELL_DISABLED)
+
+
 AGENT_RULES: tuple[AgentRule, ...] = (
     agent_name_is_not_blank,
     agent_name_is_unique,
     agent_model_is_provider_model,
     agent_concurrency_is_positive,
+    agent_tools_are_known,
+    shell_tool_is_allowed,
 )
 
 

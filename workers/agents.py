@@ -1,9 +1,15 @@
 """Agent runtimes behind one small interface.
 
 The engine never knows the provider: a worker builds an ``AgentCall`` (who, which model, the
-prompt) and asks ``runtime_for(model)`` to run it, with a cancel event it must honour promptly and
-an ``emit`` callback for incremental output. Each runtime answers with an ``AgentResult``; a
-failure is data (``error``), never an exception, unless the code itself is broken.
+prompt, the run's workspace folder) and asks ``runtime_for(model, providers)`` to run it, with a
+cancel event it must honour promptly and an ``emit`` callback for incremental output. Each
+runtime answers with an ``AgentResult``; a failure is data (``error``), never an exception,
+unless the code itself is broken.
+
+Runtimes: ``scripted/...`` (``ScriptedAgent``, offline, DESIGN §5) and ``anthropic/...`` /
+``openai/...`` (``workers.providers.agent.ModelAgent``, the official SDKs). A runtime whose
+``batch_output`` is true streams many small deltas, which the executor coalesces into at most
+~10 ``task:output`` events a second; the scripted agent's chunks are sent one by one, as written.
 """
 
 from __future__ import annotations
@@ -11,9 +17,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from orchestrator.spec import AgentSpec
+
+if TYPE_CHECKING:
+    from workers.providers import Providers
 
 
 @dataclass(frozen=True)
@@ -26,6 +36,7 @@ class AgentCall:
     model: str
     system: str
     prompt: str
+    workspace: Path | None = None  # the run's shared folder for file tools
 
 
 @dataclass(frozen=True)
@@ -51,6 +62,8 @@ class ScriptedAgent:
     the last step repeating. A step may give ``output``, ``outputChunks`` (sent one by one),
     ``delay`` (interrupted at once by cancel) and ``fail`` (the attempt fails with that message).
     Without ``output`` the result is the chunks joined, else the task title."""
+
+    batch_output = False  # each outputChunk is one task:output event (tests and examples rely on it)
 
     def run(self, call: AgentCall, cancel: threading.Event, emit: Emit) -> AgentResult:
         script = call.agent.config.get("script") or []
@@ -81,14 +94,25 @@ class UnavailableProvider:
 
     def run(self, call: AgentCall, cancel: threading.Event, emit: Emit) -> AgentResult:
         return AgentResult(
-            error=f'provider "{self.provider}" is not available on this server yet (model {call.model}); '
-            "use scripted/... models"
+            error=f'provider "{self.provider}" is not available on this server (model {call.model}); '
+            "use anthropic/..., openai/... or scripted/... models"
         )
 
 
 _RUNTIMES: dict[str, AgentRuntime] = {"scripted": ScriptedAgent()}
 
 
-def runtime_for(model: str) -> AgentRuntime:
+def runtime_for(model: str, providers: Providers | None = None) -> AgentRuntime:
+    """The runtime of ``provider/model``. ``providers`` carries the worker's settings and prices
+    (without it, settings are read from the environment)."""
     provider = model.split("/", 1)[0]
-    return _RUNTIMES.get(provider) or UnavailableProvider(provider)
+    if provider in _RUNTIMES:
+        return _RUNTIMES[provider]
+    from workers.providers import MODEL_PROVIDERS, Providers
+
+    if provider in MODEL_PROVIDERS:
+        from config import Settings
+        from workers.providers.agent import ModelAgent
+
+        return ModelAgent(providers if providers is not None else Providers(Settings.from_env()))
+    return UnavailableProvider(provider)

@@ -4,6 +4,11 @@ The order is what makes delivery at-least-once safe: claim the attempt in Postgr
 delivery finds it claimed and stops), run the agent outside any transaction while a heartbeat
 thread proves the worker alive and watches for cancellation, then record the result and run the
 coordinator step in one transaction, and only after commit send what comes next.
+
+Model output is coalesced by an ``OutputBatcher`` into at most one ``task:output`` event per
+``OUTPUT_INTERVAL`` per attempt (each event is a coordinator step under the run lock). After an
+attempt or its assessment is recorded, a mission ``budget`` is checked against the run's totals
+in the same transaction, and a run over it is stopped with ``BudgetExceeded``.
 """
 
 from __future__ import annotations
@@ -11,7 +16,9 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,6 +27,7 @@ from psycopg.types.json import Jsonb
 
 from orchestrator.engine import (
     AssessmentScored,
+    BudgetExceeded,
     RunState,
     TaskClaimed,
     TaskFailed,
@@ -28,14 +36,26 @@ from orchestrator.engine import (
 )
 from orchestrator.spec import AgentSpec, MissionSpec, TaskSpec
 from workers import coordinator
-from workers.agents import AgentCall, AgentResult, runtime_for
-from workers.assessment import AssessmentContext, JudgeRequest, judge, score_expectations
+from workers.agents import AgentCall, AgentResult, Emit, runtime_for
+from workers.assessment import (
+    AssessmentContext,
+    Judgement,
+    JudgeRequest,
+    judge,
+    missing_outcomes,
+    outcome_kind,
+    score_expectations,
+)
+from workers.coordinator import TERMINAL, AfterCommit
 from workers.dispatch import Dispatcher, cancel_key
+from workers.providers import Providers, endpoint_config
 from workers.services import Services
+from workers.usage import budget_exceeded, run_totals
 
 log = logging.getLogger(__name__)
 
 DEPENDENCY_OUTPUT_LIMIT = 20_000
+OUTPUT_INTERVAL = 0.1  # seconds between two task:output events of one attempt (at most ~10 a second)
 
 _CLAIM = """
 UPDATE attempts SET status = 'running', worker = %(worker)s, claimed_at = %(now)s, heartbeat_at = %(now)s
@@ -51,15 +71,32 @@ RETURNING 1
 
 _RECORD = """
 UPDATE attempts SET status = %(status)s, output = %(output)s, error = %(error)s, finished_at = %(now)s,
-       heartbeat_at = %(now)s, tokens_in = %(tokens_in)s, tokens_out = %(tokens_out)s, cost_usd = %(cost)s
+       heartbeat_at = %(now)s, tokens_in = %(tokens_in)s, tokens_out = %(tokens_out)s, cost_usd = %(cost)s,
+       outcomes = %(outcomes)s
  WHERE run_id = %(run_id)s AND task_id = %(task_id)s AND attempt = %(attempt)s AND status = 'running'
 RETURNING 1
 """
 
 _RECORD_SCORE = """
-UPDATE attempts SET status = %(status)s, score = %(score)s, assessment = %(assessment)s, heartbeat_at = %(now)s
+UPDATE attempts SET status = %(status)s, score = %(score)s, assessment = %(assessment)s, heartbeat_at = %(now)s,
+       judge_model = %(judge_model)s, judge_tokens_in = %(judge_tokens_in)s,
+       judge_tokens_out = %(judge_tokens_out)s, judge_cost_usd = %(judge_cost)s
  WHERE run_id = %(run_id)s AND task_id = %(task_id)s AND attempt = %(attempt)s AND status = 'assessing'
 RETURNING 1
+"""
+
+# The run ended (abort, deadline, budget) while this attempt waited for its judge: do not judge it.
+_DROP_ASSESSMENT = """
+UPDATE attempts SET status = 'cancelled', error = coalesce(error, 'the run ended before the assessment'),
+       heartbeat_at = %(now)s
+ WHERE run_id = %(run_id)s AND task_id = %(task_id)s AND attempt = %(attempt)s AND status = 'assessing'
+"""
+
+# What a cancelled attempt had already spent (turns that finished before the cancel) still counts.
+_RECORD_CANCELLED_USAGE = """
+UPDATE attempts SET tokens_in = %(tokens_in)s, tokens_out = %(tokens_out)s, cost_usd = %(cost)s,
+       outcomes = %(outcomes)s
+ WHERE run_id = %(run_id)s AND task_id = %(task_id)s AND attempt = %(attempt)s
 """
 
 
@@ -111,6 +148,64 @@ class Heartbeat:
                     log.warning("heartbeat failed for %s/%s", self.run_id, self.task_id, exc_info=True)
 
 
+class OutputBatcher:
+    """Coalesces streamed text into at most one send per ``interval`` seconds.
+
+    The first chunk goes out at once; chunks arriving within the interval after a send wait and go
+    out together when it has passed. ``add`` never blocks on the database (a flusher thread
+    sends), so a model stream is never slowed by it; ``close`` sends what is left, in order.
+    """
+
+    def __init__(self, send: Callable[[str], None], interval: float = OUTPUT_INTERVAL) -> None:
+        self._send = send
+        self._interval = interval
+        self._parts: list[str] = []
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self._closing = threading.Event()
+        self._last = float("-inf")
+        self.sent = 0
+        self._thread = threading.Thread(target=self._loop, name="output-batcher", daemon=True)
+        self._thread.start()
+
+    def add(self, chunk: str) -> None:
+        if not chunk:
+            return
+        with self._lock:
+            self._parts.append(chunk)
+        self._ready.set()
+
+    def close(self) -> None:
+        self._closing.set()
+        self._ready.set()
+        self._thread.join(10)
+        self._flush()
+
+    def _loop(self) -> None:
+        while True:
+            self._ready.wait()
+            if self._closing.is_set():
+                return
+            wait = self._last + self._interval - time.monotonic()
+            if wait > 0 and self._closing.wait(wait):
+                return
+            self._flush()
+
+    def _flush(self) -> None:
+        with self._lock:
+            self._ready.clear()
+            text = "".join(self._parts)
+            self._parts.clear()
+        if not text:
+            return
+        self._last = time.monotonic()
+        try:
+            self._send(text)
+            self.sent += 1
+        except Exception:  # output events are a live view; the final output is recorded anyway
+            log.warning("could not publish output", exc_info=True)
+
+
 def _spec_of(row: Mapping[str, Any]) -> MissionSpec:
     return MissionSpec.from_document(row["spec"])
 
@@ -144,8 +239,7 @@ def build_prompt(state: RunState, task: TaskSpec, outputs: Mapping[str, str]) ->
     if criteria:
         parts.append("# Expectations\n" + "\n".join(f"- {c}" for c in criteria))
     if task.expected_outcomes:
-        parts.append("# Expected outcomes\n" + "\n".join(f"- {o.get('name')}: {o.get('description', '')}"
-                                                        for o in task.expected_outcomes))
+        parts.append("# Expected outcomes\n" + "\n".join(_describe_outcome(o) for o in task.expected_outcomes))
     for title in task.depends_on:
         text = outputs.get(title, "")
         if len(text) > DEPENDENCY_OUTPUT_LIMIT:
@@ -155,6 +249,14 @@ def build_prompt(state: RunState, task: TaskSpec, outputs: Mapping[str, str]) ->
     if feedback:
         parts.append("# Earlier attempts failed\n" + "\n".join(f"- {f}" for f in feedback))
     return "\n\n".join(parts)
+
+
+def _describe_outcome(outcome: Mapping[str, Any]) -> str:
+    kind = outcome_kind(outcome)
+    where = f" at {outcome['path']}" if outcome.get("path") else ""
+    required = ", required" if outcome.get("required") else ""
+    description = f": {outcome['description']}" if outcome.get("description") else ""
+    return f"- {outcome.get('name')} ({kind}{where}{required}){description}"
 
 
 def _dependency_outputs(services: Services, run_id: str, state: RunState, task: TaskSpec) -> dict[str, str]:
@@ -177,10 +279,12 @@ def _dependency_outputs(services: Services, run_id: str, state: RunState, task: 
 class Executor:
     """Runs attempts and assessments for one worker process."""
 
-    def __init__(self, services: Services, dispatcher: Dispatcher, worker: str) -> None:
+    def __init__(self, services: Services, dispatcher: Dispatcher, worker: str,
+                 providers: Providers | None = None) -> None:
         self.services = services
         self.dispatcher = dispatcher
         self.worker = worker
+        self.providers = providers if providers is not None else Providers(services.settings)
 
     # -- one attempt ---------------------------------------------------------------------------
     def run_attempt(self, run_id: str, task_id: str, attempt: int) -> str:
@@ -204,18 +308,35 @@ class Executor:
         with self.services.transaction() as conn:
             conn.execute("UPDATE attempts SET prompt = %s WHERE run_id = %s AND task_id = %s AND attempt = %s",
                          (prompt, run_id, task_id, attempt))
-        call = AgentCall(run_id, task_id, task.title, attempt, agent, model, system, prompt)
+        workspace = _workspace(self.services.settings.data_dir, run_id)
+        call = AgentCall(run_id, task_id, task.title, attempt, agent, model, system, prompt, workspace)
+        runtime = runtime_for(model, self.providers)
+
+        def send(text: str) -> None:
+            self._emit(run_id, task_id, attempt, text)
 
         with Heartbeat(self.services, run_id, task_id, attempt, "running",
                        self.services.settings.heartbeat_seconds) as beat:
+            batcher = OutputBatcher(send) if getattr(runtime, "batch_output", False) else None
+            emit: Emit = batcher.add if batcher is not None else send
             try:
-                result = runtime_for(model).run(call, beat.cancelled, lambda chunk: self._emit(run_id, task_id, attempt, chunk))
+                result = runtime.run(call, beat.cancelled, emit)
             except Exception as exc:  # a broken runtime fails the attempt, it does not kill the worker
                 log.exception("agent runtime crashed on %s/%s", run_id, task_id)
                 result = AgentResult(error=f"agent runtime error: {exc.__class__.__name__}: {exc}")
+            finally:
+                if batcher is not None:
+                    batcher.close()
         if result.cancelled or beat.cancelled.is_set():
+            if result.tokens_in or result.tokens_out or result.outcomes:
+                with self.services.transaction() as conn:
+                    conn.execute(_RECORD_CANCELLED_USAGE, self._usage_params(run_id, task_id, attempt, result))
             return "cancelled"
-        return self._record(run_id, task_id, attempt, result)
+        if result.error is None:
+            missing = missing_outcomes(task.expected_outcomes, result.output or "", workspace)
+            if missing:
+                result = replace(result, error="; ".join(missing))
+        return self._record(run_id, task_id, attempt, result, state.spec.budget)
 
     def _agent(self, state: RunState, name: str) -> AgentSpec:
         agents = state.spec.agents_by_name()
@@ -228,12 +349,18 @@ class Executor:
             outcome = coordinator.step(conn, run_id, TaskOutputProduced(task_id, attempt, chunk), utcnow())
         self.dispatcher.after_commit(outcome)
 
-    def _record(self, run_id: str, task_id: str, attempt: int, result: AgentResult) -> str:
+    @staticmethod
+    def _usage_params(run_id: str, task_id: str, attempt: int, result: AgentResult) -> dict[str, Any]:
+        return {"run_id": run_id, "task_id": task_id, "attempt": attempt, "tokens_in": result.tokens_in,
+                "tokens_out": result.tokens_out, "cost": result.cost_usd,
+                "outcomes": Jsonb([dict(o) for o in result.outcomes])}
+
+    def _record(self, run_id: str, task_id: str, attempt: int, result: AgentResult,
+                budget: Mapping[str, Any] | None = None) -> str:
         now = utcnow()
         failed = result.error is not None
-        params = {"run_id": run_id, "task_id": task_id, "attempt": attempt, "now": now,
-                  "status": "failed" if failed else "assessing", "output": result.output, "error": result.error,
-                  "tokens_in": result.tokens_in, "tokens_out": result.tokens_out, "cost": result.cost_usd}
+        params = {**self._usage_params(run_id, task_id, attempt, result), "now": now,
+                  "status": "failed" if failed else "assessing", "output": result.output, "error": result.error}
         with self.services.transaction() as conn:
             if conn.execute(_RECORD, params).fetchone() is None:
                 return "result dropped: the attempt was cancelled or lost meanwhile"
@@ -244,20 +371,38 @@ class Executor:
                 # No assessment follows: the attempt is complete as it stands.
                 conn.execute("UPDATE attempts SET status = 'completed' WHERE run_id = %s AND task_id = %s"
                              " AND attempt = %s AND status = 'assessing'", (run_id, task_id, attempt))
+            outcome = self._enforce_budget(conn, run_id, outcome, now, budget)
         self.dispatcher.after_commit(outcome, assess_inline=self.assess)
         return "failed" if failed else "finished"
+
+    def _enforce_budget(self, conn: Any, run_id: str, outcome: AfterCommit | None, now: datetime,
+                        budget: Mapping[str, Any] | None) -> AfterCommit | None:
+        """Stop a live run whose recorded usage is over its mission's budget (same transaction)."""
+        if outcome is None or outcome.status in TERMINAL or not budget:
+            return outcome
+        why = budget_exceeded(budget, run_totals(conn, run_id))
+        if why is None:
+            return outcome
+        log.warning("run %s is over its budget and stops: %s", run_id, why)
+        stopped = coordinator.step(conn, run_id, BudgetExceeded(), now)
+        outcome.start.clear()  # the attempts this step started were cancelled by the stop
+        return outcome.merge(stopped)
 
     # -- assessment ----------------------------------------------------------------------------
     def assess(self, run_id: str, task_id: str, attempt: int) -> str:
         with self.services.transaction() as conn:
             row = conn.execute(
-                "SELECT a.output, a.agent, a.model, r.state,"
+                "SELECT a.output, a.agent, a.model, r.state, r.status AS run_status,"
                 " (SELECT count(*) FROM attempts p WHERE p.run_id = a.run_id AND p.task_id = a.task_id"
                 "   AND p.assessment IS NOT NULL) AS assessed"
                 " FROM attempts a JOIN runs r ON r.id = a.run_id"
                 " WHERE a.run_id = %s AND a.task_id = %s AND a.attempt = %s AND a.status = 'assessing'",
                 (run_id, task_id, attempt),
             ).fetchone()
+            if row is not None and row["run_status"] in TERMINAL:
+                conn.execute(_DROP_ASSESSMENT, {"run_id": run_id, "task_id": task_id, "attempt": attempt,
+                                                "now": utcnow()})
+                return "not assessed: the run is over"
         if row is None:
             return "nothing to assess"
         state = RunState.from_json(row["state"])
@@ -265,33 +410,59 @@ class Executor:
         output = row["output"] or ""
         settings = self.services.settings
         ctx = AssessmentContext(allow_commands=settings.allow_commands,
-                                workspace=_workspace(settings.data_dir, run_id))
+                                workspace=_workspace(settings.data_dir, run_id),
+                                command_timeout=settings.command_timeout_seconds)
         criteria = [e.criterion or "" for e in task.expectations if e.type == "criterion"]
-        verdict = None
-        if criteria:
-            assessor = dict(state.spec.assessor or {})
-            model = assessor.get("model") or settings.judge_model or row["model"] or ""
-            config = assessor if assessor.get("model") else (self._agent(state, row["agent"]).config
-                                                              if row["agent"] else {})
-            with Heartbeat(self.services, run_id, task_id, attempt, "assessing", settings.heartbeat_seconds):
-                verdict = judge(JudgeRequest(model=model, config=config, criteria=criteria, output=output,
-                                             number=int(row["assessed"]) + 1, task_title=task.title,
-                                             description=task.description))
-        result = score_expectations(task.expectations, output, verdict, ctx)
+        verdict: Judgement | None = None
+        model: str | None = None
+        with Heartbeat(self.services, run_id, task_id, attempt, "assessing", settings.heartbeat_seconds) as beat:
+            try:
+                if criteria:
+                    model, config = self._judge_of(state, row["agent"], row["model"])
+                    verdict = judge(JudgeRequest(model=model, config=config, criteria=criteria, output=output,
+                                                 number=int(row["assessed"]) + 1, task_title=task.title,
+                                                 description=task.description), self.providers, beat.cancelled)
+                result = score_expectations(task.expectations, output, verdict, ctx)
+            except Exception as exc:  # nothing a judge or a check does may kill the worker
+                log.exception("assessment of %s/%s crashed", run_id, task_id)
+                result = Judgement(None, error=f"assessment error: {exc.__class__.__name__}: {exc}")
+        used = verdict or Judgement(None)
         now = utcnow()
         passed = result.error is None and result.score is not None and result.score >= state.spec.quality_threshold
         with self.services.transaction() as conn:
             recorded = conn.execute(_RECORD_SCORE, {
                 "run_id": run_id, "task_id": task_id, "attempt": attempt, "now": now,
                 "status": "completed" if passed else "failed", "score": result.score,
-                "assessment": Jsonb({"score": result.score, "criteria": list(result.criteria), "error": result.error}),
+                "assessment": Jsonb({"score": result.score, "criteria": list(result.criteria), "error": result.error,
+                                     "judge": model}),
+                "judge_model": model, "judge_tokens_in": used.tokens_in, "judge_tokens_out": used.tokens_out,
+                "judge_cost": used.cost_usd,
             }).fetchone()
             if recorded is None:
                 return "assessment dropped: the attempt changed meanwhile"
             outcome = coordinator.step(conn, run_id, AssessmentScored(task_id, attempt, result.score,
                                                                       tuple(result.criteria), result.error), now)
+            outcome = self._enforce_budget(conn, run_id, outcome, now, state.spec.budget)
         self.dispatcher.after_commit(outcome, assess_inline=self.assess)
         return "passed" if passed else "failed"
+
+    def _judge_of(self, state: RunState, agent_name: str | None, attempt_model: str | None
+                  ) -> tuple[str, Mapping[str, Any]]:
+        """The judge's model and config: the mission's assessor, else MISSIONS_JUDGE_MODEL, else the
+        attempt's own model (with its agent's endpoint when the provider is the agent's)."""
+        assessor = dict(state.spec.assessor or {})
+        if assessor.get("model"):
+            return str(assessor["model"]), assessor
+        if self.services.settings.judge_model:
+            return self.services.settings.judge_model, {}
+        agents = state.spec.agents_by_name()
+        agent = agents.get(agent_name or "")
+        model = attempt_model or (agent.model if agent is not None else "")
+        if agent is None:
+            return model, {}
+        if model.startswith("scripted/"):
+            return model, agent.config  # a scripted agent's script may carry the judge's steps
+        return model, endpoint_config(model, agent.model, agent.config)
 
 
 def _workspace(data_dir: Path, run_id: str) -> Path:
