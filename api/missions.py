@@ -14,6 +14,7 @@ from workers import missions, projects, runs, schedules
 from workers.errors import Invalid
 from workers.execution import utcnow
 from workers.services import Services
+from workers.usage import mission_usage
 
 blueprint = Blueprint("missions_v1", __name__)
 
@@ -100,7 +101,8 @@ def list_resumable() -> Any:
 def get_mission(mission_id: str) -> Any:
     with services().transaction() as conn:
         mission = missions.get_mission(conn, g.project_id, mission_id)
-    return jsonify(render.mission_detail(mission))
+        body = render.mission_detail(mission, mission_usage(conn, mission_id))
+    return jsonify(body)
 
 
 @blueprint.patch("/missions/<mission_id>")
@@ -108,7 +110,8 @@ def patch_mission(mission_id: str) -> Any:
     changes = json_body(schemas.MISSION_PATCH)
     with services().transaction() as conn:
         mission = missions.patch_mission(conn, g.project_id, mission_id, changes, limits())
-    return jsonify(render.mission_detail(mission))
+        body = render.mission_detail(mission, mission_usage(conn, mission_id))
+    return jsonify(body)
 
 
 @blueprint.delete("/missions/<mission_id>")
@@ -168,7 +171,8 @@ def execute(mission_id: str) -> Any:
         return sse.stream_run(mission_id, run_id, None)
     with svc.transaction() as conn:
         run = runs.get_run(conn, g.project_id, mission_id, run_id)
-    response = jsonify(render.run(run))
+        body = render.run(run, usage=mission_usage(conn, mission_id))
+    response = jsonify(body)
     response.status_code = 202
     response.headers["Location"] = f"/v1/missions/{mission_id}/runs/{run_id}"
     return response
@@ -195,7 +199,8 @@ def resume(mission_id: str) -> Any:
     svc.dispatcher.after_commit(outcome)
     with svc.transaction() as conn:
         mission = missions.get_mission(conn, g.project_id, mission_id)
-    return jsonify(render.mission_detail(mission))
+        body = render.mission_detail(mission, mission_usage(conn, mission_id))
+    return jsonify(body)
 
 
 @blueprint.post("/missions/<mission_id>/abort")
@@ -206,7 +211,8 @@ def abort(mission_id: str) -> Any:
     svc.dispatcher.after_commit(outcome)
     with svc.transaction() as conn:
         mission = missions.get_mission(conn, g.project_id, mission_id)
-    return jsonify(render.mission_detail(mission))
+        body = render.mission_detail(mission, mission_usage(conn, mission_id))
+    return jsonify(body)
 
 
 @blueprint.get("/missions/<mission_id>/runs")
@@ -214,7 +220,8 @@ def list_runs(mission_id: str) -> Any:
     query = schemas.PAGE_QUERY.load(request.args.to_dict())
     with services().transaction() as conn:
         rows = runs.list_runs(conn, g.project_id, mission_id, query["limit"], query["offset"])
-    return jsonify([render.run(row, with_tasks=False) for row in rows])
+        usage = mission_usage(conn, mission_id)
+    return jsonify([render.run(row, with_tasks=False, usage=usage) for row in rows])
 
 
 @blueprint.get("/missions/<mission_id>/fires")
@@ -230,4 +237,5 @@ def list_fires(mission_id: str) -> Any:
 def get_run(mission_id: str, run_id: str) -> Any:
     with services().transaction() as conn:
         row = runs.get_run(conn, g.project_id, mission_id, run_id)
-    return jsonify(render.run(row))
+        body = render.run(row, usage=mission_usage(conn, mission_id))
+    return jsonify(body)

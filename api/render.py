@@ -8,6 +8,7 @@ from typing import Any
 
 from orchestrator.spec import DEFAULT_QUALITY_THRESHOLD, format_timestamp
 from workers.missions import StoredMission, StoredTask
+from workers.usage import MissionUsage
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -60,14 +61,25 @@ def task_brief(mission: StoredMission, task: StoredTask, states: Mapping[str, Ma
     return out
 
 
-def task_detail(mission: StoredMission, task: StoredTask, states: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+def task_detail(mission: StoredMission, task: StoredTask, states: Mapping[str, Mapping[str, Any]],
+                usage: MissionUsage | None = None) -> dict[str, Any]:
     out = {"id": task.id, **task.document, "status": _task_status(mission, task, states)}
     state = states.get(task.id)
     if state is not None:
-        for key, name in (("attempt", "attempt"), ("agent", "agent"), ("model", "model"), ("score", "score"),
-                          ("error", "error")):
-            if state.get(key) is not None:
-                out[name] = state[key]
+        out.update(_task_results(state))
+    run_id = mission.row.get("latest_run_id")
+    if usage is not None and run_id and state is not None:
+        out["usage"] = usage.task(run_id, task.id).to_json()
+    return out
+
+
+def _task_results(state: Mapping[str, Any]) -> dict[str, Any]:
+    """What the latest attempt of a task produced: who ran it, its output, score and reasons."""
+    out: dict[str, Any] = {}
+    for key in ("attempt", "agent", "model", "output", "score", "criteria", "error"):
+        value = state.get(key)
+        if value is not None and value != []:
+            out[key] = value
     return out
 
 
@@ -111,8 +123,9 @@ def mission_created(mission: StoredMission) -> dict[str, Any]:
     return out
 
 
-def mission_detail(mission: StoredMission) -> dict[str, Any]:
-    """The whole mission: every field of its document, its run status and every task in full."""
+def mission_detail(mission: StoredMission, usage: MissionUsage | None = None) -> dict[str, Any]:
+    """The whole mission: every field of its document, its run status and every task in full,
+    with tokens and cost over all runs (``usage``) and per task in the latest run."""
     doc = mission.document
     states = task_statuses(mission)
     out = _head(mission, doc)
@@ -122,7 +135,9 @@ def mission_detail(mission: StoredMission) -> dict[str, Any]:
     out.update(_run_fields(mission))
     out["createdAt"] = _ts(mission.row["created_at"])
     out["updatedAt"] = _ts(mission.row["updated_at"])
-    out["tasks"] = [task_detail(mission, t, states) for t in mission.tasks]
+    if usage is not None:
+        out["usage"] = usage.total.to_json()
+    out["tasks"] = [task_detail(mission, t, states, usage) for t in mission.tasks]
     return out
 
 
@@ -136,8 +151,9 @@ def resumable(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def run(row: Mapping[str, Any], *, with_tasks: bool = True) -> dict[str, Any]:
-    """A run: its status, why it paused or failed, and (by default) every task's state in it."""
+def run(row: Mapping[str, Any], *, with_tasks: bool = True, usage: MissionUsage | None = None) -> dict[str, Any]:
+    """A run: its status, why it paused or failed, tokens and cost, and (by default) every task's
+    state in it with its output, score and the judge's reasons."""
     out: dict[str, Any] = {
         "id": row["id"],
         "missionId": row["mission_id"],
@@ -152,16 +168,17 @@ def run(row: Mapping[str, Any], *, with_tasks: bool = True) -> dict[str, Any]:
     out["createdAt"] = _ts(row.get("created_at"))
     out["startedAt"] = _ts(row.get("started_at"))
     out["finishedAt"] = _ts(row.get("finished_at"))
-    tasks = _run_tasks(row.get("state"))
+    if usage is not None:
+        out["usage"] = usage.run(row["id"]).to_json()
     if with_tasks:
-        out["tasks"] = [
-            {k: v for k, v in (
-                ("id", task_id), ("title", t.get("title")), ("status", t.get("status")),
-                ("attempt", t.get("attempt")), ("agent", t.get("agent")), ("model", t.get("model")),
-                ("score", t.get("score")), ("error", t.get("error")),
-            ) if v is not None}
-            for task_id, t in tasks.items()
-        ]
+        tasks = []
+        for task_id, state in _run_tasks(row.get("state")).items():
+            item: dict[str, Any] = {"id": task_id, "title": state.get("title"), "status": state.get("status")}
+            item.update(_task_results(state))
+            if usage is not None:
+                item["usage"] = usage.task(row["id"], task_id).to_json()
+            tasks.append(item)
+        out["tasks"] = tasks
     return out
 
 
