@@ -48,6 +48,11 @@ def test_code_review_pipeline_passes_upstream_output_downstream(stack: Stack) ->
     detail = stack.request("GET", f"/v1/missions/{created['id']}/runs/{run['id']}").json()
     assert {t["title"]: t["status"] for t in detail["tasks"]} == {
         "Analyze code changes": "completed", "Write review summary": "completed"}
+    analyze = next(t for t in detail["tasks"] if t["title"] == "Analyze code changes")
+    assert analyze["output"] == "code-reviewer done" and analyze["score"] == 4.5
+    assert [c["reason"] for c in analyze["criteria"]] == ["meets the bar", "meets the bar"]
+    assert detail["usage"]["attempts"] == 2 and set(detail["usage"]) == {"tokensIn", "tokensOut", "costUsd",
+                                                                          "attempts"}
 
 
 def test_a_failing_task_is_retried_with_feedback_and_then_succeeds(stack: Stack) -> None:
