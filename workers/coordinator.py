@@ -11,6 +11,7 @@ allocated in commit order, which is what makes SSE replay by ``id > Last-Event-I
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -31,6 +32,7 @@ from orchestrator.engine import (
     StartTask,
 )
 from orchestrator.spec import MissionSpec
+from workers import metrics
 
 log = logging.getLogger(__name__)
 
@@ -117,15 +119,20 @@ def lock_run(conn: psycopg.Connection[Any], run_id: str) -> tuple[dict[str, Any]
 
 def step(conn: psycopg.Connection[Any], run_id: str, event: Event, now: datetime) -> AfterCommit | None:
     """Apply one event to a run inside the caller's transaction; None if the run no longer exists."""
+    started = time.perf_counter()
     locked = lock_run(conn, run_id)
     if locked is None:
         return None
     _, state = locked
     decision = engine.decide(state, event, now)
     if decision.ignored is not None:
-        log.debug("run %s ignored %s: %s", run_id, type(event).__name__, decision.ignored)
-        return AfterCommit(state.mission_id, run_id, status=str(state.status), ignored=decision.ignored)
-    return persist(conn, decision, now)
+        log.debug("run %s ignored %s: %s", run_id, type(event).__name__, decision.ignored,
+                  extra={"run_id": run_id, "mission_id": state.mission_id})
+        outcome = AfterCommit(state.mission_id, run_id, status=str(state.status), ignored=decision.ignored)
+    else:
+        outcome = persist(conn, decision, now)
+    metrics.observe_step(time.perf_counter() - started)
+    return outcome
 
 
 def persist(conn: psycopg.Connection[Any], decision: Decision, now: datetime) -> AfterCommit:
@@ -186,6 +193,7 @@ def apply_effects(conn: psycopg.Connection[Any], state: RunState, effects: tuple
         if types:
             cur.execute(_INSERT_EVENTS, {"run_id": state.run_id, "mission_id": state.mission_id,
                                          "types": types, "datas": datas, "now": now})
+            metrics.count_events(types)
             out.last_event_id = max(int(row["id"]) for row in cur.fetchall())
     return out
 

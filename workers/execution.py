@@ -49,6 +49,7 @@ from workers.assessment import (
 from workers.coordinator import TERMINAL, AfterCommit
 from workers.dispatch import Dispatcher, cancel_key
 from workers.providers import Providers, endpoint_config
+from workers.logs import log_ids
 from workers.services import Services
 from workers.usage import budget_exceeded, run_totals
 
@@ -288,6 +289,11 @@ class Executor:
 
     # -- one attempt ---------------------------------------------------------------------------
     def run_attempt(self, run_id: str, task_id: str, attempt: int) -> str:
+        """Claim, run and record one attempt; returns what happened, for the Celery result log."""
+        with log_ids(run_id=run_id, task_id=task_id, attempt=attempt):
+            return self._run_attempt(run_id, task_id, attempt)
+
+    def _run_attempt(self, run_id: str, task_id: str, attempt: int) -> str:
         params = {"run_id": run_id, "task_id": task_id, "attempt": attempt, "worker": self.worker, "now": utcnow()}
         with self.services.transaction() as conn:
             claimed = conn.execute(_CLAIM, params).fetchone()
@@ -390,6 +396,11 @@ class Executor:
 
     # -- assessment ----------------------------------------------------------------------------
     def assess(self, run_id: str, task_id: str, attempt: int) -> str:
+        """Score an attempt's output against its task's expectations and feed the verdict back."""
+        with log_ids(run_id=run_id, task_id=task_id, attempt=attempt):
+            return self._assess(run_id, task_id, attempt)
+
+    def _assess(self, run_id: str, task_id: str, attempt: int) -> str:
         with self.services.transaction() as conn:
             row = conn.execute(
                 "SELECT a.output, a.agent, a.model, r.state, r.status AS run_status,"

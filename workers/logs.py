@@ -5,9 +5,34 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime, timezone
+from typing import Any
 
 from config import Settings
+
+
+_ids: ContextVar[dict[str, Any]] = ContextVar("missions_log_ids", default={})
+
+
+@contextmanager
+def log_ids(**ids: Any) -> Iterator[None]:
+    """Every log line written inside carries these ids (mission_id, run_id, task_id, attempt)."""
+    token = _ids.set({**_ids.get(), **{k: v for k, v in ids.items() if v is not None}})
+    try:
+        yield
+    finally:
+        _ids.reset(token)
+
+
+class IdsFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in _ids.get().items():
+            if not hasattr(record, key):
+                setattr(record, key, value)
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -35,6 +60,7 @@ def configure_logging(settings: Settings) -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(IdsFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
