@@ -42,8 +42,8 @@ MISSIONS_BY_STATUS = "SELECT status, count(*) AS n FROM missions GROUP BY status
 
 # Tasks of the runs that are not over (the partial index runs_active finds them).
 TASKS_BY_STATUS = """
-SELECT t->>'status' AS status, count(*) AS n
-  FROM runs CROSS JOIN LATERAL jsonb_array_elements(runs.state->'tasks') AS t
+SELECT rt.state->>'status' AS status, count(*) AS n
+  FROM runs JOIN run_tasks rt ON rt.run_id = runs.id
  WHERE runs.status IN ('active', 'paused')
  GROUP BY 1
 """

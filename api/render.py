@@ -34,11 +34,11 @@ def mission_summary(row: Mapping[str, Any]) -> dict[str, Any]:
 
 def task_statuses(mission: StoredMission) -> dict[str, Mapping[str, Any]]:
     """Per task id, the state the latest run holds for it (empty before the first run)."""
-    return _run_tasks(mission.row.get("run_state"))
+    return _run_tasks(mission.row.get("run_tasks"))
 
 
-def _run_tasks(state: Any) -> dict[str, Mapping[str, Any]]:
-    tasks = state.get("tasks") if isinstance(state, Mapping) else None
+def _run_tasks(tasks: Any) -> dict[str, Mapping[str, Any]]:
+    """Task states of a run (a list of ``TaskState`` JSON documents), by task id."""
     return {t["taskId"]: t for t in tasks} if isinstance(tasks, list) else {}
 
 
@@ -172,7 +172,7 @@ def run(row: Mapping[str, Any], *, with_tasks: bool = True, usage: MissionUsage 
         out["usage"] = usage.run(row["id"]).to_json()
     if with_tasks:
         tasks = []
-        for task_id, state in _run_tasks(row.get("state")).items():
+        for task_id, state in _run_tasks(row.get("run_tasks")).items():
             item: dict[str, Any] = {"id": task_id, "title": state.get("title"), "status": state.get("status")}
             item.update(_task_results(state))
             if usage is not None:

@@ -18,6 +18,7 @@ NAME_MAX = 200
 TEXT_MAX = 20_000
 PROMPT_MAX = 100_000
 LIST_MAX = 1_000
+TITLES_MAX = 100_000  # the server's MISSIONS_MAX_TASKS rule is the real bound
 
 
 class StrictNumber(fields.Float):
@@ -71,7 +72,9 @@ def text(max_length: int, *, required: bool = False, allow_empty: bool = True) -
 
 
 def titles(**kwargs: Any) -> fields.List:
-    return fields.List(fields.String(validate=validate.Length(min=1, max=NAME_MAX)), validate=validate.Length(max=LIST_MAX), **kwargs)
+    """A list of task titles; as long as a mission may be (a fan-in task depends on all the others)."""
+    return fields.List(fields.String(validate=validate.Length(min=1, max=NAME_MAX)),
+                       validate=validate.Length(max=TITLES_MAX), **kwargs)
 
 
 class Strict(Schema):

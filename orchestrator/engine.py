@@ -369,6 +369,10 @@ class RunState:
     def task_by_title(self, title: str) -> TaskState:
         return self.tasks[self._derived().id_by_title[title]]
 
+    def task_spec(self, task_id: str) -> TaskSpec:
+        """The spec of one task of the run, by id (a dictionary lookup, whatever the run's size)."""
+        return self._derived().tasks[task_id]
+
     def _derived(self) -> _SpecIndex:
         index = self._index
         if index is None or index.spec is not self.spec:

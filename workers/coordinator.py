@@ -32,21 +32,11 @@ from orchestrator.engine import (
     StartTask,
 )
 from orchestrator.spec import MissionSpec
-from workers import metrics
+from workers import metrics, run_store
 
 log = logging.getLogger(__name__)
 
 TERMINAL = ("completed", "failed", "cancelled")
-
-_LOCK_RUN = "SELECT id, mission_id, status, state, version FROM runs WHERE id = %(run_id)s FOR UPDATE"
-
-_UPDATE_RUN = """
-UPDATE runs
-   SET state = %(state)s, status = %(status)s, pause_reason = %(pause_reason)s,
-       pause_message = %(pause_message)s, failure_reason = %(failure_reason)s, version = version + 1,
-       finished_at = CASE WHEN %(terminal)s THEN coalesce(finished_at, %(now)s) ELSE NULL END
- WHERE id = %(run_id)s
-"""
 
 # A mission mirrors its latest run; once that run ends, a mission with fires left is "scheduled".
 _MIRROR_MISSION = """
@@ -97,6 +87,11 @@ class AfterCommit:
     last_event_id: int | None = None
     status: str = ""
     ignored: str | None = None
+    stored: run_store.Stored | None = None  # the state this step read or wrote, cached after commit
+
+    @property
+    def state(self) -> RunState | None:
+        return self.stored.state if self.stored is not None else None
 
     def merge(self, other: AfterCommit | None) -> AfterCommit:
         if other is None:
@@ -107,54 +102,47 @@ class AfterCommit:
         if other.last_event_id is not None:
             self.last_event_id = max(self.last_event_id or 0, other.last_event_id)
         self.status = other.status or self.status
+        if other.stored is not None and (self.stored is None or other.stored.version >= self.stored.version):
+            self.stored = other.stored
         return self
 
 
-def lock_run(conn: psycopg.Connection[Any], run_id: str) -> tuple[dict[str, Any], RunState] | None:
-    row = conn.execute(_LOCK_RUN, {"run_id": run_id}).fetchone()
-    if row is None:
-        return None
-    return dict(row), RunState.from_json(row["state"])
+def lock_run(conn: psycopg.Connection[Any], run_id: str) -> tuple[run_store.Stored, RunState] | None:
+    """Lock the run row and read its state; None when the run no longer exists."""
+    stored = run_store.load(conn, run_id)
+    return (stored, stored.state) if stored is not None else None
 
 
 def step(conn: psycopg.Connection[Any], run_id: str, event: Event, now: datetime) -> AfterCommit | None:
     """Apply one event to a run inside the caller's transaction; None if the run no longer exists."""
     started = time.perf_counter()
-    locked = lock_run(conn, run_id)
-    if locked is None:
+    stored = run_store.load(conn, run_id)
+    if stored is None:
         return None
-    _, state = locked
+    state = stored.state
     decision = engine.decide(state, event, now)
     if decision.ignored is not None:
         log.debug("run %s ignored %s: %s", run_id, type(event).__name__, decision.ignored,
                   extra={"run_id": run_id, "mission_id": state.mission_id})
-        outcome = AfterCommit(state.mission_id, run_id, status=str(state.status), ignored=decision.ignored)
+        outcome = AfterCommit(state.mission_id, run_id, status=str(state.status), ignored=decision.ignored,
+                              stored=stored)
     else:
-        outcome = persist(conn, decision, now)
+        outcome = persist(conn, stored, decision, now)
     metrics.observe_step(time.perf_counter() - started)
     return outcome
 
 
-def persist(conn: psycopg.Connection[Any], decision: Decision, now: datetime) -> AfterCommit:
+def persist(conn: psycopg.Connection[Any], before: run_store.Stored, decision: Decision, now: datetime) -> AfterCommit:
     """Write a decision's state and in-transaction effects; return the after-commit ones."""
     state = decision.state
     status = str(state.status)
-    conn.execute(
-        _UPDATE_RUN,
-        {
-            "run_id": state.run_id,
-            "state": Jsonb(state.to_json()),
-            "status": status,
-            "pause_reason": str(state.pause_reason) if state.pause_reason else None,
-            "pause_message": state.pause_message,
-            "failure_reason": state.failure_reason,
-            "terminal": status in TERMINAL,
-            "now": now,
-        },
-    )
-    conn.execute(_MIRROR_MISSION, {"status": status, "now": now, "mission_id": state.mission_id,
-                                   "run_id": state.run_id, "terminal": status in TERMINAL})
-    return apply_effects(conn, state, decision.effects, now)
+    stored = run_store.save(conn, before, state, now, terminal=status in TERMINAL)
+    if state.status is not before.state.status:
+        conn.execute(_MIRROR_MISSION, {"status": status, "now": now, "mission_id": state.mission_id,
+                                       "run_id": state.run_id, "terminal": status in TERMINAL})
+    outcome = apply_effects(conn, state, decision.effects, now)
+    outcome.stored = stored
+    return outcome
 
 
 def apply_effects(conn: psycopg.Connection[Any], state: RunState, effects: tuple[Any, ...], now: datetime) -> AfterCommit:
@@ -205,16 +193,22 @@ def begin(conn: psycopg.Connection[Any], run_id: str, number: int, spec: Mission
     state = decision.state
     conn.execute(
         """
-        INSERT INTO runs (id, mission_id, number, status, spec, state, deadline_at, created_at, started_at)
-        VALUES (%(id)s, %(mission_id)s, %(number)s, %(status)s, %(spec)s, %(state)s, %(deadline)s, %(now)s, %(now)s)
+        INSERT INTO runs (id, mission_id, number, status, spec, state, deadline_at, created_at, started_at,
+                          finished_at, failure_reason)
+        VALUES (%(id)s, %(mission_id)s, %(number)s, %(status)s, %(spec)s, %(state)s, %(deadline)s, %(now)s,
+                %(now)s, %(finished)s, %(failure)s)
         """,
         {"id": run_id, "mission_id": mission_id, "number": number, "status": str(state.status),
-         "spec": Jsonb(spec.to_document()), "state": Jsonb(state.to_json()),
-         "deadline": engine.run_deadline(spec, now), "now": now},
+         "spec": Jsonb(spec.to_document()), "state": Jsonb(run_store.header_json(state)),
+         "deadline": engine.run_deadline(spec, now), "now": now,
+         "finished": now if str(state.status) in TERMINAL else None, "failure": state.failure_reason},
     )
+    stored = run_store.insert(conn, state)
     conn.execute(
         "UPDATE missions SET latest_run_id = %s, execution_count = execution_count + 1, status = %s, updated_at = %s"
         " WHERE id = %s",
         (run_id, str(state.status), now, mission_id),
     )
-    return apply_effects(conn, state, decision.effects, now)
+    outcome = apply_effects(conn, state, decision.effects, now)
+    outcome.stored = stored
+    return outcome

@@ -85,5 +85,8 @@ def create_pool(database_url: str, *, max_size: int = 10, min_size: int = 1, nam
         kwargs={"row_factory": dict_row},
         name=name,
         open=False,
-        check=ConnectionPool.check_connection,
+        # No check on every checkout (a round trip each time); broken connections are replaced when
+        # they fail, and idle ones are recycled.
+        max_idle=300,
+        reconnect_timeout=60,
     )

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from workers import run_store
 from workers.coordinator import AfterCommit
 from workers.events import publish_wakeup
 
@@ -51,6 +52,7 @@ class Dispatcher:
                      assess_inline: Callable[[str, str, int], None] | None = None) -> None:
         if outcome is None:
             return
+        run_store.remember(outcome.run_id, outcome.stored)
         for cancel in outcome.cancel:
             try:
                 self.redis.set(cancel_key(outcome.run_id, cancel.task_id, cancel.attempt), cancel.reason, ex=3600)

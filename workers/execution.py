@@ -35,7 +35,7 @@ from orchestrator.engine import (
     TaskOutputProduced,
 )
 from orchestrator.spec import AgentSpec, MissionSpec, TaskSpec
-from workers import coordinator
+from workers import coordinator, run_store
 from workers.agents import AgentCall, AgentResult, Emit, runtime_for
 from workers.assessment import (
     AssessmentContext,
@@ -207,23 +207,13 @@ class OutputBatcher:
             log.warning("could not publish output", exc_info=True)
 
 
-def _spec_of(row: Mapping[str, Any]) -> MissionSpec:
-    return MissionSpec.from_document(row["spec"])
-
-
-def _load(services: Services, run_id: str) -> tuple[MissionSpec, RunState] | None:
-    with services.transaction() as conn:
-        row = conn.execute("SELECT spec, state FROM runs WHERE id = %s", (run_id,)).fetchone()
-    if row is None:
-        return None
-    return _spec_of(row), RunState.from_json(row["state"])
-
-
 def _find_task(state: RunState, task_id: str) -> TaskSpec:
-    for task in state.spec.tasks:
-        if task.id == task_id:
-            return task
-    raise KeyError(task_id)
+    return state.task_spec(task_id)
+
+
+def _no_nul(text: str | None) -> str | None:
+    """Postgres text and JSON cannot hold NUL characters; a model may still produce them."""
+    return text.replace("\x00", "") if text else text
 
 
 def build_prompt(state: RunState, task: TaskSpec, outputs: Mapping[str, str]) -> str:
@@ -260,19 +250,18 @@ def _describe_outcome(outcome: Mapping[str, Any]) -> str:
     return f"- {outcome.get('name')} ({kind}{where}{required}){description}"
 
 
-def _dependency_outputs(services: Services, run_id: str, state: RunState, task: TaskSpec) -> dict[str, str]:
+def _dependency_outputs(conn: Any, run_id: str, state: RunState, task: TaskSpec) -> dict[str, str]:
     if not task.depends_on:
         return {}
-    ids = {t.title: t.id for t in state.spec.tasks if t.title in task.depends_on}
-    with services.transaction() as conn:
-        rows = conn.execute(
-            """
-            SELECT DISTINCT ON (task_id) task_id, output FROM attempts
-             WHERE run_id = %s AND task_id = ANY(%s) AND status = 'completed'
-             ORDER BY task_id, attempt DESC
-            """,
-            (run_id, list(ids.values())),
-        ).fetchall()
+    ids = {title: state.task_by_title(title).task_id for title in task.depends_on}
+    rows = conn.execute(
+        """
+        SELECT DISTINCT ON (task_id) task_id, output FROM attempts
+         WHERE run_id = %s AND task_id = ANY(%s) AND status = 'completed'
+         ORDER BY task_id, attempt DESC
+        """,
+        (run_id, list(ids.values())),
+    ).fetchall()
     by_id = {r["task_id"]: r["output"] or "" for r in rows}
     return {title: by_id.get(task_id, "") for title, task_id in ids.items()}
 
@@ -295,25 +284,23 @@ class Executor:
 
     def _run_attempt(self, run_id: str, task_id: str, attempt: int) -> str:
         params = {"run_id": run_id, "task_id": task_id, "attempt": attempt, "worker": self.worker, "now": utcnow()}
+        # One transaction: claim, the coordinator step, and the prompt built from the decided state.
         with self.services.transaction() as conn:
             claimed = conn.execute(_CLAIM, params).fetchone()
             if claimed is None:
                 return "not claimed: a duplicate delivery, or the attempt was cancelled"
             outcome = coordinator.step(conn, run_id, TaskClaimed(task_id, attempt, self.worker), params["now"])
-        self.dispatcher.after_commit(outcome)
-
-        loaded = _load(self.services, run_id)
-        if loaded is None:
-            return "run deleted"
-        _, state = loaded
-        task = _find_task(state, task_id)
-        agent = self._agent(state, claimed["agent"] or task.assign_to)
-        model = claimed["model"] or agent.model
-        prompt = build_prompt(state, task, _dependency_outputs(self.services, run_id, state, task))
-        system = "\n\n".join(p for p in (agent.role, str(agent.config.get("systemPrompt") or "")) if p)
-        with self.services.transaction() as conn:
+            state = outcome.state if outcome is not None else None
+            if state is None:
+                return "run deleted"
+            task = _find_task(state, task_id)
+            agent = self._agent(state, claimed["agent"] or task.assign_to)
+            model = claimed["model"] or agent.model
+            prompt = build_prompt(state, task, _dependency_outputs(conn, run_id, state, task))
             conn.execute("UPDATE attempts SET prompt = %s WHERE run_id = %s AND task_id = %s AND attempt = %s",
-                         (prompt, run_id, task_id, attempt))
+                         (_no_nul(prompt), run_id, task_id, attempt))
+        self.dispatcher.after_commit(outcome)
+        system = "\n\n".join(p for p in (agent.role, str(agent.config.get("systemPrompt") or "")) if p)
         workspace = _workspace(self.services.settings.data_dir, run_id)
         call = AgentCall(run_id, task_id, task.title, attempt, agent, model, system, prompt, workspace)
         runtime = runtime_for(model, self.providers)
@@ -363,6 +350,7 @@ class Executor:
 
     def _record(self, run_id: str, task_id: str, attempt: int, result: AgentResult,
                 budget: Mapping[str, Any] | None = None) -> str:
+        result = replace(result, output=_no_nul(result.output), error=_no_nul(result.error))
         now = utcnow()
         failed = result.error is not None
         params = {**self._usage_params(run_id, task_id, attempt, result), "now": now,
@@ -403,7 +391,7 @@ class Executor:
     def _assess(self, run_id: str, task_id: str, attempt: int) -> str:
         with self.services.transaction() as conn:
             row = conn.execute(
-                "SELECT a.output, a.agent, a.model, r.state, r.status AS run_status,"
+                "SELECT a.output, a.agent, a.model, r.status AS run_status,"
                 " (SELECT count(*) FROM attempts p WHERE p.run_id = a.run_id AND p.task_id = a.task_id"
                 "   AND p.assessment IS NOT NULL) AS assessed"
                 " FROM attempts a JOIN runs r ON r.id = a.run_id"
@@ -414,9 +402,10 @@ class Executor:
                 conn.execute(_DROP_ASSESSMENT, {"run_id": run_id, "task_id": task_id, "attempt": attempt,
                                                 "now": utcnow()})
                 return "not assessed: the run is over"
-        if row is None:
+            stored = run_store.load(conn, run_id, lock=False) if row is not None else None
+        if row is None or stored is None:
             return "nothing to assess"
-        state = RunState.from_json(row["state"])
+        state = stored.state
         task = _find_task(state, task_id)
         output = row["output"] or ""
         settings = self.services.settings

@@ -26,7 +26,8 @@ RUNNING_STATUSES = ("active", "paused")
 _SELECT_MISSION = """
 SELECT m.id, m.project_id, m.name, m.status, m.document, m.execution_count, m.latest_run_id,
        m.next_run_at, m.created_at, m.updated_at,
-       r.status AS run_status, r.pause_reason, r.pause_message, r.failure_reason, r.state AS run_state
+       r.status AS run_status, r.pause_reason, r.pause_message, r.failure_reason,
+       (SELECT jsonb_agg(rt.state) FROM run_tasks rt WHERE rt.run_id = m.latest_run_id) AS run_tasks
   FROM missions m
   LEFT JOIN runs r ON r.id = m.latest_run_id
  WHERE m.project_id = %(project_id)s AND m.id = %(mission_id)s

@@ -18,14 +18,18 @@ from workers.errors import Conflict, NotFound
 from workers.ids import new_id
 from workers.missions import Limits, StoredMission
 
+# The run's task states in the order of its spec.
 _GET_RUN = """
-SELECT id, mission_id, number, status, pause_reason, pause_message, failure_reason, state, created_at,
-       started_at, finished_at
-  FROM runs WHERE id = %(run_id)s AND mission_id = %(mission_id)s
+SELECT r.id, r.mission_id, r.number, r.status, r.pause_reason, r.pause_message, r.failure_reason,
+       r.created_at, r.started_at, r.finished_at,
+       (SELECT jsonb_agg(rt.state ORDER BY s.n)
+          FROM jsonb_array_elements(r.spec->'tasks') WITH ORDINALITY AS s(task, n)
+          JOIN run_tasks rt ON rt.run_id = r.id AND rt.task_id = s.task->>'id') AS run_tasks
+  FROM runs r WHERE r.id = %(run_id)s AND r.mission_id = %(mission_id)s
 """
 
 _LIST_RUNS = """
-SELECT id, mission_id, number, status, pause_reason, pause_message, failure_reason, state, created_at,
+SELECT id, mission_id, number, status, pause_reason, pause_message, failure_reason, created_at,
        started_at, finished_at
   FROM runs WHERE mission_id = %(mission_id)s ORDER BY number DESC LIMIT %(limit)s OFFSET %(offset)s
 """

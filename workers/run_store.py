@@ -1,0 +1,211 @@
+"""A run's state in Postgres, written by difference and read through a per-process cache.
+
+The pure engine works on a whole ``RunState``; a mission may have thousands of tasks, so the
+shell never re-reads or re-writes the whole state on each step:
+
+- ``runs.state`` holds the run-level fields, ``runs.spec`` the spec (with ``spec_version``), and
+  ``run_tasks`` one row per task stamped with the run ``version`` that last wrote it;
+- ``save`` writes the run row and only the task rows whose state object changed;
+- ``load`` keeps the last state it saw of each run in a process-wide cache. When the run's version
+  is the cached one, the cached object is used as it is; when other processes moved the run on, only
+  the task rows written since the cached version are read; only a new spec (or a cold cache) reads
+  everything. The cache is filled after commit (``remember``), never from a transaction that might
+  still roll back.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from orchestrator.engine import CheckpointStatus, GateStatus, MissionStatus, PauseReason, RunState, TaskState
+from orchestrator.spec import MissionSpec, format_timestamp, parse_timestamp
+
+CACHE_SIZE = 512
+
+_LOCK = """
+SELECT mission_id, status, state, version, spec_version FROM runs WHERE id = %(run_id)s FOR UPDATE
+"""
+_READ = "SELECT mission_id, status, state, version, spec_version FROM runs WHERE id = %(run_id)s"
+_SPEC = "SELECT spec FROM runs WHERE id = %(run_id)s"
+_ALL_TASKS = "SELECT state FROM run_tasks WHERE run_id = %(run_id)s"
+_TASKS_SINCE = "SELECT state FROM run_tasks WHERE run_id = %(run_id)s AND version > %(version)s"
+
+_UPSERT_TASKS = """
+INSERT INTO run_tasks (run_id, task_id, version, state)
+SELECT %(run_id)s, t.task_id, %(version)s, t.state
+  FROM unnest(%(ids)s::text[], %(states)s::jsonb[]) AS t(task_id, state)
+ON CONFLICT (run_id, task_id) DO UPDATE SET version = EXCLUDED.version, state = EXCLUDED.state
+"""
+_DELETE_TASKS = "DELETE FROM run_tasks WHERE run_id = %(run_id)s AND task_id = ANY(%(ids)s)"
+
+_UPDATE_RUN = """
+UPDATE runs
+   SET state = %(state)s, status = %(status)s, pause_reason = %(pause_reason)s,
+       pause_message = %(pause_message)s, failure_reason = %(failure_reason)s, version = %(version)s,
+       finished_at = CASE WHEN %(terminal)s THEN coalesce(finished_at, %(now)s) ELSE NULL END
+ WHERE id = %(run_id)s
+"""
+_UPDATE_SPEC = "UPDATE runs SET spec = %(spec)s, spec_version = %(spec_version)s WHERE id = %(run_id)s"
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A state as committed: its run version and spec version."""
+
+    version: int
+    spec_version: int
+    state: RunState
+
+
+class RunCache:
+    """The last committed state seen of each run, least recently used dropped first."""
+
+    def __init__(self, size: int = CACHE_SIZE) -> None:
+        self._size = size
+        self._items: OrderedDict[str, Stored] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, run_id: str) -> Stored | None:
+        with self._lock:
+            item = self._items.get(run_id)
+            if item is not None:
+                self._items.move_to_end(run_id)
+            return item
+
+    def put(self, run_id: str, item: Stored) -> None:
+        with self._lock:
+            current = self._items.get(run_id)
+            if current is not None and current.version > item.version:
+                return  # a newer state is already known
+            self._items[run_id] = item
+            self._items.move_to_end(run_id)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+    def forget(self, run_id: str) -> None:
+        with self._lock:
+            self._items.pop(run_id, None)
+
+
+CACHE = RunCache()
+
+
+def _time(value: datetime | None) -> str | None:
+    return format_timestamp(value) if value is not None else None
+
+
+def header_json(state: RunState) -> dict[str, Any]:
+    """The run-level fields of a state (no spec, no tasks)."""
+    return {
+        "runId": state.run_id,
+        "missionId": state.mission_id,
+        "status": state.status.value,
+        "pauseReason": state.pause_reason.value if state.pause_reason is not None else None,
+        "pauseMessage": state.pause_message,
+        "failureReason": state.failure_reason,
+        "gates": [g.value for g in state.gates],
+        "checkpoints": [c.value for c in state.checkpoints],
+        "startedAt": _time(state.started_at),
+        "finishedAt": _time(state.finished_at),
+    }
+
+
+def assemble(header: Mapping[str, Any], spec: MissionSpec, tasks: Mapping[str, TaskState]) -> RunState:
+    pause = header.get("pauseReason")
+    started, finished = header.get("startedAt"), header.get("finishedAt")
+    return RunState(
+        run_id=header["runId"],
+        mission_id=header["missionId"],
+        spec=spec,
+        status=MissionStatus(header["status"]),
+        tasks=tasks,
+        pause_reason=PauseReason(pause) if pause is not None else None,
+        pause_message=header.get("pauseMessage"),
+        failure_reason=header.get("failureReason"),
+        gates=tuple(GateStatus(g) for g in header.get("gates") or ()),
+        checkpoints=tuple(CheckpointStatus(c) for c in header.get("checkpoints") or ()),
+        started_at=parse_timestamp(started) if started else None,
+        finished_at=parse_timestamp(finished) if finished else None,
+    )
+
+
+def load(conn: psycopg.Connection[Any], run_id: str, *, lock: bool = True) -> Stored | None:
+    """The run's current state (locking its row unless ``lock`` is False), cache-assisted."""
+    row = conn.execute(_LOCK if lock else _READ, {"run_id": run_id}).fetchone()
+    if row is None:
+        CACHE.forget(run_id)
+        return None
+    version, spec_version = int(row["version"]), int(row["spec_version"])
+    cached = CACHE.get(run_id)
+    if cached is not None and cached.version == version and cached.spec_version == spec_version:
+        return cached
+    if cached is not None and cached.spec_version == spec_version and cached.version < version:
+        spec = cached.state.spec
+        tasks = dict(cached.state.tasks)
+        for changed in conn.execute(_TASKS_SINCE, {"run_id": run_id, "version": cached.version}):
+            task = TaskState.from_json(changed["state"])
+            tasks[task.task_id] = task
+    else:
+        spec_row = conn.execute(_SPEC, {"run_id": run_id}).fetchone()
+        assert spec_row is not None
+        spec = MissionSpec.from_document(spec_row["spec"])
+        order = {task.id: i for i, task in enumerate(spec.tasks)}
+        loaded = [TaskState.from_json(r["state"]) for r in conn.execute(_ALL_TASKS, {"run_id": run_id})]
+        loaded.sort(key=lambda t: order.get(t.task_id, len(order)))
+        tasks = {t.task_id: t for t in loaded}
+    return Stored(version, spec_version, assemble(row["state"], spec, tasks))
+
+
+def insert(conn: psycopg.Connection[Any], state: RunState) -> Stored:
+    """The task rows of a run just inserted at version 0."""
+    _write_tasks(conn, state.run_id, 0, list(state.tasks.values()))
+    return Stored(0, 0, state)
+
+
+def save(conn: psycopg.Connection[Any], before: Stored, after: RunState, now: datetime, terminal: bool) -> Stored:
+    """Write what changed from ``before`` to ``after``: the run row and the changed task rows."""
+    version = before.version + 1
+    old = before.state
+    changed = [task for task_id, task in after.tasks.items() if old.tasks.get(task_id) is not task]
+    removed = [task_id for task_id in old.tasks if task_id not in after.tasks]
+    _write_tasks(conn, after.run_id, version, changed)
+    if removed:
+        conn.execute(_DELETE_TASKS, {"run_id": after.run_id, "ids": removed})
+    spec_version = before.spec_version
+    if after.spec is not old.spec:
+        spec_version += 1
+        conn.execute(_UPDATE_SPEC, {"run_id": after.run_id, "spec": Jsonb(after.spec.to_document()),
+                                    "spec_version": spec_version})
+    conn.execute(_UPDATE_RUN, {
+        "run_id": after.run_id,
+        "state": Jsonb(header_json(after)),
+        "status": after.status.value,
+        "pause_reason": after.pause_reason.value if after.pause_reason else None,
+        "pause_message": after.pause_message,
+        "failure_reason": after.failure_reason,
+        "version": version,
+        "terminal": terminal,
+        "now": now,
+    })
+    return Stored(version, spec_version, after)
+
+
+def _write_tasks(conn: psycopg.Connection[Any], run_id: str, version: int, tasks: list[TaskState]) -> None:
+    if not tasks:
+        return
+    conn.execute(_UPSERT_TASKS, {"run_id": run_id, "version": version, "ids": [t.task_id for t in tasks],
+                                 "states": [Jsonb(t.to_json()) for t in tasks]})
+
+
+def remember(run_id: str, stored: Stored | None) -> None:
+    """After commit: the state just written is the one the next step of this process can use."""
+    if stored is not None:
+        CACHE.put(run_id, stored)
