@@ -103,9 +103,11 @@ def instrument() -> None:
     spec.MissionSpec.to_document = timed("MissionSpec.to_document", spec.MissionSpec.to_document)
     engine.decide = timed("engine.decide", engine.decide)
     coordinator.step = timed("coordinator.step (whole)", coordinator.step)
-    coordinator.lock_run = timed("coordinator.lock_run (SELECT+decode+from_json)", coordinator.lock_run)
-    coordinator.persist = timed("coordinator.persist (to_json+writes)", coordinator.persist)
-    execution._load = timed("execution._load (re-read state)", execution._load)
+    from workers import run_store
+
+    run_store.load = timed("run_store.load (lock + cache or read)", run_store.load)
+    run_store.save = timed("run_store.save (changed rows)", run_store.save)
+    coordinator.persist = timed("coordinator.persist (save + effects)", coordinator.persist)
     execution._dependency_outputs = timed("execution._dependency_outputs", execution._dependency_outputs)
     execution.build_prompt = timed("execution.build_prompt", execution.build_prompt)
     execution.Heartbeat.__enter__ = timed("Heartbeat start", execution.Heartbeat.__enter__)
@@ -341,7 +343,14 @@ def micro(services: Any, run_ids: dict[int, str]) -> None:
           f" {'json.dumps':>11} {'sum':>9} {'x per attempt':>14}")
     with psycopg.connect(services.settings.database_url, row_factory=dict_row) as conn:
         for n, run_id in sorted(run_ids.items()):
-            text = conn.execute("SELECT state::text AS s FROM runs WHERE id = %s", (run_id,)).fetchone()["s"]
+            # Since migration 0004 a run is stored split (runs.state, runs.spec, run_tasks rows);
+            # rebuild the whole document to measure what a whole-state store would pay.
+            from workers import run_store
+
+            with conn.transaction():
+                stored = run_store.load(conn, run_id, lock=False)
+            assert stored is not None
+            text = json.dumps(stored.state.to_json())
             reps = 40 if n <= 200 else 10
             doc = json.loads(text)
             state = RunState.from_json(doc)
@@ -352,7 +361,7 @@ def micro(services: Any, run_ids: dict[int, str]) -> None:
             t_to = _median_ms(RunState.to_json, state, reps=reps)
             t_dumps = _median_ms(json.dumps, out, reps=reps)
             total = t_loads + t_from + t_to + t_dumps
-            # per attempt: 3 decodes (claim step, _load, record step) and 2 encodes (two steps)
+            # what a whole-state store paid per attempt: 3 decodes and 2 encodes (before migration 0004)
             per_attempt = 3 * (t_loads + t_from) + 2 * (t_to + t_dumps)
             print(f"   {n:6d} {t_loads:9.2f}ms {t_from:8.2f}ms {t_spec:10.2f}ms {t_to:7.2f}ms"
                   f" {t_dumps:9.2f}ms {total:7.2f}ms {per_attempt:12.2f}ms")
