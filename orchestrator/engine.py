@@ -608,6 +608,9 @@ class Decision:
     state: RunState
     effects: tuple[Effect, ...] = ()
     ignored: str | None = None  # why a duplicate or late event changed nothing
+    # Ids of the tasks whose state this decision replaced, added or dropped, so that a store can
+    # write only those; None means "unknown: compare the whole state".
+    changed_tasks: frozenset[str] | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -764,6 +767,7 @@ class _Step:
         self.index = state._derived()
         self.status = state.status
         self.tasks: dict[str, TaskState] = dict(state.tasks)
+        self.changed: set[str] = set()
         self._tally: _Tally | None = state._counted().copy_for(self.tasks)
         self.pause_reason = state.pause_reason
         self.pause_message = state.pause_message
@@ -792,6 +796,7 @@ class _Step:
         """Store a changed task (keeping the tally current) and announce it with ``task:status``."""
         old = self.tasks.get(task.task_id)
         self.tasks[task.task_id] = task
+        self.changed.add(task.task_id)
         if self._tally is not None:
             self._tally.moved(old, task, self.index)
         if task.status in _DEAD:
@@ -830,6 +835,7 @@ class _Step:
 
     def drop(self, task_id: str) -> None:
         old = self.tasks.pop(task_id)
+        self.changed.add(task_id)
         if self._tally is not None:
             self._tally.moved(old, None, self.index)
 
@@ -856,11 +862,11 @@ class _Step:
             _index=self.index,
             _tally=self.tally,
         )
-        return Decision(state=state, effects=tuple(self.effects))
+        return Decision(state=state, effects=tuple(self.effects), changed_tasks=frozenset(self.changed))
 
 
 def _ignored(state: RunState, reason: str) -> Decision:
-    return Decision(state=state, effects=(), ignored=reason)
+    return Decision(state=state, effects=(), ignored=reason, changed_tasks=frozenset())
 
 
 # --------------------------------------------------------------------------------------------
@@ -940,7 +946,7 @@ def _relay_output(state: RunState, event: TaskOutputProduced) -> Decision:
         "attempt": event.attempt,
         "chunk": event.chunk,
     }
-    return Decision(state=state, effects=(PublishEvent("task:output", data),))
+    return Decision(state=state, effects=(PublishEvent("task:output", data),), changed_tasks=frozenset())
 
 
 def _disarm_timeout(step: _Step, task: TaskState) -> None:

@@ -136,7 +136,8 @@ def persist(conn: psycopg.Connection[Any], before: run_store.Stored, decision: D
     """Write a decision's state and in-transaction effects; return the after-commit ones."""
     state = decision.state
     status = str(state.status)
-    stored = run_store.save(conn, before, state, now, terminal=status in TERMINAL)
+    stored = run_store.save(conn, before, state, now, terminal=status in TERMINAL,
+                            changed_ids=decision.changed_tasks)
     if state.status is not before.state.status:
         conn.execute(_MIRROR_MISSION, {"status": status, "now": now, "mission_id": state.mission_id,
                                        "run_id": state.run_id, "terminal": status in TERMINAL})
@@ -194,16 +195,17 @@ def begin(conn: psycopg.Connection[Any], run_id: str, number: int, spec: Mission
     conn.execute(
         """
         INSERT INTO runs (id, mission_id, number, status, spec, state, deadline_at, created_at, started_at,
-                          finished_at, failure_reason)
+                          finished_at, failure_reason, state_token)
         VALUES (%(id)s, %(mission_id)s, %(number)s, %(status)s, %(spec)s, %(state)s, %(deadline)s, %(now)s,
-                %(now)s, %(finished)s, %(failure)s)
+                %(now)s, %(finished)s, %(failure)s, %(token)s)
         """,
         {"id": run_id, "mission_id": mission_id, "number": number, "status": str(state.status),
          "spec": Jsonb(spec.to_document()), "state": Jsonb(run_store.header_json(state)),
          "deadline": engine.run_deadline(spec, now), "now": now,
-         "finished": now if str(state.status) in TERMINAL else None, "failure": state.failure_reason},
+         "finished": now if str(state.status) in TERMINAL else None, "failure": state.failure_reason,
+         "token": (token := run_store.new_token())},
     )
-    stored = run_store.insert(conn, state)
+    stored = run_store.insert(conn, state, token)
     conn.execute(
         "UPDATE missions SET latest_run_id = %s, execution_count = execution_count + 1, status = %s, updated_at = %s"
         " WHERE id = %s",

@@ -6,19 +6,24 @@ shell never re-reads or re-writes the whole state on each step:
 - ``runs.state`` holds the run-level fields, ``runs.spec`` the spec (with ``spec_version``), and
   ``run_tasks`` one row per task stamped with the run ``version`` that last wrote it;
 - ``save`` writes the run row and only the task rows whose state object changed;
-- ``load`` keeps the last state it saw of each run in a process-wide cache. When the run's version
-  is the cached one, the cached object is used as it is; when other processes moved the run on, only
-  the task rows written since the cached version are read; only a new spec (or a cold cache) reads
-  everything. The cache is filled after commit (``remember``), never from a transaction that might
-  still roll back.
+- ``load`` keeps the last state it saw of each run in a process-wide cache. When the locked row
+  carries the cached write's token, the cached object is used as it is; when other processes moved
+  the run on, only the task rows written since the cached version are read; only a new spec (or a
+  cold cache) reads everything.
+- ``save`` caches what it writes at once, marked unconfirmed: another thread of this process that
+  takes the row lock right after the commit finds the same token and reuses the state (with its
+  warm indexes) instead of reading it back. A write that rolled back leaves a token no row has, so
+  it is never used, and an unconfirmed entry is never the base of an incremental read.
+  ``remember`` (after commit) marks an entry confirmed.
 """
 
 from __future__ import annotations
 
+import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -31,9 +36,9 @@ from orchestrator.spec import MissionSpec, format_timestamp, parse_timestamp
 CACHE_SIZE = 512
 
 _LOCK = """
-SELECT mission_id, status, state, version, spec_version FROM runs WHERE id = %(run_id)s FOR UPDATE
+SELECT mission_id, status, state, version, spec_version, state_token FROM runs WHERE id = %(run_id)s FOR UPDATE
 """
-_READ = "SELECT mission_id, status, state, version, spec_version FROM runs WHERE id = %(run_id)s"
+_READ = "SELECT mission_id, status, state, version, spec_version, state_token FROM runs WHERE id = %(run_id)s"
 _SPEC = "SELECT spec FROM runs WHERE id = %(run_id)s"
 _ALL_TASKS = "SELECT state FROM run_tasks WHERE run_id = %(run_id)s"
 _TASKS_SINCE = "SELECT state FROM run_tasks WHERE run_id = %(run_id)s AND version > %(version)s"
@@ -50,6 +55,7 @@ _UPDATE_RUN = """
 UPDATE runs
    SET state = %(state)s, status = %(status)s, pause_reason = %(pause_reason)s,
        pause_message = %(pause_message)s, failure_reason = %(failure_reason)s, version = %(version)s,
+       state_token = %(token)s,
        finished_at = CASE WHEN %(terminal)s THEN coalesce(finished_at, %(now)s) ELSE NULL END
  WHERE id = %(run_id)s
 """
@@ -58,11 +64,14 @@ _UPDATE_SPEC = "UPDATE runs SET spec = %(spec)s, spec_version = %(spec_version)s
 
 @dataclass(frozen=True)
 class Stored:
-    """A state as committed: its run version and spec version."""
+    """A state as written: its run version, spec version and write token; ``confirmed`` once it is
+    known to be committed."""
 
     version: int
     spec_version: int
     state: RunState
+    token: str | None = None
+    confirmed: bool = True
 
 
 class RunCache:
@@ -143,11 +152,12 @@ def load(conn: psycopg.Connection[Any], run_id: str, *, lock: bool = True) -> St
     if row is None:
         CACHE.forget(run_id)
         return None
-    version, spec_version = int(row["version"]), int(row["spec_version"])
+    version, spec_version, token = int(row["version"]), int(row["spec_version"]), row["state_token"]
     cached = CACHE.get(run_id)
-    if cached is not None and cached.version == version and cached.spec_version == spec_version:
-        return cached
-    if cached is not None and cached.spec_version == spec_version and cached.version < version:
+    if cached is not None and cached.version == version and cached.token == token:
+        return cached if cached.confirmed else replace(cached, confirmed=True)
+    if (cached is not None and cached.confirmed and cached.spec_version == spec_version
+            and cached.version < version):
         spec = cached.state.spec
         tasks = dict(cached.state.tasks)
         for changed in conn.execute(_TASKS_SINCE, {"run_id": run_id, "version": cached.version}):
@@ -161,21 +171,30 @@ def load(conn: psycopg.Connection[Any], run_id: str, *, lock: bool = True) -> St
         loaded = [TaskState.from_json(r["state"]) for r in conn.execute(_ALL_TASKS, {"run_id": run_id})]
         loaded.sort(key=lambda t: order.get(t.task_id, len(order)))
         tasks = {t.task_id: t for t in loaded}
-    return Stored(version, spec_version, assemble(row["state"], spec, tasks))
+    return Stored(version, spec_version, assemble(row["state"], spec, tasks), token)
 
 
-def insert(conn: psycopg.Connection[Any], state: RunState) -> Stored:
-    """The task rows of a run just inserted at version 0."""
+def new_token() -> str:
+    return secrets.token_hex(8)
+
+
+def insert(conn: psycopg.Connection[Any], state: RunState, token: str) -> Stored:
+    """The task rows of a run just inserted at version 0 with ``token``."""
     _write_tasks(conn, state.run_id, 0, list(state.tasks.values()))
-    return Stored(0, 0, state)
+    return Stored(0, 0, state, token, confirmed=False)
 
 
-def save(conn: psycopg.Connection[Any], before: Stored, after: RunState, now: datetime, terminal: bool) -> Stored:
-    """Write what changed from ``before`` to ``after``: the run row and the changed task rows."""
+def save(conn: psycopg.Connection[Any], before: Stored, after: RunState, now: datetime, terminal: bool,
+         changed_ids: frozenset[str] | None = None) -> Stored:
+    """Write what changed from ``before`` to ``after``: the run row and the changed task rows
+    (``changed_ids`` when the decision names them, else found by comparing the two states)."""
     version = before.version + 1
     old = before.state
-    changed = [task for task_id, task in after.tasks.items() if old.tasks.get(task_id) is not task]
-    removed = [task_id for task_id in old.tasks if task_id not in after.tasks]
+    if changed_ids is None:
+        changed_ids = frozenset(i for i in old.tasks.keys() | after.tasks.keys()
+                                if old.tasks.get(i) is not after.tasks.get(i))
+    changed = [after.tasks[i] for i in changed_ids if i in after.tasks]
+    removed = [i for i in changed_ids if i not in after.tasks]
     _write_tasks(conn, after.run_id, version, changed)
     if removed:
         conn.execute(_DELETE_TASKS, {"run_id": after.run_id, "ids": removed})
@@ -192,10 +211,13 @@ def save(conn: psycopg.Connection[Any], before: Stored, after: RunState, now: da
         "pause_message": after.pause_message,
         "failure_reason": after.failure_reason,
         "version": version,
+        "token": (token := new_token()),
         "terminal": terminal,
         "now": now,
     })
-    return Stored(version, spec_version, after)
+    stored = Stored(version, spec_version, after, token, confirmed=False)
+    CACHE.put(after.run_id, stored)  # usable by this process once the row shows the same token
+    return stored
 
 
 def _write_tasks(conn: psycopg.Connection[Any], run_id: str, version: int, tasks: list[TaskState]) -> None:
@@ -206,6 +228,6 @@ def _write_tasks(conn: psycopg.Connection[Any], run_id: str, version: int, tasks
 
 
 def remember(run_id: str, stored: Stored | None) -> None:
-    """After commit: the state just written is the one the next step of this process can use."""
+    """After commit: the state just written (or read) is known to be committed."""
     if stored is not None:
-        CACHE.put(run_id, stored)
+        CACHE.put(run_id, stored if stored.confirmed else replace(stored, confirmed=True))

@@ -63,7 +63,16 @@ def test_the_cached_state_is_reused_when_nothing_else_moved_the_run(services: Se
     outcome = _step(services, run_id, TaskClaimed(ids["root"], 1, "w"))
     with services.transaction() as conn:
         stored = run_store.load(conn, run_id)
-    assert stored is outcome.stored
+    assert stored is not None and stored.state is outcome.stored.state
+
+
+def test_a_state_written_by_another_thread_is_reused_as_soon_as_its_commit_is_visible(services: Services) -> None:
+    run_id, ids = _fan_out(services, 5)
+    # The writer has committed but not yet reached its after-commit step.
+    outcome = _step(services, run_id, TaskClaimed(ids["root"], 1, "w"), remember=False)
+    with services.transaction() as conn:
+        stored = run_store.load(conn, run_id)
+    assert stored is not None and stored.state is outcome.stored.state and stored.confirmed
 
 
 def test_changes_made_by_another_process_are_read_incrementally_and_match_a_full_read(services: Services) -> None:
@@ -88,8 +97,10 @@ def test_a_rolled_back_step_never_reaches_the_cache(services: Services) -> None:
             raise RuntimeError("crash before commit")
     with services.transaction() as conn:
         after = run_store.load(conn, run_id)
-    assert after is before
+    # The rolled-back write was cached (unconfirmed) but its token never reached the row.
+    assert after is not None and after.version == before.version
     assert str(after.state.tasks[ids["root"]].status) == "running"
+    assert after == _fresh(services, run_id)
 
 
 def test_a_task_added_while_running_is_seen_by_every_process(services: Services) -> None:

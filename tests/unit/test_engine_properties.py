@@ -463,3 +463,17 @@ def test_the_incremental_tally_always_matches_a_fresh_count(spec: MissionSpec, s
         state = t.decision.state
         carried = state._counted()
         assert carried.same_counts_as(_Tally.of(state.tasks, state._derived()))
+
+
+@PROPERTY_SETTINGS
+@given(missions(), seeds)
+def test_a_decision_names_every_task_it_changed_and_no_other(spec: MissionSpec, seed: int) -> None:
+    for t in transitions(spec, seed):
+        if t.decision.ignored:
+            continue
+        before, after = t.before.tasks, t.decision.state.tasks
+        replaced = {i for i in before.keys() | after.keys() if before.get(i) is not after.get(i)}
+        assert t.decision.changed_tasks is not None
+        # Every replaced task is named; a named task was replaced (possibly by an equal value).
+        assert replaced <= t.decision.changed_tasks <= before.keys() | after.keys()
+        assert all(before.get(i) is not after.get(i) for i in t.decision.changed_tasks)

@@ -11,6 +11,9 @@ CREATE TABLE run_tasks (
 CREATE INDEX run_tasks_changes ON run_tasks (run_id, version);
 
 ALTER TABLE runs ADD COLUMN spec_version integer NOT NULL DEFAULT 0;
+-- A random token per write: a process may cache a state before its transaction commits, and uses
+-- it only once it finds the same token in the row (so a rolled-back write is never trusted).
+ALTER TABLE runs ADD COLUMN state_token text;
 
 -- Runs written before this migration kept their tasks inside runs.state.
 INSERT INTO run_tasks (run_id, task_id, version, state)
