@@ -392,11 +392,18 @@ class RunState:
         order = self._derived().tasks
         return {
             "version": 1,
+            **self.header_json(),
+            "spec": self.spec.to_document(),
+            "tasks": [self.tasks[task_id].to_json() for task_id in order],
+        }
+
+    def header_json(self) -> dict[str, Any]:
+        """The run-level fields only (no spec, no tasks): what a store that keeps tasks apart writes
+        on every step, whatever the mission's size."""
+        return {
             "runId": self.run_id,
             "missionId": self.mission_id,
-            "spec": self.spec.to_document(),
             "status": self.status.value,
-            "tasks": [self.tasks[task_id].to_json() for task_id in order],
             "pauseReason": self.pause_reason.value if self.pause_reason is not None else None,
             "pauseMessage": self.pause_message,
             "failureReason": self.failure_reason,
@@ -408,21 +415,26 @@ class RunState:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> RunState:
-        pause = data.get("pauseReason")
         tasks = (TaskState.from_json(t) for t in data["tasks"])
+        return cls.from_parts(data, MissionSpec.from_document(data["spec"]), {t.task_id: t for t in tasks})
+
+    @classmethod
+    def from_parts(cls, header: Mapping[str, Any], spec: MissionSpec, tasks: Mapping[str, TaskState]) -> RunState:
+        """A state from ``header_json()``, its spec and its task states (in the spec's order)."""
+        pause = header.get("pauseReason")
         return cls(
-            run_id=data["runId"],
-            mission_id=data["missionId"],
-            spec=MissionSpec.from_document(data["spec"]),
-            status=MissionStatus(data["status"]),
-            tasks={t.task_id: t for t in tasks},
+            run_id=header["runId"],
+            mission_id=header["missionId"],
+            spec=spec,
+            status=MissionStatus(header["status"]),
+            tasks=tasks,
             pause_reason=PauseReason(pause) if pause is not None else None,
-            pause_message=data.get("pauseMessage"),
-            failure_reason=data.get("failureReason"),
-            gates=tuple(GateStatus(g) for g in data.get("gates") or ()),
-            checkpoints=tuple(CheckpointStatus(c) for c in data.get("checkpoints") or ()),
-            started_at=_parse_time(data.get("startedAt")),
-            finished_at=_parse_time(data.get("finishedAt")),
+            pause_message=header.get("pauseMessage"),
+            failure_reason=header.get("failureReason"),
+            gates=tuple(GateStatus(g) for g in header.get("gates") or ()),
+            checkpoints=tuple(CheckpointStatus(c) for c in header.get("checkpoints") or ()),
+            started_at=_parse_time(header.get("startedAt")),
+            finished_at=_parse_time(header.get("finishedAt")),
         )
 
 

@@ -200,7 +200,7 @@ def begin(conn: psycopg.Connection[Any], run_id: str, number: int, spec: Mission
                 %(now)s, %(finished)s, %(failure)s, %(token)s)
         """,
         {"id": run_id, "mission_id": mission_id, "number": number, "status": str(state.status),
-         "spec": Jsonb(spec.to_document()), "state": Jsonb(run_store.header_json(state)),
+         "spec": Jsonb(spec.to_document()), "state": Jsonb(state.header_json()),
          "deadline": engine.run_deadline(spec, now), "now": now,
          "finished": now if str(state.status) in TERMINAL else None, "failure": state.failure_reason,
          "token": (token := run_store.new_token())},

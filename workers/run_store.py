@@ -30,8 +30,8 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from orchestrator.engine import CheckpointStatus, GateStatus, MissionStatus, PauseReason, RunState, TaskState
-from orchestrator.spec import MissionSpec, format_timestamp, parse_timestamp
+from orchestrator.engine import RunState, TaskState
+from orchestrator.spec import MissionSpec
 
 CACHE_SIZE = 512
 
@@ -107,45 +107,6 @@ class RunCache:
 CACHE = RunCache()
 
 
-def _time(value: datetime | None) -> str | None:
-    return format_timestamp(value) if value is not None else None
-
-
-def header_json(state: RunState) -> dict[str, Any]:
-    """The run-level fields of a state (no spec, no tasks)."""
-    return {
-        "runId": state.run_id,
-        "missionId": state.mission_id,
-        "status": state.status.value,
-        "pauseReason": state.pause_reason.value if state.pause_reason is not None else None,
-        "pauseMessage": state.pause_message,
-        "failureReason": state.failure_reason,
-        "gates": [g.value for g in state.gates],
-        "checkpoints": [c.value for c in state.checkpoints],
-        "startedAt": _time(state.started_at),
-        "finishedAt": _time(state.finished_at),
-    }
-
-
-def assemble(header: Mapping[str, Any], spec: MissionSpec, tasks: Mapping[str, TaskState]) -> RunState:
-    pause = header.get("pauseReason")
-    started, finished = header.get("startedAt"), header.get("finishedAt")
-    return RunState(
-        run_id=header["runId"],
-        mission_id=header["missionId"],
-        spec=spec,
-        status=MissionStatus(header["status"]),
-        tasks=tasks,
-        pause_reason=PauseReason(pause) if pause is not None else None,
-        pause_message=header.get("pauseMessage"),
-        failure_reason=header.get("failureReason"),
-        gates=tuple(GateStatus(g) for g in header.get("gates") or ()),
-        checkpoints=tuple(CheckpointStatus(c) for c in header.get("checkpoints") or ()),
-        started_at=parse_timestamp(started) if started else None,
-        finished_at=parse_timestamp(finished) if finished else None,
-    )
-
-
 def load(conn: psycopg.Connection[Any], run_id: str, *, lock: bool = True) -> Stored | None:
     """The run's current state (locking its row unless ``lock`` is False), cache-assisted."""
     row = conn.execute(_LOCK if lock else _READ, {"run_id": run_id}).fetchone()
@@ -171,7 +132,7 @@ def load(conn: psycopg.Connection[Any], run_id: str, *, lock: bool = True) -> St
         loaded = [TaskState.from_json(r["state"]) for r in conn.execute(_ALL_TASKS, {"run_id": run_id})]
         loaded.sort(key=lambda t: order.get(t.task_id, len(order)))
         tasks = {t.task_id: t for t in loaded}
-    return Stored(version, spec_version, assemble(row["state"], spec, tasks), token)
+    return Stored(version, spec_version, RunState.from_parts(row["state"], spec, tasks), token)
 
 
 def new_token() -> str:
@@ -205,7 +166,7 @@ def save(conn: psycopg.Connection[Any], before: Stored, after: RunState, now: da
                                     "spec_version": spec_version})
     conn.execute(_UPDATE_RUN, {
         "run_id": after.run_id,
-        "state": Jsonb(header_json(after)),
+        "state": Jsonb(after.header_json()),
         "status": after.status.value,
         "pause_reason": after.pause_reason.value if after.pause_reason else None,
         "pause_message": after.pause_message,
