@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -24,8 +25,9 @@ def stack_env(database_url: str, redis_url: str, data_dir: Path) -> dict[str, st
     return env
 
 
-@pytest.fixture
-def stack(database_url: str, redis_url: str, tmp_path: Path) -> Iterator[Stack]:
+@contextmanager
+def running_stack(database_url: str, redis_url: str, tmp_path: Path,
+                  extra_env: dict[str, str] | None = None) -> Iterator[Stack]:
     """API, one worker and beat as real processes on this test's database and Redis."""
     import psycopg
     from psycopg.rows import dict_row
@@ -34,7 +36,9 @@ def stack(database_url: str, redis_url: str, tmp_path: Path) -> Iterator[Stack]:
 
     logs = tmp_path / "logs"
     logs.mkdir()
-    stack = Stack(env=stack_env(database_url, redis_url, tmp_path / "data"), logs=logs)
+    env = stack_env(database_url, redis_url, tmp_path / "data")
+    env.update(extra_env or {})
+    stack = Stack(env=env, logs=logs)
     with psycopg.connect(database_url, row_factory=dict_row) as conn:
         stack.key = create_key(conn, "e2e")
     try:
@@ -44,3 +48,9 @@ def stack(database_url: str, redis_url: str, tmp_path: Path) -> Iterator[Stack]:
         yield stack
     finally:
         stack.stop()
+
+
+@pytest.fixture
+def stack(database_url: str, redis_url: str, tmp_path: Path) -> Iterator[Stack]:
+    with running_stack(database_url, redis_url, tmp_path) as running:
+        yield running

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from tests.e2e.conftest import stack_env
+from tests.e2e.conftest import running_stack
 from tests.support.fake_llm import FakeLLM, call, fail, say
 from tests.support.sse import read_events
 from tests.support.stack import Stack, wait_for
@@ -33,23 +33,10 @@ def llm() -> Iterator[FakeLLM]:
 @pytest.fixture
 def stack(database_url: str, redis_url: str, tmp_path: Path) -> Iterator[Stack]:
     """API, worker and beat with provider keys in their environment (the fakes ignore them)."""
-    from workers.projects import create_key
-
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    env = stack_env(database_url, redis_url, tmp_path / "data")
-    env.update({"OPENAI_API_KEY": "sk-test-openai", "ANTHROPIC_API_KEY": "sk-test-anthropic",
-                "MISSIONS_PROVIDER_BACKOFF_SECONDS": "0.05", "MISSIONS_PRICES": PRICES})
-    stack = Stack(env=env, logs=logs)
-    with psycopg.connect(database_url, row_factory=dict_row) as conn:
-        stack.key = create_key(conn, "e2e")
-    try:
-        stack.start_worker()
-        stack.start_beat()
-        stack.start_api()
-        yield stack
-    finally:
-        stack.stop()
+    env = {"OPENAI_API_KEY": "sk-test-openai", "ANTHROPIC_API_KEY": "sk-test-anthropic",
+           "MISSIONS_PROVIDER_BACKOFF_SECONDS": "0.05", "MISSIONS_PRICES": PRICES}
+    with running_stack(database_url, redis_url, tmp_path, env) as running:
+        yield running
 
 
 def db_rows(stack: Stack, query: str, *params: Any) -> list[dict[str, Any]]:

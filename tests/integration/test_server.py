@@ -47,10 +47,10 @@ def wait_until_healthy(server: Server, within: float = 20) -> None:
         if server.process.poll() is not None:
             pytest.fail(f"the server exited with {server.process.returncode}:\n{server.log.read_text()}")
         try:
-            if requests.get(f"{server.base}/healthz", timeout=1).status_code == 200:
+            if requests.get(f"{server.base}/healthz", timeout=2).status_code == 200:
                 return
-        except requests.ConnectionError:
-            pass
+        except requests.RequestException:
+            pass  # not listening yet, or the master accepted before a worker was ready to answer
         time.sleep(0.2)
     pytest.fail(f"the server did not answer /healthz within {within} s:\n{server.log.read_text()}")
 
