@@ -140,3 +140,13 @@ def test_replace_changes_only_the_given_settings() -> None:
     assert changed.port == 9000
     assert changed.log_level == "debug"
     assert settings.max_body_bytes == 1 << 20
+
+
+def test_the_readme_configuration_table_lists_every_setting() -> None:
+    from pathlib import Path
+
+    from config.settings import SETTINGS_TABLE
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    missing = [s.variable for s in SETTINGS_TABLE if f"| `{s.variable}` |" not in readme]
+    assert missing == []
