@@ -329,7 +329,7 @@ class Executor:
             missing = missing_outcomes(task.expected_outcomes, result.output or "", workspace)
             if missing:
                 result = replace(result, error="; ".join(missing))
-        return self._record(run_id, task_id, attempt, result, state.spec.budget)
+        return self._record(run_id, task_id, attempt, result, state.spec.budget, assessed=bool(task.expectations))
 
     def _agent(self, state: RunState, name: str) -> AgentSpec:
         agents = state.spec.agents_by_name()
@@ -349,22 +349,21 @@ class Executor:
                 "outcomes": Jsonb([dict(o) for o in result.outcomes])}
 
     def _record(self, run_id: str, task_id: str, attempt: int, result: AgentResult,
-                budget: Mapping[str, Any] | None = None) -> str:
+                budget: Mapping[str, Any] | None = None, *, assessed: bool = True) -> str:
+        """Record the agent's result and feed it to the run. A successful attempt is ``assessing``
+        when its task has expectations (the engine asks for the judge then), else ``completed``."""
         result = replace(result, output=_no_nul(result.output), error=_no_nul(result.error))
         now = utcnow()
         failed = result.error is not None
+        status = "failed" if failed else ("assessing" if assessed else "completed")
         params = {**self._usage_params(run_id, task_id, attempt, result), "now": now,
-                  "status": "failed" if failed else "assessing", "output": result.output, "error": result.error}
+                  "status": status, "output": result.output, "error": result.error}
         with self.services.transaction() as conn:
             if conn.execute(_RECORD, params).fetchone() is None:
                 return "result dropped: the attempt was cancelled or lost meanwhile"
             event = (TaskFailed(task_id, attempt, result.error or "") if failed
                      else TaskFinished(task_id, attempt, result.output or ""))
             outcome = coordinator.step(conn, run_id, event, now)
-            if not failed and outcome is not None and not any(a.task_id == task_id for a in outcome.assess):
-                # No assessment follows: the attempt is complete as it stands.
-                conn.execute("UPDATE attempts SET status = 'completed' WHERE run_id = %s AND task_id = %s"
-                             " AND attempt = %s AND status = 'assessing'", (run_id, task_id, attempt))
             outcome = self._enforce_budget(conn, run_id, outcome, now, budget)
         self.dispatcher.after_commit(outcome, assess_inline=self.assess)
         return "failed" if failed else "finished"
