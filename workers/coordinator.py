@@ -88,6 +88,7 @@ class AfterCommit:
     status: str = ""
     ignored: str | None = None
     stored: run_store.Stored | None = None  # the state this step read or wrote, cached after commit
+    events: tuple[list[str], list[Any]] = field(default_factory=lambda: ([], []))  # not yet written
 
     @property
     def state(self) -> RunState | None:
@@ -136,17 +137,25 @@ def persist(conn: psycopg.Connection[Any], before: run_store.Stored, decision: D
     """Write a decision's state and in-transaction effects; return the after-commit ones."""
     state = decision.state
     status = str(state.status)
-    stored = run_store.save(conn, before, state, now, terminal=status in TERMINAL,
-                            changed_ids=decision.changed_tasks)
     if state.status is not before.state.status:
         conn.execute(_MIRROR_MISSION, {"status": status, "now": now, "mission_id": state.mission_id,
                                        "run_id": state.run_id, "terminal": status in TERMINAL})
-    outcome = apply_effects(conn, state, decision.effects, now)
-    outcome.stored = stored
+    outcome = apply_effects(conn, state, decision.effects, now, log_events=False)
+    # The state and the step's events go to Postgres in one statement.
+    types, datas = outcome.events
+    outcome.stored, outcome.last_event_id = run_store.save(
+        conn, before, state, now, terminal=status in TERMINAL, changed_ids=decision.changed_tasks,
+        events=(types, datas))
+    if types:
+        metrics.count_events(types)
+    outcome.events = ([], [])
     return outcome
 
 
-def apply_effects(conn: psycopg.Connection[Any], state: RunState, effects: tuple[Any, ...], now: datetime) -> AfterCommit:
+def apply_effects(conn: psycopg.Connection[Any], state: RunState, effects: tuple[Any, ...], now: datetime,
+                  *, log_events: bool = True) -> AfterCommit:
+    """Carry out the in-transaction effects. With ``log_events=False`` the events are not inserted
+    here but left in ``out.events`` for the caller to write with the state (one statement)."""
     out = AfterCommit(state.mission_id, state.run_id, status=str(state.status))
     attempts: list[dict[str, Any]] = []
     cancels: list[dict[str, Any]] = []
@@ -179,11 +188,13 @@ def apply_effects(conn: psycopg.Connection[Any], state: RunState, effects: tuple
             cur.executemany(_CANCEL_ATTEMPT, cancels)
         if attempts:
             cur.executemany(_INSERT_ATTEMPT, attempts)
-        if types:
+        if types and log_events:
             cur.execute(_INSERT_EVENTS, {"run_id": state.run_id, "mission_id": state.mission_id,
                                          "types": types, "datas": datas, "now": now})
             metrics.count_events(types)
             out.last_event_id = max(int(row["id"]) for row in cur.fetchall())
+        elif types:
+            out.events = (types, datas)
     return out
 
 

@@ -51,13 +51,29 @@ ON CONFLICT (run_id, task_id) DO UPDATE SET version = EXCLUDED.version, state = 
 """
 _DELETE_TASKS = "DELETE FROM run_tasks WHERE run_id = %(run_id)s AND task_id = ANY(%(ids)s)"
 
-_UPDATE_RUN = """
-UPDATE runs
-   SET state = %(state)s, status = %(status)s, pause_reason = %(pause_reason)s,
-       pause_message = %(pause_message)s, failure_reason = %(failure_reason)s, version = %(version)s,
-       state_token = %(token)s,
-       finished_at = CASE WHEN %(terminal)s THEN coalesce(finished_at, %(now)s) ELSE NULL END
- WHERE id = %(run_id)s
+# One round trip per step: the changed task rows, the run row and the step's events (ids allocated
+# in the decided order, under the run lock the caller holds).
+_SAVE = """
+WITH changed AS (
+    INSERT INTO run_tasks (run_id, task_id, version, state)
+    SELECT %(run_id)s, t.task_id, %(version)s, t.state
+      FROM unnest(%(ids)s::text[], %(states)s::jsonb[]) AS t(task_id, state)
+    ON CONFLICT (run_id, task_id) DO UPDATE SET version = EXCLUDED.version, state = EXCLUDED.state
+), run AS (
+    UPDATE runs
+       SET state = %(state)s, status = %(status)s, pause_reason = %(pause_reason)s,
+           pause_message = %(pause_message)s, failure_reason = %(failure_reason)s, version = %(version)s,
+           state_token = %(token)s,
+           finished_at = CASE WHEN %(terminal)s THEN coalesce(finished_at, %(now)s) ELSE NULL END
+     WHERE id = %(run_id)s
+), logged AS (
+    INSERT INTO events (run_id, mission_id, type, data, created_at)
+    SELECT %(run_id)s, %(mission_id)s, e.type, e.data, %(now)s
+      FROM unnest(%(types)s::text[], %(datas)s::jsonb[]) WITH ORDINALITY AS e(type, data, n)
+     ORDER BY e.n
+    RETURNING id
+)
+SELECT max(id) AS last_event_id FROM logged
 """
 _UPDATE_SPEC = "UPDATE runs SET spec = %(spec)s, spec_version = %(spec_version)s WHERE id = %(run_id)s"
 
@@ -146,9 +162,11 @@ def insert(conn: psycopg.Connection[Any], state: RunState, token: str) -> Stored
 
 
 def save(conn: psycopg.Connection[Any], before: Stored, after: RunState, now: datetime, terminal: bool,
-         changed_ids: frozenset[str] | None = None) -> Stored:
-    """Write what changed from ``before`` to ``after``: the run row and the changed task rows
-    (``changed_ids`` when the decision names them, else found by comparing the two states)."""
+         changed_ids: frozenset[str] | None = None,
+         events: tuple[list[str], list[Any]] = ([], [])) -> tuple[Stored, int | None]:
+    """Write what changed from ``before`` to ``after`` (the run row and the changed task rows, found
+    by ``changed_ids`` when the decision names them, else by comparing the two states) together
+    with the step's ``events`` (types, JSON data); returns the stored state and the last event id."""
     version = before.version + 1
     old = before.state
     if changed_ids is None:
@@ -156,7 +174,6 @@ def save(conn: psycopg.Connection[Any], before: Stored, after: RunState, now: da
                                 if old.tasks.get(i) is not after.tasks.get(i))
     changed = [after.tasks[i] for i in changed_ids if i in after.tasks]
     removed = [i for i in changed_ids if i not in after.tasks]
-    _write_tasks(conn, after.run_id, version, changed)
     if removed:
         conn.execute(_DELETE_TASKS, {"run_id": after.run_id, "ids": removed})
     spec_version = before.spec_version
@@ -164,21 +181,29 @@ def save(conn: psycopg.Connection[Any], before: Stored, after: RunState, now: da
         spec_version += 1
         conn.execute(_UPDATE_SPEC, {"run_id": after.run_id, "spec": Jsonb(after.spec.to_document()),
                                     "spec_version": spec_version})
-    conn.execute(_UPDATE_RUN, {
+    token = new_token()
+    types, datas = events
+    row = conn.execute(_SAVE, {
         "run_id": after.run_id,
+        "mission_id": after.mission_id,
+        "ids": [t.task_id for t in changed],
+        "states": [Jsonb(t.to_json()) for t in changed],
         "state": Jsonb(after.header_json()),
         "status": after.status.value,
         "pause_reason": after.pause_reason.value if after.pause_reason else None,
         "pause_message": after.pause_message,
         "failure_reason": after.failure_reason,
         "version": version,
-        "token": (token := new_token()),
+        "token": token,
         "terminal": terminal,
         "now": now,
-    })
+        "types": types,
+        "datas": datas,
+    }).fetchone()
     stored = Stored(version, spec_version, after, token, confirmed=False)
     CACHE.put(after.run_id, stored)  # usable by this process once the row shows the same token
-    return stored
+    last = row["last_event_id"] if row is not None else None
+    return stored, int(last) if last is not None else None
 
 
 def _write_tasks(conn: psycopg.Connection[Any], run_id: str, version: int, tasks: list[TaskState]) -> None:
