@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
@@ -190,29 +191,28 @@ def events(mission_id: str) -> Any:
     return sse.stream_run(mission_id, run_id, last_event_id)
 
 
-@blueprint.post("/missions/<mission_id>/resume")
-def resume(mission_id: str) -> Any:
-    body = json_body(schemas.RESUME, optional=True)
+def _command(mission_id: str, apply: Callable[[Any], Any]) -> Any:
+    """Apply a command to the mission's run, send what it asks for after commit, answer with the
+    mission as it now stands."""
     svc = services()
     with svc.transaction() as conn:
-        outcome = runs.resume(conn, g.project_id, mission_id, body["retryFailed"], utcnow())
+        outcome = apply(conn)
     svc.dispatcher.after_commit(outcome)
     with svc.transaction() as conn:
         mission = missions.get_mission(conn, g.project_id, mission_id)
         body = render.mission_detail(mission, mission_usage(conn, mission_id))
     return jsonify(body)
+
+
+@blueprint.post("/missions/<mission_id>/resume")
+def resume(mission_id: str) -> Any:
+    retry_failed = json_body(schemas.RESUME, optional=True)["retryFailed"]
+    return _command(mission_id, lambda conn: runs.resume(conn, g.project_id, mission_id, retry_failed, utcnow()))
 
 
 @blueprint.post("/missions/<mission_id>/abort")
 def abort(mission_id: str) -> Any:
-    svc = services()
-    with svc.transaction() as conn:
-        outcome = runs.abort(conn, g.project_id, mission_id, utcnow())
-    svc.dispatcher.after_commit(outcome)
-    with svc.transaction() as conn:
-        mission = missions.get_mission(conn, g.project_id, mission_id)
-        body = render.mission_detail(mission, mission_usage(conn, mission_id))
-    return jsonify(body)
+    return _command(mission_id, lambda conn: runs.abort(conn, g.project_id, mission_id, utcnow()))
 
 
 @blueprint.get("/missions/<mission_id>/runs")

@@ -34,7 +34,7 @@ from orchestrator.engine import (
     TaskFinished,
     TaskOutputProduced,
 )
-from orchestrator.spec import AgentSpec, MissionSpec, TaskSpec
+from orchestrator.spec import AgentSpec, TaskSpec
 from workers import coordinator, run_store
 from workers.agents import AgentCall, AgentResult, Emit, runtime_for
 from workers.assessment import (
