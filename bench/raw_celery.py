@@ -15,25 +15,15 @@ import time
 import redis
 from celery import Celery
 
+from workers.celery_app import DELIVERY_SETTINGS
+
 RAW_REDIS_URL = os.environ.get("RAW_REDIS_URL", "redis://127.0.0.1:6379/13")
 QUEUE = "raw"
 TASK = "raw.noop"
 
 app = Celery("raw", broker=RAW_REDIS_URL, set_as_current=False)
-# The settings Missions' worker uses (workers/celery_app.py), minus its queues and beat schedule.
-app.conf.update(
-    task_acks_late=True,
-    task_reject_on_worker_lost=True,
-    worker_prefetch_multiplier=1,
-    task_ignore_result=True,
-    task_serializer="json",
-    accept_content=["json"],
-    task_default_queue=QUEUE,
-    broker_connection_retry_on_startup=True,
-    broker_transport_options={"visibility_timeout": 3600},
-    worker_hijack_root_logger=False,
-    worker_send_task_events=False,
-)
+# The delivery settings Missions' worker uses, without its queues and beat schedule.
+app.conf.update(**DELIVERY_SETTINGS, task_default_queue=QUEUE)
 
 _redis: redis.Redis | None = None
 

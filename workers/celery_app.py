@@ -23,25 +23,31 @@ from workers.dispatch import ASSESS_TASK, CONTROL_QUEUE, RUN_TASK, TASK_QUEUE, T
 log = logging.getLogger(__name__)
 
 
+# At-least-once delivery (DESIGN §1) and lean workers; the benchmark's raw Celery baseline uses the same.
+DELIVERY_SETTINGS: dict[str, Any] = {
+    "task_acks_late": True,
+    "task_reject_on_worker_lost": True,
+    "worker_prefetch_multiplier": 1,
+    "task_ignore_result": True,
+    "task_serializer": "json",
+    "accept_content": ["json"],
+    "broker_connection_retry_on_startup": True,
+    "broker_transport_options": {"visibility_timeout": 3600},
+    "worker_hijack_root_logger": False,
+    "worker_send_task_events": False,
+}
+
+
 def create_celery(settings: Settings, *, with_tasks: bool = False) -> Celery:
     """A Celery app on ``REDIS_URL``. ``with_tasks`` registers the task bodies (workers only)."""
     if not settings.redis_url:
         raise ValueError("REDIS_URL is not set")
     app = Celery("missions", broker=settings.redis_url, set_as_current=False)
     app.conf.update(
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
-        task_ignore_result=True,
-        task_serializer="json",
-        accept_content=["json"],
+        **DELIVERY_SETTINGS,
         task_default_queue=TASK_QUEUE,
         task_queues=(Queue(TASK_QUEUE), Queue(CONTROL_QUEUE)),
         task_routes={TICK: {"queue": CONTROL_QUEUE}},
-        broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": 3600},
-        worker_hijack_root_logger=False,
-        worker_send_task_events=False,
         beat_schedule={
             "missions-tick": {
                 "task": TICK,
