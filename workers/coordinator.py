@@ -68,8 +68,8 @@ _DELETE_TIMER = "DELETE FROM timers WHERE run_id = %(run_id)s AND kind = %(kind)
 # One round trip for all events of a step; ORDER BY keeps their ids in the decided order.
 _INSERT_EVENTS = """
 INSERT INTO events (run_id, mission_id, type, data, created_at)
-SELECT %(run_id)s, %(mission_id)s, e.type, e.data, %(now)s
-  FROM unnest(%(types)s::text[], %(datas)s::jsonb[]) WITH ORDINALITY AS e(type, data, n)
+SELECT %(run_id)s, %(mission_id)s, e.item->>'type', e.item->'data', %(now)s
+  FROM jsonb_array_elements(%(events)s) WITH ORDINALITY AS e(item, n)
  ORDER BY e.n
 RETURNING id
 """
@@ -160,7 +160,7 @@ def apply_effects(conn: psycopg.Connection[Any], state: RunState, effects: tuple
     attempts: list[dict[str, Any]] = []
     cancels: list[dict[str, Any]] = []
     types: list[str] = []
-    datas: list[Jsonb] = []
+    datas: list[Any] = []
     with conn.cursor() as cur:
         for effect in effects:
             match effect:
@@ -181,7 +181,7 @@ def apply_effects(conn: psycopg.Connection[Any], state: RunState, effects: tuple
                     cur.execute(_DELETE_TIMER, {"run_id": state.run_id, "kind": effect.kind, "key": effect.key})
                 case PublishEvent():
                     types.append(effect.type)
-                    datas.append(Jsonb(dict(effect.data)))
+                    datas.append(dict(effect.data))
                 case _:
                     raise AssertionError(f"unknown effect {effect!r}")
         if cancels:
@@ -190,7 +190,7 @@ def apply_effects(conn: psycopg.Connection[Any], state: RunState, effects: tuple
             cur.executemany(_INSERT_ATTEMPT, attempts)
         if types and log_events:
             cur.execute(_INSERT_EVENTS, {"run_id": state.run_id, "mission_id": state.mission_id,
-                                         "types": types, "datas": datas, "now": now})
+                                         "events": run_store.events_param(types, datas), "now": now})
             metrics.count_events(types)
             out.last_event_id = max(int(row["id"]) for row in cur.fetchall())
         elif types:

@@ -3,7 +3,8 @@
 The order is what makes delivery at-least-once safe: claim the attempt in Postgres (a second
 delivery finds it claimed and stops), run the agent outside any transaction while a heartbeat
 thread proves the worker alive and watches for cancellation, then record the result and run the
-coordinator step in one transaction, and only after commit send what comes next.
+coordinator step in one transaction, and only after commit send what comes next. The heartbeat
+is one watcher thread per process (``workers.heartbeat``), not a thread per attempt.
 
 Model output is coalesced by an ``OutputBatcher`` into at most one ``task:output`` event per
 ``OUTPUT_INTERVAL`` per attempt (each event is a coordinator step under the run lock). After an
@@ -47,7 +48,8 @@ from workers.assessment import (
     score_expectations,
 )
 from workers.coordinator import TERMINAL, AfterCommit
-from workers.dispatch import Dispatcher, cancel_key
+from workers.dispatch import Dispatcher
+from workers.heartbeat import Heartbeats
 from workers.providers import Providers, endpoint_config
 from workers.logs import log_ids
 from workers.services import Services
@@ -62,12 +64,6 @@ _CLAIM = """
 UPDATE attempts SET status = 'running', worker = %(worker)s, claimed_at = %(now)s, heartbeat_at = %(now)s
  WHERE run_id = %(run_id)s AND task_id = %(task_id)s AND attempt = %(attempt)s AND status = 'queued'
 RETURNING agent, model
-"""
-
-_HEARTBEAT = """
-UPDATE attempts SET heartbeat_at = now()
- WHERE run_id = %(run_id)s AND task_id = %(task_id)s AND attempt = %(attempt)s AND status = %(status)s
-RETURNING 1
 """
 
 _RECORD = """
@@ -103,50 +99,6 @@ UPDATE attempts SET tokens_in = %(tokens_in)s, tokens_out = %(tokens_out)s, cost
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
-
-
-class Heartbeat:
-    """While an attempt runs: write ``heartbeat_at`` every ``interval`` seconds and set ``cancelled``
-    as soon as the attempt is cancelled (a Redis flag, polled often; or the row changed status)."""
-
-    def __init__(self, services: Services, run_id: str, task_id: str, attempt: int, status: str,
-                 interval: float, poll: float = 0.2) -> None:
-        self.services, self.run_id, self.task_id, self.attempt = services, run_id, task_id, attempt
-        self.status, self.interval, self.poll = status, interval, poll
-        self.cancelled = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{task_id}", daemon=True)
-
-    def __enter__(self) -> Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def _loop(self) -> None:
-        key = cancel_key(self.run_id, self.task_id, self.attempt)
-        params = {"run_id": self.run_id, "task_id": self.task_id, "attempt": self.attempt, "status": self.status}
-        since_beat = 0.0
-        while not self._stop.wait(self.poll):
-            since_beat += self.poll
-            try:
-                if self.services.redis.exists(key):
-                    self.cancelled.set()
-                    return
-            except Exception:
-                log.warning("cancel flag unreadable for %s/%s", self.run_id, self.task_id, exc_info=True)
-            if since_beat >= self.interval:
-                since_beat = 0.0
-                try:
-                    with self.services.transaction() as conn:
-                        alive = conn.execute(_HEARTBEAT, params).fetchone()
-                    if alive is None:
-                        self.cancelled.set()
-                        return
-                except Exception:
-                    log.warning("heartbeat failed for %s/%s", self.run_id, self.task_id, exc_info=True)
 
 
 class OutputBatcher:
@@ -275,6 +227,7 @@ class Executor:
         self.dispatcher = dispatcher
         self.worker = worker
         self.providers = providers if providers is not None else Providers(services.settings)
+        self.heartbeats = Heartbeats(services, services.settings.heartbeat_seconds)
 
     # -- one attempt ---------------------------------------------------------------------------
     def run_attempt(self, run_id: str, task_id: str, attempt: int) -> str:
@@ -308,8 +261,7 @@ class Executor:
         def send(text: str) -> None:
             self._emit(run_id, task_id, attempt, text)
 
-        with Heartbeat(self.services, run_id, task_id, attempt, "running",
-                       self.services.settings.heartbeat_seconds) as beat:
+        with self.heartbeats.watch(run_id, task_id, attempt, "running") as beat:
             batcher = OutputBatcher(send) if getattr(runtime, "batch_output", False) else None
             emit: Emit = batcher.add if batcher is not None else send
             try:
@@ -414,7 +366,7 @@ class Executor:
         criteria = [e.criterion or "" for e in task.expectations if e.type == "criterion"]
         verdict: Judgement | None = None
         model: str | None = None
-        with Heartbeat(self.services, run_id, task_id, attempt, "assessing", settings.heartbeat_seconds) as beat:
+        with self.heartbeats.watch(run_id, task_id, attempt, "assessing") as beat:
             try:
                 if criteria:
                     model, config = self._judge_of(state, row["agent"], row["model"])

@@ -42,10 +42,12 @@ _SPEC = "SELECT spec FROM runs WHERE id = %(run_id)s"
 _ALL_TASKS = "SELECT state FROM run_tasks WHERE run_id = %(run_id)s"
 _TASKS_SINCE = "SELECT state FROM run_tasks WHERE run_id = %(run_id)s AND version > %(version)s"
 
+# Rows travel as one JSON array (``tasks_param``, ``events_param``): one C-encoded parameter instead
+# of text and jsonb arrays, whose per-element escaping in psycopg cost more than the statement.
 _UPSERT_TASKS = """
 INSERT INTO run_tasks (run_id, task_id, version, state)
-SELECT %(run_id)s, t.task_id, %(version)s, t.state
-  FROM unnest(%(ids)s::text[], %(states)s::jsonb[]) AS t(task_id, state)
+SELECT %(run_id)s, t.id, %(version)s, t.state
+  FROM jsonb_to_recordset(%(tasks)s) AS t(id text, state jsonb)
 ON CONFLICT (run_id, task_id) DO UPDATE SET version = EXCLUDED.version, state = EXCLUDED.state
 """
 _DELETE_TASKS = "DELETE FROM run_tasks WHERE run_id = %(run_id)s AND task_id = ANY(%(ids)s)"
@@ -55,8 +57,8 @@ _DELETE_TASKS = "DELETE FROM run_tasks WHERE run_id = %(run_id)s AND task_id = A
 _SAVE = """
 WITH changed AS (
     INSERT INTO run_tasks (run_id, task_id, version, state)
-    SELECT %(run_id)s, t.task_id, %(version)s, t.state
-      FROM unnest(%(ids)s::text[], %(states)s::jsonb[]) AS t(task_id, state)
+    SELECT %(run_id)s, t.id, %(version)s, t.state
+      FROM jsonb_to_recordset(%(tasks)s) AS t(id text, state jsonb)
     ON CONFLICT (run_id, task_id) DO UPDATE SET version = EXCLUDED.version, state = EXCLUDED.state
 ), run AS (
     UPDATE runs
@@ -67,8 +69,8 @@ WITH changed AS (
      WHERE id = %(run_id)s
 ), logged AS (
     INSERT INTO events (run_id, mission_id, type, data, created_at)
-    SELECT %(run_id)s, %(mission_id)s, e.type, e.data, %(now)s
-      FROM unnest(%(types)s::text[], %(datas)s::jsonb[]) WITH ORDINALITY AS e(type, data, n)
+    SELECT %(run_id)s, %(mission_id)s, e.item->>'type', e.item->'data', %(now)s
+      FROM jsonb_array_elements(%(events)s) WITH ORDINALITY AS e(item, n)
      ORDER BY e.n
     RETURNING id
 )
@@ -185,8 +187,7 @@ def save(conn: psycopg.Connection[Any], before: Stored, after: RunState, now: da
     row = conn.execute(_SAVE, {
         "run_id": after.run_id,
         "mission_id": after.mission_id,
-        "ids": [t.task_id for t in changed],
-        "states": [Jsonb(t.to_json()) for t in changed],
+        "tasks": tasks_param(changed),
         "state": Jsonb(after.header_json()),
         "status": after.status.value,
         "pause_reason": after.pause_reason.value if after.pause_reason else None,
@@ -196,8 +197,7 @@ def save(conn: psycopg.Connection[Any], before: Stored, after: RunState, now: da
         "token": token,
         "terminal": terminal,
         "now": now,
-        "types": types,
-        "datas": datas,
+        "events": events_param(types, datas),
     }).fetchone()
     stored = Stored(version, spec_version, after, token, confirmed=False)
     CACHE.put(after.run_id, stored)  # usable by this process once the row shows the same token
@@ -208,8 +208,17 @@ def save(conn: psycopg.Connection[Any], before: Stored, after: RunState, now: da
 def _write_tasks(conn: psycopg.Connection[Any], run_id: str, version: int, tasks: list[TaskState]) -> None:
     if not tasks:
         return
-    conn.execute(_UPSERT_TASKS, {"run_id": run_id, "version": version, "ids": [t.task_id for t in tasks],
-                                 "states": [Jsonb(t.to_json()) for t in tasks]})
+    conn.execute(_UPSERT_TASKS, {"run_id": run_id, "version": version, "tasks": tasks_param(tasks)})
+
+
+def tasks_param(tasks: list[TaskState]) -> Jsonb:
+    """Task states as one JSON array of ``{"id", "state"}`` (for ``jsonb_to_recordset``)."""
+    return Jsonb([{"id": t.task_id, "state": t.to_json()} for t in tasks])
+
+
+def events_param(types: list[str], datas: list[Any]) -> Jsonb:
+    """Events as one JSON array of ``{"type", "data"}``, in order (for ``jsonb_array_elements``)."""
+    return Jsonb([{"type": t, "data": d} for t, d in zip(types, datas, strict=True)])
 
 
 def remember(run_id: str, stored: Stored | None) -> None:
