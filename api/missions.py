@@ -166,14 +166,12 @@ def wants_stream() -> bool:
 def execute(mission_id: str) -> Any:
     svc = services()
     with svc.transaction() as conn:
-        run_id, outcome = runs.execute(conn, g.project_id, mission_id, limits(), utcnow())
+        run_id, outcome, row, usage = runs.execute(conn, g.project_id, mission_id, limits(), utcnow())
     svc.dispatcher.after_commit(outcome)
     if wants_stream():
         return sse.stream_run(mission_id, run_id, None)
-    with svc.transaction() as conn:
-        run = runs.get_run(conn, g.project_id, mission_id, run_id)
-        body = render.run(run, usage=mission_usage(conn, mission_id))
-    response = jsonify(body)
+    # The run as this request committed it; workers may have moved it on since (GET its Location).
+    response = jsonify(render.run(row, usage=usage))
     response.status_code = 202
     response.headers["Location"] = f"/v1/missions/{mission_id}/runs/{run_id}"
     return response

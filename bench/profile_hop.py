@@ -212,7 +212,7 @@ class Harness:
         assert r.status_code == 201, r.get_data(as_text=True)[:2000]
         mission_id = r.get_json()["id"]
         with self.services.transaction() as conn:
-            run_id, outcome = runs.execute(conn, self.project_id, mission_id, Limits(max_tasks=10_000), utcnow())
+            run_id, outcome, *_ = runs.execute(conn, self.project_id, mission_id, Limits(max_tasks=10_000), utcnow())
         self.dispatcher.after_commit(outcome)
         TIMES.clear()
         TIMES.update(saved[0])

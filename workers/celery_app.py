@@ -18,6 +18,7 @@ from celery import Celery
 from kombu import Queue
 
 from config import Settings
+from workers import broker
 from workers.dispatch import ASSESS_TASK, CONTROL_QUEUE, RUN_TASK, TASK_QUEUE, TICK, Dispatcher
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ def create_celery(settings: Settings, *, with_tasks: bool = False) -> Celery:
     app = Celery("missions", broker=settings.redis_url, set_as_current=False)
     app.conf.update(
         **DELIVERY_SETTINGS,
+        broker_transport=broker.transport_for(settings.redis_url),
         task_default_queue=TASK_QUEUE,
         task_queues=(Queue(TASK_QUEUE), Queue(CONTROL_QUEUE)),
         task_routes={TICK: {"queue": CONTROL_QUEUE}},

@@ -46,9 +46,11 @@ UPDATE missions
  WHERE id = %(mission_id)s AND latest_run_id = %(run_id)s
 """
 
-_INSERT_ATTEMPT = """
+# All attempts a step starts, in one statement (a fan-out may start thousands).
+_INSERT_ATTEMPTS = """
 INSERT INTO attempts (run_id, task_id, attempt, status, agent, model, created_at, sent_at)
-VALUES (%(run_id)s, %(task_id)s, %(attempt)s, 'queued', %(agent)s, %(model)s, %(now)s, %(now)s)
+SELECT %(run_id)s, a.task_id, a.attempt, 'queued', a.agent, a.model, %(now)s, %(now)s
+  FROM jsonb_to_recordset(%(attempts)s) AS a(task_id text, attempt int, agent text, model text)
 ON CONFLICT (run_id, task_id, attempt) DO NOTHING
 """
 
@@ -165,8 +167,8 @@ def apply_effects(conn: psycopg.Connection[Any], state: RunState, effects: tuple
         for effect in effects:
             match effect:
                 case StartTask():
-                    attempts.append({"run_id": state.run_id, "task_id": effect.task_id, "attempt": effect.attempt,
-                                     "agent": effect.agent, "model": effect.model, "now": now})
+                    attempts.append({"task_id": effect.task_id, "attempt": effect.attempt, "agent": effect.agent,
+                                     "model": effect.model})
                     out.start.append(effect)
                 case AssessTask():
                     out.assess.append(effect)
@@ -187,7 +189,7 @@ def apply_effects(conn: psycopg.Connection[Any], state: RunState, effects: tuple
         if cancels:
             cur.executemany(_CANCEL_ATTEMPT, cancels)
         if attempts:
-            cur.executemany(_INSERT_ATTEMPT, attempts)
+            cur.execute(_INSERT_ATTEMPTS, {"run_id": state.run_id, "attempts": Jsonb(attempts), "now": now})
         if types and log_events:
             cur.execute(_INSERT_EVENTS, {"run_id": state.run_id, "mission_id": state.mission_id,
                                          "events": run_store.events_param(types, datas), "now": now})

@@ -33,11 +33,22 @@ class Dispatcher:
         self.redis = redis_client
 
     def send_attempt(self, run_id: str, task_id: str, attempt: int) -> bool:
+        return self.send_attempts(run_id, [(task_id, attempt)])
+
+    def send_attempts(self, run_id: str, attempts: list[tuple[str, int]]) -> bool:
+        """Send the messages of several attempts of one run in one broker round trip (a kombu
+        publish batch: one Redis pipeline)."""
+        if not attempts:
+            return True
         try:
-            self.celery.send_task(RUN_TASK, args=(run_id, task_id, attempt), queue=TASK_QUEUE)
+            with self.celery.producer_or_acquire() as producer, producer.batch():
+                for task_id, attempt in attempts:
+                    self.celery.send_task(RUN_TASK, args=(run_id, task_id, attempt), queue=TASK_QUEUE,
+                                          producer=producer)
             return True
         except Exception:  # the broker may be down; the tick re-sends queued attempts
-            log.exception("could not enqueue %s attempt %s of run %s", task_id, attempt, run_id)
+            log.exception("could not enqueue %d attempt(s) of run %s: %s", len(attempts), run_id,
+                          ", ".join(f"{t}#{a}" for t, a in attempts))
             return False
 
     def send_assessment(self, run_id: str, task_id: str, attempt: int) -> bool:
@@ -58,8 +69,7 @@ class Dispatcher:
                 self.redis.set(cancel_key(outcome.run_id, cancel.task_id, cancel.attempt), cancel.reason, ex=3600)
             except Exception:
                 log.exception("could not signal cancel of %s/%s", outcome.run_id, cancel.task_id)
-        for start in outcome.start:
-            self.send_attempt(outcome.run_id, start.task_id, start.attempt)
+        self.send_attempts(outcome.run_id, [(start.task_id, start.attempt) for start in outcome.start])
         if outcome.last_event_id is not None:
             publish_wakeup(self.redis, outcome.mission_id, outcome.run_id, outcome.last_event_id)
         for assess in outcome.assess:

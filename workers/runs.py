@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 
@@ -17,6 +17,7 @@ from workers.coordinator import AfterCommit
 from workers.errors import Conflict, NotFound
 from workers.ids import new_id
 from workers.missions import Limits, StoredMission
+from workers.usage import MissionUsage, Totals
 
 # The run's task states in the order of its spec.
 _GET_RUN = """
@@ -54,8 +55,19 @@ def _with_project_agents(conn: psycopg.Connection[Any], project_id: str, documen
     return document
 
 
+class Started(NamedTuple):
+    """A run ``execute`` inserted: its id, what to do after commit, and its row and usage as
+    ``get_run`` and ``mission_usage`` would read them right after the commit, for the caller to
+    render without reading them back."""
+
+    run_id: str
+    outcome: AfterCommit
+    row: dict[str, Any]
+    usage: MissionUsage
+
+
 def execute(conn: psycopg.Connection[Any], project_id: str, mission_id: str, limits: Limits,
-            now: datetime) -> tuple[str, AfterCommit]:
+            now: datetime) -> Started:
     """Start a new run of the mission; ``Conflict`` while a run is active or paused."""
     mission = missions.get_mission(conn, project_id, mission_id, for_update=True)
     if mission.status in missions.RUNNING_STATUSES:
@@ -66,7 +78,17 @@ def execute(conn: psycopg.Connection[Any], project_id: str, mission_id: str, lim
     run_id = new_id("run")
     number = int(mission.row["execution_count"]) + 1
     outcome = coordinator.begin(conn, run_id, number, MissionSpec.from_document(document), mission.id, now)
-    return run_id, outcome
+    state = outcome.state
+    assert state is not None
+    row = {"id": run_id, "mission_id": mission.id, "number": number, "status": str(state.status),
+           "pause_reason": state.pause_reason.value if state.pause_reason else None,
+           "pause_message": state.pause_message, "failure_reason": state.failure_reason,
+           "created_at": now, "started_at": now,
+           "finished_at": now if str(state.status) in coordinator.TERMINAL else None,
+           "run_tasks": [state.tasks[t.id].to_json() for t in state.spec.tasks if t.id in state.tasks]}
+    started = {(run_id, s.task_id): Totals(attempts=1) for s in outcome.start}  # queued, nothing spent
+    usage = MissionUsage(runs={run_id: Totals(attempts=len(started))}, tasks=started)
+    return Started(run_id, outcome, row, usage)
 
 
 def _active_run(mission: StoredMission, wanted: tuple[str, ...], action: str) -> str:

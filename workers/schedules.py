@@ -106,7 +106,7 @@ def _fire_one(conn: psycopg.Connection[Any], mission_id: str, limits: Limits, no
             continue
         try:
             with conn.transaction():  # a savepoint: a mission that no longer validates skips this fire
-                run_id, outcome = runs.execute(conn, row["project_id"], mission_id, limits, now)
+                run_id, outcome, *_ = runs.execute(conn, row["project_id"], mission_id, limits, now)
         except MissionsError as exc:
             log.warning("scheduled fire of mission %s skipped: %s", mission_id, exc.message)
             conn.execute("UPDATE schedule_fires SET status = 'skipped', reason = %s WHERE mission_id = %s"

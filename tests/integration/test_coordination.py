@@ -36,7 +36,7 @@ def _start(services: Services, document: dict[str, Any]) -> tuple[str, dict[str,
     with services.transaction() as conn:
         project = ensure_project(conn, "p")
         mission = missions.create_mission(conn, project, document, LIMITS)
-        run_id, outcome = runs.execute(conn, project, mission.id, LIMITS, utcnow())
+        run_id, outcome, *_ = runs.execute(conn, project, mission.id, LIMITS, utcnow())
     return run_id, {t.title: t.id for t in mission.tasks}, outcome
 
 

@@ -26,7 +26,7 @@ def _queued_attempts(services: Services, titles: list[str]) -> tuple[str, list[s
     with services.transaction() as conn:
         project = ensure_project(conn, "p")
         mission = missions.create_mission(conn, project, document, missions.Limits())
-        run_id, _ = runs.execute(conn, project, mission.id, missions.Limits(), utcnow())
+        run_id, *_ = runs.execute(conn, project, mission.id, missions.Limits(), utcnow())
         conn.execute("UPDATE attempts SET status = 'running', heartbeat_at = now() - interval '1 hour'"
                      " WHERE run_id = %s", (run_id,))
     return run_id, [t.id for t in mission.tasks]

@@ -342,3 +342,22 @@ def test_a_wrong_method_is_refused_in_the_error_shape(client: FlaskClient, auth:
     error = assert_error(answer, 405, "bad_request")
     assert error["error"]
     assert "Allow" in answer.headers
+
+
+# --- execute --------------------------------------------------------------------------------
+
+def test_the_execute_answer_is_the_run_as_its_location_serves_it(client: FlaskClient, auth: dict[str, str]) -> None:
+    """The 202 is rendered from the state the request committed, not read back; it must be the
+    same document ``GET Location`` serves while no worker has moved the run on."""
+    created = create(client, auth, CODE_REVIEW_PIPELINE)
+    answer = client.post(f"/v1/missions/{created['id']}/execute", headers=auth)
+    assert answer.status_code == 202, answer.get_json()
+    body = answer.get_json()
+    assert answer.headers["Location"] == f"/v1/missions/{created['id']}/runs/{body['id']}"
+    served = client.get(answer.headers["Location"], headers=auth)
+    assert served.status_code == 200
+    assert body == served.get_json()
+    assert body["status"] == "active" and body["number"] == 1
+    queued = [t for t in body["tasks"] if t["status"] == "queued"]
+    assert len(queued) == 1  # the first of the chain; the other waits for it
+    assert body["usage"] == {"tokensIn": 0, "tokensOut": 0, "costUsd": 0.0, "attempts": 1}

@@ -55,7 +55,7 @@ def start(services: Services, llm: FakeLLM, tasks: list[dict[str, Any]], **field
     with services.transaction() as conn:
         project = ensure_project(conn, "p")
         mission = missions.create_mission(conn, project, document, LIMITS)
-        run_id, _ = runs.execute(conn, project, mission.id, LIMITS, utcnow())
+        run_id, *_ = runs.execute(conn, project, mission.id, LIMITS, utcnow())
     return run_id, {t.title: t.id for t in mission.tasks}, mission.id
 
 

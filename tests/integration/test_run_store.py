@@ -25,7 +25,7 @@ def _fan_out(services: Services, width: int) -> tuple[str, dict[str, str]]:
     with services.transaction() as conn:
         project = ensure_project(conn, "p")
         mission = missions.create_mission(conn, project, doc, LIMITS)
-        run_id, outcome = runs.execute(conn, project, mission.id, LIMITS, utcnow())
+        run_id, outcome, *_ = runs.execute(conn, project, mission.id, LIMITS, utcnow())
     run_store.remember(run_id, outcome.stored)
     return run_id, {t.title: t.id for t in mission.tasks}
 
