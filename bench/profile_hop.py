@@ -108,10 +108,6 @@ def instrument() -> None:
     run_store.load = timed("run_store.load (lock + cache or read)", run_store.load)
     run_store.save = timed("run_store.save (changed rows)", run_store.save)
     coordinator.persist = timed("coordinator.persist (save + effects)", coordinator.persist)
-    execution._dependency_outputs = timed("execution._dependency_outputs", execution._dependency_outputs)
-    execution.build_prompt = timed("execution.build_prompt", execution.build_prompt)
-    execution.Heartbeat.__enter__ = timed("Heartbeat start", execution.Heartbeat.__enter__)
-    execution.Heartbeat.__exit__ = timed("Heartbeat stop (join)", execution.Heartbeat.__exit__)
     pj.set_json_dumps(timed("json.dumps (psycopg Jsonb)", json.dumps))
     pj.set_json_loads(timed("json.loads (psycopg jsonb)", json.loads))
 
@@ -153,11 +149,11 @@ class LocalDispatcher:
 
         self.queue: collections.deque[tuple[str, str, int]] = collections.deque()
         self.inner = Dispatcher(celery=None, redis_client=redis_client)
-        self.inner.send_attempt = self._send  # type: ignore[method-assign]
+        self.inner.send_attempts = self._send  # type: ignore[method-assign]
         self.inner.send_assessment = lambda *a: True  # type: ignore[method-assign]
 
-    def _send(self, run_id: str, task_id: str, attempt: int) -> bool:
-        self.queue.append((run_id, task_id, attempt))
+    def _send(self, run_id: str, attempts: list[tuple[str, int]]) -> bool:
+        self.queue.extend((run_id, task_id, attempt) for task_id, attempt in attempts)
         return True
 
     def after_commit(self, outcome: Any, assess_inline: Any = None) -> None:

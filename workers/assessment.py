@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import jsonschema
 
+from orchestrator.prompt import outcome_kind
 from orchestrator.spec import Expectation
 
 if TYPE_CHECKING:
@@ -392,14 +393,6 @@ def parse_scores(payload: Any, criteria: Sequence[str]) -> list[dict[str, Any]] 
 
 # --------------------------------------------------------------------------------------------
 # Expected outcomes
-
-
-def outcome_kind(outcome: Mapping[str, Any]) -> str:
-    """An outcome's type; without one, ``file`` when it has a ``path``, else ``text``."""
-    kind = outcome.get("type")
-    if isinstance(kind, str) and kind:
-        return kind
-    return "file" if outcome.get("path") else "text"
 
 
 def missing_outcomes(expected: Sequence[Mapping[str, Any]], output: str, workspace: Path | None) -> list[str]:

@@ -73,7 +73,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
 
     def executor(hostname: str | None) -> Executor:
         if "executor" not in state:
-            dispatcher = Dispatcher(app, services.redis)
+            dispatcher = Dispatcher(app, services.redis, services.wakeups)
             state["executor"] = Executor(services, dispatcher, hostname or socket.gethostname())
         return state["executor"]  # type: ignore[no-any-return]
 

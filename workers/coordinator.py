@@ -31,6 +31,7 @@ from orchestrator.engine import (
     ScheduleTimer,
     StartTask,
 )
+from orchestrator.prompt import build_prompt
 from orchestrator.spec import MissionSpec
 from workers import metrics, run_store
 
@@ -46,12 +47,19 @@ UPDATE missions
  WHERE id = %(mission_id)s AND latest_run_id = %(run_id)s
 """
 
-# All attempts a step starts, in one statement (a fan-out may start thousands).
+# All attempts a step starts, with their prompts, in one statement (a fan-out may start thousands).
 _INSERT_ATTEMPTS = """
-INSERT INTO attempts (run_id, task_id, attempt, status, agent, model, created_at, sent_at)
-SELECT %(run_id)s, a.task_id, a.attempt, 'queued', a.agent, a.model, %(now)s, %(now)s
-  FROM jsonb_to_recordset(%(attempts)s) AS a(task_id text, attempt int, agent text, model text)
+INSERT INTO attempts (run_id, task_id, attempt, status, agent, model, prompt, created_at, sent_at)
+SELECT %(run_id)s, a.task_id, a.attempt, 'queued', a.agent, a.model, a.prompt, %(now)s, %(now)s
+  FROM jsonb_to_recordset(%(attempts)s) AS a(task_id text, attempt int, agent text, model text, prompt text)
 ON CONFLICT (run_id, task_id, attempt) DO NOTHING
+"""
+
+# The output of each task's latest completed attempt.
+_OUTPUTS = """
+SELECT DISTINCT ON (task_id) task_id, output FROM attempts
+ WHERE run_id = %(run_id)s AND task_id = ANY(%(task_ids)s) AND status = 'completed'
+ ORDER BY task_id, attempt DESC
 """
 
 _CANCEL_ATTEMPT = """
@@ -168,7 +176,7 @@ def apply_effects(conn: psycopg.Connection[Any], state: RunState, effects: tuple
             match effect:
                 case StartTask():
                     attempts.append({"task_id": effect.task_id, "attempt": effect.attempt, "agent": effect.agent,
-                                     "model": effect.model})
+                                     "model": effect.model, "prompt": None})
                     out.start.append(effect)
                 case AssessTask():
                     out.assess.append(effect)
@@ -189,6 +197,9 @@ def apply_effects(conn: psycopg.Connection[Any], state: RunState, effects: tuple
         if cancels:
             cur.executemany(_CANCEL_ATTEMPT, cancels)
         if attempts:
+            texts = prompts(conn, state, [a["task_id"] for a in attempts])
+            for item in attempts:
+                item["prompt"] = texts[item["task_id"]]
             cur.execute(_INSERT_ATTEMPTS, {"run_id": state.run_id, "attempts": Jsonb(attempts), "now": now})
         if types and log_events:
             cur.execute(_INSERT_EVENTS, {"run_id": state.run_id, "mission_id": state.mission_id,
@@ -198,6 +209,26 @@ def apply_effects(conn: psycopg.Connection[Any], state: RunState, effects: tuple
         elif types:
             out.events = (types, datas)
     return out
+
+
+def prompts(conn: psycopg.Connection[Any], state: RunState, task_ids: list[str]) -> dict[str, str]:
+    """The prompt of the next attempt of each task (DESIGN §4 "Data flow"), from ``state`` and the
+    outputs of their dependencies, read in one query."""
+    tasks = [state.task_spec(task_id) for task_id in task_ids]
+    wanted = {state.task_by_title(title).task_id for task in tasks for title in task.depends_on}
+    outputs: dict[str, str] = {}
+    if wanted:
+        rows = conn.execute(_OUTPUTS, {"run_id": state.run_id, "task_ids": sorted(wanted)}).fetchall()
+        by_id = {r["task_id"]: r["output"] or "" for r in rows}
+        outputs = {title: by_id.get(state.task_by_title(title).task_id, "")
+                   for task in tasks for title in task.depends_on}
+    return {task.id or "": no_nul(build_prompt(state.spec, task, outputs, state.tasks[task.id or ""].feedback))
+            for task in tasks}
+
+
+def no_nul(text: str) -> str:
+    """Postgres text and JSON cannot hold NUL characters; a model or a user may still send them."""
+    return text.replace("\x00", "")
 
 
 def begin(conn: psycopg.Connection[Any], run_id: str, number: int, spec: MissionSpec, mission_id: str,

@@ -12,7 +12,7 @@ from typing import Any
 
 from workers import run_store
 from workers.coordinator import AfterCommit
-from workers.events import publish_wakeup
+from workers.events import WakeupPublisher, publish_wakeup
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +28,10 @@ def cancel_key(run_id: str, task_id: str, attempt: int) -> str:
 
 
 class Dispatcher:
-    def __init__(self, celery: Any, redis_client: Any) -> None:
+    def __init__(self, celery: Any, redis_client: Any, wakeups: WakeupPublisher | None = None) -> None:
         self.celery = celery
         self.redis = redis_client
+        self.wakeups = wakeups  # publishes from a background thread; None: publish inline
 
     def send_attempt(self, run_id: str, task_id: str, attempt: int) -> bool:
         return self.send_attempts(run_id, [(task_id, attempt)])
@@ -71,7 +72,10 @@ class Dispatcher:
                 log.exception("could not signal cancel of %s/%s", outcome.run_id, cancel.task_id)
         self.send_attempts(outcome.run_id, [(start.task_id, start.attempt) for start in outcome.start])
         if outcome.last_event_id is not None:
-            publish_wakeup(self.redis, outcome.mission_id, outcome.run_id, outcome.last_event_id)
+            if self.wakeups is not None:
+                self.wakeups.publish(outcome.mission_id, outcome.run_id, outcome.last_event_id)
+            else:
+                publish_wakeup(self.redis, outcome.mission_id, outcome.run_id, outcome.last_event_id)
         for assess in outcome.assess:
             if assess_inline is not None:
                 assess_inline(outcome.run_id, assess.task_id, assess.attempt)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +67,72 @@ def publish_wakeup(client: redis.Redis, mission_id: str, run_id: str, event_id: 
     except redis.RedisError:
         log.warning("could not publish the wake-up for run %s event %s; relays will poll", run_id, event_id,
                     exc_info=True)
+
+
+class WakeupPublisher:
+    """Publishes wake-ups from one background thread, so a coordinator step never waits on Redis.
+
+    ``publish`` only records "run R has events up to N" and returns. The thread sends what is
+    pending as soon as it is idle, all of it in one pipeline, and one wake-up per run (the highest
+    event id) however many steps of that run committed meanwhile: a relay that wakes reads every
+    event after its last id from Postgres anyway. When idle it sends at once, so a lone step's
+    wake-up is not delayed; under load the batches grow and each costs less.
+
+    Like ``publish_wakeup``, a failure is logged and the wake-ups are dropped: relays poll.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._pending: dict[str, tuple[str, int]] = {}  # run id -> (mission id, highest event id)
+        self._sending = False
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._thread: threading.Thread | None = None
+        self.sent = 0  # wake-ups published so far (after coalescing)
+
+    def publish(self, mission_id: str, run_id: str, event_id: int) -> None:
+        with self._lock:
+            known = self._pending.get(run_id)
+            if known is None or known[1] < event_id:
+                self._pending[run_id] = (mission_id, event_id)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="wakeups", daemon=True)
+                self._thread.start()
+            self._changed.notify_all()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until everything published so far has been sent (or dropped); False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._pending or self._sending:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._thread is None or not self._thread.is_alive():
+                    return False
+                self._changed.wait(left)
+        return True
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._pending:
+                    self._changed.wait()
+                batch, self._pending, self._sending = self._pending, {}, True
+            try:
+                self._send(batch)
+            finally:
+                with self._lock:
+                    self._sending = False
+                    self._changed.notify_all()
+
+    def _send(self, batch: dict[str, tuple[str, int]]) -> None:
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                for run_id, (mission_id, event_id) in batch.items():
+                    pipe.publish(channel(mission_id), json.dumps({"runId": run_id, "eventId": event_id}))
+                pipe.execute()
+            self.sent += len(batch)
+        except Exception:
+            log.warning("could not publish %d wake-up(s); relays will poll", len(batch), exc_info=True)
 
 
 def fetch_events(conn: psycopg.Connection[Any], run_id: str, after_id: int, limit: int = 500) -> list[StoredEvent]:

@@ -14,7 +14,6 @@ in the same transaction, and a run over it is stopped with ``BudgetExceeded``.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -44,7 +43,6 @@ from workers.assessment import (
     JudgeRequest,
     judge,
     missing_outcomes,
-    outcome_kind,
     score_expectations,
 )
 from workers.coordinator import TERMINAL, AfterCommit
@@ -57,13 +55,16 @@ from workers.usage import budget_exceeded, run_totals
 
 log = logging.getLogger(__name__)
 
-DEPENDENCY_OUTPUT_LIMIT = 20_000
 OUTPUT_INTERVAL = 0.1  # seconds between two task:output events of one attempt (at most ~10 a second)
 
 _CLAIM = """
 UPDATE attempts SET status = 'running', worker = %(worker)s, claimed_at = %(now)s, heartbeat_at = %(now)s
  WHERE run_id = %(run_id)s AND task_id = %(task_id)s AND attempt = %(attempt)s AND status = 'queued'
-RETURNING agent, model
+RETURNING agent, model, prompt
+"""
+
+_STORE_PROMPT = """
+UPDATE attempts SET prompt = %(prompt)s WHERE run_id = %(run_id)s AND task_id = %(task_id)s AND attempt = %(attempt)s
 """
 
 _RECORD = """
@@ -163,59 +164,8 @@ def _find_task(state: RunState, task_id: str) -> TaskSpec:
     return state.task_spec(task_id)
 
 
-def _no_nul(text: str | None) -> str | None:
-    """Postgres text and JSON cannot hold NUL characters; a model may still produce them."""
-    return text.replace("\x00", "") if text else text
-
-
-def build_prompt(state: RunState, task: TaskSpec, outputs: Mapping[str, str]) -> str:
-    """Everything the agent sees (DESIGN §4 "Data flow"): mission prompt and data, its task,
-    expectations, its dependencies' outputs (bounded) and, on a retry, why earlier attempts failed."""
-    spec = state.spec
-    parts: list[str] = []
-    if spec.prompt:
-        parts.append(f"# Mission\n{spec.prompt}")
-    if spec.data is not None:
-        parts.append("# Mission data\n" + json.dumps(spec.data, indent=2, ensure_ascii=False))
-    parts.append(f"# Your task: {task.title}\n{task.description}")
-    criteria = [e.criterion or e.document.get("name") or e.type for e in task.expectations]
-    if criteria:
-        parts.append("# Expectations\n" + "\n".join(f"- {c}" for c in criteria))
-    if task.expected_outcomes:
-        parts.append("# Expected outcomes\n" + "\n".join(_describe_outcome(o) for o in task.expected_outcomes))
-    for title in task.depends_on:
-        text = outputs.get(title, "")
-        if len(text) > DEPENDENCY_OUTPUT_LIMIT:
-            text = text[:DEPENDENCY_OUTPUT_LIMIT] + f"\n[... cut: {len(text) - DEPENDENCY_OUTPUT_LIMIT} more characters]"
-        parts.append(f"# Output of {title!r}\n{text}")
-    feedback = state.tasks[task.id].feedback if task.id in state.tasks else ()
-    if feedback:
-        parts.append("# Earlier attempts failed\n" + "\n".join(f"- {f}" for f in feedback))
-    return "\n\n".join(parts)
-
-
-def _describe_outcome(outcome: Mapping[str, Any]) -> str:
-    kind = outcome_kind(outcome)
-    where = f" at {outcome['path']}" if outcome.get("path") else ""
-    required = ", required" if outcome.get("required") else ""
-    description = f": {outcome['description']}" if outcome.get("description") else ""
-    return f"- {outcome.get('name')} ({kind}{where}{required}){description}"
-
-
-def _dependency_outputs(conn: Any, run_id: str, state: RunState, task: TaskSpec) -> dict[str, str]:
-    if not task.depends_on:
-        return {}
-    ids = {title: state.task_by_title(title).task_id for title in task.depends_on}
-    rows = conn.execute(
-        """
-        SELECT DISTINCT ON (task_id) task_id, output FROM attempts
-         WHERE run_id = %s AND task_id = ANY(%s) AND status = 'completed'
-         ORDER BY task_id, attempt DESC
-        """,
-        (run_id, list(ids.values())),
-    ).fetchall()
-    by_id = {r["task_id"]: r["output"] or "" for r in rows}
-    return {title: by_id.get(task_id, "") for title, task_id in ids.items()}
+def _text(text: str | None) -> str | None:
+    return coordinator.no_nul(text) if text else text
 
 
 class Executor:
@@ -249,9 +199,10 @@ class Executor:
             task = _find_task(state, task_id)
             agent = self._agent(state, claimed["agent"] or task.assign_to)
             model = claimed["model"] or agent.model
-            prompt = build_prompt(state, task, _dependency_outputs(conn, run_id, state, task))
-            conn.execute("UPDATE attempts SET prompt = %s WHERE run_id = %s AND task_id = %s AND attempt = %s",
-                         (_no_nul(prompt), run_id, task_id, attempt))
+            prompt = claimed["prompt"]  # built by the step that created the attempt
+            if prompt is None:  # an attempt queued by a version that built prompts here
+                prompt = coordinator.prompts(conn, state, [task_id])[task_id]
+                conn.execute(_STORE_PROMPT, {**params, "prompt": prompt})
         self.dispatcher.after_commit(outcome)
         system = "\n\n".join(p for p in (agent.role, str(agent.config.get("systemPrompt") or "")) if p)
         workspace = _workspace(self.services.settings.data_dir, run_id)
@@ -304,7 +255,7 @@ class Executor:
                 budget: Mapping[str, Any] | None = None, *, assessed: bool = True) -> str:
         """Record the agent's result and feed it to the run. A successful attempt is ``assessing``
         when its task has expectations (the engine asks for the judge then), else ``completed``."""
-        result = replace(result, output=_no_nul(result.output), error=_no_nul(result.error))
+        result = replace(result, output=_text(result.output), error=_text(result.error))
         now = utcnow()
         failed = result.error is not None
         status = "failed" if failed else ("assessing" if assessed else "completed")

@@ -13,6 +13,7 @@ from psycopg_pool import ConnectionPool
 
 from config import Settings
 from workers.db import create_pool
+from workers.events import WakeupPublisher
 
 
 class Services:
@@ -24,6 +25,7 @@ class Services:
         self._pool: ConnectionPool | None = None
         self._redis: redis.Redis | None = None
         self._celery: Any = None
+        self._wakeups: WakeupPublisher | None = None
 
     @property
     def pool(self) -> ConnectionPool:
@@ -60,10 +62,20 @@ class Services:
         return self._celery
 
     @property
+    def wakeups(self) -> WakeupPublisher:
+        """The process's wake-up publisher (one background thread, started on first publish)."""
+        if self._wakeups is None:
+            client = self.redis  # (takes the lock itself)
+            with self._lock:
+                if self._wakeups is None:
+                    self._wakeups = WakeupPublisher(client)
+        return self._wakeups
+
+    @property
     def dispatcher(self) -> Any:
         from workers.dispatch import Dispatcher
 
-        return Dispatcher(self.celery, self.redis)
+        return Dispatcher(self.celery, self.redis, self.wakeups)
 
     @contextmanager
     def transaction(self) -> Iterator[psycopg.Connection[Any]]:
@@ -72,6 +84,9 @@ class Services:
             yield conn
 
     def close(self) -> None:
+        if self._wakeups is not None:
+            self._wakeups.flush(2.0)
+            self._wakeups = None
         if self._pool is not None:
             self._pool.close()
             self._pool = None

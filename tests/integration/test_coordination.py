@@ -163,3 +163,29 @@ def test_a_retry_backoff_timer_fires_from_the_tick(services: Services, executor:
     assert report.timers == 1
     assert executor.run_attempt(run_id, ids["A"], 2) == "finished"
     assert db.execute("SELECT status FROM runs WHERE id = %s", (run_id,)).fetchone()["status"] == "completed"
+
+
+def test_an_attempt_is_created_with_its_prompt_holding_its_dependencys_output(
+        services: Services, executor: Executor, db: psycopg.Connection) -> None:
+    run_id, ids, _ = _start(services, _mission([{"title": "A"}, {"title": "B", "dependsOn": ["A"]}],
+                                               [{"output": "the output of A"}]))
+    first = db.execute("SELECT status, prompt FROM attempts WHERE run_id = %s AND task_id = %s",
+                       (run_id, ids["A"])).fetchone()
+    assert first["status"] == "queued" and "# Your task: A" in first["prompt"]
+    assert executor.run_attempt(run_id, ids["A"], 1) == "finished"
+    queued = db.execute("SELECT status, prompt FROM attempts WHERE run_id = %s AND task_id = %s",
+                        (run_id, ids["B"])).fetchone()
+    assert queued["status"] == "queued"  # not claimed yet, and its prompt is already there
+    assert "# Output of 'A'\nthe output of A" in queued["prompt"]
+    assert executor.run_attempt(run_id, ids["B"], 1) == "finished"
+    after = db.execute("SELECT prompt FROM attempts WHERE run_id = %s AND task_id = %s", (run_id, ids["B"])).fetchone()
+    assert after["prompt"] == queued["prompt"]  # the claim did not rebuild it
+
+
+def test_an_attempt_queued_without_a_prompt_gets_it_when_claimed(
+        services: Services, executor: Executor, db: psycopg.Connection) -> None:
+    run_id, ids, _ = _start(services, _mission([{"title": "A"}], [{"output": "x"}]))
+    db.execute("UPDATE attempts SET prompt = NULL WHERE run_id = %s", (run_id,))  # as an older version queued it
+    assert executor.run_attempt(run_id, ids["A"], 1) == "finished"
+    row = db.execute("SELECT prompt FROM attempts WHERE run_id = %s", (run_id,)).fetchone()
+    assert row["prompt"].startswith("# Your task: A")

@@ -1,0 +1,58 @@
+"""What an agent sees (DESIGN §4 "Data flow"), pure.
+
+An attempt's prompt is fixed when the attempt is created: by then every dependency has completed
+(so their outputs are final), the feedback of the earlier attempts is known, and the task can no
+longer change (only a task that never started may be updated). The coordinator therefore builds
+it in the step that starts the attempt and stores it with the attempt row.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from orchestrator.spec import MissionSpec, TaskSpec
+
+DEPENDENCY_OUTPUT_LIMIT = 20_000  # characters of one dependency's output a prompt carries
+
+
+def outcome_kind(outcome: Mapping[str, Any]) -> str:
+    """An expected outcome's type; without one, ``file`` when it has a ``path``, else ``text``."""
+    kind = outcome.get("type")
+    if isinstance(kind, str) and kind:
+        return kind
+    return "file" if outcome.get("path") else "text"
+
+
+def describe_outcome(outcome: Mapping[str, Any]) -> str:
+    kind = outcome_kind(outcome)
+    where = f" at {outcome['path']}" if outcome.get("path") else ""
+    required = ", required" if outcome.get("required") else ""
+    description = f": {outcome['description']}" if outcome.get("description") else ""
+    return f"- {outcome.get('name')} ({kind}{where}{required}){description}"
+
+
+def build_prompt(spec: MissionSpec, task: TaskSpec, outputs: Mapping[str, str], feedback: Sequence[str] = ()) -> str:
+    """The mission prompt and data, the task with its expectations and expected outcomes, the
+    outputs of its dependencies by title (each cut at ``DEPENDENCY_OUTPUT_LIMIT``) and, on a
+    retry, why the earlier attempts failed."""
+    parts: list[str] = []
+    if spec.prompt:
+        parts.append(f"# Mission\n{spec.prompt}")
+    if spec.data is not None:
+        parts.append("# Mission data\n" + json.dumps(spec.data, indent=2, ensure_ascii=False))
+    parts.append(f"# Your task: {task.title}\n{task.description}")
+    criteria = [e.criterion or e.document.get("name") or e.type for e in task.expectations]
+    if criteria:
+        parts.append("# Expectations\n" + "\n".join(f"- {c}" for c in criteria))
+    if task.expected_outcomes:
+        parts.append("# Expected outcomes\n" + "\n".join(describe_outcome(o) for o in task.expected_outcomes))
+    for title in task.depends_on:
+        text = outputs.get(title, "")
+        if len(text) > DEPENDENCY_OUTPUT_LIMIT:
+            text = text[:DEPENDENCY_OUTPUT_LIMIT] + f"\n[... cut: {len(text) - DEPENDENCY_OUTPUT_LIMIT} more characters]"
+        parts.append(f"# Output of {title!r}\n{text}")
+    if feedback:
+        parts.append("# Earlier attempts failed\n" + "\n".join(f"- {f}" for f in feedback))
+    return "\n\n".join(parts)
