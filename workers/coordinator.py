@@ -99,6 +99,7 @@ class AfterCommit:
     ignored: str | None = None
     stored: run_store.Stored | None = None  # the state this step read or wrote, cached after commit
     events: tuple[list[str], list[Any]] = field(default_factory=lambda: ([], []))  # not yet written
+    guard: dict[str, Any] | None = None  # the row the step's guard returned
 
     @property
     def state(self) -> RunState | None:
@@ -124,13 +125,24 @@ def lock_run(conn: psycopg.Connection[Any], run_id: str) -> tuple[run_store.Stor
     return (stored, stored.state) if stored is not None else None
 
 
-def step(conn: psycopg.Connection[Any], run_id: str, event: Event, now: datetime) -> AfterCommit | None:
-    """Apply one event to a run inside the caller's transaction; None if the run no longer exists."""
+def step(conn: psycopg.Connection[Any], run_id: str, event: Event, now: datetime,
+         guard: run_store.Guard | None = None) -> AfterCommit | None:
+    """Apply one event to a run inside the caller's transaction; None if the run no longer exists.
+
+    With a ``guard`` (a data-modifying statement run in the same round trip as the lock), the
+    event is applied only when the guard returned a row, which ``AfterCommit.guard`` then holds;
+    otherwise the outcome is ignored with ``guard`` None."""
     started = time.perf_counter()
-    stored = run_store.load(conn, run_id)
+    if guard is None:
+        stored, passed = run_store.load(conn, run_id), None
+    else:
+        stored, passed = run_store.lock_guarded(conn, run_id, guard)
     if stored is None:
         return None
     state = stored.state
+    if guard is not None and passed is None:
+        return AfterCommit(state.mission_id, run_id, status=str(state.status), ignored="guard matched nothing",
+                           stored=stored)
     decision = engine.decide(state, event, now)
     if decision.ignored is not None:
         log.debug("run %s ignored %s: %s", run_id, type(event).__name__, decision.ignored,
@@ -139,6 +151,7 @@ def step(conn: psycopg.Connection[Any], run_id: str, event: Event, now: datetime
                               stored=stored)
     else:
         outcome = persist(conn, stored, decision, now)
+    outcome.guard = passed
     metrics.observe_step(time.perf_counter() - started)
     return outcome
 

@@ -189,13 +189,14 @@ class Executor:
         params = {"run_id": run_id, "task_id": task_id, "attempt": attempt, "worker": self.worker, "now": utcnow()}
         # One transaction: claim, the coordinator step, and the prompt built from the decided state.
         with self.services.transaction() as conn:
-            claimed = conn.execute(_CLAIM, params).fetchone()
+            outcome = coordinator.step(conn, run_id, TaskClaimed(task_id, attempt, self.worker), params["now"],
+                                       guard=run_store.Guard(_CLAIM, params))
+            state = outcome.state if outcome is not None else None
+            if outcome is None or state is None:
+                return "run deleted"
+            claimed = outcome.guard
             if claimed is None:
                 return "not claimed: a duplicate delivery, or the attempt was cancelled"
-            outcome = coordinator.step(conn, run_id, TaskClaimed(task_id, attempt, self.worker), params["now"])
-            state = outcome.state if outcome is not None else None
-            if state is None:
-                return "run deleted"
             task = _find_task(state, task_id)
             agent = self._agent(state, claimed["agent"] or task.assign_to)
             model = claimed["model"] or agent.model
@@ -261,12 +262,14 @@ class Executor:
         status = "failed" if failed else ("assessing" if assessed else "completed")
         params = {**self._usage_params(run_id, task_id, attempt, result), "now": now,
                   "status": status, "output": result.output, "error": result.error}
+        event = (TaskFailed(task_id, attempt, result.error or "") if failed
+                 else TaskFinished(task_id, attempt, result.output or ""))
         with self.services.transaction() as conn:
-            if conn.execute(_RECORD, params).fetchone() is None:
+            outcome = coordinator.step(conn, run_id, event, now, guard=run_store.Guard(_RECORD, params))
+            if outcome is None:
+                return "run deleted"
+            if outcome.guard is None:
                 return "result dropped: the attempt was cancelled or lost meanwhile"
-            event = (TaskFailed(task_id, attempt, result.error or "") if failed
-                     else TaskFinished(task_id, attempt, result.output or ""))
-            outcome = coordinator.step(conn, run_id, event, now)
             outcome = self._enforce_budget(conn, run_id, outcome, now, budget)
         self.dispatcher.after_commit(outcome, assess_inline=self.assess)
         return "failed" if failed else "finished"

@@ -37,6 +37,14 @@ CACHE_SIZE = 512
 _LOCK = """
 SELECT mission_id, status, state, version, spec_version, state_token FROM runs WHERE id = %(run_id)s FOR UPDATE
 """
+# The lock taken together with a guard: a data-modifying statement whose RETURNING row (or NULL)
+# comes back with the run row, in one round trip.
+_LOCK_GUARDED = """
+WITH guard AS ({guard})
+SELECT r.mission_id, r.status, r.state, r.version, r.spec_version, r.state_token,
+       (SELECT to_jsonb(guard) FROM guard) AS guard
+  FROM runs r WHERE r.id = %(run_id)s FOR UPDATE OF r
+"""
 _READ = "SELECT mission_id, status, state, version, spec_version, state_token FROM runs WHERE id = %(run_id)s"
 _SPEC = "SELECT spec FROM runs WHERE id = %(run_id)s"
 _ALL_TASKS = "SELECT state FROM run_tasks WHERE run_id = %(run_id)s"
@@ -124,9 +132,30 @@ class RunCache:
 CACHE = RunCache()
 
 
+@dataclass(frozen=True)
+class Guard:
+    """A data-modifying statement (``UPDATE ... RETURNING ...``) to run in the statement that locks
+    the run row, e.g. claiming an attempt; the step goes on only when it returned a row."""
+
+    sql: str
+    params: dict[str, Any]
+
+
 def load(conn: psycopg.Connection[Any], run_id: str, *, lock: bool = True) -> Stored | None:
     """The run's current state (locking its row unless ``lock`` is False), cache-assisted."""
     row = conn.execute(_LOCK if lock else _READ, {"run_id": run_id}).fetchone()
+    return _state(conn, run_id, row)
+
+
+def lock_guarded(conn: psycopg.Connection[Any], run_id: str, guard: Guard) -> tuple[Stored | None, Any]:
+    """Run ``guard`` and lock the run row in one statement: the run's state (None when the run no
+    longer exists) and the guard's returned row as a dict (None when it matched nothing)."""
+    sql = _LOCK_GUARDED.format(guard=guard.sql.strip())
+    row = conn.execute(sql, {**guard.params, "run_id": run_id}).fetchone()  # type: ignore[arg-type]
+    return _state(conn, run_id, row), (row["guard"] if row is not None else None)
+
+
+def _state(conn: psycopg.Connection[Any], run_id: str, row: Any) -> Stored | None:
     if row is None:
         CACHE.forget(run_id)
         return None

@@ -189,3 +189,26 @@ def test_an_attempt_queued_without_a_prompt_gets_it_when_claimed(
     assert executor.run_attempt(run_id, ids["A"], 1) == "finished"
     row = db.execute("SELECT prompt FROM attempts WHERE run_id = %s", (run_id,)).fetchone()
     assert row["prompt"].startswith("# Your task: A")
+
+
+def test_a_step_whose_guard_matches_nothing_changes_nothing(services: Services, db: psycopg.Connection) -> None:
+    from workers.run_store import Guard
+
+    run_id, ids, _ = _start(services, _mission([{"title": "A"}]))
+    before = db.execute("SELECT version, (SELECT count(*) FROM events WHERE run_id = %s) AS events FROM runs"
+                        " WHERE id = %s", (run_id, run_id)).fetchone()
+    claim = ("UPDATE attempts SET status = 'running' WHERE run_id = %(run_id)s AND task_id = %(task_id)s"
+             " AND attempt = %(attempt)s AND status = 'queued' RETURNING agent")
+    with services.transaction() as conn:
+        missed = coordinator.step(conn, run_id, TaskClaimed(ids["A"], 1, "w"), utcnow(),
+                                  guard=Guard(claim, {"task_id": ids["A"], "attempt": 2}))
+    assert missed is not None and missed.guard is None and missed.ignored
+    after = db.execute("SELECT version, (SELECT count(*) FROM events WHERE run_id = %s) AS events FROM runs"
+                       " WHERE id = %s", (run_id, run_id)).fetchone()
+    assert after == before
+    with services.transaction() as conn:
+        hit = coordinator.step(conn, run_id, TaskClaimed(ids["A"], 1, "w"), utcnow(),
+                               guard=Guard(claim, {"task_id": ids["A"], "attempt": 1}))
+    assert hit is not None and hit.guard == {"agent": "a"} and not hit.ignored
+    row = db.execute("SELECT version FROM runs WHERE id = %s", (run_id,)).fetchone()
+    assert row["version"] == before["version"] + 1
