@@ -61,7 +61,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -717,6 +717,37 @@ def decide(state: RunState, event: Event, now: datetime) -> Decision:
             return _remove_task(state, event, now)
         case _:
             assert_never(event)
+
+
+def decide_all(state: RunState, events: Sequence[tuple[Event, datetime]]) -> Decision:
+    """Apply several events in order, each at its own time, as one decision: the state after the
+    last, the effects of every event in order, every task any of them changed. Ignored only when
+    every event was (the reasons joined).
+
+    A shell that observed more than one fact before it could take the run's lock (a claim it had
+    not yet announced, then the attempt's result) feeds them together: one step, one write.
+    """
+    if not events:
+        raise ValueError("decide_all needs at least one event")
+    effects: list[Effect] = []
+    changed: set[str] | None = set()
+    reasons: list[str] = []
+    applied = False
+    for event, now in events:
+        decision = decide(state, event, now)
+        state = decision.state
+        if decision.ignored is not None:
+            reasons.append(decision.ignored)
+            continue
+        applied = True
+        effects.extend(decision.effects)
+        if decision.changed_tasks is None or changed is None:
+            changed = None
+        else:
+            changed |= decision.changed_tasks
+    if not applied:
+        return _ignored(state, "; ".join(reasons))
+    return Decision(state=state, effects=tuple(effects), changed_tasks=frozenset(changed) if changed is not None else None)
 
 
 # --------------------------------------------------------------------------------------------

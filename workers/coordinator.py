@@ -126,12 +126,14 @@ def lock_run(conn: psycopg.Connection[Any], run_id: str) -> tuple[run_store.Stor
 
 
 def step(conn: psycopg.Connection[Any], run_id: str, event: Event, now: datetime,
-         guard: run_store.Guard | None = None) -> AfterCommit | None:
+         guard: run_store.Guard | None = None,
+         before: tuple[tuple[Event, datetime], ...] = ()) -> AfterCommit | None:
     """Apply one event to a run inside the caller's transaction; None if the run no longer exists.
 
     With a ``guard`` (a data-modifying statement run in the same round trip as the lock), the
     event is applied only when the guard returned a row, which ``AfterCommit.guard`` then holds;
-    otherwise the outcome is ignored with ``guard`` None."""
+    otherwise the outcome is ignored with ``guard`` None. Events in ``before`` (each with its own
+    time) are applied first, in the same decision (``engine.decide_all``)."""
     started = time.perf_counter()
     if guard is None:
         stored, passed = run_store.load(conn, run_id), None
@@ -143,7 +145,7 @@ def step(conn: psycopg.Connection[Any], run_id: str, event: Event, now: datetime
     if guard is not None and passed is None:
         return AfterCommit(state.mission_id, run_id, status=str(state.status), ignored="guard matched nothing",
                            stored=stored)
-    decision = engine.decide(state, event, now)
+    decision = engine.decide_all(state, (*before, (event, now))) if before else engine.decide(state, event, now)
     if decision.ignored is not None:
         log.debug("run %s ignored %s: %s", run_id, type(event).__name__, decision.ignored,
                   extra={"run_id": run_id, "mission_id": state.mission_id})

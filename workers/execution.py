@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from psycopg.types.json import Jsonb
 from orchestrator.engine import (
     AssessmentScored,
     BudgetExceeded,
+    Event,
     RunState,
     TaskClaimed,
     TaskFailed,
@@ -55,6 +56,7 @@ from workers.usage import budget_exceeded, run_totals
 
 log = logging.getLogger(__name__)
 
+ANNOUNCE_AFTER = 0.2  # seconds an agent may run before its claim is announced on its own (see _Claim)
 OUTPUT_INTERVAL = 0.1  # seconds between two task:output events of one attempt (at most ~10 a second)
 
 _CLAIM = """
@@ -168,6 +170,26 @@ def _text(text: str | None) -> str | None:
     return coordinator.no_nul(text) if text else text
 
 
+@dataclass(eq=False)
+class _Claim:
+    """An attempt this worker claimed, and whether the run has been told (``TaskClaimed``).
+
+    The claim commits on its own and the announcement comes with the attempt's first step: its
+    first output, its result (a quick agent: claim and result in one step, one write), or, for an
+    agent still running after ``ANNOUNCE_AFTER`` seconds, the heartbeat watcher. Until then the run
+    still shows the task ``queued`` while its attempt row is ``running``; a reaper that finds that
+    row lost applies the claim before the loss (``workers.tick``). ``lock`` keeps the announcement
+    to exactly one step."""
+
+    event: TaskClaimed
+    at: datetime
+    announced: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def pending(self) -> tuple[tuple[Event, datetime], ...]:
+        return () if self.announced else ((self.event, self.at),)
+
+
 class Executor:
     """Runs attempts and assessments for one worker process."""
 
@@ -178,6 +200,17 @@ class Executor:
         self.worker = worker
         self.providers = providers if providers is not None else Providers(services.settings)
         self.heartbeats = Heartbeats(services, services.settings.heartbeat_seconds)
+        self._workspaces: set[str] = set()  # runs whose workspace this process already created
+
+    def _workspace(self, run_id: str) -> Path:
+        """The run's workspace, created on first use by this process (not stat-ed per attempt)."""
+        path = self.services.settings.data_dir / "workspaces" / run_id
+        if run_id not in self._workspaces:
+            path.mkdir(parents=True, exist_ok=True)
+            if len(self._workspaces) > 4096:
+                self._workspaces.clear()
+            self._workspaces.add(run_id)
+        return path
 
     # -- one attempt ---------------------------------------------------------------------------
     def run_attempt(self, run_id: str, task_id: str, attempt: int) -> str:
@@ -187,33 +220,37 @@ class Executor:
 
     def _run_attempt(self, run_id: str, task_id: str, attempt: int) -> str:
         params = {"run_id": run_id, "task_id": task_id, "attempt": attempt, "worker": self.worker, "now": utcnow()}
-        # One transaction: claim, the coordinator step, and the prompt built from the decided state.
-        with self.services.transaction() as conn:
-            outcome = coordinator.step(conn, run_id, TaskClaimed(task_id, attempt, self.worker), params["now"],
-                                       guard=run_store.Guard(_CLAIM, params))
-            state = outcome.state if outcome is not None else None
-            if outcome is None or state is None:
+        # The claim is one statement (it commits alone): a second delivery finds the attempt
+        # claimed. It is announced to the run (TaskClaimed: "running") later, see _Claim.
+        with self.services.autocommit() as conn:
+            stored = run_store.peek(conn, run_id)  # the task, team and budget of a started attempt are fixed
+            if stored is not None and task_id not in stored.state.tasks:  # cached before the task was added
+                stored = run_store.load(conn, run_id, lock=False)
+            if stored is None:
                 return "run deleted"
-            claimed = outcome.guard
+            claimed = conn.execute(_CLAIM, params).fetchone()
             if claimed is None:
                 return "not claimed: a duplicate delivery, or the attempt was cancelled"
+            state = stored.state
             task = _find_task(state, task_id)
             agent = self._agent(state, claimed["agent"] or task.assign_to)
             model = claimed["model"] or agent.model
             prompt = claimed["prompt"]  # built by the step that created the attempt
             if prompt is None:  # an attempt queued by a version that built prompts here
-                prompt = coordinator.prompts(conn, state, [task_id])[task_id]
+                current = run_store.load(conn, run_id, lock=False) or stored  # with the latest feedback
+                prompt = coordinator.prompts(conn, current.state, [task_id])[task_id]
                 conn.execute(_STORE_PROMPT, {**params, "prompt": prompt})
-        self.dispatcher.after_commit(outcome)
+        claim = _Claim(TaskClaimed(task_id, attempt, self.worker), params["now"])
         system = "\n\n".join(p for p in (agent.role, str(agent.config.get("systemPrompt") or "")) if p)
-        workspace = _workspace(self.services.settings.data_dir, run_id)
+        workspace = self._workspace(run_id)
         call = AgentCall(run_id, task_id, task.title, attempt, agent, model, system, prompt, workspace)
         runtime = runtime_for(model, self.providers)
 
         def send(text: str) -> None:
-            self._emit(run_id, task_id, attempt, text)
+            self._emit(run_id, claim, text)
 
-        with self.heartbeats.watch(run_id, task_id, attempt, "running") as beat:
+        with self.heartbeats.watch(run_id, task_id, attempt, "running",
+                                   after=(ANNOUNCE_AFTER, lambda: self._announce(run_id, claim))) as beat:
             batcher = OutputBatcher(send) if getattr(runtime, "batch_output", False) else None
             emit: Emit = batcher.add if batcher is not None else send
             try:
@@ -233,7 +270,7 @@ class Executor:
             missing = missing_outcomes(task.expected_outcomes, result.output or "", workspace)
             if missing:
                 result = replace(result, error="; ".join(missing))
-        return self._record(run_id, task_id, attempt, result, state.spec.budget, assessed=bool(task.expectations))
+        return self._record(run_id, claim, result, state.spec.budget, assessed=bool(task.expectations))
 
     def _agent(self, state: RunState, name: str) -> AgentSpec:
         agents = state.spec.agents_by_name()
@@ -241,9 +278,23 @@ class Executor:
             return agents[name]
         raise KeyError(f"agent {name!r} is not in the run's team")
 
-    def _emit(self, run_id: str, task_id: str, attempt: int, chunk: str) -> None:
-        with self.services.transaction() as conn:
-            outcome = coordinator.step(conn, run_id, TaskOutputProduced(task_id, attempt, chunk), utcnow())
+    def _announce(self, run_id: str, claim: _Claim) -> None:
+        """Tell the run that the attempt is running (the watcher calls this when the agent takes
+        longer than ``ANNOUNCE_AFTER``; outputs and the result announce it themselves)."""
+        with claim.lock:
+            if claim.announced:
+                return
+            with self.services.transaction() as conn:
+                outcome = coordinator.step(conn, run_id, claim.event, claim.at)
+            claim.announced = True
+        self.dispatcher.after_commit(outcome)
+
+    def _emit(self, run_id: str, claim: _Claim, chunk: str) -> None:
+        event = TaskOutputProduced(claim.event.task_id, claim.event.attempt, chunk)
+        with claim.lock:
+            with self.services.transaction() as conn:
+                outcome = coordinator.step(conn, run_id, event, utcnow(), before=claim.pending())
+            claim.announced = True
         self.dispatcher.after_commit(outcome)
 
     @staticmethod
@@ -252,10 +303,12 @@ class Executor:
                 "tokens_out": result.tokens_out, "cost": result.cost_usd,
                 "outcomes": Jsonb([dict(o) for o in result.outcomes])}
 
-    def _record(self, run_id: str, task_id: str, attempt: int, result: AgentResult,
+    def _record(self, run_id: str, claim: _Claim, result: AgentResult,
                 budget: Mapping[str, Any] | None = None, *, assessed: bool = True) -> str:
-        """Record the agent's result and feed it to the run. A successful attempt is ``assessing``
-        when its task has expectations (the engine asks for the judge then), else ``completed``."""
+        """Record the agent's result and feed it to the run (with the claim, when it was not
+        announced yet). A successful attempt is ``assessing`` when its task has expectations (the
+        engine asks for the judge then), else ``completed``."""
+        task_id, attempt = claim.event.task_id, claim.event.attempt
         result = replace(result, output=_text(result.output), error=_text(result.error))
         now = utcnow()
         failed = result.error is not None
@@ -264,13 +317,15 @@ class Executor:
                   "status": status, "output": result.output, "error": result.error}
         event = (TaskFailed(task_id, attempt, result.error or "") if failed
                  else TaskFinished(task_id, attempt, result.output or ""))
-        with self.services.transaction() as conn:
-            outcome = coordinator.step(conn, run_id, event, now, guard=run_store.Guard(_RECORD, params))
+        with claim.lock, self.services.transaction() as conn:
+            outcome = coordinator.step(conn, run_id, event, now, guard=run_store.Guard(_RECORD, params),
+                                       before=claim.pending())
             if outcome is None:
                 return "run deleted"
             if outcome.guard is None:
                 return "result dropped: the attempt was cancelled or lost meanwhile"
             outcome = self._enforce_budget(conn, run_id, outcome, now, budget)
+            claim.announced = True  # (read only by this thread from here on)
         self.dispatcher.after_commit(outcome, assess_inline=self.assess)
         return "failed" if failed else "finished"
 
@@ -315,7 +370,7 @@ class Executor:
         output = row["output"] or ""
         settings = self.services.settings
         ctx = AssessmentContext(allow_commands=settings.allow_commands,
-                                workspace=_workspace(settings.data_dir, run_id),
+                                workspace=self._workspace(run_id),
                                 command_timeout=settings.command_timeout_seconds)
         criteria = [e.criterion or "" for e in task.expectations if e.type == "criterion"]
         verdict: Judgement | None = None
@@ -368,9 +423,3 @@ class Executor:
         if model.startswith("scripted/"):
             return model, agent.config  # a scripted agent's script may carry the judge's steps
         return model, endpoint_config(model, agent.model, agent.config)
-
-
-def _workspace(data_dir: Path, run_id: str) -> Path:
-    path = data_dir / "workspaces" / run_id
-    path.mkdir(parents=True, exist_ok=True)
-    return path

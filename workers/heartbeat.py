@@ -9,7 +9,9 @@ attempts registered with it:
   whose row moved on (cancelled by an abort, reaped as lost) is cancelled too.
 
 Starting an attempt therefore costs a dict insert instead of a thread start and join, and a worker
-running hundreds of long agent calls beats them with one statement.
+running hundreds of long agent calls beats them with one statement. The same thread makes the
+deferred calls an attempt asks for (``after``): announcing a claim the attempt has not yet
+announced by itself.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -50,6 +52,9 @@ class Watch:
     status: str
     next_beat: float
     cancelled: threading.Event = field(default_factory=threading.Event)
+    # Called once by the watcher thread when ``due_at`` (monotonic) has passed, unless cancelled.
+    due_at: float | None = None
+    on_due: Callable[[], None] | None = None
 
     @property
     def key(self) -> Key:
@@ -67,8 +72,14 @@ class Heartbeats:
         self._thread: threading.Thread | None = None
 
     @contextmanager
-    def watch(self, run_id: str, task_id: str, attempt: int, status: str) -> Iterator[Watch]:
-        item = Watch(run_id, task_id, attempt, status, time.monotonic() + self.interval)
+    def watch(self, run_id: str, task_id: str, attempt: int, status: str,
+              after: tuple[float, Callable[[], None]] | None = None) -> Iterator[Watch]:
+        """Watch an attempt while the block runs; ``after=(seconds, call)`` has the watcher thread
+        make ``call`` once if the attempt is still watched that many seconds from now."""
+        started = time.monotonic()
+        item = Watch(run_id, task_id, attempt, status, started + self.interval)
+        if after is not None:
+            item.due_at, item.on_due = started + after[0], after[1]
         with self._lock:
             self._watches[id(item)] = item
             if self._thread is None or not self._thread.is_alive():
@@ -93,7 +104,16 @@ class Heartbeats:
                 self.check(watches, time.monotonic())
 
     def check(self, watches: list[Watch], now: float) -> None:
-        """One round: cancel flags of all ``watches``, then the heartbeat of those due at ``now``."""
+        """One round: the calls that are due, the cancel flags of all ``watches``, then the
+        heartbeat of those due at ``now``."""
+        for w in watches:
+            if w.on_due is not None and w.due_at is not None and w.due_at <= now and not w.cancelled.is_set():
+                call, w.on_due = w.on_due, None
+                try:
+                    call()
+                except Exception:
+                    log.warning("the deferred call of attempt %s of %s/%s failed", w.attempt, w.run_id,
+                                w.task_id, exc_info=True)
         try:
             flags = self.services.redis.mget([cancel_key(*w.key) for w in watches])
         except Exception:

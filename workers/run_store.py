@@ -178,7 +178,34 @@ def _state(conn: psycopg.Connection[Any], run_id: str, row: Any) -> Stored | Non
         loaded = [TaskState.from_json(r["state"]) for r in conn.execute(_ALL_TASKS, {"run_id": run_id})]
         loaded.sort(key=lambda t: order.get(t.task_id, len(order)))
         tasks = {t.task_id: t for t in loaded}
-    return Stored(version, spec_version, RunState.from_parts(row["state"], spec, tasks), token)
+    stored = Stored(version, spec_version, RunState.from_parts(row["state"], spec, tasks), token)
+    CACHE.put(run_id, stored)  # a committed version (what the row shows), whatever this transaction does
+    return stored
+
+
+_loading: dict[str, threading.Lock] = {}
+_loading_guard = threading.Lock()
+
+
+def peek(conn: psycopg.Connection[Any], run_id: str) -> Stored | None:
+    """The last state of the run this process saw or wrote, without checking that it is current
+    (it may be older than the row, or not yet committed), read (without a lock) only when the
+    process has none; None when the run does not exist. Good for what cannot change once an
+    attempt exists: that attempt's task, the team, the budget.
+
+    Threads that miss the same run at once (the first attempts of a new run, claimed together)
+    wait for one of them to read it instead of each reading every task."""
+    cached = CACHE.get(run_id)
+    if cached is not None:
+        return cached
+    with _loading_guard:
+        gate = _loading.setdefault(run_id, threading.Lock())
+    try:
+        with gate:
+            return CACHE.get(run_id) or load(conn, run_id, lock=False)
+    finally:
+        with _loading_guard:
+            _loading.pop(run_id, None)
 
 
 def new_token() -> str:

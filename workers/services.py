@@ -83,6 +83,17 @@ class Services:
         with self.pool.connection() as conn:
             yield conn
 
+    @contextmanager
+    def autocommit(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection where each statement commits on its own: one round trip for a
+        single-statement write (no BEGIN, no COMMIT)."""
+        with self.pool.connection() as conn:
+            conn.autocommit = True
+            try:
+                yield conn
+            finally:
+                conn.autocommit = False
+
     def close(self) -> None:
         if self._wakeups is not None:
             self._wakeups.flush(2.0)

@@ -18,7 +18,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from orchestrator.engine import DeadlineReached, Event, RetryDue, TaskTimedOut, WorkerLost
+from orchestrator.engine import DeadlineReached, Event, RetryDue, TaskClaimed, TaskTimedOut, WorkerLost
 from workers import coordinator, schedules
 from workers.dispatch import TASK_QUEUE, Dispatcher
 from workers.missions import Limits
@@ -35,7 +35,7 @@ DELETE FROM timers WHERE id = (
 """
 
 _LOST_RUNNING = """
-SELECT run_id, task_id, attempt FROM attempts
+SELECT run_id, task_id, attempt, worker, claimed_at FROM attempts
  WHERE status = 'running' AND heartbeat_at < %(cutoff)s
  ORDER BY heartbeat_at LIMIT %(limit)s
 """
@@ -113,7 +113,12 @@ def reap_lost_workers(services: Services, dispatcher: Dispatcher, now: datetime)
                 continue
             if conn.execute(_MARK_LOST, {**row, "now": now}).fetchone() is None:
                 continue
-            outcome = coordinator.step(conn, row["run_id"], WorkerLost(row["task_id"], row["attempt"]), now)
+            # The attempt row says it was claimed; its worker may have died before telling the run
+            # (execution._Claim), so the claim goes first: a started side-effecting task must wait
+            # for approval, not run again.
+            claimed = TaskClaimed(row["task_id"], row["attempt"], row["worker"] or "")
+            outcome = coordinator.step(conn, row["run_id"], WorkerLost(row["task_id"], row["attempt"]), now,
+                                       before=((claimed, row["claimed_at"] or now),))
         log.warning("attempt %s of %s in run %s lost its worker", row["attempt"], row["task_id"], row["run_id"])
         dispatcher.after_commit(outcome)
         lost += 1
