@@ -69,6 +69,9 @@ def publish_wakeup(client: redis.Redis, mission_id: str, run_id: str, event_id: 
                     exc_info=True)
 
 
+WAKEUP_INTERVAL = 0.02  # seconds between two sends of one publisher while steps keep coming
+
+
 class WakeupPublisher:
     """Publishes wake-ups from one background thread, so a coordinator step never waits on Redis.
 
@@ -76,13 +79,15 @@ class WakeupPublisher:
     pending as soon as it is idle, all of it in one pipeline, and one wake-up per run (the highest
     event id) however many steps of that run committed meanwhile: a relay that wakes reads every
     event after its last id from Postgres anyway. When idle it sends at once, so a lone step's
-    wake-up is not delayed; under load the batches grow and each costs less.
+    wake-up is not delayed; while steps keep coming it sends at most once per ``min_interval``
+    (a wake-up waits up to that long), so the batches grow and each wake-up costs less.
 
     Like ``publish_wakeup``, a failure is logged and the wake-ups are dropped: relays poll.
     """
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, min_interval: float = WAKEUP_INTERVAL) -> None:
         self.client = client
+        self.min_interval = min_interval
         self._pending: dict[str, tuple[str, int]] = {}  # run id -> (mission id, highest event id)
         self._sending = False
         self._lock = threading.Lock()
@@ -112,11 +117,19 @@ class WakeupPublisher:
         return True
 
     def _loop(self) -> None:
+        last = float("-inf")
         while True:
             with self._lock:
                 while not self._pending:
                     self._changed.wait()
+            # Busy: let the next wake-ups gather for the rest of the interval (an idle publisher
+            # sends at once). This bounds the publishing cost per process, not the event delivery.
+            rest = last + self.min_interval - time.monotonic()
+            if rest > 0:
+                time.sleep(rest)
+            with self._lock:
                 batch, self._pending, self._sending = self._pending, {}, True
+            last = time.monotonic()
             try:
                 self._send(batch)
             finally:

@@ -124,3 +124,30 @@ def test_a_redis_failure_drops_that_batch_and_the_next_one_is_sent(services: Ser
     assert publisher.flush()
     assert [p for _, p in listener.received()] == [{"runId": "run_f", "eventId": 2}]
     listener.close()
+
+
+def test_a_busy_publisher_sends_at_most_once_per_interval(services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    listener = Listener(services, "msn_busy")
+    publisher = WakeupPublisher(services.redis, min_interval=0.05)
+    real, sends = services.redis.pipeline, []
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        sends.append(time.monotonic())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(services.redis, "pipeline", counted)
+    started = time.monotonic()
+    event_id = 0
+    while time.monotonic() - started < 0.5:  # a step every 2 ms, for half a second
+        event_id += 1
+        publisher.publish("msn_busy", f"run_{event_id % 7}", event_id)
+        time.sleep(0.002)
+    assert publisher.flush()
+    assert len(sends) <= 0.5 / 0.05 + 2  # about 11, not about 250
+    gaps = [b - a for a, b in zip(sends, sends[1:])]
+    assert min(gaps) >= 0.045
+    latest: dict[str, int] = {}
+    for _, payload in listener.received():
+        latest[payload["runId"]] = max(latest.get(payload["runId"], 0), payload["eventId"])
+    assert latest == {f"run_{n % 7}": n for n in range(event_id - 6, event_id + 1)}
+    listener.close()
