@@ -94,7 +94,7 @@ def instrument() -> None:
     import psycopg.types.json as pj
 
     from orchestrator import engine, spec
-    from workers import coordinator, execution
+    from workers import coordinator
 
     engine.RunState.from_json = classmethod(timed("RunState.from_json", engine.RunState.from_json.__func__))
     engine.RunState.to_json = timed("RunState.to_json", engine.RunState.to_json)

@@ -246,30 +246,36 @@ def no_nul(text: str) -> str:
     return text.replace("\x00", "")
 
 
+# A new run: its row, its task rows and the mission's pointer to it, in one statement.
+_BEGIN = """
+WITH run AS (
+    INSERT INTO runs (id, mission_id, number, status, spec, state, deadline_at, created_at, started_at,
+                      finished_at, failure_reason, state_token)
+    VALUES (%(id)s, %(mission_id)s, %(number)s, %(status)s, %(spec)s, %(state)s, %(deadline)s, %(now)s,
+            %(now)s, %(finished)s, %(failure)s, %(token)s)
+), tasks AS (
+    INSERT INTO run_tasks (run_id, task_id, version, state)
+    SELECT %(id)s, t.id, 0, t.state FROM jsonb_to_recordset(%(tasks)s) AS t(id text, state jsonb)
+)
+UPDATE missions SET latest_run_id = %(id)s, execution_count = execution_count + 1, status = %(status)s,
+       updated_at = %(now)s
+ WHERE id = %(mission_id)s
+"""
+
+
 def begin(conn: psycopg.Connection[Any], run_id: str, number: int, spec: MissionSpec, mission_id: str,
           now: datetime) -> AfterCommit:
     """Insert run ``number`` of a mission with its initial state, inside the caller's transaction."""
     decision = engine.start_run(run_id, mission_id, spec, now)
     state = decision.state
-    conn.execute(
-        """
-        INSERT INTO runs (id, mission_id, number, status, spec, state, deadline_at, created_at, started_at,
-                          finished_at, failure_reason, state_token)
-        VALUES (%(id)s, %(mission_id)s, %(number)s, %(status)s, %(spec)s, %(state)s, %(deadline)s, %(now)s,
-                %(now)s, %(finished)s, %(failure)s, %(token)s)
-        """,
-        {"id": run_id, "mission_id": mission_id, "number": number, "status": str(state.status),
-         "spec": Jsonb(spec.to_document()), "state": Jsonb(state.header_json()),
-         "deadline": engine.run_deadline(spec, now), "now": now,
-         "finished": now if str(state.status) in TERMINAL else None, "failure": state.failure_reason,
-         "token": (token := run_store.new_token())},
-    )
-    stored = run_store.insert(conn, state, token)
-    conn.execute(
-        "UPDATE missions SET latest_run_id = %s, execution_count = execution_count + 1, status = %s, updated_at = %s"
-        " WHERE id = %s",
-        (run_id, str(state.status), now, mission_id),
-    )
+    token = run_store.new_token()
+    conn.execute(_BEGIN, {
+        "id": run_id, "mission_id": mission_id, "number": number, "status": str(state.status),
+        "spec": Jsonb(spec.to_document()), "state": Jsonb(state.header_json()),
+        "deadline": engine.run_deadline(spec, now), "now": now,
+        "finished": now if str(state.status) in TERMINAL else None, "failure": state.failure_reason,
+        "token": token, "tasks": run_store.tasks_param(list(state.tasks.values())),
+    })
     outcome = apply_effects(conn, state, decision.effects, now)
-    outcome.stored = stored
+    outcome.stored = run_store.inserted(state, token)
     return outcome

@@ -44,8 +44,10 @@ class Dispatcher:
         try:
             with self.celery.producer_or_acquire() as producer, producer.batch():
                 for task_id, attempt in attempts:
-                    self.celery.send_task(RUN_TASK, args=(run_id, task_id, attempt), queue=TASK_QUEUE,
-                                          producer=producer)
+                    args = (run_id, task_id, attempt)
+                    # argsrepr: Celery would otherwise build it with its (slow) saferepr
+                    self.celery.send_task(RUN_TASK, args=args, queue=TASK_QUEUE, producer=producer,
+                                          argsrepr=repr(args), kwargsrepr="{}")
             return True
         except Exception:  # the broker may be down; the tick re-sends queued attempts
             log.exception("could not enqueue %d attempt(s) of run %s: %s", len(attempts), run_id,

@@ -52,12 +52,6 @@ _TASKS_SINCE = "SELECT state FROM run_tasks WHERE run_id = %(run_id)s AND versio
 
 # Rows travel as one JSON array (``tasks_param``, ``events_param``): one C-encoded parameter instead
 # of text and jsonb arrays, whose per-element escaping in psycopg cost more than the statement.
-_UPSERT_TASKS = """
-INSERT INTO run_tasks (run_id, task_id, version, state)
-SELECT %(run_id)s, t.id, %(version)s, t.state
-  FROM jsonb_to_recordset(%(tasks)s) AS t(id text, state jsonb)
-ON CONFLICT (run_id, task_id) DO UPDATE SET version = EXCLUDED.version, state = EXCLUDED.state
-"""
 _DELETE_TASKS = "DELETE FROM run_tasks WHERE run_id = %(run_id)s AND task_id = ANY(%(ids)s)"
 
 # One round trip per step: the changed task rows, the run row and the step's events (ids allocated
@@ -212,9 +206,8 @@ def new_token() -> str:
     return secrets.token_hex(8)
 
 
-def insert(conn: psycopg.Connection[Any], state: RunState, token: str) -> Stored:
-    """The task rows of a run just inserted at version 0 with ``token``."""
-    _write_tasks(conn, state.run_id, 0, list(state.tasks.values()))
+def inserted(state: RunState, token: str) -> Stored:
+    """The state of a run just inserted (version 0, ``token``), not yet known to be committed."""
     return Stored(0, 0, state, token, confirmed=False)
 
 
@@ -259,12 +252,6 @@ def save(conn: psycopg.Connection[Any], before: Stored, after: RunState, now: da
     CACHE.put(after.run_id, stored)  # usable by this process once the row shows the same token
     last = row["last_event_id"] if row is not None else None
     return stored, int(last) if last is not None else None
-
-
-def _write_tasks(conn: psycopg.Connection[Any], run_id: str, version: int, tasks: list[TaskState]) -> None:
-    if not tasks:
-        return
-    conn.execute(_UPSERT_TASKS, {"run_id": run_id, "version": version, "tasks": tasks_param(tasks)})
 
 
 def tasks_param(tasks: list[TaskState]) -> Jsonb:

@@ -74,10 +74,10 @@ def execute(conn: psycopg.Connection[Any], project_id: str, mission_id: str, lim
         raise Conflict(f"mission is already {mission.status}; wait for it to finish or abort it first",
                        {"runId": mission.row["latest_run_id"]})
     document = _with_project_agents(conn, project_id, mission.full_document())
-    missions.validate_document(conn, project_id, document, limits)
+    spec = missions.validate_document(conn, project_id, document, limits)
     run_id = new_id("run")
     number = int(mission.row["execution_count"]) + 1
-    outcome = coordinator.begin(conn, run_id, number, MissionSpec.from_document(document), mission.id, now)
+    outcome = coordinator.begin(conn, run_id, number, spec, mission.id, now)
     state = outcome.state
     assert state is not None
     row = {"id": run_id, "mission_id": mission.id, "number": number, "status": str(state.status),
