@@ -23,6 +23,13 @@ ASSESS_TASK = "missions.assess_task"
 TICK = "missions.tick"
 
 
+# What send_task need not do for our messages: create a result backend (per thread, so per
+# greenlet in the API) for results nobody reads, look for a parent task, format the arguments with
+# its saferepr, or declare the queue on every publish (messages go to the default exchange, routed
+# by queue name; workers declare their queues when they start).
+LEAN_SEND: dict[str, Any] = {"ignore_result": True, "add_to_parent": False, "kwargsrepr": "{}", "declare": []}
+
+
 def cancel_key(run_id: str, task_id: str, attempt: int) -> str:
     return f"missions:cancel:{run_id}:{task_id}:{attempt}"
 
@@ -45,9 +52,8 @@ class Dispatcher:
             with self.celery.producer_or_acquire() as producer, producer.batch():
                 for task_id, attempt in attempts:
                     args = (run_id, task_id, attempt)
-                    # argsrepr: Celery would otherwise build it with its (slow) saferepr
-                    self.celery.send_task(RUN_TASK, args=args, queue=TASK_QUEUE, producer=producer,
-                                          argsrepr=repr(args), kwargsrepr="{}")
+                    self.celery.send_task(RUN_TASK, args=args, queue=TASK_QUEUE, producer=producer, **LEAN_SEND,
+                                          argsrepr=repr(args))
             return True
         except Exception:  # the broker may be down; the tick re-sends queued attempts
             log.exception("could not enqueue %d attempt(s) of run %s: %s", len(attempts), run_id,
@@ -56,7 +62,8 @@ class Dispatcher:
 
     def send_assessment(self, run_id: str, task_id: str, attempt: int) -> bool:
         try:
-            self.celery.send_task(ASSESS_TASK, args=(run_id, task_id, attempt), queue=TASK_QUEUE)
+            args = (run_id, task_id, attempt)
+            self.celery.send_task(ASSESS_TASK, args=args, queue=TASK_QUEUE, **LEAN_SEND, argsrepr=repr(args))
             return True
         except Exception:
             log.exception("could not enqueue the assessment of %s/%s", run_id, task_id)
