@@ -27,7 +27,19 @@ TICK = "missions.tick"
 # greenlet in the API) for results nobody reads, look for a parent task, format the arguments with
 # its saferepr, or declare the queue on every publish (messages go to the default exchange, routed
 # by queue name; workers declare their queues when they start).
-LEAN_SEND: dict[str, Any] = {"ignore_result": True, "add_to_parent": False, "kwargsrepr": "{}", "declare": []}
+class SentTask:
+    """What ``send_task`` returns for our messages instead of an ``AsyncResult``, whose constructor
+    builds a result backend (per greenlet in the API): a task id, nothing to wait for."""
+
+    __slots__ = ("id", "ignored")
+
+    def __init__(self, task_id: str) -> None:
+        self.id = task_id
+        self.ignored = True
+
+
+LEAN_SEND: dict[str, Any] = {"ignore_result": True, "add_to_parent": False, "kwargsrepr": "{}", "declare": [],
+                             "result_cls": SentTask}
 
 
 def cancel_key(run_id: str, task_id: str, attempt: int) -> str:

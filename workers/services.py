@@ -26,6 +26,7 @@ class Services:
         self._redis: redis.Redis | None = None
         self._celery: Any = None
         self._wakeups: WakeupPublisher | None = None
+        self._dispatcher: Any = None
 
     @property
     def pool(self) -> ConnectionPool:
@@ -73,9 +74,11 @@ class Services:
 
     @property
     def dispatcher(self) -> Any:
-        from workers.dispatch import Dispatcher
+        if self._dispatcher is None:
+            from workers.dispatch import Dispatcher
 
-        return Dispatcher(self.celery, self.redis, self.wakeups)
+            self._dispatcher = Dispatcher(self.celery, self.redis, self.wakeups)
+        return self._dispatcher
 
     @contextmanager
     def transaction(self) -> Iterator[psycopg.Connection[Any]]:
@@ -95,6 +98,7 @@ class Services:
                 conn.autocommit = False
 
     def close(self) -> None:
+        self._dispatcher = None
         if self._wakeups is not None:
             self._wakeups.flush(2.0)
             self._wakeups = None
