@@ -240,30 +240,6 @@ class Harness:
         self.services.transaction = transaction  # type: ignore[method-assign]
 
 
-def apply_variants(h: Harness, variants: list[str]) -> None:
-    """Emulate proposed product changes without editing the product."""
-    import threading
-
-    from workers import coordinator, execution
-
-    if "no-pool-check" in variants:
-        h.services.pool._check = None  # what create_pool(check=None) would give
-    if "reuse-claim-state" in variants:
-        last = threading.local()
-        persist = coordinator.persist
-
-        def capturing_persist(conn: Any, decision: Any, now: Any) -> Any:
-            last.state = decision.state
-            return persist(conn, decision, now)
-
-        def reuse(services: Any, run_id: str) -> Any:
-            state = getattr(last, "state", None)
-            return (None, state) if state is not None and state.run_id == run_id else None
-
-        coordinator.persist = capturing_persist
-        execution._load = timed("execution._load (re-read state)", reuse)
-
-
 def wal_lsn(db_url: str) -> str:
     with psycopg.connect(db_url, autocommit=True) as conn:
         return str(conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0])
@@ -367,10 +343,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cprofile", type=Path, default=None, help="write .prof dumps here and print top functions")
     parser.add_argument("--big", type=int, default=2000, help="task count of the big fan-out (default 2000)")
-    parser.add_argument("--variant", action="append", choices=["no-pool-check", "reuse-claim-state"], default=[],
-                        help="measure a proposed change, emulated at run time (repeatable): no-pool-check ="
-                             " pool without check_connection; reuse-claim-state = run_attempt uses the state"
-                             " the claim step decided instead of re-reading it (_load)")
     parser.add_argument("--repeat", type=int, default=5, help="runs of each small case (default 5)")
     parser.add_argument("--only-small", action="store_true", help="skip the big fan-out")
     parser.add_argument("--sample", type=int, default=200,
@@ -384,9 +356,6 @@ def main(argv: list[str] | None = None) -> int:
         data_dir = Path(tempfile.mkdtemp(prefix="missions-bench-profile-"))
         h = Harness(db_url, redis_url, data_dir)
         h.counting_transactions()
-        apply_variants(h, args.variant)
-        if args.variant:
-            print(f"variants: {', '.join(args.variant)}")
         # warm-up: pools, imports
         h.start(chain_doc(f"warm-{uuid.uuid4().hex[:6]}", 3))
         h.work()
