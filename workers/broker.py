@@ -27,7 +27,7 @@ def transport_for(broker_url: str) -> str | None:
     return TRANSPORT if urlsplit(broker_url).scheme == "redis" else None
 
 
-class Channel(kombu_redis.Channel):  # type: ignore[misc]
+class Channel(kombu_redis.Channel):
     _sync_client: Any = None
     _sync_pool: Any = None
 
@@ -40,5 +40,5 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         return self._sync_client
 
 
-class Transport(kombu_redis.Transport):  # type: ignore[misc]
+class Transport(kombu_redis.Transport):
     Channel = Channel

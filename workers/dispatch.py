@@ -82,7 +82,7 @@ class Dispatcher:
             return False
 
     def after_commit(self, outcome: AfterCommit | None,
-                     assess_inline: Callable[[str, str, int], None] | None = None) -> None:
+                     assess_inline: Callable[[str, str, int], object] | None = None) -> None:
         if outcome is None:
             return
         run_store.remember(outcome.run_id, outcome.stored)

@@ -219,7 +219,8 @@ class Executor:
             return self._run_attempt(run_id, task_id, attempt)
 
     def _run_attempt(self, run_id: str, task_id: str, attempt: int) -> str:
-        params = {"run_id": run_id, "task_id": task_id, "attempt": attempt, "worker": self.worker, "now": utcnow()}
+        now = utcnow()
+        params = {"run_id": run_id, "task_id": task_id, "attempt": attempt, "worker": self.worker, "now": now}
         # The claim is one statement (it commits alone): a second delivery finds the attempt
         # claimed. It is announced to the run (TaskClaimed: "running") later, see _Claim.
         with self.services.autocommit() as conn:
@@ -240,7 +241,7 @@ class Executor:
                 current = run_store.load(conn, run_id, lock=False) or stored  # with the latest feedback
                 prompt = coordinator.prompts(conn, current.state, [task_id])[task_id]
                 conn.execute(_STORE_PROMPT, {**params, "prompt": prompt})
-        claim = _Claim(TaskClaimed(task_id, attempt, self.worker), params["now"])
+        claim = _Claim(TaskClaimed(task_id, attempt, self.worker), now)
         system = "\n\n".join(p for p in (agent.role, str(agent.config.get("systemPrompt") or "")) if p)
         workspace = self._workspace(run_id)
         call = AgentCall(run_id, task_id, task.title, attempt, agent, model, system, prompt, workspace)

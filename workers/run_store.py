@@ -145,7 +145,7 @@ def lock_guarded(conn: psycopg.Connection[Any], run_id: str, guard: Guard) -> tu
     """Run ``guard`` and lock the run row in one statement: the run's state (None when the run no
     longer exists) and the guard's returned row as a dict (None when it matched nothing)."""
     sql = _LOCK_GUARDED.format(guard=guard.sql.strip())
-    row = conn.execute(sql, {**guard.params, "run_id": run_id}).fetchone()  # type: ignore[arg-type]
+    row = conn.execute(sql, {**guard.params, "run_id": run_id}).fetchone()
     return _state(conn, run_id, row), (row["guard"] if row is not None else None)
 
 

@@ -85,7 +85,7 @@ def execute(conn: psycopg.Connection[Any], project_id: str, mission_id: str, lim
            "pause_message": state.pause_message, "failure_reason": state.failure_reason,
            "created_at": now, "started_at": now,
            "finished_at": now if str(state.status) in coordinator.TERMINAL else None,
-           "run_tasks": [state.tasks[t.id].to_json() for t in state.spec.tasks if t.id in state.tasks]}
+           "run_tasks": [state.tasks[t.id].to_json() for t in state.spec.tasks if t.id is not None and t.id in state.tasks]}
     started = {(run_id, s.task_id): Totals(attempts=1) for s in outcome.start}  # queued, nothing spent
     usage = MissionUsage(runs={run_id: Totals(attempts=len(started))}, tasks=started)
     return Started(run_id, outcome, row, usage)
