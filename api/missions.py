@@ -36,7 +36,7 @@ def authenticate() -> Response | None:
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
         return _unauthorized("missing API key: send Authorization: Bearer sk_live_...")
-    with services().transaction() as conn:
+    with services().autocommit() as conn:  # one read: no BEGIN/COMMIT round trips
         project_id = projects.project_for_key(conn, secret.strip())
     if project_id is None:
         return _unauthorized("invalid API key")

@@ -17,7 +17,6 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from psycopg.types.json import Jsonb
 
 from orchestrator import engine
 from orchestrator.engine import (
@@ -47,14 +46,6 @@ UPDATE missions
  WHERE id = %(mission_id)s AND latest_run_id = %(run_id)s
 """
 
-# All attempts a step starts, with their prompts, in one statement (a fan-out may start thousands).
-_INSERT_ATTEMPTS = """
-INSERT INTO attempts (run_id, task_id, attempt, status, agent, model, prompt, created_at, sent_at)
-SELECT %(run_id)s, a.task_id, a.attempt, 'queued', a.agent, a.model, a.prompt, %(now)s, %(now)s
-  FROM jsonb_to_recordset(%(attempts)s) AS a(task_id text, attempt int, agent text, model text, prompt text)
-ON CONFLICT (run_id, task_id, attempt) DO NOTHING
-"""
-
 # The output of each task's latest completed attempt.
 _OUTPUTS = """
 SELECT DISTINCT ON (task_id) task_id, output FROM attempts
@@ -75,15 +66,6 @@ ON CONFLICT (run_id, kind, key) DO UPDATE SET due_at = EXCLUDED.due_at
 
 _DELETE_TIMER = "DELETE FROM timers WHERE run_id = %(run_id)s AND kind = %(kind)s AND key = %(key)s"
 
-# One round trip for all events of a step; ORDER BY keeps their ids in the decided order.
-_INSERT_EVENTS = """
-INSERT INTO events (run_id, mission_id, type, data, created_at)
-SELECT %(run_id)s, %(mission_id)s, e.item->>'type', e.item->'data', %(now)s
-  FROM jsonb_array_elements(%(events)s) WITH ORDINALITY AS e(item, n)
- ORDER BY e.n
-RETURNING id
-"""
-
 
 @dataclass
 class AfterCommit:
@@ -98,7 +80,7 @@ class AfterCommit:
     status: str = ""
     ignored: str | None = None
     stored: run_store.Stored | None = None  # the state this step read or wrote, cached after commit
-    events: tuple[list[str], list[Any]] = field(default_factory=lambda: ([], []))  # not yet written
+    rows: run_store.Rows = field(default_factory=run_store.Rows)  # attempts and events, not yet written
     guard: dict[str, Any] | None = None  # the row the step's guard returned
 
     @property
@@ -165,33 +147,30 @@ def persist(conn: psycopg.Connection[Any], before: run_store.Stored, decision: D
     if state.status is not before.state.status:
         conn.execute(_MIRROR_MISSION, {"status": status, "now": now, "mission_id": state.mission_id,
                                        "run_id": state.run_id, "terminal": status in TERMINAL})
-    outcome = apply_effects(conn, state, decision.effects, now, log_events=False)
-    # The state and the step's events go to Postgres in one statement.
-    types, datas = outcome.events
+    outcome = apply_effects(conn, state, decision.effects, now)
+    # The state, the attempts the step starts and its events go to Postgres in one statement.
     outcome.stored, outcome.last_event_id = run_store.save(
         conn, before, state, now, terminal=status in TERMINAL, changed_ids=decision.changed_tasks,
-        events=(types, datas))
-    if types:
-        metrics.count_events(types)
-    outcome.events = ([], [])
+        rows=outcome.rows)
+    metrics.count_events(outcome.rows.event_types)
+    outcome.rows = run_store.Rows()
     return outcome
 
 
-def apply_effects(conn: psycopg.Connection[Any], state: RunState, effects: tuple[Any, ...], now: datetime,
-                  *, log_events: bool = True) -> AfterCommit:
-    """Carry out the in-transaction effects. With ``log_events=False`` the events are not inserted
-    here but left in ``out.events`` for the caller to write with the state (one statement)."""
+def apply_effects(conn: psycopg.Connection[Any], state: RunState, effects: tuple[Any, ...], now: datetime
+                  ) -> AfterCommit:
+    """Carry out the in-transaction effects (cancelled attempts, timers) and gather the rows the
+    caller writes with the state (``out.rows``: the attempts started, with their prompts, and the
+    events); return the after-commit effects."""
     out = AfterCommit(state.mission_id, state.run_id, status=str(state.status))
-    attempts: list[dict[str, Any]] = []
     cancels: list[dict[str, Any]] = []
-    types: list[str] = []
-    datas: list[Any] = []
+    rows = out.rows
     with conn.cursor() as cur:
         for effect in effects:
             match effect:
                 case StartTask():
-                    attempts.append({"task_id": effect.task_id, "attempt": effect.attempt, "agent": effect.agent,
-                                     "model": effect.model, "prompt": None})
+                    rows.attempts.append({"task_id": effect.task_id, "attempt": effect.attempt,
+                                          "agent": effect.agent, "model": effect.model, "prompt": None})
                     out.start.append(effect)
                 case AssessTask():
                     out.assess.append(effect)
@@ -205,24 +184,16 @@ def apply_effects(conn: psycopg.Connection[Any], state: RunState, effects: tuple
                 case CancelTimer():
                     cur.execute(_DELETE_TIMER, {"run_id": state.run_id, "kind": effect.kind, "key": effect.key})
                 case PublishEvent():
-                    types.append(effect.type)
-                    datas.append(dict(effect.data))
+                    rows.event_types.append(effect.type)
+                    rows.event_data.append(dict(effect.data))
                 case _:
                     raise AssertionError(f"unknown effect {effect!r}")
         if cancels:
             cur.executemany(_CANCEL_ATTEMPT, cancels)
-        if attempts:
-            texts = prompts(conn, state, [a["task_id"] for a in attempts])
-            for item in attempts:
-                item["prompt"] = texts[item["task_id"]]
-            cur.execute(_INSERT_ATTEMPTS, {"run_id": state.run_id, "attempts": Jsonb(attempts), "now": now})
-        if types and log_events:
-            cur.execute(_INSERT_EVENTS, {"run_id": state.run_id, "mission_id": state.mission_id,
-                                         "events": run_store.events_param(types, datas), "now": now})
-            metrics.count_events(types)
-            out.last_event_id = max(int(row["id"]) for row in cur.fetchall())
-        elif types:
-            out.events = (types, datas)
+    if rows.attempts:
+        texts = prompts(conn, state, [a["task_id"] for a in rows.attempts])
+        for item in rows.attempts:
+            item["prompt"] = texts[item["task_id"]]
     return out
 
 
@@ -246,36 +217,15 @@ def no_nul(text: str) -> str:
     return text.replace("\x00", "")
 
 
-# A new run: its row, its task rows and the mission's pointer to it, in one statement.
-_BEGIN = """
-WITH run AS (
-    INSERT INTO runs (id, mission_id, number, status, spec, state, deadline_at, created_at, started_at,
-                      finished_at, failure_reason, state_token)
-    VALUES (%(id)s, %(mission_id)s, %(number)s, %(status)s, %(spec)s, %(state)s, %(deadline)s, %(now)s,
-            %(now)s, %(finished)s, %(failure)s, %(token)s)
-), tasks AS (
-    INSERT INTO run_tasks (run_id, task_id, version, state)
-    SELECT %(id)s, t.id, 0, t.state FROM jsonb_to_recordset(%(tasks)s) AS t(id text, state jsonb)
-)
-UPDATE missions SET latest_run_id = %(id)s, execution_count = execution_count + 1, status = %(status)s,
-       updated_at = %(now)s
- WHERE id = %(mission_id)s
-"""
-
-
 def begin(conn: psycopg.Connection[Any], run_id: str, number: int, spec: MissionSpec, mission_id: str,
           now: datetime) -> AfterCommit:
     """Insert run ``number`` of a mission with its initial state, inside the caller's transaction."""
     decision = engine.start_run(run_id, mission_id, spec, now)
     state = decision.state
-    token = run_store.new_token()
-    conn.execute(_BEGIN, {
-        "id": run_id, "mission_id": mission_id, "number": number, "status": str(state.status),
-        "spec": Jsonb(spec.to_document()), "state": Jsonb(state.header_json()),
-        "deadline": engine.run_deadline(spec, now), "now": now,
-        "finished": now if str(state.status) in TERMINAL else None, "failure": state.failure_reason,
-        "token": token, "tasks": run_store.tasks_param(list(state.tasks.values())),
-    })
     outcome = apply_effects(conn, state, decision.effects, now)
-    outcome.stored = run_store.inserted(state, token)
+    outcome.stored, outcome.last_event_id = run_store.create(
+        conn, state, number=number, deadline=engine.run_deadline(spec, now), now=now,
+        terminal=str(state.status) in TERMINAL, rows=outcome.rows)
+    metrics.count_events(outcome.rows.event_types)
+    outcome.rows = run_store.Rows()
     return outcome

@@ -22,7 +22,7 @@ from __future__ import annotations
 import secrets
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -46,8 +46,11 @@ SELECT r.mission_id, r.status, r.state, r.version, r.spec_version, r.state_token
   FROM runs r WHERE r.id = %(run_id)s FOR UPDATE OF r
 """
 _READ = "SELECT mission_id, status, state, version, spec_version, state_token FROM runs WHERE id = %(run_id)s"
-_SPEC = "SELECT spec FROM runs WHERE id = %(run_id)s"
-_ALL_TASKS = "SELECT state FROM run_tasks WHERE run_id = %(run_id)s"
+# A run this process has not seen: its spec and every task state, in one round trip.
+_SPEC_AND_TASKS = """
+SELECT spec, (SELECT coalesce(jsonb_agg(state), '[]'::jsonb) FROM run_tasks WHERE run_id = %(run_id)s) AS tasks
+  FROM runs WHERE id = %(run_id)s
+"""
 _TASKS_SINCE = "SELECT state FROM run_tasks WHERE run_id = %(run_id)s AND version > %(version)s"
 
 # Rows travel as one JSON array (``tasks_param``, ``events_param``): one C-encoded parameter instead
@@ -56,6 +59,25 @@ _DELETE_TASKS = "DELETE FROM run_tasks WHERE run_id = %(run_id)s AND task_id = A
 
 # One round trip per step: the changed task rows, the run row and the step's events (ids allocated
 # in the decided order, under the run lock the caller holds).
+# The rows every write of a run may carry: the attempts it starts (with their prompts) and its
+# events (ids allocated in the decided order, under the run lock the caller holds).
+_STARTED_AND_LOGGED = """
+started AS (
+    INSERT INTO attempts (run_id, task_id, attempt, status, agent, model, prompt, created_at, sent_at)
+    SELECT %(run_id)s, a.task_id, a.attempt, 'queued', a.agent, a.model, a.prompt, %(now)s, %(now)s
+      FROM jsonb_to_recordset(%(attempts)s) AS a(task_id text, attempt int, agent text, model text, prompt text)
+    ON CONFLICT (run_id, task_id, attempt) DO NOTHING
+), logged AS (
+    INSERT INTO events (run_id, mission_id, type, data, created_at)
+    SELECT %(run_id)s, %(mission_id)s, e.item->>'type', e.item->'data', %(now)s
+      FROM jsonb_array_elements(%(events)s) WITH ORDINALITY AS e(item, n)
+     ORDER BY e.n
+    RETURNING id
+)
+SELECT max(id) AS last_event_id FROM logged
+"""
+
+# One round trip per step: the changed task rows, the run row, the started attempts and the events.
 _SAVE = """
 WITH changed AS (
     INSERT INTO run_tasks (run_id, task_id, version, state)
@@ -69,15 +91,24 @@ WITH changed AS (
            state_token = %(token)s,
            finished_at = CASE WHEN %(terminal)s THEN coalesce(finished_at, %(now)s) ELSE NULL END
      WHERE id = %(run_id)s
-), logged AS (
-    INSERT INTO events (run_id, mission_id, type, data, created_at)
-    SELECT %(run_id)s, %(mission_id)s, e.item->>'type', e.item->'data', %(now)s
-      FROM jsonb_array_elements(%(events)s) WITH ORDINALITY AS e(item, n)
-     ORDER BY e.n
-    RETURNING id
-)
-SELECT max(id) AS last_event_id FROM logged
-"""
+), """ + _STARTED_AND_LOGGED
+
+# A new run in one round trip: its row, its task rows, the mission's pointer to it, its first
+# attempts and its events.
+_CREATE = """
+WITH run AS (
+    INSERT INTO runs (id, mission_id, number, status, spec, state, deadline_at, created_at, started_at,
+                      finished_at, failure_reason, state_token)
+    VALUES (%(run_id)s, %(mission_id)s, %(number)s, %(status)s, %(spec)s, %(state)s, %(deadline)s, %(now)s,
+            %(now)s, CASE WHEN %(terminal)s THEN %(now)s END, %(failure_reason)s, %(token)s)
+), tasks AS (
+    INSERT INTO run_tasks (run_id, task_id, version, state)
+    SELECT %(run_id)s, t.id, 0, t.state FROM jsonb_to_recordset(%(tasks)s) AS t(id text, state jsonb)
+), mission AS (
+    UPDATE missions SET latest_run_id = %(run_id)s, execution_count = execution_count + 1, status = %(status)s,
+           updated_at = %(now)s
+     WHERE id = %(mission_id)s
+), """ + _STARTED_AND_LOGGED
 _UPDATE_SPEC = "UPDATE runs SET spec = %(spec)s, spec_version = %(spec_version)s WHERE id = %(run_id)s"
 
 
@@ -165,11 +196,11 @@ def _state(conn: psycopg.Connection[Any], run_id: str, row: Any) -> Stored | Non
             task = TaskState.from_json(changed["state"])
             tasks[task.task_id] = task
     else:
-        spec_row = conn.execute(_SPEC, {"run_id": run_id}).fetchone()
-        assert spec_row is not None
-        spec = MissionSpec.from_document(spec_row["spec"])
+        full = conn.execute(_SPEC_AND_TASKS, {"run_id": run_id}).fetchone()
+        assert full is not None
+        spec = MissionSpec.from_document(full["spec"])
         order = {task.id: i for i, task in enumerate(spec.tasks)}
-        loaded = [TaskState.from_json(r["state"]) for r in conn.execute(_ALL_TASKS, {"run_id": run_id})]
+        loaded = [TaskState.from_json(state) for state in full["tasks"]]
         loaded.sort(key=lambda t: order.get(t.task_id, len(order)))
         tasks = {t.task_id: t for t in loaded}
     stored = Stored(version, spec_version, RunState.from_parts(row["state"], spec, tasks), token)
@@ -206,17 +237,54 @@ def new_token() -> str:
     return secrets.token_hex(8)
 
 
-def inserted(state: RunState, token: str) -> Stored:
-    """The state of a run just inserted (version 0, ``token``), not yet known to be committed."""
-    return Stored(0, 0, state, token, confirmed=False)
+def create(conn: psycopg.Connection[Any], state: RunState, *, number: int, deadline: datetime | None,
+           now: datetime, terminal: bool, rows: Rows) -> tuple[Stored, int | None]:
+    """Insert run ``number`` of its mission at version 0 with ``state`` and the first ``rows``;
+    returns the stored state (not yet known to be committed) and the last event id."""
+    token = new_token()
+    row = conn.execute(_CREATE, {
+        "run_id": state.run_id,
+        "mission_id": state.mission_id,
+        "number": number,
+        "status": state.status.value,
+        "spec": Jsonb(state.spec.to_document()),
+        "state": Jsonb(state.header_json()),
+        "deadline": deadline,
+        "now": now,
+        "terminal": terminal,
+        "failure_reason": state.failure_reason,
+        "token": token,
+        "tasks": tasks_param(list(state.tasks.values())),
+        **rows.params(),
+    }).fetchone()
+    stored = Stored(0, 0, state, token, confirmed=False)
+    CACHE.put(state.run_id, stored)
+    return stored, _last_event_id(row)
+
+
+@dataclass
+class Rows:
+    """What a step adds besides the state: the attempts it starts and the events it logs."""
+
+    attempts: list[dict[str, Any]] = field(default_factory=list)  # task_id, attempt, agent, model, prompt
+    event_types: list[str] = field(default_factory=list)
+    event_data: list[Any] = field(default_factory=list)
+
+    def params(self) -> dict[str, Any]:
+        return {"attempts": Jsonb(self.attempts), "events": events_param(self.event_types, self.event_data)}
+
+
+def _last_event_id(row: Any) -> int | None:
+    last = row["last_event_id"] if row is not None else None
+    return int(last) if last is not None else None
 
 
 def save(conn: psycopg.Connection[Any], before: Stored, after: RunState, now: datetime, terminal: bool,
-         changed_ids: frozenset[str] | None = None,
-         events: tuple[list[str], list[Any]] = ([], [])) -> tuple[Stored, int | None]:
+         changed_ids: frozenset[str] | None = None, rows: Rows | None = None) -> tuple[Stored, int | None]:
     """Write what changed from ``before`` to ``after`` (the run row and the changed task rows, found
     by ``changed_ids`` when the decision names them, else by comparing the two states) together
-    with the step's ``events`` (types, JSON data); returns the stored state and the last event id."""
+    with the step's ``rows`` (attempts started, events); returns the stored state and the last
+    event id."""
     version = before.version + 1
     old = before.state
     if changed_ids is None:
@@ -232,7 +300,6 @@ def save(conn: psycopg.Connection[Any], before: Stored, after: RunState, now: da
         conn.execute(_UPDATE_SPEC, {"run_id": after.run_id, "spec": Jsonb(after.spec.to_document()),
                                     "spec_version": spec_version})
     token = new_token()
-    types, datas = events
     row = conn.execute(_SAVE, {
         "run_id": after.run_id,
         "mission_id": after.mission_id,
@@ -246,12 +313,11 @@ def save(conn: psycopg.Connection[Any], before: Stored, after: RunState, now: da
         "token": token,
         "terminal": terminal,
         "now": now,
-        "events": events_param(types, datas),
+        **(rows or Rows()).params(),
     }).fetchone()
     stored = Stored(version, spec_version, after, token, confirmed=False)
     CACHE.put(after.run_id, stored)  # usable by this process once the row shows the same token
-    last = row["last_event_id"] if row is not None else None
-    return stored, int(last) if last is not None else None
+    return stored, _last_event_id(row)
 
 
 def tasks_param(tasks: list[TaskState]) -> Jsonb:

@@ -190,10 +190,28 @@ def test_an_abort_stops_a_stream_and_a_backoff_wait(llm: FakeLLM, tmp_path: Path
     model = unique("dribble", provider)
     llm.script(model, say(" ".join(["word"] * 200), chunk_delay=0.05))
     cancel = threading.Event()
-    threading.Timer(0.4, cancel.set).start()
-    started = time.monotonic()
-    result, chunks = run_agent(llm, tmp_path, provider, model, cancel=cancel)
-    assert result.cancelled and time.monotonic() - started < 1.5 and 0 < len(chunks) < 100
+    streaming = threading.Event()
+    cancelled_at: list[float] = []
+
+    def abort_once_streaming() -> None:  # from the first chunk on, not from a guess at the SDK's warm-up
+        if streaming.wait(10):
+            time.sleep(0.3)
+            cancelled_at.append(time.monotonic())
+            cancel.set()
+
+    threading.Thread(target=abort_once_streaming, daemon=True).start()
+    document = {"name": "dev", "role": "r", "model": f"{provider}/{model}", "baseUrl": base_url(llm, provider)}
+    spec = AgentSpec.from_document(document)
+    chunks: list[str] = []
+
+    def emit(chunk: str) -> None:
+        chunks.append(chunk)
+        streaming.set()
+
+    call = AgentCall("run_1", "task_1", "Write it", 1, spec, spec.model, "r", "Write the thing.", tmp_path)
+    result = runtime_for(spec.model, providers(tmp_path, None)).run(call, cancel, emit)
+    assert result.cancelled and cancelled_at and time.monotonic() - cancelled_at[0] < 1.0
+    assert 0 < len(chunks) < 100
 
     model = unique("backoff", provider)
     llm.script(model, fail(429, "later", retry_after=30), say("never"))
