@@ -162,39 +162,63 @@ def apply_effects(conn: psycopg.Connection[Any], state: RunState, effects: tuple
     """Carry out the in-transaction effects (cancelled attempts, timers) and gather the rows the
     caller writes with the state (``out.rows``: the attempts started, with their prompts, and the
     events); return the after-commit effects."""
+    out, statements = _gather(state, effects, now)
+    _execute(conn, statements)
+    _add_prompts(conn, state, out.rows)
+    return out
+
+
+Statement = tuple[str, list[dict[str, Any]]]
+
+
+def _gather(state: RunState, effects: tuple[Any, ...], now: datetime) -> tuple[AfterCommit, list[Statement]]:
+    """Sort a decision's effects: after-commit ones and rows into an ``AfterCommit``, and the
+    statements (cancelled attempts, timers) to run in the transaction."""
     out = AfterCommit(state.mission_id, state.run_id, status=str(state.status))
-    cancels: list[dict[str, Any]] = []
     rows = out.rows
+    cancels: list[dict[str, Any]] = []
+    statements: list[Statement] = []
+    for effect in effects:
+        match effect:
+            case StartTask():
+                rows.attempts.append({"task_id": effect.task_id, "attempt": effect.attempt,
+                                      "agent": effect.agent, "model": effect.model, "prompt": None})
+                out.start.append(effect)
+            case AssessTask():
+                out.assess.append(effect)
+            case CancelTask():
+                cancels.append({"run_id": state.run_id, "task_id": effect.task_id, "attempt": effect.attempt,
+                                "reason": effect.reason, "now": now})
+                out.cancel.append(effect)
+            case ScheduleTimer():
+                statements.append((_UPSERT_TIMER, [{"run_id": state.run_id, "kind": effect.kind, "key": effect.key,
+                                                    "due_at": effect.due_at}]))
+            case CancelTimer():
+                statements.append((_DELETE_TIMER, [{"run_id": state.run_id, "kind": effect.kind, "key": effect.key}]))
+            case PublishEvent():
+                rows.event_types.append(effect.type)
+                rows.event_data.append(dict(effect.data))
+            case _:
+                raise AssertionError(f"unknown effect {effect!r}")
+    if cancels:
+        statements.append((_CANCEL_ATTEMPT, cancels))
+    return out, statements
+
+
+def _execute(conn: psycopg.Connection[Any], statements: list[Statement]) -> None:
     with conn.cursor() as cur:
-        for effect in effects:
-            match effect:
-                case StartTask():
-                    rows.attempts.append({"task_id": effect.task_id, "attempt": effect.attempt,
-                                          "agent": effect.agent, "model": effect.model, "prompt": None})
-                    out.start.append(effect)
-                case AssessTask():
-                    out.assess.append(effect)
-                case CancelTask():
-                    cancels.append({"run_id": state.run_id, "task_id": effect.task_id, "attempt": effect.attempt,
-                                    "reason": effect.reason, "now": now})
-                    out.cancel.append(effect)
-                case ScheduleTimer():
-                    cur.execute(_UPSERT_TIMER, {"run_id": state.run_id, "kind": effect.kind, "key": effect.key,
-                                                "due_at": effect.due_at})
-                case CancelTimer():
-                    cur.execute(_DELETE_TIMER, {"run_id": state.run_id, "kind": effect.kind, "key": effect.key})
-                case PublishEvent():
-                    rows.event_types.append(effect.type)
-                    rows.event_data.append(dict(effect.data))
-                case _:
-                    raise AssertionError(f"unknown effect {effect!r}")
-        if cancels:
-            cur.executemany(_CANCEL_ATTEMPT, cancels)
+        for sql, params in statements:
+            if len(params) == 1:
+                cur.execute(sql, params[0])
+            else:
+                cur.executemany(sql, params)
+
+
+def _add_prompts(conn: psycopg.Connection[Any], state: RunState, rows: run_store.Rows) -> None:
     if rows.attempts:
         texts = prompts(conn, state, [a["task_id"] for a in rows.attempts])
         for item in rows.attempts:
             item["prompt"] = texts[item["task_id"]]
-    return out
 
 
 def prompts(conn: psycopg.Connection[Any], state: RunState, task_ids: list[str]) -> dict[str, str]:
@@ -222,10 +246,12 @@ def begin(conn: psycopg.Connection[Any], run_id: str, number: int, spec: Mission
     """Insert run ``number`` of a mission with its initial state, inside the caller's transaction."""
     decision = engine.start_run(run_id, mission_id, spec, now)
     state = decision.state
-    outcome = apply_effects(conn, state, decision.effects, now)
+    outcome, statements = _gather(state, decision.effects, now)
+    _add_prompts(conn, state, outcome.rows)
     outcome.stored, outcome.last_event_id = run_store.create(
         conn, state, number=number, deadline=engine.run_deadline(spec, now), now=now,
         terminal=str(state.status) in TERMINAL, rows=outcome.rows)
+    _execute(conn, statements)  # timers (the deadline) refer to the run row, inserted just now
     metrics.count_events(outcome.rows.event_types)
     outcome.rows = run_store.Rows()
     return outcome

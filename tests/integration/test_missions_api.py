@@ -361,3 +361,12 @@ def test_the_execute_answer_is_the_run_as_its_location_serves_it(client: FlaskCl
     queued = [t for t in body["tasks"] if t["status"] == "queued"]
     assert len(queued) == 1  # the first of the chain; the other waits for it
     assert body["usage"] == {"tokensIn": 0, "tokensOut": 0, "costUsd": 0.0, "attempts": 1}
+
+
+def test_executing_a_mission_with_a_deadline_arms_its_timer_with_the_run(client: FlaskClient, auth: dict[str, str],
+                                                                         db: psycopg.Connection) -> None:
+    created = create(client, auth, CODE_REVIEW_PIPELINE, deadline="2099-01-01T00:00:00Z")
+    answer = client.post(f"/v1/missions/{created['id']}/execute", headers=auth)
+    assert answer.status_code == 202, answer.get_json()
+    timers = db.execute("SELECT kind, due_at FROM timers WHERE run_id = %s", (answer.get_json()["id"],)).fetchall()
+    assert [(t["kind"], t["due_at"].isoformat()) for t in timers] == [("deadline", "2099-01-01T00:00:00+00:00")]
