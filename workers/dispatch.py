@@ -52,6 +52,9 @@ class Dispatcher:
         self.redis = redis_client
         self.wakeups = wakeups  # publishes from a background thread; None: publish inline
 
+    def _send(self, name: str, args: tuple[str, str, int], producer: Any = None) -> None:
+        self.celery.send_task(name, args=args, queue=TASK_QUEUE, producer=producer, argsrepr=repr(args), **LEAN_SEND)
+
     def send_attempt(self, run_id: str, task_id: str, attempt: int) -> bool:
         return self.send_attempts(run_id, [(task_id, attempt)])
 
@@ -63,9 +66,7 @@ class Dispatcher:
         try:
             with self.celery.producer_or_acquire() as producer, producer.batch():
                 for task_id, attempt in attempts:
-                    args = (run_id, task_id, attempt)
-                    self.celery.send_task(RUN_TASK, args=args, queue=TASK_QUEUE, producer=producer, **LEAN_SEND,
-                                          argsrepr=repr(args))
+                    self._send(RUN_TASK, (run_id, task_id, attempt), producer)
             return True
         except Exception:  # the broker may be down; the tick re-sends queued attempts
             log.exception("could not enqueue %d attempt(s) of run %s: %s", len(attempts), run_id,
@@ -74,8 +75,7 @@ class Dispatcher:
 
     def send_assessment(self, run_id: str, task_id: str, attempt: int) -> bool:
         try:
-            args = (run_id, task_id, attempt)
-            self.celery.send_task(ASSESS_TASK, args=args, queue=TASK_QUEUE, **LEAN_SEND, argsrepr=repr(args))
+            self._send(ASSESS_TASK, (run_id, task_id, attempt))
             return True
         except Exception:
             log.exception("could not enqueue the assessment of %s/%s", run_id, task_id)

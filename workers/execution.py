@@ -390,19 +390,19 @@ class Executor:
         used = verdict or Judgement(None)
         now = utcnow()
         passed = result.error is None and result.score is not None and result.score >= state.spec.quality_threshold
+        recorded = run_store.Guard(_RECORD_SCORE, {
+            "run_id": run_id, "task_id": task_id, "attempt": attempt, "now": now,
+            "status": "completed" if passed else "failed", "score": result.score,
+            "assessment": Jsonb({"score": result.score, "criteria": list(result.criteria), "error": result.error,
+                                 "judge": model}),
+            "judge_model": model, "judge_tokens_in": used.tokens_in, "judge_tokens_out": used.tokens_out,
+            "judge_cost": used.cost_usd,
+        })
+        scored = AssessmentScored(task_id, attempt, result.score, tuple(result.criteria), result.error)
         with self.services.transaction() as conn:
-            recorded = conn.execute(_RECORD_SCORE, {
-                "run_id": run_id, "task_id": task_id, "attempt": attempt, "now": now,
-                "status": "completed" if passed else "failed", "score": result.score,
-                "assessment": Jsonb({"score": result.score, "criteria": list(result.criteria), "error": result.error,
-                                     "judge": model}),
-                "judge_model": model, "judge_tokens_in": used.tokens_in, "judge_tokens_out": used.tokens_out,
-                "judge_cost": used.cost_usd,
-            }).fetchone()
-            if recorded is None:
+            outcome = coordinator.step(conn, run_id, scored, now, guard=recorded)
+            if outcome is not None and outcome.guard is None:
                 return "assessment dropped: the attempt changed meanwhile"
-            outcome = coordinator.step(conn, run_id, AssessmentScored(task_id, attempt, result.score,
-                                                                      tuple(result.criteria), result.error), now)
             outcome = self._enforce_budget(conn, run_id, outcome, now, state.spec.budget)
         self.dispatcher.after_commit(outcome, assess_inline=self.assess)
         return "passed" if passed else "failed"

@@ -19,6 +19,7 @@ shell never re-reads or re-writes the whole state on each step:
 
 from __future__ import annotations
 
+import functools
 import secrets
 import threading
 from collections import OrderedDict
@@ -175,9 +176,14 @@ def load(conn: psycopg.Connection[Any], run_id: str, *, lock: bool = True) -> St
 def lock_guarded(conn: psycopg.Connection[Any], run_id: str, guard: Guard) -> tuple[Stored | None, Any]:
     """Run ``guard`` and lock the run row in one statement: the run's state (None when the run no
     longer exists) and the guard's returned row as a dict (None when it matched nothing)."""
-    sql = _LOCK_GUARDED.format(guard=guard.sql.strip())
-    row = conn.execute(sql, {**guard.params, "run_id": run_id}).fetchone()
+    row = conn.execute(_guarded(guard.sql), {**guard.params, "run_id": run_id}).fetchone()
     return _state(conn, run_id, row), (row["guard"] if row is not None else None)
+
+
+@functools.lru_cache(maxsize=64)
+def _guarded(guard_sql: str) -> str:
+    """The lock statement around one guard (built once per guard, not per step)."""
+    return _LOCK_GUARDED.format(guard=guard_sql.strip())
 
 
 def _state(conn: psycopg.Connection[Any], run_id: str, row: Any) -> Stored | None:

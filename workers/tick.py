@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from orchestrator.engine import DeadlineReached, Event, RetryDue, TaskClaimed, TaskTimedOut, WorkerLost
-from workers import coordinator, schedules
+from workers import coordinator, run_store, schedules
 from workers.dispatch import TASK_QUEUE, Dispatcher
 from workers.missions import Limits
 from workers.services import Services
@@ -108,17 +108,16 @@ def reap_lost_workers(services: Services, dispatcher: Dispatcher, now: datetime)
     lost = 0
     for row in candidates:
         with services.transaction() as conn:
-            # Lock the run first, like every step, then mark; a racing tick finds the row changed.
-            if coordinator.lock_run(conn, row["run_id"]) is None:
-                continue
-            if conn.execute(_MARK_LOST, {**row, "now": now}).fetchone() is None:
-                continue
-            # The attempt row says it was claimed; its worker may have died before telling the run
-            # (execution._Claim), so the claim goes first: a started side-effecting task must wait
-            # for approval, not run again.
+            # Marked in the statement that locks the run, like a claim; a racing tick's mark matches
+            # nothing. The attempt row says it was claimed; its worker may have died before telling
+            # the run (execution._Claim), so the claim goes first: a started side-effecting task
+            # must wait for approval, not run again.
             claimed = TaskClaimed(row["task_id"], row["attempt"], row["worker"] or "")
             outcome = coordinator.step(conn, row["run_id"], WorkerLost(row["task_id"], row["attempt"]), now,
+                                       guard=run_store.Guard(_MARK_LOST, {**row, "now": now}),
                                        before=((claimed, row["claimed_at"] or now),))
+            if outcome is None or outcome.guard is None:
+                continue
         log.warning("attempt %s of %s in run %s lost its worker", row["attempt"], row["task_id"], row["run_id"])
         dispatcher.after_commit(outcome)
         lost += 1
