@@ -38,14 +38,6 @@ log = logging.getLogger(__name__)
 
 TERMINAL = ("completed", "failed", "cancelled")
 
-# A mission mirrors its latest run; once that run ends, a mission with fires left is "scheduled".
-_MIRROR_MISSION = """
-UPDATE missions
-   SET status = CASE WHEN %(terminal)s AND next_run_at IS NOT NULL THEN 'scheduled' ELSE %(status)s END,
-       updated_at = %(now)s
- WHERE id = %(mission_id)s AND latest_run_id = %(run_id)s
-"""
-
 # The output of each task's latest completed attempt.
 _OUTPUTS = """
 SELECT DISTINCT ON (task_id) task_id, output FROM attempts
@@ -145,7 +137,7 @@ def persist(conn: psycopg.Connection[Any], before: run_store.Stored, decision: D
     state = decision.state
     status = str(state.status)
     if state.status is not before.state.status:
-        conn.execute(_MIRROR_MISSION, {"status": status, "now": now, "mission_id": state.mission_id,
+        conn.execute(run_store.MIRROR_MISSION, {"status": status, "now": now, "mission_id": state.mission_id,
                                        "run_id": state.run_id, "terminal": status in TERMINAL})
     outcome = apply_effects(conn, state, decision.effects, now)
     # The state, the attempts the step starts and its events go to Postgres in one statement.
@@ -155,6 +147,50 @@ def persist(conn: psycopg.Connection[Any], before: run_store.Stored, decision: D
     metrics.count_events(outcome.rows.event_types)
     outcome.rows = run_store.Rows()
     return outcome
+
+
+def step_if_current(conn: psycopg.Connection[Any], run_id: str, event: Event, now: datetime,
+                    guard: run_store.Guard, before: tuple[tuple[Event, datetime], ...] = (),
+                    known_outputs: dict[str, str] | None = None) -> AfterCommit | None:
+    """``step`` in one statement that commits on its own (``conn`` in autocommit), decided on the
+    state this process holds of the run instead of one read under the lock: one round trip where
+    ``step`` takes four (BEGIN, lock, write, COMMIT). The statement writes only if the run row
+    still holds that state; threads of this process take turns per run, so they do not move it
+    on under each other.
+
+    None, with nothing written, when that does not apply and the caller must ``step``: no cached
+    state (or another process was seen moving the run on), an ignored event, a decision with
+    writes of its own (timers, cancellations, a new spec, removed tasks), or a run that moved on
+    meanwhile. ``known_outputs`` are task outputs the guard records (not yet readable), for the
+    prompts of the attempts the step starts."""
+    with run_store.DECIDING.hold(run_id):
+        cached = run_store.CACHE.likely_current(run_id)
+        if cached is None:
+            return None
+        started = time.perf_counter()
+        state = cached.state
+        decision = engine.decide_all(state, (*before, (event, now))) if before else engine.decide(state, event, now)
+        after = decision.state
+        if decision.ignored is not None or after.spec is not state.spec or not after.tasks.keys() >= state.tasks.keys():
+            return None
+        out, statements = _gather(after, decision.effects, now)
+        if statements:
+            return None
+        _add_prompts(conn, after, out.rows, known_outputs)
+        status = str(after.status)
+        written = run_store.save_if_current(
+            conn, cached, after, now, status in TERMINAL, guard, changed_ids=decision.changed_tasks,
+            rows=out.rows, mirror=after.status is not state.status)
+        if written is None:
+            return None
+        if written.stored is None:
+            return AfterCommit(state.mission_id, run_id, status=str(state.status),
+                               ignored="guard matched nothing", stored=cached)
+        out.stored, out.last_event_id, out.guard = written.stored, written.last_event_id, written.guard
+        metrics.count_events(out.rows.event_types)
+        out.rows = run_store.Rows()
+        metrics.observe_step(time.perf_counter() - started)
+        return out
 
 
 def apply_effects(conn: psycopg.Connection[Any], state: RunState, effects: tuple[Any, ...], now: datetime
@@ -214,22 +250,27 @@ def _execute(conn: psycopg.Connection[Any], statements: list[Statement]) -> None
                 cur.executemany(sql, params)
 
 
-def _add_prompts(conn: psycopg.Connection[Any], state: RunState, rows: run_store.Rows) -> None:
+def _add_prompts(conn: psycopg.Connection[Any], state: RunState, rows: run_store.Rows,
+                 known_outputs: dict[str, str] | None = None) -> None:
     if rows.attempts:
-        texts = prompts(conn, state, [a["task_id"] for a in rows.attempts])
+        texts = prompts(conn, state, [a["task_id"] for a in rows.attempts], known_outputs)
         for item in rows.attempts:
             item["prompt"] = texts[item["task_id"]]
 
 
-def prompts(conn: psycopg.Connection[Any], state: RunState, task_ids: list[str]) -> dict[str, str]:
+def prompts(conn: psycopg.Connection[Any], state: RunState, task_ids: list[str],
+            known_outputs: dict[str, str] | None = None) -> dict[str, str]:
     """The prompt of the next attempt of each task (DESIGN §4 "Data flow"), from ``state`` and the
-    outputs of their dependencies, read in one query."""
+    outputs of their dependencies: those in ``known_outputs`` (by task id), the others read in
+    one query."""
     tasks = [state.task_spec(task_id) for task_id in task_ids]
     wanted = {state.task_by_title(title).task_id for task in tasks for title in task.depends_on}
     outputs: dict[str, str] = {}
     if wanted:
-        rows = conn.execute(_OUTPUTS, {"run_id": state.run_id, "task_ids": sorted(wanted)}).fetchall()
-        by_id = {r["task_id"]: r["output"] or "" for r in rows}
+        by_id = {task_id: text for task_id, text in (known_outputs or {}).items() if task_id in wanted}
+        if wanted - by_id.keys():
+            rows = conn.execute(_OUTPUTS, {"run_id": state.run_id, "task_ids": sorted(wanted - by_id.keys())})
+            by_id.update((r["task_id"], r["output"] or "") for r in rows)
         outputs = {title: by_id.get(state.task_by_title(title).task_id, "")
                    for task in tasks for title in task.depends_on}
     return {task.id or "": no_nul(build_prompt(state.spec, task, outputs, state.tasks[task.id or ""].feedback))

@@ -318,14 +318,21 @@ class Executor:
                   "status": status, "output": result.output, "error": result.error}
         event = (TaskFailed(task_id, attempt, result.error or "") if failed
                  else TaskFinished(task_id, attempt, result.output or ""))
-        with claim.lock, self.services.transaction() as conn:
-            outcome = coordinator.step(conn, run_id, event, now, guard=run_store.Guard(_RECORD, params),
-                                       before=claim.pending())
+        guard = run_store.Guard(_RECORD, params)
+        with claim.lock, self.services.autocommit() as conn:
+            outcome = None
+            if not budget:  # (a budget is checked against totals read under the lock)
+                known = {task_id: result.output or ""} if not failed else None
+                outcome = coordinator.step_if_current(conn, run_id, event, now, guard, claim.pending(), known)
+            if outcome is None:
+                with conn.transaction():
+                    outcome = coordinator.step(conn, run_id, event, now, guard=guard, before=claim.pending())
+                    if outcome is not None and outcome.guard is not None:
+                        outcome = self._enforce_budget(conn, run_id, outcome, now, budget)
             if outcome is None:
                 return "run deleted"
             if outcome.guard is None:
                 return "result dropped: the attempt was cancelled or lost meanwhile"
-            outcome = self._enforce_budget(conn, run_id, outcome, now, budget)
             claim.announced = True  # (read only by this thread from here on)
         self.dispatcher.after_commit(outcome, assess_inline=self.assess)
         return "failed" if failed else "finished"

@@ -20,9 +20,12 @@ shell never re-reads or re-writes the whole state on each step:
 from __future__ import annotations
 
 import functools
+import re
 import secrets
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -58,32 +61,32 @@ _TASKS_SINCE = "SELECT state FROM run_tasks WHERE run_id = %(run_id)s AND versio
 # of text and jsonb arrays, whose per-element escaping in psycopg cost more than the statement.
 _DELETE_TASKS = "DELETE FROM run_tasks WHERE run_id = %(run_id)s AND task_id = ANY(%(ids)s)"
 
-# One round trip per step: the changed task rows, the run row and the step's events (ids allocated
-# in the decided order, under the run lock the caller holds).
 # The rows every write of a run may carry: the attempts it starts (with their prompts) and its
-# events (ids allocated in the decided order, under the run lock the caller holds).
+# events (ids allocated in the decided order, under the run lock the caller holds); written only
+# when ``{when}`` holds.
 _STARTED_AND_LOGGED = """
 started AS (
     INSERT INTO attempts (run_id, task_id, attempt, status, agent, model, prompt, created_at, sent_at)
     SELECT %(run_id)s, a.task_id, a.attempt, 'queued', a.agent, a.model, a.prompt, %(now)s, %(now)s
       FROM jsonb_to_recordset(%(attempts)s) AS a(task_id text, attempt int, agent text, model text, prompt text)
+     WHERE {when}
     ON CONFLICT (run_id, task_id, attempt) DO NOTHING
 ), logged AS (
     INSERT INTO events (run_id, mission_id, type, data, created_at)
     SELECT %(run_id)s, %(mission_id)s, e.item->>'type', e.item->'data', %(now)s
       FROM jsonb_array_elements(%(events)s) WITH ORDINALITY AS e(item, n)
+     WHERE {when}
      ORDER BY e.n
     RETURNING id
-)
-SELECT max(id) AS last_event_id FROM logged
-"""
+)"""
 
-# One round trip per step: the changed task rows, the run row, the started attempts and the events.
-_SAVE = """
-WITH changed AS (
+# The changed task rows and the run row of a step, written only when ``{when}`` holds.
+_CHANGED_AND_RUN = """
+changed AS (
     INSERT INTO run_tasks (run_id, task_id, version, state)
     SELECT %(run_id)s, t.id, %(version)s, t.state
       FROM jsonb_to_recordset(%(tasks)s) AS t(id text, state jsonb)
+     WHERE {when}
     ON CONFLICT (run_id, task_id) DO UPDATE SET version = EXCLUDED.version, state = EXCLUDED.state
 ), run AS (
     UPDATE runs
@@ -91,8 +94,36 @@ WITH changed AS (
            pause_message = %(pause_message)s, failure_reason = %(failure_reason)s, version = %(version)s,
            state_token = %(token)s,
            finished_at = CASE WHEN %(terminal)s THEN coalesce(finished_at, %(now)s) ELSE NULL END
-     WHERE id = %(run_id)s
-), """ + _STARTED_AND_LOGGED
+     WHERE id = %(run_id)s AND {when}
+)"""
+
+# A mission mirrors its latest run; once that run ends, a mission with fires left is "scheduled".
+MIRROR_MISSION = """
+UPDATE missions
+   SET status = CASE WHEN %(terminal)s AND next_run_at IS NOT NULL THEN 'scheduled' ELSE %(status)s END,
+       updated_at = %(now)s
+ WHERE id = %(mission_id)s AND latest_run_id = %(run_id)s"""
+
+# One round trip per step (under the run lock the caller holds): the changed task rows, the run
+# row, the started attempts and the events.
+_SAVE = ("WITH " + _CHANGED_AND_RUN.format(when="true") + ", " + _STARTED_AND_LOGGED.format(when="true")
+         + "\nSELECT max(id) AS last_event_id FROM logged")
+
+# A whole step in one statement that commits on its own, decided on the state this process holds
+# of the run: the run row is locked and everything is written only if the row still holds that
+# state (its version and write token) and the guard (placed at ``{guard}``, conditioned on
+# ``current``) matched. When the run moved on, nothing is written and ``current`` is false.
+_SAVE_IF_CURRENT = """
+WITH current AS (
+    SELECT id FROM runs
+     WHERE id = %(run_id)s AND version = %(expected_version)s AND state_token IS NOT DISTINCT FROM %(expected_token)s
+       FOR UPDATE
+), guard AS ({guard}), mission AS (""" + MIRROR_MISSION + """ AND %(mirror)s AND EXISTS (SELECT FROM guard)
+), """ + _CHANGED_AND_RUN.format(when="EXISTS (SELECT FROM guard)") + ", " + \
+    _STARTED_AND_LOGGED.format(when="EXISTS (SELECT FROM guard)") + """
+SELECT EXISTS (SELECT FROM current) AS current, (SELECT to_jsonb(guard) FROM guard) AS guard,
+       (SELECT max(id) FROM logged) AS last_event_id
+"""
 
 # A new run in one round trip: its row, its task rows, the mission's pointer to it, its first
 # attempts and its events.
@@ -109,7 +140,7 @@ WITH run AS (
     UPDATE missions SET latest_run_id = %(run_id)s, execution_count = execution_count + 1, status = %(status)s,
            updated_at = %(now)s
      WHERE id = %(mission_id)s
-), """ + _STARTED_AND_LOGGED
+), """ + _STARTED_AND_LOGGED.format(when="true") + "\nSELECT max(id) AS last_event_id FROM logged"
 _UPDATE_SPEC = "UPDATE runs SET spec = %(spec)s, spec_version = %(spec_version)s WHERE id = %(run_id)s"
 
 
@@ -126,11 +157,13 @@ class Stored:
 
 
 class RunCache:
-    """The last committed state seen of each run, least recently used dropped first."""
+    """The last committed state seen of each run, least recently used dropped first, and which runs
+    other processes have been seen to move on (``likely_current``)."""
 
     def __init__(self, size: int = CACHE_SIZE) -> None:
         self._size = size
         self._items: OrderedDict[str, Stored] = OrderedDict()
+        self._stale: set[str] = set()
         self._lock = threading.Lock()
 
     def get(self, run_id: str) -> Stored | None:
@@ -148,20 +181,64 @@ class RunCache:
             self._items[run_id] = item
             self._items.move_to_end(run_id)
             while len(self._items) > self._size:
-                self._items.popitem(last=False)
+                dropped, _ = self._items.popitem(last=False)
+                self._stale.discard(dropped)
 
     def forget(self, run_id: str) -> None:
         with self._lock:
             self._items.pop(run_id, None)
+            self._stale.discard(run_id)
+
+    def likely_current(self, run_id: str) -> Stored | None:
+        """The cached state, unless the last look at the run's row found that another process had
+        moved it on (then the next look is expected to find the same)."""
+        with self._lock:
+            return None if run_id in self._stale else self._items.get(run_id)
+
+    def note_stale(self, run_id: str) -> None:
+        with self._lock:
+            if run_id in self._items:
+                self._stale.add(run_id)
+
+    def note_current(self, run_id: str) -> None:
+        with self._lock:
+            self._stale.discard(run_id)
+
+
+class KeyedLocks:
+    """One mutex per key, held only while someone uses it (no growth with the number of keys)."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[threading.Lock, list[int]]] = {}
+        self._guard = threading.Lock()
+
+    @contextmanager
+    def hold(self, key: str) -> Iterator[None]:
+        with self._guard:
+            lock, users = self._locks.setdefault(key, (threading.Lock(), [0]))
+            users[0] += 1
+        try:
+            with lock:
+                yield
+        finally:
+            with self._guard:
+                users[0] -= 1
+                if not users[0]:
+                    del self._locks[key]
 
 
 CACHE = RunCache()
+# Per run, in this process: who may read the run for the process (``peek``), and who may decide a
+# step on the cached state (``coordinator.step_if_current``).
+LOADING = KeyedLocks()
+DECIDING = KeyedLocks()
 
 
 @dataclass(frozen=True)
 class Guard:
-    """A data-modifying statement (``UPDATE ... RETURNING ...``) to run in the statement that locks
-    the run row, e.g. claiming an attempt; the step goes on only when it returned a row."""
+    """A data-modifying statement (``UPDATE ... WHERE ... RETURNING ...``, its WHERE clause a
+    conjunction) to run in the statement that locks the run row, e.g. recording an attempt; the
+    step goes on only when it returned a row (at most one)."""
 
     sql: str
     params: dict[str, Any]
@@ -193,7 +270,10 @@ def _state(conn: psycopg.Connection[Any], run_id: str, row: Any) -> Stored | Non
     version, spec_version, token = int(row["version"]), int(row["spec_version"]), row["state_token"]
     cached = CACHE.get(run_id)
     if cached is not None and cached.version == version and cached.token == token:
+        CACHE.note_current(run_id)
         return cached if cached.confirmed else replace(cached, confirmed=True)
+    if cached is not None:
+        CACHE.note_stale(run_id)  # another process wrote the run since this one last did
     if (cached is not None and cached.confirmed and cached.spec_version == spec_version
             and cached.version < version):
         spec = cached.state.spec
@@ -214,10 +294,6 @@ def _state(conn: psycopg.Connection[Any], run_id: str, row: Any) -> Stored | Non
     return stored
 
 
-_loading: dict[str, threading.Lock] = {}
-_loading_guard = threading.Lock()
-
-
 def peek(conn: psycopg.Connection[Any], run_id: str) -> Stored | None:
     """The last state of the run this process saw or wrote, without checking that it is current
     (it may be older than the row, or not yet committed), read (without a lock) only when the
@@ -229,14 +305,8 @@ def peek(conn: psycopg.Connection[Any], run_id: str) -> Stored | None:
     cached = CACHE.get(run_id)
     if cached is not None:
         return cached
-    with _loading_guard:
-        gate = _loading.setdefault(run_id, threading.Lock())
-    try:
-        with gate:
-            return CACHE.get(run_id) or load(conn, run_id, lock=False)
-    finally:
-        with _loading_guard:
-            _loading.pop(run_id, None)
+    with LOADING.hold(run_id):
+        return CACHE.get(run_id) or load(conn, run_id, lock=False)
 
 
 def new_token() -> str:
@@ -285,28 +355,19 @@ def _last_event_id(row: Any) -> int | None:
     return int(last) if last is not None else None
 
 
-def save(conn: psycopg.Connection[Any], before: Stored, after: RunState, now: datetime, terminal: bool,
-         changed_ids: frozenset[str] | None = None, rows: Rows | None = None) -> tuple[Stored, int | None]:
-    """Write what changed from ``before`` to ``after`` (the run row and the changed task rows, found
-    by ``changed_ids`` when the decision names them, else by comparing the two states) together
-    with the step's ``rows`` (attempts started, events); returns the stored state and the last
-    event id."""
-    version = before.version + 1
+def _changes(before: Stored, after: RunState, changed_ids: frozenset[str] | None) -> tuple[list[TaskState], list[str]]:
+    """The task states that changed from ``before`` to ``after`` and the ids of the tasks removed
+    (found by ``changed_ids`` when the decision names them, else by comparing the two states)."""
     old = before.state
     if changed_ids is None:
         changed_ids = frozenset(i for i in old.tasks.keys() | after.tasks.keys()
                                 if old.tasks.get(i) is not after.tasks.get(i))
-    changed = [after.tasks[i] for i in changed_ids if i in after.tasks]
-    removed = [i for i in changed_ids if i not in after.tasks]
-    if removed:
-        conn.execute(_DELETE_TASKS, {"run_id": after.run_id, "ids": removed})
-    spec_version = before.spec_version
-    if after.spec is not old.spec:
-        spec_version += 1
-        conn.execute(_UPDATE_SPEC, {"run_id": after.run_id, "spec": Jsonb(after.spec.to_document()),
-                                    "spec_version": spec_version})
-    token = new_token()
-    row = conn.execute(_SAVE, {
+    return [after.tasks[i] for i in changed_ids if i in after.tasks], [i for i in changed_ids if i not in after.tasks]
+
+
+def _write_params(after: RunState, version: int, token: str, changed: list[TaskState], now: datetime,
+                  terminal: bool, rows: Rows | None) -> dict[str, Any]:
+    return {
         "run_id": after.run_id,
         "mission_id": after.mission_id,
         "tasks": tasks_param(changed),
@@ -320,10 +381,79 @@ def save(conn: psycopg.Connection[Any], before: Stored, after: RunState, now: da
         "terminal": terminal,
         "now": now,
         **(rows or Rows()).params(),
-    }).fetchone()
+    }
+
+
+def save(conn: psycopg.Connection[Any], before: Stored, after: RunState, now: datetime, terminal: bool,
+         changed_ids: frozenset[str] | None = None, rows: Rows | None = None) -> tuple[Stored, int | None]:
+    """Write what changed from ``before`` to ``after`` (the run row and the changed task rows)
+    together with the step's ``rows`` (attempts started, events), under the run lock the caller
+    holds; returns the stored state and the last event id."""
+    changed, removed = _changes(before, after, changed_ids)
+    if removed:
+        conn.execute(_DELETE_TASKS, {"run_id": after.run_id, "ids": removed})
+    spec_version = before.spec_version
+    if after.spec is not before.state.spec:
+        spec_version += 1
+        conn.execute(_UPDATE_SPEC, {"run_id": after.run_id, "spec": Jsonb(after.spec.to_document()),
+                                    "spec_version": spec_version})
+    version, token = before.version + 1, new_token()
+    row = conn.execute(_SAVE, _write_params(after, version, token, changed, now, terminal, rows)).fetchone()
     stored = Stored(version, spec_version, after, token, confirmed=False)
     CACHE.put(after.run_id, stored)  # usable by this process once the row shows the same token
     return stored, _last_event_id(row)
+
+
+@dataclass(frozen=True)
+class Written:
+    """What ``save_if_current`` did: ``stored`` is None when the guard matched nothing (and nothing
+    was written)."""
+
+    stored: Stored | None
+    guard: Any
+    last_event_id: int | None
+
+
+def save_if_current(conn: psycopg.Connection[Any], before: Stored, after: RunState, now: datetime,
+                    terminal: bool, guard: Guard, *, changed_ids: frozenset[str] | None = None,
+                    rows: Rows | None = None, mirror: bool = False) -> Written | None:
+    """Write a step decided on ``before`` in one statement that commits on its own (``conn`` in
+    autocommit): lock the run row and, if it still holds ``before`` and ``guard`` matches, write
+    the changed task rows, the run row, ``rows`` and (``mirror``) the mission's status. None when
+    the run has moved on from ``before``: nothing was written. Only for a step that keeps the spec
+    and every task (the caller checks)."""
+    changed, removed = _changes(before, after, changed_ids)
+    if removed or after.spec is not before.state.spec:
+        raise ValueError("save_if_current writes neither a new spec nor removed tasks")
+    version, token = before.version + 1, new_token()
+    row = conn.execute(_if_current(guard.sql), {
+        **{f"guard_{name}": value for name, value in guard.params.items()},
+        **_write_params(after, version, token, changed, now, terminal, rows),
+        "expected_version": before.version,
+        "expected_token": before.token,
+        "mirror": mirror,
+    }).fetchone()
+    assert row is not None
+    if not row["current"]:
+        CACHE.note_stale(after.run_id)
+        return None
+    if row["guard"] is None:
+        return Written(None, None, None)
+    stored = Stored(version, before.spec_version, after, token)  # committed: the statement was its transaction
+    CACHE.put(after.run_id, stored)
+    return Written(stored, row["guard"], _last_event_id(row))
+
+
+@functools.lru_cache(maxsize=64)
+def _if_current(guard_sql: str) -> str:
+    """``_SAVE_IF_CURRENT`` around one guard, which applies only when the run row is current (its
+    parameters renamed ``guard_<name>``: names such as ``status`` mean something else here)."""
+    guard_sql = re.sub(r"%\((\w+)\)s", r"%(guard_\1)s", guard_sql)
+    head, returning, tail = guard_sql.strip().rpartition("RETURNING")
+    if not returning:
+        raise ValueError("a guard is an UPDATE ... RETURNING ... statement")
+    return _SAVE_IF_CURRENT.replace(
+        "{guard}", f"{head.rstrip()}\n   AND EXISTS (SELECT FROM current)\n{returning}{tail}")
 
 
 def tasks_param(tasks: list[TaskState]) -> Jsonb:

@@ -1,0 +1,222 @@
+"""The coordinator step in one statement (``coordinator.step_if_current``): it writes exactly what
+the locking step writes, and writes nothing when the run moved on or the guard matched nothing."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.types.json import Jsonb
+
+from orchestrator.engine import Event, TaskClaimed, TaskFailed, TaskFinished
+from workers import coordinator, missions, run_store, runs
+from workers.dispatch import Dispatcher
+from workers.execution import _CLAIM, _RECORD, Executor
+from workers.projects import ensure_project
+from workers.services import Services
+
+LIMITS = missions.Limits()
+T0 = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
+DOCUMENT: dict[str, Any] = {
+    "name": "m",
+    "tasks": [
+        {"title": "A", "description": "d", "assignTo": "a"},
+        {"title": "B", "description": "uses A", "assignTo": "a", "dependsOn": ["A"]},
+        {"title": "C", "description": "d", "assignTo": "a", "maxRetries": 1, "retryPolicy": {"backoff": 30}},
+    ],
+    "team": {"name": "t", "volatile": True, "agents": [{"name": "a", "model": "scripted/x"}]},
+}
+
+
+def _start(services: Services, document: dict[str, Any], now: datetime = T0) -> tuple[str, dict[str, str]]:
+    with services.transaction() as conn:
+        project = ensure_project(conn, "p")
+        mission = missions.create_mission(conn, project, json.loads(json.dumps(document)), LIMITS)
+        run_id, outcome, *_ = runs.execute(conn, project, mission.id, LIMITS, now)
+    run_store.remember(run_id, outcome.stored)
+    return run_id, {t.title: t.id for t in mission.tasks}
+
+
+def _claim(db: psycopg.Connection, run_id: str, task_id: str, attempt: int, now: datetime) -> None:
+    claimed = db.execute(_CLAIM, {"run_id": run_id, "task_id": task_id, "attempt": attempt, "worker": "w",
+                                  "now": now}).fetchone()
+    assert claimed is not None
+
+
+def _recorded(run_id: str, event: TaskFinished | TaskFailed, now: datetime) -> run_store.Guard:
+    failed = isinstance(event, TaskFailed)
+    return run_store.Guard(_RECORD, {
+        "run_id": run_id, "task_id": event.task_id, "attempt": event.attempt, "now": now,
+        "status": "failed" if failed else "completed", "output": None if failed else event.output,
+        "error": event.error if failed else None, "tokens_in": 3, "tokens_out": 4, "cost": 0.5,
+        "outcomes": Jsonb([])})
+
+
+def _record(services: Services, run_id: str, event: TaskFinished | TaskFailed, now: datetime, *,
+            one_statement: bool) -> tuple[coordinator.AfterCommit | None, bool]:
+    """Record an attempt's result the way the executor does; whether the one statement wrote it."""
+    claimed: tuple[tuple[Event, datetime], ...] = ((TaskClaimed(event.task_id, event.attempt, "w"), now),)
+    guard = _recorded(run_id, event, now)
+    known = {event.task_id: event.output} if isinstance(event, TaskFinished) else None
+    with services.autocommit() as conn:
+        outcome = None
+        if one_statement:
+            outcome = coordinator.step_if_current(conn, run_id, event, now, guard, claimed, known)
+        fast = outcome is not None
+        if outcome is None:
+            with conn.transaction():
+                outcome = coordinator.step(conn, run_id, event, now, guard=guard, before=claimed)
+    if outcome is not None:
+        run_store.remember(run_id, outcome.stored)
+    return outcome, fast
+
+
+def _snapshot(db: psycopg.Connection, run_id: str, ids: dict[str, str]) -> str:
+    """Everything a run wrote, as text with its ids replaced by task titles."""
+    parts = {
+        "run": db.execute("SELECT status, state, version, spec_version, pause_reason, failure_reason, finished_at,"
+                          " (SELECT jsonb_build_array(m.status, m.updated_at, m.execution_count)"
+                          "    FROM missions m WHERE m.id = r.mission_id) AS mission"
+                          " FROM runs r WHERE id = %s", (run_id,)).fetchone(),
+        "tasks": db.execute("SELECT version, state FROM run_tasks WHERE run_id = %s ORDER BY state->>'taskId'",
+                            (run_id,)).fetchall(),
+        "attempts": db.execute("SELECT task_id, attempt, status, agent, model, prompt, output, error, tokens_in,"
+                               " tokens_out, cost_usd, claimed_at, finished_at, created_at FROM attempts"
+                               " WHERE run_id = %s ORDER BY task_id, attempt", (run_id,)).fetchall(),
+        "events": db.execute("SELECT type, data, created_at FROM events WHERE run_id = %s ORDER BY id",
+                             (run_id,)).fetchall(),
+        "timers": db.execute("SELECT kind, key, due_at FROM timers WHERE run_id = %s ORDER BY kind, key",
+                             (run_id,)).fetchall(),
+    }
+    text = json.dumps(parts, default=str, sort_keys=True).replace(run_id, "<run>")
+    for title, task_id in ids.items():
+        text = text.replace(task_id, f"<{title}>")
+    normal = json.loads(re.sub(r"msn_[a-z0-9]+", "<mission>", text))
+    for rows in ("tasks", "attempts"):  # (in the order of their titles, not of their random ids)
+        normal[rows].sort(key=lambda row: json.dumps(row, sort_keys=True))
+    return json.dumps(normal, sort_keys=True)
+
+
+def test_the_one_statement_step_writes_what_the_locking_step_writes(services: Services,
+                                                                    db: psycopg.Connection) -> None:
+    written: dict[bool, str] = {}
+    for one_statement in (True, False):
+        run_id, ids = _start(services, {**DOCUMENT, "name": f"m {one_statement}"})
+        paths = []
+        now = T0 + timedelta(seconds=1)
+        _claim(db, run_id, ids["A"], 1, now)
+        _, fast = _record(services, run_id, TaskFinished(ids["A"], 1, "alpha"), now, one_statement=one_statement)
+        paths.append(fast)
+        now += timedelta(seconds=1)
+        _claim(db, run_id, ids["C"], 1, now)  # a failure with a retry left: its backoff timer is a write of its own
+        _, fast = _record(services, run_id, TaskFailed(ids["C"], 1, "boom"), now, one_statement=one_statement)
+        paths.append(fast)
+        now += timedelta(seconds=1)
+        _claim(db, run_id, ids["B"], 1, now)
+        _, fast = _record(services, run_id, TaskFinished(ids["B"], 1, "beta"), now, one_statement=one_statement)
+        paths.append(fast)
+        assert paths == [one_statement, False, one_statement]
+        written[one_statement] = _snapshot(db, run_id, ids)
+    assert written[True] == written[False]
+    assert "uses A" in written[True] and "alpha" in written[True]  # B's prompt holds A's output
+
+
+def test_a_run_that_ended_is_mirrored_on_its_mission_by_the_one_statement(services: Services,
+                                                                           db: psycopg.Connection) -> None:
+    run_id, ids = _start(services, {**DOCUMENT, "tasks": DOCUMENT["tasks"][:1]})
+    now = T0 + timedelta(seconds=1)
+    _claim(db, run_id, ids["A"], 1, now)
+    outcome, fast = _record(services, run_id, TaskFinished(ids["A"], 1, "alpha"), now, one_statement=True)
+    assert fast and outcome is not None and outcome.status == "completed"
+    row = db.execute("SELECT r.status, r.finished_at, m.status AS mission FROM runs r JOIN missions m"
+                     " ON m.id = r.mission_id WHERE r.id = %s", (run_id,)).fetchone()
+    assert row == {"status": "completed", "finished_at": now, "mission": "completed"}
+
+
+def test_a_run_moved_on_elsewhere_is_not_written_and_the_locking_step_takes_over(
+        services: Services, db: psycopg.Connection) -> None:
+    run_id, ids = _start(services, DOCUMENT)
+    seen = run_store.CACHE.get(run_id)
+    assert seen is not None
+    now = T0 + timedelta(seconds=1)
+    _claim(db, run_id, ids["C"], 1, now)
+    _record(services, run_id, TaskFinished(ids["C"], 1, "gamma"), now, one_statement=False)
+    # What another process would still hold: the state before that step.
+    run_store.CACHE.forget(run_id)
+    run_store.CACHE.put(run_id, seen)
+    _claim(db, run_id, ids["A"], 1, now)
+    before = _snapshot(db, run_id, ids)
+    event = TaskFinished(ids["A"], 1, "alpha")
+    with services.autocommit() as conn:
+        skipped = coordinator.step_if_current(conn, run_id, event, now, _recorded(run_id, event, now),
+                                              ((TaskClaimed(ids["A"], 1, "w"), now),), {ids["A"]: "alpha"})
+    assert skipped is None
+    assert _snapshot(db, run_id, ids) == before  # the attempt is still running, the run at version 1
+    assert run_store.CACHE.likely_current(run_id) is None  # this run is now expected to move on elsewhere
+    outcome, fast = _record(services, run_id, event, now, one_statement=True)
+    assert not fast and outcome is not None and outcome.guard is not None
+    assert [s.task_id for s in outcome.start] == [ids["B"]]
+    assert db.execute("SELECT version FROM runs WHERE id = %s", (run_id,)).fetchone()["version"] == 2
+
+
+def test_a_guard_that_matches_nothing_writes_nothing(services: Services, db: psycopg.Connection) -> None:
+    run_id, ids = _start(services, DOCUMENT)
+    before = _snapshot(db, run_id, ids)
+    now = T0 + timedelta(seconds=1)
+    event = TaskFinished(ids["A"], 1, "alpha")  # never claimed: the record's guard wants a running attempt
+    with services.autocommit() as conn:
+        outcome = coordinator.step_if_current(conn, run_id, event, now, _recorded(run_id, event, now),
+                                              ((TaskClaimed(ids["A"], 1, "w"), now),))
+    assert outcome is not None and outcome.guard is None and outcome.ignored and not outcome.start
+    assert _snapshot(db, run_id, ids) == before
+
+
+def test_a_guard_is_spliced_only_into_an_update_that_returns(services: Services) -> None:
+    run_id, _ = _start(services, DOCUMENT)
+    stored = run_store.CACHE.get(run_id)
+    assert stored is not None
+    with services.autocommit() as conn, pytest.raises(ValueError, match="RETURNING"):
+        run_store.save_if_current(conn, stored, stored.state, T0, False,
+                                  run_store.Guard("UPDATE attempts SET status = 'x' WHERE false", {}))
+
+
+def test_threads_of_one_process_take_turns_and_each_writes_in_one_statement(
+        services: Services, db: psycopg.Connection, monkeypatch: pytest.MonkeyPatch) -> None:
+    width = 6
+    tasks = [{"title": f"T{i}", "description": "d", "assignTo": "a"} for i in range(width)]
+    run_id, ids = _start(services, {**DOCUMENT, "tasks": tasks}, datetime.now(timezone.utc))
+    paths: list[bool] = []
+    original = coordinator.step_if_current
+
+    def spy(*args: Any, **kwargs: Any) -> coordinator.AfterCommit | None:
+        outcome = original(*args, **kwargs)
+        paths.append(outcome is not None)
+        return outcome
+
+    monkeypatch.setattr(coordinator, "step_if_current", spy)
+    executor = Executor(services, Dispatcher(services.celery, services.redis), "test-worker")
+    barrier = threading.Barrier(width)
+    results: list[str] = []
+
+    def deliver(task_id: str) -> None:
+        barrier.wait()
+        results.append(executor.run_attempt(run_id, task_id, 1))
+
+    threads = [threading.Thread(target=deliver, args=(task_id,)) for task_id in ids.values()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert results == ["finished"] * width
+    assert paths == [True] * width
+    row = db.execute("SELECT status, version FROM runs WHERE id = %s", (run_id,)).fetchone()
+    assert row == {"status": "completed", "version": width}
+    types = [r["type"] for r in db.execute("SELECT type FROM events WHERE run_id = %s ORDER BY id", (run_id,))]
+    completed = db.execute("SELECT count(*) AS n FROM events WHERE run_id = %s AND type = 'task:status'"
+                           " AND data->>'status' = 'completed'", (run_id,)).fetchone()
+    assert completed["n"] == width and types[-1] == "mission:done"
