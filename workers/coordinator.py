@@ -48,7 +48,7 @@ SELECT DISTINCT ON (task_id) task_id, output FROM attempts
 _CANCEL_ATTEMPT = """
 UPDATE attempts SET status = 'cancelled', error = %(reason)s, finished_at = %(now)s
  WHERE run_id = %(run_id)s AND task_id = %(task_id)s AND attempt = %(attempt)s
-   AND status IN ('queued', 'running')
+   AND status = ANY(%(live)s)
 """
 
 _UPSERT_TIMER = """
@@ -224,7 +224,7 @@ def _gather(state: RunState, effects: tuple[Any, ...], now: datetime) -> tuple[A
                 out.assess.append(effect)
             case CancelTask():
                 cancels.append({"run_id": state.run_id, "task_id": effect.task_id, "attempt": effect.attempt,
-                                "reason": effect.reason, "now": now})
+                                "reason": effect.reason, "now": now, "live": ["queued", "running"]})
                 out.cancel.append(effect)
             case ScheduleTimer():
                 statements.append((_UPSERT_TIMER, [{"run_id": state.run_id, "kind": effect.kind, "key": effect.key,

@@ -59,9 +59,13 @@ log = logging.getLogger(__name__)
 ANNOUNCE_AFTER = 0.2  # seconds an agent may run before its claim is announced on its own (see _Claim)
 OUTPUT_INTERVAL = 0.1  # seconds between two task:output events of one attempt (at most ~10 a second)
 
+# A statement that finds one attempt by its key names the status the attempt must have as a
+# parameter (``was``), never as a literal: with ``status = 'queued'`` written out, a plan Postgres
+# caches while the table is small may read the partial index of all queued attempts instead of the
+# primary key, and keep doing so as the queue grows (tests/integration/test_query_plans.py).
 _CLAIM = """
 UPDATE attempts SET status = 'running', worker = %(worker)s, claimed_at = %(now)s, heartbeat_at = %(now)s
- WHERE run_id = %(run_id)s AND task_id = %(task_id)s AND attempt = %(attempt)s AND status = 'queued'
+ WHERE run_id = %(run_id)s AND task_id = %(task_id)s AND attempt = %(attempt)s AND status = %(was)s
 RETURNING agent, model, prompt
 """
 
@@ -73,7 +77,7 @@ _RECORD = """
 UPDATE attempts SET status = %(status)s, output = %(output)s, error = %(error)s, finished_at = %(now)s,
        heartbeat_at = %(now)s, tokens_in = %(tokens_in)s, tokens_out = %(tokens_out)s, cost_usd = %(cost)s,
        outcomes = %(outcomes)s
- WHERE run_id = %(run_id)s AND task_id = %(task_id)s AND attempt = %(attempt)s AND status = 'running'
+ WHERE run_id = %(run_id)s AND task_id = %(task_id)s AND attempt = %(attempt)s AND status = %(was)s
 RETURNING 1
 """
 
@@ -81,7 +85,7 @@ _RECORD_SCORE = """
 UPDATE attempts SET status = %(status)s, score = %(score)s, assessment = %(assessment)s, heartbeat_at = %(now)s,
        judge_model = %(judge_model)s, judge_tokens_in = %(judge_tokens_in)s,
        judge_tokens_out = %(judge_tokens_out)s, judge_cost_usd = %(judge_cost)s
- WHERE run_id = %(run_id)s AND task_id = %(task_id)s AND attempt = %(attempt)s AND status = 'assessing'
+ WHERE run_id = %(run_id)s AND task_id = %(task_id)s AND attempt = %(attempt)s AND status = %(was)s
 RETURNING 1
 """
 
@@ -89,7 +93,7 @@ RETURNING 1
 _DROP_ASSESSMENT = """
 UPDATE attempts SET status = 'cancelled', error = coalesce(error, 'the run ended before the assessment'),
        heartbeat_at = %(now)s
- WHERE run_id = %(run_id)s AND task_id = %(task_id)s AND attempt = %(attempt)s AND status = 'assessing'
+ WHERE run_id = %(run_id)s AND task_id = %(task_id)s AND attempt = %(attempt)s AND status = %(was)s
 """
 
 # What a cancelled attempt had already spent (turns that finished before the cancel) still counts.
@@ -220,7 +224,8 @@ class Executor:
 
     def _run_attempt(self, run_id: str, task_id: str, attempt: int) -> str:
         now = utcnow()
-        params = {"run_id": run_id, "task_id": task_id, "attempt": attempt, "worker": self.worker, "now": now}
+        params = {"run_id": run_id, "task_id": task_id, "attempt": attempt, "worker": self.worker, "now": now,
+                  "was": "queued"}
         # The claim is one statement (it commits alone): a second delivery finds the attempt
         # claimed. It is announced to the run (TaskClaimed: "running") later, see _Claim.
         with self.services.autocommit() as conn:
@@ -315,7 +320,7 @@ class Executor:
         failed = result.error is not None
         status = "failed" if failed else ("assessing" if assessed else "completed")
         params = {**self._usage_params(run_id, task_id, attempt, result), "now": now,
-                  "status": status, "output": result.output, "error": result.error}
+                  "status": status, "output": result.output, "error": result.error, "was": "running"}
         event = (TaskFailed(task_id, attempt, result.error or "") if failed
                  else TaskFinished(task_id, attempt, result.output or ""))
         guard = run_store.Guard(_RECORD, params)
@@ -368,7 +373,7 @@ class Executor:
             ).fetchone()
             if row is not None and row["run_status"] in TERMINAL:
                 conn.execute(_DROP_ASSESSMENT, {"run_id": run_id, "task_id": task_id, "attempt": attempt,
-                                                "now": utcnow()})
+                                                "now": utcnow(), "was": "assessing"})
                 return "not assessed: the run is over"
             stored = run_store.load(conn, run_id, lock=False) if row is not None else None
         if row is None or stored is None:
@@ -398,7 +403,7 @@ class Executor:
         now = utcnow()
         passed = result.error is None and result.score is not None and result.score >= state.spec.quality_threshold
         recorded = run_store.Guard(_RECORD_SCORE, {
-            "run_id": run_id, "task_id": task_id, "attempt": attempt, "now": now,
+            "run_id": run_id, "task_id": task_id, "attempt": attempt, "now": now, "was": "assessing",
             "status": "completed" if passed else "failed", "score": result.score,
             "assessment": Jsonb({"score": result.score, "criteria": list(result.criteria), "error": result.error,
                                  "judge": model}),

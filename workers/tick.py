@@ -42,7 +42,7 @@ SELECT run_id, task_id, attempt, worker, claimed_at FROM attempts
 
 _MARK_LOST = """
 UPDATE attempts SET status = 'lost', error = 'worker stopped heart-beating', finished_at = %(now)s
- WHERE run_id = %(run_id)s AND task_id = %(task_id)s AND attempt = %(attempt)s AND status = 'running'
+ WHERE run_id = %(run_id)s AND task_id = %(task_id)s AND attempt = %(attempt)s AND status = %(was)s
 RETURNING 1
 """
 
@@ -114,7 +114,7 @@ def reap_lost_workers(services: Services, dispatcher: Dispatcher, now: datetime)
             # must wait for approval, not run again.
             claimed = TaskClaimed(row["task_id"], row["attempt"], row["worker"] or "")
             outcome = coordinator.step(conn, row["run_id"], WorkerLost(row["task_id"], row["attempt"]), now,
-                                       guard=run_store.Guard(_MARK_LOST, {**row, "now": now}),
+                                       guard=run_store.Guard(_MARK_LOST, {**row, "now": now, "was": "running"}),
                                        before=((claimed, row["claimed_at"] or now),))
             if outcome is None or outcome.guard is None:
                 continue

@@ -44,7 +44,7 @@ def _start(services: Services, document: dict[str, Any], now: datetime = T0) -> 
 
 def _claim(db: psycopg.Connection, run_id: str, task_id: str, attempt: int, now: datetime) -> None:
     claimed = db.execute(_CLAIM, {"run_id": run_id, "task_id": task_id, "attempt": attempt, "worker": "w",
-                                  "now": now}).fetchone()
+                                  "was": "queued", "now": now}).fetchone()
     assert claimed is not None
 
 
@@ -54,7 +54,7 @@ def _recorded(run_id: str, event: TaskFinished | TaskFailed, now: datetime) -> r
         "run_id": run_id, "task_id": event.task_id, "attempt": event.attempt, "now": now,
         "status": "failed" if failed else "completed", "output": None if failed else event.output,
         "error": event.error if failed else None, "tokens_in": 3, "tokens_out": 4, "cost": 0.5,
-        "outcomes": Jsonb([])})
+        "outcomes": Jsonb([]), "was": "running"})
 
 
 def _record(services: Services, run_id: str, event: TaskFinished | TaskFailed, now: datetime, *,

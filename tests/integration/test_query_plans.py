@@ -1,0 +1,62 @@
+"""Statements that find one attempt by its key read it through the primary key, whatever the size
+of the table when Postgres cached their plan: never the partial indexes of queued or running
+attempts, which hold the whole queue (workers/execution.py, next to ``_CLAIM``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import re
+
+import psycopg
+import pytest
+from psycopg import sql as pgsql
+from psycopg.types.json import Jsonb
+
+from workers import coordinator, execution, tick
+
+PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+KEY = {"run_id": "run_x", "task_id": "task_x", "attempt": 1, "now": None}
+POINT_LOOKUPS = {
+    "claim": (execution._CLAIM, {**KEY, "worker": "w", "was": "queued"}),
+    "record": (execution._RECORD, {**KEY, "status": "completed", "output": "", "error": None, "tokens_in": 0,
+                                   "tokens_out": 0, "cost": 0, "outcomes": Jsonb([]), "was": "running"}),
+    "record score": (execution._RECORD_SCORE, {**KEY, "status": "completed", "score": 5, "assessment": Jsonb({}),
+                                               "judge_model": None, "judge_tokens_in": 0, "judge_tokens_out": 0,
+                                               "judge_cost": 0, "was": "assessing"}),
+    "drop assessment": (execution._DROP_ASSESSMENT, {**KEY, "was": "assessing"}),
+    "mark lost": (tick._MARK_LOST, {**KEY, "was": "running"}),
+    "cancel": (coordinator._CANCEL_ATTEMPT, {**KEY, "reason": "r", "live": ["queued", "running"]}),
+}
+
+
+def _indexes(plan: Any) -> Iterator[str]:
+    if isinstance(plan, dict):
+        if "Index Name" in plan:
+            yield plan["Index Name"]
+        for value in plan.values():
+            yield from _indexes(value)
+    elif isinstance(plan, list):
+        for item in plan:
+            yield from _indexes(item)
+
+
+@pytest.mark.parametrize("name", sorted(POINT_LOOKUPS))
+def test_a_point_lookup_of_an_attempt_uses_the_primary_key_in_a_cached_plan(db: psycopg.Connection,
+                                                                              name: str) -> None:
+    text, params = POINT_LOOKUPS[name]
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        if match.group(1) not in names:
+            names.append(match.group(1))
+        return f"${names.index(match.group(1)) + 1}"
+
+    # Prepared the way psycopg prepares a statement it runs often; the plan it keeps is generic.
+    db.execute("PREPARE probe AS " + PLACEHOLDER.sub(number, text))
+    db.execute("SET plan_cache_mode = force_generic_plan")
+    values = pgsql.SQL(", ").join(pgsql.Literal(params[n]) for n in names).as_string(db)
+    row = db.execute(f"EXPLAIN (FORMAT JSON) EXECUTE probe({values})").fetchone()
+    assert row is not None
+    assert set(_indexes(row["QUERY PLAN"])) == {"attempts_pkey"}
