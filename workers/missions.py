@@ -37,6 +37,20 @@ _SELECT_TASKS = """
 SELECT id, title, position, document FROM tasks WHERE mission_id = %(mission_id)s ORDER BY position
 """
 
+# A mission about to run, locked: its row, its tasks in order and the names of its project's
+# agents, in one round trip (not its latest run's task states, which a new run does not need).
+_SELECT_MISSION_TO_RUN = """
+SELECT m.id, m.project_id, m.name, m.status, m.document, m.execution_count, m.latest_run_id, m.next_run_at,
+       m.created_at, m.updated_at,
+       (SELECT coalesce(jsonb_agg(jsonb_build_object('id', t.id, 'title', t.title, 'document', t.document)
+                                  ORDER BY t.position), '[]'::jsonb)
+          FROM tasks t WHERE t.mission_id = m.id) AS tasks,
+       ARRAY(SELECT a.name FROM agents a WHERE a.project_id = m.project_id) AS project_agents
+  FROM missions m
+ WHERE m.project_id = %(project_id)s AND m.id = %(mission_id)s
+   FOR UPDATE OF m
+"""
+
 _LIST_MISSIONS = """
 SELECT m.id, m.name, m.status, m.execution_count, m.document->'qualityThreshold' AS quality_threshold,
        (SELECT count(*) FROM tasks t WHERE t.mission_id = m.id) AS task_count
@@ -136,9 +150,10 @@ def _raise_problems(problems: list[Problem]) -> None:
     raise Invalid(f"{first.field}: {first.message}{more}", {"fields": fields})
 
 
-def _validate(conn: psycopg.Connection[Any], project_id: str, document: Mapping[str, Any], limits: Limits) -> MissionSpec:
+def _validate(conn: psycopg.Connection[Any], project_id: str, document: Mapping[str, Any], limits: Limits,
+              known_agents: Collection[str] | None = None) -> MissionSpec:
     spec = MissionSpec.from_document(document)
-    known = _project_agents(conn, project_id)
+    known = _project_agents(conn, project_id) if known_agents is None else known_agents
     _raise_problems(
         validate_mission(spec, known_agents=known, allow_commands=limits.allow_commands, max_tasks=limits.max_tasks)
     )
@@ -146,9 +161,10 @@ def _validate(conn: psycopg.Connection[Any], project_id: str, document: Mapping[
 
 
 def validate_document(conn: psycopg.Connection[Any], project_id: str, document: Mapping[str, Any],
-                      limits: Limits) -> MissionSpec:
-    """Validate a whole mission document against the project; ``Invalid`` names every problem."""
-    return _validate(conn, project_id, document, limits)
+                      limits: Limits, known_agents: Collection[str] | None = None) -> MissionSpec:
+    """Validate a whole mission document against the project (whose agent names the caller may
+    already hold); ``Invalid`` names every problem."""
+    return _validate(conn, project_id, document, limits, known_agents)
 
 
 def _project_agents(conn: psycopg.Connection[Any], project_id: str) -> Collection[str]:
@@ -219,6 +235,17 @@ def get_mission(conn: psycopg.Connection[Any], project_id: str, mission_id: str,
         for t in conn.execute(_SELECT_TASKS, {"mission_id": mission_id})
     ]
     return StoredMission(row=dict(row), tasks=tasks)
+
+
+def mission_to_run(conn: psycopg.Connection[Any], project_id: str, mission_id: str
+                   ) -> tuple[StoredMission, frozenset[str]]:
+    """The mission, locked for a new run, and the names of its project's agents."""
+    row = conn.execute(_SELECT_MISSION_TO_RUN, {"project_id": project_id, "mission_id": mission_id}).fetchone()
+    if row is None:
+        raise NotFound(f"mission {mission_id} not found")
+    fields = dict(row)
+    tasks = [StoredTask(id=t["id"], title=t["title"], document=dict(t["document"])) for t in fields.pop("tasks")]
+    return StoredMission(row=fields, tasks=tasks), frozenset(fields.pop("project_agents"))
 
 
 def list_missions(

@@ -55,6 +55,12 @@ _SPEC_AND_TASKS = """
 SELECT spec, (SELECT coalesce(jsonb_agg(state), '[]'::jsonb) FROM run_tasks WHERE run_id = %(run_id)s) AS tasks
   FROM runs WHERE id = %(run_id)s
 """
+# A run this process has not seen, read without a lock: its row, spec and every task state at once.
+_READ_ALL = """
+SELECT mission_id, status, state, version, spec_version, state_token, spec,
+       (SELECT coalesce(jsonb_agg(state), '[]'::jsonb) FROM run_tasks WHERE run_id = %(run_id)s) AS tasks
+  FROM runs WHERE id = %(run_id)s
+"""
 _TASKS_SINCE = "SELECT state FROM run_tasks WHERE run_id = %(run_id)s AND version > %(version)s"
 
 # Rows travel as one JSON array (``tasks_param``, ``events_param``): one C-encoded parameter instead
@@ -246,7 +252,10 @@ class Guard:
 
 def load(conn: psycopg.Connection[Any], run_id: str, *, lock: bool = True) -> Stored | None:
     """The run's current state (locking its row unless ``lock`` is False), cache-assisted."""
-    row = conn.execute(_LOCK if lock else _READ, {"run_id": run_id}).fetchone()
+    if lock:
+        row = conn.execute(_LOCK, {"run_id": run_id}).fetchone()
+    else:
+        row = conn.execute(_READ if CACHE.get(run_id) is not None else _READ_ALL, {"run_id": run_id}).fetchone()
     return _state(conn, run_id, row)
 
 
@@ -282,7 +291,7 @@ def _state(conn: psycopg.Connection[Any], run_id: str, row: Any) -> Stored | Non
             task = TaskState.from_json(changed["state"])
             tasks[task.task_id] = task
     else:
-        full = conn.execute(_SPEC_AND_TASKS, {"run_id": run_id}).fetchone()
+        full = row if "spec" in row else conn.execute(_SPEC_AND_TASKS, {"run_id": run_id}).fetchone()
         assert full is not None
         spec = MissionSpec.from_document(full["spec"])
         order = {task.id: i for i, task in enumerate(spec.tasks)}

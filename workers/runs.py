@@ -4,7 +4,7 @@ read run history. Each function works inside the caller's transaction and return
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -36,8 +36,10 @@ SELECT id, mission_id, number, status, pause_reason, pause_message, failure_reas
 """
 
 
-def _with_project_agents(conn: psycopg.Connection[Any], project_id: str, document: dict[str, Any]) -> dict[str, Any]:
-    """Freeze the project agents the mission names into the run's team, so a run is self-contained."""
+def _with_project_agents(conn: psycopg.Connection[Any], project_id: str, document: dict[str, Any],
+                         project_agents: Collection[str] | None = None) -> dict[str, Any]:
+    """Freeze the project agents the mission names into the run's team, so a run is self-contained
+    (``project_agents``, when given, names every agent the project has: none other is looked up)."""
     team = dict(document.get("team") or {"name": "", "volatile": True, "agents": []})
     have = {a["name"] for a in team.get("agents") or ()}
     wanted = set()
@@ -47,6 +49,8 @@ def _with_project_agents(conn: psycopg.Connection[Any], project_id: str, documen
         if fallback:
             wanted.add(fallback)
     missing = sorted(wanted - have)
+    if project_agents is not None:
+        missing = [name for name in missing if name in project_agents]
     if missing:
         rows = conn.execute("SELECT name, document FROM agents WHERE project_id = %s AND name = ANY(%s)",
                             (project_id, missing)).fetchall()
@@ -69,12 +73,12 @@ class Started(NamedTuple):
 def execute(conn: psycopg.Connection[Any], project_id: str, mission_id: str, limits: Limits,
             now: datetime) -> Started:
     """Start a new run of the mission; ``Conflict`` while a run is active or paused."""
-    mission = missions.get_mission(conn, project_id, mission_id, for_update=True)
+    mission, project_agents = missions.mission_to_run(conn, project_id, mission_id)
     if mission.status in missions.RUNNING_STATUSES:
         raise Conflict(f"mission is already {mission.status}; wait for it to finish or abort it first",
                        {"runId": mission.row["latest_run_id"]})
-    document = _with_project_agents(conn, project_id, mission.full_document())
-    spec = missions.validate_document(conn, project_id, document, limits)
+    document = _with_project_agents(conn, project_id, mission.full_document(), project_agents)
+    spec = missions.validate_document(conn, project_id, document, limits, project_agents)
     run_id = new_id("run")
     number = int(mission.row["execution_count"]) + 1
     outcome = coordinator.begin(conn, run_id, number, spec, mission.id, now)

@@ -370,3 +370,25 @@ def test_executing_a_mission_with_a_deadline_arms_its_timer_with_the_run(client:
     assert answer.status_code == 202, answer.get_json()
     timers = db.execute("SELECT kind, due_at FROM timers WHERE run_id = %s", (answer.get_json()["id"],)).fetchall()
     assert [(t["kind"], t["due_at"].isoformat()) for t in timers] == [("deadline", "2099-01-01T00:00:00+00:00")]
+
+
+def test_a_run_freezes_the_project_agents_its_mission_names_into_its_team(
+        client: FlaskClient, auth: dict[str, str], db: psycopg.Connection) -> None:
+    veteran = {"name": "veteran", "role": "Reviews", "model": "scripted/veteran"}
+    create(client, auth, {"name": "keeps its team", "tasks": [{"title": "T", "description": "d", "assignTo": "veteran"}],
+                          "team": {"name": "kept", "volatile": False, "agents": [veteran]}})
+    borrower = create(client, auth, {"name": "borrows", "tasks": [
+        {"title": "A", "description": "d", "assignTo": "own"},
+        {"title": "B", "description": "d", "assignTo": "veteran", "dependsOn": ["A"]}],
+        "team": {"name": "own", "volatile": True, "agents": [{"name": "own", "model": "scripted/own"}]}})
+    answer = client.post(f"/v1/missions/{borrower['id']}/execute", headers=auth)
+    assert answer.status_code == 202, answer.get_json()
+    spec = db.execute("SELECT spec FROM runs WHERE id = %s", (answer.get_json()["id"],)).fetchone()["spec"]
+    assert [a["name"] for a in spec["team"]["agents"]] == ["own", "veteran"]
+    assert spec["team"]["agents"][1]["model"] == "scripted/veteran"
+    # An agent the project no longer has: the mission no longer validates, and nothing runs.
+    db.execute("DELETE FROM agents WHERE name = 'veteran'")
+    client.post(f"/v1/missions/{borrower['id']}/abort", headers=auth)
+    refused = client.post(f"/v1/missions/{borrower['id']}/execute", headers=auth)
+    error = assert_error(refused, 400, "bad_request")
+    assert "veteran" in str(error["details"])

@@ -112,3 +112,18 @@ def test_a_task_added_while_running_is_seen_by_every_process(services: Services)
         seen = run_store.load(conn, run_id)
     assert seen is not None and "task_late" in seen.state.tasks
     assert seen.spec_version == 1 and seen == _fresh(services, run_id)
+
+
+def test_a_run_new_to_the_process_is_read_in_one_round_trip(services: Services,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    run_id, ids = _fan_out(services, 4)
+    outcome = _step(services, run_id, TaskClaimed(ids["root"], 1, "w"))
+    run_store.CACHE.forget(run_id)
+    statements: list[str] = []
+    with services.transaction() as conn:
+        execute = conn.execute
+        monkeypatch.setattr(conn, "execute", lambda query, *args, **kw: statements.append(query) or execute(
+            query, *args, **kw))
+        read = run_store.load(conn, run_id, lock=False)
+    assert len(statements) == 1
+    assert read is not None and read.version == outcome.stored.version and read.state == outcome.stored.state
