@@ -204,16 +204,17 @@ class Executor:
         self.worker = worker
         self.providers = providers if providers is not None else Providers(services.settings)
         self.heartbeats = Heartbeats(services, services.settings.heartbeat_seconds)
-        self._workspaces: set[str] = set()  # runs whose workspace this process already created
+        self._workspaces: dict[str, Path] = {}  # the runs whose workspace this process already created
 
     def _workspace(self, run_id: str) -> Path:
         """The run's workspace, created on first use by this process (not stat-ed per attempt)."""
-        path = self.services.settings.data_dir / "workspaces" / run_id
-        if run_id not in self._workspaces:
+        path = self._workspaces.get(run_id)
+        if path is None:
+            path = self.services.settings.data_dir / "workspaces" / run_id
             path.mkdir(parents=True, exist_ok=True)
             if len(self._workspaces) > 4096:
                 self._workspaces.clear()
-            self._workspaces.add(run_id)
+            self._workspaces[run_id] = path
         return path
 
     # -- one attempt ---------------------------------------------------------------------------
