@@ -9,7 +9,9 @@ every event a client receives is read from the ``events`` table. ``EventStream``
 - it honours ``Last-Event-ID``: a reconnecting client gets exactly the events after the last one
   it saw, in order, none twice;
 - it sends a comment line every ``sse_heartbeat_seconds`` so that proxies keep an idle stream open
-  and a server notices a client that went away.
+  and a server notices a client that went away;
+- all the streams of a process share one Redis pub/sub connection (``workers.events.WakeupHub``),
+  where flask-sse holds one per stream.
 
 The order of one stream: subscribe to the mission's channel (and wait until Redis confirms it),
 replay the log after the client's id, then relay: on a wake-up for this run, or every
@@ -19,7 +21,7 @@ either announced to this stream or found by the next poll. The stream ends after
 
 No pooled Postgres connection is held while the stream waits: each read takes one and returns it
 before the events are written to the client. Redis and psycopg block cooperatively under gevent, so
-each open stream costs one greenlet and one Redis connection.
+each open stream costs one greenlet; the process holds one pub/sub connection for all of them.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import logging
 import re
 import time
 from collections.abc import Iterator
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import flask
 import redis
@@ -80,7 +82,7 @@ class EventStream(ServerSentEventsBlueprint):
                 return current_app.response_class(status=204)
         frames = _frames(
             services.pool,
-            self.redis,
+            services.wakeup_hub,
             mission_id,
             run_id,
             after_id=last_event_id or 0,
@@ -121,16 +123,16 @@ def parse_last_event_id(header_value: str | None, query_value: str | None) -> in
 
 def _frames(
     pool: ConnectionPool,
-    client: redis.Redis,
+    hub: event_log.WakeupHub,
     mission_id: str,
     run_id: str,
     *,
     after_id: int,
     heartbeat_seconds: float,
 ) -> Iterator[str]:
-    wakeups = _Wakeups(client, event_log.channel(mission_id), run_id)
+    # Subscribed (or given up on Redis after SUBSCRIBE_CONFIRM_SECONDS) before the replay below.
+    wakeups = hub.listen(event_log.channel(mission_id), run_id, SUBSCRIBE_CONFIRM_SECONDS)
     try:
-        wakeups.subscribe()
         yield f"retry: {RECONNECT_MILLISECONDS}\n\n"
         last_id = after_id
         last_sent = last_read = time.monotonic()
@@ -173,64 +175,3 @@ def _format(event: event_log.StoredEvent) -> str:
     return str(Message(json.dumps(event.data), type=event.type, id=event.id))
 
 
-class _Wakeups:
-    """The wake-ups for one run on its mission's channel. When Redis fails, the stream carries on
-    with polling alone: Redis only ever made it faster."""
-
-    def __init__(self, client: redis.Redis, channel: str, run_id: str) -> None:
-        self._pubsub: Any = client.pubsub()
-        self._channel = channel
-        self._run_id = run_id
-
-    def subscribe(self) -> None:
-        try:
-            self._pubsub.subscribe(self._channel)
-            # SUBSCRIBE is only sent; wait for Redis's confirmation so that the replay that follows
-            # starts after the subscription is live.
-            deadline = time.monotonic() + SUBSCRIBE_CONFIRM_SECONDS
-            while (left := deadline - time.monotonic()) > 0:
-                message = self._pubsub.get_message(timeout=left)
-                if message is not None and message["type"] == "subscribe":
-                    return
-            log.warning("Redis did not confirm the subscription to %s; relying on polling", self._channel)
-        except redis.RedisError as error:
-            self._give_up(error)
-
-    def wait(self, timeout: float, *, after_id: int) -> bool:
-        """Wait up to ``timeout`` seconds; True when a wake-up may announce an event after ``after_id``."""
-        if self._pubsub is None:
-            time.sleep(timeout)
-            return False
-        try:
-            woken = False
-            message = self._pubsub.get_message(timeout=timeout)
-            while message is not None:  # several wake-ups in a row need one read
-                woken = woken or self._announces(message, after_id)
-                message = self._pubsub.get_message(timeout=0)
-            return woken
-        except redis.RedisError as error:
-            self._give_up(error)
-            return False
-
-    def _announces(self, message: dict[str, Any], after_id: int) -> bool:
-        if message["type"] != "message":
-            return False
-        try:
-            payload = json.loads(message["data"])
-            run_id, event_id = payload["runId"], payload["eventId"]
-        except (ValueError, TypeError, KeyError):
-            return True  # unreadable: one extra read is cheaper than a missed event
-        return bool(run_id == self._run_id and (not isinstance(event_id, int) or event_id > after_id))
-
-    def _give_up(self, error: redis.RedisError) -> None:
-        log.warning("Redis failed on %s (%s); the stream goes on with polling", self._channel, error)
-        self.close()
-
-    def close(self) -> None:
-        if self._pubsub is not None:
-            try:
-                # Closing drops the connection, which ends the subscription on the server.
-                self._pubsub.close()
-            except redis.RedisError:
-                pass
-            self._pubsub = None

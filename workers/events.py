@@ -148,6 +148,196 @@ class WakeupPublisher:
             log.warning("could not publish %d wake-up(s); relays will poll", len(batch), exc_info=True)
 
 
+HUB_POLL_SECONDS = 0.05  # how long the hub reads before it looks at new (un)subscriptions
+HUB_RETRY_SECONDS = 1.0  # pause before the hub reconnects after a Redis failure
+
+
+class Listener:
+    """One stream's interest in the wake-ups of one run (see ``WakeupHub``)."""
+
+    def __init__(self, hub: WakeupHub, channel: str, run_id: str) -> None:
+        self.hub, self.channel, self.run_id = hub, channel, run_id
+        self.confirmed = threading.Event()  # the hub's subscription to the channel is live
+        self._woken = threading.Event()
+        self._lock = threading.Lock()
+        self._latest: int | None = 0  # the highest event id announced; None: an unreadable wake-up
+
+    def announce(self, event_id: int | None) -> None:
+        with self._lock:
+            if event_id is None or self._latest is None:
+                self._latest = None
+            else:
+                self._latest = max(self._latest, event_id)
+            self._woken.set()
+
+    def wait(self, timeout: float, *, after_id: int) -> bool:
+        """Wait up to ``timeout`` seconds; True when a wake-up may announce an event after ``after_id``."""
+        if not self._woken.wait(timeout):
+            return False
+        with self._lock:  # cleared before the caller reads the log: a later wake-up sets it again
+            self._woken.clear()
+            latest, self._latest = self._latest, 0
+        return latest is None or latest > after_id
+
+    def close(self) -> None:
+        self.hub.leave(self)
+
+
+class WakeupHub:
+    """The wake-ups of every stream of one process, received on one Redis pub/sub connection.
+
+    A stream ``listen``s to its run: the hub subscribes to the mission's channel when the first
+    stream of that mission arrives (``listen`` returns once Redis confirmed it, so a replay that
+    follows cannot miss a wake-up) and unsubscribes when the last one leaves. One background thread
+    (a greenlet under gevent) owns the connection: it reads for ``HUB_POLL_SECONDS`` at a time and
+    between reads sends the (un)subscriptions that streams asked for, so the connection is never
+    used by two threads. Each wake-up is parsed once and handed to the streams of its run.
+
+    When Redis fails, the hub drops the connection, waits ``HUB_RETRY_SECONDS``, reconnects and
+    subscribes again to every channel that still has streams; meanwhile the streams poll the log
+    (they always do, wake-ups only make them faster)."""
+
+    def __init__(self, client: redis.Redis, poll_seconds: float = HUB_POLL_SECONDS,
+                 retry_seconds: float = HUB_RETRY_SECONDS) -> None:
+        self.client = client
+        self.poll_seconds, self.retry_seconds = poll_seconds, retry_seconds
+        self._lock = threading.Lock()
+        self._work = threading.Event()  # something to subscribe or unsubscribe
+        self._listeners: dict[str, set[Listener]] = {}
+        self._todo: set[str] = set()  # channels whose subscription may have to change
+        self._subscribed: set[str] = set()  # SUBSCRIBE sent, no UNSUBSCRIBE since
+        self._confirmed: set[str] = set()  # ... and Redis confirmed it
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self.connects = 0  # pub/sub connections opened so far (one per busy period, more after failures)
+
+    def listen(self, channel: str, run_id: str, confirm_timeout: float) -> Listener:
+        """Wake-ups for ``run_id`` on ``channel``; waits up to ``confirm_timeout`` seconds for the
+        subscription (``Listener.confirmed`` tells whether it came)."""
+        listener = Listener(self, channel, run_id)
+        with self._lock:
+            self._listeners.setdefault(channel, set()).add(listener)
+            if channel in self._confirmed:
+                listener.confirmed.set()
+            else:
+                self._todo.add(channel)
+            if not self._closed and (self._thread is None or not self._thread.is_alive()):
+                self._thread = threading.Thread(target=self._loop, name="wakeup-hub", daemon=True)
+                self._thread.start()
+        self._work.set()
+        if not listener.confirmed.wait(confirm_timeout):
+            log.warning("Redis did not confirm the subscription to %s; the stream relies on polling", channel)
+        return listener
+
+    def leave(self, listener: Listener) -> None:
+        with self._lock:
+            listeners = self._listeners.get(listener.channel)
+            if listeners is None or listener not in listeners:
+                return
+            listeners.discard(listener)
+            if not listeners:
+                del self._listeners[listener.channel]
+                self._todo.add(listener.channel)
+        self._work.set()
+
+    def channels(self) -> set[str]:
+        """The channels Redis confirmed and the hub has not left."""
+        with self._lock:
+            return set(self._confirmed)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+        self._work.set()
+        if self._thread is not None:
+            self._thread.join(2)
+
+    def _loop(self) -> None:
+        pubsub: Any = None
+        failing = False
+        while True:
+            with self._lock:
+                if self._closed:
+                    break
+            try:
+                if pubsub is None:
+                    pubsub = self.client.pubsub(ignore_subscribe_messages=False)
+                    self.connects += 1
+                self._sync(pubsub)
+                if not self._subscribed:
+                    pubsub.close()  # nothing to hear: no connection held while no stream is open
+                    pubsub, failing = None, False
+                    self._work.wait()
+                    continue
+                message = pubsub.get_message(timeout=self.poll_seconds)
+                while message is not None:
+                    self._handle(message)
+                    message = pubsub.get_message(timeout=0)
+            except Exception:
+                if not failing:  # once per outage, not once per retry
+                    log.warning("the wake-up hub lost Redis; streams poll until it is back", exc_info=True)
+                failing = True
+                pubsub = self._reset(pubsub)
+                self._work.wait(self.retry_seconds)
+                continue
+            if failing:
+                log.warning("the wake-up hub reached Redis again")
+                failing = False
+        if pubsub is not None:
+            self._reset(pubsub)
+
+    def _sync(self, pubsub: Any) -> None:
+        self._work.clear()
+        with self._lock:
+            todo, self._todo = self._todo, set()
+            subscribe = [c for c in todo if c in self._listeners and c not in self._subscribed]
+            unsubscribe = [c for c in todo if c not in self._listeners and c in self._subscribed]
+            self._subscribed.update(subscribe)
+            self._subscribed.difference_update(unsubscribe)
+            self._confirmed.difference_update(unsubscribe)
+        if subscribe:
+            pubsub.subscribe(*subscribe)
+        if unsubscribe:
+            pubsub.unsubscribe(*unsubscribe)
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        kind, name = message["type"], message["channel"]
+        name = name.decode() if isinstance(name, bytes) else str(name)
+        if kind == "subscribe":
+            with self._lock:
+                if name not in self._subscribed:
+                    return  # left again before Redis confirmed it
+                self._confirmed.add(name)
+                listeners = list(self._listeners.get(name, ()))
+            for listener in listeners:
+                listener.confirmed.set()
+        elif kind == "message":
+            try:
+                payload = json.loads(message["data"])
+                run_id, event_id = str(payload["runId"]), payload["eventId"]
+                event_id = event_id if isinstance(event_id, int) else None
+            except (ValueError, TypeError, KeyError):
+                run_id, event_id = None, None  # unreadable: every stream of the mission reads once more
+            with self._lock:
+                listeners = list(self._listeners.get(name, ()))
+            for listener in listeners:
+                if run_id is None or listener.run_id == run_id:
+                    listener.announce(event_id if run_id is not None else None)
+
+    def _reset(self, pubsub: Any) -> Any:
+        """Forget the connection; every channel that still has streams is subscribed again."""
+        try:
+            if pubsub is not None:
+                pubsub.close()
+        except Exception:
+            pass
+        with self._lock:
+            self._subscribed.clear()
+            self._confirmed.clear()
+            self._todo.update(self._listeners)
+        return None
+
+
 def fetch_events(conn: psycopg.Connection[Any], run_id: str, after_id: int, limit: int = 500) -> list[StoredEvent]:
     """The events of ``run_id`` with an id above ``after_id``, oldest first, at most ``limit``."""
     with conn.cursor(row_factory=class_row(StoredEvent)) as cursor:

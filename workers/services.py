@@ -13,7 +13,7 @@ from psycopg_pool import ConnectionPool
 
 from config import Settings
 from workers.db import create_pool
-from workers.events import WakeupPublisher
+from workers.events import WakeupHub, WakeupPublisher
 
 
 class Services:
@@ -26,6 +26,7 @@ class Services:
         self._redis: redis.Redis | None = None
         self._celery: Any = None
         self._wakeups: WakeupPublisher | None = None
+        self._hub: WakeupHub | None = None
         self._dispatcher: Any = None
 
     @property
@@ -73,6 +74,16 @@ class Services:
         return self._wakeups
 
     @property
+    def wakeup_hub(self) -> WakeupHub:
+        """The process's receiver of wake-ups for its event streams (one pub/sub connection)."""
+        if self._hub is None:
+            client = self.redis  # (takes the lock itself)
+            with self._lock:
+                if self._hub is None:
+                    self._hub = WakeupHub(client)
+        return self._hub
+
+    @property
     def dispatcher(self) -> Any:
         if self._dispatcher is None:
             from workers.dispatch import Dispatcher
@@ -99,6 +110,9 @@ class Services:
 
     def close(self) -> None:
         self._dispatcher = None
+        if self._hub is not None:
+            self._hub.close()
+            self._hub = None
         if self._wakeups is not None:
             self._wakeups.flush(2.0)
             self._wakeups = None

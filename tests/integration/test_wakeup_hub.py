@@ -1,0 +1,93 @@
+"""The wake-up hub against a real Redis: the event streams of one process share one pub/sub
+connection, each stream hears only its run, and the hub comes back after Redis drops it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+
+from workers.events import WakeupHub, channel, publish_wakeup
+
+CONFIRM = 2.0
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    with redis.Redis.from_url(redis_url) as connection:
+        yield connection
+
+
+@pytest.fixture
+def hub(client: redis.Redis) -> Iterator[WakeupHub]:
+    hub = WakeupHub(client, retry_seconds=0.1)
+    yield hub
+    hub.close()
+
+
+def subscribers(client: redis.Redis, mission_id: str) -> int:
+    return int(dict(client.pubsub_numsub(channel(mission_id)))[channel(mission_id).encode()])
+
+
+def eventually(check: Callable[[], bool], timeout: float = 3.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_the_streams_of_a_process_share_one_connection(client: redis.Redis, hub: WakeupHub) -> None:
+    listeners = [hub.listen(channel(mission), run, CONFIRM)
+                 for mission, run in [("m1", "r1"), ("m1", "r1"), ("m1", "r2"), ("m2", "r3"), ("m3", "r4")]]
+    assert all(listener.confirmed.is_set() for listener in listeners)
+    assert [subscribers(client, m) for m in ("m1", "m2", "m3")] == [1, 1, 1]
+    assert hub.connects == 1
+    for listener in listeners:
+        listener.close()
+    assert eventually(lambda: [subscribers(client, m) for m in ("m1", "m2", "m3")] == [0, 0, 0])
+    assert hub.channels() == set()
+
+
+def test_a_wakeup_reaches_the_streams_of_its_run_and_no_other(client: redis.Redis, hub: WakeupHub) -> None:
+    first, second = hub.listen(channel("m1"), "r1", CONFIRM), hub.listen(channel("m1"), "r1", CONFIRM)
+    other_run, other_mission = hub.listen(channel("m1"), "r2", CONFIRM), hub.listen(channel("m2"), "r1", CONFIRM)
+    publish_wakeup(client, "m1", "r1", 7)
+    assert first.wait(2, after_id=0) and second.wait(2, after_id=6)
+    assert not other_run.wait(0.2, after_id=0) and not other_mission.wait(0.2, after_id=0)
+    publish_wakeup(client, "m1", "r1", 8)
+    assert not first.wait(2, after_id=8)  # woken, but nothing after what the stream already sent
+
+
+def test_an_unreadable_wakeup_wakes_every_stream_of_its_mission(client: redis.Redis, hub: WakeupHub) -> None:
+    listeners = [hub.listen(channel("m1"), run, CONFIRM) for run in ("r1", "r2")]
+    client.publish(channel("m1"), "not json")
+    assert all(listener.wait(2, after_id=10**9) for listener in listeners)
+
+
+def test_the_hub_resubscribes_after_redis_drops_its_connection(client: redis.Redis, hub: WakeupHub) -> None:
+    listener = hub.listen(channel("m1"), "r1", CONFIRM)
+    for entry in client.client_list(_type="pubsub"):
+        client.client_kill_filter(_id=entry["id"])
+    assert eventually(lambda: hub.connects >= 2 and hub.channels() == {channel("m1")})
+    publish_wakeup(client, "m1", "r1", 3)
+    assert listener.wait(2, after_id=0)
+
+
+def test_without_redis_a_stream_gets_a_listener_that_is_never_woken(redis_url: str) -> None:
+    from workers.embedded import free_port
+
+    unreachable = redis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2)
+    hub = WakeupHub(unreachable, retry_seconds=0.1)
+    try:
+        started = time.monotonic()
+        listener = hub.listen(channel("m1"), "r1", 0.5)
+        assert not listener.confirmed.is_set() and time.monotonic() - started < 2
+        assert not listener.wait(0.2, after_id=0)
+        listener.close()
+    finally:
+        hub.close()
+        unreachable.close()
