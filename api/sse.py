@@ -14,10 +14,12 @@ every event a client receives is read from the ``events`` table. ``EventStream``
   where flask-sse holds one per stream.
 
 The order of one stream: subscribe to the mission's channel (and wait until Redis confirms it),
-replay the log after the client's id, then relay: on a wake-up for this run, or every
-``FALLBACK_POLL_SECONDS`` in case a wake-up was lost, read the log after the last id sent. Because
-the subscription is active before the replay query runs, an event committed after the replay is
-either announced to this stream or found by the next poll. The stream ends after ``mission:done``.
+replay the log after the client's id, then relay: on a wake-up for this run, read the log after
+the last id sent. A wake-up comes from Redis, or from the hub's read of the log once a second (the
+last event id of every run with streams, one query per process) in case Redis lost one; while the
+hub cannot read the log, the stream reads it itself every ``FALLBACK_POLL_SECONDS``. Because the
+subscription is active before the replay query runs, an event committed after the replay is either
+announced to this stream or found by the next read. The stream ends after ``mission:done``.
 
 No pooled Postgres connection is held while the stream waits: each read takes one and returns it
 before the events are written to the client. Redis and psycopg block cooperatively under gevent, so
@@ -45,8 +47,10 @@ from workers.services import Services
 
 log = logging.getLogger(__name__)
 
-# Read the log at least this often even without a wake-up: pub/sub may drop a message.
+# Read the log at least this often even without a wake-up (pub/sub may drop a message) while the
+# process's wake-up hub cannot read it for all streams; SAFETY_POLL_SECONDS while it can.
 FALLBACK_POLL_SECONDS = 1.0
+SAFETY_POLL_SECONDS = 30.0
 # Sent first on every stream; browsers otherwise wait ~3 s before reconnecting.
 RECONNECT_MILLISECONDS = 2000
 # How long to wait for Redis to confirm the subscription before relying on polling alone.
@@ -157,14 +161,17 @@ def _frames(
             if now - last_sent >= heartbeat_seconds:
                 yield KEEP_ALIVE
                 last_sent = now = time.monotonic()
+            # The hub reads the log for every stream of the process; this stream reads it on its
+            # own only while the hub cannot (and, as a last resort, every SAFETY_POLL_SECONDS).
+            poll = SAFETY_POLL_SECONDS if hub.covered() else FALLBACK_POLL_SECONDS
             timeout = min(
-                FALLBACK_POLL_SECONDS,
+                poll,
                 heartbeat_seconds,
                 last_sent + heartbeat_seconds - now,
-                last_read + FALLBACK_POLL_SECONDS - now,
+                last_read + poll - now,
             )
             woken = wakeups.wait(max(0.0, timeout), after_id=last_id)
-            read_due = woken or time.monotonic() - last_read >= FALLBACK_POLL_SECONDS
+            read_due = woken or time.monotonic() - last_read >= poll
     finally:
         wakeups.close()
 

@@ -15,12 +15,13 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 import redis
-from psycopg.rows import class_row
+from psycopg.rows import class_row, tuple_row
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +151,19 @@ class WakeupPublisher:
 
 HUB_POLL_SECONDS = 0.05  # how long the hub reads before it looks at new (un)subscriptions
 HUB_RETRY_SECONDS = 1.0  # pause before the hub reconnects after a Redis failure
+HUB_LOG_POLL_SECONDS = 1.0  # how often the hub reads the last event id of every run it has streams for
+
+LATEST_EVENT_IDS = """
+    SELECT r.run_id, (SELECT max(e.id) FROM events e WHERE e.run_id = r.run_id) AS last_id
+    FROM unnest(%(run_ids)s::text[]) AS r(run_id)
+"""
+
+
+def latest_event_ids(conn: psycopg.Connection[Any], run_ids: list[str]) -> dict[str, int]:
+    """The id of the last event of each of ``run_ids`` that has events."""
+    with conn.cursor(row_factory=tuple_row) as cursor:
+        cursor.execute(LATEST_EVENT_IDS, {"run_ids": run_ids})
+        return {str(run_id): int(last) for run_id, last in cursor.fetchall() if last is not None}
 
 
 class Listener:
@@ -161,9 +175,12 @@ class Listener:
         self._woken = threading.Event()
         self._lock = threading.Lock()
         self._latest: int | None = 0  # the highest event id announced; None: an unreadable wake-up
+        self._after = 0  # the last event id the stream said it has sent
 
     def announce(self, event_id: int | None) -> None:
         with self._lock:
+            if event_id is not None and event_id <= self._after:
+                return  # nothing this stream has not sent
             if event_id is None or self._latest is None:
                 self._latest = None
             else:
@@ -172,6 +189,8 @@ class Listener:
 
     def wait(self, timeout: float, *, after_id: int) -> bool:
         """Wait up to ``timeout`` seconds; True when a wake-up may announce an event after ``after_id``."""
+        with self._lock:
+            self._after = max(self._after, after_id)
         if not self._woken.wait(timeout):
             return False
         with self._lock:  # cleared before the caller reads the log: a later wake-up sets it again
@@ -193,14 +212,26 @@ class WakeupHub:
     between reads sends the (un)subscriptions that streams asked for, so the connection is never
     used by two threads. Each wake-up is parsed once and handed to the streams of its run.
 
-    When Redis fails, the hub drops the connection, waits ``HUB_RETRY_SECONDS``, reconnects and
-    subscribes again to every channel that still has streams; meanwhile the streams poll the log
-    (they always do, wake-ups only make them faster)."""
+    Pub/sub is at-most-once, so the hub also reads the log for the wake-ups it missed: every
+    ``HUB_LOG_POLL_SECONDS`` it reads the last event id of every run it has streams for, in one
+    query (``latest_ids``), and wakes the streams that have not sent it. That is one query per
+    process, where each stream used to poll on its own; a stream polls itself (every second)
+    only while the hub's reads fail (``covered`` is False).
 
-    def __init__(self, client: redis.Redis, poll_seconds: float = HUB_POLL_SECONDS,
-                 retry_seconds: float = HUB_RETRY_SECONDS) -> None:
+    When Redis fails, the hub drops the connection, waits ``HUB_RETRY_SECONDS``, reconnects and
+    subscribes again to every channel that still has streams; meanwhile its log reads keep the
+    streams going, a second late at most."""
+
+    def __init__(self, client: redis.Redis, latest_ids: Callable[[list[str]], dict[str, int]] | None = None, *,
+                 poll_seconds: float = HUB_POLL_SECONDS, retry_seconds: float = HUB_RETRY_SECONDS,
+                 log_poll_seconds: float | None = None) -> None:
         self.client = client
         self.poll_seconds, self.retry_seconds = poll_seconds, retry_seconds
+        self.latest_ids = latest_ids
+        self.log_poll_seconds = HUB_LOG_POLL_SECONDS if log_poll_seconds is None else log_poll_seconds
+        self._log_read_at = float("-inf")  # when the hub last read the log (monotonic)
+        self._log_due = float("-inf")
+        self._log_failing = False
         self._lock = threading.Lock()
         self._work = threading.Event()  # something to subscribe or unsubscribe
         self._listeners: dict[str, set[Listener]] = {}
@@ -240,6 +271,10 @@ class WakeupHub:
                 self._todo.add(listener.channel)
         self._work.set()
 
+    def covered(self) -> bool:
+        """Whether the hub's reads of the log are current, so that a stream need not poll it."""
+        return self.latest_ids is not None and time.monotonic() - self._log_read_at <= 2 * self.log_poll_seconds + 1
+
     def channels(self) -> set[str]:
         """The channels Redis confirmed and the hub has not left."""
         with self._lock:
@@ -259,6 +294,7 @@ class WakeupHub:
             with self._lock:
                 if self._closed:
                     break
+            self._read_log()
             try:
                 if pubsub is None:
                     pubsub = self.client.pubsub(ignore_subscribe_messages=False)
@@ -278,13 +314,36 @@ class WakeupHub:
                     log.warning("the wake-up hub lost Redis; streams poll until it is back", exc_info=True)
                 failing = True
                 pubsub = self._reset(pubsub)
-                self._work.wait(self.retry_seconds)
+                self._work.wait(min(self.retry_seconds, self.log_poll_seconds))
                 continue
             if failing:
                 log.warning("the wake-up hub reached Redis again")
                 failing = False
         if pubsub is not None:
             self._reset(pubsub)
+
+    def _read_log(self) -> None:
+        """Every ``log_poll_seconds``: wake the streams whose run has events they have not sent."""
+        now = time.monotonic()
+        if self.latest_ids is None or now < self._log_due:
+            return
+        self._log_due = now + self.log_poll_seconds
+        with self._lock:
+            listeners = [listener for group in self._listeners.values() for listener in group]
+        if not listeners:
+            return
+        try:
+            latest = self.latest_ids(sorted({listener.run_id for listener in listeners}))
+        except Exception:
+            if not self._log_failing:
+                log.warning("the wake-up hub cannot read the event log; each stream polls it", exc_info=True)
+            self._log_failing = True
+            return
+        self._log_failing = False
+        self._log_read_at = time.monotonic()
+        for listener in listeners:
+            if listener.run_id in latest:
+                listener.announce(latest[listener.run_id])
 
     def _sync(self, pubsub: Any) -> None:
         self._work.clear()

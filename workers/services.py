@@ -13,7 +13,7 @@ from psycopg_pool import ConnectionPool
 
 from config import Settings
 from workers.db import create_pool
-from workers.events import WakeupHub, WakeupPublisher
+from workers.events import WakeupHub, WakeupPublisher, latest_event_ids
 
 
 class Services:
@@ -80,8 +80,12 @@ class Services:
             client = self.redis  # (takes the lock itself)
             with self._lock:
                 if self._hub is None:
-                    self._hub = WakeupHub(client)
+                    self._hub = WakeupHub(client, self._latest_event_ids)
         return self._hub
+
+    def _latest_event_ids(self, run_ids: list[str]) -> dict[str, int]:
+        with self.pool.connection() as conn:
+            return latest_event_ids(conn, run_ids)
 
     @property
     def dispatcher(self) -> Any:

@@ -21,6 +21,7 @@ from api.sse import event_stream, parse_last_event_id, stream_run
 from config import Settings
 from tests.support.sse import SseEvent, iter_sse
 from workers.errors import Invalid
+from workers import events as event_log
 from workers.events import publish_wakeup
 from workers.services import Services
 
@@ -259,6 +260,7 @@ def test_live_events_arrive_on_their_wakeup_without_waiting_for_the_poll(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(sse, "FALLBACK_POLL_SECONDS", 30.0)  # only a wake-up can deliver in time
+    monkeypatch.setattr(event_log, "HUB_LOG_POLL_SECONDS", 30.0)  # ... one from Redis, not the hub's read
     append(db, "mission:status", {"status": "active"})
     stream = open_stream()
     assert [e.event for e in stream.events_until(count(1))] == ["mission:status"]
@@ -279,9 +281,11 @@ def test_live_events_arrive_on_their_wakeup_without_waiting_for_the_poll(
 
 
 @pytest.mark.usefixtures("runs")
-def test_an_event_whose_wakeup_was_lost_still_arrives_by_the_fallback_poll(
-    db: psycopg.Connection, database_url: str, open_stream: Callable[..., OpenStream]
+def test_an_event_whose_wakeup_was_lost_still_arrives_by_the_hubs_read_of_the_log(
+    db: psycopg.Connection, database_url: str, open_stream: Callable[..., OpenStream],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(sse, "SAFETY_POLL_SECONDS", 30.0)  # the stream itself does not read again in time
     stream = open_stream()
     stream.events_until(lambda _: ": keep-alive" in stream.text)  # the replay is over
 
@@ -293,6 +297,44 @@ def test_an_event_whose_wakeup_was_lost_still_arrives_by_the_fallback_poll(
     later(0.1, worker_commits_but_redis_drops_the_publish)
 
     assert stream.rest(timeout=5) == stored(db)
+
+
+@pytest.mark.usefixtures("runs")
+def test_a_stream_reads_the_log_itself_while_the_hub_cannot(
+    db: psycopg.Connection, database_url: str, services: Services, open_stream: Callable[..., OpenStream],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(run_ids: list[str]) -> dict[str, int]:
+        raise psycopg.OperationalError("the hub's read fails")
+
+    monkeypatch.setattr(services, "_latest_event_ids", broken)
+    stream = open_stream()
+    stream.events_until(lambda _: ": keep-alive" in stream.text)
+    assert not services.wakeup_hub.covered()
+    later(0.1, lambda: [append(db, "task:status", {"status": "completed"}), append(db, "mission:done")])
+    assert stream.rest(timeout=5) == stored(db)
+
+
+@pytest.mark.usefixtures("runs")
+def test_idle_streams_do_not_each_poll_the_log(
+    db: psycopg.Connection, open_stream: Callable[..., OpenStream], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads: list[str] = []
+    fetch, latest = event_log.fetch_events, event_log.latest_event_ids
+    monkeypatch.setattr(event_log, "fetch_events", lambda conn, run_id, *a: reads.append(run_id) or fetch(
+        conn, run_id, *a))
+    hub_reads: list[list[str]] = []
+    monkeypatch.setattr("workers.services.latest_event_ids", lambda conn, ids: hub_reads.append(ids) or latest(
+        conn, ids))
+    append(db, "mission:status", {"status": "active"})
+    streams = [open_stream(f"/test/missions/{MISSION}/runs/{run}/events") for run in (RUN, OTHER_RUN) * 5]
+    for stream in streams:
+        stream.events_until(lambda _, s=stream: ": keep-alive" in s.text)  # each replayed once
+    replays, polls = len(reads), len(hub_reads)
+    time.sleep(2.5)
+    assert len(reads) == replays  # no stream read the log again: nothing new
+    assert 1 <= len(hub_reads) - polls <= 4  # the hub did, about once a second, for all ten
+    assert sorted(hub_reads[-1]) == [RUN, OTHER_RUN]
 
 
 @pytest.mark.usefixtures("runs")

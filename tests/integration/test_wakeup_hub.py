@@ -1,5 +1,6 @@
 """The wake-up hub against a real Redis: the event streams of one process share one pub/sub
-connection, each stream hears only its run, and the hub comes back after Redis drops it."""
+connection, each stream hears only its run, the hub comes back after Redis drops it, and its reads
+of the log make up for the wake-ups pub/sub lost."""
 
 from __future__ import annotations
 
@@ -91,3 +92,41 @@ def test_without_redis_a_stream_gets_a_listener_that_is_never_woken(redis_url: s
     finally:
         hub.close()
         unreachable.close()
+
+
+def test_the_hub_reads_the_log_for_the_wakeups_redis_lost(client: redis.Redis) -> None:
+    latest = {"r1": 7}
+    reads: list[list[str]] = []
+
+    def latest_ids(run_ids: list[str]) -> dict[str, int]:
+        reads.append(run_ids)
+        return {run: last for run, last in latest.items() if run in run_ids}
+
+    hub = WakeupHub(client, latest_ids, log_poll_seconds=0.1)
+    try:
+        listener, other = hub.listen(channel("m1"), "r1", CONFIRM), hub.listen(channel("m2"), "r2", CONFIRM)
+        assert listener.wait(2, after_id=5)  # no publish: the hub's read found event 7
+        assert not listener.wait(0.5, after_id=7)  # read again and again, nothing after 7
+        assert not other.wait(0.3, after_id=0)  # r2 has no events
+        latest["r1"] = 8
+        assert listener.wait(2, after_id=7)
+        assert hub.covered()
+        assert sorted(reads[-1]) == ["r1", "r2"]  # one read for every run with streams
+    finally:
+        hub.close()
+
+
+def test_a_hub_that_cannot_read_the_log_says_so(client: redis.Redis) -> None:
+    def broken(run_ids: list[str]) -> dict[str, int]:
+        raise OSError("no database")
+
+    hub = WakeupHub(client, broken, log_poll_seconds=0.1)
+    try:
+        listener = hub.listen(channel("m1"), "r1", CONFIRM)
+        time.sleep(0.3)
+        assert not hub.covered()  # streams read the log themselves
+        publish_wakeup(client, "m1", "r1", 2)
+        assert listener.wait(2, after_id=0)  # Redis wake-ups still arrive
+    finally:
+        hub.close()
+    assert not WakeupHub(client).covered()  # a hub without a log to read never covers the streams
