@@ -182,6 +182,8 @@ def step_if_current(conn: psycopg.Connection[Any], run_id: str, event: Event, no
             conn, cached, after, now, status in TERMINAL, guard, changed_ids=decision.changed_tasks,
             rows=out.rows, mirror=after.status is not state.status)
         if written is None:
+            log.debug("run %s moved on elsewhere since version %s; the step takes the lock", run_id, cached.version,
+                      extra={"run_id": run_id, "mission_id": state.mission_id})
             return None
         if written.stored is None:
             return AfterCommit(state.mission_id, run_id, status=str(state.status),
