@@ -427,6 +427,23 @@ def escalation_comes_after_an_attempt(ctx: _Context, path: str, task: TaskSpec) 
         )
 
 
+def escalation_fits_the_retry_budget(ctx: _Context, path: str, task: TaskSpec) -> Iterator[Problem]:
+    """``retryPolicy.escalateAfter`` leaves an attempt to escalate: at most ``maxRetries`` (the task
+    has ``1 + maxRetries`` attempts, and with ``escalateAfter`` the escalation happens inside them)."""
+    policy = task.retry_policy
+    if (policy is None or policy.escalate_after is None or policy.escalate_after < 1
+            or (policy.fallback_agent is None and policy.escalate_model is None)):
+        return
+    retries = max(0, task.max_retries)
+    if policy.escalate_after > retries:
+        yield Problem(
+            f"{path}.retryPolicy.escalateAfter",
+            f"escalateAfter must be at most maxRetries ({retries}), got {policy.escalate_after}: the task fails"
+            f" after {retries + 1} attempt{'s' if retries else ''}, before any escalated one (without escalateAfter"
+            " the escalation is one more attempt after the retries)",
+        )
+
+
 def backoff_is_not_negative(ctx: _Context, path: str, task: TaskSpec) -> Iterator[Problem]:
     """``retryPolicy.backoff`` is 0 or more seconds."""
     policy = task.retry_policy
@@ -449,6 +466,7 @@ TASK_RULES: tuple[TaskRule, ...] = (
     fallback_agent_is_known,
     escalation_model_is_provider_model,
     escalation_comes_after_an_attempt,
+    escalation_fits_the_retry_budget,
     backoff_is_not_negative,
 )
 

@@ -264,6 +264,24 @@ def test_escalation_must_come_after_at_least_one_attempt() -> None:
     )
 
 
+def test_an_escalation_after_the_last_attempt_is_rejected() -> None:
+    task = {"maxRetries": 1, "retryPolicy": {"fallbackAgent": "deployer", "escalateAfter": 2}}
+    problem = only_problem(with_task(a_mission(), 0, **task))
+    assert problem.field == "tasks[0].retryPolicy.escalateAfter"
+    assert problem.message.startswith("escalateAfter must be at most maxRetries (1), got 2: the task fails after"
+                                      " 2 attempts, before any escalated one")
+    no_retries = {"maxRetries": 0, "retryPolicy": {"escalateModel": "openai/gpt-big", "escalateAfter": 1}}
+    assert "at most maxRetries (0), got 1: the task fails after 1 attempt," in only_problem(
+        with_task(a_mission(), 0, **no_retries)).message
+
+
+def test_an_escalation_within_the_retry_budget_or_without_a_target_is_accepted() -> None:
+    for task in ({"maxRetries": 2, "retryPolicy": {"fallbackAgent": "deployer", "escalateAfter": 2}},
+                 {"maxRetries": 0, "retryPolicy": {"fallbackAgent": "deployer"}},
+                 {"maxRetries": 0, "retryPolicy": {"escalateAfter": 3, "backoff": 1}}):
+        assert problems(with_task(a_mission(), 0, **task)) == []
+
+
 def test_negative_backoff_is_rejected() -> None:
     assert only_problem(with_task(a_mission(), 0, retryPolicy={"backoff": -1.5})) == Problem(
         "tasks[0].retryPolicy.backoff", "backoff must be 0 or more seconds, got -1.5"
