@@ -107,6 +107,8 @@ def instrument() -> None:
 
     run_store.load = timed("run_store.load (lock + cache or read)", run_store.load)
     run_store.save = timed("run_store.save (changed rows)", run_store.save)
+    coordinator.step_if_current = timed("coordinator.step_if_current (whole)", coordinator.step_if_current)
+    run_store.save_if_current = timed("run_store.save_if_current (the one statement)", run_store.save_if_current)
     coordinator.persist = timed("coordinator.persist (save + effects)", coordinator.persist)
     pj.set_json_dumps(timed("json.dumps (psycopg Jsonb)", json.dumps))
     pj.set_json_loads(timed("json.loads (psycopg jsonb)", json.loads))
@@ -259,8 +261,8 @@ def report(title: str, attempts: int, seconds: float, state_row: dict[str, Any] 
               f" stored (TOAST-compressed); runs.spec {state_row['spec'] / 1024:.1f} KiB stored;"
               f" events rows per attempt {state_row['events'] / attempts:.2f};"
               f" WAL per attempt {wal / attempts / 1024:.0f} KiB")
-    print("   (calls and ms are per attempt; nested timers overlap, e.g. coordinator.step contains"
-          " lock_run, decide and persist)")
+    print("   (calls and ms are per attempt; nested timers overlap, e.g. coordinator.step_if_current"
+          " contains decide and save_if_current)")
     print(f"   {'per attempt':58} {'calls':>7} {'ms':>9} {'% of attempt':>12}")
     per_attempt = seconds / attempts
     for name in sorted(TIMES, key=lambda k: -TIMES[k]):

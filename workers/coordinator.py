@@ -93,12 +93,6 @@ class AfterCommit:
         return self
 
 
-def lock_run(conn: psycopg.Connection[Any], run_id: str) -> tuple[run_store.Stored, RunState] | None:
-    """Lock the run row and read its state; None when the run no longer exists."""
-    stored = run_store.load(conn, run_id)
-    return (stored, stored.state) if stored is not None else None
-
-
 def step(conn: psycopg.Connection[Any], run_id: str, event: Event, now: datetime,
          guard: run_store.Guard | None = None,
          before: tuple[tuple[Event, datetime], ...] = ()) -> AfterCommit | None:

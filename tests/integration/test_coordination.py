@@ -12,7 +12,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from orchestrator.engine import TaskClaimed, TaskFinished
-from workers import coordinator, missions, runs
+from workers import coordinator, missions, run_store, runs
 from workers.dispatch import TASK_QUEUE, Dispatcher
 from workers.execution import Executor, utcnow
 from workers.projects import ensure_project
@@ -98,7 +98,9 @@ def test_two_racing_steps_of_one_run_start_the_join_task_exactly_once(services: 
     started = [s.task_id for o in outcomes if o for s in o.start]
     assert started == [ids["C"]]
     with services.transaction() as conn:
-        _, state = coordinator.lock_run(conn, run_id)  # type: ignore[misc]
+        stored = run_store.load(conn, run_id)
+        assert stored is not None
+        state = stored.state
         versions = conn.execute("SELECT version FROM runs WHERE id = %s", (run_id,)).fetchone()
         attempts = conn.execute("SELECT count(*) AS n FROM attempts WHERE run_id = %s AND task_id = %s",
                                 (run_id, ids["C"])).fetchone()
