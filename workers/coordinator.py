@@ -29,6 +29,7 @@ from orchestrator.engine import (
     RunState,
     ScheduleTimer,
     StartTask,
+    TaskStatus,
 )
 from orchestrator.prompt import build_prompt
 from orchestrator.spec import MissionSpec
@@ -144,7 +145,7 @@ def persist(conn: psycopg.Connection[Any], before: run_store.Stored, decision: D
 
 
 def step_if_current(conn: psycopg.Connection[Any], run_id: str, event: Event, now: datetime,
-                    guard: run_store.Guard, before: tuple[tuple[Event, datetime], ...] = (),
+                    guard: run_store.Guard | None = None, before: tuple[tuple[Event, datetime], ...] = (),
                     known_outputs: dict[str, str] | None = None) -> AfterCommit | None:
     """``step`` in one statement that commits on its own (``conn`` in autocommit), decided on the
     state this process holds of the run instead of one read under the lock: one round trip where
@@ -168,7 +169,7 @@ def step_if_current(conn: psycopg.Connection[Any], run_id: str, event: Event, no
         if decision.ignored is not None or after.spec is not state.spec or not after.tasks.keys() >= state.tasks.keys():
             return None
         out, statements = _gather(after, decision.effects, now)
-        if statements:
+        if statements or not _outputs_known(state, after, decision.changed_tasks, out.rows, known_outputs or {}):
             return None
         _add_prompts(conn, after, out.rows, known_outputs)
         status = str(after.status)
@@ -187,6 +188,26 @@ def step_if_current(conn: psycopg.Connection[Any], run_id: str, event: Event, no
         out.rows = run_store.Rows()
         metrics.observe_step(time.perf_counter() - started)
         return out
+
+
+def _outputs_known(before: RunState, after: RunState, changed: frozenset[str] | None, rows: run_store.Rows,
+                   known: dict[str, str]) -> bool:
+    """Whether the prompts of the attempts a one-statement step starts can be built before that
+    statement: the output of a dependency this very step completes is written by the statement
+    itself (its guard records the attempt), so it must come from ``known``."""
+    if not rows.attempts:
+        return True
+    completed_now = set()
+    for task_id in after.tasks if changed is None else changed:
+        task, old = after.tasks.get(task_id), before.tasks.get(task_id)
+        if task is not None and task.status is TaskStatus.COMPLETED and (old is None or old.status is not task.status):
+            completed_now.add(task_id)
+    for item in rows.attempts:
+        for title in after.task_spec(item["task_id"]).depends_on:
+            dependency = after.task_by_title(title).task_id
+            if dependency in completed_now and dependency not in known:
+                return False
+    return True
 
 
 def apply_effects(conn: psycopg.Connection[Any], state: RunState, effects: tuple[Any, ...], now: datetime

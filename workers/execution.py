@@ -291,18 +291,33 @@ class Executor:
         with claim.lock:
             if claim.announced:
                 return
-            with self.services.transaction() as conn:
-                outcome = coordinator.step(conn, run_id, claim.event, claim.at)
+            outcome = self._step(run_id, claim.event, claim.at)
             claim.announced = True
         self.dispatcher.after_commit(outcome)
 
     def _emit(self, run_id: str, claim: _Claim, chunk: str) -> None:
         event = TaskOutputProduced(claim.event.task_id, claim.event.attempt, chunk)
         with claim.lock:
-            with self.services.transaction() as conn:
-                outcome = coordinator.step(conn, run_id, event, utcnow(), before=claim.pending())
+            outcome = self._step(run_id, event, utcnow(), before=claim.pending())
             claim.announced = True
         self.dispatcher.after_commit(outcome)
+
+    def _step(self, run_id: str, event: Event, at: datetime, *, before: tuple[tuple[Event, datetime], ...] = (),
+              guard: run_store.Guard | None = None, known_outputs: dict[str, str] | None = None,
+              budget: Mapping[str, Any] | None = None) -> AfterCommit | None:
+        """Feed ``event`` to the run: in one statement when this process's state of the run is
+        current (``coordinator.step_if_current``), else in a transaction that locks the run row
+        first, where a ``budget`` is checked against the run's totals too."""
+        with self.services.autocommit() as conn:
+            outcome = None
+            if not budget:
+                outcome = coordinator.step_if_current(conn, run_id, event, at, guard, before, known_outputs)
+            if outcome is None:
+                with conn.transaction():
+                    outcome = coordinator.step(conn, run_id, event, at, guard=guard, before=before)
+                    if outcome is not None and (guard is None or outcome.guard is not None):
+                        outcome = self._enforce_budget(conn, run_id, outcome, at, budget)
+            return outcome
 
     @staticmethod
     def _usage_params(run_id: str, task_id: str, attempt: int, result: AgentResult) -> dict[str, Any]:
@@ -324,17 +339,10 @@ class Executor:
                   "status": status, "output": result.output, "error": result.error, "was": "running"}
         event = (TaskFailed(task_id, attempt, result.error or "") if failed
                  else TaskFinished(task_id, attempt, result.output or ""))
-        guard = run_store.Guard(_RECORD, params)
-        with claim.lock, self.services.autocommit() as conn:
-            outcome = None
-            if not budget:  # (a budget is checked against totals read under the lock)
-                known = {task_id: result.output or ""} if not failed else None
-                outcome = coordinator.step_if_current(conn, run_id, event, now, guard, claim.pending(), known)
-            if outcome is None:
-                with conn.transaction():
-                    outcome = coordinator.step(conn, run_id, event, now, guard=guard, before=claim.pending())
-                    if outcome is not None and outcome.guard is not None:
-                        outcome = self._enforce_budget(conn, run_id, outcome, now, budget)
+        known = {task_id: result.output or ""} if not failed else None  # (recorded by the guard, not yet readable)
+        with claim.lock:
+            outcome = self._step(run_id, event, now, before=claim.pending(), guard=run_store.Guard(_RECORD, params),
+                                 known_outputs=known, budget=budget)
             if outcome is None:
                 return "run deleted"
             if outcome.guard is None:
@@ -412,11 +420,10 @@ class Executor:
             "judge_cost": used.cost_usd,
         })
         scored = AssessmentScored(task_id, attempt, result.score, tuple(result.criteria), result.error)
-        with self.services.transaction() as conn:
-            outcome = coordinator.step(conn, run_id, scored, now, guard=recorded)
-            if outcome is not None and outcome.guard is None:
-                return "assessment dropped: the attempt changed meanwhile"
-            outcome = self._enforce_budget(conn, run_id, outcome, now, state.spec.budget)
+        outcome = self._step(run_id, scored, now, guard=recorded, budget=state.spec.budget,
+                             known_outputs={task_id: output} if passed else None)  # (the guard completes it)
+        if outcome is not None and outcome.guard is None:
+            return "assessment dropped: the attempt changed meanwhile"
         self.dispatcher.after_commit(outcome, assess_inline=self.assess)
         return "passed" if passed else "failed"
 

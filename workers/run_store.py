@@ -424,19 +424,19 @@ class Written:
 
 
 def save_if_current(conn: psycopg.Connection[Any], before: Stored, after: RunState, now: datetime,
-                    terminal: bool, guard: Guard, *, changed_ids: frozenset[str] | None = None,
+                    terminal: bool, guard: Guard | None, *, changed_ids: frozenset[str] | None = None,
                     rows: Rows | None = None, mirror: bool = False) -> Written | None:
     """Write a step decided on ``before`` in one statement that commits on its own (``conn`` in
-    autocommit): lock the run row and, if it still holds ``before`` and ``guard`` matches, write
-    the changed task rows, the run row, ``rows`` and (``mirror``) the mission's status. None when
-    the run has moved on from ``before``: nothing was written. Only for a step that keeps the spec
-    and every task (the caller checks)."""
+    autocommit): lock the run row and, if it still holds ``before`` and ``guard`` (if any) matches,
+    write the changed task rows, the run row, ``rows`` and (``mirror``) the mission's status. None
+    when the run has moved on from ``before``: nothing was written. Only for a step that keeps the
+    spec and every task (the caller checks)."""
     changed, removed = _changes(before, after, changed_ids)
     if removed or after.spec is not before.state.spec:
         raise ValueError("save_if_current writes neither a new spec nor removed tasks")
     version, token = before.version + 1, new_token()
-    row = conn.execute(_if_current(guard.sql), {
-        **{f"guard_{name}": value for name, value in guard.params.items()},
+    row = conn.execute(_if_current(guard.sql if guard is not None else None), {
+        **{f"guard_{name}": value for name, value in (guard.params if guard is not None else {}).items()},
         **_write_params(after, version, token, changed, now, terminal, rows),
         "expected_version": before.version,
         "expected_token": before.token,
@@ -454,9 +454,12 @@ def save_if_current(conn: psycopg.Connection[Any], before: Stored, after: RunSta
 
 
 @functools.lru_cache(maxsize=64)
-def _if_current(guard_sql: str) -> str:
+def _if_current(guard_sql: str | None) -> str:
     """``_SAVE_IF_CURRENT`` around one guard, which applies only when the run row is current (its
-    parameters renamed ``guard_<name>``: names such as ``status`` mean something else here)."""
+    parameters renamed ``guard_<name>``: names such as ``status`` mean something else here); with
+    no guard, the row being current is the only condition."""
+    if guard_sql is None:
+        return _SAVE_IF_CURRENT.replace("{guard}", "SELECT 1 AS current FROM current")
     guard_sql = re.sub(r"%\((\w+)\)s", r"%(guard_\1)s", guard_sql)
     head, returning, tail = guard_sql.strip().rpartition("RETURNING")
     if not returning:

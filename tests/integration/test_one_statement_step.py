@@ -13,10 +13,10 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from orchestrator.engine import Event, TaskClaimed, TaskFailed, TaskFinished
+from orchestrator.engine import AssessmentScored, Event, TaskClaimed, TaskFailed, TaskFinished, TaskOutputProduced
 from workers import coordinator, missions, run_store, runs
 from workers.dispatch import Dispatcher
-from workers.execution import _CLAIM, _RECORD, Executor
+from workers.execution import _CLAIM, _RECORD, _RECORD_SCORE, Executor
 from workers.projects import ensure_project
 from workers.services import Services
 
@@ -28,6 +28,8 @@ DOCUMENT: dict[str, Any] = {
         {"title": "A", "description": "d", "assignTo": "a"},
         {"title": "B", "description": "uses A", "assignTo": "a", "dependsOn": ["A"]},
         {"title": "C", "description": "d", "assignTo": "a", "maxRetries": 1, "retryPolicy": {"backoff": 30}},
+        {"title": "D", "description": "d", "assignTo": "a", "expectations": [{"criterion": "is good"}]},
+        {"title": "E", "description": "uses D", "assignTo": "a", "dependsOn": ["D"]},
     ],
     "team": {"name": "t", "volatile": True, "agents": [{"name": "a", "model": "scripted/x"}]},
 }
@@ -48,20 +50,21 @@ def _claim(db: psycopg.Connection, run_id: str, task_id: str, attempt: int, now:
     assert claimed is not None
 
 
-def _recorded(run_id: str, event: TaskFinished | TaskFailed, now: datetime) -> run_store.Guard:
+def _recorded(run_id: str, event: TaskFinished | TaskFailed, now: datetime, assessed: bool = False) -> run_store.Guard:
     failed = isinstance(event, TaskFailed)
     return run_store.Guard(_RECORD, {
         "run_id": run_id, "task_id": event.task_id, "attempt": event.attempt, "now": now,
-        "status": "failed" if failed else "completed", "output": None if failed else event.output,
+        "status": "failed" if failed else ("assessing" if assessed else "completed"),
+        "output": None if failed else event.output,
         "error": event.error if failed else None, "tokens_in": 3, "tokens_out": 4, "cost": 0.5,
         "outcomes": Jsonb([]), "was": "running"})
 
 
 def _record(services: Services, run_id: str, event: TaskFinished | TaskFailed, now: datetime, *,
-            one_statement: bool) -> tuple[coordinator.AfterCommit | None, bool]:
+            one_statement: bool, assessed: bool = False) -> tuple[coordinator.AfterCommit | None, bool]:
     """Record an attempt's result the way the executor does; whether the one statement wrote it."""
     claimed: tuple[tuple[Event, datetime], ...] = ((TaskClaimed(event.task_id, event.attempt, "w"), now),)
-    guard = _recorded(run_id, event, now)
+    guard = _recorded(run_id, event, now, assessed)
     known = {event.task_id: event.output} if isinstance(event, TaskFinished) else None
     with services.autocommit() as conn:
         outcome = None
@@ -74,6 +77,20 @@ def _record(services: Services, run_id: str, event: TaskFinished | TaskFailed, n
     if outcome is not None:
         run_store.remember(run_id, outcome.stored)
     return outcome, fast
+
+
+def _apply(services: Services, run_id: str, event: Event, now: datetime, *, one_statement: bool,
+           before: tuple[tuple[Event, datetime], ...] = ()) -> bool:
+    """Feed an event with no guard (an output, an announcement); whether the one statement wrote it."""
+    with services.autocommit() as conn:
+        outcome = coordinator.step_if_current(conn, run_id, event, now, None, before) if one_statement else None
+        fast = outcome is not None
+        if outcome is None:
+            with conn.transaction():
+                outcome = coordinator.step(conn, run_id, event, now, before=before)
+    assert outcome is not None and not outcome.ignored
+    run_store.remember(run_id, outcome.stored)
+    return fast
 
 
 def _snapshot(db: psycopg.Connection, run_id: str, ids: dict[str, str]) -> str:
@@ -120,10 +137,81 @@ def test_the_one_statement_step_writes_what_the_locking_step_writes(services: Se
         _claim(db, run_id, ids["B"], 1, now)
         _, fast = _record(services, run_id, TaskFinished(ids["B"], 1, "beta"), now, one_statement=one_statement)
         paths.append(fast)
-        assert paths == [one_statement, False, one_statement]
+        # D is judged: its record leaves it assessing, and its score (a guard of its own) completes
+        # it and starts E, whose prompt holds D's output.
+        now += timedelta(seconds=1)
+        _claim(db, run_id, ids["D"], 1, now)
+        _, fast = _record(services, run_id, TaskFinished(ids["D"], 1, "delta"), now, one_statement=one_statement,
+                          assessed=True)
+        paths.append(fast)
+        paths.append(_score(services, run_id, ids["D"], "delta", now + timedelta(seconds=1),
+                            one_statement=one_statement))
+        assert paths == [one_statement, False, one_statement, one_statement, one_statement]
         written[one_statement] = _snapshot(db, run_id, ids)
     assert written[True] == written[False]
     assert "uses A" in written[True] and "alpha" in written[True]  # B's prompt holds A's output
+    assert "# Your task: E\\nuses D\\n\\n# Output of 'D'\\ndelta" in written[True]
+
+
+def _score(services: Services, run_id: str, task_id: str, output: str, now: datetime, *, one_statement: bool) -> bool:
+    """Record a passing score the way the executor does; whether the one statement wrote it."""
+    guard = run_store.Guard(_RECORD_SCORE, {
+        "run_id": run_id, "task_id": task_id, "attempt": 1, "now": now, "was": "assessing", "status": "completed",
+        "score": 4.0, "assessment": Jsonb({"score": 4.0}), "judge_model": None, "judge_tokens_in": 0,
+        "judge_tokens_out": 0, "judge_cost": 0})
+    event = AssessmentScored(task_id, 1, 4.0)
+    with services.autocommit() as conn:
+        outcome = None
+        if one_statement:
+            outcome = coordinator.step_if_current(conn, run_id, event, now, guard, (), {task_id: output})
+        fast = outcome is not None
+        if outcome is None:
+            with conn.transaction():
+                outcome = coordinator.step(conn, run_id, event, now, guard=guard)
+    assert outcome is not None and outcome.guard is not None
+    run_store.remember(run_id, outcome.stored)
+    return fast
+
+
+def test_a_dependency_completed_by_the_statement_itself_needs_its_output_known(
+        services: Services, db: psycopg.Connection) -> None:
+    """Without the output of the task the statement's guard completes, the step takes the lock
+    (the output is readable there); it never builds a prompt with that output missing."""
+    run_id, ids = _start(services, DOCUMENT)
+    now = T0 + timedelta(seconds=1)
+    _claim(db, run_id, ids["D"], 1, now)
+    _record(services, run_id, TaskFinished(ids["D"], 1, "delta"), now, one_statement=True, assessed=True)
+    guard = run_store.Guard(_RECORD_SCORE, {
+        "run_id": run_id, "task_id": ids["D"], "attempt": 1, "now": now, "was": "assessing", "status": "completed",
+        "score": 4.0, "assessment": Jsonb({"score": 4.0}), "judge_model": None, "judge_tokens_in": 0,
+        "judge_tokens_out": 0, "judge_cost": 0})
+    with services.autocommit() as conn:
+        assert coordinator.step_if_current(conn, run_id, AssessmentScored(ids["D"], 1, 4.0), now, guard) is None
+    assert db.execute("SELECT status FROM attempts WHERE run_id = %s AND task_id = %s",
+                      (run_id, ids["D"])).fetchone()["status"] == "assessing"  # nothing written
+
+
+def test_outputs_and_announcements_need_no_guard_and_write_what_the_locking_step_writes(
+        services: Services, db: psycopg.Connection) -> None:
+    written: dict[bool, str] = {}
+    for one_statement in (True, False):
+        run_id, ids = _start(services, {**DOCUMENT, "name": f"streams {one_statement}"})
+        now = T0 + timedelta(seconds=1)
+        _claim(db, run_id, ids["A"], 1, now)
+        _claim(db, run_id, ids["C"], 1, now)
+        paths = [
+            _apply(services, run_id, TaskClaimed(ids["A"], 1, "w"), now, one_statement=one_statement),
+            _apply(services, run_id, TaskOutputProduced(ids["A"], 1, "al"), now + timedelta(seconds=1),
+                   one_statement=one_statement),
+            _apply(services, run_id, TaskOutputProduced(ids["C"], 1, "ga"), now + timedelta(seconds=2),
+                   one_statement=one_statement, before=((TaskClaimed(ids["C"], 1, "w"), now),)),
+        ]
+        _, fast = _record(services, run_id, TaskFinished(ids["A"], 1, "alpha"), now + timedelta(seconds=3),
+                          one_statement=one_statement)
+        assert paths + [fast] == [one_statement] * 4
+        written[one_statement] = _snapshot(db, run_id, ids)
+    assert written[True] == written[False]
+    assert written[True].count('"type": "task:output"') == 2
 
 
 def test_a_run_that_ended_is_mirrored_on_its_mission_by_the_one_statement(services: Services,
@@ -138,17 +226,21 @@ def test_a_run_that_ended_is_mirrored_on_its_mission_by_the_one_statement(servic
     assert row == {"status": "completed", "finished_at": now, "mission": "completed"}
 
 
+def _moved_on_elsewhere(services: Services, db: psycopg.Connection, run_id: str, task_id: str, now: datetime) -> None:
+    """Another process finishes ``task_id``; this process's cache keeps the state before that step."""
+    seen = run_store.CACHE.get(run_id)
+    assert seen is not None
+    _claim(db, run_id, task_id, 1, now)
+    _record(services, run_id, TaskFinished(task_id, 1, "gamma"), now, one_statement=False)
+    run_store.CACHE.forget(run_id)
+    run_store.CACHE.put(run_id, seen)
+
+
 def test_a_run_moved_on_elsewhere_is_not_written_and_the_locking_step_takes_over(
         services: Services, db: psycopg.Connection) -> None:
     run_id, ids = _start(services, DOCUMENT)
-    seen = run_store.CACHE.get(run_id)
-    assert seen is not None
     now = T0 + timedelta(seconds=1)
-    _claim(db, run_id, ids["C"], 1, now)
-    _record(services, run_id, TaskFinished(ids["C"], 1, "gamma"), now, one_statement=False)
-    # What another process would still hold: the state before that step.
-    run_store.CACHE.forget(run_id)
-    run_store.CACHE.put(run_id, seen)
+    _moved_on_elsewhere(services, db, run_id, ids["C"], now)
     _claim(db, run_id, ids["A"], 1, now)
     before = _snapshot(db, run_id, ids)
     event = TaskFinished(ids["A"], 1, "alpha")
@@ -164,6 +256,20 @@ def test_a_run_moved_on_elsewhere_is_not_written_and_the_locking_step_takes_over
     assert db.execute("SELECT version FROM runs WHERE id = %s", (run_id,)).fetchone()["version"] == 2
 
 
+def test_without_a_guard_a_run_moved_on_elsewhere_is_not_written_either(services: Services,
+                                                                        db: psycopg.Connection) -> None:
+    run_id, ids = _start(services, DOCUMENT)
+    now = T0 + timedelta(seconds=1)
+    _moved_on_elsewhere(services, db, run_id, ids["C"], now)
+    _claim(db, run_id, ids["A"], 1, now)
+    before = _snapshot(db, run_id, ids)
+    with services.autocommit() as conn:
+        # (decided on the old state, where A is still queued: its claim comes first)
+        assert coordinator.step_if_current(conn, run_id, TaskOutputProduced(ids["A"], 1, "x"), now, None,
+                                           ((TaskClaimed(ids["A"], 1, "w"), now),)) is None
+    assert _snapshot(db, run_id, ids) == before
+
+
 def test_a_guard_that_matches_nothing_writes_nothing(services: Services, db: psycopg.Connection) -> None:
     run_id, ids = _start(services, DOCUMENT)
     before = _snapshot(db, run_id, ids)
@@ -171,7 +277,7 @@ def test_a_guard_that_matches_nothing_writes_nothing(services: Services, db: psy
     event = TaskFinished(ids["A"], 1, "alpha")  # never claimed: the record's guard wants a running attempt
     with services.autocommit() as conn:
         outcome = coordinator.step_if_current(conn, run_id, event, now, _recorded(run_id, event, now),
-                                              ((TaskClaimed(ids["A"], 1, "w"), now),))
+                                              ((TaskClaimed(ids["A"], 1, "w"), now),), {ids["A"]: "alpha"})
     assert outcome is not None and outcome.guard is None and outcome.ignored and not outcome.start
     assert _snapshot(db, run_id, ids) == before
 
