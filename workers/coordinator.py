@@ -29,7 +29,6 @@ from orchestrator.engine import (
     RunState,
     ScheduleTimer,
     StartTask,
-    TaskStatus,
 )
 from orchestrator.prompt import build_prompt
 from orchestrator.spec import MissionSpec
@@ -38,13 +37,6 @@ from workers import metrics, run_store
 log = logging.getLogger(__name__)
 
 TERMINAL = ("completed", "failed", "cancelled")
-
-# The output of each task's latest completed attempt.
-_OUTPUTS = """
-SELECT DISTINCT ON (task_id) task_id, output FROM attempts
- WHERE run_id = %(run_id)s AND task_id = ANY(%(task_ids)s) AND status = 'completed'
- ORDER BY task_id, attempt DESC
-"""
 
 _CANCEL_ATTEMPT = """
 UPDATE attempts SET status = 'cancelled', error = %(reason)s, finished_at = %(now)s
@@ -145,8 +137,8 @@ def persist(conn: psycopg.Connection[Any], before: run_store.Stored, decision: D
 
 
 def step_if_current(conn: psycopg.Connection[Any], run_id: str, event: Event, now: datetime,
-                    guard: run_store.Guard | None = None, before: tuple[tuple[Event, datetime], ...] = (),
-                    known_outputs: dict[str, str] | None = None) -> AfterCommit | None:
+                    guard: run_store.Guard | None = None, before: tuple[tuple[Event, datetime], ...] = ()
+                    ) -> AfterCommit | None:
     """``step`` in one statement that commits on its own (``conn`` in autocommit), decided on the
     state this process holds of the run instead of one read under the lock: one round trip where
     ``step`` takes four (BEGIN, lock, write, COMMIT). The statement writes only if the run row
@@ -156,8 +148,7 @@ def step_if_current(conn: psycopg.Connection[Any], run_id: str, event: Event, no
     None, with nothing written, when that does not apply and the caller must ``step``: no cached
     state (or another process was seen moving the run on), an ignored event, a decision with
     writes of its own (timers, cancellations, a new spec, removed tasks), or a run that moved on
-    meanwhile. ``known_outputs`` are task outputs the guard records (not yet readable), for the
-    prompts of the attempts the step starts."""
+    meanwhile."""
     with run_store.DECIDING.hold(run_id):
         cached = run_store.CACHE.likely_current(run_id)
         if cached is None:
@@ -169,9 +160,9 @@ def step_if_current(conn: psycopg.Connection[Any], run_id: str, event: Event, no
         if decision.ignored is not None or after.spec is not state.spec or not after.tasks.keys() >= state.tasks.keys():
             return None
         out, statements = _gather(after, decision.effects, now)
-        if statements or not _outputs_known(state, after, decision.changed_tasks, out.rows, known_outputs or {}):
+        if statements:
             return None
-        _add_prompts(conn, after, out.rows, known_outputs)
+        _add_prompts(after, out.rows)
         status = str(after.status)
         written = run_store.save_if_current(
             conn, cached, after, now, status in TERMINAL, guard, changed_ids=decision.changed_tasks,
@@ -190,26 +181,6 @@ def step_if_current(conn: psycopg.Connection[Any], run_id: str, event: Event, no
         return out
 
 
-def _outputs_known(before: RunState, after: RunState, changed: frozenset[str] | None, rows: run_store.Rows,
-                   known: dict[str, str]) -> bool:
-    """Whether the prompts of the attempts a one-statement step starts can be built before that
-    statement: the output of a dependency this very step completes is written by the statement
-    itself (its guard records the attempt), so it must come from ``known``."""
-    if not rows.attempts:
-        return True
-    completed_now = set()
-    for task_id in after.tasks if changed is None else changed:
-        task, old = after.tasks.get(task_id), before.tasks.get(task_id)
-        if task is not None and task.status is TaskStatus.COMPLETED and (old is None or old.status is not task.status):
-            completed_now.add(task_id)
-    for item in rows.attempts:
-        for title in after.task_spec(item["task_id"]).depends_on:
-            dependency = after.task_by_title(title).task_id
-            if dependency in completed_now and dependency not in known:
-                return False
-    return True
-
-
 def apply_effects(conn: psycopg.Connection[Any], state: RunState, effects: tuple[Any, ...], now: datetime
                   ) -> AfterCommit:
     """Carry out the in-transaction effects (cancelled attempts, timers) and gather the rows the
@@ -217,7 +188,7 @@ def apply_effects(conn: psycopg.Connection[Any], state: RunState, effects: tuple
     events); return the after-commit effects."""
     out, statements = _gather(state, effects, now)
     _execute(conn, statements)
-    _add_prompts(conn, state, out.rows)
+    _add_prompts(state, out.rows)
     return out
 
 
@@ -267,29 +238,19 @@ def _execute(conn: psycopg.Connection[Any], statements: list[Statement]) -> None
                 cur.executemany(sql, params)
 
 
-def _add_prompts(conn: psycopg.Connection[Any], state: RunState, rows: run_store.Rows,
-                 known_outputs: dict[str, str] | None = None) -> None:
+def _add_prompts(state: RunState, rows: run_store.Rows) -> None:
     if rows.attempts:
-        texts = prompts(conn, state, [a["task_id"] for a in rows.attempts], known_outputs)
+        texts = prompts(state, [a["task_id"] for a in rows.attempts])
         for item in rows.attempts:
             item["prompt"] = texts[item["task_id"]]
 
 
-def prompts(conn: psycopg.Connection[Any], state: RunState, task_ids: list[str],
-            known_outputs: dict[str, str] | None = None) -> dict[str, str]:
-    """The prompt of the next attempt of each task (DESIGN §4 "Data flow"), from ``state`` and the
-    outputs of their dependencies: those in ``known_outputs`` (by task id), the others read in
-    one query."""
+def prompts(state: RunState, task_ids: list[str]) -> dict[str, str]:
+    """The prompt of the next attempt of each task (DESIGN §4 "Data flow"), from ``state``: a task
+    starts once its dependencies completed, and a completed task's state holds the output of the
+    attempt that completed it."""
     tasks = [state.task_spec(task_id) for task_id in task_ids]
-    wanted = {state.task_by_title(title).task_id for task in tasks for title in task.depends_on}
-    outputs: dict[str, str] = {}
-    if wanted:
-        by_id = {task_id: text for task_id, text in (known_outputs or {}).items() if task_id in wanted}
-        if wanted - by_id.keys():
-            rows = conn.execute(_OUTPUTS, {"run_id": state.run_id, "task_ids": sorted(wanted - by_id.keys())})
-            by_id.update((r["task_id"], r["output"] or "") for r in rows)
-        outputs = {title: by_id.get(state.task_by_title(title).task_id, "")
-                   for task in tasks for title in task.depends_on}
+    outputs = {title: state.task_by_title(title).output or "" for task in tasks for title in task.depends_on}
     return {task.id or "": no_nul(build_prompt(state.spec, task, outputs, state.tasks[task.id or ""].feedback))
             for task in tasks}
 
@@ -305,7 +266,7 @@ def begin(conn: psycopg.Connection[Any], run_id: str, number: int, spec: Mission
     decision = engine.start_run(run_id, mission_id, spec, now)
     state = decision.state
     outcome, statements = _gather(state, decision.effects, now)
-    _add_prompts(conn, state, outcome.rows)
+    _add_prompts(state, outcome.rows)
     outcome.stored, outcome.last_event_id = run_store.create(
         conn, state, number=number, deadline=engine.run_deadline(spec, now), now=now,
         terminal=str(state.status) in TERMINAL, rows=outcome.rows)

@@ -245,7 +245,7 @@ class Executor:
             prompt = claimed["prompt"]  # built by the step that created the attempt
             if prompt is None:  # an attempt queued by a version that built prompts here
                 current = run_store.load(conn, run_id, lock=False) or stored  # with the latest feedback
-                prompt = coordinator.prompts(conn, current.state, [task_id])[task_id]
+                prompt = coordinator.prompts(current.state, [task_id])[task_id]
                 conn.execute(_STORE_PROMPT, {**params, "prompt": prompt})
         claim = _Claim(TaskClaimed(task_id, attempt, self.worker), now)
         system = "\n\n".join(p for p in (agent.role, str(agent.config.get("systemPrompt") or "")) if p)
@@ -303,15 +303,15 @@ class Executor:
         self.dispatcher.after_commit(outcome)
 
     def _step(self, run_id: str, event: Event, at: datetime, *, before: tuple[tuple[Event, datetime], ...] = (),
-              guard: run_store.Guard | None = None, known_outputs: dict[str, str] | None = None,
-              budget: Mapping[str, Any] | None = None) -> AfterCommit | None:
+              guard: run_store.Guard | None = None, budget: Mapping[str, Any] | None = None
+              ) -> AfterCommit | None:
         """Feed ``event`` to the run: in one statement when this process's state of the run is
         current (``coordinator.step_if_current``), else in a transaction that locks the run row
         first, where a ``budget`` is checked against the run's totals too."""
         with self.services.autocommit() as conn:
             outcome = None
             if not budget:
-                outcome = coordinator.step_if_current(conn, run_id, event, at, guard, before, known_outputs)
+                outcome = coordinator.step_if_current(conn, run_id, event, at, guard, before)
             if outcome is None:
                 with conn.transaction():
                     outcome = coordinator.step(conn, run_id, event, at, guard=guard, before=before)
@@ -339,10 +339,9 @@ class Executor:
                   "status": status, "output": result.output, "error": result.error, "was": "running"}
         event = (TaskFailed(task_id, attempt, result.error or "") if failed
                  else TaskFinished(task_id, attempt, result.output or ""))
-        known = {task_id: result.output or ""} if not failed else None  # (recorded by the guard, not yet readable)
         with claim.lock:
             outcome = self._step(run_id, event, now, before=claim.pending(), guard=run_store.Guard(_RECORD, params),
-                                 known_outputs=known, budget=budget)
+                                 budget=budget)
             if outcome is None:
                 return "run deleted"
             if outcome.guard is None:
@@ -420,8 +419,7 @@ class Executor:
             "judge_cost": used.cost_usd,
         })
         scored = AssessmentScored(task_id, attempt, result.score, tuple(result.criteria), result.error)
-        outcome = self._step(run_id, scored, now, guard=recorded, budget=state.spec.budget,
-                             known_outputs={task_id: output} if passed else None)  # (the guard completes it)
+        outcome = self._step(run_id, scored, now, guard=recorded, budget=state.spec.budget)
         if outcome is not None and outcome.guard is None:
             return "assessment dropped: the attempt changed meanwhile"
         self.dispatcher.after_commit(outcome, assess_inline=self.assess)

@@ -65,11 +65,10 @@ def _record(services: Services, run_id: str, event: TaskFinished | TaskFailed, n
     """Record an attempt's result the way the executor does; whether the one statement wrote it."""
     claimed: tuple[tuple[Event, datetime], ...] = ((TaskClaimed(event.task_id, event.attempt, "w"), now),)
     guard = _recorded(run_id, event, now, assessed)
-    known = {event.task_id: event.output} if isinstance(event, TaskFinished) else None
     with services.autocommit() as conn:
         outcome = None
         if one_statement:
-            outcome = coordinator.step_if_current(conn, run_id, event, now, guard, claimed, known)
+            outcome = coordinator.step_if_current(conn, run_id, event, now, guard, claimed)
         fast = outcome is not None
         if outcome is None:
             with conn.transaction():
@@ -144,8 +143,7 @@ def test_the_one_statement_step_writes_what_the_locking_step_writes(services: Se
         _, fast = _record(services, run_id, TaskFinished(ids["D"], 1, "delta"), now, one_statement=one_statement,
                           assessed=True)
         paths.append(fast)
-        paths.append(_score(services, run_id, ids["D"], "delta", now + timedelta(seconds=1),
-                            one_statement=one_statement))
+        paths.append(_score(services, run_id, ids["D"], now + timedelta(seconds=1), one_statement=one_statement))
         assert paths == [one_statement, False, one_statement, one_statement, one_statement]
         written[one_statement] = _snapshot(db, run_id, ids)
     assert written[True] == written[False]
@@ -153,7 +151,7 @@ def test_the_one_statement_step_writes_what_the_locking_step_writes(services: Se
     assert "# Your task: E\\nuses D\\n\\n# Output of 'D'\\ndelta" in written[True]
 
 
-def _score(services: Services, run_id: str, task_id: str, output: str, now: datetime, *, one_statement: bool) -> bool:
+def _score(services: Services, run_id: str, task_id: str, now: datetime, *, one_statement: bool) -> bool:
     """Record a passing score the way the executor does; whether the one statement wrote it."""
     guard = run_store.Guard(_RECORD_SCORE, {
         "run_id": run_id, "task_id": task_id, "attempt": 1, "now": now, "was": "assessing", "status": "completed",
@@ -163,7 +161,7 @@ def _score(services: Services, run_id: str, task_id: str, output: str, now: date
     with services.autocommit() as conn:
         outcome = None
         if one_statement:
-            outcome = coordinator.step_if_current(conn, run_id, event, now, guard, (), {task_id: output})
+            outcome = coordinator.step_if_current(conn, run_id, event, now, guard)
         fast = outcome is not None
         if outcome is None:
             with conn.transaction():
@@ -171,24 +169,6 @@ def _score(services: Services, run_id: str, task_id: str, output: str, now: date
     assert outcome is not None and outcome.guard is not None
     run_store.remember(run_id, outcome.stored)
     return fast
-
-
-def test_a_dependency_completed_by_the_statement_itself_needs_its_output_known(
-        services: Services, db: psycopg.Connection) -> None:
-    """Without the output of the task the statement's guard completes, the step takes the lock
-    (the output is readable there); it never builds a prompt with that output missing."""
-    run_id, ids = _start(services, DOCUMENT)
-    now = T0 + timedelta(seconds=1)
-    _claim(db, run_id, ids["D"], 1, now)
-    _record(services, run_id, TaskFinished(ids["D"], 1, "delta"), now, one_statement=True, assessed=True)
-    guard = run_store.Guard(_RECORD_SCORE, {
-        "run_id": run_id, "task_id": ids["D"], "attempt": 1, "now": now, "was": "assessing", "status": "completed",
-        "score": 4.0, "assessment": Jsonb({"score": 4.0}), "judge_model": None, "judge_tokens_in": 0,
-        "judge_tokens_out": 0, "judge_cost": 0})
-    with services.autocommit() as conn:
-        assert coordinator.step_if_current(conn, run_id, AssessmentScored(ids["D"], 1, 4.0), now, guard) is None
-    assert db.execute("SELECT status FROM attempts WHERE run_id = %s AND task_id = %s",
-                      (run_id, ids["D"])).fetchone()["status"] == "assessing"  # nothing written
 
 
 def test_outputs_and_announcements_need_no_guard_and_write_what_the_locking_step_writes(
@@ -246,7 +226,7 @@ def test_a_run_moved_on_elsewhere_is_not_written_and_the_locking_step_takes_over
     event = TaskFinished(ids["A"], 1, "alpha")
     with services.autocommit() as conn:
         skipped = coordinator.step_if_current(conn, run_id, event, now, _recorded(run_id, event, now),
-                                              ((TaskClaimed(ids["A"], 1, "w"), now),), {ids["A"]: "alpha"})
+                                              ((TaskClaimed(ids["A"], 1, "w"), now),))
     assert skipped is None
     assert _snapshot(db, run_id, ids) == before  # the attempt is still running, the run at version 1
     assert run_store.CACHE.likely_current(run_id) is None  # this run is now expected to move on elsewhere
@@ -277,7 +257,7 @@ def test_a_guard_that_matches_nothing_writes_nothing(services: Services, db: psy
     event = TaskFinished(ids["A"], 1, "alpha")  # never claimed: the record's guard wants a running attempt
     with services.autocommit() as conn:
         outcome = coordinator.step_if_current(conn, run_id, event, now, _recorded(run_id, event, now),
-                                              ((TaskClaimed(ids["A"], 1, "w"), now),), {ids["A"]: "alpha"})
+                                              ((TaskClaimed(ids["A"], 1, "w"), now),))
     assert outcome is not None and outcome.guard is None and outcome.ignored and not outcome.start
     assert _snapshot(db, run_id, ids) == before
 
