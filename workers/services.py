@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import redis
@@ -15,13 +15,15 @@ from config import Settings
 from workers.db import create_pool
 from workers.events import WakeupHub, WakeupPublisher, latest_event_ids
 
+T = TypeVar("T")
+
 
 class Services:
     def __init__(self, settings: Settings) -> None:
         if not settings.database_url:
             raise ValueError("DATABASE_URL is not set (use `missions up` for the embedded default)")
         self.settings = settings
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._pool: ConnectionPool | None = None
         self._redis: redis.Redis | None = None
         self._celery: Any = None
@@ -29,59 +31,58 @@ class Services:
         self._hub: WakeupHub | None = None
         self._dispatcher: Any = None
 
+    def _once(self, attr: str, build: Callable[[], T]) -> T:
+        """``self.<attr>``, built by ``build`` on first use, once however many threads ask (the lock
+        is reentrant: a build may use other services)."""
+        value = getattr(self, attr)
+        if value is None:
+            with self._lock:
+                value = getattr(self, attr)
+                if value is None:
+                    value = build()
+                    setattr(self, attr, value)
+        return value  # type: ignore[no-any-return]
+
     @property
     def pool(self) -> ConnectionPool:
-        if self._pool is None:
-            with self._lock:
-                if self._pool is None:
-                    assert self.settings.database_url
-                    pool = create_pool(self.settings.database_url, max_size=self.settings.db_pool_size)
-                    pool.open(wait=False)
-                    self._pool = pool
-        return self._pool
+        return self._once("_pool", self._open_pool)
+
+    def _open_pool(self) -> ConnectionPool:
+        assert self.settings.database_url
+        pool = create_pool(self.settings.database_url, max_size=self.settings.db_pool_size)
+        pool.open(wait=False)
+        return pool
+
+    def _connect_redis(self) -> redis.Redis:
+        if not self.settings.redis_url:
+            raise ValueError("REDIS_URL is not set (use `missions up` for the embedded default)")
+        client: redis.Redis = redis.Redis.from_url(self.settings.redis_url, health_check_interval=30,
+                                                   socket_keepalive=True)
+        return client
 
     @property
     def redis(self) -> redis.Redis:
-        if self._redis is None:
-            with self._lock:
-                if self._redis is None:
-                    if not self.settings.redis_url:
-                        raise ValueError("REDIS_URL is not set (use `missions up` for the embedded default)")
-                    self._redis = redis.Redis.from_url(
-                        self.settings.redis_url, health_check_interval=30, socket_keepalive=True
-                    )
-        return self._redis
+        return self._once("_redis", self._connect_redis)
 
     @property
     def celery(self) -> Any:
         """A Celery app used to send messages (workers build their own, with the task bodies)."""
-        if self._celery is None:
-            with self._lock:
-                if self._celery is None:
-                    from workers.celery_app import create_celery
+        return self._once("_celery", self._create_celery)
 
-                    self._celery = create_celery(self.settings)
-        return self._celery
+    def _create_celery(self) -> Any:
+        from workers.celery_app import create_celery
+
+        return create_celery(self.settings)
 
     @property
     def wakeups(self) -> WakeupPublisher:
         """The process's wake-up publisher (one background thread, started on first publish)."""
-        if self._wakeups is None:
-            client = self.redis  # (takes the lock itself)
-            with self._lock:
-                if self._wakeups is None:
-                    self._wakeups = WakeupPublisher(client)
-        return self._wakeups
+        return self._once("_wakeups", lambda: WakeupPublisher(self.redis))
 
     @property
     def wakeup_hub(self) -> WakeupHub:
         """The process's receiver of wake-ups for its event streams (one pub/sub connection)."""
-        if self._hub is None:
-            client = self.redis  # (takes the lock itself)
-            with self._lock:
-                if self._hub is None:
-                    self._hub = WakeupHub(client, self._latest_event_ids)
-        return self._hub
+        return self._once("_hub", lambda: WakeupHub(self.redis, self._latest_event_ids))
 
     def _latest_event_ids(self, run_ids: list[str]) -> dict[str, int]:
         with self.pool.connection() as conn:
@@ -89,11 +90,12 @@ class Services:
 
     @property
     def dispatcher(self) -> Any:
-        if self._dispatcher is None:
-            from workers.dispatch import Dispatcher
+        return self._once("_dispatcher", self._create_dispatcher)
 
-            self._dispatcher = Dispatcher(self.celery, self.redis, self.wakeups)
-        return self._dispatcher
+    def _create_dispatcher(self) -> Any:
+        from workers.dispatch import Dispatcher
+
+        return Dispatcher(self.celery, self.redis, self.wakeups)
 
     @contextmanager
     def transaction(self) -> Iterator[psycopg.Connection[Any]]:
