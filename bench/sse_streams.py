@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import os
 import signal
 import subprocess
@@ -111,8 +112,6 @@ def main() -> int:
                 client.close()
                 time.sleep(0.1)
         auth = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-        import json
-
         mission_ids = []
         for i in range(args.missions):
             client.request("POST", "/v1/missions", body=json.dumps(independent_doc(f"sse-{i}", 1)), headers=auth)

@@ -38,9 +38,13 @@ from orchestrator.spec import MissionSpec
 
 CACHE_SIZE = 512
 
-_LOCK = """
-SELECT mission_id, status, state, version, spec_version, state_token FROM runs WHERE id = %(run_id)s FOR UPDATE
-"""
+# What a step needs of the run row to use, or refresh, its cached state.
+_ROW = "mission_id, status, state, version, spec_version, state_token"
+# Everything else of a run this process has not seen: its spec and every task state.
+_SPEC_AND_TASKS_COLUMNS = ("spec, (SELECT coalesce(jsonb_agg(state), '[]'::jsonb) FROM run_tasks"
+                           " WHERE run_id = %(run_id)s) AS tasks")
+
+_LOCK = f"SELECT {_ROW} FROM runs WHERE id = %(run_id)s FOR UPDATE"
 # The lock taken together with a guard: a data-modifying statement whose RETURNING row (or NULL)
 # comes back with the run row, in one round trip.
 _LOCK_GUARDED = """
@@ -49,18 +53,10 @@ SELECT r.mission_id, r.status, r.state, r.version, r.spec_version, r.state_token
        (SELECT to_jsonb(guard) FROM guard) AS guard
   FROM runs r WHERE r.id = %(run_id)s FOR UPDATE OF r
 """
-_READ = "SELECT mission_id, status, state, version, spec_version, state_token FROM runs WHERE id = %(run_id)s"
-# A run this process has not seen: its spec and every task state, in one round trip.
-_SPEC_AND_TASKS = """
-SELECT spec, (SELECT coalesce(jsonb_agg(state), '[]'::jsonb) FROM run_tasks WHERE run_id = %(run_id)s) AS tasks
-  FROM runs WHERE id = %(run_id)s
-"""
+_READ = f"SELECT {_ROW} FROM runs WHERE id = %(run_id)s"
+_SPEC_AND_TASKS = f"SELECT {_SPEC_AND_TASKS_COLUMNS} FROM runs WHERE id = %(run_id)s"
 # A run this process has not seen, read without a lock: its row, spec and every task state at once.
-_READ_ALL = """
-SELECT mission_id, status, state, version, spec_version, state_token, spec,
-       (SELECT coalesce(jsonb_agg(state), '[]'::jsonb) FROM run_tasks WHERE run_id = %(run_id)s) AS tasks
-  FROM runs WHERE id = %(run_id)s
-"""
+_READ_ALL = f"SELECT {_ROW}, {_SPEC_AND_TASKS_COLUMNS} FROM runs WHERE id = %(run_id)s"
 _TASKS_SINCE = "SELECT state FROM run_tasks WHERE run_id = %(run_id)s AND version > %(version)s"
 
 # Rows travel as one JSON array (``tasks_param``, ``events_param``): one C-encoded parameter instead
