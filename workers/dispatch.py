@@ -23,10 +23,6 @@ ASSESS_TASK = "missions.assess_task"
 TICK = "missions.tick"
 
 
-# What send_task need not do for our messages: create a result backend (per thread, so per
-# greenlet in the API) for results nobody reads, look for a parent task, format the arguments with
-# its saferepr, or declare the queue on every publish (messages go to the default exchange, routed
-# by queue name; workers declare their queues when they start).
 class SentTask:
     """What ``send_task`` returns for our messages instead of an ``AsyncResult``, whose constructor
     builds a result backend (per greenlet in the API): a task id, nothing to wait for."""
@@ -38,6 +34,10 @@ class SentTask:
         self.ignored = True
 
 
+# What send_task need not do for our messages: create a result backend (per thread, so per
+# greenlet in the API) for results nobody reads, look for a parent task, format the arguments with
+# its saferepr, or declare the queue on every publish (messages go to the default exchange, routed
+# by queue name; workers declare their queues when they start).
 LEAN_SEND: dict[str, Any] = {"ignore_result": True, "add_to_parent": False, "kwargsrepr": "{}", "declare": [],
                              "result_cls": SentTask}
 

@@ -35,7 +35,7 @@ from orchestrator.engine import (
     TaskFinished,
     TaskOutputProduced,
 )
-from orchestrator.spec import AgentSpec, TaskSpec
+from orchestrator.spec import AgentSpec
 from workers import coordinator, run_store
 from workers.agents import AgentCall, AgentResult, Emit, runtime_for
 from workers.assessment import (
@@ -166,10 +166,6 @@ class OutputBatcher:
             log.warning("could not publish output", exc_info=True)
 
 
-def _find_task(state: RunState, task_id: str) -> TaskSpec:
-    return state.task_spec(task_id)
-
-
 def _text(text: str | None) -> str | None:
     return coordinator.no_nul(text) if text else text
 
@@ -239,7 +235,7 @@ class Executor:
             if claimed is None:
                 return "not claimed: a duplicate delivery, or the attempt was cancelled"
             state = stored.state
-            task = _find_task(state, task_id)
+            task = state.task_spec(task_id)
             agent = self._agent(state, claimed["agent"] or task.assign_to)
             model = claimed["model"] or agent.model
             prompt = claimed["prompt"]  # built by the step that created the attempt
@@ -387,7 +383,7 @@ class Executor:
         if row is None or stored is None:
             return "nothing to assess"
         state = stored.state
-        task = _find_task(state, task_id)
+        task = state.task_spec(task_id)
         output = row["output"] or ""
         settings = self.services.settings
         ctx = AssessmentContext(allow_commands=settings.allow_commands,
