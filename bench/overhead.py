@@ -194,8 +194,8 @@ class Bench:
         return psycopg.connect(self.db_url, row_factory=dict_row, autocommit=True, **kw)
 
     def setup(self) -> None:
-        from workers.db import upgrade
-        from workers.projects import create_key
+        from workers.store.db import upgrade
+        from workers.store.projects import create_key
 
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{self.db_name}"')
@@ -205,7 +205,7 @@ class Bench:
             self.key = create_key(conn, "bench")
         for url in (self.redis_url, self.raw_redis_url):
             redis.Redis.from_url(url).flushdb()
-        cli = [sys.executable, "-c", "from api.cli import main; main()"]
+        cli = [sys.executable, "-c", "from api.cli.main import main; main()"]
         self.spawn("worker", [*cli, "worker", "--concurrency", str(CONCURRENCY), "--pool", "threads",
                               "--name", f"bench-{os.getpid()}"])
         self.spawn("beat", [*cli, "beat"])
@@ -287,7 +287,7 @@ class Bench:
         """A Celery app on the Missions broker, to send remote-control commands to its worker."""
         if self._control is None:
             from config import Settings
-            from workers.celery_app import create_celery
+            from workers.messaging.celery_app import create_celery
 
             self._control = create_celery(Settings(redis_url=self.redis_url))
         return self._control
@@ -485,7 +485,7 @@ def consumer_paused(app: Any, queue: str, paused: bool) -> Iterator[Callable[[],
 
 
 def missions_batch(bench: Bench, missions: list[dict[str, Any]], per_mission: int, paused: bool) -> Batch:
-    from workers.dispatch import TASK_QUEUE
+    from workers.messaging.dispatch import TASK_QUEUE
 
     total = len(missions) * per_mission
     xacts_before = bench.xact_commits()

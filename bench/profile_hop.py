@@ -6,7 +6,7 @@
 
 No Celery here: a single thread plays a ``--pool solo`` worker. It creates a fresh database
 ``bench_<random>`` (dropped at the end), creates missions through the real Flask app (test client),
-starts runs with ``workers.runs.execute`` and then runs ``Executor.run_attempt`` for every attempt
+starts runs with ``workers.coordination.runs.execute`` and then runs ``Executor.run_attempt`` for every attempt
 the coordinator asks for, in FIFO order, with an in-process dispatcher that queues the attempt
 instead of sending a Celery message (wake-ups are still published to Redis). The product code is
 not modified: functions are wrapped at run time with ``time.perf_counter`` timers, and every SQL
@@ -94,7 +94,7 @@ def instrument() -> None:
     import psycopg.types.json as pj
 
     from orchestrator import engine, spec
-    from workers import coordinator
+    from workers.coordination import step as coordinator
 
     engine.RunState.from_json = classmethod(timed("RunState.from_json", engine.RunState.from_json.__func__))
     engine.RunState.to_json = timed("RunState.to_json", engine.RunState.to_json)
@@ -103,7 +103,7 @@ def instrument() -> None:
     spec.MissionSpec.to_document = timed("MissionSpec.to_document", spec.MissionSpec.to_document)
     engine.decide = timed("engine.decide", engine.decide)
     coordinator.step = timed("coordinator.step (whole)", coordinator.step)
-    from workers import run_store
+    from workers.store import run_state as run_store
 
     run_store.load = timed("run_store.load (lock + cache or read)", run_store.load)
     run_store.save = timed("run_store.save (changed rows)", run_store.save)
@@ -147,7 +147,7 @@ class LocalDispatcher:
     """The real Dispatcher's after-commit, with Celery sends replaced by an in-process queue."""
 
     def __init__(self, redis_client: Any) -> None:
-        from workers.dispatch import Dispatcher
+        from workers.messaging.dispatch import Dispatcher
 
         self.queue: collections.deque[tuple[str, str, int]] = collections.deque()
         self.inner = Dispatcher(celery=None, redis_client=redis_client)
@@ -167,7 +167,7 @@ class LocalDispatcher:
 
 @contextmanager
 def database(admin_url: str) -> Iterator[str]:
-    from workers.db import upgrade
+    from workers.store.db import upgrade
 
     name = f"bench_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(admin_url, autocommit=True) as conn:
@@ -183,11 +183,11 @@ def database(admin_url: str) -> Iterator[str]:
 
 class Harness:
     def __init__(self, db_url: str, redis_url: str, data_dir: Path) -> None:
-        from api.app import create_app
+        from api.http.app import create_app
         from config import Settings
-        from workers.execution import Executor
-        from workers.projects import create_key, project_for_key
-        from workers.services import Services
+        from workers.execution.executor import Executor
+        from workers.store.projects import create_key, project_for_key
+        from workers.wiring import Services
 
         self.settings = Settings(database_url=db_url, redis_url=redis_url, log_level="warning",
                                  data_dir=data_dir)
@@ -201,9 +201,9 @@ class Harness:
         self.executor = Executor(self.services, self.dispatcher, "profile@local")  # type: ignore[arg-type]
 
     def start(self, doc: dict[str, Any]) -> str:
-        from workers import runs
-        from workers.execution import utcnow
-        from workers.missions import Limits
+        from workers.coordination import runs
+        from workers.execution.executor import utcnow
+        from workers.store.missions import Limits
 
         saved = dict(TIMES), dict(COUNTS)  # creating and starting the run is not part of an attempt
         r = self.client.post("/v1/missions", json=doc, headers={"Authorization": f"Bearer {self.key}"})
@@ -319,7 +319,7 @@ def micro(services: Any, run_ids: dict[int, str]) -> None:
         for n, run_id in sorted(run_ids.items()):
             # Since migration 0004 a run is stored split (runs.state, runs.spec, run_tasks rows);
             # rebuild the whole document to measure what a whole-state store would pay.
-            from workers import run_store
+            from workers.store import run_state as run_store
 
             with conn.transaction():
                 stored = run_store.load(conn, run_id, lock=False)

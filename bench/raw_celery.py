@@ -15,7 +15,7 @@ import time
 import redis
 from celery import Celery
 
-from workers.celery_app import DELIVERY_SETTINGS
+from workers.messaging.celery_app import DELIVERY_SETTINGS
 
 RAW_REDIS_URL = os.environ.get("RAW_REDIS_URL", "redis://127.0.0.1:6379/13")
 QUEUE = "raw"

@@ -1,7 +1,7 @@
 """Publishes per second: flask-sse's stock ``publish`` against ``publish_wakeup`` on a shared client.
 
 flask-sse builds a new Redis client, and so opens a new TCP connection, on every publish;
-``workers.events.publish_wakeup`` reuses the process's one client. Run against a real Redis:
+``workers.messaging.wakeups.publish_wakeup`` reuses the process's one client. Run against a real Redis:
 
     python bench/sse_publish.py [--count 5000]     # REDIS_URL, default redis://127.0.0.1:6379/15
 
@@ -18,7 +18,7 @@ import redis
 from flask import Flask
 from flask_sse import sse
 
-from workers.events import publish_wakeup
+from workers.messaging.wakeups import publish_wakeup
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
 MISSION = "msn_bench"

@@ -92,15 +92,15 @@ def main() -> int:
     api = None
     stop = threading.Event()
     try:
-        from workers.db import upgrade
-        from workers.projects import create_key
+        from workers.store.db import upgrade
+        from workers.store.projects import create_key
 
         upgrade(db_url)
         with psycopg.connect(db_url, row_factory=dict_row) as conn:
             key = create_key(conn, "bench")
         env = {**os.environ, "DATABASE_URL": db_url, "REDIS_URL": redis_url, "MISSIONS_PORT": str(port),
                "MISSIONS_LOG_LEVEL": "warning"}
-        api = subprocess.Popen([sys.executable, "-c", "from api.cli import main; main()", "api"], env=env,
+        api = subprocess.Popen([sys.executable, "-c", "from api.cli.main import main; main()", "api"], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         client = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         for _ in range(200):

@@ -18,7 +18,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from config import Settings
-from workers.db import upgrade
+from workers.store.db import upgrade
 
 
 def with_database(url: str, name: str) -> str:
@@ -40,7 +40,7 @@ def postgres_server_url(services_dir: Path) -> Iterator[str]:
     url = os.environ.get("DATABASE_URL")
     embedded = not url
     if embedded:
-        from workers.embedded import start_postgres
+        from workers.support.embedded import start_postgres
 
         url = start_postgres(services_dir)
     assert url is not None
@@ -51,7 +51,7 @@ def postgres_server_url(services_dir: Path) -> Iterator[str]:
         _service_missing("Postgres", exc)
     yield url
     if embedded:
-        from workers.embedded import stop_postgres
+        from workers.support.embedded import stop_postgres
 
         stop_postgres(services_dir)
 
@@ -86,7 +86,7 @@ def redis_server_url(services_dir: Path) -> Iterator[str]:
     url = os.environ.get("REDIS_URL")
     handle = None
     if not url:
-        from workers.embedded import start_redis
+        from workers.support.embedded import start_redis
 
         handle = start_redis(services_dir, persist=False)
         url = handle.url

@@ -32,7 +32,7 @@ def running_stack(database_url: str, redis_url: str, tmp_path: Path,
     import psycopg
     from psycopg.rows import dict_row
 
-    from workers.projects import create_key
+    from workers.store.projects import create_key
 
     logs = tmp_path / "logs"
     logs.mkdir()

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def shared_stack(postgres_server_url: str, template_database: str, redis_server_url: str,
                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    from workers.projects import create_key
+    from workers.store.projects import create_key
 
     name = f"missions_cli_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(postgres_server_url, autocommit=True) as conn:

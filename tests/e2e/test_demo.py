@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from api.demo import demo_mission
+from api.cli.demo import demo_mission
 from tests.e2e.test_up import processes_using
 from tests.integration.test_cli import environment, missions_executable
 

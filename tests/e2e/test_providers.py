@@ -16,7 +16,7 @@ from tests.e2e.conftest import running_stack
 from tests.support.fake_llm import FakeLLM, call, fail, say
 from tests.support.sse import read_events
 from tests.support.stack import Stack, wait_for
-from workers.usage import mission_usage
+from workers.store.usage import mission_usage
 
 pytestmark = pytest.mark.e2e
 

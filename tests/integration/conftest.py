@@ -6,9 +6,9 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from api.app import create_app
+from api.http.app import create_app
 from config import Settings
-from workers.services import Services
+from workers.wiring import Services
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def client(app: Flask) -> FlaskClient:
 
 
 def _key(services: Services, project: str) -> str:
-    from workers.projects import create_key
+    from workers.store.projects import create_key
 
     with services.transaction() as conn:
         return create_key(conn, project)

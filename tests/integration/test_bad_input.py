@@ -13,10 +13,10 @@ import psycopg
 import pytest
 from flask.testing import FlaskClient
 
-from api.app import create_app
+from api.http.app import create_app
 from config import Settings
 from tests.fixtures.examples import DEPLOY_PIPELINE
-from workers.services import Services
+from workers.wiring import Services
 
 Body = dict[str, Any]
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from workers import broker
-from workers.dispatch import RUN_TASK, TASK_QUEUE, Dispatcher
-from workers.services import Services
+from workers.messaging import broker
+from workers.messaging.dispatch import RUN_TASK, TASK_QUEUE, Dispatcher
+from workers.wiring import Services
 
 
 def _queued(services: Services) -> list[dict[str, Any]]:

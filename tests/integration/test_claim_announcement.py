@@ -12,11 +12,11 @@ from typing import Any
 import psycopg
 
 from tests.integration.test_coordination import _mission, _start
-from workers import execution
-from workers.dispatch import Dispatcher
-from workers.execution import Executor, utcnow
-from workers.services import Services
-from workers.tick import reap_lost_workers
+from workers.execution.executor import executor as execution
+from workers.messaging.dispatch import Dispatcher
+from workers.execution.executor import Executor, utcnow
+from workers.wiring import Services
+from workers.coordination.tick import reap_lost_workers
 
 
 def _executor(services: Services) -> Executor:

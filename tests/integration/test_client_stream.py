@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from api.client import ApiError, Client, StreamLost, parse_events
+from api.cli.client import ApiError, Client, StreamLost, parse_events
 
 
 def frame(event_id: int, kind: str, **data: Any) -> bytes:

@@ -12,12 +12,15 @@ import pytest
 from psycopg.rows import dict_row
 
 from orchestrator.engine import TaskClaimed, TaskFinished
-from workers import coordinator, missions, run_store, runs
-from workers.dispatch import TASK_QUEUE, Dispatcher
-from workers.execution import Executor, utcnow
-from workers.projects import ensure_project
-from workers.services import Services
-from workers.tick import tick
+from workers.coordination import step as coordinator
+from workers.store import missions
+from workers.store import run_state as run_store
+from workers.coordination import runs
+from workers.messaging.dispatch import TASK_QUEUE, Dispatcher
+from workers.execution.executor import Executor, utcnow
+from workers.store.projects import ensure_project
+from workers.wiring import Services
+from workers.coordination.tick import tick
 
 LIMITS = missions.Limits()
 
@@ -194,7 +197,7 @@ def test_an_attempt_queued_without_a_prompt_gets_it_when_claimed(
 
 
 def test_a_step_whose_guard_matches_nothing_changes_nothing(services: Services, db: psycopg.Connection) -> None:
-    from workers.run_store import Guard
+    from workers.store.run_state import Guard
 
     run_id, ids, _ = _start(services, _mission([{"title": "A"}]))
     before = db.execute("SELECT version, (SELECT count(*) FROM events WHERE run_id = %s) AS events FROM runs"

@@ -8,12 +8,14 @@ from typing import Any
 import psycopg
 import pytest
 
-from workers import missions, runs
-from workers.dispatch import cancel_key
-from workers.execution import utcnow
-from workers.heartbeat import Heartbeats
-from workers.projects import ensure_project
-from workers.services import Services
+from workers.store import missions
+
+from workers.coordination import runs
+from workers.messaging.dispatch import cancel_key
+from workers.execution.executor import utcnow
+from workers.execution.heartbeat import Heartbeats
+from workers.store.projects import ensure_project
+from workers.wiring import Services
 
 
 def _queued_attempts(services: Services, titles: list[str]) -> tuple[str, list[str]]:

@@ -10,8 +10,8 @@ from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.scenarios import agent, mission
-from workers import metrics as worker_metrics
-from workers.services import Services
+from workers.support import metrics as worker_metrics
+from workers.wiring import Services
 
 
 def scrape(client: FlaskClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -12,7 +12,7 @@ import pytest
 from psycopg import sql
 
 from tests.conftest import with_database
-from workers.db import current_version, migrations, upgrade
+from workers.store.db import current_version, migrations, upgrade
 
 # Every table the code reads or writes.
 TABLES = {

@@ -14,11 +14,14 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from orchestrator.engine import AssessmentScored, Event, TaskClaimed, TaskFailed, TaskFinished, TaskOutputProduced
-from workers import coordinator, missions, run_store, runs
-from workers.dispatch import Dispatcher
-from workers.execution import _CLAIM, _RECORD, _RECORD_SCORE, Executor
-from workers.projects import ensure_project
-from workers.services import Services
+from workers.coordination import step as coordinator
+from workers.store import missions
+from workers.store import run_state as run_store
+from workers.coordination import runs
+from workers.messaging.dispatch import Dispatcher
+from workers.execution.executor import _CLAIM, _RECORD, _RECORD_SCORE, Executor
+from workers.store.projects import ensure_project
+from workers.wiring import Services
 
 LIMITS = missions.Limits()
 T0 = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)

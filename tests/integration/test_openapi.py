@@ -10,7 +10,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from openapi_spec_validator import validate
 
-from api.openapi import DOCS, UndocumentedRoute, build_spec, openapi_path
+from api.http.openapi import DOCS, UndocumentedRoute, build_spec, openapi_path
 
 
 def served_operations(app: Flask) -> set[tuple[str, str]]:

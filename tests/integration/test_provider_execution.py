@@ -13,13 +13,15 @@ import pytest
 
 from config import Settings
 from tests.support.fake_llm import FakeLLM, call, say
-from workers import coordinator, missions, runs
-from workers.dispatch import TASK_QUEUE, Dispatcher
-from workers.execution import Executor, OutputBatcher, utcnow
-from workers.projects import ensure_project
-from workers.providers import Providers
-from workers.services import Services
-from workers.usage import mission_usage, run_totals
+from workers.coordination import step as coordinator
+from workers.store import missions
+from workers.coordination import runs
+from workers.messaging.dispatch import TASK_QUEUE, Dispatcher
+from workers.execution.executor import Executor, OutputBatcher, utcnow
+from workers.store.projects import ensure_project
+from workers.execution.providers import Providers
+from workers.wiring import Services
+from workers.store.usage import mission_usage, run_totals
 
 LIMITS = missions.Limits()
 KEYS = {"OPENAI_API_KEY": "sk-test", "ANTHROPIC_API_KEY": "sk-test"}

@@ -14,9 +14,9 @@ import pytest
 from config import Settings
 from orchestrator.spec import AgentSpec
 from tests.support.fake_llm import FakeLLM, call, fail, hang, say
-from workers.agents import AgentCall, AgentResult, runtime_for
-from workers.assessment import JudgeRequest, judge
-from workers.providers import Providers
+from workers.execution.agents import AgentCall, AgentResult, runtime_for
+from workers.execution.assessment import JudgeRequest, judge
+from workers.execution.providers import Providers
 
 PROVIDERS = ["openai", "anthropic"]
 KEYS = {"OPENAI_API_KEY": "sk-openai-test", "ANTHROPIC_API_KEY": "sk-ant-test"}

@@ -14,7 +14,11 @@ import pytest
 from psycopg import sql as pgsql
 from psycopg.types.json import Jsonb
 
-from workers import coordinator, execution, tick
+from workers.coordination import step as coordinator
+
+from workers.execution.executor import executor as execution
+
+from workers.coordination import tick
 
 PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 KEY = {"run_id": "run_x", "task_id": "task_x", "attempt": 1, "now": None}

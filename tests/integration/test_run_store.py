@@ -9,10 +9,13 @@ import pytest
 
 from orchestrator.engine import TaskAdded, TaskClaimed, TaskFinished
 from orchestrator.spec import TaskSpec
-from workers import coordinator, missions, run_store, runs
-from workers.execution import utcnow
-from workers.projects import ensure_project
-from workers.services import Services
+from workers.coordination import step as coordinator
+from workers.store import missions
+from workers.store import run_state as run_store
+from workers.coordination import runs
+from workers.execution.executor import utcnow
+from workers.store.projects import ensure_project
+from workers.wiring import Services
 
 LIMITS = missions.Limits()
 

@@ -10,9 +10,9 @@ import psycopg
 from flask.testing import FlaskClient
 from psycopg.rows import dict_row
 
-from workers import schedules
-from workers.missions import Limits
-from workers.services import Services
+from workers.coordination import schedules
+from workers.store.missions import Limits
+from workers.wiring import Services
 
 LIMITS = Limits()
 
@@ -142,8 +142,8 @@ def test_missed_fires_after_downtime_are_skipped_or_caught_up_once(client: Flask
 
 def test_a_scheduled_mission_returns_to_scheduled_after_its_run(client: FlaskClient, auth: dict[str, str],
                                                                 services: Services, db) -> None:
-    from workers.dispatch import Dispatcher
-    from workers.execution import Executor
+    from workers.messaging.dispatch import Dispatcher
+    from workers.execution.executor import Executor
 
     mission = client.post("/v1/missions", json=weekly_report(), headers=auth).get_json()
     fire_at = datetime(2026, 11, 23, 8, tzinfo=timezone.utc)

@@ -16,14 +16,14 @@ from flask import Flask, Response, request
 from flask.testing import FlaskClient
 from psycopg.types.json import Jsonb
 
-from api import sse
-from api.sse import event_stream, parse_last_event_id, stream_run
+from api.http import sse
+from api.http.sse import event_stream, parse_last_event_id, stream_run
 from config import Settings
 from tests.support.sse import SseEvent, iter_sse
-from workers.errors import Invalid
-from workers import events as event_log
-from workers.events import publish_wakeup
-from workers.services import Services
+from workers.support.errors import Invalid
+from workers.messaging import wakeups as event_log
+from workers.messaging.wakeups import publish_wakeup
+from workers.wiring import Services
 
 MISSION = "msn_sse_test"
 RUN = "run_sse_test_1"
@@ -324,7 +324,7 @@ def test_idle_streams_do_not_each_poll_the_log(
     monkeypatch.setattr(event_log, "fetch_events", lambda conn, run_id, *a: reads.append(run_id) or fetch(
         conn, run_id, *a))
     hub_reads: list[list[str]] = []
-    monkeypatch.setattr("workers.services.latest_event_ids", lambda conn, ids: hub_reads.append(ids) or latest(
+    monkeypatch.setattr("workers.wiring.latest_event_ids", lambda conn, ids: hub_reads.append(ids) or latest(
         conn, ids))
     append(db, "mission:status", {"status": "active"})
     streams = [open_stream(f"/test/missions/{MISSION}/runs/{run}/events") for run in (RUN, OTHER_RUN) * 5]
@@ -411,8 +411,8 @@ def test_closing_the_stream_ends_its_subscription(
 def test_the_stream_falls_back_to_polling_when_redis_is_unreachable(
     db: psycopg.Connection, database_url: str, settings: Settings
 ) -> None:
-    from api.app import create_app
-    from workers.embedded import free_port
+    from api.http.app import create_app
+    from workers.support.embedded import free_port
 
     unreachable = settings.replace(redis_url=f"redis://127.0.0.1:{free_port()}/0")
     services = Services(unreachable)

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
-from workers.events import WakeupHub, channel, publish_wakeup
+from workers.messaging.wakeups import WakeupHub, channel, publish_wakeup
 
 CONFIRM = 2.0
 
@@ -79,7 +79,7 @@ def test_the_hub_resubscribes_after_redis_drops_its_connection(client: redis.Red
 
 
 def test_without_redis_a_stream_gets_a_listener_that_is_never_woken(redis_url: str) -> None:
-    from workers.embedded import free_port
+    from workers.support.embedded import free_port
 
     unreachable = redis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2)
     hub = WakeupHub(unreachable, retry_seconds=0.1)

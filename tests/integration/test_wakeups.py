@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from workers.events import WakeupPublisher, channel
-from workers.services import Services
+from workers.messaging.wakeups import WakeupPublisher, channel
+from workers.wiring import Services
 
 
 class Listener:

@@ -24,7 +24,7 @@ def free_port() -> int:
 
 
 def cli(*args: str) -> list[str]:
-    return [sys.executable, "-c", "from api.cli import main; main()", *args]
+    return [sys.executable, "-c", "from api.cli.main import main; main()", *args]
 
 
 @dataclass

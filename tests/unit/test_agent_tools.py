@@ -13,9 +13,9 @@ import pytest
 
 from orchestrator.spec import MissionSpec
 from orchestrator.validation import validate_mission
-from workers.assessment import missing_outcomes
-from workers.providers.base import Cancelled, ToolCall
-from workers.providers.tools import (
+from workers.execution.assessment import missing_outcomes
+from workers.execution.providers.base import Cancelled, ToolCall
+from workers.execution.providers.tools import (
     ToolBox,
     host_allowed,
     inside,

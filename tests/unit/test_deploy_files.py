@@ -13,7 +13,7 @@ import click
 import pytest
 import yaml
 
-from api.cli import main
+from api.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -107,7 +107,7 @@ def test_the_check_refuses_what_the_cli_would_refuse(argv: list[str]) -> None:
 
 
 def test_the_worker_queue_choices_are_the_queues_messages_are_sent_to() -> None:
-    from workers.dispatch import CONTROL_QUEUE, TASK_QUEUE
+    from workers.messaging.dispatch import CONTROL_QUEUE, TASK_QUEUE
 
     worker = main.commands["worker"]
     choices = next(p for p in worker.params if p.name == "queues").type.choices  # type: ignore[attr-defined]

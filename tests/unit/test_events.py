@@ -8,7 +8,7 @@ import logging
 import fakeredis
 import pytest
 
-from workers.events import channel, publish_wakeup
+from workers.messaging.wakeups import channel, publish_wakeup
 
 
 def test_the_channel_of_a_mission_is_named_after_it() -> None:
@@ -45,7 +45,7 @@ def test_a_redis_failure_is_logged_not_raised(caplog: pytest.LogCaptureFixture) 
     server.connected = False
     client = fakeredis.FakeRedis(server=server)
 
-    with caplog.at_level(logging.WARNING, logger="workers.events"):
+    with caplog.at_level(logging.WARNING, logger="workers.messaging.wakeups"):
         publish_wakeup(client, "msn_1", "run_1", 42)
 
     assert "could not publish the wake-up for run run_1 event 42" in caplog.text

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from workers.assessment import extract_json, parse_scores, parse_verdict
-from workers.providers.base import ToolCall, Turn
+from workers.execution.assessment import extract_json, parse_scores, parse_verdict
+from workers.execution.providers.base import ToolCall, Turn
 
 CRITERIA = ["All critical issues identified", "Feedback is actionable and specific"]
 

@@ -5,7 +5,7 @@ import json
 import logging
 
 from config import Settings
-from workers.logs import configure_logging, log_ids
+from workers.support.logs import configure_logging, log_ids
 
 
 def test_json_log_lines_carry_the_ids_of_the_attempt_being_worked_on() -> None:

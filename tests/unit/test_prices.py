@@ -9,7 +9,7 @@ import pytest
 
 from config import ConfigError, Settings
 from config.prices import Price, default_table, load_prices, parse_prices
-from workers.usage import Totals, budget_exceeded
+from workers.store.usage import Totals, budget_exceeded
 
 
 def test_cost_is_input_and_output_tokens_at_their_prices_per_million() -> None:

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 from orchestrator.engine import start_run
 from orchestrator.spec import MissionSpec
-from workers.run_store import KeyedLocks, RunCache, Stored
+from workers.store.run_state import KeyedLocks, RunCache, Stored
 
 SPEC = MissionSpec.from_document({
     "name": "m", "tasks": [{"id": "task_a", "title": "A", "description": "d", "assignTo": "a"}],

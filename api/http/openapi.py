@@ -1,0 +1,664 @@
+"""OpenAPI 3.1 for the whole HTTP surface, built from the app's own routes and marshmallow schemas.
+
+The paths come from Flask's URL map, so a route cannot exist without appearing here: ``DOCS`` holds
+the documentation of each endpoint (keyed by endpoint name and method), request bodies and query
+parameters are the very marshmallow schemas the routes load with (``api.http.schemas``), and response
+bodies are described by the documentation-only schemas below, which extend them. An endpoint
+missing from ``DOCS`` appears as ``x-undocumented`` (and ``build_spec(strict=True)``, used by the
+tests, refuses it).
+
+``/v1/openapi.json`` serves the spec; ``/docs`` is a self-contained HTML reference rendered from it
+on the server (no CDN, no JavaScript framework), with a small "try it" form per operation.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from flask import Blueprint, Flask, Response, current_app, jsonify
+from marshmallow import EXCLUDE, Schema, fields, validate
+
+from api.http import schemas
+
+TITLE = "Missions API"
+MISSION_STATUSES = ["draft", "scheduled", "active", "paused", "completed", "failed", "cancelled"]
+TASK_STATUSES = ["draft", "pending", "queued", "running", "assessing", "completed", "failed", "skipped",
+                 "cancelled", "awaiting_approval"]
+PAUSE_REASONS = ["checkpoint", "quality_gate", "approval"]
+ERROR_CODES = ["bad_request", "unauthorized", "not_found", "conflict", "rate_limited", "internal_error"]
+EVENT_NAMES = ["mission:status", "task:status", "task:output", "task:assessment", "gate:blocked",
+               "checkpoint:waiting", "mission:done", "error"]
+
+
+# -- Response schemas (documentation only: responses are rendered by api.http.render) ---------------
+class _Out(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+
+def _nullable_text(description: str) -> fields.String:
+    return fields.String(allow_none=True, metadata={"description": description})
+
+
+class ErrorSchema(_Out):
+    error = fields.String(required=True, metadata={"description": "Human readable message."})
+    code = fields.String(required=True, validate=validate.OneOf(ERROR_CODES))
+    details = fields.Dict(required=True, metadata={
+        "description": "Machine readable details; a validation error lists every offending field in "
+                       "`details.fields`, e.g. `{\"tasks[1].dependsOn[0]\": [\"...\"]}`."})
+
+
+class UsageSchema(_Out):
+    tokensIn = fields.Integer(required=True)
+    tokensOut = fields.Integer(required=True)
+    costUsd = fields.Float(required=True, metadata={"description": "Estimated from the price table."})
+    attempts = fields.Integer(required=True)
+
+
+class _TaskResults(_Out):
+    """What the latest attempt of a task produced."""
+
+    attempt = fields.Integer(metadata={"description": "The current or last attempt (1 based)."})
+    agent = fields.String(metadata={"description": "The agent of that attempt (a fallback agent after escalation)."})
+    model = fields.String()
+    output = fields.String(metadata={"description": "What the agent produced."})
+    score = fields.Float(allow_none=True, metadata={"description": "Assessment score 1-5, when assessed."})
+    criteria = fields.List(fields.Dict(), metadata={
+        "description": "Per expectation: its score and the judge's (or the check's) reason."})
+    error = fields.String(metadata={"description": "Why the last attempt failed."})
+    usage = fields.Nested(UsageSchema, metadata={"description": "Tokens and cost of the task in the latest run."})
+
+
+class MissionSummarySchema(_Out):
+    id = fields.String(required=True, metadata={"example": "msn_4h2k9x7q0c1v2b3n4m5l6k7j"})
+    name = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(MISSION_STATUSES))
+    executionCount = fields.Integer(required=True, metadata={"description": "How many runs the mission had."})
+    qualityThreshold = fields.Float(required=True)
+    taskCount = fields.Integer(required=True)
+
+
+class _RunFields(_Out):
+    latestRunId = fields.String(metadata={"description": "The latest run, once the mission ran."})
+    pauseReason = fields.String(allow_none=True, validate=validate.OneOf([*PAUSE_REASONS, None]),
+                                metadata={"description": "While paused: why."})
+    pauseMessage = _nullable_text("While paused: the checkpoint's message or what blocked.")
+    failureReason = fields.String(metadata={"description": "When failed or cancelled, e.g. `deadline_exceeded`."})
+    nextRunAt = fields.String(metadata={"format": "date-time", "description": "Next scheduled fire."})
+    lastRunStatus = fields.String(metadata={"description": "The latest run's own status."})
+
+
+class TaskBriefSchema(_Out):
+    id = fields.String(required=True, metadata={"example": "task_9f8e7d6c5b4a3210fedcba98"})
+    title = fields.String(required=True)
+    assignTo = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(TASK_STATUSES))
+    dependsOn = fields.List(fields.String())
+
+
+class MissionCreatedSchema(_RunFields):
+    id = fields.String(required=True)
+    name = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(MISSION_STATUSES))
+    prompt = fields.String()
+    qualityThreshold = fields.Float(required=True)
+    executionCount = fields.Integer(required=True)
+    deadline = fields.String(metadata={"format": "date-time"})
+    schedule = fields.String()
+    timezone = fields.String()
+    tasks = fields.List(fields.Nested(TaskBriefSchema), required=True)
+
+
+class TaskDetailSchema(schemas.TaskSchema, _TaskResults):
+    """A task as stored, with its state in the latest run."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    id = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(TASK_STATUSES))
+
+
+class MissionDetailSchema(schemas.MissionSchema, _RunFields):
+    """The whole mission document with its status and every task."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    id = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(MISSION_STATUSES))
+    executionCount = fields.Integer(required=True)
+    createdAt = fields.String(required=True, metadata={"format": "date-time"})
+    updatedAt = fields.String(required=True, metadata={"format": "date-time"})
+    usage = fields.Nested(UsageSchema, metadata={"description": "Tokens and cost over every run."})
+    tasks = fields.List(fields.Nested(TaskDetailSchema), required=True)
+
+
+class ResumableSchema(_Out):
+    id = fields.String(required=True)
+    name = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(["paused"]))
+    pauseReason = fields.String(required=True, validate=validate.OneOf(PAUSE_REASONS))
+    pauseMessage = fields.String(required=True, allow_none=True)
+
+
+class RunTaskSchema(_TaskResults):
+    id = fields.String(required=True)
+    title = fields.String()
+    status = fields.String(validate=validate.OneOf(TASK_STATUSES))
+
+
+class RunSchema(_Out):
+    id = fields.String(required=True, metadata={"example": "run_0a1b2c3d4e5f6a7b8c9d0e1f"})
+    missionId = fields.String(required=True)
+    number = fields.Integer(required=True, metadata={"description": "1 for the first run of the mission."})
+    status = fields.String(required=True, validate=validate.OneOf(MISSION_STATUSES))
+    pauseReason = fields.String(validate=validate.OneOf(PAUSE_REASONS))
+    pauseMessage = fields.String(allow_none=True)
+    failureReason = fields.String()
+    createdAt = fields.String(allow_none=True, metadata={"format": "date-time"})
+    startedAt = fields.String(allow_none=True, metadata={"format": "date-time"})
+    finishedAt = fields.String(allow_none=True, metadata={"format": "date-time"})
+    usage = fields.Nested(UsageSchema, metadata={"description": "Tokens and cost of this run."})
+    tasks = fields.List(fields.Nested(RunTaskSchema), metadata={"description": "Absent in the run list."})
+
+
+class FireSchema(_Out):
+    fireAt = fields.String(required=True, metadata={"format": "date-time", "description": "When the schedule fired."})
+    status = fields.String(required=True, metadata={"description": "`started`, or `skipped` with a reason."})
+    reason = fields.String(metadata={"description": "Why a fire was skipped, e.g. a run was still active."})
+    runId = fields.String(metadata={"description": "The run a started fire created."})
+    recordedAt = fields.String(required=True, metadata={"format": "date-time"})
+
+
+class HealthSchema(_Out):
+    status = fields.String(required=True, validate=validate.OneOf(["ok"]))
+
+
+class ReadySchema(_Out):
+    status = fields.String(required=True, validate=validate.OneOf(["ready", "not_ready"]))
+    checks = fields.Dict(keys=fields.String(), values=fields.String(), required=True,
+                         metadata={"description": "`ok` or the error, for `postgres` and `redis`."})
+
+
+class EventsQuerySchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    runId = fields.String(metadata={"description": "Another run than the latest."})
+    lastEventId = fields.Integer(metadata={
+        "description": "Replay after this event id (the `Last-Event-ID` header wins when both are sent)."})
+
+
+# -- The documentation of each endpoint -----------------------------------------------------
+@dataclass(frozen=True)
+class Doc:
+    summary: str
+    description: str = ""
+    tag: str = "Missions"
+    body: str | None = None  # a component schema name
+    body_required: bool = True
+    query: type[Schema] | Schema | None = None
+    responses: Mapping[int, tuple[str, str | None]] = field(default_factory=dict)  # status -> (text, schema)
+    errors: tuple[int, ...] = ()
+    auth: bool = True
+    content_type: str = "application/json"
+    headers: tuple[dict[str, Any], ...] = ()
+    example: Any = None
+
+
+SSE = "text/event-stream"
+EVENTS_TEXT = (
+    "A `text/event-stream`: every event has an `id:` (increasing), an `event:` name and a JSON `data:` "
+    "object carrying `missionId` and `runId`. Names: " + ", ".join(f"`{n}`" for n in EVENT_NAMES) + ". "
+    "The server sends `: keep-alive` comments every 15 s and ends the stream after `mission:done`. "
+    "A client that reconnects with `Last-Event-ID` gets exactly the events after that id."
+)
+HELLO_MISSION = {
+    "name": "hello", "prompt": "Say hello.",
+    "tasks": [{"title": "Greet", "description": "Write a greeting.", "assignTo": "writer"}],
+    "team": {"name": "crew", "volatile": True,
+             "agents": [{"name": "writer", "role": "Writes", "model": "scripted/demo",
+                         "script": [{"outputChunks": ["Hello, ", "world"]}]}]},
+}
+
+DOCS: dict[tuple[str, str], Doc] = {
+    ("missions_v1.list_missions", "GET"): Doc(
+        "List missions", "Summaries of the project's missions, newest first.",
+        query=schemas.ListQuerySchema, responses={200: ("The missions.", "MissionSummary[]")}, errors=(400,)),
+    ("missions_v1.create_mission", "POST"): Doc(
+        "Create a mission",
+        "Validates the whole document (references, cycles, gates and checkpoints reachability, ranges, "
+        "cron) and stores it with its tasks; status `draft`, or `scheduled` with a `schedule`. A "
+        "rejected request leaves nothing behind. Names are unique per project.",
+        body="Mission", example=HELLO_MISSION,
+        responses={201: ("Created; `Location` names the mission.", "MissionCreated")},
+        errors=(400, 409, 413, 415)),
+    ("missions_v1.list_resumable", "GET"): Doc(
+        "List paused missions", "Missions waiting for `resume`, with why they paused.",
+        responses={200: ("The paused missions.", "Resumable[]")}),
+    ("missions_v1.get_mission", "GET"): Doc(
+        "Get a mission", "The whole mission with every task and its status in the latest run.",
+        responses={200: ("The mission.", "MissionDetail")}, errors=(404,)),
+    ("missions_v1.patch_mission", "PATCH"): Doc(
+        "Change a mission",
+        "Changes only the fields given (`null` clears an optional field); the whole document is "
+        "validated again. Tasks change through their own routes. 409 while the mission is active or paused.",
+        body="MissionPatch", example={"prompt": "Say hello politely."},
+        responses={200: ("The changed mission.", "MissionDetail")}, errors=(400, 404, 409, 413, 415)),
+    ("missions_v1.delete_mission", "DELETE"): Doc(
+        "Delete a mission", "Deletes the mission, its tasks and runs. 409 while active or paused (abort it first).",
+        responses={204: ("Deleted.", None)}, errors=(404, 409)),
+    ("missions_v1.add_task", "POST"): Doc(
+        "Add a task",
+        "Adds a task; while the mission runs it joins the run and starts as soon as its `dependsOn` completed.",
+        tag="Tasks", body="TaskCreate",
+        example={"title": "Translate", "description": "Translate the greeting.", "assignTo": "writer",
+                 "dependsOn": ["Greet"]},
+        responses={201: ("The task.", "TaskDetail")}, errors=(400, 404, 409, 413, 415)),
+    ("missions_v1.update_task", "PATCH"): Doc(
+        "Change a task", "While the mission runs, only a task that has not started can change, and not its title.",
+        tag="Tasks", body="TaskPatch", example={"priority": 10},
+        responses={200: ("The task.", "TaskDetail")}, errors=(400, 404, 409, 413, 415)),
+    ("missions_v1.delete_task", "DELETE"): Doc(
+        "Remove a task", "409 for the last task of a mission or a task others still refer to.",
+        tag="Tasks", responses={204: ("Removed.", None)}, errors=(404, 409)),
+    ("missions_v1.execute", "POST"): Doc(
+        "Execute a mission",
+        "Starts a new run. With `Accept: text/event-stream` the response is the run's event stream; "
+        "otherwise 202 with the run. 409 while a run is active or paused.",
+        tag="Runs", body_required=False,
+        headers=({"name": "Accept", "in": "header", "required": False,
+                  "schema": {"type": "string", "enum": ["application/json", SSE]},
+                  "description": "`text/event-stream` to stream the run."},),
+        responses={202: ("The run started; `Location` names it.", "Run"), 200: (EVENTS_TEXT, "sse")},
+        errors=(404, 409)),
+    ("missions_v1.events", "GET"): Doc(
+        "Stream a run's events",
+        "The events of the latest run (or `runId`) after `Last-Event-ID`, then live ones until `mission:done`. "
+        "204 when the client has already seen `mission:done`.",
+        tag="Runs", query=EventsQuerySchema,
+        headers=({"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"},
+                  "description": "The id of the last event received."},),
+        responses={200: (EVENTS_TEXT, "sse"), 204: ("Nothing more: the run ended at or before that id.", None)},
+        errors=(400, 404)),
+    ("missions_v1.resume", "POST"): Doc(
+        "Resume a paused mission",
+        "Settles every cause of the pause: approves waiting checkpoints; a blocked quality gate is judged "
+        "again after its failed or low-scoring tasks re-run (`retryFailed: true`) or is overridden "
+        "(`false`); a task awaiting approval runs again (`true`) or fails (`false`).",
+        tag="Runs", body="Resume", body_required=False, example={"retryFailed": True},
+        responses={200: ("The mission.", "MissionDetail")}, errors=(400, 404, 409, 415)),
+    ("missions_v1.abort", "POST"): Doc(
+        "Abort a mission",
+        "Stops now: running agents are cancelled within a second, unfinished tasks become `cancelled`, "
+        "and so does the mission.",
+        tag="Runs", responses={200: ("The mission.", "MissionDetail")}, errors=(404, 409)),
+    ("missions_v1.list_runs", "GET"): Doc(
+        "List runs", "The mission's runs, newest first.", tag="Runs", query=schemas.PageQuerySchema,
+        responses={200: ("The runs, without their tasks.", "Run[]")}, errors=(400, 404)),
+    ("missions_v1.list_fires", "GET"): Doc(
+        "List schedule fires", "Each fire of the mission's schedule, newest first: the run it started, or why "
+        "it was skipped.", tag="Runs", query=schemas.PageQuerySchema,
+        responses={200: ("The fires.", "Fire[]")}, errors=(400, 404)),
+    ("missions_v1.get_run", "GET"): Doc(
+        "Get a run", "One run with the state of each task in it.", tag="Runs",
+        responses={200: ("The run.", "Run")}, errors=(404,)),
+    ("healthz", "GET"): Doc(
+        "Liveness", "200 while the process serves requests; checks nothing else.", tag="Operations", auth=False,
+        responses={200: ("Up.", "Health")}),
+    ("readyz", "GET"): Doc(
+        "Readiness", "200 when Postgres and Redis answer, 503 otherwise.", tag="Operations", auth=False,
+        responses={200: ("Ready.", "Ready"), 503: ("Not ready; `checks` says what failed.", "Ready")}),
+    ("metrics.metrics", "GET"): Doc(
+        "Prometheus metrics",
+        "Prometheus text format: missions and tasks by status, attempt duration and queue wait, attempts "
+        "and retries, assessment scores, coordinator step duration, events published, SSE clients, tick lag.",
+        tag="Operations", auth=False, responses={200: ("Metrics.", "text")}),
+    ("docs.openapi_json", "GET"): Doc(
+        "This OpenAPI document", tag="Operations", auth=False, responses={200: ("OpenAPI 3.1.", "json")}),
+    ("docs.docs_page", "GET"): Doc(
+        "API reference (HTML)", "This document rendered as a page, with a form to try each operation.",
+        tag="Operations", auth=False, responses={200: ("An HTML page.", "html")}),
+}
+
+_ERROR_TEXT = {400: "Invalid request: `details.fields` names every offending field.",
+               401: "Missing or invalid API key.", 404: "No such mission, task or run in this project.",
+               409: "Conflicts with the mission's current state.", 413: "Body larger than MISSIONS_MAX_BODY_BYTES.",
+               415: "The body is not `application/json`."}
+_PARAM_NAMES = {"mission_id": "missionId", "task_id": "taskId", "run_id": "runId"}
+_RULE_PARAM = re.compile(r"<(?:[a-z_]+:)?([a-z_]+)>")
+
+
+def openapi_path(rule: str) -> str:
+    """``/v1/missions/<mission_id>`` as ``/v1/missions/{missionId}``."""
+    return _RULE_PARAM.sub(lambda m: "{" + _PARAM_NAMES.get(m.group(1), m.group(1)) + "}", rule)
+
+
+class UndocumentedRoute(LookupError):
+    pass
+
+
+def build_spec(app: Flask, *, strict: bool = False) -> dict[str, Any]:
+    spec = APISpec(
+        title=TITLE, version=_version(), openapi_version="3.1.0", plugins=[MarshmallowPlugin()],
+        info={"description": "Missions groups tasks for AI agents into workflows with dependencies, retries, "
+                             "assessments, quality gates, checkpoints, deadlines and schedules. Authenticate "
+                             "with `Authorization: Bearer sk_live_...`; every resource belongs to the key's "
+                             "project. Errors are `{error, code, details}`."},
+        tags=[{"name": "Missions"}, {"name": "Tasks"}, {"name": "Runs"}, {"name": "Operations"}],
+    )
+    spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer", "bearerFormat": "sk_live_..."})
+    for name, schema in (
+        ("Mission", schemas.MISSION), ("MissionPatch", schemas.MISSION_PATCH), ("TaskCreate", schemas.TASK),
+        ("TaskPatch", schemas.TASK_PATCH), ("Resume", schemas.RESUME), ("Error", ErrorSchema),
+        ("MissionSummary", MissionSummarySchema), ("MissionCreated", MissionCreatedSchema),
+        ("TaskDetail", TaskDetailSchema), ("MissionDetail", MissionDetailSchema), ("Resumable", ResumableSchema),
+        ("Run", RunSchema), ("Fire", FireSchema), ("Health", HealthSchema), ("Ready", ReadySchema),
+    ):
+        spec.components.schema(name, schema=schema)
+    for status, text in _ERROR_TEXT.items():
+        spec.components.response(f"E{status}", {"description": text, "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+
+    by_path: dict[str, dict[str, Any]] = {}
+    for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
+        if rule.endpoint == "static":
+            continue
+        path = openapi_path(rule.rule)
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            doc = DOCS.get((rule.endpoint, method))
+            if doc is None:
+                if strict:
+                    raise UndocumentedRoute(f"{method} {rule.rule} ({rule.endpoint}) has no entry in api.http.openapi.DOCS")
+                by_path.setdefault(path, {})[method.lower()] = {
+                    "summary": f"{method} {path}", "x-undocumented": True, "responses": {"default": {
+                        "description": "Undocumented."}}}
+                continue
+            by_path.setdefault(path, {})[method.lower()] = _operation(rule.endpoint, rule.arguments, doc)
+    for path, operations in by_path.items():
+        spec.path(path=path, operations=operations)
+    return spec.to_dict()
+
+
+def _operation(endpoint: str, arguments: Any, doc: Doc) -> dict[str, Any]:
+    name = endpoint.rsplit(".", 1)[-1]
+    operation: dict[str, Any] = {
+        "operationId": re.sub(r"_([a-z])", lambda m: m.group(1).upper(), name),
+        "summary": doc.summary, "tags": [doc.tag], "responses": {},
+    }
+    if doc.description:
+        operation["description"] = doc.description
+    parameters: list[Any] = [
+        {"name": _PARAM_NAMES.get(arg, arg), "in": "path", "required": True, "schema": {"type": "string"}}
+        for arg in sorted(arguments)
+    ]
+    if doc.query is not None:
+        parameters.append({"in": "query", "schema": doc.query})
+    parameters.extend(doc.headers)
+    if parameters:
+        operation["parameters"] = parameters
+    if doc.body:
+        media: dict[str, Any] = {"schema": doc.body}
+        if doc.example is not None:
+            media["example"] = doc.example
+        operation["requestBody"] = {"required": doc.body_required, "content": {"application/json": media}}
+    for status, (text, schema) in sorted(doc.responses.items()):
+        operation["responses"][str(status)] = _response(text, schema)
+    errors = (*doc.errors, 401) if doc.auth else doc.errors
+    for status in sorted(set(errors)):
+        operation["responses"][str(status)] = {"$ref": f"#/components/responses/E{status}"}
+    operation["security"] = [{"bearer": []}] if doc.auth else []
+    return operation
+
+
+def _response(text: str, schema: str | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": text}
+    if schema is None:
+        return out
+    if schema == "sse":
+        out["content"] = {SSE: {"schema": {"type": "string"}}}
+    elif schema == "text":
+        out["content"] = {"text/plain": {"schema": {"type": "string"}}}
+    elif schema == "html":
+        out["content"] = {"text/html": {"schema": {"type": "string"}}}
+    elif schema == "json":
+        out["content"] = {"application/json": {"schema": {"type": "object"}}}
+    elif schema.endswith("[]"):
+        out["content"] = {"application/json": {"schema": {
+            "type": "array", "items": {"$ref": f"#/components/schemas/{schema[:-2]}"}}}}
+    else:
+        out["content"] = {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}
+    return out
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("missions")
+    except PackageNotFoundError:
+        return "0"
+
+
+def spec_of(app: Flask) -> dict[str, Any]:
+    """The app's spec, built once."""
+    cached = app.extensions.get("missions_openapi")
+    if cached is None:
+        cached = app.extensions["missions_openapi"] = build_spec(app)
+    return dict(cached)
+
+
+blueprint = Blueprint("docs", __name__)
+
+
+@blueprint.get("/v1/openapi.json")
+def openapi_json() -> Response:
+    return jsonify(spec_of(current_app))
+
+
+@blueprint.get("/docs")
+def docs_page() -> Response:
+    page = current_app.extensions.get("missions_docs_html")
+    if page is None:
+        page = current_app.extensions["missions_docs_html"] = render_html(spec_of(current_app))
+    return Response(page, mimetype="text/html")
+
+
+# -- The HTML reference ---------------------------------------------------------------------
+def render_html(spec: Mapping[str, Any]) -> str:
+    """A self-contained page: every operation with its parameters, body and responses, every schema."""
+    components = spec.get("components", {}).get("schemas", {})
+    ops: list[tuple[str, str, dict[str, Any]]] = [
+        (path, method, op) for path, item in spec["paths"].items() for method, op in item.items()]
+    tags = [t["name"] for t in spec.get("tags", [])]
+    nav, body = [], []
+    for tag in tags:
+        tagged = [o for o in ops if tag in o[2].get("tags", [])]
+        if not tagged:
+            continue
+        nav.append(f"<h3>{_e(tag)}</h3><ul>")
+        body.append(f'<h2 id="tag-{_e(tag)}">{_e(tag)}</h2>')
+        for path, method, op in tagged:
+            anchor = op.get("operationId") or f"{method}-{path}"
+            nav.append(f'<li><a href="#{_e(anchor)}"><span class="m {method}">{method.upper()}</span> '
+                       f"{_e(path)}</a></li>")
+            body.append(_operation_html(path, method, op, anchor, spec))
+        nav.append("</ul>")
+    nav.append('<h3>Schemas</h3><ul>' + "".join(
+        f'<li><a href="#schema-{_e(n)}">{_e(n)}</a></li>' for n in components) + "</ul>")
+    body.append("<h2>Schemas</h2>")
+    for name, schema in components.items():
+        body.append(f'<section class="schema" id="schema-{_e(name)}"><h3>{_e(name)}</h3>'
+                    f"{_schema_table(schema)}</section>")
+    info = spec.get("info", {})
+    return _PAGE.format(title=_e(info.get("title", TITLE)), version=_e(info.get("version", "")),
+                        description=_md(info.get("description", "")), nav="".join(nav), body="".join(body),
+                        script=_SCRIPT)
+
+
+def _operation_html(path: str, method: str, op: Mapping[str, Any], anchor: str, spec: Mapping[str, Any]) -> str:
+    parts = [f'<section class="op" id="{_e(anchor)}"><h3><span class="m {method}">{method.upper()}</span> '
+             f'<code>{_e(path)}</code> — {_e(op.get("summary", ""))}</h3>']
+    if op.get("description"):
+        parts.append(f"<p>{_md(op['description'])}</p>")
+    parts.append("<p class='auth'>" + ("Needs an API key." if op.get("security") else "No authentication.") + "</p>")
+    params = op.get("parameters", [])
+    if params:
+        parts.append("<h4>Parameters</h4><table><tr><th>name</th><th>in</th><th>type</th><th>description</th></tr>")
+        for p in params:
+            required = " <b>required</b>" if p.get("required") else ""
+            parts.append(f"<tr><td><code>{_e(p['name'])}</code>{required}</td><td>{_e(p['in'])}</td>"
+                         f"<td>{_type(p.get('schema', {}))}</td><td>{_md(p.get('description', ''))}</td></tr>")
+        parts.append("</table>")
+    body = op.get("requestBody")
+    example = ""
+    if body:
+        media = body["content"]["application/json"]
+        optional = "" if body.get("required") else " (optional)"
+        parts.append(f"<h4>Request body{optional}</h4><p>{_type(media['schema'])}</p>")
+        if "example" in media:
+            example = json.dumps(media["example"], indent=2)
+            parts.append(f"<pre>{_e(example)}</pre>")
+    parts.append("<h4>Responses</h4><table><tr><th>status</th><th>description</th><th>body</th></tr>")
+    for status, entry in op.get("responses", {}).items():
+        response = spec["components"]["responses"][entry["$ref"].rsplit("/", 1)[-1]] if "$ref" in entry else entry
+        content = response.get("content", {})
+        shape = ", ".join(f"<code>{_e(kind)}</code> {_type(media.get('schema', {}))}" for kind, media in content.items())
+        parts.append(f"<tr><td>{_e(status)}</td><td>{_md(response.get('description', ''))}</td><td>{shape}</td></tr>")
+    parts.append("</table>")
+    parts.append(_try_form(path, method, params, bool(body), example))
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _try_form(path: str, method: str, params: list[Mapping[str, Any]], has_body: bool, example: str) -> str:
+    inputs = "".join(
+        f'<label>{_e(p["name"])} <input data-in="{_e(p["in"])}" data-name="{_e(p["name"])}" size="28"></label> '
+        for p in params if p.get("in") in ("path", "query", "header"))
+    textarea = f'<textarea rows="6" data-body>{_e(example or "{}")}</textarea>' if has_body else ""
+    return (f'<details class="try"><summary>Try it</summary><form data-method="{method.upper()}" '
+            f'data-path="{_e(path)}">{inputs}{textarea}<button type="submit">Send</button>'
+            f'<pre class="out"></pre></form></details>')
+
+
+def _type(schema: Mapping[str, Any]) -> str:
+    if not schema:
+        return "any"
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        return f'<a href="#schema-{_e(name)}">{_e(name)}</a>'
+    if "anyOf" in schema:
+        return " | ".join(_type(s) for s in schema["anyOf"])
+    kind = schema.get("type", "any")
+    kinds = kind if isinstance(kind, list) else [kind]
+    labels = []
+    for k in kinds:
+        if k == "array":
+            labels.append(f"array of {_type(schema.get('items', {}))}")
+        else:
+            labels.append(_e(str(k)))
+    text = " | ".join(labels)
+    if schema.get("format"):
+        text += f" ({_e(schema['format'])})"
+    if "enum" in schema:
+        text += ": " + ", ".join(f"<code>{_e(json.dumps(v))}</code>" for v in schema["enum"])
+    limits = [f"{label} {schema[key]}" for key, label in (
+        ("minimum", "≥"), ("maximum", "≤"), ("minLength", "min length"), ("maxLength", "max length"),
+        ("maxItems", "max items")) if key in schema]
+    if limits:
+        text += f" <span class='lim'>({_e(', '.join(limits))})</span>"
+    if "default" in schema:
+        text += f" <span class='lim'>default <code>{_e(json.dumps(schema['default']))}</code></span>"
+    return text
+
+
+def _schema_table(schema: Mapping[str, Any]) -> str:
+    properties = schema.get("properties", {})
+    if not properties:
+        return f"<p>{_type(schema)}</p>"
+    required = set(schema.get("required", []))
+    rows = ["<table><tr><th>field</th><th>type</th><th>description</th></tr>"]
+    for name, prop in properties.items():
+        mark = " <b>required</b>" if name in required else ""
+        rows.append(f"<tr><td><code>{_e(name)}</code>{mark}</td><td>{_type(prop)}</td>"
+                    f"<td>{_md(prop.get('description', ''))}</td></tr>")
+    rows.append("</table>")
+    if schema.get("additionalProperties") is False:
+        rows.append("<p class='lim'>Unknown fields are rejected.</p>")
+    return "".join(rows)
+
+
+def _e(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _md(text: str) -> str:
+    """Escaped text with `code` spans, the only markup the descriptions use."""
+    return re.sub(r"`([^`]+)`", lambda m: f"<code>{m.group(1)}</code>", _e(text))
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+body{{margin:0;font:15px/1.5 system-ui,sans-serif;color:#1d2330;display:flex}}
+nav{{width:360px;flex:none;height:100vh;overflow:auto;position:sticky;top:0;background:#f5f6f8;padding:12px 16px;
+box-sizing:border-box;font-size:13px}}
+nav ul{{list-style:none;padding:0;margin:0 0 12px}} nav a{{text-decoration:none;color:inherit}}
+nav li{{white-space:nowrap;overflow:hidden;text-overflow:ellipsis}}
+main{{flex:1;padding:16px 32px;max-width:1100px}} code,pre,textarea{{font:13px ui-monospace,monospace}}
+pre{{background:#f5f6f8;padding:8px;overflow:auto}} table{{border-collapse:collapse;margin:6px 0}}
+td,th{{border:1px solid #d8dbe2;padding:4px 8px;text-align:left;vertical-align:top}}
+.op,.schema{{border-top:1px solid #d8dbe2;padding-top:8px;margin-top:16px}}
+.m{{display:inline-block;min-width:54px;text-align:center;color:#fff;border-radius:3px;font-size:12px;padding:1px 4px}}
+.get{{background:#2f7d32}}.post{{background:#1565c0}}.patch{{background:#ef6c00}}.delete{{background:#c62828}}
+.put{{background:#6a1b9a}} .lim{{color:#5b6272}} .auth{{color:#5b6272;font-size:13px}}
+.try form{{display:flex;flex-wrap:wrap;gap:6px;align-items:flex-start}} .try textarea{{width:100%}}
+.try .out{{width:100%;max-height:300px}} #key{{width:100%;box-sizing:border-box}}
+</style></head><body>
+<nav><h2>{title}</h2><p>version {version} · <a href="/v1/openapi.json">openapi.json</a></p>
+<label>API key<br><input id="key" placeholder="sk_live_..." autocomplete="off"></label>{nav}</nav>
+<main><h1>{title}</h1><p>{description}</p>{body}</main>
+<script>{script}</script></body></html>
+"""
+
+_SCRIPT = r"""
+const key = document.getElementById('key');
+key.value = localStorage.getItem('missionsKey') || '';
+key.addEventListener('change', () => localStorage.setItem('missionsKey', key.value));
+document.querySelectorAll('.try form').forEach(form => form.addEventListener('submit', async ev => {
+  ev.preventDefault();
+  const out = form.querySelector('.out');
+  let path = form.dataset.path; const query = new URLSearchParams(); const headers = {};
+  form.querySelectorAll('input').forEach(i => {
+    if (!i.value) return;
+    if (i.dataset.in === 'path') path = path.replace('{' + i.dataset.name + '}', encodeURIComponent(i.value));
+    else if (i.dataset.in === 'query') query.set(i.dataset.name, i.value);
+    else headers[i.dataset.name] = i.value;
+  });
+  if (key.value) headers['Authorization'] = 'Bearer ' + key.value;
+  const init = {method: form.dataset.method, headers};
+  const body = form.querySelector('[data-body]');
+  if (body && body.value.trim()) { init.body = body.value; headers['Content-Type'] = 'application/json'; }
+  out.textContent = '...';
+  try {
+    const response = await fetch(path + (query.toString() ? '?' + query : ''), init);
+    out.textContent = response.status + ' ' + response.statusText + '\n';
+    const reader = response.body ? response.body.getReader() : null;
+    const decoder = new TextDecoder();
+    while (reader) {
+      const {done, value} = await reader.read();
+      if (done) break;
+      out.textContent += decoder.decode(value, {stream: true});
+    }
+  } catch (e) { out.textContent = String(e); }
+}));
+"""

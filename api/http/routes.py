@@ -1,0 +1,246 @@
+"""The /v1 routes for missions and their tasks. Thin: parse, call the shell, render."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from flask import Blueprint, Response, current_app, g, jsonify, request
+from marshmallow import Schema
+
+from api.http import render
+
+from api.http import schemas
+
+from api.http import sse
+from api.http.errors import error_response
+from workers.store import missions
+from workers.store import projects
+from workers.coordination import runs
+from workers.coordination import schedules
+from workers.support.errors import Invalid
+from workers.execution.executor import utcnow
+from workers.wiring import Services
+from workers.store.usage import mission_usage
+
+blueprint = Blueprint("missions_v1", __name__)
+
+
+def services() -> Services:
+    svc: Services = current_app.extensions["missions"]
+    return svc
+
+
+def limits() -> missions.Limits:
+    settings = services().settings
+    return missions.Limits(max_tasks=settings.max_tasks, allow_commands=settings.allow_commands)
+
+
+@blueprint.before_request
+def authenticate() -> Response | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, secret = header.partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        return _unauthorized("missing API key: send Authorization: Bearer sk_live_...")
+    with services().autocommit() as conn:  # one read: no BEGIN/COMMIT round trips
+        project_id = projects.project_for_key(conn, secret.strip())
+    if project_id is None:
+        return _unauthorized("invalid API key")
+    g.project_id = project_id
+    return None
+
+
+def _unauthorized(message: str) -> Response:
+    response = error_response(401, message)
+    response.headers["WWW-Authenticate"] = 'Bearer realm="missions"'
+    return response
+
+
+def json_body(schema: Schema, *, optional: bool = False) -> Any:
+    """Parse the request body as JSON and load it through ``schema``; every failure is a clear 400/415."""
+    raw = request.get_data(cache=True)  # raises 413 past MAX_CONTENT_LENGTH
+    if optional and not raw.strip():
+        return schema.load({})
+    if request.mimetype != "application/json":
+        raise Invalid(
+            f"Content-Type must be application/json, got {request.mimetype or 'none'}",
+            {"contentType": request.mimetype or None},
+        ).with_status(415)
+    try:
+        body = json.loads(raw)
+    except UnicodeDecodeError:
+        raise Invalid("request body is not valid UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise Invalid(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+                      {"line": exc.lineno, "column": exc.colno}) from None
+    if not isinstance(body, dict):
+        raise Invalid("the request body must be a JSON object", {"fields": {"body": ["expected an object"]}})
+    return schema.load(body)
+
+
+@blueprint.get("/missions")
+def list_missions() -> Any:
+    query = schemas.LIST_QUERY.load(request.args.to_dict())
+    with services().transaction() as conn:
+        rows = missions.list_missions(conn, g.project_id, status=query.get("status"), limit=query["limit"], offset=query["offset"])
+    return jsonify([render.mission_summary(row) for row in rows])
+
+
+@blueprint.post("/missions")
+def create_mission() -> Any:
+    document = json_body(schemas.MISSION)
+    with services().transaction() as conn:
+        mission = missions.create_mission(conn, g.project_id, document, limits())
+    response = jsonify(render.mission_created(mission))
+    response.status_code = 201
+    response.headers["Location"] = f"/v1/missions/{mission.id}"
+    return response
+
+
+@blueprint.get("/missions/resumable")
+def list_resumable() -> Any:
+    with services().transaction() as conn:
+        rows = missions.list_resumable(conn, g.project_id)
+    return jsonify([render.resumable(row) for row in rows])
+
+
+@blueprint.get("/missions/<mission_id>")
+def get_mission(mission_id: str) -> Any:
+    with services().transaction() as conn:
+        mission = missions.get_mission(conn, g.project_id, mission_id)
+        body = render.mission_detail(mission, mission_usage(conn, mission_id))
+    return jsonify(body)
+
+
+@blueprint.patch("/missions/<mission_id>")
+def patch_mission(mission_id: str) -> Any:
+    changes = json_body(schemas.MISSION_PATCH)
+    with services().transaction() as conn:
+        mission = missions.patch_mission(conn, g.project_id, mission_id, changes, limits())
+        body = render.mission_detail(mission, mission_usage(conn, mission_id))
+    return jsonify(body)
+
+
+@blueprint.delete("/missions/<mission_id>")
+def delete_mission(mission_id: str) -> Any:
+    with services().transaction() as conn:
+        missions.delete_mission(conn, g.project_id, mission_id)
+    return "", 204
+
+
+@blueprint.post("/missions/<mission_id>/tasks")
+def add_task(mission_id: str) -> Any:
+    document = json_body(schemas.TASK)
+    svc = services()
+    with svc.transaction() as conn:
+        mission, task_id, outcome = runs.add_task(conn, g.project_id, mission_id, document, limits(), utcnow())
+    svc.dispatcher.after_commit(outcome)
+    states = render.task_statuses(mission)
+    task = next(t for t in mission.tasks if t.id == task_id)
+    response = jsonify(render.task_detail(mission, task, states))
+    response.status_code = 201
+    return response
+
+
+@blueprint.patch("/missions/<mission_id>/tasks/<task_id>")
+def update_task(mission_id: str, task_id: str) -> Any:
+    changes = json_body(schemas.TASK_PATCH)
+    svc = services()
+    with svc.transaction() as conn:
+        mission, outcome = runs.update_task(conn, g.project_id, mission_id, task_id, changes, limits(), utcnow())
+    svc.dispatcher.after_commit(outcome)
+    states = render.task_statuses(mission)
+    task = next(t for t in mission.tasks if t.id == task_id)
+    return jsonify(render.task_detail(mission, task, states))
+
+
+@blueprint.delete("/missions/<mission_id>/tasks/<task_id>")
+def delete_task(mission_id: str, task_id: str) -> Any:
+    svc = services()
+    with svc.transaction() as conn:
+        outcome = runs.delete_task(conn, g.project_id, mission_id, task_id, limits(), utcnow())
+    svc.dispatcher.after_commit(outcome)
+    return "", 204
+
+
+def wants_stream() -> bool:
+    best = request.accept_mimetypes.best_match(["application/json", "text/event-stream"])
+    return best == "text/event-stream" and "text/event-stream" in request.headers.get("Accept", "")
+
+
+@blueprint.post("/missions/<mission_id>/execute")
+def execute(mission_id: str) -> Any:
+    svc = services()
+    with svc.transaction() as conn:
+        run_id, outcome, row, usage = runs.execute(conn, g.project_id, mission_id, limits(), utcnow())
+    svc.dispatcher.after_commit(outcome)
+    if wants_stream():
+        return sse.stream_run(mission_id, run_id, None)
+    # The run as this request committed it; workers may have moved it on since (GET its Location).
+    response = jsonify(render.run(row, usage=usage))
+    response.status_code = 202
+    response.headers["Location"] = f"/v1/missions/{mission_id}/runs/{run_id}"
+    return response
+
+
+@blueprint.get("/missions/<mission_id>/events")
+def events(mission_id: str) -> Any:
+    last_event_id = sse.parse_last_event_id(request.headers.get("Last-Event-ID"), request.args.get("lastEventId"))
+    with services().transaction() as conn:
+        run_id = request.args.get("runId")
+        if run_id:
+            runs.get_run(conn, g.project_id, mission_id, run_id)
+        else:
+            run_id = runs.latest_run_id(conn, g.project_id, mission_id)
+    return sse.stream_run(mission_id, run_id, last_event_id)
+
+
+def _command(mission_id: str, apply: Callable[[Any], Any]) -> Any:
+    """Apply a command to the mission's run, send what it asks for after commit, answer with the
+    mission as it now stands."""
+    svc = services()
+    with svc.transaction() as conn:
+        outcome = apply(conn)
+    svc.dispatcher.after_commit(outcome)
+    with svc.transaction() as conn:
+        mission = missions.get_mission(conn, g.project_id, mission_id)
+        body = render.mission_detail(mission, mission_usage(conn, mission_id))
+    return jsonify(body)
+
+
+@blueprint.post("/missions/<mission_id>/resume")
+def resume(mission_id: str) -> Any:
+    retry_failed = json_body(schemas.RESUME, optional=True)["retryFailed"]
+    return _command(mission_id, lambda conn: runs.resume(conn, g.project_id, mission_id, retry_failed, utcnow()))
+
+
+@blueprint.post("/missions/<mission_id>/abort")
+def abort(mission_id: str) -> Any:
+    return _command(mission_id, lambda conn: runs.abort(conn, g.project_id, mission_id, utcnow()))
+
+
+@blueprint.get("/missions/<mission_id>/runs")
+def list_runs(mission_id: str) -> Any:
+    query = schemas.PAGE_QUERY.load(request.args.to_dict())
+    with services().transaction() as conn:
+        rows = runs.list_runs(conn, g.project_id, mission_id, query["limit"], query["offset"])
+        usage = mission_usage(conn, mission_id)
+    return jsonify([render.run(row, with_tasks=False, usage=usage) for row in rows])
+
+
+@blueprint.get("/missions/<mission_id>/fires")
+def list_fires(mission_id: str) -> Any:
+    query = schemas.PAGE_QUERY.load(request.args.to_dict())
+    with services().transaction() as conn:
+        missions.get_mission(conn, g.project_id, mission_id)
+        rows = schedules.list_fires(conn, mission_id, query["limit"], query["offset"])
+    return jsonify([render.fire(row) for row in rows])
+
+
+@blueprint.get("/missions/<mission_id>/runs/<run_id>")
+def get_run(mission_id: str, run_id: str) -> Any:
+    with services().transaction() as conn:
+        row = runs.get_run(conn, g.project_id, mission_id, run_id)
+        body = render.run(row, usage=mission_usage(conn, mission_id))
+    return jsonify(body)

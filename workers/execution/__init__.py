@@ -1,0 +1,2 @@
+"""Execution on a worker: the executor (claim, agent, record), heartbeats, assessment, agent
+runtimes, providers and tools."""

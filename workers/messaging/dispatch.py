@@ -1,0 +1,104 @@
+"""After-commit side effects: Celery messages, cancellation signals and SSE wake-ups.
+
+Nothing here runs inside a database transaction. A failure to send is logged and left to the
+tick, which finds queued attempts whose message never reached a worker and sends them again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from workers.store import run_state as run_store
+from workers.coordination.step import AfterCommit
+from workers.messaging.wakeups import WakeupPublisher, publish_wakeup
+
+log = logging.getLogger(__name__)
+
+TASK_QUEUE = "missions"
+CONTROL_QUEUE = "missions.control"
+RUN_TASK = "missions.run_task"
+ASSESS_TASK = "missions.assess_task"
+TICK = "missions.tick"
+
+
+class SentTask:
+    """What ``send_task`` returns for our messages instead of an ``AsyncResult``, whose constructor
+    builds a result backend (per greenlet in the API): a task id, nothing to wait for."""
+
+    __slots__ = ("id", "ignored")
+
+    def __init__(self, task_id: str) -> None:
+        self.id = task_id
+        self.ignored = True
+
+
+# What send_task need not do for our messages: create a result backend (per thread, so per
+# greenlet in the API) for results nobody reads, look for a parent task, format the arguments with
+# its saferepr, or declare the queue on every publish (messages go to the default exchange, routed
+# by queue name; workers declare their queues when they start).
+LEAN_SEND: dict[str, Any] = {"ignore_result": True, "add_to_parent": False, "kwargsrepr": "{}", "declare": [],
+                             "result_cls": SentTask}
+
+
+def cancel_key(run_id: str, task_id: str, attempt: int) -> str:
+    return f"missions:cancel:{run_id}:{task_id}:{attempt}"
+
+
+class Dispatcher:
+    def __init__(self, celery: Any, redis_client: Any, wakeups: WakeupPublisher | None = None) -> None:
+        self.celery = celery
+        self.redis = redis_client
+        self.wakeups = wakeups  # publishes from a background thread; None: publish inline
+
+    def _send(self, name: str, args: tuple[str, str, int], producer: Any = None) -> None:
+        self.celery.send_task(name, args=args, queue=TASK_QUEUE, producer=producer, argsrepr=repr(args), **LEAN_SEND)
+
+    def send_attempt(self, run_id: str, task_id: str, attempt: int) -> bool:
+        return self.send_attempts(run_id, [(task_id, attempt)])
+
+    def send_attempts(self, run_id: str, attempts: list[tuple[str, int]]) -> bool:
+        """Send the messages of several attempts of one run in one broker round trip (a kombu
+        publish batch: one Redis pipeline)."""
+        if not attempts:
+            return True
+        try:
+            with self.celery.producer_or_acquire() as producer, producer.batch():
+                for task_id, attempt in attempts:
+                    self._send(RUN_TASK, (run_id, task_id, attempt), producer)
+            return True
+        except Exception:  # the broker may be down; the tick re-sends queued attempts
+            log.exception("could not enqueue %d attempt(s) of run %s: %s", len(attempts), run_id,
+                          ", ".join(f"{t}#{a}" for t, a in attempts))
+            return False
+
+    def send_assessment(self, run_id: str, task_id: str, attempt: int) -> bool:
+        try:
+            self._send(ASSESS_TASK, (run_id, task_id, attempt))
+            return True
+        except Exception:
+            log.exception("could not enqueue the assessment of %s/%s", run_id, task_id)
+            return False
+
+    def after_commit(self, outcome: AfterCommit | None,
+                     assess_inline: Callable[[str, str, int], object] | None = None) -> None:
+        if outcome is None:
+            return
+        run_store.remember(outcome.run_id, outcome.stored)
+        for cancel in outcome.cancel:
+            try:
+                self.redis.set(cancel_key(outcome.run_id, cancel.task_id, cancel.attempt), cancel.reason, ex=3600)
+            except Exception:
+                log.exception("could not signal cancel of %s/%s", outcome.run_id, cancel.task_id)
+        self.send_attempts(outcome.run_id, [(start.task_id, start.attempt) for start in outcome.start])
+        if outcome.last_event_id is not None:
+            if self.wakeups is not None:
+                self.wakeups.publish(outcome.mission_id, outcome.run_id, outcome.last_event_id)
+            else:
+                publish_wakeup(self.redis, outcome.mission_id, outcome.run_id, outcome.last_event_id)
+        for assess in outcome.assess:
+            if assess_inline is not None:
+                assess_inline(outcome.run_id, assess.task_id, assess.attempt)
+            else:
+                self.send_assessment(outcome.run_id, assess.task_id, assess.attempt)

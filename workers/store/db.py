@@ -1,0 +1,92 @@
+"""Postgres access: connection pools and forward-only migrations.
+
+Migrations are the numbered ``.sql`` files in ``workers/migrations``. ``upgrade`` applies the ones
+not yet recorded in ``schema_migrations``, each in its own transaction, under a transaction-level
+advisory lock so that several processes may run it at once: the first applies, the others wait
+and then find nothing left to do.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib import resources
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+# An arbitrary constant: the advisory lock key that serialises migration runs.
+_MIGRATION_LOCK = 0x6D697373696F6E73 & 0x7FFFFFFFFFFFFFFF
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def migrations() -> list[Migration]:
+    """Every migration shipped with the package, in order."""
+    found = []
+    for entry in resources.files("workers.store").joinpath("migrations").iterdir():
+        match = _MIGRATION_NAME.match(entry.name)
+        if match:
+            found.append(Migration(int(match.group(1)), entry.name, entry.read_text(encoding="utf-8")))
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    if versions != list(range(1, len(found) + 1)):
+        raise RuntimeError(f"migration numbers must run 1, 2, 3... without gaps, found {versions}")
+    return found
+
+
+def upgrade(database_url: str) -> list[str]:
+    """Apply pending migrations; returns the names applied (empty when up to date)."""
+    applied: list[str] = []
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for migration in migrations():
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                    " version integer PRIMARY KEY, name text NOT NULL,"
+                    " applied_at timestamptz NOT NULL DEFAULT now())"
+                )
+                done = conn.execute(
+                    "SELECT 1 FROM schema_migrations WHERE version = %s", (migration.version,)
+                ).fetchone()
+                if done:
+                    continue
+                conn.execute(migration.sql)
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                    (migration.version, migration.name),
+                )
+                applied.append(migration.name)
+    return applied
+
+
+def current_version(conn: psycopg.Connection) -> int:
+    row = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+    if not row or not row[0]:
+        return 0
+    version = conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
+    return int(version[0]) if version else 0
+
+
+def create_pool(database_url: str, *, max_size: int = 10, min_size: int = 1, name: str = "missions") -> ConnectionPool:
+    """A pool of dict-row connections; opened lazily by the caller (``pool.open()``)."""
+    return ConnectionPool(
+        database_url,
+        min_size=min_size,
+        max_size=max_size,
+        kwargs={"row_factory": dict_row},
+        name=name,
+        open=False,
+        # No check on every checkout (a round trip each time); broken connections are replaced when
+        # they fail, and idle ones are recycled.
+        max_idle=300,
+        reconnect_timeout=60,
+    )

@@ -1,0 +1,435 @@
+"""Mission documents in Postgres: create, read, change and delete missions and their tasks.
+
+Every write validates the whole resulting document with ``orchestrator.validation`` before it
+touches a row, and runs in the caller's transaction, so a rejected request leaves nothing behind.
+Every query is scoped to a project: another project's mission is simply not found.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from orchestrator.spec import MissionSpec, TaskSpec
+from orchestrator.validation import Problem, validate_mission
+from workers.support.errors import Conflict, Invalid, NotFound
+from workers.support.ids import new_id
+
+# Mission statuses during which the mission's run owns the document.
+RUNNING_STATUSES = ("active", "paused")
+
+_SELECT_MISSION = """
+SELECT m.id, m.project_id, m.name, m.status, m.document, m.execution_count, m.latest_run_id,
+       m.next_run_at, m.created_at, m.updated_at,
+       r.status AS run_status, r.pause_reason, r.pause_message, r.failure_reason,
+       (SELECT jsonb_agg(rt.state) FROM run_tasks rt WHERE rt.run_id = m.latest_run_id) AS run_tasks
+  FROM missions m
+  LEFT JOIN runs r ON r.id = m.latest_run_id
+ WHERE m.project_id = %(project_id)s AND m.id = %(mission_id)s
+"""
+
+_SELECT_TASKS = """
+SELECT id, title, position, document FROM tasks WHERE mission_id = %(mission_id)s ORDER BY position
+"""
+
+# A mission about to run, locked: its row, its tasks in order and the names of its project's
+# agents, in one round trip (not its latest run's task states, which a new run does not need).
+_SELECT_MISSION_TO_RUN = """
+SELECT m.id, m.project_id, m.name, m.status, m.document, m.execution_count, m.latest_run_id, m.next_run_at,
+       m.created_at, m.updated_at,
+       (SELECT coalesce(jsonb_agg(jsonb_build_object('id', t.id, 'title', t.title, 'document', t.document)
+                                  ORDER BY t.position), '[]'::jsonb)
+          FROM tasks t WHERE t.mission_id = m.id) AS tasks,
+       ARRAY(SELECT a.name FROM agents a WHERE a.project_id = m.project_id) AS project_agents
+  FROM missions m
+ WHERE m.project_id = %(project_id)s AND m.id = %(mission_id)s
+   FOR UPDATE OF m
+"""
+
+_LIST_MISSIONS = """
+SELECT m.id, m.name, m.status, m.execution_count, m.document->'qualityThreshold' AS quality_threshold,
+       (SELECT count(*) FROM tasks t WHERE t.mission_id = m.id) AS task_count
+  FROM missions m
+ WHERE m.project_id = %(project_id)s AND (%(status)s::text IS NULL OR m.status = %(status)s)
+ ORDER BY m.created_at, m.id
+ LIMIT %(limit)s OFFSET %(offset)s
+"""
+
+_LIST_RESUMABLE = """
+SELECT m.id, m.name, m.status, r.pause_reason, r.pause_message
+  FROM missions m JOIN runs r ON r.id = m.latest_run_id
+ WHERE m.project_id = %(project_id)s AND m.status = 'paused'
+ ORDER BY m.updated_at, m.id
+"""
+
+_INSERT_MISSION = """
+INSERT INTO missions (id, project_id, name, status, document, next_run_at)
+VALUES (%(id)s, %(project_id)s, %(name)s, %(status)s, %(document)s, %(next_run_at)s)
+ON CONFLICT (project_id, name) DO NOTHING
+RETURNING id
+"""
+
+_INSERT_TASK = """
+INSERT INTO tasks (id, mission_id, position, title, document)
+VALUES (%(id)s, %(mission_id)s, %(position)s, %(title)s, %(document)s)
+"""
+
+_PROJECT_AGENTS = "SELECT name FROM agents WHERE project_id = %(project_id)s"
+
+_UPSERT_AGENT = """
+INSERT INTO agents (project_id, name, document) VALUES (%(project_id)s, %(name)s, %(document)s)
+ON CONFLICT (project_id, name) DO UPDATE SET document = EXCLUDED.document, updated_at = now()
+"""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Server-side limits applied while validating a document."""
+
+    max_tasks: int = 10_000
+    allow_commands: bool = False
+
+
+@dataclass(frozen=True)
+class StoredTask:
+    id: str
+    title: str
+    document: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StoredMission:
+    row: dict[str, Any]
+    tasks: list[StoredTask]
+
+    @property
+    def id(self) -> str:
+        return str(self.row["id"])
+
+    @property
+    def status(self) -> str:
+        return str(self.row["status"])
+
+    @property
+    def document(self) -> dict[str, Any]:
+        return dict(self.row["document"])
+
+    def full_document(self) -> dict[str, Any]:
+        """The mission document with its tasks (each task carrying its id)."""
+        doc = self.document
+        doc["tasks"] = [{"id": t.id, **t.document} for t in self.tasks]
+        return doc
+
+    def spec(self) -> MissionSpec:
+        return MissionSpec.from_document(self.full_document())
+
+
+def _next_run_at(document: Mapping[str, Any]) -> datetime | None:
+    from workers.coordination.schedules import next_run_at
+
+    return next_run_at(document, datetime.now(timezone.utc))
+
+
+def _status_for(document: Mapping[str, Any]) -> str:
+    return "scheduled" if document.get("schedule") else "draft"
+
+
+def _raise_problems(problems: list[Problem]) -> None:
+    if not problems:
+        return
+    fields: dict[str, list[str]] = {}
+    for problem in problems:
+        fields.setdefault(problem.field, []).append(problem.message)
+    first = problems[0]
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    raise Invalid(f"{first.field}: {first.message}{more}", {"fields": fields})
+
+
+def _validate(conn: psycopg.Connection[Any], project_id: str, document: Mapping[str, Any], limits: Limits,
+              known_agents: Collection[str] | None = None) -> MissionSpec:
+    spec = MissionSpec.from_document(document)
+    known = _project_agents(conn, project_id) if known_agents is None else known_agents
+    _raise_problems(
+        validate_mission(spec, known_agents=known, allow_commands=limits.allow_commands, max_tasks=limits.max_tasks)
+    )
+    return spec
+
+
+def validate_document(conn: psycopg.Connection[Any], project_id: str, document: Mapping[str, Any],
+                      limits: Limits, known_agents: Collection[str] | None = None) -> MissionSpec:
+    """Validate a whole mission document against the project (whose agent names the caller may
+    already hold); ``Invalid`` names every problem."""
+    return _validate(conn, project_id, document, limits, known_agents)
+
+
+def _project_agents(conn: psycopg.Connection[Any], project_id: str) -> Collection[str]:
+    return {row["name"] for row in conn.execute(_PROJECT_AGENTS, {"project_id": project_id})}
+
+
+def _remember_agents(conn: psycopg.Connection[Any], project_id: str, document: Mapping[str, Any]) -> None:
+    """Agents of a non-volatile team are kept in the project, reusable by name from other missions."""
+    team = document.get("team")
+    if not team or team.get("volatile"):
+        return
+    for agent in team.get("agents") or ():
+        conn.execute(_UPSERT_AGENT, {"project_id": project_id, "name": agent["name"], "document": Jsonb(agent)})
+
+
+def _split(document: Mapping[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    mission = {k: v for k, v in document.items() if k != "tasks"}
+    tasks = [{k: v for k, v in task.items() if k != "id"} for task in document.get("tasks") or ()]
+    return mission, tasks
+
+
+def create_mission(
+    conn: psycopg.Connection[Any], project_id: str, document: Mapping[str, Any], limits: Limits
+) -> StoredMission:
+    """Validate and insert a mission with its tasks; ``Conflict`` when the name is taken."""
+    _validate(conn, project_id, document, limits)
+    mission_doc, task_docs = _split(document)
+    first_fire = _next_run_at(mission_doc)
+    mission_id = new_id("msn")
+    inserted = conn.execute(
+        _INSERT_MISSION,
+        {
+            "id": mission_id,
+            "project_id": project_id,
+            "name": mission_doc["name"],
+            "status": _status_for(mission_doc),
+            "document": Jsonb(mission_doc),
+            "next_run_at": first_fire,
+        },
+    ).fetchone()
+    if inserted is None:
+        raise Conflict(
+            f'a mission named "{mission_doc["name"]}" already exists in this project',
+            {"fields": {"name": ["already used by another mission in this project"]}},
+        )
+    _insert_tasks(conn, mission_id, task_docs, start=0)
+    _remember_agents(conn, project_id, mission_doc)
+    return get_mission(conn, project_id, mission_id)
+
+
+def _insert_tasks(conn: psycopg.Connection[Any], mission_id: str, task_docs: Iterable[Mapping[str, Any]], start: int) -> list[str]:
+    rows = [
+        {"id": new_id("task"), "mission_id": mission_id, "position": start + i, "title": doc["title"], "document": Jsonb(dict(doc))}
+        for i, doc in enumerate(task_docs)
+    ]
+    with conn.cursor() as cur:
+        cur.executemany(_INSERT_TASK, rows)
+    return [row["id"] for row in rows]
+
+
+def get_mission(conn: psycopg.Connection[Any], project_id: str, mission_id: str, *, for_update: bool = False) -> StoredMission:
+    query = _SELECT_MISSION + (" FOR UPDATE OF m" if for_update else "")
+    row = conn.execute(query, {"project_id": project_id, "mission_id": mission_id}).fetchone()
+    if row is None:
+        raise NotFound(f"mission {mission_id} not found")
+    tasks = [
+        StoredTask(id=t["id"], title=t["title"], document=dict(t["document"]))
+        for t in conn.execute(_SELECT_TASKS, {"mission_id": mission_id})
+    ]
+    return StoredMission(row=dict(row), tasks=tasks)
+
+
+def mission_to_run(conn: psycopg.Connection[Any], project_id: str, mission_id: str
+                   ) -> tuple[StoredMission, frozenset[str]]:
+    """The mission, locked for a new run, and the names of its project's agents."""
+    row = conn.execute(_SELECT_MISSION_TO_RUN, {"project_id": project_id, "mission_id": mission_id}).fetchone()
+    if row is None:
+        raise NotFound(f"mission {mission_id} not found")
+    fields = dict(row)
+    tasks = [StoredTask(id=t["id"], title=t["title"], document=dict(t["document"])) for t in fields.pop("tasks")]
+    return StoredMission(row=fields, tasks=tasks), frozenset(fields.pop("project_agents"))
+
+
+def list_missions(
+    conn: psycopg.Connection[Any], project_id: str, *, status: str | None, limit: int, offset: int
+) -> list[dict[str, Any]]:
+    params = {"project_id": project_id, "status": status, "limit": limit, "offset": offset}
+    return [dict(row) for row in conn.execute(_LIST_MISSIONS, params)]
+
+
+def list_resumable(conn: psycopg.Connection[Any], project_id: str) -> list[dict[str, Any]]:
+    return [dict(row) for row in conn.execute(_LIST_RESUMABLE, {"project_id": project_id})]
+
+
+def _ensure_not_running(mission: StoredMission, action: str) -> None:
+    if mission.status in RUNNING_STATUSES:
+        raise Conflict(f"cannot {action} while the mission is {mission.status}; abort it first")
+
+
+def patch_mission(
+    conn: psycopg.Connection[Any], project_id: str, mission_id: str, changes: Mapping[str, Any], limits: Limits
+) -> StoredMission:
+    """Apply only the given fields (``None`` clears an optional one) and re-validate the whole document."""
+    mission = get_mission(conn, project_id, mission_id, for_update=True)
+    _ensure_not_running(mission, "change a mission")
+    merged = mission.document
+    for key, value in changes.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    full = {**merged, "tasks": [{"id": t.id, **t.document} for t in mission.tasks]}
+    _validate(conn, project_id, full, limits)
+    if merged["name"] != mission.row["name"]:
+        taken = conn.execute(
+            "SELECT 1 FROM missions WHERE project_id = %s AND name = %s AND id <> %s",
+            (project_id, merged["name"], mission_id),
+        ).fetchone()
+        if taken:
+            raise Conflict(
+                f'a mission named "{merged["name"]}" already exists in this project',
+                {"fields": {"name": ["already used by another mission in this project"]}},
+            )
+    status = mission.status
+    next_run = mission.row["next_run_at"]
+    if {"schedule", "timezone", "endDate"} & changes.keys():
+        next_run = _next_run_at(merged)
+        if merged.get("schedule"):
+            status = "scheduled"
+        elif status == "scheduled":
+            status = "draft"
+    conn.execute(
+        "UPDATE missions SET name = %s, document = %s, status = %s, next_run_at = %s, updated_at = now()"
+        " WHERE id = %s",
+        (merged["name"], Jsonb(merged), status, next_run, mission_id),
+    )
+    _remember_agents(conn, project_id, merged)
+    return get_mission(conn, project_id, mission_id)
+
+
+def delete_mission(conn: psycopg.Connection[Any], project_id: str, mission_id: str) -> None:
+    mission = get_mission(conn, project_id, mission_id, for_update=True)
+    _ensure_not_running(mission, "delete a mission")
+    conn.execute("DELETE FROM missions WHERE id = %s", (mission_id,))
+
+
+def _task_index(mission: StoredMission, task_id: str) -> int:
+    for index, task in enumerate(mission.tasks):
+        if task.id == task_id:
+            return index
+    raise NotFound(f"task {task_id} not found in mission {mission.id}")
+
+
+def add_task(
+    conn: psycopg.Connection[Any], project_id: str, mission_id: str, task_doc: Mapping[str, Any], limits: Limits
+) -> tuple[StoredMission, str]:
+    """Append a task to the mission document; returns the mission and the new task id. While the
+    mission runs, the caller also feeds the task to the run (``workers.coordination.runs``)."""
+    mission = get_mission(conn, project_id, mission_id, for_update=True)
+    full = mission.full_document()
+    full["tasks"].append(dict(task_doc))
+    _validate(conn, project_id, full, limits)
+    position = max((t["position"] for t in conn.execute(_SELECT_TASKS, {"mission_id": mission_id})), default=-1) + 1
+    (task_id,) = _insert_tasks(conn, mission_id, [task_doc], start=position)
+    conn.execute("UPDATE missions SET updated_at = now() WHERE id = %s", (mission_id,))
+    return get_mission(conn, project_id, mission_id), task_id
+
+
+def update_task(
+    conn: psycopg.Connection[Any], project_id: str, mission_id: str, task_id: str, changes: Mapping[str, Any], limits: Limits
+) -> StoredMission:
+    mission = get_mission(conn, project_id, mission_id, for_update=True)
+    index = _task_index(mission, task_id)
+    full = mission.full_document()
+    task = full["tasks"][index]
+    old_title = task["title"]
+    for key, value in changes.items():
+        if value is None:
+            task.pop(key, None)
+        else:
+            task[key] = value
+    if task["title"] != old_title:
+        _rename_references(full, old_title, task["title"])
+    _validate(conn, project_id, full, limits)
+    _write_tasks(conn, mission_id, full)
+    return get_mission(conn, project_id, mission_id)
+
+
+def _rename_references(document: dict[str, Any], old: str, new: str) -> None:
+    """A renamed task keeps its place in every dependsOn, gate and checkpoint."""
+
+    def swap(titles: list[str]) -> list[str]:
+        return [new if title == old else title for title in titles]
+
+    for task in document["tasks"]:
+        if task.get("dependsOn"):
+            task["dependsOn"] = swap(task["dependsOn"])
+    for key in ("qualityGates", "checkpoints"):
+        for item in document.get(key) or ():
+            for field in ("afterTasks", "blocksTasks"):
+                if item.get(field):
+                    item[field] = swap(item[field])
+
+
+def _write_tasks(conn: psycopg.Connection[Any], mission_id: str, full: Mapping[str, Any]) -> None:
+    mission_doc, _ = _split(full)
+    with conn.cursor() as cur:
+        cur.executemany(
+            "UPDATE tasks SET title = %(title)s, document = %(document)s WHERE id = %(id)s AND mission_id = %(mission_id)s",
+            [
+                {"id": t["id"], "mission_id": mission_id, "title": t["title"],
+                 "document": Jsonb({k: v for k, v in t.items() if k != "id"})}
+                for t in full["tasks"]
+            ],
+        )
+    conn.execute("UPDATE missions SET document = %s, updated_at = now() WHERE id = %s", (Jsonb(mission_doc), mission_id))
+
+
+def delete_task(conn: psycopg.Connection[Any], project_id: str, mission_id: str, task_id: str, limits: Limits) -> StoredMission:
+    """Remove a task; refused when it is the last one or when other parts of the mission still name it."""
+    mission = get_mission(conn, project_id, mission_id, for_update=True)
+    index = _task_index(mission, task_id)
+    if len(mission.tasks) == 1:
+        raise Conflict("cannot delete the last task of a mission; delete the mission instead")
+    full = mission.full_document()
+    title = full["tasks"][index]["title"]
+    references = _references_to(full, title)
+    full["tasks"].pop(index)
+    if references:
+        names = sorted({who for who, _ in references.values()})
+        raise Conflict(
+            f'task "{title}" is still referenced by {", ".join(names)}; remove those references first',
+            {"fields": {path: [f'refers to "{title}" ({what})'] for path, (_, what) in references.items()}},
+        )
+    # A backstop: the remaining document must still be valid on its own.
+    spec = MissionSpec.from_document(full)
+    problems = validate_mission(spec, known_agents=_project_agents(conn, project_id),
+                                allow_commands=limits.allow_commands, max_tasks=limits.max_tasks)
+    if problems:
+        fields: dict[str, list[str]] = {}
+        for p in problems:
+            fields.setdefault(p.field, []).append(p.message)
+        raise Conflict(f'removing task "{title}" would leave the mission invalid: {problems[0]}', {"fields": fields})
+    conn.execute("DELETE FROM tasks WHERE id = %s AND mission_id = %s", (task_id, mission_id))
+    conn.execute("UPDATE missions SET updated_at = now() WHERE id = %s", (mission_id,))
+    return get_mission(conn, project_id, mission_id)
+
+
+def _references_to(document: Mapping[str, Any], title: str) -> dict[str, tuple[str, str]]:
+    """Every place of the stored document that names ``title``, with who holds it and how:
+    ``{"tasks[1].dependsOn[0]": ('"Deploy"', "dependsOn")}``."""
+    found: dict[str, tuple[str, str]] = {}
+    for i, task in enumerate(document["tasks"]):
+        for j, dep in enumerate(task.get("dependsOn") or ()):
+            if dep == title:
+                found[f"tasks[{i}].dependsOn[{j}]"] = (f'"{task["title"]}"', "dependsOn")
+    for key, noun in (("qualityGates", "quality gate"), ("checkpoints", "checkpoint")):
+        for i, item in enumerate(document.get(key) or ()):
+            for field in ("afterTasks", "blocksTasks"):
+                for j, name in enumerate(item.get(field) or ()):
+                    if name == title:
+                        label = item.get("name") or f"{key}[{i}]"
+                        found[f"{key}[{i}].{field}[{j}]"] = (f"{noun} {label}", field)
+    return found
+
+
+def task_spec(mission: StoredMission, task_id: str) -> TaskSpec:
+    return mission.spec().tasks[_task_index(mission, task_id)]

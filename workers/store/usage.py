@@ -1,0 +1,104 @@
+"""Tokens and cost: totals per task, run and mission, and the mission ``budget`` check.
+
+Every attempt row carries its agent's ``tokens_in``/``tokens_out``/``cost_usd`` and its judge's
+``judge_tokens_in``/``judge_tokens_out``/``judge_cost_usd``; a total adds both. ``mission_usage``
+answers every total of a mission in one query (``GROUPING SETS``), for the API to render.
+A budget applies to each run: ``{"maxCostUsd": n}`` and/or ``{"maxTokens": n}`` (in + out).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+
+@dataclass(frozen=True)
+class Totals:
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    attempts: int = 0
+
+    @property
+    def tokens(self) -> int:
+        return self.tokens_in + self.tokens_out
+
+    def to_json(self) -> dict[str, Any]:
+        """The API shape: ``{"tokensIn", "tokensOut", "costUsd", "attempts"}``."""
+        return {"tokensIn": self.tokens_in, "tokensOut": self.tokens_out, "costUsd": round(self.cost_usd, 6),
+                "attempts": self.attempts}
+
+
+@dataclass(frozen=True)
+class MissionUsage:
+    total: Totals = Totals()
+    runs: Mapping[str, Totals] = field(default_factory=dict)  # run id -> totals
+    tasks: Mapping[tuple[str, str], Totals] = field(default_factory=dict)  # (run id, task id) -> totals
+
+    def run(self, run_id: str) -> Totals:
+        return self.runs.get(run_id, Totals())
+
+    def task(self, run_id: str, task_id: str) -> Totals:
+        return self.tasks.get((run_id, task_id), Totals())
+
+
+_SUMS = """
+coalesce(sum(a.tokens_in + a.judge_tokens_in), 0)::bigint AS tokens_in,
+coalesce(sum(a.tokens_out + a.judge_tokens_out), 0)::bigint AS tokens_out,
+coalesce(sum(a.cost_usd + a.judge_cost_usd), 0)::double precision AS cost_usd,
+count(a.attempt)::bigint AS attempts
+"""
+
+_RUN_TOTALS = f"SELECT {_SUMS} FROM attempts a WHERE a.run_id = %(run_id)s"
+
+# One row per (run, task), one per run, and one for the whole mission (run_id and task_id NULL).
+_MISSION_USAGE = f"""
+SELECT r.id AS run_id, a.task_id, GROUPING(r.id, a.task_id) AS level, {_SUMS}
+  FROM runs r JOIN attempts a ON a.run_id = r.id
+ WHERE r.mission_id = %(mission_id)s
+ GROUP BY GROUPING SETS ((r.id, a.task_id), (r.id), ())
+"""
+
+
+def _totals(row: Mapping[str, Any]) -> Totals:
+    return Totals(int(row["tokens_in"]), int(row["tokens_out"]), float(row["cost_usd"]), int(row["attempts"]))
+
+
+def run_totals(conn: psycopg.Connection[Any], run_id: str) -> Totals:
+    row = conn.execute(_RUN_TOTALS, {"run_id": run_id}).fetchone()
+    return _totals(row) if row is not None else Totals()
+
+
+def mission_usage(conn: psycopg.Connection[Any], mission_id: str) -> MissionUsage:
+    """Totals of a mission, of each of its runs and of each task in each run, in one query.
+
+    Expects dict rows (the pools of ``workers.store.db`` make them).
+    """
+    total = Totals()
+    runs: dict[str, Totals] = {}
+    tasks: dict[tuple[str, str], Totals] = {}
+    for row in conn.execute(_MISSION_USAGE, {"mission_id": mission_id}).fetchall():
+        level = int(row["level"])
+        if level == 0:
+            tasks[(row["run_id"], row["task_id"])] = _totals(row)
+        elif level == 1:
+            runs[row["run_id"]] = _totals(row)
+        else:
+            total = _totals(row)
+    return MissionUsage(total, runs, tasks)
+
+
+def budget_exceeded(budget: Mapping[str, Any] | None, totals: Totals) -> str | None:
+    """Why ``totals`` are over ``budget``, or None while within it (or without a budget)."""
+    if not budget:
+        return None
+    max_cost = budget.get("maxCostUsd")
+    if isinstance(max_cost, (int, float)) and totals.cost_usd > max_cost:
+        return f"cost ${totals.cost_usd:.6f} is over the budget's maxCostUsd ${float(max_cost):g}"
+    max_tokens = budget.get("maxTokens")
+    if isinstance(max_tokens, (int, float)) and totals.tokens > max_tokens:
+        return f"{totals.tokens} tokens are over the budget's maxTokens {int(max_tokens)}"
+    return None
