@@ -4,6 +4,7 @@ Parsing is pure: ``Settings.from_env(environ)`` reads only the mapping it is giv
 nothing and raises ``ConfigError`` naming the variable when a value is malformed.
 """
 
-from config.settings import SETTINGS_TABLE, ConfigError, Settings
+from config.errors import ConfigError
+from config.settings import SETTINGS_TABLE, Settings
 
 __all__ = ["SETTINGS_TABLE", "ConfigError", "Settings"]

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from config.settings import ConfigError
+from config.errors import ConfigError
 
 PER = 1_000_000
 

@@ -13,14 +13,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from config.errors import ConfigError
+from config.prices import validate_inline
 
-class ConfigError(ValueError):
-    """A setting has a malformed value; the message names the variable."""
+__all__ = ["SETTINGS_TABLE", "ConfigError", "Setting", "Settings"]
 
-    def __init__(self, variable: str, problem: str) -> None:
-        super().__init__(f"{variable}: {problem}")
-        self.variable = variable
-        self.problem = problem
+DEFAULT_DATA_DIR = Path("~/.missions").expanduser()
 
 
 def _url(schemes: tuple[str, ...]) -> Callable[[str], str]:
@@ -88,12 +86,6 @@ def _text(raw: str) -> str:
     return raw.strip()
 
 
-def _prices_json(raw: str) -> str:
-    from config.prices import validate_inline
-
-    return validate_inline(raw)
-
-
 def _file(raw: str) -> Path:
     if not raw.strip():
         raise ValueError("expected a file path, got an empty value")
@@ -109,12 +101,14 @@ class Setting:
     meaning: str
 
 
+# One declaration a line (variable, attribute, parser, default, meaning): kept as a table by hand.
+# fmt: off
 SETTINGS_TABLE: tuple[Setting, ...] = (
     Setting("DATABASE_URL", "database_url", _url(("postgresql", "postgres")), None,
             "Postgres connection URL. Unset: `missions up` starts an embedded Postgres under the data dir."),
     Setting("REDIS_URL", "redis_url", _url(("redis", "rediss", "unix")), None,
             "Redis URL (Celery broker and event wake-ups). Unset: `missions up` starts an embedded Redis."),
-    Setting("MISSIONS_DATA_DIR", "data_dir", _path, Path("~/.missions").expanduser(),
+    Setting("MISSIONS_DATA_DIR", "data_dir", _path, DEFAULT_DATA_DIR,
             "Where the embedded Postgres and Redis keep their data, and run workspaces live."),
     Setting("MISSIONS_HOST", "host", _text, "127.0.0.1", "Interface the API server binds to."),
     Setting("MISSIONS_PORT", "port", _int_range(1, 65535), 8000, "Port the API server listens on."),
@@ -146,7 +140,7 @@ SETTINGS_TABLE: tuple[Setting, ...] = (
     Setting("MISSIONS_PRICES_FILE", "prices_file", _file, None,
             'JSON file of model prices in USD per million tokens, `{"openai/gpt-4o": {"input": 2.5, "output": 10}}`, '
             "over the built-in table."),
-    Setting("MISSIONS_PRICES", "prices", _prices_json, None,
+    Setting("MISSIONS_PRICES", "prices", validate_inline, None,
             "The same price JSON inline; wins over `MISSIONS_PRICES_FILE`."),
     Setting("MISSIONS_TICK_SECONDS", "tick_seconds", _float_range(0.05, 60), 1.0,
             "How often beat runs the tick (timers, schedules, repair)."),
@@ -163,13 +157,14 @@ SETTINGS_TABLE: tuple[Setting, ...] = (
     Setting("MISSIONS_LOG_FORMAT", "log_format", _choice("text", "json"), "text",
             "`json` writes one JSON object per log line."),
 )
+# fmt: on
 
 
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None = None
     redis_url: str | None = None
-    data_dir: Path = Path("~/.missions").expanduser()
+    data_dir: Path = DEFAULT_DATA_DIR
     host: str = "127.0.0.1"
     port: int = 8000
     api_threads: int = 1000
