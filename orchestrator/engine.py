@@ -25,6 +25,14 @@ downstream of a failed task is ``skipped``. A worker lost mid-run re-runs the at
 counting it as a failure, unless the task has side effects: then it waits in
 ``awaiting_approval`` and the run pauses for a human.
 
+The shell records each attempt as a row of its own, and stores timers; the words for both are in
+``orchestrator.vocabulary`` (re-exported here), and the shell must use them rather than spell the
+strings or re-derive the rules: an attempt row's status after the agent's result is
+``attempt_status_after_result`` (the rule ``TaskFinished`` moves the task by), after its verdict
+``attempt_status_after_assessment(assessment_passes(...))`` (the rule ``AssessmentScored``
+completes the task by); a ``ScheduleTimer`` is stored under its ``kind`` and ``key`` (a
+``Timer``'s), and a fired row comes back as an event through ``timer_event(kind, key)``.
+
 Retry budget (``max_attempts``, ``assignment``): ``1 + maxRetries`` attempts by ``assignTo``
 with its team model. A ``retryPolicy`` with ``fallbackAgent`` and/or ``escalateModel`` escalates
 the attempts after ``escalateAfter`` failures inside that budget, or, without ``escalateAfter``,
@@ -64,7 +72,6 @@ import heapq
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any, Final, Protocol, TypeAlias, TypeVar, assert_never
 
 from orchestrator.spec import (
@@ -76,57 +83,31 @@ from orchestrator.spec import (
     parse_timestamp,
 )
 
+# The vocabulary the shell shares with the core, re-exported (``X as X``) so the shell imports
+# everything from this module.
+from orchestrator.vocabulary import DEADLINE_KEY as DEADLINE_KEY
+from orchestrator.vocabulary import LIVE_ATTEMPT_STATUSES as LIVE_ATTEMPT_STATUSES
+from orchestrator.vocabulary import LIVE_RUN_STATUSES as LIVE_RUN_STATUSES
+from orchestrator.vocabulary import RUNNING_MISSION_STATUSES as RUNNING_MISSION_STATUSES
+from orchestrator.vocabulary import TERMINAL_ATTEMPT_STATUSES as TERMINAL_ATTEMPT_STATUSES
+from orchestrator.vocabulary import TERMINAL_RUN_STATUSES as TERMINAL_RUN_STATUSES
+from orchestrator.vocabulary import TERMINAL_TASK_STATUSES as TERMINAL_TASK_STATUSES
+from orchestrator.vocabulary import AttemptStatus as AttemptStatus
+from orchestrator.vocabulary import CheckpointStatus as CheckpointStatus
+from orchestrator.vocabulary import GateStatus as GateStatus
+from orchestrator.vocabulary import MissionStatus as MissionStatus
+from orchestrator.vocabulary import PauseReason as PauseReason
+from orchestrator.vocabulary import TaskStatus as TaskStatus
+from orchestrator.vocabulary import Timer as Timer
+from orchestrator.vocabulary import TimerKind as TimerKind
+from orchestrator.vocabulary import assessment_passes as assessment_passes
+from orchestrator.vocabulary import attempt_key as attempt_key
+from orchestrator.vocabulary import attempt_status_after_assessment as attempt_status_after_assessment
+from orchestrator.vocabulary import attempt_status_after_result as attempt_status_after_result
+
 # --------------------------------------------------------------------------------------------
-# Statuses
+# Groups of task statuses the rules use
 
-
-class MissionStatus(StrEnum):
-    DRAFT = "draft"
-    SCHEDULED = "scheduled"
-    ACTIVE = "active"
-    PAUSED = "paused"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-class TaskStatus(StrEnum):
-    DRAFT = "draft"
-    PENDING = "pending"
-    QUEUED = "queued"
-    RUNNING = "running"
-    ASSESSING = "assessing"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-    CANCELLED = "cancelled"
-    AWAITING_APPROVAL = "awaiting_approval"
-
-
-class PauseReason(StrEnum):
-    CHECKPOINT = "checkpoint"
-    QUALITY_GATE = "quality_gate"
-    APPROVAL = "approval"
-
-
-class GateStatus(StrEnum):
-    PENDING = "pending"  # not judged yet (or re-opened by a resume with retryFailed)
-    PASSED = "passed"
-    BLOCKED = "blocked"  # judged and failed; the run is paused until a resume
-    OVERRIDDEN = "overridden"  # blocked, then resumed without retryFailed: counts as passed
-
-
-class CheckpointStatus(StrEnum):
-    PENDING = "pending"  # its afterTasks have not all completed
-    WAITING = "waiting"  # reached; the run is paused until a resume
-    APPROVED = "approved"
-
-
-LIVE_RUN_STATUSES: Final = frozenset({MissionStatus.ACTIVE, MissionStatus.PAUSED})
-TERMINAL_RUN_STATUSES: Final = frozenset({MissionStatus.COMPLETED, MissionStatus.FAILED, MissionStatus.CANCELLED})
-TERMINAL_TASK_STATUSES: Final = frozenset(
-    {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.SKIPPED, TaskStatus.CANCELLED}
-)
 # A dependency in one of these can never complete any more.
 _DEAD: Final = frozenset({TaskStatus.FAILED, TaskStatus.SKIPPED, TaskStatus.CANCELLED})
 # An agent (or the judge) is working on the task's current attempt.
@@ -149,11 +130,6 @@ FAILURE_DEADLINE: Final = "deadline_exceeded"
 FAILURE_ABORTED: Final = "aborted"
 FAILURE_BUDGET: Final = "budget_exceeded"
 UNKNOWN_OUTCOME_ERROR: Final = "outcome unknown after worker loss; not re-run"
-
-
-def attempt_key(task_id: str, attempt: int) -> str:
-    """The key of a per-attempt timer ("retry" and "timeout" kinds)."""
-    return f"{task_id}:{attempt}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -561,6 +537,21 @@ Event: TypeAlias = (
 )
 
 
+def timer_event(kind: str, key: str) -> DeadlineReached | RetryDue | TaskTimedOut | None:
+    """The event a fired timer stands for, from its stored ``timers.kind`` and ``timers.key``:
+    ``DeadlineReached``, ``RetryDue`` or ``TaskTimedOut`` of the attempt in the key; None for a
+    row no ``ScheduleTimer`` of the engine writes (see ``Timer.parse``), which the shell drops.
+    """
+    match Timer.parse(kind, key):
+        case Timer(kind=TimerKind.DEADLINE):
+            return DeadlineReached()
+        case Timer(kind=TimerKind.RETRY, task_id=str(task_id), attempt=int(attempt)):
+            return RetryDue(task_id, attempt)
+        case Timer(kind=TimerKind.TIMEOUT, task_id=str(task_id), attempt=int(attempt)):
+            return TaskTimedOut(task_id, attempt)
+    return None
+
+
 # --------------------------------------------------------------------------------------------
 # Effects: what the shell must do after committing the state (imperative)
 
@@ -593,15 +584,31 @@ class CancelTask:
 
 @dataclass(frozen=True)
 class ScheduleTimer:
-    kind: str  # "retry" | "timeout" (key ``attempt_key``) | "deadline" (key "run")
-    key: str
+    """Arm (or re-arm) the timer stored as (``kind``, ``key``) to fire at ``due_at``.
+
+    ``kind`` and ``key`` are a ``Timer``'s, as plain strings (what the shell stores); a fired
+    timer comes back through ``timer_event(kind, key)``.
+    """
+
+    kind: str  # a TimerKind value
+    key: str  # Timer.key: "run" for the deadline, else ``attempt_key``
     due_at: datetime
+
+    @classmethod
+    def of(cls, timer: Timer, due_at: datetime) -> ScheduleTimer:
+        return cls(timer.kind.value, timer.key, due_at)
 
 
 @dataclass(frozen=True)
 class CancelTimer:
-    kind: str
+    """Delete the timer stored as (``kind``, ``key``), if it is still there."""
+
+    kind: str  # a TimerKind value
     key: str
+
+    @classmethod
+    def of(cls, timer: Timer) -> CancelTimer:
+        return cls(timer.kind.value, timer.key)
 
 
 @dataclass(frozen=True)
@@ -654,7 +661,7 @@ def start_run(run_id: str, mission_id: str, spec: MissionSpec, now: datetime) ->
         if deadline <= now:
             _stop_run(step, MissionStatus.FAILED, FAILURE_DEADLINE)
             return step.decision()
-        step.emit(ScheduleTimer("deadline", "run", deadline))
+        step.emit(ScheduleTimer.of(Timer.deadline(), deadline))
     _settle(step)
     return step.decision()
 
@@ -973,8 +980,7 @@ def _mark_claimed(step: _Step, task: TaskState, event: TaskClaimed) -> None:
     step.put(replace(task, status=TaskStatus.RUNNING, worker=event.worker, started_at=step.now))
     timeout = step.index.tasks[task.task_id].timeout
     if timeout is not None:
-        key = attempt_key(task.task_id, task.attempt)
-        step.emit(ScheduleTimer("timeout", key, step.now + timedelta(seconds=timeout)))
+        step.emit(ScheduleTimer.of(Timer.timeout(task.task_id, task.attempt), step.now + timedelta(seconds=timeout)))
 
 
 def _relay_output(state: RunState, event: TaskOutputProduced) -> Decision:
@@ -995,13 +1001,15 @@ def _relay_output(state: RunState, event: TaskOutputProduced) -> Decision:
 def _disarm_timeout(step: _Step, task: TaskState) -> None:
     """A running attempt that ends by itself no longer needs its timeout timer."""
     if task.status is TaskStatus.RUNNING and step.index.tasks[task.task_id].timeout is not None:
-        step.emit(CancelTimer("timeout", attempt_key(task.task_id, task.attempt)))
+        step.emit(CancelTimer.of(Timer.timeout(task.task_id, task.attempt)))
 
 
 def _accept_final_output(step: _Step, task: TaskState, event: TaskFinished) -> None:
     """A finished attempt is assessed when the task has expectations, else it completes unscored."""
     _disarm_timeout(step, task)
-    if step.index.tasks[task.task_id].expectations:
+    # The task follows its attempt, by the rule the shell writes the attempt row by.
+    expectations = step.index.tasks[task.task_id].expectations
+    if attempt_status_after_result(failed=False, assessed=bool(expectations)) is AttemptStatus.ASSESSING:
         step.put(replace(task, status=TaskStatus.ASSESSING, output=event.output))
         step.emit(AssessTask(task.task_id, task.attempt, event.output))
     else:
@@ -1025,7 +1033,8 @@ def _fail_with_timeout(step: _Step, task: TaskState, event: TaskTimedOut) -> Non
 def _apply_assessment(step: _Step, task: TaskState, event: AssessmentScored) -> None:
     """A score at or above the quality threshold completes the task; anything else is a failed attempt."""
     threshold = step.spec.quality_threshold
-    passed = event.error is None and event.score is not None and event.score >= threshold
+    # The rule the shell records the attempt row's status by, too.
+    passed = assessment_passes(event.score, event.error, threshold)
     criteria = tuple(dict(c) for c in event.criteria)
     data: dict[str, Any] = {
         "taskId": task.task_id,
@@ -1079,7 +1088,7 @@ def _record_failed_attempt(step: _Step, task: TaskState, message: str, notes: tu
     retry_at = step.now + timedelta(seconds=backoff) if backoff > 0 else None
     step.put(replace(failed_task, status=TaskStatus.PENDING, retry_at=retry_at))
     if retry_at is not None:
-        step.emit(ScheduleTimer("retry", attempt_key(task.task_id, task.attempt + 1), retry_at))
+        step.emit(ScheduleTimer.of(Timer.retry(task.task_id, task.attempt + 1), retry_at))
 
 
 def _recover_lost_attempt(step: _Step, task: TaskState, event: WorkerLost) -> None:
@@ -1280,7 +1289,7 @@ def _start_attempt(step: _Step, task: TaskState, agent: str, model: str) -> None
     """A started task is queued as a new attempt (attempt + 1) for the shell to enqueue."""
     attempt = task.attempt + 1
     if task.retry_at is not None:
-        step.emit(CancelTimer("retry", attempt_key(task.task_id, attempt)))
+        step.emit(CancelTimer.of(Timer.retry(task.task_id, attempt)))
     step.emit(StartTask(task.task_id, attempt, agent, model))
     step.put(
         replace(
@@ -1320,7 +1329,7 @@ def _finish_when_nothing_left(step: _Step) -> None:
     reason = None if all_completed else FAILURE_TASK_FAILED
     _end_run(step, status, reason)
     if _has_deadline(step.spec):
-        step.emit(CancelTimer("deadline", "run"))
+        step.emit(CancelTimer.of(Timer.deadline()))
 
 
 def _end_run(step: _Step, status: MissionStatus, reason: str | None) -> None:
@@ -1346,10 +1355,10 @@ def _stop_run(step: _Step, status: MissionStatus, reason: str) -> None:
             step.emit(CancelTask(task_id, task.attempt, reason))
         _disarm_timeout(step, task)
         if task.status is TaskStatus.PENDING and task.retry_at is not None:
-            step.emit(CancelTimer("retry", attempt_key(task_id, task.attempt + 1)))
+            step.emit(CancelTimer.of(Timer.retry(task_id, task.attempt + 1)))
         step.put(replace(task, status=TaskStatus.CANCELLED, retry_at=None, finished_at=step.now))
     if _has_deadline(step.spec) and reason != FAILURE_DEADLINE:
-        step.emit(CancelTimer("deadline", "run"))
+        step.emit(CancelTimer.of(Timer.deadline()))
     _end_run(step, status, reason)
 
 
