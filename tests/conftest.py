@@ -40,7 +40,7 @@ def postgres_server_url(services_dir: Path) -> Iterator[str]:
     url = os.environ.get("DATABASE_URL")
     embedded = not url
     if embedded:
-        from workers.support.embedded import start_postgres
+        from workers.wiring import start_embedded_postgres as start_postgres
 
         url = start_postgres(services_dir)
     assert url is not None

@@ -1,35 +1,62 @@
-"""The connections a process holds: one Postgres pool and one Redis client, opened on first use."""
+"""The composition root: the one place that builds a process's connections and the objects that use
+them. Nothing else constructs a pool, a Redis client, the Celery app or a dispatcher.
+
+Everything is built on first use, once however many threads ask, so importing this module or
+creating ``Services`` connects to nothing:
+
+- ``db``: the Postgres pool (``workers.store.db.Database``);
+- ``redis``: one Redis client (broker side channels: cancel flags, wake-ups, metrics);
+- ``celery``: the Celery app used to send messages (a worker's app is ``worker_app``);
+- ``dispatcher``: the after-commit sender (``workers.messaging.dispatch.Dispatcher``);
+- ``coordinator``: units of work on ``db`` that send through ``dispatcher``;
+- ``wakeups`` / ``wakeup_hub``: the wake-up publisher and the SSE streams' shared subscriber;
+- ``executor(worker)``: what runs attempts on a worker.
+"""
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
-import psycopg
 import redis
-from psycopg_pool import ConnectionPool
+from celery import Celery
 
 from config import Settings
-from workers.store.db import create_pool
-from workers.messaging.wakeups import WakeupHub, WakeupPublisher, latest_event_ids
+from workers.coordination.advance import Coordinator
+from workers.coordination.tick import TickReport, tick
+from workers.execution.executor import Executor
+from workers.execution.providers import Providers
+from workers.messaging.celery_app import create_celery, register_tasks
+from workers.messaging.dispatch import Dispatcher
+from workers.messaging.wakeups import WakeupHub, WakeupPublisher
+from workers.store.db import Connection, Database, ensure_database, open_database
+from workers.store.events import latest_event_ids
+from workers.support import embedded, metrics
+from workers.support.clock import utcnow
 
 T = TypeVar("T")
 
 
 class Services:
-    def __init__(self, settings: Settings) -> None:
+    """The connections of one process and what is built on them (see the module docstring)."""
+
+    def __init__(self, settings: Settings, *, celery: Celery | None = None) -> None:
+        """``celery``: the app to send with (a worker's own app), else one is built on first use."""
         if not settings.database_url:
             raise ValueError("DATABASE_URL is not set (use `missions up` for the embedded default)")
         self.settings = settings
         self._lock = threading.RLock()
-        self._pool: ConnectionPool | None = None
+        self._db: Database | None = None
         self._redis: redis.Redis | None = None
-        self._celery: Any = None
+        self._celery: Celery | None = celery
         self._wakeups: WakeupPublisher | None = None
         self._hub: WakeupHub | None = None
-        self._dispatcher: Any = None
+        self._dispatcher: Dispatcher | None = None
+        self._coordinator: Coordinator | None = None
 
     def _once(self, attr: str, build: Callable[[], T]) -> T:
         """``self.<attr>``, built by ``build`` on first use, once however many threads ask (the lock
@@ -44,14 +71,15 @@ class Services:
         return value  # type: ignore[no-any-return]
 
     @property
-    def pool(self) -> ConnectionPool:
-        return self._once("_pool", self._open_pool)
-
-    def _open_pool(self) -> ConnectionPool:
+    def db(self) -> Database:
         assert self.settings.database_url
-        pool = create_pool(self.settings.database_url, max_size=self.settings.db_pool_size)
-        pool.open(wait=False)
-        return pool
+        url = self.settings.database_url
+        return self._once("_db", lambda: open_database(url, max_size=self.settings.db_pool_size))
+
+    @property
+    def pool(self) -> Any:
+        """The Postgres connection pool of ``db``."""
+        return self.db.pool
 
     def _connect_redis(self) -> redis.Redis:
         if not self.settings.redis_url:
@@ -65,14 +93,9 @@ class Services:
         return self._once("_redis", self._connect_redis)
 
     @property
-    def celery(self) -> Any:
-        """A Celery app used to send messages (workers build their own, with the task bodies)."""
-        return self._once("_celery", self._create_celery)
-
-    def _create_celery(self) -> Any:
-        from workers.messaging.celery_app import create_celery
-
-        return create_celery(self.settings)
+    def celery(self) -> Celery:
+        """A Celery app used to send messages (a worker builds its own, with the task bodies)."""
+        return self._once("_celery", lambda: create_celery(self.settings))
 
     @property
     def wakeups(self) -> WakeupPublisher:
@@ -85,36 +108,38 @@ class Services:
         return self._once("_hub", lambda: WakeupHub(self.redis, self._latest_event_ids))
 
     def _latest_event_ids(self, run_ids: list[str]) -> dict[str, int]:
-        with self.pool.connection() as conn:
+        with self.db.transaction() as conn:
             return latest_event_ids(conn, run_ids)
 
     @property
-    def dispatcher(self) -> Any:
-        return self._once("_dispatcher", self._create_dispatcher)
+    def dispatcher(self) -> Dispatcher:
+        return self._once("_dispatcher", lambda: Dispatcher(self.celery, self.redis, self.wakeups))
 
-    def _create_dispatcher(self) -> Any:
-        from workers.messaging.dispatch import Dispatcher
+    @property
+    def coordinator(self) -> Coordinator:
+        return self._once("_coordinator", lambda: Coordinator(self.db, self.dispatcher))
 
-        return Dispatcher(self.celery, self.redis, self.wakeups)
+    def executor(self, worker: str, providers: Providers | None = None) -> Executor:
+        """An executor for the worker called ``worker`` (one per process)."""
+        return Executor(self.settings, self.db, self.coordinator, self.dispatcher.cancel_flags, worker, providers)
+
+    def tick(self) -> TickReport:
+        return tick(self.coordinator, self.dispatcher, self.settings, utcnow())
 
     @contextmanager
-    def transaction(self) -> Iterator[psycopg.Connection[Any]]:
-        """A pooled connection inside one transaction: committed on success, rolled back on error."""
-        with self.pool.connection() as conn:
+    def transaction(self) -> Iterator[Connection]:
+        """A pooled connection inside one transaction (reads, and writes that change no run)."""
+        with self.db.transaction() as conn:
             yield conn
 
     @contextmanager
-    def autocommit(self) -> Iterator[psycopg.Connection[Any]]:
-        """A pooled connection where each statement commits on its own: one round trip for a
-        single-statement write (no BEGIN, no COMMIT)."""
-        with self.pool.connection() as conn:
-            conn.autocommit = True
-            try:
-                yield conn
-            finally:
-                conn.autocommit = False
+    def autocommit(self) -> Iterator[Connection]:
+        """A pooled connection where each statement commits on its own."""
+        with self.db.autocommit() as conn:
+            yield conn
 
     def close(self) -> None:
+        self._coordinator = None
         self._dispatcher = None
         if self._hub is not None:
             self._hub.close()
@@ -122,12 +147,53 @@ class Services:
         if self._wakeups is not None:
             self._wakeups.flush(2.0)
             self._wakeups = None
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
+        if self._db is not None:
+            self._db.close()
+            self._db = None
         if self._redis is not None:
             self._redis.close()
             self._redis = None
         if self._celery is not None:
             self._celery.close()
             self._celery = None
+
+
+class _WorkerHandlers:
+    """The bodies of the worker's Celery tasks: one executor per process, named after the first
+    request's worker."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self._executor: Executor | None = None
+        self._lock = threading.Lock()
+
+    def _executor_for(self, hostname: str | None) -> Executor:
+        if self._executor is None:
+            with self._lock:
+                if self._executor is None:
+                    self._executor = self.services.executor(hostname or socket.gethostname())
+        return self._executor
+
+    def run_attempt(self, run_id: str, task_id: str, attempt: int, hostname: str | None) -> object:
+        return self._executor_for(hostname).run_attempt(run_id, task_id, attempt)
+
+    def assess(self, run_id: str, task_id: str, attempt: int, hostname: str | None) -> object:
+        return self._executor_for(hostname).assess(run_id, task_id, attempt)
+
+    def tick(self) -> object:
+        return vars(self.services.tick())
+
+
+def worker_app(settings: Settings) -> tuple[Celery, Services]:
+    """A worker's Celery app with the task bodies, and the services they run on. Coordinator step
+    counters go to the services' Redis (``/metrics`` reads them)."""
+    app = create_celery(settings)
+    services = Services(settings, celery=app)  # the worker's own app sends what its steps start
+    register_tasks(app, _WorkerHandlers(services))
+    metrics.configure(lambda: services.redis)
+    return app, services
+
+
+def start_embedded_postgres(data_dir: Path, database: str = embedded.DATABASE_NAME) -> str:
+    """Start (or reuse) the embedded Postgres under ``data_dir`` and return a URL for ``database``."""
+    return embedded.start_postgres(data_dir, ensure_database, database)

@@ -29,7 +29,7 @@ def database_url(settings: Settings) -> str:
     """The configured database, else the embedded one under the data dir (started if needed)."""
     if settings.database_url:
         return settings.database_url
-    from workers.support.embedded import start_postgres
+    from workers.wiring import start_embedded_postgres as start_postgres
 
     return start_postgres(settings.data_dir)
 
@@ -63,17 +63,14 @@ def keys() -> None:
 @click.option("--project", required=True, help="Project the key belongs to (created if new).")
 def keys_create(project: str) -> None:
     """Create an API key; the key is the last line of output."""
-    import psycopg
-    from psycopg.rows import dict_row
-
-    from workers.store.db import upgrade
+    from workers.store.db import connect, upgrade
     from workers.store.projects import create_key
 
     if not project.strip() or len(project) > 200:
         raise click.BadParameter("a project name has 1 to 200 characters", param_hint="--project")
     url = database_url(load_settings())
     upgrade(url)
-    with psycopg.connect(url, row_factory=dict_row) as conn:
+    with connect(url) as conn:
         secret = create_key(conn, project.strip())
     click.echo(f"created a key for project {project.strip()!r}; it is shown only once:", err=False)
     click.echo(secret)
@@ -124,18 +121,15 @@ def worker_command(concurrency: int, pool: str, name: str | None, queues: str) -
     """Run a Celery worker that executes task attempts, assessments and ticks."""
     settings = load_settings()
     _require_urls(settings, "worker")
-    from workers.messaging.celery_app import create_celery
     from workers.messaging.dispatch import CONTROL_QUEUE, TASK_QUEUE
     from workers.support.logs import configure_logging
+    from workers.wiring import worker_app
 
     configure_logging(settings)
     if settings.log_level != "debug":
         for handler in logging.getLogger().handlers:
             handler.addFilter(QuietTicks())
-    app = create_celery(settings, with_tasks=True)
-    from workers.support import metrics
-
-    metrics.configure(lambda: app.missions_services.redis)  # coordinator step counters, read by /metrics
+    app, _services = worker_app(settings)
     node = name or f"missions-{os.getpid()}"
     app.worker_main([
         "worker", "--loglevel", settings.log_level.upper(), "--pool", pool, "--concurrency", str(concurrency),

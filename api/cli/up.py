@@ -195,7 +195,8 @@ def _signal_group(child: Child, signum: int) -> None:
 
 def resolve_services(settings: Settings) -> tuple[str, str]:
     """The configured URLs, else embedded Postgres/Redis under the data dir (kept across starts)."""
-    from workers.support.embedded import start_postgres, start_redis
+    from workers.support.embedded import start_redis
+    from workers.wiring import start_embedded_postgres as start_postgres
 
     database_url = settings.database_url or start_postgres(settings.data_dir)
     redis_url = settings.redis_url
@@ -206,13 +207,11 @@ def resolve_services(settings: Settings) -> tuple[str, str]:
 
 def default_key(settings: Settings, database_url: str) -> str:
     """The ``default`` project's key, created on first start and kept (0600) in the data dir."""
-    import psycopg
-    from psycopg.rows import dict_row
-
+    from workers.store.db import connect
     from workers.store.projects import create_key, project_for_key
 
     path = settings.data_dir / KEY_FILE
-    with psycopg.connect(database_url, row_factory=dict_row) as conn:
+    with connect(database_url) as conn:
         if path.exists():
             secret = path.read_text().strip()
             if project_for_key(conn, secret):
@@ -262,7 +261,8 @@ class LocalStack:
 
     def start(self) -> None:
         from workers.store.db import upgrade
-        from workers.support.embedded import start_postgres, start_redis
+        from workers.support.embedded import start_redis
+        from workers.wiring import start_embedded_postgres as start_postgres
 
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         if not self.database_url:

@@ -38,8 +38,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         svc: Services = app.extensions["missions"]
         checks: dict[str, str] = {}
         try:
-            with svc.pool.connection(timeout=2) as conn:
-                conn.execute("SELECT 1")
+            svc.db.ping(timeout=2)
             checks["postgres"] = "ok"
         except Exception as exc:  # readiness reports any failure, it never raises
             checks["postgres"] = f"error: {exc.__class__.__name__}: {exc}"

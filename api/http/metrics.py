@@ -25,6 +25,7 @@ from flask import Blueprint, Flask, Response, current_app
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
+from workers.store import metrics as store_metrics
 from workers.support import metrics as worker_metrics
 from workers.wiring import Services
 
@@ -37,47 +38,6 @@ DURATION_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600
 WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 SCORE_BUCKETS = (1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0)
 SSE_KEY_PREFIX = "missions:metrics:sse_clients:"
-
-MISSIONS_BY_STATUS = "SELECT status, count(*) AS n FROM missions GROUP BY status"
-
-# Tasks of the runs that are not over (the partial index runs_active finds them).
-TASKS_BY_STATUS = """
-SELECT rt.state->>'status' AS status, count(*) AS n
-  FROM runs JOIN run_tasks rt ON rt.run_id = runs.id
- WHERE runs.status IN ('active', 'paused')
- GROUP BY 1
-"""
-
-ATTEMPTS_BY_STATUS = """
-SELECT status, count(*) AS n, count(*) FILTER (WHERE attempt > 1) AS retries
-  FROM attempts
- GROUP BY status
-"""
-
-# width_bucket(x, bounds) is the number of bounds <= x: bucket i holds bounds[i-1] <= x < bounds[i].
-TASK_DURATIONS = """
-SELECT width_bucket(d, %(bounds)s::float8[]) AS bucket, count(*) AS n, sum(d) AS total
-  FROM (SELECT extract(epoch FROM finished_at - claimed_at)::float8 AS d
-          FROM attempts WHERE claimed_at IS NOT NULL AND finished_at IS NOT NULL) AS x
- GROUP BY bucket
-"""
-
-QUEUE_WAITS = """
-SELECT width_bucket(d, %(bounds)s::float8[]) AS bucket, count(*) AS n, sum(d) AS total
-  FROM (SELECT extract(epoch FROM claimed_at - created_at)::float8 AS d
-          FROM attempts WHERE claimed_at IS NOT NULL) AS x
- GROUP BY bucket
-"""
-
-SCORES = """
-SELECT width_bucket(score, %(bounds)s::float8[]) AS bucket, count(*) AS n, sum(score) AS total
-  FROM attempts WHERE score IS NOT NULL
- GROUP BY bucket
-"""
-
-# How late the most overdue timer is: the beat tick should have fired it already.
-TICK_LAG = "SELECT coalesce(extract(epoch FROM now() - min(due_at)), 0)::float8 AS lag FROM timers WHERE due_at <= now()"
-
 
 class SseClients:
     """Open SSE streams of this process, published to Redis under a per-process key with a TTL."""
@@ -163,16 +123,11 @@ class MissionsCollector:
         yield up
 
     def _from_postgres(self) -> Iterator[Metric]:
-        with self.services.pool.connection(timeout=5) as conn:
-            missions = dict.fromkeys(MISSION_STATUSES, 0)
-            missions.update({r["status"]: r["n"] for r in conn.execute(MISSIONS_BY_STATUS).fetchall()})
-            tasks = dict.fromkeys(TASK_STATUSES, 0)
-            tasks.update({r["status"]: r["n"] for r in conn.execute(TASKS_BY_STATUS).fetchall() if r["status"]})
-            attempts = conn.execute(ATTEMPTS_BY_STATUS).fetchall()
-            durations = conn.execute(TASK_DURATIONS, {"bounds": list(DURATION_BUCKETS)}).fetchall()
-            waits = conn.execute(QUEUE_WAITS, {"bounds": list(WAIT_BUCKETS)}).fetchall()
-            scores = conn.execute(SCORES, {"bounds": list(SCORE_BUCKETS)}).fetchall()
-            lag_row = conn.execute(TICK_LAG).fetchone()
+        figures = store_metrics.snapshot(self.services.db, duration_bounds=DURATION_BUCKETS,
+                                         wait_bounds=WAIT_BUCKETS, score_bounds=SCORE_BUCKETS)
+        missions = {**dict.fromkeys(MISSION_STATUSES, 0), **figures.missions}
+        tasks = {**dict.fromkeys(TASK_STATUSES, 0), **figures.tasks}
+        attempts, durations, waits, scores = figures.attempts, figures.durations, figures.waits, figures.scores
         yield _gauge("missions_missions", "Missions by status.", "status", missions)
         yield _gauge("missions_tasks", "Tasks of active and paused runs, by status.", "status", tasks)
         total = CounterMetricFamily("missions_attempts", "Task attempts created, by current status.",
@@ -192,7 +147,7 @@ class MissionsCollector:
         yield _histogram("missions_assessment_score", "Assessment scores (1-5) of task attempts.", SCORE_BUCKETS, scores)
         lag = GaugeMetricFamily("missions_tick_lag_seconds",
                                 "How overdue the oldest due timer is (0 when the beat tick keeps up).")
-        lag.add_metric([], float(lag_row["lag"]) if lag_row else 0.0)
+        lag.add_metric([], figures.tick_lag)
         yield lag
 
     def _from_redis(self) -> Iterator[Metric]:

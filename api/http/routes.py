@@ -9,20 +9,15 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from marshmallow import Schema
 
-from api.http import render
-
-from api.http import schemas
-
-from api.http import sse
+from api.http import render, schemas, sse
 from api.http.errors import error_response
-from workers.store import missions
-from workers.store import projects
 from workers.coordination import runs
-from workers.coordination import schedules
-from workers.support.errors import Invalid
-from workers.execution.executor import utcnow
-from workers.wiring import Services
+from workers.coordination.advance import UnitOfWork
+from workers.store import missions, projects, schedules
 from workers.store.usage import mission_usage
+from workers.support.clock import utcnow
+from workers.support.errors import Invalid
+from workers.wiring import Services
 
 blueprint = Blueprint("missions_v1", __name__)
 
@@ -132,10 +127,8 @@ def delete_mission(mission_id: str) -> Any:
 @blueprint.post("/missions/<mission_id>/tasks")
 def add_task(mission_id: str) -> Any:
     document = json_body(schemas.TASK)
-    svc = services()
-    with svc.transaction() as conn:
-        mission, task_id, outcome = runs.add_task(conn, g.project_id, mission_id, document, limits(), utcnow())
-    svc.dispatcher.after_commit(outcome)
+    with services().coordinator.transaction() as uow:
+        mission, task_id, _ = runs.add_task(uow, g.project_id, mission_id, document, limits(), utcnow())
     states = render.task_statuses(mission)
     task = next(t for t in mission.tasks if t.id == task_id)
     response = jsonify(render.task_detail(mission, task, states))
@@ -146,10 +139,8 @@ def add_task(mission_id: str) -> Any:
 @blueprint.patch("/missions/<mission_id>/tasks/<task_id>")
 def update_task(mission_id: str, task_id: str) -> Any:
     changes = json_body(schemas.TASK_PATCH)
-    svc = services()
-    with svc.transaction() as conn:
-        mission, outcome = runs.update_task(conn, g.project_id, mission_id, task_id, changes, limits(), utcnow())
-    svc.dispatcher.after_commit(outcome)
+    with services().coordinator.transaction() as uow:
+        mission, _ = runs.update_task(uow, g.project_id, mission_id, task_id, changes, limits(), utcnow())
     states = render.task_statuses(mission)
     task = next(t for t in mission.tasks if t.id == task_id)
     return jsonify(render.task_detail(mission, task, states))
@@ -157,10 +148,8 @@ def update_task(mission_id: str, task_id: str) -> Any:
 
 @blueprint.delete("/missions/<mission_id>/tasks/<task_id>")
 def delete_task(mission_id: str, task_id: str) -> Any:
-    svc = services()
-    with svc.transaction() as conn:
-        outcome = runs.delete_task(conn, g.project_id, mission_id, task_id, limits(), utcnow())
-    svc.dispatcher.after_commit(outcome)
+    with services().coordinator.transaction() as uow:
+        runs.delete_task(uow, g.project_id, mission_id, task_id, limits(), utcnow())
     return "", 204
 
 
@@ -171,10 +160,8 @@ def wants_stream() -> bool:
 
 @blueprint.post("/missions/<mission_id>/execute")
 def execute(mission_id: str) -> Any:
-    svc = services()
-    with svc.transaction() as conn:
-        run_id, outcome, row, usage = runs.execute(conn, g.project_id, mission_id, limits(), utcnow())
-    svc.dispatcher.after_commit(outcome)
+    with services().coordinator.transaction() as uow:
+        run_id, _, row, usage = runs.execute(uow, g.project_id, mission_id, limits(), utcnow())
     if wants_stream():
         return sse.stream_run(mission_id, run_id, None)
     # The run as this request committed it; workers may have moved it on since (GET its Location).
@@ -196,13 +183,12 @@ def events(mission_id: str) -> Any:
     return sse.stream_run(mission_id, run_id, last_event_id)
 
 
-def _command(mission_id: str, apply: Callable[[Any], Any]) -> Any:
-    """Apply a command to the mission's run, send what it asks for after commit, answer with the
-    mission as it now stands."""
+def _command(mission_id: str, apply: Callable[[UnitOfWork], object]) -> Any:
+    """Apply a command to the mission's run (its unit of work sends what it asks for after commit),
+    answer with the mission as it now stands."""
     svc = services()
-    with svc.transaction() as conn:
-        outcome = apply(conn)
-    svc.dispatcher.after_commit(outcome)
+    with svc.coordinator.transaction() as uow:
+        apply(uow)
     with svc.transaction() as conn:
         mission = missions.get_mission(conn, g.project_id, mission_id)
         body = render.mission_detail(mission, mission_usage(conn, mission_id))
@@ -212,12 +198,12 @@ def _command(mission_id: str, apply: Callable[[Any], Any]) -> Any:
 @blueprint.post("/missions/<mission_id>/resume")
 def resume(mission_id: str) -> Any:
     retry_failed = json_body(schemas.RESUME, optional=True)["retryFailed"]
-    return _command(mission_id, lambda conn: runs.resume(conn, g.project_id, mission_id, retry_failed, utcnow()))
+    return _command(mission_id, lambda uow: runs.resume(uow, g.project_id, mission_id, retry_failed, utcnow()))
 
 
 @blueprint.post("/missions/<mission_id>/abort")
 def abort(mission_id: str) -> Any:
-    return _command(mission_id, lambda conn: runs.abort(conn, g.project_id, mission_id, utcnow()))
+    return _command(mission_id, lambda uow: runs.abort(uow, g.project_id, mission_id, utcnow()))
 
 
 @blueprint.get("/missions/<mission_id>/runs")

@@ -33,15 +33,15 @@ import logging
 import re
 import time
 from collections.abc import Iterator
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import flask
-import redis
 from flask import current_app
 from flask_sse import Message, ServerSentEventsBlueprint
-from psycopg_pool import ConnectionPool
 
-from workers.messaging import wakeups as event_log
+from workers.messaging.wakeups import WakeupHub, channel
+from workers.store import events as event_log
+from workers.store.db import Database
 from workers.support.errors import Invalid
 from workers.wiring import Services
 
@@ -66,7 +66,7 @@ class EventStream(ServerSentEventsBlueprint):
     """flask-sse's blueprint, streaming one run from the event log (see the module docstring)."""
 
     @property
-    def redis(self) -> redis.Redis:
+    def redis(self) -> Any:
         """The process's shared client (flask-sse would open a new connection on every use)."""
         services: Services = current_app.extensions["missions"]
         return services.redis
@@ -79,13 +79,13 @@ class EventStream(ServerSentEventsBlueprint):
     def stream_run(self, mission_id: str, run_id: str, last_event_id: int | None) -> flask.Response:
         services: Services = current_app.extensions["missions"]
         if last_event_id is not None:
-            with services.pool.connection() as conn:
+            with services.db.transaction() as conn:
                 ended = event_log.ended_at_or_before(conn, run_id, last_event_id)
             if ended:
                 # 204 is how the SSE standard tells a browser's EventSource to stop reconnecting.
                 return current_app.response_class(status=204)
         frames = _frames(
-            services.pool,
+            services.db,
             services.wakeup_hub,
             mission_id,
             run_id,
@@ -126,8 +126,8 @@ def parse_last_event_id(header_value: str | None, query_value: str | None) -> in
 
 
 def _frames(
-    pool: ConnectionPool,
-    hub: event_log.WakeupHub,
+    db: Database,
+    hub: WakeupHub,
     mission_id: str,
     run_id: str,
     *,
@@ -135,7 +135,7 @@ def _frames(
     heartbeat_seconds: float,
 ) -> Iterator[str]:
     # Subscribed (or given up on Redis after SUBSCRIBE_CONFIRM_SECONDS) before the replay below.
-    wakeups = hub.listen(event_log.channel(mission_id), run_id, SUBSCRIBE_CONFIRM_SECONDS)
+    wakeups = hub.listen(channel(mission_id), run_id, SUBSCRIBE_CONFIRM_SECONDS)
     try:
         yield f"retry: {RECONNECT_MILLISECONDS}\n\n"
         last_id = after_id
@@ -145,7 +145,7 @@ def _frames(
             if read_due:
                 last_read = time.monotonic()
                 while True:
-                    with pool.connection() as conn:
+                    with db.transaction() as conn:
                         page = event_log.fetch_events(conn, run_id, last_id, PAGE_SIZE)
                     # The connection is back in the pool before a slow client can hold us up.
                     for event in page:

@@ -12,15 +12,17 @@ from typing import Any
 import psycopg
 
 from tests.integration.test_coordination import _mission, _start
-from workers.execution.executor import executor as execution
+from workers.execution import executor as execution
 from workers.messaging.dispatch import Dispatcher
-from workers.execution.executor import Executor, utcnow
+from workers.execution.executor import Executor
 from workers.wiring import Services
 from workers.coordination.tick import reap_lost_workers
+from workers.support.clock import utcnow
+from tests.support import shell
 
 
 def _executor(services: Services) -> Executor:
-    return Executor(services, Dispatcher(services.celery, services.redis), "test-worker")
+    return shell.executor(services, "test-worker")
 
 
 def _task_events(db: psycopg.Connection, run_id: str, task_id: str) -> list[tuple[int, str]]:
@@ -83,7 +85,7 @@ def test_a_claimed_side_effecting_attempt_lost_before_its_announcement_waits_for
                " WHERE run_id = %s", (long_ago, long_ago, run_id))
     assert db.execute("SELECT state->>'status' AS s FROM run_tasks WHERE run_id = %s",
                       (run_id,)).fetchone()["s"] == "queued"
-    assert reap_lost_workers(services, Dispatcher(services.celery, services.redis), utcnow()) == 1
+    assert reap_lost_workers(shell.coordinator(services), services.settings, utcnow()) == 1
     row = db.execute("SELECT status, pause_reason FROM runs WHERE id = %s", (run_id,)).fetchone()
     assert (row["status"], row["pause_reason"]) == ("paused", "approval")
     task = db.execute("SELECT state->>'status' AS s FROM run_tasks WHERE run_id = %s", (run_id,)).fetchone()

@@ -12,15 +12,17 @@ import pytest
 from psycopg.rows import dict_row
 
 from orchestrator.engine import TaskClaimed, TaskFinished
-from workers.coordination import step as coordinator
+from workers.coordination import advance as coordinator
 from workers.store import missions
 from workers.store import run_state as run_store
 from workers.coordination import runs
 from workers.messaging.dispatch import TASK_QUEUE, Dispatcher
-from workers.execution.executor import Executor, utcnow
+from workers.execution.executor import Executor
 from workers.store.projects import ensure_project
 from workers.wiring import Services
 from workers.coordination.tick import tick
+from workers.support.clock import utcnow
+from tests.support import shell
 
 LIMITS = missions.Limits()
 
@@ -39,7 +41,7 @@ def _start(services: Services, document: dict[str, Any]) -> tuple[str, dict[str,
     with services.transaction() as conn:
         project = ensure_project(conn, "p")
         mission = missions.create_mission(conn, project, document, LIMITS)
-        run_id, outcome, *_ = runs.execute(conn, project, mission.id, LIMITS, utcnow())
+        run_id, outcome, *_ = runs.execute(shell.uow(conn), project, mission.id, LIMITS, utcnow())
     return run_id, {t.title: t.id for t in mission.tasks}, outcome
 
 
@@ -49,7 +51,7 @@ def _queue_length(services: Services) -> int:
 
 @pytest.fixture
 def executor(services: Services) -> Executor:
-    return Executor(services, Dispatcher(services.celery, services.redis), "test-worker")
+    return shell.executor(services, "test-worker")
 
 
 def test_a_duplicate_delivery_of_one_attempt_runs_the_agent_once(services: Services, executor: Executor,
@@ -120,23 +122,23 @@ def test_an_enqueue_lost_after_commit_is_repaired_by_the_tick(services: Services
     assert [s.task_id for s in outcome.start] == [ids["A"]]
     # The process "crashed" after commit: the outcome is never dispatched.
     assert _queue_length(services) == 0
-    soon = tick(services, executor.dispatcher, utcnow())
+    soon = tick(executor.coordinator, executor.coordinator.sender, services.settings, utcnow())
     assert soon.resent == 0  # too young to be called lost
     later = utcnow() + timedelta(seconds=services.settings.requeue_seconds + 1)
-    report = tick(services, executor.dispatcher, later)
+    report = tick(executor.coordinator, executor.coordinator.sender, services.settings, later)
     assert report.resent == 1 and _queue_length(services) == 1
-    again = tick(services, executor.dispatcher, later)
+    again = tick(executor.coordinator, executor.coordinator.sender, services.settings, later)
     assert again.resent == 0  # the queue is not empty: the attempt is waiting, not lost
 
 
 def test_a_redis_restart_that_empties_the_queue_is_repaired_by_the_tick(services: Services,
                                                                        executor: Executor) -> None:
     run_id, ids, outcome = _start(services, _mission([{"title": "A"}, {"title": "B"}]))
-    executor.dispatcher.after_commit(outcome)
+    executor.coordinator.after_commit(outcome)
     assert _queue_length(services) == 2
     services.redis.flushdb()
     later = utcnow() + timedelta(seconds=services.settings.requeue_seconds + 1)
-    assert tick(services, executor.dispatcher, later).resent == 2
+    assert tick(executor.coordinator, executor.coordinator.sender, services.settings, later).resent == 2
     assert _queue_length(services) == 2
 
 
@@ -147,7 +149,7 @@ def test_an_attempt_whose_worker_stopped_heart_beating_is_run_again(services: Se
         conn.execute("UPDATE attempts SET status = 'running', heartbeat_at = now() - interval '1 hour'"
                      " WHERE run_id = %s", (run_id,))
         coordinator.step(conn, run_id, TaskClaimed(ids["A"], 1, "dead-worker"), utcnow())
-    report = tick(services, executor.dispatcher, utcnow())
+    report = tick(executor.coordinator, executor.coordinator.sender, services.settings, utcnow())
     assert report.lost == 1
     rows = db.execute("SELECT attempt, status FROM attempts WHERE run_id = %s ORDER BY attempt", (run_id,)).fetchall()
     assert [(r["attempt"], r["status"]) for r in rows] == [(1, "lost"), (2, "queued")]
@@ -163,8 +165,8 @@ def test_a_retry_backoff_timer_fires_from_the_tick(services: Services, executor:
     assert executor.run_attempt(run_id, ids["A"], 1) == "failed"
     timer = db.execute("SELECT kind, key, due_at FROM timers WHERE run_id = %s", (run_id,)).fetchone()
     assert (timer["kind"], timer["key"]) == ("retry", f"{ids['A']}:2")
-    assert tick(services, executor.dispatcher, utcnow()).timers == 0
-    report = tick(services, executor.dispatcher, timer["due_at"] + timedelta(seconds=1))
+    assert tick(executor.coordinator, executor.coordinator.sender, services.settings, utcnow()).timers == 0
+    report = tick(executor.coordinator, executor.coordinator.sender, services.settings, timer["due_at"] + timedelta(seconds=1))
     assert report.timers == 1
     assert executor.run_attempt(run_id, ids["A"], 2) == "finished"
     assert db.execute("SELECT status FROM runs WHERE id = %s", (run_id,)).fetchone()["status"] == "completed"
@@ -197,23 +199,25 @@ def test_an_attempt_queued_without_a_prompt_gets_it_when_claimed(
 
 
 def test_a_step_whose_guard_matches_nothing_changes_nothing(services: Services, db: psycopg.Connection) -> None:
-    from workers.store.run_state import Guard
+    from orchestrator.engine import WorkerLost
+    from workers.store import attempts
 
     run_id, ids, _ = _start(services, _mission([{"title": "A"}]))
+    with services.transaction() as conn:
+        assert attempts.claim(conn, run_id, ids["A"], 1, "w", utcnow()) is not None
     before = db.execute("SELECT version, (SELECT count(*) FROM events WHERE run_id = %s) AS events FROM runs"
                         " WHERE id = %s", (run_id, run_id)).fetchone()
-    claim = ("UPDATE attempts SET status = 'running' WHERE run_id = %(run_id)s AND task_id = %(task_id)s"
-             " AND attempt = %(attempt)s AND status = 'queued' RETURNING agent")
+    claimed = ((TaskClaimed(ids["A"], 1, "w"), utcnow()),)
     with services.transaction() as conn:
-        missed = coordinator.step(conn, run_id, TaskClaimed(ids["A"], 1, "w"), utcnow(),
-                                  guard=Guard(claim, {"task_id": ids["A"], "attempt": 2}))
+        missed = coordinator.step(conn, run_id, WorkerLost(ids["A"], 1), utcnow(),
+                                  guard=attempts.mark_lost(run_id, ids["A"], 2, now=utcnow()), before=claimed)
     assert missed is not None and missed.guard is None and missed.ignored
     after = db.execute("SELECT version, (SELECT count(*) FROM events WHERE run_id = %s) AS events FROM runs"
                        " WHERE id = %s", (run_id, run_id)).fetchone()
     assert after == before
     with services.transaction() as conn:
-        hit = coordinator.step(conn, run_id, TaskClaimed(ids["A"], 1, "w"), utcnow(),
-                               guard=Guard(claim, {"task_id": ids["A"], "attempt": 1}))
-    assert hit is not None and hit.guard == {"agent": "a"} and not hit.ignored
+        hit = coordinator.step(conn, run_id, WorkerLost(ids["A"], 1), utcnow(),
+                               guard=attempts.mark_lost(run_id, ids["A"], 1, now=utcnow()), before=claimed)
+    assert hit is not None and hit.guard is not None and not hit.ignored
     row = db.execute("SELECT version FROM runs WHERE id = %s", (run_id,)).fetchone()
     assert row["version"] == before["version"] + 1

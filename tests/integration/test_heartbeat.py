@@ -12,10 +12,11 @@ from workers.store import missions
 
 from workers.coordination import runs
 from workers.messaging.dispatch import cancel_key
-from workers.execution.executor import utcnow
 from workers.execution.heartbeat import Heartbeats
 from workers.store.projects import ensure_project
 from workers.wiring import Services
+from workers.support.clock import utcnow
+from tests.support import shell
 
 
 def _queued_attempts(services: Services, titles: list[str]) -> tuple[str, list[str]]:
@@ -28,7 +29,7 @@ def _queued_attempts(services: Services, titles: list[str]) -> tuple[str, list[s
     with services.transaction() as conn:
         project = ensure_project(conn, "p")
         mission = missions.create_mission(conn, project, document, missions.Limits())
-        run_id, *_ = runs.execute(conn, project, mission.id, missions.Limits(), utcnow())
+        run_id, *_ = runs.execute(shell.uow(conn), project, mission.id, missions.Limits(), utcnow())
         conn.execute("UPDATE attempts SET status = 'running', heartbeat_at = now() - interval '1 hour'"
                      " WHERE run_id = %s", (run_id,))
     return run_id, [t.id for t in mission.tasks]
@@ -53,7 +54,7 @@ def test_one_round_beats_every_due_attempt_and_cancels_those_whose_row_moved_on(
         services: Services, db: psycopg.Connection) -> None:
     run_id, (a, b, c) = _queued_attempts(services, ["A", "B", "C"])
     db.execute("UPDATE attempts SET status = 'cancelled' WHERE run_id = %s AND task_id = %s", (run_id, c))
-    beats = Heartbeats(services, interval=60)
+    beats = Heartbeats(services.db, services.dispatcher.cancel_flags, interval=60)
     with beats.watch(run_id, a, 1, "running") as wa, beats.watch(run_id, b, 1, "running") as wb, \
             beats.watch(run_id, c, 1, "running") as wc:
         beats.check([wa, wb, wc], time.monotonic() + 61)
@@ -66,7 +67,7 @@ def test_one_round_beats_every_due_attempt_and_cancels_those_whose_row_moved_on(
 
 def test_an_attempt_not_yet_due_is_not_beaten(services: Services, db: psycopg.Connection) -> None:
     run_id, (a,) = _queued_attempts(services, ["A"])
-    beats = Heartbeats(services, interval=60)
+    beats = Heartbeats(services.db, services.dispatcher.cancel_flags, interval=60)
     with beats.watch(run_id, a, 1, "running") as wa:
         beats.check([wa], time.monotonic())
     assert _beats(db, run_id)[a] > 3000
@@ -75,7 +76,7 @@ def test_an_attempt_not_yet_due_is_not_beaten(services: Services, db: psycopg.Co
 
 def test_a_cancel_flag_stops_only_its_own_attempt_within_a_poll(services: Services) -> None:
     run_id, (a, b) = _queued_attempts(services, ["A", "B"])
-    beats = Heartbeats(services, interval=60, poll=0.05)
+    beats = Heartbeats(services.db, services.dispatcher.cancel_flags, interval=60, poll=0.05)
     with beats.watch(run_id, a, 1, "running") as wa, beats.watch(run_id, b, 1, "running") as wb:
         started = time.monotonic()
         services.redis.set(cancel_key(run_id, a, 1), "aborted")
@@ -88,7 +89,7 @@ def test_a_cancel_flag_stops_only_its_own_attempt_within_a_poll(services: Servic
 def test_the_watcher_thread_beats_on_its_own_and_forgets_attempts_that_ended(
         services: Services, db: psycopg.Connection) -> None:
     run_id, (a, b) = _queued_attempts(services, ["A", "B"])
-    beats = Heartbeats(services, interval=0.1, poll=0.05)
+    beats = Heartbeats(services.db, services.dispatcher.cancel_flags, interval=0.1, poll=0.05)
     with beats.watch(run_id, a, 1, "running"):
         with beats.watch(run_id, b, 1, "running"):
             assert _wait(lambda: max(_beats(db, run_id).values()) < 60)
@@ -106,7 +107,7 @@ def test_a_redis_failure_does_not_stop_the_heartbeat(services: Services, db: psy
         raise ConnectionError("redis is down")
 
     monkeypatch.setattr(services.redis, "mget", broken)
-    beats = Heartbeats(services, interval=60)
+    beats = Heartbeats(services.db, services.dispatcher.cancel_flags, interval=60)
     with beats.watch(run_id, a, 1, "running") as wa:
         beats.check([wa], time.monotonic() + 61)
     assert _beats(db, run_id)[a] < 60

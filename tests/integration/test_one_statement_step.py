@@ -14,14 +14,15 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from orchestrator.engine import AssessmentScored, Event, TaskClaimed, TaskFailed, TaskFinished, TaskOutputProduced
-from workers.coordination import step as coordinator
+from workers.coordination import advance as coordinator
 from workers.store import missions
 from workers.store import run_state as run_store
 from workers.coordination import runs
-from workers.messaging.dispatch import Dispatcher
-from workers.execution.executor import _CLAIM, _RECORD, _RECORD_SCORE, Executor
+from workers.store import attempts
+from orchestrator.engine import AttemptStatus
 from workers.store.projects import ensure_project
 from workers.wiring import Services
+from tests.support import shell
 
 LIMITS = missions.Limits()
 T0 = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
@@ -42,25 +43,24 @@ def _start(services: Services, document: dict[str, Any], now: datetime = T0) -> 
     with services.transaction() as conn:
         project = ensure_project(conn, "p")
         mission = missions.create_mission(conn, project, json.loads(json.dumps(document)), LIMITS)
-        run_id, outcome, *_ = runs.execute(conn, project, mission.id, LIMITS, now)
+        run_id, outcome, *_ = runs.execute(shell.uow(conn), project, mission.id, LIMITS, now)
     run_store.remember(run_id, outcome.stored)
     return run_id, {t.title: t.id for t in mission.tasks}
 
 
 def _claim(db: psycopg.Connection, run_id: str, task_id: str, attempt: int, now: datetime) -> None:
-    claimed = db.execute(_CLAIM, {"run_id": run_id, "task_id": task_id, "attempt": attempt, "worker": "w",
-                                  "was": "queued", "now": now}).fetchone()
+    claimed = db.execute(attempts.CLAIM, {"run_id": run_id, "task_id": task_id, "attempt": attempt, "worker": "w",
+                                          "was": "queued", "now": now}).fetchone()
     assert claimed is not None
 
 
-def _recorded(run_id: str, event: TaskFinished | TaskFailed, now: datetime, assessed: bool = False) -> run_store.Guard:
+def _recorded(run_id: str, event: TaskFinished | TaskFailed, now: datetime, assessed: bool = False) -> attempts.Guard:
     failed = isinstance(event, TaskFailed)
-    return run_store.Guard(_RECORD, {
-        "run_id": run_id, "task_id": event.task_id, "attempt": event.attempt, "now": now,
-        "status": "failed" if failed else ("assessing" if assessed else "completed"),
-        "output": None if failed else event.output,
-        "error": event.error if failed else None, "tokens_in": 3, "tokens_out": 4, "cost": 0.5,
-        "outcomes": Jsonb([]), "was": "running"})
+    return attempts.record_result(
+        run_id, event.task_id, event.attempt, now=now,
+        status=AttemptStatus("failed" if failed else ("assessing" if assessed else "completed")),
+        output=None if failed else event.output,
+        error=event.error if failed else None, tokens_in=3, tokens_out=4, cost=0.5, outcomes=[])
 
 
 def _record(services: Services, run_id: str, event: TaskFinished | TaskFailed, now: datetime, *,
@@ -156,10 +156,9 @@ def test_the_one_statement_step_writes_what_the_locking_step_writes(services: Se
 
 def _score(services: Services, run_id: str, task_id: str, now: datetime, *, one_statement: bool) -> bool:
     """Record a passing score the way the executor does; whether the one statement wrote it."""
-    guard = run_store.Guard(_RECORD_SCORE, {
-        "run_id": run_id, "task_id": task_id, "attempt": 1, "now": now, "was": "assessing", "status": "completed",
-        "score": 4.0, "assessment": Jsonb({"score": 4.0}), "judge_model": None, "judge_tokens_in": 0,
-        "judge_tokens_out": 0, "judge_cost": 0})
+    guard = attempts.record_score(
+        run_id, task_id, 1, now=now, status=AttemptStatus.COMPLETED, score=4.0, assessment={"score": 4.0},
+        judge_model=None, judge_tokens_in=0, judge_tokens_out=0, judge_cost=0)
     event = AssessmentScored(task_id, 1, 4.0)
     with services.autocommit() as conn:
         outcome = None
@@ -265,13 +264,16 @@ def test_a_guard_that_matches_nothing_writes_nothing(services: Services, db: psy
     assert _snapshot(db, run_id, ids) == before
 
 
-def test_a_guard_is_spliced_only_into_an_update_that_returns(services: Services) -> None:
+def test_a_guard_without_a_one_statement_form_is_refused_by_the_one_statement_save(services: Services) -> None:
     run_id, _ = _start(services, DOCUMENT)
     stored = run_store.CACHE.get(run_id)
     assert stored is not None
-    with services.autocommit() as conn, pytest.raises(ValueError, match="RETURNING"):
+    with services.autocommit() as conn, pytest.raises(ValueError, match="marking_lost"):
         run_store.save_if_current(conn, stored, stored.state, T0, False,
-                                  run_store.Guard("UPDATE attempts SET status = 'x' WHERE false", {}))
+                                  attempts.mark_lost(run_id, "task_x", 1, now=T0))
+    with services.autocommit() as conn:  # and the one-statement step leaves such a step to the locking one
+        assert coordinator.step_if_current(conn, run_id, TaskFinished("task_x", 1, "x"), T0,
+                                           attempts.mark_lost(run_id, "task_x", 1, now=T0)) is None
 
 
 def test_threads_of_one_process_take_turns_and_each_writes_in_one_statement(
@@ -288,7 +290,7 @@ def test_threads_of_one_process_take_turns_and_each_writes_in_one_statement(
         return outcome
 
     monkeypatch.setattr(coordinator, "step_if_current", spy)
-    executor = Executor(services, Dispatcher(services.celery, services.redis), "test-worker")
+    executor = shell.executor(services, "test-worker")
     barrier = threading.Barrier(width)
     results: list[str] = []
 

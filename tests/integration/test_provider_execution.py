@@ -13,15 +13,17 @@ import pytest
 
 from config import Settings
 from tests.support.fake_llm import FakeLLM, call, say
-from workers.coordination import step as coordinator
+from workers.coordination import advance as coordinator
 from workers.store import missions
 from workers.coordination import runs
 from workers.messaging.dispatch import TASK_QUEUE, Dispatcher
-from workers.execution.executor import Executor, OutputBatcher, utcnow
+from workers.execution.executor import Executor, OutputBatcher
 from workers.store.projects import ensure_project
 from workers.execution.providers import Providers
 from workers.wiring import Services
 from workers.store.usage import mission_usage, run_totals
+from workers.support.clock import utcnow
+from tests.support import shell
 
 LIMITS = missions.Limits()
 KEYS = {"OPENAI_API_KEY": "sk-test", "ANTHROPIC_API_KEY": "sk-test"}
@@ -42,8 +44,7 @@ def llm() -> Any:
 
 @pytest.fixture
 def executor(services: Services) -> Executor:
-    return Executor(services, Dispatcher(services.celery, services.redis), "test-worker",
-                    Providers(services.settings, environ=KEYS))
+    return shell.executor(services, "test-worker", Providers(services.settings, environ=KEYS))
 
 
 def start(services: Services, llm: FakeLLM, tasks: list[dict[str, Any]], **fields: Any) -> tuple[str, dict[str, str], str]:
@@ -57,7 +58,7 @@ def start(services: Services, llm: FakeLLM, tasks: list[dict[str, Any]], **field
     with services.transaction() as conn:
         project = ensure_project(conn, "p")
         mission = missions.create_mission(conn, project, document, LIMITS)
-        run_id, *_ = runs.execute(conn, project, mission.id, LIMITS, utcnow())
+        run_id, *_ = runs.execute(shell.uow(conn), project, mission.id, LIMITS, utcnow())
     return run_id, {t.title: t.id for t in mission.tasks}, mission.id
 
 
@@ -192,7 +193,7 @@ def test_an_attempt_waiting_for_its_judge_when_the_run_ends_is_not_judged(
     assert executor.run_attempt(run_id, ids["A"], 1) == "finished"
     with services.transaction() as conn:
         aborted = _abort(conn, run_id)
-    executor.dispatcher.after_commit(aborted)
+    executor.coordinator.after_commit(aborted)
     del executor.assess
     assert executor.assess(run_id, ids["A"], 1) == "not assessed: the run is over"
     assert attempt_row(db, run_id, ids["A"])["status"] == "cancelled"

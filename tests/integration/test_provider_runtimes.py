@@ -14,7 +14,8 @@ import pytest
 from config import Settings
 from orchestrator.spec import AgentSpec
 from tests.support.fake_llm import FakeLLM, call, fail, hang, say
-from workers.execution.agents import AgentCall, AgentResult, runtime_for
+from workers.execution.agents import AgentCall, AgentResult
+from workers.execution.runtimes import runtime_for
 from workers.execution.assessment import JudgeRequest, judge
 from workers.execution.providers import Providers
 

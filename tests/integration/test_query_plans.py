@@ -1,37 +1,37 @@
 """Statements that find one attempt by its key read it through the primary key, whatever the size
 of the table when Postgres cached their plan: never the partial indexes of queued or running
-attempts, which hold the whole queue (workers/execution.py, next to ``_CLAIM``)."""
+attempts, which hold the whole queue (workers/store/attempts.py). The guards are read inside the
+statements that lock the run row with them (workers/store/queries/runs.sql)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
-
-import re
 
 import psycopg
 import pytest
 from psycopg import sql as pgsql
 from psycopg.types.json import Jsonb
 
-from workers.coordination import step as coordinator
-
-from workers.execution.executor import executor as execution
-
-from workers.coordination import tick
+from workers.store import attempts
+from workers.store.queries import query
 
 PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 KEY = {"run_id": "run_x", "task_id": "task_x", "attempt": 1, "now": None}
 POINT_LOOKUPS = {
-    "claim": (execution._CLAIM, {**KEY, "worker": "w", "was": "queued"}),
-    "record": (execution._RECORD, {**KEY, "status": "completed", "output": "", "error": None, "tokens_in": 0,
-                                   "tokens_out": 0, "cost": 0, "outcomes": Jsonb([]), "was": "running"}),
-    "record score": (execution._RECORD_SCORE, {**KEY, "status": "completed", "score": 5, "assessment": Jsonb({}),
-                                               "judge_model": None, "judge_tokens_in": 0, "judge_tokens_out": 0,
-                                               "judge_cost": 0, "was": "assessing"}),
-    "drop assessment": (execution._DROP_ASSESSMENT, {**KEY, "was": "assessing"}),
-    "mark lost": (tick._MARK_LOST, {**KEY, "was": "running"}),
-    "cancel": (coordinator._CANCEL_ATTEMPT, {**KEY, "reason": "r", "live": ["queued", "running"]}),
+    "claim": (attempts.CLAIM, {**KEY, "worker": "w", "was": "queued"}),
+    "record": (query("lock_run_recording_result"),
+               {**KEY, "attempt_status": "completed", "output": "", "error": None, "tokens_in": 0,
+                "tokens_out": 0, "cost": 0, "outcomes": Jsonb([]), "was": "running"}),
+    "record score": (query("lock_run_recording_score"),
+                     {**KEY, "attempt_status": "completed", "score": 5, "assessment": Jsonb({}),
+                      "judge_model": None, "judge_tokens_in": 0, "judge_tokens_out": 0, "judge_cost": 0,
+                      "was": "assessing"}),
+    "drop assessment": (attempts.DROP_ASSESSMENT, {**KEY, "was": "assessing"}),
+    "mark lost": (query("lock_run_marking_lost"), {**KEY, "was": "running"}),
+    "cancel": (attempts.CANCEL, {**KEY, "reason": "r", "live": ["queued", "running"]}),
+    "to assess": (attempts.TO_ASSESS, {**KEY, "was": "assessing"}),
 }
 
 
@@ -63,4 +63,4 @@ def test_a_point_lookup_of_an_attempt_uses_the_primary_key_in_a_cached_plan(db: 
     values = pgsql.SQL(", ").join(pgsql.Literal(params[n]) for n in names).as_string(db)
     row = db.execute(f"EXPLAIN (FORMAT JSON) EXECUTE probe({values})").fetchone()
     assert row is not None
-    assert set(_indexes(row["QUERY PLAN"])) == {"attempts_pkey"}
+    assert {i for i in _indexes(row["QUERY PLAN"]) if i.startswith("attempts")} == {"attempts_pkey"}

@@ -9,13 +9,14 @@ import pytest
 
 from orchestrator.engine import TaskAdded, TaskClaimed, TaskFinished
 from orchestrator.spec import TaskSpec
-from workers.coordination import step as coordinator
+from workers.coordination import advance as coordinator
 from workers.store import missions
 from workers.store import run_state as run_store
 from workers.coordination import runs
-from workers.execution.executor import utcnow
 from workers.store.projects import ensure_project
 from workers.wiring import Services
+from workers.support.clock import utcnow
+from tests.support import shell
 
 LIMITS = missions.Limits()
 
@@ -28,7 +29,7 @@ def _fan_out(services: Services, width: int) -> tuple[str, dict[str, str]]:
     with services.transaction() as conn:
         project = ensure_project(conn, "p")
         mission = missions.create_mission(conn, project, doc, LIMITS)
-        run_id, outcome, *_ = runs.execute(conn, project, mission.id, LIMITS, utcnow())
+        run_id, outcome, *_ = runs.execute(shell.uow(conn), project, mission.id, LIMITS, utcnow())
     run_store.remember(run_id, outcome.stored)
     return run_id, {t.title: t.id for t in mission.tasks}
 

@@ -13,6 +13,7 @@ from psycopg.rows import dict_row
 from workers.coordination import schedules
 from workers.store.missions import Limits
 from workers.wiring import Services
+from tests.support import shell
 
 LIMITS = Limits()
 
@@ -73,9 +74,9 @@ def test_two_ticks_racing_start_exactly_one_run_per_fire(client: FlaskClient, au
     barrier = threading.Barrier(2)
 
     def one_tick() -> None:
-        with psycopg.connect(database_url, row_factory=dict_row) as conn:
-            barrier.wait()
-            started.append(schedules.fire_due(lambda: _tx(conn), lambda outcome: None, LIMITS, now))
+        coordinator = shell.quiet_coordinator(services)
+        barrier.wait()
+        started.append(schedules.fire_due(coordinator, LIMITS, now))
 
     threads = [threading.Thread(target=one_tick) for _ in range(2)]
     for thread in threads:
@@ -92,19 +93,8 @@ def test_two_ticks_racing_start_exactly_one_run_per_fire(client: FlaskClient, au
     assert row["next_run_at"] == datetime(2026, 11, 30, 8, tzinfo=timezone.utc)
     # A repeated tick for the same fire (after a crash, say) finds nothing to do.
     _make_due(db, mission["id"], fire_at)
-    assert schedules.fire_due(services.transaction, lambda outcome: None, LIMITS, now) == 0
+    assert schedules.fire_due(shell.quiet_coordinator(services), LIMITS, now) == 0
     assert db.execute("SELECT count(*) AS n FROM runs").fetchone()["n"] == 1
-
-
-def _tx(conn: psycopg.Connection) -> Any:
-    from contextlib import contextmanager
-
-    @contextmanager
-    def scope() -> Any:
-        with conn.transaction():
-            yield conn
-
-    return scope()
 
 
 def test_a_fire_while_a_run_is_active_is_skipped_and_recorded(client: FlaskClient, auth: dict[str, str],
@@ -112,9 +102,9 @@ def test_a_fire_while_a_run_is_active_is_skipped_and_recorded(client: FlaskClien
     mission = client.post("/v1/missions", json=weekly_report(), headers=auth).get_json()
     first = datetime(2026, 11, 23, 8, tzinfo=timezone.utc)
     _make_due(db, mission["id"], first)
-    assert schedules.fire_due(services.transaction, lambda o: None, LIMITS, first + timedelta(seconds=2)) == 1
+    assert schedules.fire_due(shell.quiet_coordinator(services), LIMITS, first + timedelta(seconds=2)) == 1
     second = datetime(2026, 11, 30, 8, tzinfo=timezone.utc)
-    assert schedules.fire_due(services.transaction, lambda o: None, LIMITS, second + timedelta(seconds=2)) == 0
+    assert schedules.fire_due(shell.quiet_coordinator(services), LIMITS, second + timedelta(seconds=2)) == 0
     fires = client.get(f"/v1/missions/{mission['id']}/fires", headers=auth).get_json()
     assert [(f["fireAt"], f["status"], f.get("reason")) for f in fires] == [
         ("2026-11-30T08:00:00Z", "skipped", "overlap"), ("2026-11-23T08:00:00Z", "started", None)]
@@ -130,7 +120,7 @@ def test_missed_fires_after_downtime_are_skipped_or_caught_up_once(client: Flask
     for mission in (skip, catch):
         _make_due(db, mission["id"], down_since)
     now = datetime(2026, 11, 24, 12, tzinfo=timezone.utc)  # four Monday fires were missed
-    assert schedules.fire_due(services.transaction, lambda o: None, LIMITS, now) == 1
+    assert schedules.fire_due(shell.quiet_coordinator(services), LIMITS, now) == 1
     statuses = {
         m["name"]: [(f["status"], f.get("reason")) for f in client.get(f"/v1/missions/{m['id']}/fires",
                                                                         headers=auth).get_json()]
@@ -142,14 +132,11 @@ def test_missed_fires_after_downtime_are_skipped_or_caught_up_once(client: Flask
 
 def test_a_scheduled_mission_returns_to_scheduled_after_its_run(client: FlaskClient, auth: dict[str, str],
                                                                 services: Services, db) -> None:
-    from workers.messaging.dispatch import Dispatcher
-    from workers.execution.executor import Executor
-
     mission = client.post("/v1/missions", json=weekly_report(), headers=auth).get_json()
     fire_at = datetime(2026, 11, 23, 8, tzinfo=timezone.utc)
     _make_due(db, mission["id"], fire_at)
-    schedules.fire_due(services.transaction, lambda o: None, LIMITS, fire_at + timedelta(seconds=1))
-    executor = Executor(services, Dispatcher(services.celery, services.redis), "w")
+    schedules.fire_due(shell.quiet_coordinator(services), LIMITS, fire_at + timedelta(seconds=1))
+    executor = shell.executor(services, "w")
     task_id = mission["tasks"][0]["id"]
     run_id = db.execute("SELECT id FROM runs WHERE mission_id = %s", (mission["id"],)).fetchone()["id"]
     assert executor.run_attempt(run_id, task_id, 1) == "finished"

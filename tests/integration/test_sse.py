@@ -21,8 +21,9 @@ from api.http.sse import event_stream, parse_last_event_id, stream_run
 from config import Settings
 from tests.support.sse import SseEvent, iter_sse
 from workers.support.errors import Invalid
-from workers.messaging import wakeups as event_log
+from workers.messaging import wakeups
 from workers.messaging.wakeups import publish_wakeup
+from workers.store import events as event_log
 from workers.wiring import Services
 
 MISSION = "msn_sse_test"
@@ -260,7 +261,7 @@ def test_live_events_arrive_on_their_wakeup_without_waiting_for_the_poll(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(sse, "FALLBACK_POLL_SECONDS", 30.0)  # only a wake-up can deliver in time
-    monkeypatch.setattr(event_log, "HUB_LOG_POLL_SECONDS", 30.0)  # ... one from Redis, not the hub's read
+    monkeypatch.setattr(wakeups, "HUB_LOG_POLL_SECONDS", 30.0)  # ... one from Redis, not the hub's read
     append(db, "mission:status", {"status": "active"})
     stream = open_stream()
     assert [e.event for e in stream.events_until(count(1))] == ["mission:status"]

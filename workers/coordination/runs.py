@@ -1,6 +1,6 @@
 """Runs of a mission as the API sees them: start, resume, abort, change tasks while running, and
-read run history. Each function works inside the caller's transaction and returns the
-``AfterCommit`` the caller must hand to the dispatcher once the transaction has committed."""
+read run history. Each command works in the caller's unit of work (``Coordinator.transaction()``),
+which sends what the change asks for once its transaction has committed."""
 
 from __future__ import annotations
 
@@ -8,36 +8,27 @@ from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any, NamedTuple
 
-import psycopg
-
-from orchestrator.engine import AbortRequested, ResumeRequested, TaskAdded, TaskRemoved, TaskUpdated
+from orchestrator.engine import (
+    RUNNING_MISSION_STATUSES,
+    TERMINAL_RUN_STATUSES,
+    AbortRequested,
+    ResumeRequested,
+    TaskAdded,
+    TaskRemoved,
+    TaskUpdated,
+)
 from orchestrator.spec import MissionSpec
-from workers.coordination import step as coordinator
-from workers.store import missions
-from workers.coordination.step import AfterCommit
-from workers.support.errors import Conflict, NotFound
-from workers.support.ids import new_id
+from workers.coordination.advance import UnitOfWork
+from workers.coordination.outcome import AfterCommit
+from workers.store import missions, runs
+from workers.store.db import Connection
 from workers.store.missions import Limits, StoredMission
 from workers.store.usage import MissionUsage, Totals
-
-# The run's task states in the order of its spec.
-_GET_RUN = """
-SELECT r.id, r.mission_id, r.number, r.status, r.pause_reason, r.pause_message, r.failure_reason,
-       r.created_at, r.started_at, r.finished_at,
-       (SELECT jsonb_agg(rt.state ORDER BY s.n)
-          FROM jsonb_array_elements(r.spec->'tasks') WITH ORDINALITY AS s(task, n)
-          JOIN run_tasks rt ON rt.run_id = r.id AND rt.task_id = s.task->>'id') AS run_tasks
-  FROM runs r WHERE r.id = %(run_id)s AND r.mission_id = %(mission_id)s
-"""
-
-_LIST_RUNS = """
-SELECT id, mission_id, number, status, pause_reason, pause_message, failure_reason, created_at,
-       started_at, finished_at
-  FROM runs WHERE mission_id = %(mission_id)s ORDER BY number DESC LIMIT %(limit)s OFFSET %(offset)s
-"""
+from workers.support.errors import Conflict, NotFound
+from workers.support.ids import new_id
 
 
-def _with_project_agents(conn: psycopg.Connection[Any], project_id: str, document: dict[str, Any],
+def _with_project_agents(conn: Connection, project_id: str, document: dict[str, Any],
                          project_agents: Collection[str] | None = None) -> dict[str, Any]:
     """Freeze the project agents the mission names into the run's team, so a run is self-contained
     (``project_agents``, when given, names every agent the project has: none other is looked up)."""
@@ -53,9 +44,7 @@ def _with_project_agents(conn: psycopg.Connection[Any], project_id: str, documen
     if project_agents is not None:
         missing = [name for name in missing if name in project_agents]
     if missing:
-        rows = conn.execute("SELECT name, document FROM agents WHERE project_id = %s AND name = ANY(%s)",
-                            (project_id, missing)).fetchall()
-        team["agents"] = list(team.get("agents") or ()) + [dict(r["document"]) for r in rows]
+        team["agents"] = list(team.get("agents") or ()) + runs.project_agents(conn, project_id, missing)
         document = {**document, "team": team}
     return document
 
@@ -71,73 +60,74 @@ class Started(NamedTuple):
     usage: MissionUsage
 
 
-def execute(conn: psycopg.Connection[Any], project_id: str, mission_id: str, limits: Limits,
-            now: datetime) -> Started:
+def execute(uow: UnitOfWork, project_id: str, mission_id: str, limits: Limits, now: datetime) -> Started:
     """Start a new run of the mission; ``Conflict`` while a run is active or paused."""
+    conn = uow.conn
     mission, project_agents = missions.mission_to_run(conn, project_id, mission_id)
-    if mission.status in missions.RUNNING_STATUSES:
+    if mission.status in RUNNING_MISSION_STATUSES:
         raise Conflict(f"mission is already {mission.status}; wait for it to finish or abort it first",
                        {"runId": mission.row["latest_run_id"]})
     document = _with_project_agents(conn, project_id, mission.full_document(), project_agents)
     spec = missions.validate_document(conn, project_id, document, limits, project_agents)
     run_id = new_id("run")
     number = int(mission.row["execution_count"]) + 1
-    outcome = coordinator.begin(conn, run_id, number, spec, mission.id, now)
+    outcome = uow.begin_run(run_id, number, spec, mission.id, now)
     state = outcome.state
     assert state is not None
     row = {"id": run_id, "mission_id": mission.id, "number": number, "status": str(state.status),
            "pause_reason": state.pause_reason.value if state.pause_reason else None,
            "pause_message": state.pause_message, "failure_reason": state.failure_reason,
            "created_at": now, "started_at": now,
-           "finished_at": now if str(state.status) in coordinator.TERMINAL else None,
+           "finished_at": now if state.status in TERMINAL_RUN_STATUSES else None,
            "run_tasks": [state.tasks[t.id].to_json() for t in state.spec.tasks if t.id is not None and t.id in state.tasks]}
     started = {(run_id, s.task_id): Totals(attempts=1) for s in outcome.start}  # queued, nothing spent
     usage = MissionUsage(runs={run_id: Totals(attempts=len(started))}, tasks=started)
     return Started(run_id, outcome, row, usage)
 
 
-def _active_run(mission: StoredMission, wanted: tuple[str, ...], action: str) -> str:
+def _active_run(mission: StoredMission, wanted: Collection[str], action: str) -> str:
     if mission.status not in wanted:
         raise Conflict(f"cannot {action}: the mission is {mission.status}")
     return str(mission.row["latest_run_id"])
 
 
-def resume(conn: psycopg.Connection[Any], project_id: str, mission_id: str, retry_failed: bool,
-           now: datetime) -> AfterCommit:
-    mission = missions.get_mission(conn, project_id, mission_id, for_update=True)
+def resume(uow: UnitOfWork, project_id: str, mission_id: str, retry_failed: bool, now: datetime) -> AfterCommit:
+    mission = missions.get_mission(uow.conn, project_id, mission_id, for_update=True)
     run_id = _active_run(mission, ("paused",), "resume")
-    outcome = coordinator.step(conn, run_id, ResumeRequested(retry_failed), now)
+    outcome = uow.advance(run_id, ResumeRequested(retry_failed), now)
     if outcome is None or outcome.ignored:
         raise Conflict(f"cannot resume: {outcome.ignored if outcome else 'the run is gone'}")
     return outcome
 
 
-def abort(conn: psycopg.Connection[Any], project_id: str, mission_id: str, now: datetime) -> AfterCommit:
-    mission = missions.get_mission(conn, project_id, mission_id, for_update=True)
-    run_id = _active_run(mission, missions.RUNNING_STATUSES, "abort")
-    outcome = coordinator.step(conn, run_id, AbortRequested(), now)
+def abort(uow: UnitOfWork, project_id: str, mission_id: str, now: datetime) -> AfterCommit:
+    mission = missions.get_mission(uow.conn, project_id, mission_id, for_update=True)
+    run_id = _active_run(mission, RUNNING_MISSION_STATUSES, "abort")
+    outcome = uow.advance(run_id, AbortRequested(), now)
     if outcome is None or outcome.ignored:
         raise Conflict(f"cannot abort: {outcome.ignored if outcome else 'the run is gone'}")
     return outcome
 
 
-def add_task(conn: psycopg.Connection[Any], project_id: str, mission_id: str, document: Mapping[str, Any],
+def add_task(uow: UnitOfWork, project_id: str, mission_id: str, document: Mapping[str, Any],
              limits: Limits, now: datetime) -> tuple[StoredMission, str, AfterCommit | None]:
     """Add a task to the mission; while it runs, the task joins the running run too."""
+    conn = uow.conn
     mission, task_id = missions.add_task(conn, project_id, mission_id, document, limits)
-    if mission.status not in missions.RUNNING_STATUSES:
+    if mission.status not in RUNNING_MISSION_STATUSES:
         return mission, task_id, None
     full = _with_project_agents(conn, project_id, mission.full_document())
     spec = MissionSpec.from_document(full)
     task = next(t for t in spec.tasks if t.id == task_id)
-    outcome = coordinator.step(conn, str(mission.row["latest_run_id"]), TaskAdded(task), now)
+    outcome = uow.advance(str(mission.row["latest_run_id"]), TaskAdded(task), now)
     return missions.get_mission(conn, project_id, mission_id), task_id, outcome
 
 
-def update_task(conn: psycopg.Connection[Any], project_id: str, mission_id: str, task_id: str,
+def update_task(uow: UnitOfWork, project_id: str, mission_id: str, task_id: str,
                 changes: Mapping[str, Any], limits: Limits, now: datetime) -> tuple[StoredMission, AfterCommit | None]:
+    conn = uow.conn
     before = missions.get_mission(conn, project_id, mission_id, for_update=True)
-    running = before.status in missions.RUNNING_STATUSES
+    running = before.status in RUNNING_MISSION_STATUSES
     if running and "title" in changes:
         old = next((t.title for t in before.tasks if t.id == task_id), None)
         if old is not None and changes["title"] != old:
@@ -146,39 +136,37 @@ def update_task(conn: psycopg.Connection[Any], project_id: str, mission_id: str,
     if not running:
         return mission, None
     task = missions.task_spec(mission, task_id)
-    outcome = coordinator.step(conn, str(mission.row["latest_run_id"]), TaskUpdated(task), now)
+    outcome = uow.advance(str(mission.row["latest_run_id"]), TaskUpdated(task), now)
     if outcome is not None and outcome.ignored:
         raise Conflict(f"the task cannot change now: {outcome.ignored}")
     return missions.get_mission(conn, project_id, mission_id), outcome
 
 
-def delete_task(conn: psycopg.Connection[Any], project_id: str, mission_id: str, task_id: str, limits: Limits,
+def delete_task(uow: UnitOfWork, project_id: str, mission_id: str, task_id: str, limits: Limits,
                 now: datetime) -> AfterCommit | None:
-    mission = missions.delete_task(conn, project_id, mission_id, task_id, limits)
-    if mission.status not in missions.RUNNING_STATUSES:
+    mission = missions.delete_task(uow.conn, project_id, mission_id, task_id, limits)
+    if mission.status not in RUNNING_MISSION_STATUSES:
         return None
-    outcome = coordinator.step(conn, str(mission.row["latest_run_id"]), TaskRemoved(task_id), now)
+    outcome = uow.advance(str(mission.row["latest_run_id"]), TaskRemoved(task_id), now)
     if outcome is not None and outcome.ignored:
         raise Conflict(f"the task cannot be removed now: {outcome.ignored}")
     return outcome
 
 
-def get_run(conn: psycopg.Connection[Any], project_id: str, mission_id: str, run_id: str) -> dict[str, Any]:
+def get_run(conn: Connection, project_id: str, mission_id: str, run_id: str) -> dict[str, Any]:
     missions.get_mission(conn, project_id, mission_id)  # scope check: 404 for another project's mission
-    row = conn.execute(_GET_RUN, {"run_id": run_id, "mission_id": mission_id}).fetchone()
+    row = runs.get_run(conn, mission_id, run_id)
     if row is None:
         raise NotFound(f"run {run_id} not found in mission {mission_id}")
-    return dict(row)
+    return row
 
 
-def list_runs(conn: psycopg.Connection[Any], project_id: str, mission_id: str, limit: int,
-              offset: int) -> list[dict[str, Any]]:
+def list_runs(conn: Connection, project_id: str, mission_id: str, limit: int, offset: int) -> list[dict[str, Any]]:
     missions.get_mission(conn, project_id, mission_id)
-    rows = conn.execute(_LIST_RUNS, {"mission_id": mission_id, "limit": limit, "offset": offset}).fetchall()
-    return [dict(r) for r in rows]
+    return runs.list_runs(conn, mission_id, limit, offset)
 
 
-def latest_run_id(conn: psycopg.Connection[Any], project_id: str, mission_id: str) -> str:
+def latest_run_id(conn: Connection, project_id: str, mission_id: str) -> str:
     mission = missions.get_mission(conn, project_id, mission_id)
     if not mission.row["latest_run_id"]:
         raise NotFound(f"mission {mission_id} has not run yet; execute it first")

@@ -1,7 +1,8 @@
 """Agent runtimes behind one small interface.
 
 The engine never knows the provider: a worker builds an ``AgentCall`` (who, which model, the
-prompt, the run's workspace folder) and asks ``runtime_for(model, providers)`` to run it, with a
+prompt, the run's workspace folder) and asks ``workers.execution.runtimes.runtime_for(model,
+providers)`` to run it, with a
 cancel event it must honour promptly and an ``emit`` callback for incremental output. Each
 runtime answers with an ``AgentResult``; a failure is data (``error``), never an exception,
 unless the code itself is broken.
@@ -18,13 +19,9 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from orchestrator.spec import AgentSpec
-
-if TYPE_CHECKING:
-    from workers.execution.providers import Providers
-
 
 @dataclass(frozen=True)
 class AgentCall:
@@ -97,22 +94,3 @@ class UnavailableProvider:
             error=f'provider "{self.provider}" is not available on this server (model {call.model}); '
             "use anthropic/..., openai/... or scripted/... models"
         )
-
-
-_RUNTIMES: dict[str, AgentRuntime] = {"scripted": ScriptedAgent()}
-
-
-def runtime_for(model: str, providers: Providers | None = None) -> AgentRuntime:
-    """The runtime of ``provider/model``. ``providers`` carries the worker's settings and prices
-    (without it, settings are read from the environment)."""
-    provider = model.split("/", 1)[0]
-    if provider in _RUNTIMES:
-        return _RUNTIMES[provider]
-    from workers.execution.providers import MODEL_PROVIDERS, Providers
-
-    if provider in MODEL_PROVIDERS:
-        from config import Settings
-        from workers.execution.providers.agent import ModelAgent
-
-        return ModelAgent(providers if providers is not None else Providers(Settings.from_env()))
-    return UnavailableProvider(provider)

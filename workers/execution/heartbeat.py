@@ -23,21 +23,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from psycopg.types.json import Jsonb
-
-from workers.messaging.dispatch import cancel_key
-from workers.wiring import Services
+from workers.store import attempts
+from workers.store.db import Database
 
 log = logging.getLogger(__name__)
-
-# Rows still in the status the worker holds them in get a new heartbeat_at; the others are not
-# returned, and their attempts are cancelled.
-_BEAT = """
-UPDATE attempts a SET heartbeat_at = now()
-  FROM jsonb_to_recordset(%(watched)s) AS w(run_id text, task_id text, attempt int, status text)
- WHERE a.run_id = w.run_id AND a.task_id = w.task_id AND a.attempt = w.attempt AND a.status = w.status
-RETURNING a.run_id, a.task_id, a.attempt
-"""
 
 Key = tuple[str, str, int]
 
@@ -64,8 +53,10 @@ class Watch:
 class Heartbeats:
     """The process-wide watcher. ``watch(...)`` is a context manager yielding the ``Watch``."""
 
-    def __init__(self, services: Services, interval: float, poll: float = 0.2) -> None:
-        self.services, self.interval, self.poll = services, interval, poll
+    def __init__(self, db: Database, cancel_flags: Callable[[list[Key]], list[bool]], interval: float,
+                 poll: float = 0.2) -> None:
+        """``cancel_flags(keys)`` says which attempts were told to stop (``Dispatcher.cancel_flags``)."""
+        self.db, self.cancel_flags, self.interval, self.poll = db, cancel_flags, interval, poll
         self._watches: dict[int, Watch] = {}
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -115,21 +106,20 @@ class Heartbeats:
                     log.warning("the deferred call of attempt %s of %s/%s failed", w.attempt, w.run_id,
                                 w.task_id, exc_info=True)
         try:
-            flags = self.services.redis.mget([cancel_key(*w.key) for w in watches])
+            flags = self.cancel_flags([w.key for w in watches])
         except Exception:
             log.warning("cancel flags unreadable for %d attempts", len(watches), exc_info=True)
         else:
             for w, flag in zip(watches, flags, strict=True):
-                if flag is not None:
+                if flag:
                     w.cancelled.set()
         due = [w for w in watches if not w.cancelled.is_set() and w.next_beat <= now]
         if not due:
             return
         watched = [{"run_id": w.run_id, "task_id": w.task_id, "attempt": w.attempt, "status": w.status} for w in due]
         try:
-            with self.services.transaction() as conn:
-                alive = {(r["run_id"], r["task_id"], int(r["attempt"]))
-                         for r in conn.execute(_BEAT, {"watched": Jsonb(watched)})}
+            with self.db.transaction() as conn:
+                alive = attempts.beat(conn, watched)
         except Exception:
             log.warning("heartbeat of %d attempts failed", len(due), exc_info=True)
             return

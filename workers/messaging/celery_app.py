@@ -4,22 +4,22 @@
 - ``missions.assess_task(run_id, task_id, attempt)``: score an attempt whose assessment was lost;
 - ``missions.tick()``: timers and repair, sent by beat every ``MISSIONS_TICK_SECONDS``.
 
-Tasks are thin: they pass ids, and the ``Executor`` re-reads everything under lock.
+Tasks are thin: they pass ids to the handlers ``workers.wiring`` gives them, and the executor
+re-reads everything under lock.
 """
 
 from __future__ import annotations
 
 import logging
-import socket
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from celery import Celery
 from kombu import Queue
 
 from config import Settings
 from workers.messaging import broker
-from workers.messaging.dispatch import ASSESS_TASK, CONTROL_QUEUE, RUN_TASK, TASK_QUEUE, TICK, Dispatcher
+from workers.messaging.dispatch import ASSESS_TASK, CONTROL_QUEUE, RUN_TASK, TASK_QUEUE, TICK
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,8 @@ DELIVERY_SETTINGS: dict[str, Any] = {
 }
 
 
-def create_celery(settings: Settings, *, with_tasks: bool = False) -> Celery:
-    """A Celery app on ``REDIS_URL``. ``with_tasks`` registers the task bodies (workers only)."""
+def create_celery(settings: Settings) -> Celery:
+    """A Celery app on ``REDIS_URL``, without task bodies (``register_tasks`` adds them on workers)."""
     if not settings.redis_url:
         raise ValueError("REDIS_URL is not set")
     app = Celery("missions", broker=settings.redis_url, set_as_current=False)
@@ -58,37 +58,30 @@ def create_celery(settings: Settings, *, with_tasks: bool = False) -> Celery:
             }
         },
     )
-    if with_tasks:
-        register_tasks(app, settings)
     return app
 
 
-def register_tasks(app: Celery, settings: Settings) -> None:
-    from workers.execution.executor import Executor, utcnow
-    from workers.wiring import Services
-    from workers.coordination.tick import tick
+class Handlers(Protocol):
+    """What the three tasks do (built by ``workers.wiring``): each returns what happened, for the log."""
 
-    services = Services(settings)
-    state: dict[str, Any] = {}
+    def run_attempt(self, run_id: str, task_id: str, attempt: int, hostname: str | None) -> object: ...
 
-    def executor(hostname: str | None) -> Executor:
-        if "executor" not in state:
-            dispatcher = Dispatcher(app, services.redis, services.wakeups)
-            state["executor"] = Executor(services, dispatcher, hostname or socket.gethostname())
-        return state["executor"]  # type: ignore[no-any-return]
+    def assess(self, run_id: str, task_id: str, attempt: int, hostname: str | None) -> object: ...
+
+    def tick(self) -> object: ...
+
+
+def register_tasks(app: Celery, handlers: Handlers) -> None:
+    """The task bodies: thin, they hand the ids (and the worker's name) to ``handlers``."""
 
     @app.task(name=RUN_TASK, bind=True)
-    def run_task(self: Any, run_id: str, task_id: str, attempt: int) -> str:
-        return executor(self.request.hostname).run_attempt(run_id, task_id, int(attempt))
+    def run_task(self: Any, run_id: str, task_id: str, attempt: int) -> object:
+        return handlers.run_attempt(run_id, task_id, int(attempt), self.request.hostname)
 
     @app.task(name=ASSESS_TASK, bind=True)
-    def assess_task(self: Any, run_id: str, task_id: str, attempt: int) -> str:
-        return executor(self.request.hostname).assess(run_id, task_id, int(attempt))
+    def assess_task(self: Any, run_id: str, task_id: str, attempt: int) -> object:
+        return handlers.assess(run_id, task_id, int(attempt), self.request.hostname)
 
-    @app.task(name=TICK, bind=True)
-    def tick_task(self: Any) -> dict[str, int]:
-        ex = executor(self.request.hostname)
-        report = tick(services, ex.dispatcher, utcnow())
-        return vars(report)
-
-    app.missions_services = services  # type: ignore[attr-defined]
+    @app.task(name=TICK)
+    def tick_task() -> object:
+        return handlers.tick()

@@ -1,5 +1,6 @@
 """After-commit side effects: Celery messages, cancellation signals and SSE wake-ups.
 
+The ``Sender`` of ``workers.coordination``: a unit of work hands it each committed ``AfterCommit``.
 Nothing here runs inside a database transaction. A failure to send is logged and left to the
 tick, which finds queued attempts whose message never reached a worker and sends them again.
 """
@@ -7,11 +8,9 @@ tick, which finds queued attempts whose message never reached a worker and sends
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
-from workers.store import run_state as run_store
-from workers.coordination.step import AfterCommit
+from workers.coordination.outcome import AfterCommit, AssessInline
 from workers.messaging.wakeups import WakeupPublisher, publish_wakeup
 
 log = logging.getLogger(__name__)
@@ -81,11 +80,22 @@ class Dispatcher:
             log.exception("could not enqueue the assessment of %s/%s", run_id, task_id)
             return False
 
-    def after_commit(self, outcome: AfterCommit | None,
-                     assess_inline: Callable[[str, str, int], object] | None = None) -> None:
-        if outcome is None:
-            return
-        run_store.remember(outcome.run_id, outcome.stored)
+    def queue_empty(self) -> bool:
+        """Whether the attempts queue of the broker is empty (False when the broker cannot say)."""
+        try:
+            return int(self.redis.llen(TASK_QUEUE)) == 0
+        except Exception:
+            return False
+
+    def cancel_flags(self, keys: list[tuple[str, str, int]]) -> list[bool]:
+        """Which of the attempts ``(run_id, task_id, attempt)`` were told to stop (one ``MGET``)."""
+        flags = self.redis.mget([cancel_key(*key) for key in keys])
+        return [flag is not None for flag in flags]
+
+    def send(self, outcome: AfterCommit, assess_inline: AssessInline | None = None) -> None:
+        """Carry out what a committed step asks for: cancel flags, the attempts it started (one
+        broker round trip), the wake-up of its streams, and its assessments (in this thread with
+        ``assess_inline``, else as messages)."""
         for cancel in outcome.cancel:
             try:
                 self.redis.set(cancel_key(outcome.run_id, cancel.task_id, cancel.attempt), cancel.reason, ex=3600)

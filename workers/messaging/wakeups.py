@@ -1,4 +1,4 @@
-"""The read side of the event log, and the Redis wake-up that tells relays to read it.
+"""The Redis wake-up that tells relays to read the event log (``workers.store.events``).
 
 Postgres holds every event; Redis pub/sub only says "run R has something new" and may lose that
 message (pub/sub is at-most-once, and a publish that fails is logged, never raised). A relay that
@@ -19,37 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
 import redis
-from psycopg.rows import class_row, tuple_row
 
 log = logging.getLogger(__name__)
-
-# The event after which a run's stream has nothing more to say.
-MISSION_DONE = "mission:done"
-
-FETCH_EVENTS = """
-    SELECT id, type, data
-    FROM events
-    WHERE run_id = %(run_id)s AND id > %(after_id)s
-    ORDER BY id
-    LIMIT %(limit)s
-"""
-
-DONE_EVENT_AT_OR_BEFORE = """
-    SELECT 1
-    FROM events
-    WHERE run_id = %(run_id)s AND type = %(type)s AND id <= %(event_id)s
-    LIMIT 1
-"""
-
-
-@dataclass(frozen=True)
-class StoredEvent:
-    id: int
-    type: str
-    data: Any
-
 
 def channel(mission_id: str) -> str:
     """The pub/sub channel that carries the wake-ups of every run of one mission."""
@@ -152,19 +124,6 @@ class WakeupPublisher:
 HUB_POLL_SECONDS = 0.05  # how long the hub reads before it looks at new (un)subscriptions
 HUB_RETRY_SECONDS = 1.0  # pause before the hub reconnects after a Redis failure
 HUB_LOG_POLL_SECONDS = 1.0  # how often the hub reads the last event id of every run it has streams for
-
-LATEST_EVENT_IDS = """
-    SELECT r.run_id, (SELECT max(e.id) FROM events e WHERE e.run_id = r.run_id) AS last_id
-    FROM unnest(%(run_ids)s::text[]) AS r(run_id)
-"""
-
-
-def latest_event_ids(conn: psycopg.Connection[Any], run_ids: list[str]) -> dict[str, int]:
-    """The id of the last event of each of ``run_ids`` that has events."""
-    with conn.cursor(row_factory=tuple_row) as cursor:
-        cursor.execute(LATEST_EVENT_IDS, {"run_ids": run_ids})
-        return {str(run_id): int(last) for run_id, last in cursor.fetchall() if last is not None}
-
 
 class Listener:
     """One stream's interest in the wake-ups of one run (see ``WakeupHub``)."""
@@ -395,18 +354,3 @@ class WakeupHub:
             self._confirmed.clear()
             self._todo.update(self._listeners)
         return None
-
-
-def fetch_events(conn: psycopg.Connection[Any], run_id: str, after_id: int, limit: int = 500) -> list[StoredEvent]:
-    """The events of ``run_id`` with an id above ``after_id``, oldest first, at most ``limit``."""
-    with conn.cursor(row_factory=class_row(StoredEvent)) as cursor:
-        cursor.execute(FETCH_EVENTS, {"run_id": run_id, "after_id": after_id, "limit": limit})
-        return cursor.fetchall()
-
-
-def ended_at_or_before(conn: psycopg.Connection[Any], run_id: str, event_id: int) -> bool:
-    """True when the run's ``mission:done`` event has an id of at most ``event_id``: a client that
-    has seen ``event_id`` has seen the whole run."""
-    with conn.cursor() as cursor:
-        cursor.execute(DONE_EVENT_AT_OR_BEFORE, {"run_id": run_id, "type": MISSION_DONE, "event_id": event_id})
-        return cursor.fetchone() is not None

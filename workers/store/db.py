@@ -1,6 +1,6 @@
 """Postgres access: connection pools and forward-only migrations.
 
-Migrations are the numbered ``.sql`` files in ``workers/migrations``. ``upgrade`` applies the ones
+Migrations are the numbered ``.sql`` files in ``workers/store/migrations``. ``upgrade`` applies the ones
 not yet recorded in ``schema_migrations``, each in its own transaction, under a transaction-level
 advisory lock so that several processes may run it at once: the first applies, the others wait
 and then find nothing left to do.
@@ -9,10 +9,14 @@ and then find nothing left to do.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
@@ -90,3 +94,61 @@ def create_pool(database_url: str, *, max_size: int = 10, min_size: int = 1, nam
         max_idle=300,
         reconnect_timeout=60,
     )
+
+
+Connection = psycopg.Connection[Any]
+
+
+class Database:
+    """The process's Postgres pool, handed out as connections inside one transaction or in
+    autocommit mode. The only way code outside ``workers.store`` reaches Postgres."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self.pool = pool
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A pooled connection inside one transaction: committed on success, rolled back on error."""
+        with self.pool.connection() as conn:
+            yield conn
+
+    @contextmanager
+    def autocommit(self) -> Iterator[Connection]:
+        """A pooled connection where each statement commits on its own: one round trip for a
+        single-statement write (no BEGIN, no COMMIT)."""
+        with self.pool.connection() as conn:
+            conn.autocommit = True
+            try:
+                yield conn
+            finally:
+                conn.autocommit = False
+
+    def ping(self, timeout: float) -> None:
+        """Raise unless Postgres answers within ``timeout`` seconds."""
+        with self.pool.connection(timeout=timeout) as conn:
+            conn.execute("SELECT 1")
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def open_database(database_url: str, *, max_size: int) -> Database:
+    """A ``Database`` on a new pool, opening in the background (the first use waits for it)."""
+    pool = create_pool(database_url, max_size=max_size)
+    pool.open(wait=False)
+    return Database(pool)
+
+
+def ensure_database(admin_url: str, database: str) -> None:
+    """Create ``database`` on the server of ``admin_url`` unless it exists (for the embedded server)."""
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+
+
+@contextmanager
+def connect(database_url: str) -> Iterator[Connection]:
+    """One connection of its own (dict rows) in a transaction, for commands that run once."""
+    with psycopg.connect(database_url, row_factory=dict_row) as conn:
+        yield conn

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
 
-from orchestrator.spec import MissionSpec, TaskSpec
+from orchestrator.schedule import is_cron, next_fire
+from orchestrator.spec import MissionSpec, TaskSpec, parse_timestamp
 from orchestrator.validation import Problem, validate_mission
 from workers.support.errors import Conflict, Invalid, NotFound
+from workers.support.clock import utcnow
 from workers.support.ids import new_id
 
 # Mission statuses during which the mission's run owns the document.
@@ -129,10 +131,28 @@ class StoredMission:
         return MissionSpec.from_document(self.full_document())
 
 
-def _next_run_at(document: Mapping[str, Any]) -> datetime | None:
-    from workers.coordination.schedules import next_run_at
+def end_date(document: Mapping[str, Any]) -> datetime | None:
+    value = document.get("endDate")
+    return parse_timestamp(value) if value else None
 
-    return next_run_at(document, datetime.now(timezone.utc))
+
+def next_run_at(document: Mapping[str, Any], now: datetime) -> datetime | None:
+    """The next fire of the document's schedule after ``now``; ``Invalid`` when it has none left."""
+    schedule = document.get("schedule")
+    if not schedule:
+        return None
+    fire = next_fire(schedule, document.get("timezone"), now, end_date(document))
+    if fire is None:
+        if is_cron(schedule):
+            raise Invalid("the schedule has no fire left before endDate",
+                          {"fields": {"endDate": ["no fire of the schedule falls before this date"]}})
+        raise Invalid(f'schedule "{schedule}" is in the past; a one-shot schedule needs a future time',
+                      {"fields": {"schedule": ["in the past"]}})
+    return fire
+
+
+def _next_run_at(document: Mapping[str, Any]) -> datetime | None:
+    return next_run_at(document, utcnow())
 
 
 def _status_for(document: Mapping[str, Any]) -> str:

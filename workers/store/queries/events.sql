@@ -1,0 +1,19 @@
+-- The event log. A run's events are appended under its row lock, so within one run the id order is
+-- the commit order: reading id > last_id never skips an event that commits later.
+
+-- name: fetch_events
+SELECT id, type, data
+  FROM events
+ WHERE run_id = %(run_id)s AND id > %(after_id)s
+ ORDER BY id
+ LIMIT %(limit)s
+
+-- name: done_event_at_or_before
+SELECT 1
+  FROM events
+ WHERE run_id = %(run_id)s AND type = %(type)s AND id <= %(event_id)s
+ LIMIT 1
+
+-- name: latest_event_ids
+SELECT r.run_id, (SELECT max(e.id) FROM events e WHERE e.run_id = r.run_id) AS last_id
+  FROM unnest(%(run_ids)s::text[]) AS r(run_id)

@@ -1,0 +1,31 @@
+"""Run history as the API reads it, and the project agents a new run freezes into its team."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from workers.store.db import Connection
+from workers.store.queries import query
+
+GET_RUN = query("get_run")
+LIST_RUNS = query("list_runs")
+PROJECT_AGENTS_NAMED = query("project_agents_named")
+
+
+def get_run(conn: Connection, mission_id: str, run_id: str) -> dict[str, Any] | None:
+    """A run of the mission with its task states in the order of its spec."""
+    row = conn.execute(GET_RUN, {"run_id": run_id, "mission_id": mission_id}).fetchone()
+    return dict(row) if row is not None else None
+
+
+def list_runs(conn: Connection, mission_id: str, limit: int, offset: int) -> list[dict[str, Any]]:
+    """The mission's runs, newest first."""
+    rows = conn.execute(LIST_RUNS, {"mission_id": mission_id, "limit": limit, "offset": offset}).fetchall()
+    return [dict(r) for r in rows]
+
+
+def project_agents(conn: Connection, project_id: str, names: Sequence[str]) -> list[dict[str, Any]]:
+    """The documents of the project's agents called ``names`` (those that exist)."""
+    rows = conn.execute(PROJECT_AGENTS_NAMED, {"project_id": project_id, "names": list(names)}).fetchall()
+    return [dict(r["document"]) for r in rows]

@@ -1,0 +1,9 @@
+"""The shell's clock: UTC-aware ``now`` (the core never reads a clock; it is handed this)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
