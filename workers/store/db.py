@@ -20,9 +20,20 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
+from workers.store.queries import query
+
 # An arbitrary constant: the advisory lock key that serialises migration runs.
 _MIGRATION_LOCK = 0x6D697373696F6E73 & 0x7FFFFFFFFFFFFFFF
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+LOCK_MIGRATIONS = query("lock_migrations")
+CREATE_SCHEMA_MIGRATIONS = query("create_schema_migrations")
+MIGRATION_APPLIED = query("migration_applied")
+RECORD_MIGRATION = query("record_migration")
+SCHEMA_MIGRATIONS_EXISTS = query("schema_migrations_exists")
+SCHEMA_VERSION = query("schema_version")
+PING = query("ping")
+DATABASE_EXISTS = query("database_exists")
 
 
 @dataclass(frozen=True)
@@ -52,31 +63,22 @@ def upgrade(database_url: str) -> list[str]:
     with psycopg.connect(database_url, autocommit=True) as conn:
         for migration in migrations():
             with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-                conn.execute(
-                    "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                    " version integer PRIMARY KEY, name text NOT NULL,"
-                    " applied_at timestamptz NOT NULL DEFAULT now())"
-                )
-                done = conn.execute(
-                    "SELECT 1 FROM schema_migrations WHERE version = %s", (migration.version,)
-                ).fetchone()
+                conn.execute(LOCK_MIGRATIONS, {"key": _MIGRATION_LOCK})
+                conn.execute(CREATE_SCHEMA_MIGRATIONS)
+                done = conn.execute(MIGRATION_APPLIED, {"version": migration.version}).fetchone()
                 if done:
                     continue
                 conn.execute(migration.sql)
-                conn.execute(
-                    "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
-                    (migration.version, migration.name),
-                )
+                conn.execute(RECORD_MIGRATION, {"version": migration.version, "name": migration.name})
                 applied.append(migration.name)
     return applied
 
 
 def current_version(conn: psycopg.Connection) -> int:
-    row = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+    row = conn.execute(SCHEMA_MIGRATIONS_EXISTS).fetchone()
     if not row or not row[0]:
         return 0
-    version = conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
+    version = conn.execute(SCHEMA_VERSION).fetchone()
     return int(version[0]) if version else 0
 
 
@@ -126,7 +128,7 @@ class Database:
     def ping(self, timeout: float) -> None:
         """Raise unless Postgres answers within ``timeout`` seconds."""
         with self.pool.connection(timeout=timeout) as conn:
-            conn.execute("SELECT 1")
+            conn.execute(PING)
 
     def close(self) -> None:
         self.pool.close()
@@ -142,8 +144,10 @@ def open_database(database_url: str, *, max_size: int) -> Database:
 def ensure_database(admin_url: str, database: str) -> None:
     """Create ``database`` on the server of ``admin_url`` unless it exists (for the embedded server)."""
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
+        exists = conn.execute(DATABASE_EXISTS, {"name": database}).fetchone()
         if not exists:
+            # Not a named query: a database name is an identifier, which cannot be a parameter, so the
+            # statement is composed here, quoting the name with psycopg.sql.Identifier.
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
 
 

@@ -18,75 +18,31 @@ from psycopg.types.json import Jsonb
 from orchestrator.schedule import is_cron, next_fire
 from orchestrator.spec import MissionSpec, TaskSpec, parse_timestamp
 from orchestrator.validation import Problem, validate_mission
-from workers.support.errors import Conflict, Invalid, NotFound
+from workers.store.queries import query
 from workers.support.clock import utcnow
+from workers.support.errors import Conflict, Invalid, NotFound
 from workers.support.ids import new_id
 
 # Mission statuses during which the mission's run owns the document.
 RUNNING_STATUSES = ("active", "paused")
 
-_SELECT_MISSION = """
-SELECT m.id, m.project_id, m.name, m.status, m.document, m.execution_count, m.latest_run_id,
-       m.next_run_at, m.created_at, m.updated_at,
-       r.status AS run_status, r.pause_reason, r.pause_message, r.failure_reason,
-       (SELECT jsonb_agg(rt.state) FROM run_tasks rt WHERE rt.run_id = m.latest_run_id) AS run_tasks
-  FROM missions m
-  LEFT JOIN runs r ON r.id = m.latest_run_id
- WHERE m.project_id = %(project_id)s AND m.id = %(mission_id)s
-"""
-
-_SELECT_TASKS = """
-SELECT id, title, position, document FROM tasks WHERE mission_id = %(mission_id)s ORDER BY position
-"""
-
-# A mission about to run, locked: its row, its tasks in order and the names of its project's
-# agents, in one round trip (not its latest run's task states, which a new run does not need).
-_SELECT_MISSION_TO_RUN = """
-SELECT m.id, m.project_id, m.name, m.status, m.document, m.execution_count, m.latest_run_id, m.next_run_at,
-       m.created_at, m.updated_at,
-       (SELECT coalesce(jsonb_agg(jsonb_build_object('id', t.id, 'title', t.title, 'document', t.document)
-                                  ORDER BY t.position), '[]'::jsonb)
-          FROM tasks t WHERE t.mission_id = m.id) AS tasks,
-       ARRAY(SELECT a.name FROM agents a WHERE a.project_id = m.project_id) AS project_agents
-  FROM missions m
- WHERE m.project_id = %(project_id)s AND m.id = %(mission_id)s
-   FOR UPDATE OF m
-"""
-
-_LIST_MISSIONS = """
-SELECT m.id, m.name, m.status, m.execution_count, m.document->'qualityThreshold' AS quality_threshold,
-       (SELECT count(*) FROM tasks t WHERE t.mission_id = m.id) AS task_count
-  FROM missions m
- WHERE m.project_id = %(project_id)s AND (%(status)s::text IS NULL OR m.status = %(status)s)
- ORDER BY m.created_at, m.id
- LIMIT %(limit)s OFFSET %(offset)s
-"""
-
-_LIST_RESUMABLE = """
-SELECT m.id, m.name, m.status, r.pause_reason, r.pause_message
-  FROM missions m JOIN runs r ON r.id = m.latest_run_id
- WHERE m.project_id = %(project_id)s AND m.status = 'paused'
- ORDER BY m.updated_at, m.id
-"""
-
-_INSERT_MISSION = """
-INSERT INTO missions (id, project_id, name, status, document, next_run_at)
-VALUES (%(id)s, %(project_id)s, %(name)s, %(status)s, %(document)s, %(next_run_at)s)
-ON CONFLICT (project_id, name) DO NOTHING
-RETURNING id
-"""
-
-_INSERT_TASK = """
-INSERT INTO tasks (id, mission_id, position, title, document)
-VALUES (%(id)s, %(mission_id)s, %(position)s, %(title)s, %(document)s)
-"""
-
-_PROJECT_AGENTS = "SELECT name FROM agents WHERE project_id = %(project_id)s"
-
-_UPSERT_AGENT = """
-INSERT INTO agents (project_id, name, document) VALUES (%(project_id)s, %(name)s, %(document)s)
-ON CONFLICT (project_id, name) DO UPDATE SET document = EXCLUDED.document, updated_at = now()
-"""
+SELECT_MISSION = query("select_mission")
+LOCK_MISSION = query("lock_mission")
+SELECT_MISSION_TASKS = query("select_mission_tasks")
+SELECT_MISSION_TO_RUN = query("select_mission_to_run")
+LIST_MISSIONS = query("list_missions")
+LIST_RESUMABLE = query("list_resumable_missions")
+INSERT_MISSION = query("insert_mission")
+INSERT_TASK = query("insert_task")
+MISSION_NAME_TAKEN = query("mission_name_taken")
+UPDATE_MISSION = query("update_mission")
+UPDATE_MISSION_DOCUMENT = query("update_mission_document")
+TOUCH_MISSION = query("touch_mission")
+DELETE_MISSION = query("delete_mission")
+UPDATE_TASK = query("update_task")
+DELETE_TASK = query("delete_task")
+PROJECT_AGENT_NAMES = query("project_agent_names")
+UPSERT_AGENT = query("upsert_agent")
 
 
 @dataclass(frozen=True)
@@ -188,7 +144,7 @@ def validate_document(conn: psycopg.Connection[Any], project_id: str, document: 
 
 
 def _project_agents(conn: psycopg.Connection[Any], project_id: str) -> Collection[str]:
-    return {row["name"] for row in conn.execute(_PROJECT_AGENTS, {"project_id": project_id})}
+    return {row["name"] for row in conn.execute(PROJECT_AGENT_NAMES, {"project_id": project_id})}
 
 
 def _remember_agents(conn: psycopg.Connection[Any], project_id: str, document: Mapping[str, Any]) -> None:
@@ -197,7 +153,7 @@ def _remember_agents(conn: psycopg.Connection[Any], project_id: str, document: M
     if not team or team.get("volatile"):
         return
     for agent in team.get("agents") or ():
-        conn.execute(_UPSERT_AGENT, {"project_id": project_id, "name": agent["name"], "document": Jsonb(agent)})
+        conn.execute(UPSERT_AGENT, {"project_id": project_id, "name": agent["name"], "document": Jsonb(agent)})
 
 
 def _split(document: Mapping[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -215,7 +171,7 @@ def create_mission(
     first_fire = _next_run_at(mission_doc)
     mission_id = new_id("msn")
     inserted = conn.execute(
-        _INSERT_MISSION,
+        INSERT_MISSION,
         {
             "id": mission_id,
             "project_id": project_id,
@@ -235,24 +191,27 @@ def create_mission(
     return get_mission(conn, project_id, mission_id)
 
 
-def _insert_tasks(conn: psycopg.Connection[Any], mission_id: str, task_docs: Iterable[Mapping[str, Any]], start: int) -> list[str]:
+def _insert_tasks(conn: psycopg.Connection[Any], mission_id: str, task_docs: Iterable[Mapping[str, Any]],
+                  start: int) -> list[str]:
     rows = [
-        {"id": new_id("task"), "mission_id": mission_id, "position": start + i, "title": doc["title"], "document": Jsonb(dict(doc))}
+        {"id": new_id("task"), "mission_id": mission_id, "position": start + i, "title": doc["title"],
+         "document": Jsonb(dict(doc))}
         for i, doc in enumerate(task_docs)
     ]
     with conn.cursor() as cur:
-        cur.executemany(_INSERT_TASK, rows)
+        cur.executemany(INSERT_TASK, rows)
     return [row["id"] for row in rows]
 
 
-def get_mission(conn: psycopg.Connection[Any], project_id: str, mission_id: str, *, for_update: bool = False) -> StoredMission:
-    query = _SELECT_MISSION + (" FOR UPDATE OF m" if for_update else "")
-    row = conn.execute(query, {"project_id": project_id, "mission_id": mission_id}).fetchone()
+def get_mission(conn: psycopg.Connection[Any], project_id: str, mission_id: str, *,
+                for_update: bool = False) -> StoredMission:
+    statement = LOCK_MISSION if for_update else SELECT_MISSION
+    row = conn.execute(statement, {"project_id": project_id, "mission_id": mission_id}).fetchone()
     if row is None:
         raise NotFound(f"mission {mission_id} not found")
     tasks = [
         StoredTask(id=t["id"], title=t["title"], document=dict(t["document"]))
-        for t in conn.execute(_SELECT_TASKS, {"mission_id": mission_id})
+        for t in conn.execute(SELECT_MISSION_TASKS, {"mission_id": mission_id})
     ]
     return StoredMission(row=dict(row), tasks=tasks)
 
@@ -260,7 +219,7 @@ def get_mission(conn: psycopg.Connection[Any], project_id: str, mission_id: str,
 def mission_to_run(conn: psycopg.Connection[Any], project_id: str, mission_id: str
                    ) -> tuple[StoredMission, frozenset[str]]:
     """The mission, locked for a new run, and the names of its project's agents."""
-    row = conn.execute(_SELECT_MISSION_TO_RUN, {"project_id": project_id, "mission_id": mission_id}).fetchone()
+    row = conn.execute(SELECT_MISSION_TO_RUN, {"project_id": project_id, "mission_id": mission_id}).fetchone()
     if row is None:
         raise NotFound(f"mission {mission_id} not found")
     fields = dict(row)
@@ -272,11 +231,11 @@ def list_missions(
     conn: psycopg.Connection[Any], project_id: str, *, status: str | None, limit: int, offset: int
 ) -> list[dict[str, Any]]:
     params = {"project_id": project_id, "status": status, "limit": limit, "offset": offset}
-    return [dict(row) for row in conn.execute(_LIST_MISSIONS, params)]
+    return [dict(row) for row in conn.execute(LIST_MISSIONS, params)]
 
 
 def list_resumable(conn: psycopg.Connection[Any], project_id: str) -> list[dict[str, Any]]:
-    return [dict(row) for row in conn.execute(_LIST_RESUMABLE, {"project_id": project_id})]
+    return [dict(row) for row in conn.execute(LIST_RESUMABLE, {"project_id": project_id})]
 
 
 def _ensure_not_running(mission: StoredMission, action: str) -> None:
@@ -300,8 +259,7 @@ def patch_mission(
     _validate(conn, project_id, full, limits)
     if merged["name"] != mission.row["name"]:
         taken = conn.execute(
-            "SELECT 1 FROM missions WHERE project_id = %s AND name = %s AND id <> %s",
-            (project_id, merged["name"], mission_id),
+            MISSION_NAME_TAKEN, {"project_id": project_id, "name": merged["name"], "mission_id": mission_id}
         ).fetchone()
         if taken:
             raise Conflict(
@@ -317,9 +275,9 @@ def patch_mission(
         elif status == "scheduled":
             status = "draft"
     conn.execute(
-        "UPDATE missions SET name = %s, document = %s, status = %s, next_run_at = %s, updated_at = now()"
-        " WHERE id = %s",
-        (merged["name"], Jsonb(merged), status, next_run, mission_id),
+        UPDATE_MISSION,
+        {"name": merged["name"], "document": Jsonb(merged), "status": status, "next_run_at": next_run,
+         "mission_id": mission_id},
     )
     _remember_agents(conn, project_id, merged)
     return get_mission(conn, project_id, mission_id)
@@ -328,7 +286,7 @@ def patch_mission(
 def delete_mission(conn: psycopg.Connection[Any], project_id: str, mission_id: str) -> None:
     mission = get_mission(conn, project_id, mission_id, for_update=True)
     _ensure_not_running(mission, "delete a mission")
-    conn.execute("DELETE FROM missions WHERE id = %s", (mission_id,))
+    conn.execute(DELETE_MISSION, {"mission_id": mission_id})
 
 
 def _task_index(mission: StoredMission, task_id: str) -> int:
@@ -347,14 +305,16 @@ def add_task(
     full = mission.full_document()
     full["tasks"].append(dict(task_doc))
     _validate(conn, project_id, full, limits)
-    position = max((t["position"] for t in conn.execute(_SELECT_TASKS, {"mission_id": mission_id})), default=-1) + 1
+    tasks = conn.execute(SELECT_MISSION_TASKS, {"mission_id": mission_id})
+    position = max((t["position"] for t in tasks), default=-1) + 1
     (task_id,) = _insert_tasks(conn, mission_id, [task_doc], start=position)
-    conn.execute("UPDATE missions SET updated_at = now() WHERE id = %s", (mission_id,))
+    conn.execute(TOUCH_MISSION, {"mission_id": mission_id})
     return get_mission(conn, project_id, mission_id), task_id
 
 
 def update_task(
-    conn: psycopg.Connection[Any], project_id: str, mission_id: str, task_id: str, changes: Mapping[str, Any], limits: Limits
+    conn: psycopg.Connection[Any], project_id: str, mission_id: str, task_id: str, changes: Mapping[str, Any],
+    limits: Limits,
 ) -> StoredMission:
     mission = get_mission(conn, project_id, mission_id, for_update=True)
     index = _task_index(mission, task_id)
@@ -393,17 +353,18 @@ def _write_tasks(conn: psycopg.Connection[Any], mission_id: str, full: Mapping[s
     mission_doc, _ = _split(full)
     with conn.cursor() as cur:
         cur.executemany(
-            "UPDATE tasks SET title = %(title)s, document = %(document)s WHERE id = %(id)s AND mission_id = %(mission_id)s",
+            UPDATE_TASK,
             [
                 {"id": t["id"], "mission_id": mission_id, "title": t["title"],
                  "document": Jsonb({k: v for k, v in t.items() if k != "id"})}
                 for t in full["tasks"]
             ],
         )
-    conn.execute("UPDATE missions SET document = %s, updated_at = now() WHERE id = %s", (Jsonb(mission_doc), mission_id))
+    conn.execute(UPDATE_MISSION_DOCUMENT, {"document": Jsonb(mission_doc), "mission_id": mission_id})
 
 
-def delete_task(conn: psycopg.Connection[Any], project_id: str, mission_id: str, task_id: str, limits: Limits) -> StoredMission:
+def delete_task(conn: psycopg.Connection[Any], project_id: str, mission_id: str, task_id: str,
+                limits: Limits) -> StoredMission:
     """Remove a task; refused when it is the last one or when other parts of the mission still name it."""
     mission = get_mission(conn, project_id, mission_id, for_update=True)
     index = _task_index(mission, task_id)
@@ -428,8 +389,8 @@ def delete_task(conn: psycopg.Connection[Any], project_id: str, mission_id: str,
         for p in problems:
             fields.setdefault(p.field, []).append(p.message)
         raise Conflict(f'removing task "{title}" would leave the mission invalid: {problems[0]}', {"fields": fields})
-    conn.execute("DELETE FROM tasks WHERE id = %s AND mission_id = %s", (task_id, mission_id))
-    conn.execute("UPDATE missions SET updated_at = now() WHERE id = %s", (mission_id,))
+    conn.execute(DELETE_TASK, {"task_id": task_id, "mission_id": mission_id})
+    conn.execute(TOUCH_MISSION, {"mission_id": mission_id})
     return get_mission(conn, project_id, mission_id)
 
 

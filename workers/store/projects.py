@@ -7,17 +7,20 @@ from typing import Any
 
 import psycopg
 
+from workers.store.queries import query
 from workers.support.ids import KEY_PREFIX, hash_api_key, new_api_key, new_id
+
+INSERT_PROJECT = query("insert_project")
+PROJECT_BY_NAME = query("project_by_name")
+INSERT_API_KEY = query("insert_api_key")
+LIVE_API_KEY = query("live_api_key")
 
 
 def ensure_project(conn: psycopg.Connection[Any], name: str) -> str:
     """The id of the project called ``name``, created if new (safe under concurrent calls)."""
-    row = conn.execute(
-        "INSERT INTO projects (id, name) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING RETURNING id",
-        (new_id("prj"), name),
-    ).fetchone()
+    row = conn.execute(INSERT_PROJECT, {"id": new_id("prj"), "name": name}).fetchone()
     if row is None:
-        row = conn.execute("SELECT id FROM projects WHERE name = %s", (name,)).fetchone()
+        row = conn.execute(PROJECT_BY_NAME, {"name": name}).fetchone()
     assert row is not None
     return str(row["id"] if isinstance(row, dict) else row[0])
 
@@ -27,8 +30,9 @@ def create_key(conn: psycopg.Connection[Any], project_name: str) -> str:
     project_id = ensure_project(conn, project_name)
     secret = new_api_key()
     conn.execute(
-        "INSERT INTO api_keys (id, project_id, key_hash, prefix) VALUES (%s, %s, %s, %s)",
-        (new_id("key"), project_id, hash_api_key(secret), secret[: len(KEY_PREFIX) + 4]),
+        INSERT_API_KEY,
+        {"id": new_id("key"), "project_id": project_id, "key_hash": hash_api_key(secret),
+         "prefix": secret[: len(KEY_PREFIX) + 4]},
     )
     return secret
 
@@ -39,9 +43,7 @@ def project_for_key(conn: psycopg.Connection[Any], secret: str) -> str | None:
     if not secret.startswith(KEY_PREFIX):
         return None
     digest = hash_api_key(secret)
-    row = conn.execute(
-        "SELECT project_id, key_hash FROM api_keys WHERE key_hash = %s AND revoked_at IS NULL", (digest,)
-    ).fetchone()
+    row = conn.execute(LIVE_API_KEY, {"key_hash": digest}).fetchone()
     if row is None:
         return None
     stored = row["key_hash"] if isinstance(row, dict) else row[1]

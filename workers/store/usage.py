@@ -14,6 +14,8 @@ from typing import Any
 
 import psycopg
 
+from workers.store.queries import query
+
 
 @dataclass(frozen=True)
 class Totals:
@@ -45,22 +47,8 @@ class MissionUsage:
         return self.tasks.get((run_id, task_id), Totals())
 
 
-_SUMS = """
-coalesce(sum(a.tokens_in + a.judge_tokens_in), 0)::bigint AS tokens_in,
-coalesce(sum(a.tokens_out + a.judge_tokens_out), 0)::bigint AS tokens_out,
-coalesce(sum(a.cost_usd + a.judge_cost_usd), 0)::double precision AS cost_usd,
-count(a.attempt)::bigint AS attempts
-"""
-
-_RUN_TOTALS = f"SELECT {_SUMS} FROM attempts a WHERE a.run_id = %(run_id)s"
-
-# One row per (run, task), one per run, and one for the whole mission (run_id and task_id NULL).
-_MISSION_USAGE = f"""
-SELECT r.id AS run_id, a.task_id, GROUPING(r.id, a.task_id) AS level, {_SUMS}
-  FROM runs r JOIN attempts a ON a.run_id = r.id
- WHERE r.mission_id = %(mission_id)s
- GROUP BY GROUPING SETS ((r.id, a.task_id), (r.id), ())
-"""
+RUN_TOTALS = query("run_totals")
+MISSION_USAGE = query("mission_usage")
 
 
 def _totals(row: Mapping[str, Any]) -> Totals:
@@ -68,7 +56,7 @@ def _totals(row: Mapping[str, Any]) -> Totals:
 
 
 def run_totals(conn: psycopg.Connection[Any], run_id: str) -> Totals:
-    row = conn.execute(_RUN_TOTALS, {"run_id": run_id}).fetchone()
+    row = conn.execute(RUN_TOTALS, {"run_id": run_id}).fetchone()
     return _totals(row) if row is not None else Totals()
 
 
@@ -80,7 +68,7 @@ def mission_usage(conn: psycopg.Connection[Any], mission_id: str) -> MissionUsag
     total = Totals()
     runs: dict[str, Totals] = {}
     tasks: dict[tuple[str, str], Totals] = {}
-    for row in conn.execute(_MISSION_USAGE, {"mission_id": mission_id}).fetchall():
+    for row in conn.execute(MISSION_USAGE, {"mission_id": mission_id}).fetchall():
         level = int(row["level"])
         if level == 0:
             tasks[(row["run_id"], row["task_id"])] = _totals(row)
