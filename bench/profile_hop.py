@@ -6,13 +6,17 @@
 
 No Celery here: a single thread plays a ``--pool solo`` worker. It creates a fresh database
 ``bench_<random>`` (dropped at the end), creates missions through the real Flask app (test client),
-starts runs with ``workers.coordination.runs.execute`` and then runs ``Executor.run_attempt`` for every attempt
-the coordinator asks for, in FIFO order, with an in-process dispatcher that queues the attempt
-instead of sending a Celery message (wake-ups are still published to Redis). The product code is
-not modified: functions are wrapped at run time with ``time.perf_counter`` timers, and every SQL
-statement is timed by wrapping ``psycopg.Cursor.execute``/``executemany``.
+starts runs with ``workers.coordination.runs.execute`` in a unit of work of a ``Coordinator``
+(``workers.coordination.advance``) and then runs ``Executor.run_attempt``
+(``workers.execution.executor``) for every attempt the coordinator asks for, in FIFO order. The
+coordinator's sender is the real ``Dispatcher.send`` (``workers.messaging.dispatch``), timed, with
+the Celery sends replaced by an in-process queue (wake-ups are still published to Redis). The
+product code is not modified: functions are wrapped at run time with ``time.perf_counter`` timers,
+and every SQL statement is timed by wrapping ``psycopg.Cursor.execute``/``executemany``.
 
-Printed per attempt (mean): transactions, SQL statements by kind, time in RunState.from_json /
+Printed per attempt (mean): transactions, SQL statements (by their name in
+``workers/store/queries/*.sql``, else by kind), time in the two write paths of ``advance()``
+(``step_if_current``, ``step``) and their parts, RunState.from_json /
 to_json / MissionSpec.from_document / engine.decide / JSON encode and decode, and the size of the
 ``runs.state`` document; then a micro-benchmark of the state (de)serialisation by task count.
 """
@@ -48,7 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from overhead import (
+from overhead import (  # noqa: E402 (bench/ is put on sys.path above)
     DEFAULT_DATABASE_URL,
     DEFAULT_REDIS_URL,
     chain_doc,
@@ -79,8 +83,20 @@ def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+@functools.cache
+def _query_names() -> dict[str, str]:
+    """The product's named statements (``workers/store/queries/*.sql``) by their text."""
+    from workers.store.queries import queries
+
+    named = queries()
+    return {named.sql(name): name for name in named}
+
+
 def _sql_label(query: Any) -> str:
     text = query if isinstance(query, str) else str(getattr(query, "_obj", query))
+    name = _query_names().get(text)
+    if name is not None:  # a named query: its name says more than its first words
+        return "sql: " + name
     text = re.sub(r"\s+", " ", text).strip()
     m = re.match(r"(SELECT .*? FROM \w+|UPDATE \w+ SET \w+|INSERT INTO \w+|DELETE FROM \w+|\w+)", text)
     label = m.group(1) if m else text[:40]
@@ -94,7 +110,8 @@ def instrument() -> None:
     import psycopg.types.json as pj
 
     from orchestrator import engine, spec
-    from workers.coordination import step as coordinator
+    from workers.coordination import advance
+    from workers.store import run_state
 
     engine.RunState.from_json = classmethod(timed("RunState.from_json", engine.RunState.from_json.__func__))
     engine.RunState.to_json = timed("RunState.to_json", engine.RunState.to_json)
@@ -102,14 +119,14 @@ def instrument() -> None:
         timed("MissionSpec.from_document", spec.MissionSpec.from_document.__func__))
     spec.MissionSpec.to_document = timed("MissionSpec.to_document", spec.MissionSpec.to_document)
     engine.decide = timed("engine.decide", engine.decide)
-    coordinator.step = timed("coordinator.step (whole)", coordinator.step)
-    from workers.store import run_state as run_store
-
-    run_store.load = timed("run_store.load (lock + cache or read)", run_store.load)
-    run_store.save = timed("run_store.save (changed rows)", run_store.save)
-    coordinator.step_if_current = timed("coordinator.step_if_current (whole)", coordinator.step_if_current)
-    run_store.save_if_current = timed("run_store.save_if_current (the one statement)", run_store.save_if_current)
-    coordinator.persist = timed("coordinator.persist (save + effects)", coordinator.persist)
+    # advance() picks its path by calling these module functions by name, so wrapping them here
+    # times every step, whichever unit of work takes it.
+    advance.step = timed("advance.step (locking path, whole)", advance.step)
+    run_state.load = timed("run_state.load (lock + cache or read)", run_state.load)
+    run_state.save = timed("run_state.save (changed rows)", run_state.save)
+    advance.step_if_current = timed("advance.step_if_current (one statement, whole)", advance.step_if_current)
+    run_state.save_if_current = timed("run_state.save_if_current (the one statement)", run_state.save_if_current)
+    advance._persist = timed("advance._persist (save + effects)", advance._persist)
     pj.set_json_dumps(timed("json.dumps (psycopg Jsonb)", json.dumps))
     pj.set_json_loads(timed("json.loads (psycopg jsonb)", json.loads))
 
@@ -144,25 +161,27 @@ def instrument() -> None:
 
 # -- an in-process worker --------------------------------------------------------------------------
 class LocalDispatcher:
-    """The real Dispatcher's after-commit, with Celery sends replaced by an in-process queue."""
+    """The coordinator's sender: the real ``Dispatcher.send``, timed, with Celery sends replaced by an
+    in-process queue (wake-ups and cancel flags still go to Redis)."""
 
     def __init__(self, redis_client: Any) -> None:
         from workers.messaging.dispatch import Dispatcher
 
         self.queue: collections.deque[tuple[str, str, int]] = collections.deque()
-        self.inner = Dispatcher(celery=None, redis_client=redis_client)
+        self.inner = Dispatcher(celery=None, redis_client=redis_client)  # no publisher thread: inline
         self.inner.send_attempts = self._send  # type: ignore[method-assign]
         self.inner.send_assessment = lambda *a: True  # type: ignore[method-assign]
+        self.cancel_flags = self.inner.cancel_flags
 
     def _send(self, run_id: str, attempts: list[tuple[str, int]]) -> bool:
         self.queue.extend((run_id, task_id, attempt) for task_id, attempt in attempts)
         return True
 
-    def after_commit(self, outcome: Any, assess_inline: Any = None) -> None:
+    def send(self, outcome: Any, assess_inline: Any = None) -> None:
         t0 = time.perf_counter()
-        self.inner.after_commit(outcome, assess_inline)
-        TIMES["dispatcher.after_commit (redis publish)"] += time.perf_counter() - t0
-        COUNTS["dispatcher.after_commit (redis publish)"] += 1
+        self.inner.send(outcome, assess_inline)
+        TIMES["dispatcher.send (redis publish)"] += time.perf_counter() - t0
+        COUNTS["dispatcher.send (redis publish)"] += 1
 
 
 @contextmanager
@@ -185,6 +204,7 @@ class Harness:
     def __init__(self, db_url: str, redis_url: str, data_dir: Path) -> None:
         from api.http.app import create_app
         from config import Settings
+        from workers.coordination.advance import Coordinator
         from workers.execution.executor import Executor
         from workers.store.projects import create_key, project_for_key
         from workers.wiring import Services
@@ -198,20 +218,21 @@ class Harness:
         self.app = create_app(self.settings, self.services)
         self.client = self.app.test_client()
         self.dispatcher = LocalDispatcher(self.services.redis)
-        self.executor = Executor(self.services, self.dispatcher, "profile@local")  # type: ignore[arg-type]
+        self.coordinator = Coordinator(self.services.db, self.dispatcher)
+        self.executor = Executor(self.settings, self.services.db, self.coordinator, self.dispatcher.cancel_flags,
+                                 "profile@local")
 
     def start(self, doc: dict[str, Any]) -> str:
         from workers.coordination import runs
-        from workers.execution.executor import utcnow
         from workers.store.missions import Limits
+        from workers.support.clock import utcnow
 
         saved = dict(TIMES), dict(COUNTS)  # creating and starting the run is not part of an attempt
         r = self.client.post("/v1/missions", json=doc, headers={"Authorization": f"Bearer {self.key}"})
         assert r.status_code == 201, r.get_data(as_text=True)[:2000]
         mission_id = r.get_json()["id"]
-        with self.services.transaction() as conn:
-            run_id, outcome, *_ = runs.execute(conn, self.project_id, mission_id, Limits(max_tasks=10_000), utcnow())
-        self.dispatcher.after_commit(outcome)
+        with self.coordinator.transaction() as uow:  # sends what the run starts when the block exits
+            run_id = runs.execute(uow, self.project_id, mission_id, Limits(max_tasks=10_000), utcnow()).run_id
         TIMES.clear()
         TIMES.update(saved[0])
         COUNTS.clear()
@@ -229,17 +250,20 @@ class Harness:
         return n, time.perf_counter() - t0
 
     def counting_transactions(self) -> None:
-        original = self.services.transaction
+        """Count the transactions the executor and the coordinator open on the process's database
+        (``Database.transaction``; statements in autocommit are not transactions of their own here)."""
+        db = self.services.db
+        original = db.transaction
 
         @contextmanager
         def transaction() -> Iterator[Any]:
-            COUNTS["transactions (Services.transaction)"] += 1
+            COUNTS["transactions (Database.transaction)"] += 1
             t0 = time.perf_counter()
             with original() as conn:
                 yield conn
-            TIMES["transactions (Services.transaction)"] += time.perf_counter() - t0
+            TIMES["transactions (Database.transaction)"] += time.perf_counter() - t0
 
-        self.services.transaction = transaction  # type: ignore[method-assign]
+        db.transaction = transaction  # type: ignore[method-assign]
 
 
 def wal_lsn(db_url: str) -> str:
@@ -261,7 +285,7 @@ def report(title: str, attempts: int, seconds: float, state_row: dict[str, Any] 
               f" stored (TOAST-compressed); runs.spec {state_row['spec'] / 1024:.1f} KiB stored;"
               f" events rows per attempt {state_row['events'] / attempts:.2f};"
               f" WAL per attempt {wal / attempts / 1024:.0f} KiB")
-    print("   (calls and ms are per attempt; nested timers overlap, e.g. coordinator.step_if_current"
+    print("   (calls and ms are per attempt; nested timers overlap, e.g. advance.step_if_current"
           " contains decide and save_if_current)")
     print(f"   {'per attempt':58} {'calls':>7} {'ms':>9} {'% of attempt':>12}")
     per_attempt = seconds / attempts
@@ -319,10 +343,10 @@ def micro(services: Any, run_ids: dict[int, str]) -> None:
         for n, run_id in sorted(run_ids.items()):
             # Since migration 0004 a run is stored split (runs.state, runs.spec, run_tasks rows);
             # rebuild the whole document to measure what a whole-state store would pay.
-            from workers.store import run_state as run_store
+            from workers.store import run_state
 
             with conn.transaction():
-                stored = run_store.load(conn, run_id, lock=False)
+                stored = run_state.load(conn, run_id, lock=False)
             assert stored is not None
             text = json.dumps(stored.state.to_json())
             reps = 40 if n <= 200 else 10
@@ -384,7 +408,8 @@ def main(argv: list[str] | None = None) -> int:
                 h.dispatcher.queue.clear()
             run_ids[len(doc["tasks"])] = run_id
             wal = wal_bytes_since(db_url, wal0)
-            report(f"{title}{f' x{repeats}' if repeats > 1 else ''}", n, seconds, state_info(h.services, run_id, chain_runs), wal)
+            report(f"{title}{f' x{repeats}' if repeats > 1 else ''}", n, seconds,
+                   state_info(h.services, run_id, chain_runs), wal)
             if title.startswith("chain"):
                 chain_split(db_url, chain_runs)
             if args.cprofile:
