@@ -100,8 +100,12 @@ def mission_doc(name: str, tasks: list[dict[str, Any]]) -> dict[str, Any]:
     for task in tasks:
         task.setdefault("description", "no-op")
         task.setdefault("assignTo", "noop")
-    return {"name": name, "prompt": "benchmark", "tasks": tasks,
-            "team": {"name": "bench", "volatile": True, "agents": [dict(NOOP_AGENT)]}}
+    return {
+        "name": name,
+        "prompt": "benchmark",
+        "tasks": tasks,
+        "team": {"name": "bench", "volatile": True, "agents": [dict(NOOP_AGENT)]},
+    }
 
 
 def chain_doc(name: str, n: int) -> dict[str, Any]:
@@ -130,7 +134,7 @@ def fan_doc(name: str, n: int) -> dict[str, Any]:
     tasks += [{"title": t, "dependsOn": ["root"]} for t in middle]
     if joins:
         size = -(-len(middle) // joins)
-        groups = [middle[i:i + size] for i in range(0, len(middle), size)]
+        groups = [middle[i : i + size] for i in range(0, len(middle), size)]
         tasks += [{"title": f"join{j}", "dependsOn": g} for j, g in enumerate(groups)]
         tasks.append({"title": "sink", "dependsOn": [f"join{j}" for j in range(len(groups))]})
     else:
@@ -174,21 +178,24 @@ class Bench:
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MISSIONS_")}
-        env.update({
-            "DATABASE_URL": self.db_url,
-            "REDIS_URL": self.redis_url,
-            "RAW_REDIS_URL": self.raw_redis_url,
-            "MISSIONS_DATA_DIR": str(self.workdir / "data"),
-            "MISSIONS_LOG_LEVEL": "warning",
-            "MISSIONS_PORT": str(self.port),
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")])),
-        })
+        env.update(
+            {
+                "DATABASE_URL": self.db_url,
+                "REDIS_URL": self.redis_url,
+                "RAW_REDIS_URL": self.raw_redis_url,
+                "MISSIONS_DATA_DIR": str(self.workdir / "data"),
+                "MISSIONS_LOG_LEVEL": "warning",
+                "MISSIONS_PORT": str(self.port),
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")])),
+            }
+        )
         return env
 
     def spawn(self, name: str, argv: list[str]) -> None:
         log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
-        self.processes[name] = subprocess.Popen(argv, env=self.env(), cwd=ROOT, stdout=log,
-                                                stderr=subprocess.STDOUT, start_new_session=True)
+        self.processes[name] = subprocess.Popen(
+            argv, env=self.env(), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def connect(self, **kw: Any) -> psycopg.Connection[Any]:
         return psycopg.connect(self.db_url, row_factory=dict_row, autocommit=True, **kw)
@@ -205,13 +212,16 @@ class Bench:
             self.key = create_key(conn, "bench")
         for url in (self.redis_url, self.raw_redis_url):
             redis.Redis.from_url(url).flushdb()
-        cli = [sys.executable, "-c", "from api.cli.main import main; main()"]
-        self.spawn("worker", [*cli, "worker", "--concurrency", str(CONCURRENCY), "--pool", "threads",
-                              "--name", f"bench-{os.getpid()}"])
+        cli = [sys.executable, "-c", "from api.cli import main; main()"]
+        self.spawn(
+            "worker",
+            [*cli, "worker", "--concurrency", str(CONCURRENCY), "--pool", "threads", "--name", f"bench-{os.getpid()}"],
+        )
         self.spawn("beat", [*cli, "beat"])
         self.spawn("api", [*cli, "api"])
-        self.spawn("raw_worker", [sys.executable, str(BENCH / "raw_celery.py"), "worker",
-                                  "--concurrency", str(CONCURRENCY)])
+        self.spawn(
+            "raw_worker", [sys.executable, str(BENCH / "raw_celery.py"), "worker", "--concurrency", str(CONCURRENCY)]
+        )
 
         def api_up() -> bool:
             self.check_alive()
@@ -266,6 +276,7 @@ class Bench:
     def wait_runs(self, run_ids: list[str], timeout: float) -> None:
         """Poll the runs table (status column only) until every run is terminal."""
         with self.connect() as conn:
+
             def done() -> bool:
                 self.check_alive()
                 self.polls += 1
@@ -295,8 +306,9 @@ class Bench:
     def xact_commits(self) -> int:
         """Transactions on the bench database so far, less the ones this script's polling made."""
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            row = conn.execute("SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s",
-                               (self.db_name,)).fetchone()
+            row = conn.execute(
+                "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s", (self.db_name,)
+            ).fetchone()
         return (int(row[0]) if row else 0) - self.polls
 
     # -- raw Celery ---------------------------------------------------------------------------------
@@ -339,8 +351,8 @@ def cpu_seconds(bench: Bench) -> dict[str, float]:
             cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        comm = stat[stat.index("(") + 1:stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2:].split()
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
         sid, cpu = int(fields[3]), (int(fields[11]) + int(fields[12])) / tick
         if sid in sessions:
             out[sessions[sid]] += cpu
@@ -374,8 +386,11 @@ class CpuMeter:
         busy = used.pop("(machine busy)")
         ours = sum(used.values())
         parts = [f"{k} {v:.2f}" for k, v in sorted(used.items(), key=lambda kv: -kv[1]) if v >= 0.01]
-        return (f"CPU s in {wall:.2f} s wall: " + ", ".join(parts)
-                + f" (total {ours:.2f}; others on the machine {max(busy - ours, 0.0):.2f})")
+        return (
+            f"CPU s in {wall:.2f} s wall: "
+            + ", ".join(parts)
+            + f" (total {ours:.2f}; others on the machine {max(busy - ours, 0.0):.2f})"
+        )
 
 
 def ts(value: datetime) -> float:
@@ -405,7 +420,9 @@ def part_a(bench: Bench, chain_len: int, repeats: int) -> list[tuple[str, bool]]
             rows = conn.execute(
                 "SELECT t.title, a.claimed_at, a.finished_at FROM attempts a"
                 "  JOIN runs r ON r.id = a.run_id JOIN tasks t ON t.id = a.task_id AND t.mission_id = r.mission_id"
-                " WHERE a.run_id = %s AND a.attempt = 1 ORDER BY t.title", (run_id,)).fetchall()
+                " WHERE a.run_id = %s AND a.attempt = 1 ORDER BY t.title",
+                (run_id,),
+            ).fetchall()
             run = conn.execute("SELECT started_at, finished_at FROM runs WHERE id = %s", (run_id,)).fetchone()
         assert len(rows) == chain_len, rows
         for prev, nxt in itertools.pairwise(rows):
@@ -506,14 +523,22 @@ def missions_batch(bench: Bench, missions: list[dict[str, Any]], per_mission: in
         agg = conn.execute(
             "SELECT count(*) AS n, min(claimed_at) AS first, max(finished_at) AS last,"
             "       percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM claimed_at - created_at)) AS wait"
-            "  FROM attempts WHERE run_id = ANY(%s)", (run_ids,)).fetchone()
+            "  FROM attempts WHERE run_id = ANY(%s)",
+            (run_ids,),
+        ).fetchone()
         last = conn.execute("SELECT max(finished_at) AS last FROM runs WHERE id = ANY(%s)", (run_ids,)).fetchone()
     time.sleep(1.2)
     assert agg["n"] == total, agg
     span = ts(agg["last"]) - ts(agg["first"])
-    return Batch(tps=total / span, span=span, send_tps=total / (ts(last["last"]) - sent), send_s=send_s,
-                 cpu=cpu_text, wait_ms=float(agg["wait"]) * 1000,
-                 xacts=(bench.xact_commits() - xacts_before) / total)
+    return Batch(
+        tps=total / span,
+        span=span,
+        send_tps=total / (ts(last["last"]) - sent),
+        send_s=send_s,
+        cpu=cpu_text,
+        wait_ms=float(agg["wait"]) * 1000,
+        xacts=(bench.xact_commits() - xacts_before) / total,
+    )
 
 
 def raw_batch(bench: Bench, n: int, paused: bool) -> Batch:
@@ -539,8 +564,10 @@ def raw_batch(bench: Bench, n: int, paused: bool) -> Batch:
 
 
 def part_b(bench: Bench, n_missions: int, per_mission: int, raw_n: int, trials: int) -> list[tuple[str, bool]]:
-    print(f"\n(b) throughput: {n_missions} missions x {per_mission} independent no-op tasks"
-          f" vs {raw_n} raw Celery tasks in a group, {trials} trial(s) each, interleaved")
+    print(
+        f"\n(b) throughput: {n_missions} missions x {per_mission} independent no-op tasks"
+        f" vs {raw_n} raw Celery tasks in a group, {trials} trial(s) each, interleaved"
+    )
     tag = uuid.uuid4().hex[:6]
     t0 = time.monotonic()
     with ThreadPoolExecutor(16) as pool:
@@ -549,24 +576,29 @@ def part_b(bench: Bench, n_missions: int, per_mission: int, raw_n: int, trials: 
     print(f"  created {len(missions)} missions in {time.monotonic() - t0:.1f} s (not timed)")
     runs: list[tuple[Any, Any]] = []
     for k in range(trials):
-        m = missions_batch(bench, missions[k * n_missions:(k + 1) * n_missions], per_mission, paused=False)
+        m = missions_batch(bench, missions[k * n_missions : (k + 1) * n_missions], per_mission, paused=False)
         runs.append((m, raw_batch(bench, raw_n, paused=False)))
     # The same work with the worker's consumer paused while everything is sent: what the worker
     # alone can drain, without the producer (API or client) competing for the CPUs.
-    md = missions_batch(bench, missions[trials * n_missions:], per_mission, paused=True)
+    md = missions_batch(bench, missions[trials * n_missions :], per_mission, paused=True)
     rd = raw_batch(bench, raw_n, paused=True)
 
     print(f"  {'':46} {'Missions':>10} {'raw Celery':>11} {'ratio':>7}")
     for k, (m, r) in enumerate(runs, 1):
-        print(f"  {f'tasks/s, first start -> last finish, trial {k}':46} {m.tps:10.1f} {r.tps:11.1f}"
-              f" {m.tps / r.tps * 100:6.1f}%")
+        print(
+            f"  {f'tasks/s, first start -> last finish, trial {k}':46} {m.tps:10.1f} {r.tps:11.1f}"
+            f" {m.tps / r.tps * 100:6.1f}%"
+        )
     # The trial with the median ratio stands for the part (the machine's speed drifts by +-15 %
     # between runs; each trial measures both systems back to back).
     m, r = sorted(runs, key=lambda mr: mr[0].tps / mr[1].tps)[len(runs) // 2]
-    print(f"  {'tasks/s, first start -> last finish, median':46} {m.tps:10.1f} {r.tps:11.1f}"
-          f" {m.tps / r.tps * 100:6.1f}%")
-    print(f"  {'tasks/s, first send -> last finish (median trial)':46} {m.send_tps:10.1f} {r.send_tps:11.1f}"
-          f" {m.send_tps / r.send_tps * 100:6.1f}%")
+    print(
+        f"  {'tasks/s, first start -> last finish, median':46} {m.tps:10.1f} {r.tps:11.1f} {m.tps / r.tps * 100:6.1f}%"
+    )
+    print(
+        f"  {'tasks/s, first send -> last finish (median trial)':46} {m.send_tps:10.1f} {r.send_tps:11.1f}"
+        f" {m.send_tps / r.send_tps * 100:6.1f}%"
+    )
     print(f"  {'seconds to send (POST /execute | messages)':46} {m.send_s:9.2f}s {r.send_s:10.2f}s")
     print(f"  {'drain a pre-filled queue: tasks/s':46} {md.tps:10.1f} {rd.tps:11.1f} {md.tps / rd.tps * 100:6.1f}%")
     print(f"  Missions median queue wait (attempt created -> claimed): {m.wait_ms:.0f} ms")
@@ -578,8 +610,10 @@ def part_b(bench: Bench, n_missions: int, per_mission: int, raw_n: int, trials: 
     share = m.tps / r.tps
     ok = share >= 0.40
     lowest = min(mm.tps / rr.tps for mm, rr in runs)
-    print(f"  target Missions >= 40% of raw Celery (sent at once, first start -> last finish, median of {trials}):"
-          f" {share * 100:.1f}%  {verdict(ok)}  (lowest trial {lowest * 100:.1f}%)")
+    print(
+        f"  target Missions >= 40% of raw Celery (sent at once, first start -> last finish, median of {trials}):"
+        f" {share * 100:.1f}%  {verdict(ok)}  (lowest trial {lowest * 100:.1f}%)"
+    )
     print(f"  (same target on the drain rates: {md.tps / rd.tps * 100:.1f}%  {verdict(md.tps / rd.tps >= 0.4)})")
     return [("b: throughput >= 40% of raw", ok)]
 
@@ -603,18 +637,24 @@ def part_c(bench: Bench, big: int, small: int) -> list[tuple[str, bool]]:
         with bench.connect() as conn:
             run = conn.execute(
                 "SELECT started_at, finished_at, pg_column_size(state) AS stored, octet_length(state::text) AS text,"
-                "       pg_column_size(spec) AS spec_stored FROM runs WHERE id = %s", (run_id,)).fetchone()
+                "       pg_column_size(spec) AS spec_stored FROM runs WHERE id = %s",
+                (run_id,),
+            ).fetchone()
             att = conn.execute(
                 "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - claimed_at)) AS inside,"
                 "       percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM claimed_at - created_at)) AS wait,"
-                "       count(*) AS n FROM attempts WHERE run_id = %s", (run_id,)).fetchone()
+                "       count(*) AS n FROM attempts WHERE run_id = %s",
+                (run_id,),
+            ).fetchone()
         wall = ts(run["finished_at"]) - ts(run["started_at"])
         results[n] = {"wall": wall, "per": wall / n}
-        print(f"  {n:5d} tasks: wall {wall:8.2f} s, per task {ms(wall / n)}"
-              f" | create {created:.2f} s, execute {execute_s:.2f} s"
-              f" | in-task p50 {float(att['inside']) * 1000:.1f} ms, queue wait p50 {float(att['wait']) * 1000:.0f} ms"
-              f" | runs.state {run['text'] / 1024:.0f} KiB JSON ({run['stored'] / 1024:.0f} KiB stored),"
-              f" runs.spec {run['spec_stored'] / 1024:.0f} KiB stored")
+        print(
+            f"  {n:5d} tasks: wall {wall:8.2f} s, per task {ms(wall / n)}"
+            f" | create {created:.2f} s, execute {execute_s:.2f} s"
+            f" | in-task p50 {float(att['inside']) * 1000:.1f} ms, queue wait p50 {float(att['wait']) * 1000:.0f} ms"
+            f" | runs.state {run['text'] / 1024:.0f} KiB JSON ({run['stored'] / 1024:.0f} KiB stored),"
+            f" runs.spec {run['spec_stored'] / 1024:.0f} KiB stored"
+        )
         print(f"        shape {fan_shape(doc)}; {cpu_text}")
     ratio = results[big]["per"] / results[small]["per"]
     ok = ratio <= 2
@@ -625,8 +665,7 @@ def part_c(bench: Bench, big: int, small: int) -> list[tuple[str, bool]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
-    parser.add_argument("--only", choices=["a", "b", "c"], action="append",
-                        help="run only this part (repeatable)")
+    parser.add_argument("--only", choices=["a", "b", "c"], action="append", help="run only this part (repeatable)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the process logs folder")
     parser.add_argument("--trials", type=int, default=3, help="(b): interleaved trials of each system (default 3)")
     args = parser.parse_args(argv)
@@ -645,8 +684,10 @@ def main(argv: list[str] | None = None) -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="missions-bench-"))
     bench = Bench(admin_url, redis_url, raw_redis_url, workdir)
-    print(f"Missions overhead benchmark: {os.cpu_count()} CPUs, Python {sys.version.split()[0]},"
-          f" worker concurrency {CONCURRENCY} (threads), database {bench.db_name}, logs {workdir}")
+    print(
+        f"Missions overhead benchmark: {os.cpu_count()} CPUs, Python {sys.version.split()[0]},"
+        f" worker concurrency {CONCURRENCY} (threads), database {bench.db_name}, logs {workdir}"
+    )
     print(f"sizes: {json.dumps(sizes)}")
     outcomes: list[tuple[str, bool]] = []
     failed = False

@@ -116,7 +116,8 @@ def instrument() -> None:
     engine.RunState.from_json = classmethod(timed("RunState.from_json", engine.RunState.from_json.__func__))
     engine.RunState.to_json = timed("RunState.to_json", engine.RunState.to_json)
     spec.MissionSpec.from_document = classmethod(
-        timed("MissionSpec.from_document", spec.MissionSpec.from_document.__func__))
+        timed("MissionSpec.from_document", spec.MissionSpec.from_document.__func__)
+    )
     spec.MissionSpec.to_document = timed("MissionSpec.to_document", spec.MissionSpec.to_document)
     engine.decide = timed("engine.decide", engine.decide)
     # advance() picks its path by calling these module functions by name, so wrapping them here
@@ -209,8 +210,7 @@ class Harness:
         from workers.store.projects import create_key, project_for_key
         from workers.wiring import Services
 
-        self.settings = Settings(database_url=db_url, redis_url=redis_url, log_level="warning",
-                                 data_dir=data_dir)
+        self.settings = Settings(database_url=db_url, redis_url=redis_url, log_level="warning", data_dir=data_dir)
         self.services = Services(self.settings)
         with psycopg.connect(db_url, row_factory=dict_row) as conn:
             self.key = create_key(conn, "bench")
@@ -219,8 +219,9 @@ class Harness:
         self.client = self.app.test_client()
         self.dispatcher = LocalDispatcher(self.services.redis)
         self.coordinator = Coordinator(self.services.db, self.dispatcher)
-        self.executor = Executor(self.settings, self.services.db, self.coordinator, self.dispatcher.cancel_flags,
-                                 "profile@local")
+        self.executor = Executor(
+            self.settings, self.services.db, self.coordinator, self.dispatcher.cancel_flags, "profile@local"
+        )
 
     def start(self, doc: dict[str, Any]) -> str:
         from workers.coordination import runs
@@ -278,15 +279,21 @@ def wal_bytes_since(db_url: str, lsn: str) -> int:
 
 
 def report(title: str, attempts: int, seconds: float, state_row: dict[str, Any] | None, wal: int = 0) -> None:
-    print(f"\n== {title}: {attempts} attempts in {seconds:.2f} s = {seconds / attempts * 1000:.2f} ms per attempt"
-          " (single thread, no Celery)")
+    print(
+        f"\n== {title}: {attempts} attempts in {seconds:.2f} s = {seconds / attempts * 1000:.2f} ms per attempt"
+        " (single thread, no Celery)"
+    )
     if state_row:
-        print(f"   runs.state: {state_row['text'] / 1024:.1f} KiB as JSON text, {state_row['stored'] / 1024:.1f} KiB"
-              f" stored (TOAST-compressed); runs.spec {state_row['spec'] / 1024:.1f} KiB stored;"
-              f" events rows per attempt {state_row['events'] / attempts:.2f};"
-              f" WAL per attempt {wal / attempts / 1024:.0f} KiB")
-    print("   (calls and ms are per attempt; nested timers overlap, e.g. advance.step_if_current"
-          " contains decide and save_if_current)")
+        print(
+            f"   runs.state: {state_row['text'] / 1024:.1f} KiB as JSON text, {state_row['stored'] / 1024:.1f} KiB"
+            f" stored (TOAST-compressed); runs.spec {state_row['spec'] / 1024:.1f} KiB stored;"
+            f" events rows per attempt {state_row['events'] / attempts:.2f};"
+            f" WAL per attempt {wal / attempts / 1024:.0f} KiB"
+        )
+    print(
+        "   (calls and ms are per attempt; nested timers overlap, e.g. advance.step_if_current"
+        " contains decide and save_if_current)"
+    )
     print(f"   {'per attempt':58} {'calls':>7} {'ms':>9} {'% of attempt':>12}")
     per_attempt = seconds / attempts
     for name in sorted(TIMES, key=lambda k: -TIMES[k]):
@@ -299,8 +306,11 @@ def report(title: str, attempts: int, seconds: float, state_row: dict[str, Any] 
 
 def state_info(services: Any, run_id: str, all_runs: list[str]) -> dict[str, Any]:
     with psycopg.connect(services.settings.database_url, row_factory=dict_row) as conn:
-        row = conn.execute("SELECT pg_column_size(state) AS stored, octet_length(state::text) AS text,"
-                           " pg_column_size(spec) AS spec FROM runs WHERE id = %s", (run_id,)).fetchone()
+        row = conn.execute(
+            "SELECT pg_column_size(state) AS stored, octet_length(state::text) AS text,"
+            " pg_column_size(spec) AS spec FROM runs WHERE id = %s",
+            (run_id,),
+        ).fetchone()
         events = conn.execute("SELECT count(*) AS n FROM events WHERE run_id = ANY(%s)", (all_runs,)).fetchone()
     return {**row, "events": events["n"]}
 
@@ -323,11 +333,15 @@ def chain_split(db_url: str, run_ids: list[str]) -> None:
         for run_id in run_ids:
             rows = conn.execute(
                 "SELECT t.title, a.claimed_at, a.finished_at FROM attempts a JOIN tasks t ON t.id = a.task_id"
-                " WHERE a.run_id = %s ORDER BY t.title", (run_id,)).fetchall()
+                " WHERE a.run_id = %s ORDER BY t.title",
+                (run_id,),
+            ).fetchall()
             hops += [(b["claimed_at"] - a["finished_at"]).total_seconds() * 1000 for a, b in itertools.pairwise(rows)]
             inside += [(r["finished_at"] - r["claimed_at"]).total_seconds() * 1000 for r in rows]
-    print(f"   without Celery: hop (finished_at i -> claimed_at i+1) p50 {statistics.median(hops):.2f} ms,"
-          f" in-task (claimed_at -> finished_at) p50 {statistics.median(inside):.2f} ms")
+    print(
+        f"   without Celery: hop (finished_at i -> claimed_at i+1) p50 {statistics.median(hops):.2f} ms,"
+        f" in-task (claimed_at -> finished_at) p50 {statistics.median(inside):.2f} ms"
+    )
 
 
 def micro(services: Any, run_ids: dict[int, str]) -> None:
@@ -337,8 +351,10 @@ def micro(services: Any, run_ids: dict[int, str]) -> None:
     from orchestrator.spec import MissionSpec
 
     print("\n== whole-state (de)serialisation per call, median (pure Python, no DB)")
-    print(f"   {'tasks':>6} {'json.loads':>11} {'from_json':>10} {'(spec part)':>12} {'to_json':>9}"
-          f" {'json.dumps':>11} {'sum':>9} {'x per attempt':>14}")
+    print(
+        f"   {'tasks':>6} {'json.loads':>11} {'from_json':>10} {'(spec part)':>12} {'to_json':>9}"
+        f" {'json.dumps':>11} {'sum':>9} {'x per attempt':>14}"
+    )
     with psycopg.connect(services.settings.database_url, row_factory=dict_row) as conn:
         for n, run_id in sorted(run_ids.items()):
             # Since migration 0004 a run is stored split (runs.state, runs.spec, run_tasks rows);
@@ -361,8 +377,10 @@ def micro(services: Any, run_ids: dict[int, str]) -> None:
             total = t_loads + t_from + t_to + t_dumps
             # what a whole-state store paid per attempt: 3 decodes and 2 encodes (before migration 0004)
             per_attempt = 3 * (t_loads + t_from) + 2 * (t_to + t_dumps)
-            print(f"   {n:6d} {t_loads:9.2f}ms {t_from:8.2f}ms {t_spec:10.2f}ms {t_to:7.2f}ms"
-                  f" {t_dumps:9.2f}ms {total:7.2f}ms {per_attempt:12.2f}ms")
+            print(
+                f"   {n:6d} {t_loads:9.2f}ms {t_from:8.2f}ms {t_spec:10.2f}ms {t_to:7.2f}ms"
+                f" {t_dumps:9.2f}ms {total:7.2f}ms {per_attempt:12.2f}ms"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -371,8 +389,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--big", type=int, default=2000, help="task count of the big fan-out (default 2000)")
     parser.add_argument("--repeat", type=int, default=5, help="runs of each small case (default 5)")
     parser.add_argument("--only-small", action="store_true", help="skip the big fan-out")
-    parser.add_argument("--sample", type=int, default=200,
-                        help="attempts to run of the big fan-out (the middle layer; cost per attempt is steady)")
+    parser.add_argument(
+        "--sample",
+        type=int,
+        default=200,
+        help="attempts to run of the big fan-out (the middle layer; cost per attempt is steady)",
+    )
     args = parser.parse_args(argv)
     admin_url = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
     redis_url = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
@@ -386,11 +408,12 @@ def main(argv: list[str] | None = None) -> int:
         h.start(chain_doc(f"warm-{uuid.uuid4().hex[:6]}", 3))
         h.work()
         run_ids: dict[int, str] = {}
-        cases = [("chain of 40", chain_doc("p-chain-40", 40), None),
-                 ("fan-out 10", fan_doc("p-fan-10", 10), None),
-                 ("fan-out 200", fan_doc("p-fan-200", 200), None),
-                 (f"fan-out {args.big} (first {args.sample} attempts)", fan_doc(f"p-fan-{args.big}", args.big),
-                  args.sample)]
+        cases = [
+            ("chain of 40", chain_doc("p-chain-40", 40), None),
+            ("fan-out 10", fan_doc("p-fan-10", 10), None),
+            ("fan-out 200", fan_doc("p-fan-200", 200), None),
+            (f"fan-out {args.big} (first {args.sample} attempts)", fan_doc(f"p-fan-{args.big}", args.big), args.sample),
+        ]
         if args.only_small:
             cases = cases[:3]
         for title, doc, limit in cases:
@@ -408,8 +431,13 @@ def main(argv: list[str] | None = None) -> int:
                 h.dispatcher.queue.clear()
             run_ids[len(doc["tasks"])] = run_id
             wal = wal_bytes_since(db_url, wal0)
-            report(f"{title}{f' x{repeats}' if repeats > 1 else ''}", n, seconds,
-                   state_info(h.services, run_id, chain_runs), wal)
+            report(
+                f"{title}{f' x{repeats}' if repeats > 1 else ''}",
+                n,
+                seconds,
+                state_info(h.services, run_id, chain_runs),
+                wal,
+            )
             if title.startswith("chain"):
                 chain_split(db_url, chain_runs)
             if args.cprofile:
@@ -430,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
                     lines = buf.getvalue().splitlines()
                     head = next(i for i, line in enumerate(lines) if line.lstrip().startswith("ncalls"))
                     print(f"   cProfile of a second run, top 18 by {order} (dump: {path}):")
-                    print("\n".join("     " + line for line in lines[head:head + 19]))
+                    print("\n".join("     " + line for line in lines[head : head + 19]))
         micro(h.services, run_ids)
         h.services.close()
         shutil.rmtree(data_dir, ignore_errors=True)

@@ -48,7 +48,20 @@ if __name__ == "__main__":
     args = sys.argv[1:]
     if "--concurrency" in args:
         concurrency = args[args.index("--concurrency") + 1]
-    app.worker_main([
-        "worker", "--loglevel", "WARNING", "--pool", "threads", "--concurrency", concurrency,
-        "--queues", QUEUE, "--hostname", f"raw-{os.getpid()}@%h", "--without-gossip", "--without-mingle",
-    ])
+    app.worker_main(
+        [
+            "worker",
+            "--loglevel",
+            "WARNING",
+            "--pool",
+            "threads",
+            "--concurrency",
+            concurrency,
+            "--queues",
+            QUEUE,
+            "--hostname",
+            f"raw-{os.getpid()}@%h",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )

@@ -53,8 +53,9 @@ def children(pid: int) -> list[int]:
 
 
 def transactions(conn: psycopg.Connection, name: str) -> int:
-    row = conn.execute("SELECT xact_commit + xact_rollback AS n FROM pg_stat_database WHERE datname = %s",
-                       (name,)).fetchone()
+    row = conn.execute(
+        "SELECT xact_commit + xact_rollback AS n FROM pg_stat_database WHERE datname = %s", (name,)
+    ).fetchone()
     return int(row["n"])
 
 
@@ -98,10 +99,20 @@ def main() -> int:
         upgrade(db_url)
         with psycopg.connect(db_url, row_factory=dict_row) as conn:
             key = create_key(conn, "bench")
-        env = {**os.environ, "DATABASE_URL": db_url, "REDIS_URL": redis_url, "MISSIONS_PORT": str(port),
-               "MISSIONS_LOG_LEVEL": "warning"}
-        api = subprocess.Popen([sys.executable, "-c", "from api.cli.main import main; main()", "api"], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        env = {
+            **os.environ,
+            "DATABASE_URL": db_url,
+            "REDIS_URL": redis_url,
+            "MISSIONS_PORT": str(port),
+            "MISSIONS_LOG_LEVEL": "warning",
+        }
+        api = subprocess.Popen(
+            [sys.executable, "-c", "from api.cli import main; main()", "api"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         client = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         for _ in range(200):
             try:
@@ -119,8 +130,10 @@ def main() -> int:
             client.request("POST", f"/v1/missions/{mission_ids[-1]}/execute", headers=auth)
             client.getresponse().read()
         ready = threading.Semaphore(0)
-        threads = [threading.Thread(target=hold, args=(port, key, mission_ids[i % len(mission_ids)], ready, stop),
-                                    daemon=True) for i in range(args.streams)]
+        threads = [
+            threading.Thread(target=hold, args=(port, key, mission_ids[i % len(mission_ids)], ready, stop), daemon=True)
+            for i in range(args.streams)
+        ]
         for thread in threads:
             thread.start()
         for _ in threads:

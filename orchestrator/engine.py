@@ -754,7 +754,9 @@ def decide_all(state: RunState, events: Sequence[tuple[Event, datetime]]) -> Dec
             changed |= decision.changed_tasks
     if not applied:
         return _ignored(state, "; ".join(reasons))
-    return Decision(state=state, effects=tuple(effects), changed_tasks=frozenset(changed) if changed is not None else None)
+    return Decision(
+        state=state, effects=tuple(effects), changed_tasks=frozenset(changed) if changed is not None else None
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -1079,7 +1081,7 @@ def _record_failed_attempt(step: _Step, task: TaskState, message: str, notes: tu
     """A failed attempt counts against the retry budget: retried (after backoff) while it lasts, else the task fails."""
     spec = step.index.tasks[task.task_id]
     failed = task.failed_attempts + 1
-    feedback = task.feedback + (f"Attempt {task.attempt} failed: {message}",) + notes
+    feedback = (*task.feedback, f"Attempt {task.attempt} failed: {message}", *notes)
     failed_task = replace(task, failed_attempts=failed, error=message, feedback=feedback)
     if failed >= max_attempts(spec):
         step.put(replace(failed_task, status=TaskStatus.FAILED, finished_at=step.now))
@@ -1092,7 +1094,8 @@ def _record_failed_attempt(step: _Step, task: TaskState, message: str, notes: tu
 
 
 def _recover_lost_attempt(step: _Step, task: TaskState, event: WorkerLost) -> None:
-    """A lost attempt is re-run without counting as a failure, except a started side-effecting task, which waits for approval."""
+    """A lost attempt is re-run without counting as a failure, except a started side-effecting task,
+    which waits for approval."""
     if task.status is TaskStatus.ASSESSING:
         # The agent's output is known; only the judge was lost, and judging again is harmless.
         step.emit(AssessTask(task.task_id, task.attempt, task.output or ""))
@@ -1256,7 +1259,8 @@ def _is_ready(step: _Step, task: TaskState) -> bool:
 
 
 def _start_ready_tasks(step: _Step) -> None:
-    """While active, ready tasks start highest priority first (ties: document order) within the agent and mission limits."""
+    """While active, ready tasks start highest priority first (ties: document order) within the agent
+    and mission limits."""
     if step.status is not MissionStatus.ACTIVE:
         return
     index = step.index
@@ -1346,7 +1350,8 @@ def _end_run(step: _Step, status: MissionStatus, reason: str | None) -> None:
 
 
 def _stop_run(step: _Step, status: MissionStatus, reason: str) -> None:
-    """Stopping (abort, deadline or budget) cancels every unfinished task, its agent and its timers, and ends the run."""
+    """Stopping (abort, deadline or budget) cancels every unfinished task, its agent and its timers, and
+    ends the run."""
     for task_id in step.index.tasks:
         task = step.tasks[task_id]
         if task.status in TERMINAL_TASK_STATUSES:
@@ -1400,7 +1405,8 @@ def _approve_waiting_checkpoints(step: _Step) -> None:
 
 
 def _reopen_blocked_gates(step: _Step, retry_failed: bool) -> dict[str, tuple[str, ...]]:
-    """Without retryFailed a blocked gate is overridden; with it the gate is judged again after its failed or low-scoring afterTasks re-run.
+    """Without retryFailed a blocked gate is overridden; with it the gate is judged again after its
+    failed or low-scoring afterTasks re-run.
 
     Returns the afterTasks to re-run, with the notes their next prompt should carry.
     """
@@ -1424,7 +1430,7 @@ def _reopen_blocked_gates(step: _Step, retry_failed: bool) -> dict[str, tuple[st
                     f"Attempt {task.attempt} scored {task.score:g}, too low for quality gate "
                     f"{_label(gate.name, i)} (minScore {gate.min_score if gate.min_score is not None else threshold:g})"
                 )
-                rerun[task_id] = rerun.get(task_id, ()) + (note,) + _judge_reasons(task.criteria)
+                rerun[task_id] = (*rerun.get(task_id, ()), note, *_judge_reasons(task.criteria))
     return rerun
 
 
@@ -1484,7 +1490,7 @@ def _add_task(state: RunState, event: TaskAdded, now: datetime) -> Decision:
     task_id = _require_id(event.task)
     if task_id in state.tasks:
         return _ignored(state, f"task {task_id!r} is already part of the run")
-    changed = _changed_spec(state.spec, state.spec.tasks + (event.task,))
+    changed = _changed_spec(state.spec, (*state.spec.tasks, event.task))
     if isinstance(changed, str):
         return _ignored(state, changed)
     step = _Step(state, now)
@@ -1587,14 +1593,14 @@ def _index_spec(spec: MissionSpec) -> _SpecIndex:
         (gates_blocking, gate_after, gate_blocks),
         (checkpoints_blocking, checkpoint_after, checkpoint_blocks),
     ):
-        for i, (after, blocked) in enumerate(zip(afters, blocks)):
+        for i, (after, blocked) in enumerate(zip(afters, blocks, strict=False)):
             for tid in blocked:
                 kind.setdefault(tid, []).append(i)
                 for before in after:
                     successors[before].add(tid)
 
     position = {tid: i for i, tid in enumerate(tasks)}
-    indegree = {tid: 0 for tid in tasks}
+    indegree = dict.fromkeys(tasks, 0)
     for succ in successors.values():
         for tid in succ:
             indegree[tid] += 1

@@ -51,7 +51,9 @@ def build_prompt(spec: MissionSpec, task: TaskSpec, outputs: Mapping[str, str], 
     for title in task.depends_on:
         text = outputs.get(title, "")
         if len(text) > DEPENDENCY_OUTPUT_LIMIT:
-            text = text[:DEPENDENCY_OUTPUT_LIMIT] + f"\n[... cut: {len(text) - DEPENDENCY_OUTPUT_LIMIT} more characters]"
+            text = (
+                text[:DEPENDENCY_OUTPUT_LIMIT] + f"\n[... cut: {len(text) - DEPENDENCY_OUTPUT_LIMIT} more characters]"
+            )
         parts.append(f"# Output of {title!r}\n{text}")
     if feedback:
         parts.append("# Earlier attempts failed\n" + "\n".join(f"- {f}" for f in feedback))

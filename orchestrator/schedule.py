@@ -18,14 +18,13 @@ No clock is read here: ``now`` and ``after`` are arguments.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from croniter import croniter  # type: ignore[import-untyped,unused-ignore]
 
 from orchestrator.spec import parse_timestamp
 
-UTC = timezone.utc
 DEFAULT_GRACE = timedelta(seconds=60)
 # Enough fires to walk through any downtime without looping forever on a dense schedule.
 MAX_FIRES_PER_PLAN = 10_000
@@ -90,9 +89,17 @@ class FirePlan:
         return next((f for f in self.fires if f.action == "run"), None)
 
 
-def plan_fires(schedule: str, tz: str | None, due: datetime, now: datetime, *, catch_up: str = "skip",
-               end_date: datetime | None = None, run_active: bool = False,
-               grace: timedelta = DEFAULT_GRACE) -> FirePlan:
+def plan_fires(
+    schedule: str,
+    tz: str | None,
+    due: datetime,
+    now: datetime,
+    *,
+    catch_up: str = "skip",
+    end_date: datetime | None = None,
+    run_active: bool = False,
+    grace: timedelta = DEFAULT_GRACE,
+) -> FirePlan:
     """What to do with a mission whose ``next_run_at`` (``due``) is at or before ``now``."""
     if now.tzinfo is None or due.tzinfo is None:
         raise ValueError("times must be timezone-aware")
@@ -107,9 +114,7 @@ def plan_fires(schedule: str, tz: str | None, due: datetime, now: datetime, *, c
 
     chosen: datetime | None = None
     latest = missed[-1] if missed else None
-    if latest is not None and now - latest <= grace:
-        chosen = latest
-    elif latest is not None and catch_up == "latest":
+    if (latest is not None and now - latest <= grace) or (latest is not None and catch_up == "latest"):
         chosen = latest
     fires: list[Fire] = []
     for at in missed:

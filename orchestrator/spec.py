@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 DEFAULT_QUALITY_THRESHOLD = 3.0
@@ -327,11 +327,11 @@ def parse_timestamp(text: str) -> datetime:
     """Parse an ISO 8601 timestamp; a value without an offset is taken as UTC."""
     value = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
+        value = value.replace(tzinfo=UTC)
     return value
 
 
 def format_timestamp(value: datetime) -> str:
     """UTC, second precision unless sub-second, with a trailing ``Z``: ``2026-04-01T00:00:00Z``."""
-    text = value.astimezone(timezone.utc).isoformat()
+    text = value.astimezone(UTC).isoformat()
     return text.replace("+00:00", "Z")

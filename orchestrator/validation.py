@@ -41,9 +41,7 @@ AGENT_TOOLS = ("http_request", "read_file", "write_file", "shell")
 MIN_SCORE, MAX_SCORE = 1.0, 5.0
 MAX_RETRIES_LIMIT = 100
 DEFAULT_MAX_TASKS = 10_000
-COMMANDS_DISABLED = (
-    "command expectations are disabled on this server (MISSIONS_ALLOW_COMMANDS=true enables them)"
-)
+COMMANDS_DISABLED = "command expectations are disabled on this server (MISSIONS_ALLOW_COMMANDS=true enables them)"
 SHELL_DISABLED = "the shell tool is disabled on this server (MISSIONS_ALLOW_COMMANDS=true enables it)"
 
 
@@ -240,13 +238,9 @@ def _walk(ctx: _Context) -> Iterator[Problem]:
 
 def _barriers(spec: MissionSpec) -> Iterator[_Barrier]:
     for i, gate in enumerate(spec.quality_gates):
-        yield _Barrier(
-            f"qualityGates[{i}]", "gate", gate.after_tasks, gate.blocks_tasks, True, gate.min_score
-        )
+        yield _Barrier(f"qualityGates[{i}]", "gate", gate.after_tasks, gate.blocks_tasks, True, gate.min_score)
     for i, checkpoint in enumerate(spec.checkpoints):
-        yield _Barrier(
-            f"checkpoints[{i}]", "checkpoint", checkpoint.after_tasks, checkpoint.blocks_tasks, False
-        )
+        yield _Barrier(f"checkpoints[{i}]", "checkpoint", checkpoint.after_tasks, checkpoint.blocks_tasks, False)
 
 
 # --- mission rules -------------------------------------------------------------------------
@@ -431,8 +425,12 @@ def escalation_fits_the_retry_budget(ctx: _Context, path: str, task: TaskSpec) -
     """``retryPolicy.escalateAfter`` leaves an attempt to escalate: at most ``maxRetries`` (the task
     has ``1 + maxRetries`` attempts, and with ``escalateAfter`` the escalation happens inside them)."""
     policy = task.retry_policy
-    if (policy is None or policy.escalate_after is None or policy.escalate_after < 1
-            or (policy.fallback_agent is None and policy.escalate_model is None)):
+    if (
+        policy is None
+        or policy.escalate_after is None
+        or policy.escalate_after < 1
+        or (policy.fallback_agent is None and policy.escalate_model is None)
+    ):
         return
     retries = max(0, task.max_retries)
     if policy.escalate_after > retries:
@@ -448,9 +446,7 @@ def backoff_is_not_negative(ctx: _Context, path: str, task: TaskSpec) -> Iterato
     """``retryPolicy.backoff`` is 0 or more seconds."""
     policy = task.retry_policy
     if policy is not None and not policy.backoff >= 0:
-        yield Problem(
-            f"{path}.retryPolicy.backoff", f"backoff must be 0 or more seconds, got {_num(policy.backoff)}"
-        )
+        yield Problem(f"{path}.retryPolicy.backoff", f"backoff must be 0 or more seconds, got {_num(policy.backoff)}")
 
 
 TASK_RULES: tuple[TaskRule, ...] = (
@@ -559,9 +555,7 @@ def agent_name_is_unique(ctx: _Context, path: str, agent: AgentSpec) -> Iterator
     """No two agents of the team share a name (the later one is reported)."""
     first = ctx.first_agent_index[agent.name]
     if f"team.agents[{first}]" != path:
-        yield Problem(
-            f"{path}.name", f"duplicate agent name {_quote(agent.name)} (also team.agents[{first}])"
-        )
+        yield Problem(f"{path}.name", f"duplicate agent name {_quote(agent.name)} (also team.agents[{first}])")
 
 
 def agent_model_is_provider_model(ctx: _Context, path: str, agent: AgentSpec) -> Iterator[Problem]:
@@ -574,9 +568,7 @@ def agent_model_is_provider_model(ctx: _Context, path: str, agent: AgentSpec) ->
 def agent_concurrency_is_positive(ctx: _Context, path: str, agent: AgentSpec) -> Iterator[Problem]:
     """An agent's ``maxConcurrency``, when given, is at least 1."""
     if agent.max_concurrency is not None and agent.max_concurrency < 1:
-        yield Problem(
-            f"{path}.maxConcurrency", f"maxConcurrency must be at least 1, got {agent.max_concurrency}"
-        )
+        yield Problem(f"{path}.maxConcurrency", f"maxConcurrency must be at least 1, got {agent.max_concurrency}")
 
 
 def agent_tools_are_known(ctx: _Context, path: str, agent: AgentSpec) -> Iterator[Problem]:
@@ -627,9 +619,7 @@ def after_tasks_exist(ctx: _Context, barrier: _Barrier) -> Iterator[Problem]:
 def gate_blocks_a_task(ctx: _Context, barrier: _Barrier) -> Iterator[Problem]:
     """A quality gate names at least one task in ``blocksTasks`` (for checkpoints it is optional)."""
     if barrier.blocks_required and not barrier.blocks_tasks:
-        yield Problem(
-            f"{barrier.path}.blocksTasks", f"a {barrier.noun} needs at least one task in blocksTasks"
-        )
+        yield Problem(f"{barrier.path}.blocksTasks", f"a {barrier.noun} needs at least one task in blocksTasks")
 
 
 def blocked_tasks_exist(ctx: _Context, barrier: _Barrier) -> Iterator[Problem]:
@@ -644,9 +634,7 @@ def task_is_not_both_after_and_blocked(ctx: _Context, barrier: _Barrier) -> Iter
     after = set(barrier.after_tasks)
     for i, title in enumerate(barrier.blocks_tasks):
         if title in after:
-            yield Problem(
-                f"{barrier.path}.blocksTasks[{i}]", f"{_quote(title)} is in both afterTasks and blocksTasks"
-            )
+            yield Problem(f"{barrier.path}.blocksTasks[{i}]", f"{_quote(title)} is in both afterTasks and blocksTasks")
 
 
 def blocked_tasks_depend_on_after_tasks(ctx: _Context, barrier: _Barrier) -> Iterator[Problem]:
@@ -663,17 +651,14 @@ def blocked_tasks_depend_on_after_tasks(ctx: _Context, barrier: _Barrier) -> Ite
             if not ctx.depends_on(blocked, title):
                 yield Problem(
                     f"{barrier.path}.blocksTasks[{i}]",
-                    f"{_quote(blocked)} is blocked by this {barrier.noun}"
-                    f" but does not depend on {_quote(title)}",
+                    f"{_quote(blocked)} is blocked by this {barrier.noun} but does not depend on {_quote(title)}",
                 )
 
 
 def gate_min_score_is_a_score(ctx: _Context, barrier: _Barrier) -> Iterator[Problem]:
     """A gate's ``minScore``, when given, is a score between 1 and 5."""
     if barrier.min_score is not None and not MIN_SCORE <= barrier.min_score <= MAX_SCORE:
-        yield Problem(
-            f"{barrier.path}.minScore", f"minScore must be between 1 and 5, got {_num(barrier.min_score)}"
-        )
+        yield Problem(f"{barrier.path}.minScore", f"minScore must be between 1 and 5, got {_num(barrier.min_score)}")
 
 
 BARRIER_RULES: tuple[BarrierRule, ...] = (

@@ -84,8 +84,9 @@ class Services:
     def _connect_redis(self) -> redis.Redis:
         if not self.settings.redis_url:
             raise ValueError("REDIS_URL is not set (use `missions up` for the embedded default)")
-        client: redis.Redis = redis.Redis.from_url(self.settings.redis_url, health_check_interval=30,
-                                                   socket_keepalive=True)
+        client: redis.Redis = redis.Redis.from_url(
+            self.settings.redis_url, health_check_interval=30, socket_keepalive=True
+        )
         return client
 
     @property

@@ -29,8 +29,9 @@ USER_AGENT = "missions-cli"
 class ApiError(Exception):
     """The server answered with an error (its ``{"error", "code", "details"}`` body) or not at all."""
 
-    def __init__(self, message: str, status: int | None = None, code: str | None = None,
-                 details: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, message: str, status: int | None = None, code: str | None = None, details: Mapping[str, Any] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
@@ -41,8 +42,10 @@ class ApiError(Exception):
         head = f"{self.status} {self.code}: " if self.status else ""
         fields = self.details.get("fields")
         if isinstance(fields, Mapping) and fields:
-            lines = [f"  {name}: {'; '.join(map(str, msgs)) if isinstance(msgs, list) else msgs}"
-                     for name, msgs in fields.items()]
+            lines = [
+                f"  {name}: {'; '.join(map(str, msgs)) if isinstance(msgs, list) else msgs}"
+                for name, msgs in fields.items()
+            ]
             return head + self.message + "\n" + "\n".join(lines)
         return head + self.message
 
@@ -59,9 +62,17 @@ class Event:
 
 
 class Client:
-    def __init__(self, url: str, key: str, *, timeout: float = 30.0, read_timeout: float = 45.0,
-                 give_up_after: float = 120.0, reconnect_delay: float = 0.5,
-                 session: requests.Session | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        key: str,
+        *,
+        timeout: float = 30.0,
+        read_timeout: float = 45.0,
+        give_up_after: float = 120.0,
+        reconnect_delay: float = 0.5,
+        session: requests.Session | None = None,
+    ) -> None:
         self.base = url.rstrip("/")
         self.reconnect_delay = reconnect_delay
         self.key = key
@@ -75,14 +86,23 @@ class Client:
         self.session.close()
 
     # -- JSON routes ------------------------------------------------------------------------
-    def request(self, method: str, path: str, *, json_body: Any = None, params: Mapping[str, Any] | None = None,
-                expect: tuple[int, ...] = (200, 201, 202, 204)) -> Any:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        params: Mapping[str, Any] | None = None,
+        expect: tuple[int, ...] = (200, 201, 202, 204),
+    ) -> Any:
         try:
-            response = self.session.request(method, f"{self.base}{path}", json=json_body, params=params,
-                                            timeout=self.timeout)
+            response = self.session.request(
+                method, f"{self.base}{path}", json=json_body, params=params, timeout=self.timeout
+            )
         except requests.RequestException as exc:
-            raise ApiError(f"cannot reach {self.base} ({_why(exc)}); is the server running? "
-                           "(`missions up`, or pass --url)") from None
+            raise ApiError(
+                f"cannot reach {self.base} ({_why(exc)}); is the server running? (`missions up`, or pass --url)"
+            ) from None
         if response.status_code not in expect:
             raise _error_of(response)
         if response.status_code == 204 or not response.content:
@@ -90,8 +110,9 @@ class Client:
         try:
             return response.json()
         except ValueError:
-            raise ApiError(f"{method} {path} answered {response.status_code} with a body that is not JSON",
-                           response.status_code) from None
+            raise ApiError(
+                f"{method} {path} answered {response.status_code} with a body that is not JSON", response.status_code
+            ) from None
 
     def list_missions(self, status: str | None = None, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
         params: dict[str, Any] = {"limit": limit, "offset": offset}
@@ -127,8 +148,14 @@ class Client:
         return dict(self.request("GET", f"/v1/missions/{mission_id}/runs/{run_id}"))
 
     # -- events -----------------------------------------------------------------------------
-    def follow(self, mission_id: str, run_id: str | None = None, last_event_id: int | None = None, *,
-               on_reconnect: Callable[[str], None] | None = None) -> Iterator[Event]:
+    def follow(
+        self,
+        mission_id: str,
+        run_id: str | None = None,
+        last_event_id: int | None = None,
+        *,
+        on_reconnect: Callable[[str], None] | None = None,
+    ) -> Iterator[Event]:
         """The run's events after ``last_event_id``, live, up to and including ``mission:done``.
 
         Without ``run_id`` the latest run is followed (pinned to the first event's run, so a
@@ -145,9 +172,13 @@ class Client:
                 headers["Last-Event-ID"] = str(last_id)
             problem: str
             try:
-                with self.session.get(f"{self.base}/v1/missions/{mission_id}/events", params=params,
-                                      headers=headers, stream=True,
-                                      timeout=(min(self.timeout, 10.0), self.read_timeout)) as response:
+                with self.session.get(
+                    f"{self.base}/v1/missions/{mission_id}/events",
+                    params=params,
+                    headers=headers,
+                    stream=True,
+                    timeout=(min(self.timeout, 10.0), self.read_timeout),
+                ) as response:
                     if response.status_code == 204:
                         return  # the server says the run ended at or before last_id
                     if response.status_code >= 500 or response.status_code == 429:
@@ -155,8 +186,11 @@ class Client:
                     elif not response.ok:
                         raise _error_of(response)
                     elif not response.headers.get("Content-Type", "").startswith("text/event-stream"):
-                        raise ApiError(f"the events route answered {response.headers.get('Content-Type')!r},"
-                                       " not text/event-stream", response.status_code)
+                        raise ApiError(
+                            f"the events route answered {response.headers.get('Content-Type')!r},"
+                            " not text/event-stream",
+                            response.status_code,
+                        )
                     else:
                         failing_since, backoff = None, self.reconnect_delay
                         for event in parse_events(_chunks(response)):
@@ -174,8 +208,10 @@ class Client:
             now = time.monotonic()
             failing_since = failing_since or now
             if now - failing_since > self.give_up_after:
-                raise StreamLost(f"lost the event stream of {mission_id} and could not reconnect within "
-                                 f"{self.give_up_after:g} s ({problem})")
+                raise StreamLost(
+                    f"lost the event stream of {mission_id} and could not reconnect within "
+                    f"{self.give_up_after:g} s ({problem})"
+                )
             if on_reconnect is not None:
                 on_reconnect(f"{problem}; reconnecting after event {last_id}")
             time.sleep(backoff)
@@ -184,8 +220,12 @@ class Client:
 
 def _why(exc: requests.RequestException) -> str:
     text = str(exc)
-    for needle, short in (("Connection refused", "connection refused"), ("Name or service not known", "unknown host"),
-                          ("timed out", "timed out"), ("Connection reset", "connection reset")):
+    for needle, short in (
+        ("Connection refused", "connection refused"),
+        ("Name or service not known", "unknown host"),
+        ("timed out", "timed out"),
+        ("Connection reset", "connection reset"),
+    ):
         if needle in text:
             return short
     return exc.__class__.__name__
@@ -199,8 +239,9 @@ def _error_of(response: requests.Response) -> ApiError:
     if isinstance(body, Mapping) and "error" in body:
         return ApiError(str(body["error"]), response.status_code, body.get("code"), body.get("details") or {})
     text = response.text.strip().splitlines()[0][:200] if response.text.strip() else response.reason
-    return ApiError(f"{response.request.method} {response.url} answered {response.status_code}: {text}",
-                    response.status_code)
+    return ApiError(
+        f"{response.request.method} {response.url} answered {response.status_code}: {text}", response.status_code
+    )
 
 
 def _chunks(response: requests.Response) -> Iterator[bytes]:
@@ -256,7 +297,7 @@ def _complete_lines(text: str) -> tuple[list[str], str]:
     for match in _LINE_END.finditer(text):
         if match.group() == "\r" and match.end() == len(text):
             break
-        lines.append(text[start:match.start()])
+        lines.append(text[start : match.start()])
         start = match.end()
     return lines, text[start:]
 

@@ -37,74 +37,151 @@ def demo_mission(suffix: str | None = None) -> dict[str, Any]:
         "data": {"product": "Missions", "version": "1.0", "audience": "developers"},
         "qualityThreshold": 3.0,
         "tasks": [
-            {"title": "Research the release", "assignTo": "researcher",
-             "description": "Read the changelog and list the headline features."},
-            {"title": "Collect user quotes", "assignTo": "analyst",
-             "description": "Find two short quotes from early users."},
-            {"title": DRAFT, "assignTo": "writer", "maxRetries": 2,
-             "dependsOn": ["Research the release", "Collect user quotes"],
-             "description": "Write a 100-word announcement from the research and the quotes.",
-             "expectations": [{"criterion": "Accurate, clear, and ends with a call to action"}]},
-            {"title": REVIEW, "assignTo": "editor", "dependsOn": [DRAFT],
-             "description": "Check facts and tone; answer Approved when it is ready.",
-             "expectations": [{"type": "contains", "value": "Approved"}]},
-            {"title": "Publish", "assignTo": "publisher", "dependsOn": [REVIEW],
-             "description": "Post the announcement on the blog."},
+            {
+                "title": "Research the release",
+                "assignTo": "researcher",
+                "description": "Read the changelog and list the headline features.",
+            },
+            {
+                "title": "Collect user quotes",
+                "assignTo": "analyst",
+                "description": "Find two short quotes from early users.",
+            },
+            {
+                "title": DRAFT,
+                "assignTo": "writer",
+                "maxRetries": 2,
+                "dependsOn": ["Research the release", "Collect user quotes"],
+                "description": "Write a 100-word announcement from the research and the quotes.",
+                "expectations": [{"criterion": "Accurate, clear, and ends with a call to action"}],
+            },
+            {
+                "title": REVIEW,
+                "assignTo": "editor",
+                "dependsOn": [DRAFT],
+                "description": "Check facts and tone; answer Approved when it is ready.",
+                "expectations": [{"type": "contains", "value": "Approved"}],
+            },
+            {
+                "title": "Publish",
+                "assignTo": "publisher",
+                "dependsOn": [REVIEW],
+                "description": "Post the announcement on the blog.",
+            },
         ],
         "team": {
             "name": "demo-crew",
             "volatile": True,
             "agents": [
-                {"name": "researcher", "role": "Finds the facts", "model": "scripted/researcher",
-                 "script": [{"delay": 0.8, "outputChunks": [
-                     "Reading the changelog...\n", "Headline features: a live CLI, OpenAPI docs, ",
-                     "Prometheus metrics.\n"]}]},
-                {"name": "analyst", "role": "Talks to users", "model": "scripted/analyst",
-                 "script": [{"delay": 1.2, "outputChunks": [
-                     "\"We replaced three cron jobs with one mission.\"\n",
-                     "\"The retries with feedback just work.\"\n"]}]},
-                {"name": "writer", "role": "Writes the copy", "model": "scripted/writer",
-                 "script": [
-                     {"delay": 0.6, "fail": "the model provider timed out (a scripted failure: watch the retry)"},
-                     {"delay": 0.8, "outputChunks": [
-                         "Missions 1.0 is out. ", "It runs AI-agent workflows with retries, gates and checkpoints.\n"]},
-                     {"delay": 0.8, "outputChunks": [
-                         "Missions 1.0 is out: run AI-agent workflows you can watch live, ",
-                         "with retries that learn from feedback, quality gates and human checkpoints.\n",
-                         "\"We replaced three cron jobs with one mission.\"\n",
-                         "Try it now: pip install missions && missions demo\n"]},
-                 ]},
-                {"name": "editor", "role": "Reviews the copy", "model": "scripted/editor",
-                 "script": [{"delay": 0.6, "outputChunks": ["Facts checked, tone fits. ", "Approved.\n"]}]},
-                {"name": "publisher", "role": "Publishes", "model": "scripted/publisher",
-                 "script": [{"delay": 0.6, "outputChunks": ["Posted to the blog: ", "/blog/missions-1-0\n"]}]},
+                {
+                    "name": "researcher",
+                    "role": "Finds the facts",
+                    "model": "scripted/researcher",
+                    "script": [
+                        {
+                            "delay": 0.8,
+                            "outputChunks": [
+                                "Reading the changelog...\n",
+                                "Headline features: a live CLI, OpenAPI docs, ",
+                                "Prometheus metrics.\n",
+                            ],
+                        }
+                    ],
+                },
+                {
+                    "name": "analyst",
+                    "role": "Talks to users",
+                    "model": "scripted/analyst",
+                    "script": [
+                        {
+                            "delay": 1.2,
+                            "outputChunks": [
+                                '"We replaced three cron jobs with one mission."\n',
+                                '"The retries with feedback just work."\n',
+                            ],
+                        }
+                    ],
+                },
+                {
+                    "name": "writer",
+                    "role": "Writes the copy",
+                    "model": "scripted/writer",
+                    "script": [
+                        {"delay": 0.6, "fail": "the model provider timed out (a scripted failure: watch the retry)"},
+                        {
+                            "delay": 0.8,
+                            "outputChunks": [
+                                "Missions 1.0 is out. ",
+                                "It runs AI-agent workflows with retries, gates and checkpoints.\n",
+                            ],
+                        },
+                        {
+                            "delay": 0.8,
+                            "outputChunks": [
+                                "Missions 1.0 is out: run AI-agent workflows you can watch live, ",
+                                "with retries that learn from feedback, quality gates and human checkpoints.\n",
+                                '"We replaced three cron jobs with one mission."\n',
+                                "Try it now: pip install missions && missions demo\n",
+                            ],
+                        },
+                    ],
+                },
+                {
+                    "name": "editor",
+                    "role": "Reviews the copy",
+                    "model": "scripted/editor",
+                    "script": [{"delay": 0.6, "outputChunks": ["Facts checked, tone fits. ", "Approved.\n"]}],
+                },
+                {
+                    "name": "publisher",
+                    "role": "Publishes",
+                    "model": "scripted/publisher",
+                    "script": [{"delay": 0.6, "outputChunks": ["Posted to the blog: ", "/blog/missions-1-0\n"]}],
+                },
             ],
         },
-        "assessor": {"model": "scripted/judge", "script": [
-            {"score": 3.4, "reason": "Accurate, but flat, and there is no call to action."},
-            {"score": 4.7, "reason": "Clear and accurate; ends with a call to action."},
-        ]},
-        "qualityGates": [{"name": "draft quality", "afterTasks": [DRAFT], "blocksTasks": [REVIEW],
-                          "minScore": 4.0}],
-        "checkpoints": [{"name": "publish approval", "afterTasks": [REVIEW], "blocksTasks": ["Publish"],
-                         "message": "The reviewed announcement is ready. Approve publishing it to the blog?"}],
+        "assessor": {
+            "model": "scripted/judge",
+            "script": [
+                {"score": 3.4, "reason": "Accurate, but flat, and there is no call to action."},
+                {"score": 4.7, "reason": "Clear and accurate; ends with a call to action."},
+            ],
+        },
+        "qualityGates": [{"name": "draft quality", "afterTasks": [DRAFT], "blocksTasks": [REVIEW], "minScore": 4.0}],
+        "checkpoints": [
+            {
+                "name": "publish approval",
+                "afterTasks": [REVIEW],
+                "blocksTasks": ["Publish"],
+                "message": "The reviewed announcement is ready. Approve publishing it to the blog?",
+            }
+        ],
     }
 
 
-def run_demo(client: Client, display: Display, *, approve_after: float = APPROVE_AFTER_SECONDS,
-             sleep: Callable[[float], None] = time.sleep) -> str:
+def run_demo(
+    client: Client,
+    display: Display,
+    *,
+    approve_after: float = APPROVE_AFTER_SECONDS,
+    sleep: Callable[[float], None] = time.sleep,
+) -> str:
     """Create and run the demo mission, resolving its gate and checkpoint; the final status."""
     created = client.create_mission(demo_mission())
     mission_id = str(created["id"])
     run = client.execute(mission_id)
-    display.note(f'demo: running mission "{created["name"]}" ({mission_id}) with {len(created["tasks"])} '
-                 "tasks on scripted agents")
+    display.note(
+        f'demo: running mission "{created["name"]}" ({mission_id}) with {len(created["tasks"])} '
+        "tasks on scripted agents"
+    )
 
     def on_pause(data: dict[str, Any]) -> bool:
         reason = data.get("pauseReason")
         if reason == "quality_gate":
-            display.note("demo: the quality gate wants a draft scoring 4 or more; resuming with "
-                         "retryFailed=true, so the draft is written again with the judge's feedback")
+            display.note(
+                "demo: the quality gate wants a draft scoring 4 or more; resuming with "
+                "retryFailed=true, so the draft is written again with the judge's feedback"
+            )
             return _resume(client, mission_id, retry_failed=True)
         if reason == "checkpoint":
             display.note(f"demo: checkpoint reached: {data.get('pauseMessage')}")

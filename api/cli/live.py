@@ -33,12 +33,30 @@ EXIT_CLIENT_ERROR = 4
 
 TERMINAL_TASK = ("completed", "failed", "skipped", "cancelled")
 _STYLE = {
-    "draft": "dim", "pending": "dim", "queued": "cyan", "running": "bold yellow", "assessing": "magenta",
-    "completed": "green", "failed": "bold red", "skipped": "dim red", "cancelled": "red",
-    "awaiting_approval": "bold magenta", "active": "bold yellow", "paused": "bold magenta", "scheduled": "cyan",
+    "draft": "dim",
+    "pending": "dim",
+    "queued": "cyan",
+    "running": "bold yellow",
+    "assessing": "magenta",
+    "completed": "green",
+    "failed": "bold red",
+    "skipped": "dim red",
+    "cancelled": "red",
+    "awaiting_approval": "bold magenta",
+    "active": "bold yellow",
+    "paused": "bold magenta",
+    "scheduled": "cyan",
 }
-_MARK = {"completed": "✓", "failed": "✗", "skipped": "-", "cancelled": "✗", "running": "▶", "assessing": "…",
-         "queued": "·", "awaiting_approval": "?"}
+_MARK = {
+    "completed": "✓",
+    "failed": "✗",
+    "skipped": "-",
+    "cancelled": "✗",
+    "running": "▶",
+    "assessing": "…",
+    "queued": "·",
+    "awaiting_approval": "?",
+}
 OUTPUT_KEEP_CHARS = 20_000
 
 
@@ -77,8 +95,7 @@ class RunView:
     def of(cls, mission: Mapping[str, Any]) -> RunView:
         view = cls(str(mission["id"]), str(mission.get("name", "")), str(mission.get("status", "")))
         for task in mission.get("tasks") or []:
-            view.tasks[task["id"]] = TaskRow(task["id"], task["title"], status="pending",
-                                             agent=task.get("assignTo"))
+            view.tasks[task["id"]] = TaskRow(task["id"], task["title"], status="pending", agent=task.get("assignTo"))
         return view
 
     def task(self, task_id: str, title: str | None = None) -> TaskRow:
@@ -177,8 +194,9 @@ class RunView:
         width = max((len(r.title) for r in self.tasks.values()), default=0)
         lines = []
         for row in self.tasks.values():
-            lines.append(f"  {_MARK.get(row.status, ' ')} {row.title.ljust(width)}  {row.status}"
-                         f"{self._task_detail(row, now)}")
+            lines.append(
+                f"  {_MARK.get(row.status, ' ')} {row.title.ljust(width)}  {row.status}{self._task_detail(row, now)}"
+            )
             if errors and row.error and row.status in ("failed", "awaiting_approval"):
                 lines.append(f"      {row.error}")
         return lines
@@ -246,10 +264,28 @@ class JsonDisplay:
     def stop(self) -> None:
         assert self.view is not None
         view = self.view
-        self.echo(json.dumps({"missionId": view.mission_id, "runId": view.run_id, "status": view.status,
-                              "pauseReason": view.pause_reason, "pauseMessage": view.pause_message,
-                              "tasks": [{"id": r.id, "title": r.title, "status": r.status, "agent": r.agent,
-                                         "attempt": r.attempt, "score": r.score} for r in view.tasks.values()]}))
+        self.echo(
+            json.dumps(
+                {
+                    "missionId": view.mission_id,
+                    "runId": view.run_id,
+                    "status": view.status,
+                    "pauseReason": view.pause_reason,
+                    "pauseMessage": view.pause_message,
+                    "tasks": [
+                        {
+                            "id": r.id,
+                            "title": r.title,
+                            "status": r.status,
+                            "agent": r.agent,
+                            "attempt": r.attempt,
+                            "score": r.score,
+                        }
+                        for r in view.tasks.values()
+                    ],
+                }
+            )
+        )
 
 
 class LiveDisplay:
@@ -265,8 +301,14 @@ class LiveDisplay:
 
     def start(self, view: RunView) -> None:
         self.view = view
-        self._live = Live(console=self.console, get_renderable=self._render, refresh_per_second=8,
-                          transient=False, redirect_stdout=False, redirect_stderr=False)
+        self._live = Live(
+            console=self.console,
+            get_renderable=self._render,
+            refresh_per_second=8,
+            transient=False,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        )
         self._live.start()
 
     def event(self, event: Event) -> None:
@@ -275,9 +317,11 @@ class LiveDisplay:
             lines = self.view.apply(event)
         # The table shows the state; what a person must read (why something failed, blocked or
         # waits) also scrolls above it.
-        if event.type in ("gate:blocked", "checkpoint:waiting", "error") or (
-                event.type == "task:status" and event.data.get("error")) or (
-                event.type == "task:assessment" and not event.data.get("passed")):
+        if (
+            event.type in ("gate:blocked", "checkpoint:waiting", "error")
+            or (event.type == "task:status" and event.data.get("error"))
+            or (event.type == "task:assessment" and not event.data.get("passed"))
+        ):
             for line in lines:
                 self.note(line)
         if self._live is not None:
@@ -300,8 +344,9 @@ class LiveDisplay:
         view = self.view
         assert view is not None
         now = time.monotonic()
-        title = Text.assemble((f"{view.name}", "bold"), f"  {view.mission_id}  ",
-                              (view.status_line(), _STYLE.get(view.status, "")))
+        title = Text.assemble(
+            (f"{view.name}", "bold"), f"  {view.mission_id}  ", (view.status_line(), _STYLE.get(view.status, ""))
+        )
         table = Table(title=title, title_justify="left", expand=False, show_edge=False, pad_edge=False)
         table.add_column("", width=1)
         table.add_column("task", overflow="fold")
@@ -313,15 +358,27 @@ class LiveDisplay:
         for row in view.tasks.values():
             elapsed = row.elapsed(now)
             style = _STYLE.get(row.status, "")
-            table.add_row(_MARK.get(row.status, " "), row.title, Text(row.status, style=style), row.agent or "",
-                          str(row.attempt or ""), "" if row.score is None else f"{row.score:g}",
-                          "" if elapsed is None else f"{elapsed:.1f}s")
+            table.add_row(
+                _MARK.get(row.status, " "),
+                row.title,
+                Text(row.status, style=style),
+                row.agent or "",
+                str(row.attempt or ""),
+                "" if row.score is None else f"{row.score:g}",
+                "" if elapsed is None else f"{elapsed:.1f}s",
+            )
         parts: list[Any] = [table]
         if self.follow_output and view.last_output_task:
             row = view.tasks[view.last_output_task]
-            tail = "\n".join(row.output.splitlines()[-self.output_lines:])
-            parts.append(Panel(Text(tail), title=f"output: {row.title} (attempt {row.attempt or 1})",
-                               title_align="left", border_style="dim"))
+            tail = "\n".join(row.output.splitlines()[-self.output_lines :])
+            parts.append(
+                Panel(
+                    Text(tail),
+                    title=f"output: {row.title} (attempt {row.attempt or 1})",
+                    title_align="left",
+                    border_style="dim",
+                )
+            )
         return Group(*parts)
 
 
@@ -334,8 +391,14 @@ def make_display(*, json_output: bool, follow_output: bool, console: Console | N
     return PlainDisplay(follow_output=follow_output)
 
 
-def watch(client: Client, mission_id: str, run_id: str | None, display: Display, *,
-          on_pause: Callable[[dict[str, Any]], bool] | None = None) -> str:
+def watch(
+    client: Client,
+    mission_id: str,
+    run_id: str | None,
+    display: Display,
+    *,
+    on_pause: Callable[[dict[str, Any]], bool] | None = None,
+) -> str:
     """Show the run until it ends or pauses; returns the mission's final (or paused) status.
 
     ``on_pause`` is offered every live pause; when it returns True (it resumed the mission) the

@@ -139,9 +139,13 @@ class Supervisor:
         signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
         try:
             child.process = subprocess.Popen(
-                child.args, env=self.env, stdin=subprocess.DEVNULL, stdout=output,
+                child.args,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
                 stderr=subprocess.STDOUT if output is not None else None,
-                start_new_session=True, preexec_fn=_child_setup,  # noqa: PLW1509
+                start_new_session=True,
+                preexec_fn=_child_setup,  # noqa: PLW1509
             )
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
@@ -160,8 +164,10 @@ class Supervisor:
             child = self.exited()
             if child is not None:
                 assert child.process is not None
-                click.echo(f"missions up: {child.name} {describe_exit(child.process.returncode)}; "
-                           "stopping everything", err=True)
+                click.echo(
+                    f"missions up: {child.name} {describe_exit(child.process.returncode)}; stopping everything",
+                    err=True,
+                )
                 return child.process.returncode if child.process.returncode > 0 else 1
             time.sleep(self.poll_seconds)
 
@@ -224,7 +230,7 @@ def default_key(settings: Settings, database_url: str) -> str:
 
 
 def command(role: str) -> list[str]:
-    return [sys.executable, "-c", "from api.cli.main import main; main()", role]
+    return [sys.executable, "-c", "from api.cli import main; main()", role]
 
 
 def local_url(settings: Settings) -> str:
@@ -239,9 +245,16 @@ class LocalStack:
     """Embedded services (when no URLs are set), migrations, the ``default`` key and the
     api/worker/beat children, started in that order and stopped in the reverse one."""
 
-    def __init__(self, settings: Settings, *, workers: int = 1, concurrency: int = 8,
-                 log_dir: Path | None = None, extra_env: dict[str, str] | None = None,
-                 stop_timeout: float = STOP_TIMEOUT_SECONDS) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        workers: int = 1,
+        concurrency: int = 8,
+        log_dir: Path | None = None,
+        extra_env: dict[str, str] | None = None,
+        stop_timeout: float = STOP_TIMEOUT_SECONDS,
+    ) -> None:
         self.settings = settings
         self.stop_timeout = stop_timeout
         self.workers = workers
@@ -273,17 +286,25 @@ class LocalStack:
             self.redis_url = self._redis.url
         upgrade(self.database_url)
         self.key = default_key(self.settings, self.database_url)
-        env = {**os.environ, **self.extra_env, "DATABASE_URL": self.database_url, "REDIS_URL": self.redis_url,
-               "MISSIONS_DATA_DIR": str(self.settings.data_dir), "MISSIONS_HOST": self.settings.host,
-               "MISSIONS_PORT": str(self.settings.port)}
+        env = {
+            **os.environ,
+            **self.extra_env,
+            "DATABASE_URL": self.database_url,
+            "REDIS_URL": self.redis_url,
+            "MISSIONS_DATA_DIR": str(self.settings.data_dir),
+            "MISSIONS_HOST": self.settings.host,
+            "MISSIONS_PORT": str(self.settings.port),
+        }
         supervisor = Supervisor(env)
         supervisor.children.append(Child("api", command("api"), self._log("api")))
         for n in range(self.workers):
-            supervisor.children.append(Child(
-                f"worker-{n + 1}",
-                [*command("worker"), "--concurrency", str(self.concurrency), "--name", f"up{n + 1}-{os.getpid()}"],
-                self._log(f"worker-{n + 1}"),
-            ))
+            supervisor.children.append(
+                Child(
+                    f"worker-{n + 1}",
+                    [*command("worker"), "--concurrency", str(self.concurrency), "--name", f"up{n + 1}-{os.getpid()}"],
+                    self._log(f"worker-{n + 1}"),
+                )
+            )
         supervisor.children.append(Child("beat", command("beat"), self._log("beat")))
         self.supervisor = supervisor
         supervisor.start()
@@ -328,7 +349,7 @@ class LocalStack:
                 try:
                     if app.control.ping(timeout=0.5):
                         return
-                except Exception:  # the broker may still be settling; readiness is best effort
+                except Exception:  # noqa: BLE001 - the broker may still be settling; readiness is best effort
                     time.sleep(0.2)
         finally:
             app.close()
@@ -364,14 +385,19 @@ def running_stack(stack: LocalStack, guard: SignalGuard, label: str = "missions 
     finally:
         guard.disarm()
         if guard.received is not None:
-            click.echo(f"{label}: {signal.Signals(guard.received).name} received; stopping "
-                       "(again to kill at once)", err=True)
+            click.echo(
+                f"{label}: {signal.Signals(guard.received).name} received; stopping (again to kill at once)", err=True
+            )
         stack.close(hurry=lambda: guard.hurry)
 
 
 def run_up(settings: Settings, workers: int, concurrency: int) -> int:
-    services = ("Postgres: " + ("DATABASE_URL" if settings.database_url else f"embedded ({settings.data_dir / 'pg'})")
-                + "; Redis: " + ("REDIS_URL" if settings.redis_url else f"embedded ({settings.data_dir / 'redis'})"))
+    services = (
+        "Postgres: "
+        + ("DATABASE_URL" if settings.database_url else f"embedded ({settings.data_dir / 'pg'})")
+        + "; Redis: "
+        + ("REDIS_URL" if settings.redis_url else f"embedded ({settings.data_dir / 'redis'})")
+    )
     with SignalGuard() as guard:
         stack = LocalStack(settings, workers=workers, concurrency=concurrency)
         try:

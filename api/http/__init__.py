@@ -1,1 +1,2 @@
-"""The HTTP server: the Flask app factory, the /v1 routes, their schemas and rendering, errors, OpenAPI, SSE and /metrics."""
+"""The HTTP server: the Flask app factory, the /v1 routes, their schemas and rendering, errors,
+OpenAPI, SSE and /metrics."""

@@ -7,11 +7,9 @@ from typing import Any
 
 from flask import Flask, Response, jsonify
 
-from api.http import errors
-
-from api.http import metrics
-from api.http.routes import blueprint as missions_blueprint
+from api.http import errors, metrics
 from api.http.openapi import blueprint as docs_blueprint
+from api.http.routes import blueprint as missions_blueprint
 from config import Settings
 from workers.wiring import Services
 
@@ -40,12 +38,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         try:
             svc.db.ping(timeout=2)
             checks["postgres"] = "ok"
-        except Exception as exc:  # readiness reports any failure, it never raises
+        except Exception as exc:  # noqa: BLE001 - readiness reports any failure, it never raises
             checks["postgres"] = f"error: {exc.__class__.__name__}: {exc}"
         try:
             svc.redis.ping()
             checks["redis"] = "ok"
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - (as above)
             checks["redis"] = f"error: {exc.__class__.__name__}: {exc}"
         ready = all(v == "ok" for v in checks.values())
         return jsonify({"status": "ready" if ready else "not_ready", "checks": checks}), 200 if ready else 503

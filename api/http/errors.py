@@ -17,9 +17,14 @@ log = logging.getLogger(__name__)
 _CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 409: "conflict", 429: "rate_limited"}
 
 
-def error_response(status: int, message: str, details: Mapping[str, Any] | None = None, code: str | None = None) -> Response:
-    body = {"error": message, "code": code or _CODES.get(status, "bad_request" if status < 500 else "internal_error"),
-            "details": dict(details or {})}
+def error_response(
+    status: int, message: str, details: Mapping[str, Any] | None = None, code: str | None = None
+) -> Response:
+    body = {
+        "error": message,
+        "code": code or _CODES.get(status, "bad_request" if status < 500 else "internal_error"),
+        "details": dict(details or {}),
+    }
     response = jsonify(body)
     response.status_code = status
     return response
@@ -83,5 +88,5 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
-        log.exception("unhandled error")
+        log.exception("unhandled error")  # noqa: LOG004 - Flask calls this handler inside the except
         return error_response(500, "internal error; the server log has the details", code="internal_error")

@@ -25,19 +25,20 @@ from flask import Blueprint, Flask, Response, current_app
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
+from orchestrator.engine import MissionStatus, TaskStatus
 from workers.store import metrics as store_metrics
 from workers.support import metrics as worker_metrics
 from workers.wiring import Services
 
 log = logging.getLogger(__name__)
 
-MISSION_STATUSES = ("draft", "scheduled", "active", "paused", "completed", "failed", "cancelled")
-TASK_STATUSES = ("pending", "queued", "running", "assessing", "completed", "failed", "skipped", "cancelled",
-                 "awaiting_approval")
+MISSION_STATUSES = tuple(s.value for s in MissionStatus)
+TASK_STATUSES = tuple(s.value for s in TaskStatus if s is not TaskStatus.DRAFT)  # (a run's tasks are never drafts)
 DURATION_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 SCORE_BUCKETS = (1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0)
 SSE_KEY_PREFIX = "missions:metrics:sse_clients:"
+
 
 class SseClients:
     """Open SSE streams of this process, published to Redis under a per-process key with a TTL."""
@@ -85,10 +86,9 @@ class SseClients:
             client = self.services.redis
             keys = list(client.scan_iter(match=f"{SSE_KEY_PREFIX}*", count=500))
             values = client.mget(keys) if keys else []
-            others = sum(int(v) for k, v in zip(keys, values, strict=True)
-                         if v is not None and _text(k) != self.key)
+            others = sum(int(v) for k, v in zip(keys, values, strict=True) if v is not None and _text(k) != self.key)
             return float(others + self.count)
-        except Exception:
+        except Exception:  # noqa: BLE001 - a metric must never break a stream
             return float(self.count)
 
 
@@ -103,8 +103,9 @@ class MissionsCollector:
         return []  # everything is computed per scrape
 
     def collect(self) -> Iterator[Metric]:
-        up = GaugeMetricFamily("missions_metrics_source_up", "1 when the source answered this scrape.",
-                               labels=["source"])
+        up = GaugeMetricFamily(
+            "missions_metrics_source_up", "1 when the source answered this scrape.", labels=["source"]
+        )
         try:
             yield from self._from_postgres()
             up.add_metric(["postgres"], 1)
@@ -123,30 +124,41 @@ class MissionsCollector:
         yield up
 
     def _from_postgres(self) -> Iterator[Metric]:
-        figures = store_metrics.snapshot(self.services.db, duration_bounds=DURATION_BUCKETS,
-                                         wait_bounds=WAIT_BUCKETS, score_bounds=SCORE_BUCKETS)
+        figures = store_metrics.snapshot(
+            self.services.db, duration_bounds=DURATION_BUCKETS, wait_bounds=WAIT_BUCKETS, score_bounds=SCORE_BUCKETS
+        )
         missions = {**dict.fromkeys(MISSION_STATUSES, 0), **figures.missions}
         tasks = {**dict.fromkeys(TASK_STATUSES, 0), **figures.tasks}
         attempts, durations, waits, scores = figures.attempts, figures.durations, figures.waits, figures.scores
         yield _gauge("missions_missions", "Missions by status.", "status", missions)
         yield _gauge("missions_tasks", "Tasks of active and paused runs, by status.", "status", tasks)
-        total = CounterMetricFamily("missions_attempts", "Task attempts created, by current status.",
-                                    labels=["status"])
+        total = CounterMetricFamily("missions_attempts", "Task attempts created, by current status.", labels=["status"])
         retries = 0
         for row in attempts:
             total.add_metric([row["status"]], row["n"])
             retries += row["retries"]
         yield total
-        yield CounterMetricFamily("missions_retries", "Attempts after the first one of a task (retries, escalations, "
-                                  "re-runs).", value=retries)
-        yield _histogram("missions_task_duration_seconds",
-                         "How long task attempts ran (claimed by a worker until the agent finished).",
-                         DURATION_BUCKETS, durations)
-        yield _histogram("missions_task_queue_wait_seconds",
-                         "How long task attempts waited for a worker (queued until claimed).", WAIT_BUCKETS, waits)
-        yield _histogram("missions_assessment_score", "Assessment scores (1-5) of task attempts.", SCORE_BUCKETS, scores)
-        lag = GaugeMetricFamily("missions_tick_lag_seconds",
-                                "How overdue the oldest due timer is (0 when the beat tick keeps up).")
+        yield CounterMetricFamily(
+            "missions_retries", "Attempts after the first one of a task (retries, escalations, re-runs).", value=retries
+        )
+        yield _histogram(
+            "missions_task_duration_seconds",
+            "How long task attempts ran (claimed by a worker until the agent finished).",
+            DURATION_BUCKETS,
+            durations,
+        )
+        yield _histogram(
+            "missions_task_queue_wait_seconds",
+            "How long task attempts waited for a worker (queued until claimed).",
+            WAIT_BUCKETS,
+            waits,
+        )
+        yield _histogram(
+            "missions_assessment_score", "Assessment scores (1-5) of task attempts.", SCORE_BUCKETS, scores
+        )
+        lag = GaugeMetricFamily(
+            "missions_tick_lag_seconds", "How overdue the oldest due timer is (0 when the beat tick keeps up)."
+        )
         lag.add_metric([], figures.tick_lag)
         yield lag
 
@@ -157,11 +169,15 @@ class MissionsCollector:
             cumulative += steps.get(f"le:{bound:g}", 0.0)
             buckets.append((f"{bound:g}", cumulative))
         buckets.append(("+Inf", steps.get("count", cumulative + steps.get("le:+Inf", 0.0))))
-        yield HistogramMetricFamily("missions_coordinator_step_seconds",
-                                    "Duration of coordinator steps (run row locked, decide, state and events written).",
-                                    buckets=buckets, sum_value=steps.get("sum", 0.0))
-        published = CounterMetricFamily("missions_events_published", "Run events appended to the event log, by type.",
-                                        labels=["type"])
+        yield HistogramMetricFamily(
+            "missions_coordinator_step_seconds",
+            "Duration of coordinator steps (run row locked, decide, state and events written).",
+            buckets=buckets,
+            sum_value=steps.get("sum", 0.0),
+        )
+        published = CounterMetricFamily(
+            "missions_events_published", "Run events appended to the event log, by type.", labels=["type"]
+        )
         for kind, count in sorted(events.items()):
             published.add_metric([kind], count)
         yield published

@@ -26,15 +26,23 @@ from flask import Blueprint, Flask, Response, current_app, jsonify
 from marshmallow import EXCLUDE, Schema, fields, validate
 
 from api.http import schemas
+from orchestrator.engine import MissionStatus, TaskStatus
 
 TITLE = "Missions API"
-MISSION_STATUSES = ["draft", "scheduled", "active", "paused", "completed", "failed", "cancelled"]
-TASK_STATUSES = ["draft", "pending", "queued", "running", "assessing", "completed", "failed", "skipped",
-                 "cancelled", "awaiting_approval"]
+MISSION_STATUSES = [s.value for s in MissionStatus]
+TASK_STATUSES = [s.value for s in TaskStatus]
 PAUSE_REASONS = ["checkpoint", "quality_gate", "approval"]
 ERROR_CODES = ["bad_request", "unauthorized", "not_found", "conflict", "rate_limited", "internal_error"]
-EVENT_NAMES = ["mission:status", "task:status", "task:output", "task:assessment", "gate:blocked",
-               "checkpoint:waiting", "mission:done", "error"]
+EVENT_NAMES = [
+    "mission:status",
+    "task:status",
+    "task:output",
+    "task:assessment",
+    "gate:blocked",
+    "checkpoint:waiting",
+    "mission:done",
+    "error",
+]
 
 
 # -- Response schemas (documentation only: responses are rendered by api.http.render) ---------------
@@ -50,9 +58,13 @@ def _nullable_text(description: str) -> fields.String:
 class ErrorSchema(_Out):
     error = fields.String(required=True, metadata={"description": "Human readable message."})
     code = fields.String(required=True, validate=validate.OneOf(ERROR_CODES))
-    details = fields.Dict(required=True, metadata={
-        "description": "Machine readable details; a validation error lists every offending field in "
-                       "`details.fields`, e.g. `{\"tasks[1].dependsOn[0]\": [\"...\"]}`."})
+    details = fields.Dict(
+        required=True,
+        metadata={
+            "description": "Machine readable details; a validation error lists every offending field in "
+            '`details.fields`, e.g. `{"tasks[1].dependsOn[0]": ["..."]}`.'
+        },
+    )
 
 
 class UsageSchema(_Out):
@@ -70,8 +82,9 @@ class _TaskResults(_Out):
     model = fields.String()
     output = fields.String(metadata={"description": "What the agent produced."})
     score = fields.Float(allow_none=True, metadata={"description": "Assessment score 1-5, when assessed."})
-    criteria = fields.List(fields.Dict(), metadata={
-        "description": "Per expectation: its score and the judge's (or the check's) reason."})
+    criteria = fields.List(
+        fields.Dict(), metadata={"description": "Per expectation: its score and the judge's (or the check's) reason."}
+    )
     error = fields.String(metadata={"description": "Why the last attempt failed."})
     usage = fields.Nested(UsageSchema, metadata={"description": "Tokens and cost of the task in the latest run."})
 
@@ -87,8 +100,9 @@ class MissionSummarySchema(_Out):
 
 class _RunFields(_Out):
     latestRunId = fields.String(metadata={"description": "The latest run, once the mission ran."})
-    pauseReason = fields.String(allow_none=True, validate=validate.OneOf([*PAUSE_REASONS, None]),
-                                metadata={"description": "While paused: why."})
+    pauseReason = fields.String(
+        allow_none=True, validate=validate.OneOf([*PAUSE_REASONS, None]), metadata={"description": "While paused: why."}
+    )
     pauseMessage = _nullable_text("While paused: the checkpoint's message or what blocked.")
     failureReason = fields.String(metadata={"description": "When failed or cancelled, e.g. `deadline_exceeded`."})
     nextRunAt = fields.String(metadata={"format": "date-time", "description": "Next scheduled fire."})
@@ -144,7 +158,7 @@ class MissionDetailSchema(schemas.MissionSchema, _RunFields):
 class ResumableSchema(_Out):
     id = fields.String(required=True)
     name = fields.String(required=True)
-    status = fields.String(required=True, validate=validate.OneOf(["paused"]))
+    status = fields.String(required=True, validate=validate.OneOf([MissionStatus.PAUSED.value]))
     pauseReason = fields.String(required=True, validate=validate.OneOf(PAUSE_REASONS))
     pauseMessage = fields.String(required=True, allow_none=True)
 
@@ -184,8 +198,12 @@ class HealthSchema(_Out):
 
 class ReadySchema(_Out):
     status = fields.String(required=True, validate=validate.OneOf(["ready", "not_ready"]))
-    checks = fields.Dict(keys=fields.String(), values=fields.String(), required=True,
-                         metadata={"description": "`ok` or the error, for `postgres` and `redis`."})
+    checks = fields.Dict(
+        keys=fields.String(),
+        values=fields.String(),
+        required=True,
+        metadata={"description": "`ok` or the error, for `postgres` and `redis`."},
+    )
 
 
 class EventsQuerySchema(Schema):
@@ -193,8 +211,9 @@ class EventsQuerySchema(Schema):
         unknown = EXCLUDE
 
     runId = fields.String(metadata={"description": "Another run than the latest."})
-    lastEventId = fields.Integer(metadata={
-        "description": "Replay after this event id (the `Last-Event-ID` header wins when both are sent)."})
+    lastEventId = fields.Integer(
+        metadata={"description": "Replay after this event id (the `Last-Event-ID` header wins when both are sent)."}
+    )
 
 
 # -- The documentation of each endpoint -----------------------------------------------------
@@ -222,117 +241,218 @@ EVENTS_TEXT = (
     "A client that reconnects with `Last-Event-ID` gets exactly the events after that id."
 )
 HELLO_MISSION = {
-    "name": "hello", "prompt": "Say hello.",
+    "name": "hello",
+    "prompt": "Say hello.",
     "tasks": [{"title": "Greet", "description": "Write a greeting.", "assignTo": "writer"}],
-    "team": {"name": "crew", "volatile": True,
-             "agents": [{"name": "writer", "role": "Writes", "model": "scripted/demo",
-                         "script": [{"outputChunks": ["Hello, ", "world"]}]}]},
+    "team": {
+        "name": "crew",
+        "volatile": True,
+        "agents": [
+            {
+                "name": "writer",
+                "role": "Writes",
+                "model": "scripted/demo",
+                "script": [{"outputChunks": ["Hello, ", "world"]}],
+            }
+        ],
+    },
 }
 
 DOCS: dict[tuple[str, str], Doc] = {
     ("missions_v1.list_missions", "GET"): Doc(
-        "List missions", "Summaries of the project's missions, newest first.",
-        query=schemas.ListQuerySchema, responses={200: ("The missions.", "MissionSummary[]")}, errors=(400,)),
+        "List missions",
+        "Summaries of the project's missions, newest first.",
+        query=schemas.ListQuerySchema,
+        responses={200: ("The missions.", "MissionSummary[]")},
+        errors=(400,),
+    ),
     ("missions_v1.create_mission", "POST"): Doc(
         "Create a mission",
         "Validates the whole document (references, cycles, gates and checkpoints reachability, ranges, "
         "cron) and stores it with its tasks; status `draft`, or `scheduled` with a `schedule`. A "
         "rejected request leaves nothing behind. Names are unique per project.",
-        body="Mission", example=HELLO_MISSION,
+        body="Mission",
+        example=HELLO_MISSION,
         responses={201: ("Created; `Location` names the mission.", "MissionCreated")},
-        errors=(400, 409, 413, 415)),
+        errors=(400, 409, 413, 415),
+    ),
     ("missions_v1.list_resumable", "GET"): Doc(
-        "List paused missions", "Missions waiting for `resume`, with why they paused.",
-        responses={200: ("The paused missions.", "Resumable[]")}),
+        "List paused missions",
+        "Missions waiting for `resume`, with why they paused.",
+        responses={200: ("The paused missions.", "Resumable[]")},
+    ),
     ("missions_v1.get_mission", "GET"): Doc(
-        "Get a mission", "The whole mission with every task and its status in the latest run.",
-        responses={200: ("The mission.", "MissionDetail")}, errors=(404,)),
+        "Get a mission",
+        "The whole mission with every task and its status in the latest run.",
+        responses={200: ("The mission.", "MissionDetail")},
+        errors=(404,),
+    ),
     ("missions_v1.patch_mission", "PATCH"): Doc(
         "Change a mission",
         "Changes only the fields given (`null` clears an optional field); the whole document is "
         "validated again. Tasks change through their own routes. 409 while the mission is active or paused.",
-        body="MissionPatch", example={"prompt": "Say hello politely."},
-        responses={200: ("The changed mission.", "MissionDetail")}, errors=(400, 404, 409, 413, 415)),
+        body="MissionPatch",
+        example={"prompt": "Say hello politely."},
+        responses={200: ("The changed mission.", "MissionDetail")},
+        errors=(400, 404, 409, 413, 415),
+    ),
     ("missions_v1.delete_mission", "DELETE"): Doc(
-        "Delete a mission", "Deletes the mission, its tasks and runs. 409 while active or paused (abort it first).",
-        responses={204: ("Deleted.", None)}, errors=(404, 409)),
+        "Delete a mission",
+        "Deletes the mission, its tasks and runs. 409 while active or paused (abort it first).",
+        responses={204: ("Deleted.", None)},
+        errors=(404, 409),
+    ),
     ("missions_v1.add_task", "POST"): Doc(
         "Add a task",
         "Adds a task; while the mission runs it joins the run and starts as soon as its `dependsOn` completed.",
-        tag="Tasks", body="TaskCreate",
-        example={"title": "Translate", "description": "Translate the greeting.", "assignTo": "writer",
-                 "dependsOn": ["Greet"]},
-        responses={201: ("The task.", "TaskDetail")}, errors=(400, 404, 409, 413, 415)),
+        tag="Tasks",
+        body="TaskCreate",
+        example={
+            "title": "Translate",
+            "description": "Translate the greeting.",
+            "assignTo": "writer",
+            "dependsOn": ["Greet"],
+        },
+        responses={201: ("The task.", "TaskDetail")},
+        errors=(400, 404, 409, 413, 415),
+    ),
     ("missions_v1.update_task", "PATCH"): Doc(
-        "Change a task", "While the mission runs, only a task that has not started can change, and not its title.",
-        tag="Tasks", body="TaskPatch", example={"priority": 10},
-        responses={200: ("The task.", "TaskDetail")}, errors=(400, 404, 409, 413, 415)),
+        "Change a task",
+        "While the mission runs, only a task that has not started can change, and not its title.",
+        tag="Tasks",
+        body="TaskPatch",
+        example={"priority": 10},
+        responses={200: ("The task.", "TaskDetail")},
+        errors=(400, 404, 409, 413, 415),
+    ),
     ("missions_v1.delete_task", "DELETE"): Doc(
-        "Remove a task", "409 for the last task of a mission or a task others still refer to.",
-        tag="Tasks", responses={204: ("Removed.", None)}, errors=(404, 409)),
+        "Remove a task",
+        "409 for the last task of a mission or a task others still refer to.",
+        tag="Tasks",
+        responses={204: ("Removed.", None)},
+        errors=(404, 409),
+    ),
     ("missions_v1.execute", "POST"): Doc(
         "Execute a mission",
         "Starts a new run. With `Accept: text/event-stream` the response is the run's event stream; "
         "otherwise 202 with the run. 409 while a run is active or paused.",
-        tag="Runs", body_required=False,
-        headers=({"name": "Accept", "in": "header", "required": False,
-                  "schema": {"type": "string", "enum": ["application/json", SSE]},
-                  "description": "`text/event-stream` to stream the run."},),
+        tag="Runs",
+        body_required=False,
+        headers=(
+            {
+                "name": "Accept",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string", "enum": ["application/json", SSE]},
+                "description": "`text/event-stream` to stream the run.",
+            },
+        ),
         responses={202: ("The run started; `Location` names it.", "Run"), 200: (EVENTS_TEXT, "sse")},
-        errors=(404, 409)),
+        errors=(404, 409),
+    ),
     ("missions_v1.events", "GET"): Doc(
         "Stream a run's events",
         "The events of the latest run (or `runId`) after `Last-Event-ID`, then live ones until `mission:done`. "
         "204 when the client has already seen `mission:done`.",
-        tag="Runs", query=EventsQuerySchema,
-        headers=({"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"},
-                  "description": "The id of the last event received."},),
+        tag="Runs",
+        query=EventsQuerySchema,
+        headers=(
+            {
+                "name": "Last-Event-ID",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": "The id of the last event received.",
+            },
+        ),
         responses={200: (EVENTS_TEXT, "sse"), 204: ("Nothing more: the run ended at or before that id.", None)},
-        errors=(400, 404)),
+        errors=(400, 404),
+    ),
     ("missions_v1.resume", "POST"): Doc(
         "Resume a paused mission",
         "Settles every cause of the pause: approves waiting checkpoints; a blocked quality gate is judged "
         "again after its failed or low-scoring tasks re-run (`retryFailed: true`) or is overridden "
         "(`false`); a task awaiting approval runs again (`true`) or fails (`false`).",
-        tag="Runs", body="Resume", body_required=False, example={"retryFailed": True},
-        responses={200: ("The mission.", "MissionDetail")}, errors=(400, 404, 409, 415)),
+        tag="Runs",
+        body="Resume",
+        body_required=False,
+        example={"retryFailed": True},
+        responses={200: ("The mission.", "MissionDetail")},
+        errors=(400, 404, 409, 415),
+    ),
     ("missions_v1.abort", "POST"): Doc(
         "Abort a mission",
         "Stops now: running agents are cancelled within a second, unfinished tasks become `cancelled`, "
         "and so does the mission.",
-        tag="Runs", responses={200: ("The mission.", "MissionDetail")}, errors=(404, 409)),
+        tag="Runs",
+        responses={200: ("The mission.", "MissionDetail")},
+        errors=(404, 409),
+    ),
     ("missions_v1.list_runs", "GET"): Doc(
-        "List runs", "The mission's runs, newest first.", tag="Runs", query=schemas.PageQuerySchema,
-        responses={200: ("The runs, without their tasks.", "Run[]")}, errors=(400, 404)),
+        "List runs",
+        "The mission's runs, newest first.",
+        tag="Runs",
+        query=schemas.PageQuerySchema,
+        responses={200: ("The runs, without their tasks.", "Run[]")},
+        errors=(400, 404),
+    ),
     ("missions_v1.list_fires", "GET"): Doc(
-        "List schedule fires", "Each fire of the mission's schedule, newest first: the run it started, or why "
-        "it was skipped.", tag="Runs", query=schemas.PageQuerySchema,
-        responses={200: ("The fires.", "Fire[]")}, errors=(400, 404)),
+        "List schedule fires",
+        "Each fire of the mission's schedule, newest first: the run it started, or why it was skipped.",
+        tag="Runs",
+        query=schemas.PageQuerySchema,
+        responses={200: ("The fires.", "Fire[]")},
+        errors=(400, 404),
+    ),
     ("missions_v1.get_run", "GET"): Doc(
-        "Get a run", "One run with the state of each task in it.", tag="Runs",
-        responses={200: ("The run.", "Run")}, errors=(404,)),
+        "Get a run",
+        "One run with the state of each task in it.",
+        tag="Runs",
+        responses={200: ("The run.", "Run")},
+        errors=(404,),
+    ),
     ("healthz", "GET"): Doc(
-        "Liveness", "200 while the process serves requests; checks nothing else.", tag="Operations", auth=False,
-        responses={200: ("Up.", "Health")}),
+        "Liveness",
+        "200 while the process serves requests; checks nothing else.",
+        tag="Operations",
+        auth=False,
+        responses={200: ("Up.", "Health")},
+    ),
     ("readyz", "GET"): Doc(
-        "Readiness", "200 when Postgres and Redis answer, 503 otherwise.", tag="Operations", auth=False,
-        responses={200: ("Ready.", "Ready"), 503: ("Not ready; `checks` says what failed.", "Ready")}),
+        "Readiness",
+        "200 when Postgres and Redis answer, 503 otherwise.",
+        tag="Operations",
+        auth=False,
+        responses={200: ("Ready.", "Ready"), 503: ("Not ready; `checks` says what failed.", "Ready")},
+    ),
     ("metrics.metrics", "GET"): Doc(
         "Prometheus metrics",
         "Prometheus text format: missions and tasks by status, attempt duration and queue wait, attempts "
         "and retries, assessment scores, coordinator step duration, events published, SSE clients, tick lag.",
-        tag="Operations", auth=False, responses={200: ("Metrics.", "text")}),
+        tag="Operations",
+        auth=False,
+        responses={200: ("Metrics.", "text")},
+    ),
     ("docs.openapi_json", "GET"): Doc(
-        "This OpenAPI document", tag="Operations", auth=False, responses={200: ("OpenAPI 3.1.", "json")}),
+        "This OpenAPI document", tag="Operations", auth=False, responses={200: ("OpenAPI 3.1.", "json")}
+    ),
     ("docs.docs_page", "GET"): Doc(
-        "API reference (HTML)", "This document rendered as a page, with a form to try each operation.",
-        tag="Operations", auth=False, responses={200: ("An HTML page.", "html")}),
+        "API reference (HTML)",
+        "This document rendered as a page, with a form to try each operation.",
+        tag="Operations",
+        auth=False,
+        responses={200: ("An HTML page.", "html")},
+    ),
 }
 
-_ERROR_TEXT = {400: "Invalid request: `details.fields` names every offending field.",
-               401: "Missing or invalid API key.", 404: "No such mission, task or run in this project.",
-               409: "Conflicts with the mission's current state.", 413: "Body larger than MISSIONS_MAX_BODY_BYTES.",
-               415: "The body is not `application/json`."}
+_ERROR_TEXT = {
+    400: "Invalid request: `details.fields` names every offending field.",
+    401: "Missing or invalid API key.",
+    404: "No such mission, task or run in this project.",
+    409: "Conflicts with the mission's current state.",
+    413: "Body larger than MISSIONS_MAX_BODY_BYTES.",
+    415: "The body is not `application/json`.",
+}
 _PARAM_NAMES = {"mission_id": "missionId", "task_id": "taskId", "run_id": "runId"}
 _RULE_PARAM = re.compile(r"<(?:[a-z_]+:)?([a-z_]+)>")
 
@@ -348,25 +468,42 @@ class UndocumentedRoute(LookupError):
 
 def build_spec(app: Flask, *, strict: bool = False) -> dict[str, Any]:
     spec = APISpec(
-        title=TITLE, version=_version(), openapi_version="3.1.0", plugins=[MarshmallowPlugin()],
-        info={"description": "Missions groups tasks for AI agents into workflows with dependencies, retries, "
-                             "assessments, quality gates, checkpoints, deadlines and schedules. Authenticate "
-                             "with `Authorization: Bearer sk_live_...`; every resource belongs to the key's "
-                             "project. Errors are `{error, code, details}`."},
+        title=TITLE,
+        version=_version(),
+        openapi_version="3.1.0",
+        plugins=[MarshmallowPlugin()],
+        info={
+            "description": "Missions groups tasks for AI agents into workflows with dependencies, retries, "
+            "assessments, quality gates, checkpoints, deadlines and schedules. Authenticate "
+            "with `Authorization: Bearer sk_live_...`; every resource belongs to the key's "
+            "project. Errors are `{error, code, details}`."
+        },
         tags=[{"name": "Missions"}, {"name": "Tasks"}, {"name": "Runs"}, {"name": "Operations"}],
     )
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer", "bearerFormat": "sk_live_..."})
     for name, schema in (
-        ("Mission", schemas.MISSION), ("MissionPatch", schemas.MISSION_PATCH), ("TaskCreate", schemas.TASK),
-        ("TaskPatch", schemas.TASK_PATCH), ("Resume", schemas.RESUME), ("Error", ErrorSchema),
-        ("MissionSummary", MissionSummarySchema), ("MissionCreated", MissionCreatedSchema),
-        ("TaskDetail", TaskDetailSchema), ("MissionDetail", MissionDetailSchema), ("Resumable", ResumableSchema),
-        ("Run", RunSchema), ("Fire", FireSchema), ("Health", HealthSchema), ("Ready", ReadySchema),
+        ("Mission", schemas.MISSION),
+        ("MissionPatch", schemas.MISSION_PATCH),
+        ("TaskCreate", schemas.TASK),
+        ("TaskPatch", schemas.TASK_PATCH),
+        ("Resume", schemas.RESUME),
+        ("Error", ErrorSchema),
+        ("MissionSummary", MissionSummarySchema),
+        ("MissionCreated", MissionCreatedSchema),
+        ("TaskDetail", TaskDetailSchema),
+        ("MissionDetail", MissionDetailSchema),
+        ("Resumable", ResumableSchema),
+        ("Run", RunSchema),
+        ("Fire", FireSchema),
+        ("Health", HealthSchema),
+        ("Ready", ReadySchema),
     ):
         spec.components.schema(name, schema=schema)
     for status, text in _ERROR_TEXT.items():
-        spec.components.response(f"E{status}", {"description": text, "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+        spec.components.response(
+            f"E{status}",
+            {"description": text, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+        )
 
     by_path: dict[str, dict[str, Any]] = {}
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
@@ -377,10 +514,14 @@ def build_spec(app: Flask, *, strict: bool = False) -> dict[str, Any]:
             doc = DOCS.get((rule.endpoint, method))
             if doc is None:
                 if strict:
-                    raise UndocumentedRoute(f"{method} {rule.rule} ({rule.endpoint}) has no entry in api.http.openapi.DOCS")
+                    raise UndocumentedRoute(
+                        f"{method} {rule.rule} ({rule.endpoint}) has no entry in api.http.openapi.DOCS"
+                    )
                 by_path.setdefault(path, {})[method.lower()] = {
-                    "summary": f"{method} {path}", "x-undocumented": True, "responses": {"default": {
-                        "description": "Undocumented."}}}
+                    "summary": f"{method} {path}",
+                    "x-undocumented": True,
+                    "responses": {"default": {"description": "Undocumented."}},
+                }
                 continue
             by_path.setdefault(path, {})[method.lower()] = _operation(rule.endpoint, rule.arguments, doc)
     for path, operations in by_path.items():
@@ -392,7 +533,9 @@ def _operation(endpoint: str, arguments: Any, doc: Doc) -> dict[str, Any]:
     name = endpoint.rsplit(".", 1)[-1]
     operation: dict[str, Any] = {
         "operationId": re.sub(r"_([a-z])", lambda m: m.group(1).upper(), name),
-        "summary": doc.summary, "tags": [doc.tag], "responses": {},
+        "summary": doc.summary,
+        "tags": [doc.tag],
+        "responses": {},
     }
     if doc.description:
         operation["description"] = doc.description
@@ -432,8 +575,9 @@ def _response(text: str, schema: str | None) -> dict[str, Any]:
     elif schema == "json":
         out["content"] = {"application/json": {"schema": {"type": "object"}}}
     elif schema.endswith("[]"):
-        out["content"] = {"application/json": {"schema": {
-            "type": "array", "items": {"$ref": f"#/components/schemas/{schema[:-2]}"}}}}
+        out["content"] = {
+            "application/json": {"schema": {"type": "array", "items": {"$ref": f"#/components/schemas/{schema[:-2]}"}}}
+        }
     else:
         out["content"] = {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}
     return out
@@ -477,7 +621,8 @@ def render_html(spec: Mapping[str, Any]) -> str:
     """A self-contained page: every operation with its parameters, body and responses, every schema."""
     components = spec.get("components", {}).get("schemas", {})
     ops: list[tuple[str, str, dict[str, Any]]] = [
-        (path, method, op) for path, item in spec["paths"].items() for method, op in item.items()]
+        (path, method, op) for path, item in spec["paths"].items() for method, op in item.items()
+    ]
     tags = [t["name"] for t in spec.get("tags", [])]
     nav, body = [], []
     for tag in tags:
@@ -488,25 +633,39 @@ def render_html(spec: Mapping[str, Any]) -> str:
         body.append(f'<h2 id="tag-{_e(tag)}">{_e(tag)}</h2>')
         for path, method, op in tagged:
             anchor = op.get("operationId") or f"{method}-{path}"
-            nav.append(f'<li><a href="#{_e(anchor)}"><span class="m {method}">{method.upper()}</span> '
-                       f"{_e(path)}</a></li>")
+            nav.append(
+                f'<li><a href="#{_e(anchor)}"><span class="m {method}">{method.upper()}</span> {_e(path)}</a></li>'
+            )
             body.append(_operation_html(path, method, op, anchor, spec))
         nav.append("</ul>")
-    nav.append('<h3>Schemas</h3><ul>' + "".join(
-        f'<li><a href="#schema-{_e(n)}">{_e(n)}</a></li>' for n in components) + "</ul>")
+    nav.append(
+        "<h3>Schemas</h3><ul>"
+        + "".join(f'<li><a href="#schema-{_e(n)}">{_e(n)}</a></li>' for n in components)
+        + "</ul>"
+    )
     body.append("<h2>Schemas</h2>")
     for name, schema in components.items():
-        body.append(f'<section class="schema" id="schema-{_e(name)}"><h3>{_e(name)}</h3>'
-                    f"{_schema_table(schema)}</section>")
+        body.append(
+            f'<section class="schema" id="schema-{_e(name)}"><h3>{_e(name)}</h3>{_schema_table(schema)}</section>'
+        )
     info = spec.get("info", {})
-    return _PAGE.format(title=_e(info.get("title", TITLE)), version=_e(info.get("version", "")),
-                        description=_md(info.get("description", "")), nav="".join(nav), body="".join(body),
-                        script=_SCRIPT)
+    return _PAGE.format(
+        title=_e(info.get("title", TITLE)),
+        version=_e(info.get("version", "")),
+        description=_md(info.get("description", "")),
+        nav="".join(nav),
+        body="".join(body),
+        script=_SCRIPT,
+    )
 
 
 def _operation_html(path: str, method: str, op: Mapping[str, Any], anchor: str, spec: Mapping[str, Any]) -> str:
-    parts = [f'<section class="op" id="{_e(anchor)}"><h3><span class="m {method}">{method.upper()}</span> '
-             f'<code>{_e(path)}</code> — {_e(op.get("summary", ""))}</h3>']
+    parts = [
+        (
+            f'<section class="op" id="{_e(anchor)}"><h3><span class="m {method}">{method.upper()}</span> '
+            f"<code>{_e(path)}</code> — {_e(op.get('summary', ''))}</h3>"
+        )
+    ]
     if op.get("description"):
         parts.append(f"<p>{_md(op['description'])}</p>")
     parts.append("<p class='auth'>" + ("Needs an API key." if op.get("security") else "No authentication.") + "</p>")
@@ -515,8 +674,10 @@ def _operation_html(path: str, method: str, op: Mapping[str, Any], anchor: str, 
         parts.append("<h4>Parameters</h4><table><tr><th>name</th><th>in</th><th>type</th><th>description</th></tr>")
         for p in params:
             required = " <b>required</b>" if p.get("required") else ""
-            parts.append(f"<tr><td><code>{_e(p['name'])}</code>{required}</td><td>{_e(p['in'])}</td>"
-                         f"<td>{_type(p.get('schema', {}))}</td><td>{_md(p.get('description', ''))}</td></tr>")
+            parts.append(
+                f"<tr><td><code>{_e(p['name'])}</code>{required}</td><td>{_e(p['in'])}</td>"
+                f"<td>{_type(p.get('schema', {}))}</td><td>{_md(p.get('description', ''))}</td></tr>"
+            )
         parts.append("</table>")
     body = op.get("requestBody")
     example = ""
@@ -531,7 +692,9 @@ def _operation_html(path: str, method: str, op: Mapping[str, Any], anchor: str, 
     for status, entry in op.get("responses", {}).items():
         response = spec["components"]["responses"][entry["$ref"].rsplit("/", 1)[-1]] if "$ref" in entry else entry
         content = response.get("content", {})
-        shape = ", ".join(f"<code>{_e(kind)}</code> {_type(media.get('schema', {}))}" for kind, media in content.items())
+        shape = ", ".join(
+            f"<code>{_e(kind)}</code> {_type(media.get('schema', {}))}" for kind, media in content.items()
+        )
         parts.append(f"<tr><td>{_e(status)}</td><td>{_md(response.get('description', ''))}</td><td>{shape}</td></tr>")
     parts.append("</table>")
     parts.append(_try_form(path, method, params, bool(body), example))
@@ -542,11 +705,15 @@ def _operation_html(path: str, method: str, op: Mapping[str, Any], anchor: str, 
 def _try_form(path: str, method: str, params: list[Mapping[str, Any]], has_body: bool, example: str) -> str:
     inputs = "".join(
         f'<label>{_e(p["name"])} <input data-in="{_e(p["in"])}" data-name="{_e(p["name"])}" size="28"></label> '
-        for p in params if p.get("in") in ("path", "query", "header"))
+        for p in params
+        if p.get("in") in ("path", "query", "header")
+    )
     textarea = f'<textarea rows="6" data-body>{_e(example or "{}")}</textarea>' if has_body else ""
-    return (f'<details class="try"><summary>Try it</summary><form data-method="{method.upper()}" '
-            f'data-path="{_e(path)}">{inputs}{textarea}<button type="submit">Send</button>'
-            f'<pre class="out"></pre></form></details>')
+    return (
+        f'<details class="try"><summary>Try it</summary><form data-method="{method.upper()}" '
+        f'data-path="{_e(path)}">{inputs}{textarea}<button type="submit">Send</button>'
+        f'<pre class="out"></pre></form></details>'
+    )
 
 
 def _type(schema: Mapping[str, Any]) -> str:
@@ -570,9 +737,17 @@ def _type(schema: Mapping[str, Any]) -> str:
         text += f" ({_e(schema['format'])})"
     if "enum" in schema:
         text += ": " + ", ".join(f"<code>{_e(json.dumps(v))}</code>" for v in schema["enum"])
-    limits = [f"{label} {schema[key]}" for key, label in (
-        ("minimum", "≥"), ("maximum", "≤"), ("minLength", "min length"), ("maxLength", "max length"),
-        ("maxItems", "max items")) if key in schema]
+    limits = [
+        f"{label} {schema[key]}"
+        for key, label in (
+            ("minimum", "≥"),
+            ("maximum", "≤"),
+            ("minLength", "min length"),
+            ("maxLength", "max length"),
+            ("maxItems", "max items"),
+        )
+        if key in schema
+    ]
     if limits:
         text += f" <span class='lim'>({_e(', '.join(limits))})</span>"
     if "default" in schema:
@@ -588,8 +763,10 @@ def _schema_table(schema: Mapping[str, Any]) -> str:
     rows = ["<table><tr><th>field</th><th>type</th><th>description</th></tr>"]
     for name, prop in properties.items():
         mark = " <b>required</b>" if name in required else ""
-        rows.append(f"<tr><td><code>{_e(name)}</code>{mark}</td><td>{_type(prop)}</td>"
-                    f"<td>{_md(prop.get('description', ''))}</td></tr>")
+        rows.append(
+            f"<tr><td><code>{_e(name)}</code>{mark}</td><td>{_type(prop)}</td>"
+            f"<td>{_md(prop.get('description', ''))}</td></tr>"
+        )
     rows.append("</table>")
     if schema.get("additionalProperties") is False:
         rows.append("<p class='lim'>Unknown fields are rejected.</p>")

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from orchestrator.engine import RUNNING_MISSION_STATUSES, MissionStatus, TaskStatus
 from orchestrator.spec import DEFAULT_QUALITY_THRESHOLD, format_timestamp
 from workers.store.missions import StoredMission, StoredTask
 from workers.store.usage import MissionUsage
@@ -45,8 +46,8 @@ def _run_tasks(tasks: Any) -> dict[str, Mapping[str, Any]]:
 def _task_status(mission: StoredMission, task: StoredTask, states: Mapping[str, Mapping[str, Any]]) -> str:
     state = states.get(task.id)
     if state is not None:
-        return str(state.get("status", "pending"))
-    return "pending" if mission.status in ("active", "paused") else "draft"
+        return str(state.get("status", TaskStatus.PENDING.value))
+    return (TaskStatus.PENDING if mission.status in RUNNING_MISSION_STATUSES else TaskStatus.DRAFT).value
 
 
 def task_brief(mission: StoredMission, task: StoredTask, states: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -61,8 +62,9 @@ def task_brief(mission: StoredMission, task: StoredTask, states: Mapping[str, Ma
     return out
 
 
-def task_detail(mission: StoredMission, task: StoredTask, states: Mapping[str, Mapping[str, Any]],
-                usage: MissionUsage | None = None) -> dict[str, Any]:
+def task_detail(
+    mission: StoredMission, task: StoredTask, states: Mapping[str, Mapping[str, Any]], usage: MissionUsage | None = None
+) -> dict[str, Any]:
     out = {"id": task.id, **task.document, "status": _task_status(mission, task, states)}
     state = states.get(task.id)
     if state is not None:
@@ -88,10 +90,10 @@ def _run_fields(mission: StoredMission) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if row.get("latest_run_id"):
         out["latestRunId"] = row["latest_run_id"]
-    if mission.status == "paused":
+    if mission.status == MissionStatus.PAUSED:
         out["pauseReason"] = row.get("pause_reason")
         out["pauseMessage"] = row.get("pause_message")
-    if row.get("failure_reason") and mission.status in ("failed", "cancelled"):
+    if row.get("failure_reason") and mission.status in (MissionStatus.FAILED, MissionStatus.CANCELLED):
         out["failureReason"] = row["failure_reason"]
     if row.get("next_run_at") is not None:
         out["nextRunAt"] = _ts(row["next_run_at"])
@@ -130,7 +132,7 @@ def mission_detail(mission: StoredMission, usage: MissionUsage | None = None) ->
     states = task_statuses(mission)
     out = _head(mission, doc)
     for key, value in doc.items():
-        if key not in out and key not in ("name",):
+        if key not in out and key != "name":
             out[key] = value
     out.update(_run_fields(mission))
     out["createdAt"] = _ts(mission.row["created_at"])

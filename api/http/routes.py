@@ -67,8 +67,10 @@ def json_body(schema: Schema, *, optional: bool = False) -> Any:
     except UnicodeDecodeError:
         raise Invalid("request body is not valid UTF-8") from None
     except json.JSONDecodeError as exc:
-        raise Invalid(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
-                      {"line": exc.lineno, "column": exc.colno}) from None
+        raise Invalid(
+            f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+            {"line": exc.lineno, "column": exc.colno},
+        ) from None
     if not isinstance(body, dict):
         raise Invalid("the request body must be a JSON object", {"fields": {"body": ["expected an object"]}})
     return schema.load(body)
@@ -78,7 +80,9 @@ def json_body(schema: Schema, *, optional: bool = False) -> Any:
 def list_missions() -> Any:
     query = schemas.LIST_QUERY.load(request.args.to_dict())
     with services().transaction() as conn:
-        rows = missions.list_missions(conn, g.project_id, status=query.get("status"), limit=query["limit"], offset=query["offset"])
+        rows = missions.list_missions(
+            conn, g.project_id, status=query.get("status"), limit=query["limit"], offset=query["offset"]
+        )
     return jsonify([render.mission_summary(row) for row in rows])
 
 

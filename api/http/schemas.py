@@ -12,6 +12,7 @@ from typing import Any
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, pre_load, validate
 
+from orchestrator.engine import MissionStatus
 from orchestrator.spec import format_timestamp, parse_timestamp
 
 NAME_MAX = 200
@@ -71,10 +72,11 @@ def text(max_length: int, *, required: bool = False, allow_empty: bool = True) -
     return fields.String(required=required, allow_none=not required, validate=checks)
 
 
-def titles(**kwargs: Any) -> fields.List:
+def titles(**kwargs: Any) -> fields.List[Any]:
     """A list of task titles; as long as a mission may be (a fan-in task depends on all the others)."""
-    return fields.List(fields.String(validate=validate.Length(min=1, max=NAME_MAX)),
-                       validate=validate.Length(max=TITLES_MAX), **kwargs)
+    return fields.List(
+        fields.String(validate=validate.Length(min=1, max=NAME_MAX)), validate=validate.Length(max=TITLES_MAX), **kwargs
+    )
 
 
 class Strict(Schema):
@@ -83,7 +85,9 @@ class Strict(Schema):
 
 
 class ExpectationSchema(Strict):
-    type = fields.String(validate=validate.OneOf(["criterion", "contains", "regex", "json_schema", "command"]), allow_none=True)
+    type = fields.String(
+        validate=validate.OneOf(["criterion", "contains", "regex", "json_schema", "command"]), allow_none=True
+    )
     name = text(NAME_MAX)
     criterion = text(TEXT_MAX)
     value = text(TEXT_MAX)
@@ -110,8 +114,6 @@ class RetryPolicySchema(Strict):
     backoff = StrictNumber(allow_none=True, validate=validate.Range(min=0, max=86_400))
 
 
-
-
 class TaskSchema(Strict):
     title = text(NAME_MAX, required=True, allow_empty=False)
     description = text(TEXT_MAX, required=True)
@@ -128,7 +130,9 @@ class TaskSchema(Strict):
 
 class ScriptStepSchema(Strict):
     output = text(PROMPT_MAX)
-    outputChunks = fields.List(fields.String(validate=validate.Length(max=PROMPT_MAX)), validate=validate.Length(max=10_000), allow_none=True)
+    outputChunks = fields.List(
+        fields.String(validate=validate.Length(max=PROMPT_MAX)), validate=validate.Length(max=10_000), allow_none=True
+    )
     delay = StrictNumber(allow_none=True, validate=validate.Range(min=0, max=86_400))
     fail = text(TEXT_MAX)
     score = StrictNumber(allow_none=True)
@@ -147,7 +151,9 @@ class AgentSchema(Strict):
     maxConcurrency = StrictInteger(allow_none=True)
     baseUrl = text(2_000)
     apiKeyEnv = text(NAME_MAX)
-    allowedHosts = fields.List(fields.String(validate=validate.Length(max=NAME_MAX)), validate=validate.Length(max=100), allow_none=True)
+    allowedHosts = fields.List(
+        fields.String(validate=validate.Length(max=NAME_MAX)), validate=validate.Length(max=100), allow_none=True
+    )
     script = fields.List(fields.Nested(ScriptStepSchema), validate=validate.Length(max=1_000), allow_none=True)
 
 
@@ -220,7 +226,7 @@ class MissionSchema(Strict):
         cleaned = _drop_nones(data)
         if payload is not None:
             cleaned["data"] = payload
-        return cleaned
+        return dict(cleaned)
 
 
 class MissionPatchSchema(MissionSchema):
@@ -261,9 +267,7 @@ class ListQuerySchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    status = fields.String(
-        validate=validate.OneOf(["draft", "scheduled", "active", "paused", "completed", "failed", "cancelled"])
-    )
+    status = fields.String(validate=validate.OneOf([s.value for s in MissionStatus]))
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
     offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
 

@@ -62,7 +62,7 @@ _EVENT_ID = re.compile(r"[0-9]{1,19}")
 _MAX_EVENT_ID = 2**63 - 1  # bigserial
 
 
-class EventStream(ServerSentEventsBlueprint):
+class EventStream(ServerSentEventsBlueprint):  # type: ignore[misc]  # (flask-sse has no types)
     """flask-sse's blueprint, streaming one run from the event log (see the module docstring)."""
 
     @property
@@ -180,5 +180,3 @@ def _format(event: event_log.StoredEvent) -> str:
     # Serialised here with ASCII escapes: flask-sse splits data with str.splitlines(), which would
     # also break a line at U+2028 and similar characters left raw inside a JSON string.
     return str(Message(json.dumps(event.data), type=event.type, id=event.id))
-
-

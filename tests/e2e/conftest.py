@@ -12,22 +12,25 @@ from tests.support.stack import Stack
 
 def stack_env(database_url: str, redis_url: str, data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MISSIONS_")}
-    env.update({
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "MISSIONS_DATA_DIR": str(data_dir),
-        "MISSIONS_TICK_SECONDS": "0.3",
-        "MISSIONS_HEARTBEAT_SECONDS": "0.5",
-        "MISSIONS_WORKER_LOST_SECONDS": "3",
-        "MISSIONS_REQUEUE_SECONDS": "2",
-        "MISSIONS_LOG_LEVEL": "info",
-    })
+    env.update(
+        {
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "MISSIONS_DATA_DIR": str(data_dir),
+            "MISSIONS_TICK_SECONDS": "0.3",
+            "MISSIONS_HEARTBEAT_SECONDS": "0.5",
+            "MISSIONS_WORKER_LOST_SECONDS": "3",
+            "MISSIONS_REQUEUE_SECONDS": "2",
+            "MISSIONS_LOG_LEVEL": "info",
+        }
+    )
     return env
 
 
 @contextmanager
-def running_stack(database_url: str, redis_url: str, tmp_path: Path,
-                  extra_env: dict[str, str] | None = None) -> Iterator[Stack]:
+def running_stack(
+    database_url: str, redis_url: str, tmp_path: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[Stack]:
     """API, one worker and beat as real processes on this test's database and Redis."""
     import psycopg
     from psycopg.rows import dict_row

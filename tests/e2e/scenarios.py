@@ -31,8 +31,13 @@ def code_review_pipeline() -> dict[str, Any]:
 def mission(name: str, tasks: list[dict[str, Any]], agents: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
     for task in tasks:
         task.setdefault("description", f"Do {task['title']}")
-    return {"name": name, "prompt": f"Mission {name}", "tasks": tasks,
-            "team": {"name": "crew", "volatile": True, "agents": agents}, **extra}
+    return {
+        "name": name,
+        "prompt": f"Mission {name}",
+        "tasks": tasks,
+        "team": {"name": "crew", "volatile": True, "agents": agents},
+        **extra,
+    }
 
 
 def agent(name: str, *steps: dict[str, Any], model: str = "scripted/basic") -> dict[str, Any]:

@@ -29,14 +29,16 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def shared_stack(postgres_server_url: str, template_database: str, redis_server_url: str,
-                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def shared_stack(
+    postgres_server_url: str, template_database: str, redis_server_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
     from workers.store.projects import create_key
 
     name = f"missions_cli_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(postgres_server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name),
-                                                                       sql.Identifier(template_database)))
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template_database))
+        )
     database_url = with_database(postgres_server_url, name)
     redis.Redis.from_url(redis_server_url).flushdb()
     folder = tmp_path_factory.mktemp("cli")
@@ -58,8 +60,14 @@ def shared_stack(postgres_server_url: str, template_database: str, redis_server_
 
 def cli(stack: Stack, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in environment().items() if k not in ("MISSIONS_URL", "MISSIONS_KEY")}
-    return subprocess.run([missions_executable(), *args, "--url", stack.url, "--key", stack.key], env=env,
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [missions_executable(), *args, "--url", stack.url, "--key", stack.key],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def write(tmp_path: Path, name: str, document: dict[str, Any], *, as_yaml: bool = False) -> str:
@@ -73,9 +81,11 @@ def unique(prefix: str) -> str:
 
 
 def test_run_exits_0_and_shows_every_task_when_the_mission_completes(shared_stack: Stack, tmp_path: Path) -> None:
-    doc = mission(unique("ok"), [{"title": "Plan", "assignTo": "a"},
-                                 {"title": "Build", "assignTo": "a", "dependsOn": ["Plan"]}],
-                  [agent("a", {"outputChunks": ["step one\n", "step two\n"]})])
+    doc = mission(
+        unique("ok"),
+        [{"title": "Plan", "assignTo": "a"}, {"title": "Build", "assignTo": "a", "dependsOn": ["Plan"]}],
+        [agent("a", {"outputChunks": ["step one\n", "step two\n"]})],
+    )
     result = cli(shared_stack, "run", write(tmp_path, "ok", doc), "--follow-output")
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
@@ -86,8 +96,12 @@ def test_run_exits_0_and_shows_every_task_when_the_mission_completes(shared_stac
 
 
 def test_run_exits_1_when_the_mission_fails(shared_stack: Stack, tmp_path: Path) -> None:
-    doc = mission(unique("broken"), [{"title": "Doomed", "assignTo": "a", "maxRetries": 1}],
-                  [agent("a", {"fail": "the tool crashed"})], deadline="2099-01-01T00:00:00Z")
+    doc = mission(
+        unique("broken"),
+        [{"title": "Doomed", "assignTo": "a", "maxRetries": 1}],
+        [agent("a", {"fail": "the tool crashed"})],
+        deadline="2099-01-01T00:00:00Z",
+    )
     path = write(tmp_path, "broken", doc, as_yaml=True)
     text = Path(path).read_text().replace("'2099-01-01T00:00:00Z'", "2099-01-01T00:00:00Z")
     Path(path).write_text(text)  # an unquoted YAML timestamp, which YAML reads as a datetime
@@ -97,10 +111,12 @@ def test_run_exits_1_when_the_mission_fails(shared_stack: Stack, tmp_path: Path)
 
 
 def test_run_exits_2_when_the_mission_pauses_and_resume_follow_finishes_it(shared_stack: Stack, tmp_path: Path) -> None:
-    doc = mission(unique("checked"), [{"title": "Stage", "assignTo": "a"},
-                                      {"title": "Prod", "assignTo": "a", "dependsOn": ["Stage"]}],
-                  [agent("a", {"output": "ok"})],
-                  checkpoints=[{"afterTasks": ["Stage"], "blocksTasks": ["Prod"], "message": "Ship to prod?"}])
+    doc = mission(
+        unique("checked"),
+        [{"title": "Stage", "assignTo": "a"}, {"title": "Prod", "assignTo": "a", "dependsOn": ["Stage"]}],
+        [agent("a", {"output": "ok"})],
+        checkpoints=[{"afterTasks": ["Stage"], "blocksTasks": ["Prod"], "message": "Ship to prod?"}],
+    )
     result = cli(shared_stack, "run", write(tmp_path, "checked", doc))
     assert result.returncode == 2, result.stdout + result.stderr
     assert "paused (checkpoint): Ship to prod?" in result.stdout
@@ -114,10 +130,23 @@ def test_run_exits_2_when_the_mission_pauses_and_resume_follow_finishes_it(share
 def test_run_exits_3_when_the_mission_is_aborted(shared_stack: Stack, tmp_path: Path) -> None:
     doc = mission(unique("long"), [{"title": "Sleep", "assignTo": "a"}], [agent("a", {"delay": 60})])
     env = {k: v for k, v in environment().items() if k not in ("MISSIONS_URL", "MISSIONS_KEY")}
-    runner = subprocess.Popen([missions_executable(), "run", write(tmp_path, "long", doc), "--url", shared_stack.url,
-                               "--key", shared_stack.key], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True)
+    runner = subprocess.Popen(
+        [
+            missions_executable(),
+            "run",
+            write(tmp_path, "long", doc),
+            "--url",
+            shared_stack.url,
+            "--key",
+            shared_stack.key,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
+
         def running() -> bool:
             for row in shared_stack.request("GET", "/v1/missions").json():
                 if row["name"] == doc["name"]:
@@ -125,8 +154,9 @@ def test_run_exits_3_when_the_mission_is_aborted(shared_stack: Stack, tmp_path: 
             return False
 
         wait_for(running, 30, "the task to run", shared_stack)
-        mission_id = next(m["id"] for m in shared_stack.request("GET", "/v1/missions").json()
-                          if m["name"] == doc["name"])
+        mission_id = next(
+            m["id"] for m in shared_stack.request("GET", "/v1/missions").json() if m["name"] == doc["name"]
+        )
         aborted = cli(shared_stack, "abort", mission_id, "--json")
         assert aborted.returncode == 0 and json.loads(aborted.stdout)["status"] == "cancelled"
         out, err = runner.communicate(timeout=30)
@@ -163,35 +193,54 @@ def test_list_show_and_events_print_json_for_scripts(shared_stack: Stack, tmp_pa
 
 def scrape(stack: Stack) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     text = requests.get(f"{stack.url}/metrics", timeout=10).text
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def test_metrics_move_while_missions_run(shared_stack: Stack) -> None:
     before = scrape(shared_stack)
-    doc = mission(unique("measured"), [{"title": "One", "assignTo": "a", "expectations": [{"criterion": "good"}]},
-                                       {"title": "Two", "assignTo": "a", "dependsOn": ["One"]}],
-                  [agent("a", {"delay": 0.2, "output": "fine"})],
-                  assessor={"model": "scripted/judge", "script": [{"score": 4.5, "reason": "good"}]},
-                  checkpoints=[{"afterTasks": ["Two"], "message": "Look"}])
+    doc = mission(
+        unique("measured"),
+        [
+            {"title": "One", "assignTo": "a", "expectations": [{"criterion": "good"}]},
+            {"title": "Two", "assignTo": "a", "dependsOn": ["One"]},
+        ],
+        [agent("a", {"delay": 0.2, "output": "fine"})],
+        assessor={"model": "scripted/judge", "script": [{"score": 4.5, "reason": "good"}]},
+        checkpoints=[{"afterTasks": ["Two"], "message": "Look"}],
+    )
     created = shared_stack.create(doc)
     shared_stack.execute(created["id"])
     shared_stack.wait_status(created["id"], "paused")
-    with requests.get(f"{shared_stack.url}/v1/missions/{created['id']}/events", headers=shared_stack.headers,
-                      stream=True, timeout=10) as stream:
+    with requests.get(
+        f"{shared_stack.url}/v1/missions/{created['id']}/events", headers=shared_stack.headers, stream=True, timeout=10
+    ) as stream:
         assert stream.status_code == 200
         during = scrape(shared_stack)
     assert during[("missions_sse_clients", ())] >= 1
-    assert during[("missions_missions", (("status", "paused"),))] == before[("missions_missions", (("status", "paused"),))] + 1
+    assert (
+        during[("missions_missions", (("status", "paused"),))]
+        == before[("missions_missions", (("status", "paused"),))] + 1
+    )
     assert during[("missions_tasks", (("status", "completed"),))] >= 2
     shared_stack.request("POST", f"/v1/missions/{created['id']}/resume", json={})
     shared_stack.wait_status(created["id"], "completed")
     after = scrape(shared_stack)
-    assert after[("missions_task_duration_seconds_count", ())] >= before[("missions_task_duration_seconds_count", ())] + 2
+    assert (
+        after[("missions_task_duration_seconds_count", ())] >= before[("missions_task_duration_seconds_count", ())] + 2
+    )
     assert after[("missions_task_duration_seconds_sum", ())] >= before[("missions_task_duration_seconds_sum", ())] + 0.4
-    assert after[("missions_task_queue_wait_seconds_count", ())] >= before[("missions_task_queue_wait_seconds_count", ())] + 2
+    assert (
+        after[("missions_task_queue_wait_seconds_count", ())]
+        >= before[("missions_task_queue_wait_seconds_count", ())] + 2
+    )
     assert after[("missions_assessment_score_count", ())] == before[("missions_assessment_score_count", ())] + 1
-    assert (after[("missions_attempts_total", (("status", "completed"),))]
-            >= before.get(("missions_attempts_total", (("status", "completed"),)), 0) + 2)
+    assert (
+        after[("missions_attempts_total", (("status", "completed"),))]
+        >= before.get(("missions_attempts_total", (("status", "completed"),)), 0) + 2
+    )
     assert after[("missions_missions", (("status", "completed"),))] >= 1
     assert after[("missions_tick_lag_seconds", ())] < 5

@@ -17,8 +17,9 @@ pytestmark = pytest.mark.e2e
 
 def test_demo_on_its_own_private_stack_completes_every_task_and_cleans_up() -> None:
     env = {k: v for k, v in environment().items() if k not in ("MISSIONS_URL", "MISSIONS_KEY")}
-    result = subprocess.run([missions_executable(), "demo"], env=env, capture_output=True, text=True,
-                            timeout=120, check=False)
+    result = subprocess.run(
+        [missions_executable(), "demo"], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     titles = [task["title"] for task in demo_mission()["tasks"]]

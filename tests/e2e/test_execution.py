@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC
 
 import pytest
 
@@ -19,8 +20,12 @@ def statuses_of(events: list, title: str) -> list[str]:
 
 def test_deploy_pipeline_streams_its_whole_run_and_completes(stack: Stack) -> None:
     created = stack.create(deploy_pipeline())
-    events = read_events(f"{stack.url}/v1/missions/{created['id']}/execute",
-                         {**stack.headers, "Accept": "text/event-stream"}, method="POST", timeout=60)
+    events = read_events(
+        f"{stack.url}/v1/missions/{created['id']}/execute",
+        {**stack.headers, "Accept": "text/event-stream"},
+        method="POST",
+        timeout=60,
+    )
     kinds = [e.event for e in events]
     assert kinds[0] == "mission:status" and events[0].data["status"] == "active"
     assert kinds[-1] == "mission:done" and events[-1].data["status"] == "completed"
@@ -47,17 +52,21 @@ def test_code_review_pipeline_passes_upstream_output_downstream(stack: Stack) ->
     assert final["status"] == "completed"
     detail = stack.request("GET", f"/v1/missions/{created['id']}/runs/{run['id']}").json()
     assert {t["title"]: t["status"] for t in detail["tasks"]} == {
-        "Analyze code changes": "completed", "Write review summary": "completed"}
+        "Analyze code changes": "completed",
+        "Write review summary": "completed",
+    }
     analyze = next(t for t in detail["tasks"] if t["title"] == "Analyze code changes")
     assert analyze["output"] == "code-reviewer done" and analyze["score"] == 4.5
     assert [c["reason"] for c in analyze["criteria"]] == ["meets the bar", "meets the bar"]
-    assert detail["usage"]["attempts"] == 2 and set(detail["usage"]) == {"tokensIn", "tokensOut", "costUsd",
-                                                                          "attempts"}
+    assert detail["usage"]["attempts"] == 2 and set(detail["usage"]) == {"tokensIn", "tokensOut", "costUsd", "attempts"}
 
 
 def test_a_failing_task_is_retried_with_feedback_and_then_succeeds(stack: Stack) -> None:
-    doc = mission("retry", [{"title": "Flaky", "assignTo": "a", "maxRetries": 2}],
-                  [agent("a", {"fail": "boom"}, {"output": "fine"})])
+    doc = mission(
+        "retry",
+        [{"title": "Flaky", "assignTo": "a", "maxRetries": 2}],
+        [agent("a", {"fail": "boom"}, {"output": "fine"})],
+    )
     created = stack.create(doc)
     stack.execute(created["id"])
     final = stack.wait_status(created["id"], "completed", "failed")
@@ -66,9 +75,11 @@ def test_a_failing_task_is_retried_with_feedback_and_then_succeeds(stack: Stack)
 
 
 def test_fallback_agent_takes_over_when_retries_are_exhausted(stack: Stack) -> None:
-    doc = mission("fallback", [{"title": "Hard", "assignTo": "weak", "maxRetries": 1,
-                                "retryPolicy": {"fallbackAgent": "strong"}}],
-                  [agent("weak", {"fail": "cannot"}), agent("strong", {"output": "solved"})])
+    doc = mission(
+        "fallback",
+        [{"title": "Hard", "assignTo": "weak", "maxRetries": 1, "retryPolicy": {"fallbackAgent": "strong"}}],
+        [agent("weak", {"fail": "cannot"}), agent("strong", {"output": "solved"})],
+    )
     created = stack.create(doc)
     stack.execute(created["id"])
     final = stack.wait_status(created["id"], "completed", "failed")
@@ -77,29 +88,42 @@ def test_fallback_agent_takes_over_when_retries_are_exhausted(stack: Stack) -> N
 
 
 def test_exhausted_task_skips_its_dependents_while_an_independent_branch_completes(stack: Stack) -> None:
-    doc = mission("branches", [
-        {"title": "Broken", "assignTo": "bad", "maxRetries": 1},
-        {"title": "After broken", "assignTo": "good", "dependsOn": ["Broken"]},
-        {"title": "Independent", "assignTo": "good"},
-    ], [agent("bad", {"fail": "always"}), agent("good", {"output": "ok"})])
+    doc = mission(
+        "branches",
+        [
+            {"title": "Broken", "assignTo": "bad", "maxRetries": 1},
+            {"title": "After broken", "assignTo": "good", "dependsOn": ["Broken"]},
+            {"title": "Independent", "assignTo": "good"},
+        ],
+        [agent("bad", {"fail": "always"}), agent("good", {"output": "ok"})],
+    )
     created = stack.create(doc)
     stack.execute(created["id"])
     final = stack.wait_status(created["id"], "completed", "failed")
     tasks = stack.tasks(final)
     assert final["status"] == "failed"
     assert (tasks["Broken"]["status"], tasks["After broken"]["status"], tasks["Independent"]["status"]) == (
-        "failed", "skipped", "completed")
+        "failed",
+        "skipped",
+        "completed",
+    )
 
 
 def test_gate_blocks_then_resume_with_retry_failed_passes(stack: Stack) -> None:
-    doc = mission("gated", [
-        {"title": "Build", "assignTo": "dev", "expectations": [{"criterion": "Builds cleanly"}], "maxRetries": 0},
-        {"title": "Ship", "assignTo": "dev", "dependsOn": ["Build"]},
-    ], [agent("dev", {"output": "built"})],
+    doc = mission(
+        "gated",
+        [
+            {"title": "Build", "assignTo": "dev", "expectations": [{"criterion": "Builds cleanly"}], "maxRetries": 0},
+            {"title": "Ship", "assignTo": "dev", "dependsOn": ["Build"]},
+        ],
+        [agent("dev", {"output": "built"})],
         qualityThreshold=2.0,
-        assessor={"model": "scripted/judge", "script": [{"score": 2.5, "reason": "sloppy"},
-                                                        {"score": 4.8, "reason": "clean"}]},
-        qualityGates=[{"afterTasks": ["Build"], "blocksTasks": ["Ship"], "minScore": 4.0}])
+        assessor={
+            "model": "scripted/judge",
+            "script": [{"score": 2.5, "reason": "sloppy"}, {"score": 4.8, "reason": "clean"}],
+        },
+        qualityGates=[{"afterTasks": ["Build"], "blocksTasks": ["Ship"], "minScore": 4.0}],
+    )
     created = stack.create(doc)
     stack.execute(created["id"])
     paused = stack.wait_status(created["id"], "paused")
@@ -115,19 +139,35 @@ def test_gate_blocks_then_resume_with_retry_failed_passes(stack: Stack) -> None:
 
 
 def test_checkpoint_pauses_until_resumed(stack: Stack) -> None:
-    doc = mission("checked", [
-        {"title": "Stage", "assignTo": "ops"},
-        {"title": "Prod", "assignTo": "ops", "dependsOn": ["Stage"]},
-    ], [agent("ops", {"output": "ok"})],
-        checkpoints=[{"afterTasks": ["Stage"], "blocksTasks": ["Prod"],
-                      "message": "Approve the staging deployment before proceeding to production."}])
+    doc = mission(
+        "checked",
+        [
+            {"title": "Stage", "assignTo": "ops"},
+            {"title": "Prod", "assignTo": "ops", "dependsOn": ["Stage"]},
+        ],
+        [agent("ops", {"output": "ok"})],
+        checkpoints=[
+            {
+                "afterTasks": ["Stage"],
+                "blocksTasks": ["Prod"],
+                "message": "Approve the staging deployment before proceeding to production.",
+            }
+        ],
+    )
     created = stack.create(doc)
     stack.execute(created["id"])
     paused = stack.wait_status(created["id"], "paused")
     assert paused["pauseReason"] == "checkpoint"
     resumable = stack.request("GET", "/v1/missions/resumable").json()
-    assert resumable == [{"id": created["id"], "name": "checked", "status": "paused", "pauseReason": "checkpoint",
-                          "pauseMessage": "Approve the staging deployment before proceeding to production."}]
+    assert resumable == [
+        {
+            "id": created["id"],
+            "name": "checked",
+            "status": "paused",
+            "pauseReason": "checkpoint",
+            "pauseMessage": "Approve the staging deployment before proceeding to production.",
+        }
+    ]
     assert stack.request("POST", f"/v1/missions/{created['id']}/resume", json={"retryFailed": False}).ok
     final = stack.wait_status(created["id"], "completed", "failed")
     assert final["status"] == "completed"
@@ -146,8 +186,10 @@ def test_abort_stops_a_long_running_agent_within_two_seconds(stack: Stack) -> No
         import psycopg
 
         with psycopg.connect(stack.env["DATABASE_URL"]) as conn:
-            row = conn.execute("SELECT status FROM attempts WHERE task_id = %s", (stack.tasks(stack.mission(
-                created["id"]))["Sleep"]["id"],)).fetchone()
+            row = conn.execute(
+                "SELECT status FROM attempts WHERE task_id = %s",
+                (stack.tasks(stack.mission(created["id"]))["Sleep"]["id"],),
+            ).fetchone()
         return row is not None and row[0] == "cancelled"
 
     wait_for(attempt_stopped, 2, "the attempt to be cancelled", stack)
@@ -157,9 +199,9 @@ def test_abort_stops_a_long_running_agent_within_two_seconds(stack: Stack) -> No
 
 
 def test_deadline_fails_a_mission_that_runs_too_long(stack: Stack) -> None:
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
-    deadline = (datetime.now(timezone.utc) + timedelta(seconds=3)).isoformat()
+    deadline = (datetime.now(UTC) + timedelta(seconds=3)).isoformat()
     doc = mission("late", [{"title": "Slow", "assignTo": "slow"}], [agent("slow", {"delay": 60})], deadline=deadline)
     created = stack.create(doc)
     stack.execute(created["id"])
@@ -172,9 +214,11 @@ def test_a_task_added_while_active_runs_after_its_dependency(stack: Stack) -> No
     doc = mission("growing", [{"title": "First", "assignTo": "a"}], [agent("a", {"delay": 2, "output": "one"})])
     created = stack.create(doc)
     stack.execute(created["id"])
-    added = stack.request("POST", f"/v1/missions/{created['id']}/tasks",
-                          json={"title": "Second", "description": "after first", "assignTo": "a",
-                                "dependsOn": ["First"]})
+    added = stack.request(
+        "POST",
+        f"/v1/missions/{created['id']}/tasks",
+        json={"title": "Second", "description": "after first", "assignTo": "a", "dependsOn": ["First"]},
+    )
     assert added.status_code == 201, added.text
     final = stack.wait_status(created["id"], "completed", "failed")
     assert {t["title"]: t["status"] for t in final["tasks"]} == {"First": "completed", "Second": "completed"}
@@ -190,9 +234,11 @@ def test_execute_twice_while_active_is_a_conflict(stack: Stack) -> None:
 
 
 def test_killed_worker_mid_task_does_not_stop_the_mission(stack: Stack) -> None:
-    doc = mission("survivor", [{"title": "Work", "assignTo": "a"}, {"title": "Then", "assignTo": "a",
-                                                                    "dependsOn": ["Work"]}],
-                  [agent("a", {"delay": 4, "output": "done"})])
+    doc = mission(
+        "survivor",
+        [{"title": "Work", "assignTo": "a"}, {"title": "Then", "assignTo": "a", "dependsOn": ["Work"]}],
+        [agent("a", {"delay": 4, "output": "done"})],
+    )
     created = stack.create(doc)
     stack.execute(created["id"])
     wait_for(lambda: stack.tasks(stack.mission(created["id"]))["Work"]["status"] == "running", 30, "running", stack)
@@ -204,8 +250,11 @@ def test_killed_worker_mid_task_does_not_stop_the_mission(stack: Stack) -> None:
 
 
 def test_killed_worker_parks_a_side_effect_task_for_approval(stack: Stack) -> None:
-    doc = mission("careful", [{"title": "Deploy", "assignTo": "a", "sideEffects": True}],
-                  [agent("a", {"delay": 4, "output": "deployed"})])
+    doc = mission(
+        "careful",
+        [{"title": "Deploy", "assignTo": "a", "sideEffects": True}],
+        [agent("a", {"delay": 4, "output": "deployed"})],
+    )
     created = stack.create(doc)
     stack.execute(created["id"])
     wait_for(lambda: stack.tasks(stack.mission(created["id"]))["Deploy"]["status"] == "running", 30, "running", stack)

@@ -20,8 +20,10 @@ from workers.store.usage import mission_usage
 
 pytestmark = pytest.mark.e2e
 
-PRICES = ('{"openai/reviewer": {"input": 3, "output": 15}, "anthropic/lead": {"input": 1, "output": 5}, '
-          '"openai/judge": {"input": 0.5, "output": 1.5}}')
+PRICES = (
+    '{"openai/reviewer": {"input": 3, "output": 15}, "anthropic/lead": {"input": 1, "output": 5}, '
+    '"openai/judge": {"input": 0.5, "output": 1.5}}'
+)
 
 
 @pytest.fixture
@@ -33,8 +35,12 @@ def llm() -> Iterator[FakeLLM]:
 @pytest.fixture
 def stack(database_url: str, redis_url: str, tmp_path: Path) -> Iterator[Stack]:
     """API, worker and beat with provider keys in their environment (the fakes ignore them)."""
-    env = {"OPENAI_API_KEY": "sk-test-openai", "ANTHROPIC_API_KEY": "sk-test-anthropic",
-           "MISSIONS_PROVIDER_BACKOFF_SECONDS": "0.05", "MISSIONS_PRICES": PRICES}
+    env = {
+        "OPENAI_API_KEY": "sk-test-openai",
+        "ANTHROPIC_API_KEY": "sk-test-anthropic",
+        "MISSIONS_PROVIDER_BACKOFF_SECONDS": "0.05",
+        "MISSIONS_PRICES": PRICES,
+    }
     with running_stack(database_url, redis_url, tmp_path, env) as running:
         yield running
 
@@ -49,40 +55,80 @@ def team(*agents: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_a_review_pipeline_on_real_sdks_uses_tools_passes_output_downstream_and_is_scored_and_priced(
-        stack: Stack, llm: FakeLLM, tmp_path: Path) -> None:
+    stack: Stack, llm: FakeLLM, tmp_path: Path
+) -> None:
     llm.page("/pr/42.diff", "- query = 'SELECT * FROM users WHERE name = ' + name")
-    llm.script("reviewer",
-               call("http_request", {"url": f"{llm.url}/pr/42.diff"}, text="Fetching the diff.", usage=(600, 40)),
-               call("write_file", {"path": "review.md", "content": "SQL injection in login()"}, usage=(700, 50)),
-               say("Found a SQL injection in login(): use a parameterised query.", usage=(800, 60)))
+    llm.script(
+        "reviewer",
+        call("http_request", {"url": f"{llm.url}/pr/42.diff"}, text="Fetching the diff.", usage=(600, 40)),
+        call("write_file", {"path": "review.md", "content": "SQL injection in login()"}, usage=(700, 50)),
+        say("Found a SQL injection in login(): use a parameterised query.", usage=(800, 60)),
+    )
     llm.script("lead", say("Request changes: fix the SQL injection first.", usage=(900, 70)))
-    llm.script("judge", say("The review looks thorough to me."),  # prose: the judge is asked to repair it
-               call("submit_scores", {"scores": [
-                   {"index": 1, "score": 5, "reason": "the injection is found"},
-                   {"index": 2, "score": 4, "reason": "says how to fix it"}]}, usage=(300, 30)))
+    llm.script(
+        "judge",
+        say("The review looks thorough to me."),  # prose: the judge is asked to repair it
+        call(
+            "submit_scores",
+            {
+                "scores": [
+                    {"index": 1, "score": 5, "reason": "the injection is found"},
+                    {"index": 2, "score": 4, "reason": "says how to fix it"},
+                ]
+            },
+            usage=(300, 30),
+        ),
+    )
     document = {
-        "name": "code-review-pipeline", "prompt": "Review the latest PR and provide feedback.",
+        "name": "code-review-pipeline",
+        "prompt": "Review the latest PR and provide feedback.",
         "qualityThreshold": 4.0,
         "tasks": [
-            {"title": "Analyze code changes", "assignTo": "code-reviewer",
-             "description": "Review the diff for the latest PR. Check for bugs, security issues, and style violations.",
-             "expectations": [{"criterion": "All critical issues identified"},
-                              {"criterion": "Feedback is actionable and specific"}],
-             "expectedOutcomes": [{"name": "notes", "type": "file", "path": "review.md", "required": True}]},
-            {"title": "Write review summary", "assignTo": "tech-lead", "dependsOn": ["Analyze code changes"],
-             "description": "Compile the analysis into a structured review summary."},
+            {
+                "title": "Analyze code changes",
+                "assignTo": "code-reviewer",
+                "description": (
+                    "Review the diff for the latest PR. Check for bugs, security issues, and style violations."
+                ),
+                "expectations": [
+                    {"criterion": "All critical issues identified"},
+                    {"criterion": "Feedback is actionable and specific"},
+                ],
+                "expectedOutcomes": [{"name": "notes", "type": "file", "path": "review.md", "required": True}],
+            },
+            {
+                "title": "Write review summary",
+                "assignTo": "tech-lead",
+                "dependsOn": ["Analyze code changes"],
+                "description": "Compile the analysis into a structured review summary.",
+            },
         ],
         "team": team(
-            {"name": "code-reviewer", "role": "Senior code reviewer", "model": "openai/reviewer",
-             "baseUrl": llm.openai_url, "tools": ["http_request", "write_file"], "allowedHosts": ["127.0.0.1"]},
-            {"name": "tech-lead", "role": "Technical lead", "model": "anthropic/lead", "baseUrl": llm.anthropic_url,
-             "systemPrompt": "Be decisive."},
+            {
+                "name": "code-reviewer",
+                "role": "Senior code reviewer",
+                "model": "openai/reviewer",
+                "baseUrl": llm.openai_url,
+                "tools": ["http_request", "write_file"],
+                "allowedHosts": ["127.0.0.1"],
+            },
+            {
+                "name": "tech-lead",
+                "role": "Technical lead",
+                "model": "anthropic/lead",
+                "baseUrl": llm.anthropic_url,
+                "systemPrompt": "Be decisive.",
+            },
         ),
         "assessor": {"model": "openai/judge", "baseUrl": llm.openai_url},
     }
     created = stack.create(document)
-    events = read_events(f"{stack.url}/v1/missions/{created['id']}/execute",
-                         {**stack.headers, "Accept": "text/event-stream"}, method="POST", timeout=60)
+    events = read_events(
+        f"{stack.url}/v1/missions/{created['id']}/execute",
+        {**stack.headers, "Accept": "text/event-stream"},
+        method="POST",
+        timeout=60,
+    )
     assert events[-1].event == "mission:done" and events[-1].data["status"] == "completed", stack.log_tail()
     run_id = events[-1].data["runId"]
     ids = {t["title"]: t["id"] for t in stack.mission(created["id"])["tasks"]}
@@ -105,7 +151,8 @@ def test_a_review_pipeline_on_real_sdks_uses_tools_passes_output_downstream_and_
     assert assessment["score"] == 4.5 and assessment["passed"] is True
     assert [(c["criterion"], c["score"], c["reason"]) for c in assessment["criteria"]] == [
         ("All critical issues identified", 5.0, "the injection is found"),
-        ("Feedback is actionable and specific", 4.0, "says how to fix it")]
+        ("Feedback is actionable and specific", 4.0, "says how to fix it"),
+    ]
     # Tokens and cost per attempt, and the totals.
     rows = {r["task_id"]: r for r in db_rows(stack, "SELECT * FROM attempts WHERE run_id = %s", run_id)}
     review = rows[ids["Analyze code changes"]]
@@ -121,18 +168,39 @@ def test_a_review_pipeline_on_real_sdks_uses_tools_passes_output_downstream_and_
 
 
 def test_a_low_score_is_retried_with_the_judges_reasons_and_the_last_attempt_uses_the_escalated_model(
-        stack: Stack, llm: FakeLLM) -> None:
-    llm.script("drafter", fail(429, "slow down", retry_after=0), say("draft about edge cases"),
-               say("second draft about edge cases"))
+    stack: Stack, llm: FakeLLM
+) -> None:
+    llm.script(
+        "drafter",
+        fail(429, "slow down", retry_after=0),
+        say("draft about edge cases"),
+        say("second draft about edge cases"),
+    )
     llm.script("drafter-pro", say("final edge case list: empty, huge, unicode"))
-    llm.script("judge", *[call("submit_scores", {"scores": [{"index": 1, "score": s, "reason": r}]})
-                          for s, r in ((2, "misses empty input"), (2, "still misses empty input"), (5, "complete"))])
+    llm.script(
+        "judge",
+        *[
+            call("submit_scores", {"scores": [{"index": 1, "score": s, "reason": r}]})
+            for s, r in ((2, "misses empty input"), (2, "still misses empty input"), (5, "complete"))
+        ],
+    )
     document = {
-        "name": "escalate", "prompt": "List edge cases.", "qualityThreshold": 4.0,
-        "tasks": [{"title": "Draft", "assignTo": "writer", "description": "List the edge cases of parse().",
-                   "maxRetries": 1, "retryPolicy": {"escalateModel": "openai/drafter-pro"},
-                   "expectations": [{"criterion": "Covers the edge cases", "weight": 2},
-                                    {"type": "contains", "value": "edge"}]}],
+        "name": "escalate",
+        "prompt": "List edge cases.",
+        "qualityThreshold": 4.0,
+        "tasks": [
+            {
+                "title": "Draft",
+                "assignTo": "writer",
+                "description": "List the edge cases of parse().",
+                "maxRetries": 1,
+                "retryPolicy": {"escalateModel": "openai/drafter-pro"},
+                "expectations": [
+                    {"criterion": "Covers the edge cases", "weight": 2},
+                    {"type": "contains", "value": "edge"},
+                ],
+            }
+        ],
         "team": team({"name": "writer", "role": "Writes", "model": "openai/drafter", "baseUrl": llm.openai_url}),
         "assessor": {"model": "openai/judge", "baseUrl": llm.openai_url},
     }
@@ -150,26 +218,39 @@ def test_a_low_score_is_retried_with_the_judges_reasons_and_the_last_attempt_use
     assert len(pro) == 1 and "still misses empty input" in pro[0].text
     rows = db_rows(stack, "SELECT attempt, model, score FROM attempts WHERE task_id = %s ORDER BY attempt", task["id"])
     assert [(r["attempt"], r["model"], r["score"]) for r in rows] == [
-        (1, "openai/drafter", 3.0), (2, "openai/drafter", 3.0), (3, "openai/drafter-pro", 5.0)]
+        (1, "openai/drafter", 3.0),
+        (2, "openai/drafter", 3.0),
+        (3, "openai/drafter-pro", 5.0),
+    ]
 
 
 def test_going_over_the_budget_stops_the_run_like_an_abort_and_cuts_the_streaming_call(
-        stack: Stack, llm: FakeLLM) -> None:
+    stack: Stack, llm: FakeLLM
+) -> None:
     # "big" answers only once "slow" is streaming, so the stop finds a call in flight to cut.
     llm.script("big", say("a long and expensive answer", usage=(400, 200), after="slow", delay=0.5))
     llm.script("slow", say(" ".join(["token"] * 200), chunk_delay=0.25))
     document = {
-        "name": "budgeted", "prompt": "Spend carefully.", "budget": {"maxTokens": 500},
-        "tasks": [{"title": "Big", "assignTo": "spender", "description": "Answer at length."},
-                  {"title": "Slow", "assignTo": "streamer", "description": "Stream slowly."},
-                  {"title": "After big", "assignTo": "spender", "dependsOn": ["Big"], "description": "Go on."}],
-        "team": team({"name": "spender", "role": "Spends", "model": "openai/big", "baseUrl": llm.openai_url},
-                     {"name": "streamer", "role": "Streams", "model": "anthropic/slow",
-                      "baseUrl": llm.anthropic_url}),
+        "name": "budgeted",
+        "prompt": "Spend carefully.",
+        "budget": {"maxTokens": 500},
+        "tasks": [
+            {"title": "Big", "assignTo": "spender", "description": "Answer at length."},
+            {"title": "Slow", "assignTo": "streamer", "description": "Stream slowly."},
+            {"title": "After big", "assignTo": "spender", "dependsOn": ["Big"], "description": "Go on."},
+        ],
+        "team": team(
+            {"name": "spender", "role": "Spends", "model": "openai/big", "baseUrl": llm.openai_url},
+            {"name": "streamer", "role": "Streams", "model": "anthropic/slow", "baseUrl": llm.anthropic_url},
+        ),
     }
     created = stack.create(document)
-    events = read_events(f"{stack.url}/v1/missions/{created['id']}/execute",
-                         {**stack.headers, "Accept": "text/event-stream"}, method="POST", timeout=60)
+    events = read_events(
+        f"{stack.url}/v1/missions/{created['id']}/execute",
+        {**stack.headers, "Accept": "text/event-stream"},
+        method="POST",
+        timeout=60,
+    )
     stopped = time.monotonic()
     done = events[-1]
     assert done.event == "mission:done" and done.data["status"] == "failed" and done.data["reason"] == "budget_exceeded"
@@ -177,7 +258,10 @@ def test_going_over_the_budget_stops_the_run_like_an_abort_and_cuts_the_streamin
     final = stack.mission(created["id"])
     assert final["status"] == "failed" and final["failureReason"] == "budget_exceeded"
     assert {t["title"]: t["status"] for t in final["tasks"]} == {
-        "Big": "completed", "Slow": "cancelled", "After big": "cancelled"}
+        "Big": "completed",
+        "Slow": "cancelled",
+        "After big": "cancelled",
+    }
     # The worker stopped reading the slow stream: the fake sees the client hang up.
     wait_for(lambda: llm.disconnects >= 1, 3, "the streaming call to be cut", stack)
     assert time.monotonic() - stopped < 2.0

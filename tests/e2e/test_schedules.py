@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -13,9 +13,13 @@ pytestmark = pytest.mark.e2e
 
 
 def test_a_one_shot_schedule_a_few_seconds_ahead_runs_once(stack: Stack) -> None:
-    at = (datetime.now(timezone.utc) + timedelta(seconds=3)).replace(microsecond=0)
-    doc = mission("soon", [{"title": "Tick", "assignTo": "a"}], [agent("a", {"output": "ran"})],
-                  schedule=at.isoformat().replace("+00:00", "Z"))
+    at = (datetime.now(UTC) + timedelta(seconds=3)).replace(microsecond=0)
+    doc = mission(
+        "soon",
+        [{"title": "Tick", "assignTo": "a"}],
+        [agent("a", {"output": "ran"})],
+        schedule=at.isoformat().replace("+00:00", "Z"),
+    )
     created = stack.create(doc)
     assert created["status"] == "scheduled" and created["nextRunAt"] == at.isoformat().replace("+00:00", "Z")
     wait_for(lambda: stack.mission(created["id"])["status"] == "completed", 30, "the scheduled run", stack)
@@ -28,8 +32,7 @@ def test_a_one_shot_schedule_a_few_seconds_ahead_runs_once(stack: Stack) -> None
 
 
 def test_a_relative_deadline_fails_a_long_running_mission(stack: Stack) -> None:
-    doc = mission("slowpoke", [{"title": "Slow", "assignTo": "slow"}], [agent("slow", {"delay": 60})],
-                  deadlineAfter=2)
+    doc = mission("slowpoke", [{"title": "Slow", "assignTo": "slow"}], [agent("slow", {"delay": 60})], deadlineAfter=2)
     created = stack.create(doc)
     stack.execute(created["id"])
     final = stack.wait_status(created["id"], "failed", "completed", timeout=30)

@@ -60,9 +60,21 @@ class Up:
     def start(self) -> None:
         with open(self.log, "ab") as out:
             self.process = subprocess.Popen(
-                [missions_executable(), "up", "--data-dir", str(self.data_dir), "--port", str(self.port),
-                 "--concurrency", "2"],
-                env=up_environment(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                [
+                    missions_executable(),
+                    "up",
+                    "--data-dir",
+                    str(self.data_dir),
+                    "--port",
+                    str(self.port),
+                    "--concurrency",
+                    "2",
+                ],
+                env=up_environment(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -121,9 +133,11 @@ def survivors(processes: list[psutil.Process], within: float = 5) -> list[str]:
 
 def run_mission(url: str, key: str, name: str) -> str:
     headers = {"Authorization": f"Bearer {key}"}
-    doc = mission(name, [{"title": "First", "assignTo": "a"}, {"title": "Second", "assignTo": "a",
-                                                             "dependsOn": ["First"]}],
-                  [agent("a", {"outputChunks": ["hello ", "world"]})])
+    doc = mission(
+        name,
+        [{"title": "First", "assignTo": "a"}, {"title": "Second", "assignTo": "a", "dependsOn": ["First"]}],
+        [agent("a", {"outputChunks": ["hello ", "world"]})],
+    )
     created = requests.post(f"{url}/v1/missions", json=doc, headers=headers, timeout=10)
     assert created.status_code == 201, created.text
     mission_id = str(created.json()["id"])
@@ -183,8 +197,9 @@ def test_a_second_start_keeps_the_mission_and_the_key(first_start: FirstStart, d
         up.start()
         key = up.wait_ready()
         assert key == first_start.key
-        answer = requests.get(f"{up.url}/v1/missions/{first_start.mission_id}",
-                              headers={"Authorization": f"Bearer {key}"}, timeout=10)
+        answer = requests.get(
+            f"{up.url}/v1/missions/{first_start.mission_id}", headers={"Authorization": f"Bearer {key}"}, timeout=10
+        )
         assert answer.status_code == 200 and answer.json()["status"] == "completed"
         family = up.family()
         assert up.stop(signal.SIGINT) == 0
@@ -193,7 +208,9 @@ def test_a_second_start_keeps_the_mission_and_the_key(first_start: FirstStart, d
         up.kill_everything()
 
 
-def test_a_child_that_dies_stops_the_whole_group_with_a_non_zero_status(first_start: FirstStart, data_dir: Path) -> None:
+def test_a_child_that_dies_stops_the_whole_group_with_a_non_zero_status(
+    first_start: FirstStart, data_dir: Path
+) -> None:
     up = Up(data_dir, data_dir.parent / "third.log")
     try:
         up.start()

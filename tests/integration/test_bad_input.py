@@ -94,7 +94,9 @@ CASES: dict[str, Case] = {
     "empty tasks": Case(mission(tasks=[], qualityGates=[]), 400, field="tasks"),
     "duplicate titles": Case(with_task(1, title="Run tests", dependsOn=[]), 400, field="tasks[1].title"),
     "unknown assignTo": Case(with_task(0, assignTo="nobody"), 400, field="tasks[0].assignTo", message="nobody"),
-    "dangling dependsOn": Case(with_task(1, dependsOn=["Run tets"]), 400, field="tasks[1].dependsOn[0]", message="Run tets"),
+    "dangling dependsOn": Case(
+        with_task(1, dependsOn=["Run tets"]), 400, field="tasks[1].dependsOn[0]", message="Run tets"
+    ),
     "self dependsOn": Case(with_task(0, dependsOn=["Run tests"]), 400, field="tasks[0].dependsOn[0]"),
     "dependency cycle": Case(two_tasks(["B"], ["A"]), 400, field="tasks", message='"A" -> "B" -> "A"'),
     "qualityThreshold 0": Case(mission(qualityThreshold=0), 400, field="qualityThreshold"),
@@ -102,7 +104,9 @@ CASES: dict[str, Case] = {
     "gate minScore 7": Case(with_gate(minScore=7), 400, field="qualityGates[0].minScore"),
     "bad ISO deadline": Case(mission(deadline="next tuesday"), 400, field="deadline"),
     "bad cron schedule": Case(mission(schedule="61 * * * *"), 400, field="schedule", message="61 * * * *"),
-    "gate naming an unknown task": Case(with_gate(afterTasks=["Lint"]), 400, field="qualityGates[0].afterTasks[0]", message="Lint"),
+    "gate naming an unknown task": Case(
+        with_gate(afterTasks=["Lint"]), 400, field="qualityGates[0].afterTasks[0]", message="Lint"
+    ),
     "checkpoint naming an unknown task": Case(
         mission(checkpoints=[{"afterTasks": ["Smoke test"], "message": "look"}]),
         400,
@@ -110,14 +114,22 @@ CASES: dict[str, Case] = {
         message="Smoke test",
     ),
     "name over 200 chars": Case(mission(name="n" * 201), 400, field="name"),
-    "task description over 20,000 chars": Case(with_task(0, description="d" * 20_001), 400, field="tasks[0].description"),
-    "more than 10,000 tasks": Case(many_tasks(10_001), 400, field="tasks", message="at most 10000 tasks",
-                                   max_body_bytes=4 << 20),  # so the task rule answers, never the 1 MiB limit
+    "task description over 20,000 chars": Case(
+        with_task(0, description="d" * 20_001), 400, field="tasks[0].description"
+    ),
+    "more than 10,000 tasks": Case(
+        many_tasks(10_001), 400, field="tasks", message="at most 10000 tasks", max_body_bytes=4 << 20
+    ),  # so the task rule answers, never the 1 MiB limit
     "duplicate mission name": Case(copy.deepcopy(DEPLOY_PIPELINE), 409, field="name", message="deploy-pipeline"),
-    "PATCH with unknown field": Case({"qualityThreshold": 4.5, "colour": "blue"}, 400, field="colour",
-                                     method="PATCH", path=PATCH_MISSION),
-    "PATCH of a task with a bad type": Case({"priority": "high"}, 400, field="priority", method="PATCH", path=PATCH_TASK),
-    "PATCH of a task with an unknown field": Case({"owner": "bob"}, 400, field="owner", method="PATCH", path=PATCH_TASK),
+    "PATCH with unknown field": Case(
+        {"qualityThreshold": 4.5, "colour": "blue"}, 400, field="colour", method="PATCH", path=PATCH_MISSION
+    ),
+    "PATCH of a task with a bad type": Case(
+        {"priority": "high"}, 400, field="priority", method="PATCH", path=PATCH_TASK
+    ),
+    "PATCH of a task with an unknown field": Case(
+        {"owner": "bob"}, 400, field="owner", method="PATCH", path=PATCH_TASK
+    ),
     "added task with a dangling dependsOn": Case(
         {"title": "Notify team", "description": "n", "assignTo": "deploy-agent", "dependsOn": ["Deploy to prod"]},
         400,

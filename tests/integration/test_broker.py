@@ -73,8 +73,9 @@ def test_many_threads_sending_at_once_lose_no_message(services: Services) -> Non
     assert len({tuple(m["args"]) for m in queued}) == len(queued)
 
 
-def test_a_broker_that_is_down_fails_the_send_without_raising(services: Services,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_broker_that_is_down_fails_the_send_without_raising(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
     dispatcher = Dispatcher(services.celery, services.redis)
 
     def down(*args: Any, **kwargs: Any) -> Any:

@@ -40,9 +40,14 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:
         pass
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        self.server.requests.append({"path": self.path, "last-event-id": self.headers.get("Last-Event-ID", ""),
-                                     "authorization": self.headers.get("Authorization", "")})
+    def do_GET(self) -> None:
+        self.server.requests.append(
+            {
+                "path": self.path,
+                "last-event-id": self.headers.get("Last-Event-ID", ""),
+                "authorization": self.headers.get("Authorization", ""),
+            }
+        )
         frames = self.server.connections.pop(0) if self.server.connections else None
         if frames is None:
             self.send_response(503)
@@ -83,16 +88,26 @@ def serve() -> Iterator[Any]:
 
 
 def test_a_dropped_stream_is_resumed_after_the_last_event_seen(serve: Any) -> None:
-    server = serve([
-        [b"retry: 2000\n\n", frame(1, "mission:status", status="active"), frame(2, "task:status", status="queued"),
-         b"id: 3\nevent: task:status\ndata: {\"cut"],  # the connection drops inside event 3
-        [frame(3, "task:status", status="running"), frame(4, "mission:done", status="completed")],
-    ])
+    server = serve(
+        [
+            [
+                b"retry: 2000\n\n",
+                frame(1, "mission:status", status="active"),
+                frame(2, "task:status", status="queued"),
+                b'id: 3\nevent: task:status\ndata: {"cut',
+            ],  # the connection drops inside event 3
+            [frame(3, "task:status", status="running"), frame(4, "mission:done", status="completed")],
+        ]
+    )
     notes: list[str] = []
     client = Client(server.url, "sk_live_test", reconnect_delay=0.05)
     events = list(client.follow("msn_1", "run_1", on_reconnect=notes.append))
     assert [(e.id, e.type) for e in events] == [
-        (1, "mission:status"), (2, "task:status"), (3, "task:status"), (4, "mission:done")]
+        (1, "mission:status"),
+        (2, "task:status"),
+        (3, "task:status"),
+        (4, "mission:done"),
+    ]
     assert [r["last-event-id"] for r in server.requests] == ["", "2"]
     assert all(r["path"] == "/v1/missions/msn_1/events?runId=run_1" for r in server.requests)
     assert server.requests[0]["authorization"] == "Bearer sk_live_test"
@@ -100,10 +115,12 @@ def test_a_dropped_stream_is_resumed_after_the_last_event_seen(serve: Any) -> No
 
 
 def test_an_event_the_server_sends_again_is_not_repeated(serve: Any) -> None:
-    server = serve([
-        [frame(1, "task:status", status="queued")],
-        [frame(1, "task:status", status="queued"), frame(2, "mission:done", status="failed")],
-    ])
+    server = serve(
+        [
+            [frame(1, "task:status", status="queued")],
+            [frame(1, "task:status", status="queued"), frame(2, "mission:done", status="failed")],
+        ]
+    )
     events = list(Client(server.url, "k", reconnect_delay=0.05).follow("msn_1", "run_1"))
     assert [e.id for e in events] == [1, 2]
 
@@ -130,7 +147,11 @@ def test_it_gives_up_when_the_server_stays_away() -> None:
 
 
 def test_the_parser_handles_split_chunks_crlf_comments_and_a_cut_block() -> None:
-    chunks = [b": keep-alive\n\nid: 5\nevent: task:output\ndata: {\"chunk\": ", b"\"a\\u2028b\"}\r", b"\n\r\n",
-              b"id: 6\nevent: mission:done\ndata: {}\n"]
+    chunks = [
+        b': keep-alive\n\nid: 5\nevent: task:output\ndata: {"chunk": ',
+        b'"a\\u2028b"}\r',
+        b"\n\r\n",
+        b"id: 6\nevent: mission:done\ndata: {}\n",
+    ]
     events = list(parse_events(iter(chunks)))
     assert [(e.id, e.type, e.data) for e in events] == [(5, "task:output", {"chunk": "a\u2028b"})]

@@ -12,17 +12,17 @@ import pytest
 from psycopg.rows import dict_row
 
 from orchestrator.engine import TaskClaimed, TaskFinished
+from tests.support import shell
 from workers.coordination import advance as coordinator
+from workers.coordination import runs
+from workers.coordination.tick import tick
+from workers.execution.executor import Executor
+from workers.messaging.dispatch import TASK_QUEUE
 from workers.store import missions
 from workers.store import run_state as run_store
-from workers.coordination import runs
-from workers.messaging.dispatch import TASK_QUEUE, Dispatcher
-from workers.execution.executor import Executor
 from workers.store.projects import ensure_project
-from workers.wiring import Services
-from workers.coordination.tick import tick
 from workers.support.clock import utcnow
-from tests.support import shell
+from workers.wiring import Services
 
 LIMITS = missions.Limits()
 
@@ -54,8 +54,9 @@ def executor(services: Services) -> Executor:
     return shell.executor(services, "test-worker")
 
 
-def test_a_duplicate_delivery_of_one_attempt_runs_the_agent_once(services: Services, executor: Executor,
-                                                                  db: psycopg.Connection) -> None:
+def test_a_duplicate_delivery_of_one_attempt_runs_the_agent_once(
+    services: Services, executor: Executor, db: psycopg.Connection
+) -> None:
     run_id, ids, _ = _start(services, _mission([{"title": "A"}], [{"outputChunks": ["x", "y"]}]))
     results: list[str] = []
     barrier = threading.Barrier(2)
@@ -70,18 +71,19 @@ def test_a_duplicate_delivery_of_one_attempt_runs_the_agent_once(services: Servi
     for thread in threads:
         thread.join(30)
     assert sorted(r.split(":")[0] for r in results) == ["finished", "not claimed"]
-    outputs = db.execute("SELECT count(*) AS n FROM events WHERE run_id = %s AND type = 'task:output'",
-                         (run_id,)).fetchone()
+    outputs = db.execute(
+        "SELECT count(*) AS n FROM events WHERE run_id = %s AND type = 'task:output'", (run_id,)
+    ).fetchone()
     assert outputs["n"] == 2  # the two chunks, once
     assert executor.run_attempt(run_id, ids["A"], 1).startswith("not claimed")
     row = db.execute("SELECT status FROM runs WHERE id = %s", (run_id,)).fetchone()
     assert row["status"] == "completed"
 
 
-def test_two_racing_steps_of_one_run_start_the_join_task_exactly_once(services: Services,
-                                                                      database_url: str) -> None:
-    run_id, ids, _ = _start(services, _mission([{"title": "A"}, {"title": "B"},
-                                                {"title": "C", "dependsOn": ["A", "B"]}]))
+def test_two_racing_steps_of_one_run_start_the_join_task_exactly_once(services: Services, database_url: str) -> None:
+    run_id, ids, _ = _start(
+        services, _mission([{"title": "A"}, {"title": "B"}, {"title": "C", "dependsOn": ["A", "B"]}])
+    )
     now = utcnow()
     with services.transaction() as conn:
         for title in ("A", "B"):
@@ -107,18 +109,18 @@ def test_two_racing_steps_of_one_run_start_the_join_task_exactly_once(services: 
         assert stored is not None
         state = stored.state
         versions = conn.execute("SELECT version FROM runs WHERE id = %s", (run_id,)).fetchone()
-        attempts = conn.execute("SELECT count(*) AS n FROM attempts WHERE run_id = %s AND task_id = %s",
-                                (run_id, ids["C"])).fetchone()
+        attempts = conn.execute(
+            "SELECT count(*) AS n FROM attempts WHERE run_id = %s AND task_id = %s", (run_id, ids["C"])
+        ).fetchone()
         events = [r["id"] for r in conn.execute("SELECT id FROM events WHERE run_id = %s ORDER BY id", (run_id,))]
-    assert {t.title: str(t.status) for t in state.tasks.values()} == {"A": "completed", "B": "completed",
-                                                                        "C": "queued"}
+    assert {t.title: str(t.status) for t in state.tasks.values()} == {"A": "completed", "B": "completed", "C": "queued"}
     assert versions["version"] == 4  # two claims, two finishes
     assert attempts["n"] == 1
     assert events == sorted(events)
 
 
 def test_an_enqueue_lost_after_commit_is_repaired_by_the_tick(services: Services, executor: Executor) -> None:
-    run_id, ids, outcome = _start(services, _mission([{"title": "A"}]))
+    _run_id, ids, outcome = _start(services, _mission([{"title": "A"}]))
     assert [s.task_id for s in outcome.start] == [ids["A"]]
     # The process "crashed" after commit: the outcome is never dispatched.
     assert _queue_length(services) == 0
@@ -131,9 +133,8 @@ def test_an_enqueue_lost_after_commit_is_repaired_by_the_tick(services: Services
     assert again.resent == 0  # the queue is not empty: the attempt is waiting, not lost
 
 
-def test_a_redis_restart_that_empties_the_queue_is_repaired_by_the_tick(services: Services,
-                                                                       executor: Executor) -> None:
-    run_id, ids, outcome = _start(services, _mission([{"title": "A"}, {"title": "B"}]))
+def test_a_redis_restart_that_empties_the_queue_is_repaired_by_the_tick(services: Services, executor: Executor) -> None:
+    _run_id, _ids, outcome = _start(services, _mission([{"title": "A"}, {"title": "B"}]))
     executor.coordinator.after_commit(outcome)
     assert _queue_length(services) == 2
     services.redis.flushdb()
@@ -142,12 +143,15 @@ def test_a_redis_restart_that_empties_the_queue_is_repaired_by_the_tick(services
     assert _queue_length(services) == 2
 
 
-def test_an_attempt_whose_worker_stopped_heart_beating_is_run_again(services: Services, executor: Executor,
-                                                                     db: psycopg.Connection) -> None:
+def test_an_attempt_whose_worker_stopped_heart_beating_is_run_again(
+    services: Services, executor: Executor, db: psycopg.Connection
+) -> None:
     run_id, ids, _ = _start(services, _mission([{"title": "A"}]))
     with services.transaction() as conn:
-        conn.execute("UPDATE attempts SET status = 'running', heartbeat_at = now() - interval '1 hour'"
-                     " WHERE run_id = %s", (run_id,))
+        conn.execute(
+            "UPDATE attempts SET status = 'running', heartbeat_at = now() - interval '1 hour' WHERE run_id = %s",
+            (run_id,),
+        )
         coordinator.step(conn, run_id, TaskClaimed(ids["A"], 1, "dead-worker"), utcnow())
     report = tick(executor.coordinator, executor.coordinator.sender, services.settings, utcnow())
     assert report.lost == 1
@@ -157,31 +161,40 @@ def test_an_attempt_whose_worker_stopped_heart_beating_is_run_again(services: Se
     assert db.execute("SELECT status FROM runs WHERE id = %s", (run_id,)).fetchone()["status"] == "completed"
 
 
-def test_a_retry_backoff_timer_fires_from_the_tick(services: Services, executor: Executor,
-                                                    db: psycopg.Connection) -> None:
-    doc = _mission([{"title": "A", "maxRetries": 1, "retryPolicy": {"backoff": 30}}],
-                   [{"fail": "first try fails"}, {"output": "ok"}])
+def test_a_retry_backoff_timer_fires_from_the_tick(
+    services: Services, executor: Executor, db: psycopg.Connection
+) -> None:
+    doc = _mission(
+        [{"title": "A", "maxRetries": 1, "retryPolicy": {"backoff": 30}}],
+        [{"fail": "first try fails"}, {"output": "ok"}],
+    )
     run_id, ids, _ = _start(services, doc)
     assert executor.run_attempt(run_id, ids["A"], 1) == "failed"
     timer = db.execute("SELECT kind, key, due_at FROM timers WHERE run_id = %s", (run_id,)).fetchone()
     assert (timer["kind"], timer["key"]) == ("retry", f"{ids['A']}:2")
     assert tick(executor.coordinator, executor.coordinator.sender, services.settings, utcnow()).timers == 0
-    report = tick(executor.coordinator, executor.coordinator.sender, services.settings, timer["due_at"] + timedelta(seconds=1))
+    report = tick(
+        executor.coordinator, executor.coordinator.sender, services.settings, timer["due_at"] + timedelta(seconds=1)
+    )
     assert report.timers == 1
     assert executor.run_attempt(run_id, ids["A"], 2) == "finished"
     assert db.execute("SELECT status FROM runs WHERE id = %s", (run_id,)).fetchone()["status"] == "completed"
 
 
 def test_an_attempt_is_created_with_its_prompt_holding_its_dependencys_output(
-        services: Services, executor: Executor, db: psycopg.Connection) -> None:
-    run_id, ids, _ = _start(services, _mission([{"title": "A"}, {"title": "B", "dependsOn": ["A"]}],
-                                               [{"output": "the output of A"}]))
-    first = db.execute("SELECT status, prompt FROM attempts WHERE run_id = %s AND task_id = %s",
-                       (run_id, ids["A"])).fetchone()
+    services: Services, executor: Executor, db: psycopg.Connection
+) -> None:
+    run_id, ids, _ = _start(
+        services, _mission([{"title": "A"}, {"title": "B", "dependsOn": ["A"]}], [{"output": "the output of A"}])
+    )
+    first = db.execute(
+        "SELECT status, prompt FROM attempts WHERE run_id = %s AND task_id = %s", (run_id, ids["A"])
+    ).fetchone()
     assert first["status"] == "queued" and "# Your task: A" in first["prompt"]
     assert executor.run_attempt(run_id, ids["A"], 1) == "finished"
-    queued = db.execute("SELECT status, prompt FROM attempts WHERE run_id = %s AND task_id = %s",
-                        (run_id, ids["B"])).fetchone()
+    queued = db.execute(
+        "SELECT status, prompt FROM attempts WHERE run_id = %s AND task_id = %s", (run_id, ids["B"])
+    ).fetchone()
     assert queued["status"] == "queued"  # not claimed yet, and its prompt is already there
     assert "# Output of 'A'\nthe output of A" in queued["prompt"]
     assert executor.run_attempt(run_id, ids["B"], 1) == "finished"
@@ -190,7 +203,8 @@ def test_an_attempt_is_created_with_its_prompt_holding_its_dependencys_output(
 
 
 def test_an_attempt_queued_without_a_prompt_gets_it_when_claimed(
-        services: Services, executor: Executor, db: psycopg.Connection) -> None:
+    services: Services, executor: Executor, db: psycopg.Connection
+) -> None:
     run_id, ids, _ = _start(services, _mission([{"title": "A"}], [{"output": "x"}]))
     db.execute("UPDATE attempts SET prompt = NULL WHERE run_id = %s", (run_id,))  # as an older version queued it
     assert executor.run_attempt(run_id, ids["A"], 1) == "finished"
@@ -205,19 +219,35 @@ def test_a_step_whose_guard_matches_nothing_changes_nothing(services: Services, 
     run_id, ids, _ = _start(services, _mission([{"title": "A"}]))
     with services.transaction() as conn:
         assert attempts.claim(conn, run_id, ids["A"], 1, "w", utcnow()) is not None
-    before = db.execute("SELECT version, (SELECT count(*) FROM events WHERE run_id = %s) AS events FROM runs"
-                        " WHERE id = %s", (run_id, run_id)).fetchone()
+    before = db.execute(
+        "SELECT version, (SELECT count(*) FROM events WHERE run_id = %s) AS events FROM runs WHERE id = %s",
+        (run_id, run_id),
+    ).fetchone()
     claimed = ((TaskClaimed(ids["A"], 1, "w"), utcnow()),)
     with services.transaction() as conn:
-        missed = coordinator.step(conn, run_id, WorkerLost(ids["A"], 1), utcnow(),
-                                  guard=attempts.mark_lost(run_id, ids["A"], 2, now=utcnow()), before=claimed)
+        missed = coordinator.step(
+            conn,
+            run_id,
+            WorkerLost(ids["A"], 1),
+            utcnow(),
+            guard=attempts.mark_lost(run_id, ids["A"], 2, now=utcnow()),
+            before=claimed,
+        )
     assert missed is not None and missed.guard is None and missed.ignored
-    after = db.execute("SELECT version, (SELECT count(*) FROM events WHERE run_id = %s) AS events FROM runs"
-                       " WHERE id = %s", (run_id, run_id)).fetchone()
+    after = db.execute(
+        "SELECT version, (SELECT count(*) FROM events WHERE run_id = %s) AS events FROM runs WHERE id = %s",
+        (run_id, run_id),
+    ).fetchone()
     assert after == before
     with services.transaction() as conn:
-        hit = coordinator.step(conn, run_id, WorkerLost(ids["A"], 1), utcnow(),
-                               guard=attempts.mark_lost(run_id, ids["A"], 1, now=utcnow()), before=claimed)
+        hit = coordinator.step(
+            conn,
+            run_id,
+            WorkerLost(ids["A"], 1),
+            utcnow(),
+            guard=attempts.mark_lost(run_id, ids["A"], 1, now=utcnow()),
+            before=claimed,
+        )
     assert hit is not None and hit.guard is not None and not hit.ignored
     row = db.execute("SELECT version FROM runs WHERE id = %s", (run_id,)).fetchone()
     assert row["version"] == before["version"] + 1

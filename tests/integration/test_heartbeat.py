@@ -8,15 +8,14 @@ from typing import Any
 import psycopg
 import pytest
 
-from workers.store import missions
-
-from workers.coordination import runs
-from workers.messaging.dispatch import cancel_key
-from workers.execution.heartbeat import Heartbeats
-from workers.store.projects import ensure_project
-from workers.wiring import Services
-from workers.support.clock import utcnow
 from tests.support import shell
+from workers.coordination import runs
+from workers.execution.heartbeat import Heartbeats
+from workers.messaging.dispatch import cancel_key
+from workers.store import missions
+from workers.store.projects import ensure_project
+from workers.support.clock import utcnow
+from workers.wiring import Services
 
 
 def _queued_attempts(services: Services, titles: list[str]) -> tuple[str, list[str]]:
@@ -30,14 +29,17 @@ def _queued_attempts(services: Services, titles: list[str]) -> tuple[str, list[s
         project = ensure_project(conn, "p")
         mission = missions.create_mission(conn, project, document, missions.Limits())
         run_id, *_ = runs.execute(shell.uow(conn), project, mission.id, missions.Limits(), utcnow())
-        conn.execute("UPDATE attempts SET status = 'running', heartbeat_at = now() - interval '1 hour'"
-                     " WHERE run_id = %s", (run_id,))
+        conn.execute(
+            "UPDATE attempts SET status = 'running', heartbeat_at = now() - interval '1 hour' WHERE run_id = %s",
+            (run_id,),
+        )
     return run_id, [t.id for t in mission.tasks]
 
 
 def _beats(db: psycopg.Connection, run_id: str) -> dict[str, float]:
-    rows = db.execute("SELECT task_id, extract(epoch FROM now() - heartbeat_at) AS age FROM attempts"
-                      " WHERE run_id = %s", (run_id,)).fetchall()
+    rows = db.execute(
+        "SELECT task_id, extract(epoch FROM now() - heartbeat_at) AS age FROM attempts WHERE run_id = %s", (run_id,)
+    ).fetchall()
     return {r["task_id"]: float(r["age"]) for r in rows}
 
 
@@ -51,12 +53,16 @@ def _wait(predicate: Any, timeout: float = 5.0) -> bool:
 
 
 def test_one_round_beats_every_due_attempt_and_cancels_those_whose_row_moved_on(
-        services: Services, db: psycopg.Connection) -> None:
+    services: Services, db: psycopg.Connection
+) -> None:
     run_id, (a, b, c) = _queued_attempts(services, ["A", "B", "C"])
     db.execute("UPDATE attempts SET status = 'cancelled' WHERE run_id = %s AND task_id = %s", (run_id, c))
     beats = Heartbeats(services.db, services.dispatcher.cancel_flags, interval=60)
-    with beats.watch(run_id, a, 1, "running") as wa, beats.watch(run_id, b, 1, "running") as wb, \
-            beats.watch(run_id, c, 1, "running") as wc:
+    with (
+        beats.watch(run_id, a, 1, "running") as wa,
+        beats.watch(run_id, b, 1, "running") as wb,
+        beats.watch(run_id, c, 1, "running") as wc,
+    ):
         beats.check([wa, wb, wc], time.monotonic() + 61)
         ages = _beats(db, run_id)
         assert ages[a] < 60 and ages[b] < 60  # beaten now
@@ -87,7 +93,8 @@ def test_a_cancel_flag_stops_only_its_own_attempt_within_a_poll(services: Servic
 
 
 def test_the_watcher_thread_beats_on_its_own_and_forgets_attempts_that_ended(
-        services: Services, db: psycopg.Connection) -> None:
+    services: Services, db: psycopg.Connection
+) -> None:
     run_id, (a, b) = _queued_attempts(services, ["A", "B"])
     beats = Heartbeats(services.db, services.dispatcher.cancel_flags, interval=0.1, poll=0.05)
     with beats.watch(run_id, a, 1, "running"):
@@ -99,8 +106,9 @@ def test_the_watcher_thread_beats_on_its_own_and_forgets_attempts_that_ended(
         assert _beats(db, run_id)[b] > 3000  # B's attempt ended: no longer beaten
 
 
-def test_a_redis_failure_does_not_stop_the_heartbeat(services: Services, db: psycopg.Connection,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_redis_failure_does_not_stop_the_heartbeat(
+    services: Services, db: psycopg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
     run_id, (a,) = _queued_attempts(services, ["A"])
 
     def broken(*args: Any, **kwargs: Any) -> Any:

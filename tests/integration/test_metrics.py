@@ -37,9 +37,15 @@ def test_metrics_need_no_key_and_name_every_family(client: FlaskClient) -> None:
     samples = scrape(client)
     names = {name for name, _ in samples}
     for expected in (
-        "missions_missions", "missions_tasks", "missions_retries_total", "missions_task_duration_seconds_count",
-        "missions_task_queue_wait_seconds_bucket", "missions_assessment_score_sum",
-        "missions_coordinator_step_seconds_count", "missions_sse_clients", "missions_tick_lag_seconds",
+        "missions_missions",
+        "missions_tasks",
+        "missions_retries_total",
+        "missions_task_duration_seconds_count",
+        "missions_task_queue_wait_seconds_bucket",
+        "missions_assessment_score_sum",
+        "missions_coordinator_step_seconds_count",
+        "missions_sse_clients",
+        "missions_tick_lag_seconds",
         "missions_metrics_source_up",
     ):
         assert expected in names, expected
@@ -49,19 +55,28 @@ def test_metrics_need_no_key_and_name_every_family(client: FlaskClient) -> None:
 
 def test_missions_tasks_and_attempts_move_when_a_mission_starts(client: FlaskClient, auth: dict[str, str]) -> None:
     before = scrape(client)
-    doc = mission("counted", [{"title": "A", "assignTo": "a"}, {"title": "B", "assignTo": "a", "dependsOn": ["A"]}],
-                  [agent("a", {"output": "ok"})])
+    doc = mission(
+        "counted",
+        [{"title": "A", "assignTo": "a"}, {"title": "B", "assignTo": "a", "dependsOn": ["A"]}],
+        [agent("a", {"output": "ok"})],
+    )
     created = client.post("/v1/missions", json=doc, headers=auth).get_json()
     assert client.post(f"/v1/missions/{created['id']}/execute", headers=auth).status_code == 202
     after = scrape(client)
-    assert after[("missions_missions", (("status", "active"),))] == before[("missions_missions", (("status", "active"),))] + 1
+    assert (
+        after[("missions_missions", (("status", "active"),))]
+        == before[("missions_missions", (("status", "active"),))] + 1
+    )
     assert after[("missions_tasks", (("status", "queued"),))] == before[("missions_tasks", (("status", "queued"),))] + 1
-    assert after[("missions_tasks", (("status", "pending"),))] == before[("missions_tasks", (("status", "pending"),))] + 1
+    assert (
+        after[("missions_tasks", (("status", "pending"),))] == before[("missions_tasks", (("status", "pending"),))] + 1
+    )
     assert after.get(("missions_attempts_total", (("status", "queued"),)), 0) == 1
 
 
 def test_coordinator_steps_and_events_counted_by_a_process_reach_the_scrape(
-        client: FlaskClient, services: Services, recorder: None) -> None:
+    client: FlaskClient, services: Services, recorder: None
+) -> None:
     services.redis.delete(worker_metrics.STEP_KEY, worker_metrics.EVENTS_KEY)
     worker_metrics.configure(services.redis)
     worker_metrics.observe_step(0.003, ["task:status", "task:status", "mission:status"])
@@ -77,9 +92,9 @@ def test_coordinator_steps_and_events_counted_by_a_process_reach_the_scrape(
 
 
 def test_counting_a_step_does_no_io_even_when_redis_is_unreachable(recorder: None) -> None:
-    import redis
-
     import time
+
+    import redis
 
     worker_metrics.configure(redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2, retry=None))
     started = time.perf_counter()
@@ -90,7 +105,8 @@ def test_counting_a_step_does_no_io_even_when_redis_is_unreachable(recorder: Non
 
 
 def test_events_counted_apart_from_a_step_reach_the_scrape(
-        client: FlaskClient, services: Services, recorder: None) -> None:
+    client: FlaskClient, services: Services, recorder: None
+) -> None:
     services.redis.delete(worker_metrics.STEP_KEY, worker_metrics.EVENTS_KEY)
     worker_metrics.configure(services.redis)
     worker_metrics.count_events(["mission:status", "mission:done"])

@@ -90,7 +90,7 @@ def test_an_empty_database_is_at_version_zero(empty_database: Callable[[], str])
 def test_every_table_the_code_queries_exists_after_upgrade(empty_database: Callable[[], str]) -> None:
     url = empty_database()
     upgrade(url)
-    assert TABLES <= tables(url)
+    assert tables(url) >= TABLES
 
 
 def test_the_migrated_schema_matches_the_one_the_tests_run_against(
@@ -102,7 +102,7 @@ def test_the_migrated_schema_matches_the_one_the_tests_run_against(
     assert fetch(url, COLUMNS) == fetch(template, COLUMNS)
     assert fetch(url, INDEXES) == fetch(template, INDEXES)
     assert tables(url) == tables(template)
-    assert TABLES <= tables(url)
+    assert tables(url) >= TABLES
 
 
 def test_migrations_are_numbered_without_gaps_and_named_by_convention() -> None:
@@ -139,4 +139,4 @@ def test_concurrent_upgrades_apply_each_migration_exactly_once(empty_database: C
     assert len(results) == 4
     assert sorted(name for applied in results for name in applied) == sorted(m.name for m in migrations())
     assert recorded_versions(url) == [m.version for m in migrations()]
-    assert TABLES <= tables(url)
+    assert tables(url) >= TABLES

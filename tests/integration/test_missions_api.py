@@ -13,7 +13,9 @@ from flask.testing import FlaskClient
 from tests.fixtures.examples import CODE_REVIEW_PIPELINE, DEPLOY_PIPELINE
 
 
-def create(client: FlaskClient, auth: dict[str, str], body: dict[str, Any] = DEPLOY_PIPELINE, **changes: Any) -> dict[str, Any]:
+def create(
+    client: FlaskClient, auth: dict[str, str], body: dict[str, Any] = DEPLOY_PIPELINE, **changes: Any
+) -> dict[str, Any]:
     document = copy.deepcopy(body)
     document.update(changes)
     answer = client.post("/v1/missions", json=document, headers=auth)
@@ -78,7 +80,9 @@ def test_a_summary_counts_tasks_and_defaults_the_quality_threshold(client: Flask
     "query",
     ["limit=abc", "limit=0", "limit=-1", "limit=100000", "offset=-1", "offset=x", "status=running"],
 )
-def test_a_bad_list_query_is_a_bad_request_naming_the_parameter(client: FlaskClient, auth: dict[str, str], query: str) -> None:
+def test_a_bad_list_query_is_a_bad_request_naming_the_parameter(
+    client: FlaskClient, auth: dict[str, str], query: str
+) -> None:
     error = assert_error(client.get(f"/v1/missions?{query}", headers=auth), 400, "bad_request")
     assert query.split("=")[0] in error["details"]["fields"]
 
@@ -105,7 +109,9 @@ def test_patch_revalidates_the_whole_mission(client: FlaskClient, auth: dict[str
     team = copy.deepcopy(DEPLOY_PIPELINE["team"])
     team["agents"] = [a for a in team["agents"] if a["name"] != "deploy-agent"]
 
-    error = assert_error(client.patch(f"/v1/missions/{mission['id']}", json={"team": team}, headers=auth), 400, "bad_request")
+    error = assert_error(
+        client.patch(f"/v1/missions/{mission['id']}", json={"team": team}, headers=auth), 400, "bad_request"
+    )
 
     assert "tasks[1].assignTo" in error["details"]["fields"]
     assert "deploy-agent" in error["error"]
@@ -143,7 +149,9 @@ def test_a_deadline_with_an_offset_is_served_in_utc(client: FlaskClient, auth: d
 
 def test_null_cannot_clear_a_required_field(client: FlaskClient, auth: dict[str, str]) -> None:
     mission = create(client, auth)
-    error = assert_error(client.patch(f"/v1/missions/{mission['id']}", json={"name": None}, headers=auth), 400, "bad_request")
+    error = assert_error(
+        client.patch(f"/v1/missions/{mission['id']}", json={"name": None}, headers=auth), 400, "bad_request"
+    )
     assert "name" in error["details"]["fields"]
 
 
@@ -186,7 +194,9 @@ def test_a_running_mission_cannot_be_patched_or_deleted(
     set_status(db, mission["id"], status)
     before = get(client, auth, mission["id"])
 
-    patched = assert_error(client.patch(f"/v1/missions/{mission['id']}", json={"prompt": "x"}, headers=auth), 409, "conflict")
+    patched = assert_error(
+        client.patch(f"/v1/missions/{mission['id']}", json={"prompt": "x"}, headers=auth), 409, "conflict"
+    )
     deleted = assert_error(client.delete(f"/v1/missions/{mission['id']}", headers=auth), 409, "conflict")
 
     assert "abort" in patched["error"] and "abort" in deleted["error"]
@@ -203,7 +213,9 @@ def test_a_finished_mission_can_be_changed_and_deleted(
     assert client.delete(f"/v1/missions/{mission['id']}", headers=auth).status_code == 204
 
 
-def test_deleting_a_mission_deletes_its_tasks(client: FlaskClient, auth: dict[str, str], db: psycopg.Connection) -> None:
+def test_deleting_a_mission_deletes_its_tasks(
+    client: FlaskClient, auth: dict[str, str], db: psycopg.Connection
+) -> None:
     mission = create(client, auth)
     assert client.delete(f"/v1/missions/{mission['id']}", headers=auth).status_code == 204
     assert db.execute("SELECT count(*) AS n FROM tasks").fetchone()["n"] == 0  # type: ignore[index]
@@ -232,7 +244,9 @@ def test_a_task_another_task_depends_on_cannot_be_deleted_and_the_error_names_th
     mission = create(client, auth, body)
     run_tests = mission["tasks"][0]["id"]
 
-    error = assert_error(client.delete(f"/v1/missions/{mission['id']}/tasks/{run_tests}", headers=auth), 409, "conflict")
+    error = assert_error(
+        client.delete(f"/v1/missions/{mission['id']}/tasks/{run_tests}", headers=auth), 409, "conflict"
+    )
 
     assert '"Run tests"' in error["error"]
     assert "Deploy to staging" in error["error"]  # who still depends on it
@@ -266,7 +280,9 @@ def test_renaming_a_task_updates_every_reference_to_it(client: FlaskClient, auth
     mission = create(client, auth)
     run_tests = mission["tasks"][0]["id"]
 
-    answer = client.patch(f"/v1/missions/{mission['id']}/tasks/{run_tests}", json={"title": "Run unit tests"}, headers=auth)
+    answer = client.patch(
+        f"/v1/missions/{mission['id']}/tasks/{run_tests}", json={"title": "Run unit tests"}, headers=auth
+    )
 
     assert answer.status_code == 200, answer.get_json()
     assert answer.get_json()["title"] == "Run unit tests"
@@ -336,8 +352,12 @@ def test_an_unknown_route_is_not_found_in_the_error_shape(client: FlaskClient, a
     assert_error(client.get(path, headers=auth), 404, "not_found")
 
 
-@pytest.mark.parametrize(("method", "path"), [("PUT", "/v1/missions"), ("DELETE", "/v1/missions"), ("POST", "/healthz")])
-def test_a_wrong_method_is_refused_in_the_error_shape(client: FlaskClient, auth: dict[str, str], method: str, path: str) -> None:
+@pytest.mark.parametrize(
+    ("method", "path"), [("PUT", "/v1/missions"), ("DELETE", "/v1/missions"), ("POST", "/healthz")]
+)
+def test_a_wrong_method_is_refused_in_the_error_shape(
+    client: FlaskClient, auth: dict[str, str], method: str, path: str
+) -> None:
     answer = client.open(path, method=method, headers=auth)
     error = assert_error(answer, 405, "bad_request")
     assert error["error"]
@@ -345,6 +365,7 @@ def test_a_wrong_method_is_refused_in_the_error_shape(client: FlaskClient, auth:
 
 
 # --- execute --------------------------------------------------------------------------------
+
 
 def test_the_execute_answer_is_the_run_as_its_location_serves_it(client: FlaskClient, auth: dict[str, str]) -> None:
     """The 202 is rendered from the state the request committed, not read back; it must be the
@@ -363,8 +384,9 @@ def test_the_execute_answer_is_the_run_as_its_location_serves_it(client: FlaskCl
     assert body["usage"] == {"tokensIn": 0, "tokensOut": 0, "costUsd": 0.0, "attempts": 1}
 
 
-def test_executing_a_mission_with_a_deadline_arms_its_timer_with_the_run(client: FlaskClient, auth: dict[str, str],
-                                                                         db: psycopg.Connection) -> None:
+def test_executing_a_mission_with_a_deadline_arms_its_timer_with_the_run(
+    client: FlaskClient, auth: dict[str, str], db: psycopg.Connection
+) -> None:
     created = create(client, auth, CODE_REVIEW_PIPELINE, deadline="2099-01-01T00:00:00Z")
     answer = client.post(f"/v1/missions/{created['id']}/execute", headers=auth)
     assert answer.status_code == 202, answer.get_json()
@@ -373,14 +395,30 @@ def test_executing_a_mission_with_a_deadline_arms_its_timer_with_the_run(client:
 
 
 def test_a_run_freezes_the_project_agents_its_mission_names_into_its_team(
-        client: FlaskClient, auth: dict[str, str], db: psycopg.Connection) -> None:
+    client: FlaskClient, auth: dict[str, str], db: psycopg.Connection
+) -> None:
     veteran = {"name": "veteran", "role": "Reviews", "model": "scripted/veteran"}
-    create(client, auth, {"name": "keeps its team", "tasks": [{"title": "T", "description": "d", "assignTo": "veteran"}],
-                          "team": {"name": "kept", "volatile": False, "agents": [veteran]}})
-    borrower = create(client, auth, {"name": "borrows", "tasks": [
-        {"title": "A", "description": "d", "assignTo": "own"},
-        {"title": "B", "description": "d", "assignTo": "veteran", "dependsOn": ["A"]}],
-        "team": {"name": "own", "volatile": True, "agents": [{"name": "own", "model": "scripted/own"}]}})
+    create(
+        client,
+        auth,
+        {
+            "name": "keeps its team",
+            "tasks": [{"title": "T", "description": "d", "assignTo": "veteran"}],
+            "team": {"name": "kept", "volatile": False, "agents": [veteran]},
+        },
+    )
+    borrower = create(
+        client,
+        auth,
+        {
+            "name": "borrows",
+            "tasks": [
+                {"title": "A", "description": "d", "assignTo": "own"},
+                {"title": "B", "description": "d", "assignTo": "veteran", "dependsOn": ["A"]},
+            ],
+            "team": {"name": "own", "volatile": True, "agents": [{"name": "own", "model": "scripted/own"}]},
+        },
+    )
     answer = client.post(f"/v1/missions/{borrower['id']}/execute", headers=auth)
     assert answer.status_code == 202, answer.get_json()
     spec = db.execute("SELECT spec FROM runs WHERE id = %s", (answer.get_json()["id"],)).fetchone()["spec"]

@@ -6,26 +6,31 @@ from __future__ import annotations
 import json
 import re
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 import pytest
-from psycopg.types.json import Jsonb
 
-from orchestrator.engine import AssessmentScored, Event, TaskClaimed, TaskFailed, TaskFinished, TaskOutputProduced
+from orchestrator.engine import (
+    AssessmentScored,
+    AttemptStatus,
+    Event,
+    TaskClaimed,
+    TaskFailed,
+    TaskFinished,
+    TaskOutputProduced,
+)
+from tests.support import shell
 from workers.coordination import advance as coordinator
-from workers.store import missions
-from workers.store import run_state as run_store
 from workers.coordination import runs
-from workers.store import attempts
-from orchestrator.engine import AttemptStatus
+from workers.store import attempts, missions
+from workers.store import run_state as run_store
 from workers.store.projects import ensure_project
 from workers.wiring import Services
-from tests.support import shell
 
 LIMITS = missions.Limits()
-T0 = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 DOCUMENT: dict[str, Any] = {
     "name": "m",
     "tasks": [
@@ -49,22 +54,39 @@ def _start(services: Services, document: dict[str, Any], now: datetime = T0) -> 
 
 
 def _claim(db: psycopg.Connection, run_id: str, task_id: str, attempt: int, now: datetime) -> None:
-    claimed = db.execute(attempts.CLAIM, {"run_id": run_id, "task_id": task_id, "attempt": attempt, "worker": "w",
-                                          "was": "queued", "now": now}).fetchone()
+    claimed = db.execute(
+        attempts.CLAIM,
+        {"run_id": run_id, "task_id": task_id, "attempt": attempt, "worker": "w", "was": "queued", "now": now},
+    ).fetchone()
     assert claimed is not None
 
 
 def _recorded(run_id: str, event: TaskFinished | TaskFailed, now: datetime, assessed: bool = False) -> attempts.Guard:
     failed = isinstance(event, TaskFailed)
     return attempts.record_result(
-        run_id, event.task_id, event.attempt, now=now,
+        run_id,
+        event.task_id,
+        event.attempt,
+        now=now,
         status=AttemptStatus("failed" if failed else ("assessing" if assessed else "completed")),
         output=None if failed else event.output,
-        error=event.error if failed else None, tokens_in=3, tokens_out=4, cost=0.5, outcomes=[])
+        error=event.error if failed else None,
+        tokens_in=3,
+        tokens_out=4,
+        cost=0.5,
+        outcomes=[],
+    )
 
 
-def _record(services: Services, run_id: str, event: TaskFinished | TaskFailed, now: datetime, *,
-            one_statement: bool, assessed: bool = False) -> tuple[coordinator.AfterCommit | None, bool]:
+def _record(
+    services: Services,
+    run_id: str,
+    event: TaskFinished | TaskFailed,
+    now: datetime,
+    *,
+    one_statement: bool,
+    assessed: bool = False,
+) -> tuple[coordinator.AfterCommit | None, bool]:
     """Record an attempt's result the way the executor does; whether the one statement wrote it."""
     claimed: tuple[tuple[Event, datetime], ...] = ((TaskClaimed(event.task_id, event.attempt, "w"), now),)
     guard = _recorded(run_id, event, now, assessed)
@@ -81,8 +103,15 @@ def _record(services: Services, run_id: str, event: TaskFinished | TaskFailed, n
     return outcome, fast
 
 
-def _apply(services: Services, run_id: str, event: Event, now: datetime, *, one_statement: bool,
-           before: tuple[tuple[Event, datetime], ...] = ()) -> bool:
+def _apply(
+    services: Services,
+    run_id: str,
+    event: Event,
+    now: datetime,
+    *,
+    one_statement: bool,
+    before: tuple[tuple[Event, datetime], ...] = (),
+) -> bool:
     """Feed an event with no guard (an output, an announcement); whether the one statement wrote it."""
     with services.autocommit() as conn:
         outcome = coordinator.step_if_current(conn, run_id, event, now, None, before) if one_statement else None
@@ -98,19 +127,28 @@ def _apply(services: Services, run_id: str, event: Event, now: datetime, *, one_
 def _snapshot(db: psycopg.Connection, run_id: str, ids: dict[str, str]) -> str:
     """Everything a run wrote, as text with its ids replaced by task titles."""
     parts = {
-        "run": db.execute("SELECT status, state, version, spec_version, pause_reason, failure_reason, finished_at,"
-                          " (SELECT jsonb_build_array(m.status, m.updated_at, m.execution_count)"
-                          "    FROM missions m WHERE m.id = r.mission_id) AS mission"
-                          " FROM runs r WHERE id = %s", (run_id,)).fetchone(),
-        "tasks": db.execute("SELECT version, state FROM run_tasks WHERE run_id = %s ORDER BY state->>'taskId'",
-                            (run_id,)).fetchall(),
-        "attempts": db.execute("SELECT task_id, attempt, status, agent, model, prompt, output, error, tokens_in,"
-                               " tokens_out, cost_usd, claimed_at, finished_at, created_at FROM attempts"
-                               " WHERE run_id = %s ORDER BY task_id, attempt", (run_id,)).fetchall(),
-        "events": db.execute("SELECT type, data, created_at FROM events WHERE run_id = %s ORDER BY id",
-                             (run_id,)).fetchall(),
-        "timers": db.execute("SELECT kind, key, due_at FROM timers WHERE run_id = %s ORDER BY kind, key",
-                             (run_id,)).fetchall(),
+        "run": db.execute(
+            "SELECT status, state, version, spec_version, pause_reason, failure_reason, finished_at,"
+            " (SELECT jsonb_build_array(m.status, m.updated_at, m.execution_count)"
+            "    FROM missions m WHERE m.id = r.mission_id) AS mission"
+            " FROM runs r WHERE id = %s",
+            (run_id,),
+        ).fetchone(),
+        "tasks": db.execute(
+            "SELECT version, state FROM run_tasks WHERE run_id = %s ORDER BY state->>'taskId'", (run_id,)
+        ).fetchall(),
+        "attempts": db.execute(
+            "SELECT task_id, attempt, status, agent, model, prompt, output, error, tokens_in,"
+            " tokens_out, cost_usd, claimed_at, finished_at, created_at FROM attempts"
+            " WHERE run_id = %s ORDER BY task_id, attempt",
+            (run_id,),
+        ).fetchall(),
+        "events": db.execute(
+            "SELECT type, data, created_at FROM events WHERE run_id = %s ORDER BY id", (run_id,)
+        ).fetchall(),
+        "timers": db.execute(
+            "SELECT kind, key, due_at FROM timers WHERE run_id = %s ORDER BY kind, key", (run_id,)
+        ).fetchall(),
     }
     text = json.dumps(parts, default=str, sort_keys=True).replace(run_id, "<run>")
     for title, task_id in ids.items():
@@ -121,8 +159,7 @@ def _snapshot(db: psycopg.Connection, run_id: str, ids: dict[str, str]) -> str:
     return json.dumps(normal, sort_keys=True)
 
 
-def test_the_one_statement_step_writes_what_the_locking_step_writes(services: Services,
-                                                                    db: psycopg.Connection) -> None:
+def test_the_one_statement_step_writes_what_the_locking_step_writes(services: Services, db: psycopg.Connection) -> None:
     written: dict[bool, str] = {}
     for one_statement in (True, False):
         run_id, ids = _start(services, {**DOCUMENT, "name": f"m {one_statement}"})
@@ -143,8 +180,9 @@ def test_the_one_statement_step_writes_what_the_locking_step_writes(services: Se
         # it and starts E, whose prompt holds D's output.
         now += timedelta(seconds=1)
         _claim(db, run_id, ids["D"], 1, now)
-        _, fast = _record(services, run_id, TaskFinished(ids["D"], 1, "delta"), now, one_statement=one_statement,
-                          assessed=True)
+        _, fast = _record(
+            services, run_id, TaskFinished(ids["D"], 1, "delta"), now, one_statement=one_statement, assessed=True
+        )
         paths.append(fast)
         paths.append(_score(services, run_id, ids["D"], now + timedelta(seconds=1), one_statement=one_statement))
         assert paths == [one_statement, False, one_statement, one_statement, one_statement]
@@ -157,8 +195,18 @@ def test_the_one_statement_step_writes_what_the_locking_step_writes(services: Se
 def _score(services: Services, run_id: str, task_id: str, now: datetime, *, one_statement: bool) -> bool:
     """Record a passing score the way the executor does; whether the one statement wrote it."""
     guard = attempts.record_score(
-        run_id, task_id, 1, now=now, status=AttemptStatus.COMPLETED, score=4.0, assessment={"score": 4.0},
-        judge_model=None, judge_tokens_in=0, judge_tokens_out=0, judge_cost=0)
+        run_id,
+        task_id,
+        1,
+        now=now,
+        status=AttemptStatus.COMPLETED,
+        score=4.0,
+        assessment={"score": 4.0},
+        judge_model=None,
+        judge_tokens_in=0,
+        judge_tokens_out=0,
+        judge_cost=0,
+    )
     event = AssessmentScored(task_id, 1, 4.0)
     with services.autocommit() as conn:
         outcome = None
@@ -174,7 +222,8 @@ def _score(services: Services, run_id: str, task_id: str, now: datetime, *, one_
 
 
 def test_outputs_and_announcements_need_no_guard_and_write_what_the_locking_step_writes(
-        services: Services, db: psycopg.Connection) -> None:
+    services: Services, db: psycopg.Connection
+) -> None:
     written: dict[bool, str] = {}
     for one_statement in (True, False):
         run_id, ids = _start(services, {**DOCUMENT, "name": f"streams {one_statement}"})
@@ -183,28 +232,48 @@ def test_outputs_and_announcements_need_no_guard_and_write_what_the_locking_step
         _claim(db, run_id, ids["C"], 1, now)
         paths = [
             _apply(services, run_id, TaskClaimed(ids["A"], 1, "w"), now, one_statement=one_statement),
-            _apply(services, run_id, TaskOutputProduced(ids["A"], 1, "al"), now + timedelta(seconds=1),
-                   one_statement=one_statement),
-            _apply(services, run_id, TaskOutputProduced(ids["C"], 1, "ga"), now + timedelta(seconds=2),
-                   one_statement=one_statement, before=((TaskClaimed(ids["C"], 1, "w"), now),)),
+            _apply(
+                services,
+                run_id,
+                TaskOutputProduced(ids["A"], 1, "al"),
+                now + timedelta(seconds=1),
+                one_statement=one_statement,
+            ),
+            _apply(
+                services,
+                run_id,
+                TaskOutputProduced(ids["C"], 1, "ga"),
+                now + timedelta(seconds=2),
+                one_statement=one_statement,
+                before=((TaskClaimed(ids["C"], 1, "w"), now),),
+            ),
         ]
-        _, fast = _record(services, run_id, TaskFinished(ids["A"], 1, "alpha"), now + timedelta(seconds=3),
-                          one_statement=one_statement)
-        assert paths + [fast] == [one_statement] * 4
+        _, fast = _record(
+            services,
+            run_id,
+            TaskFinished(ids["A"], 1, "alpha"),
+            now + timedelta(seconds=3),
+            one_statement=one_statement,
+        )
+        assert [*paths, fast] == [one_statement] * 4
         written[one_statement] = _snapshot(db, run_id, ids)
     assert written[True] == written[False]
     assert written[True].count('"type": "task:output"') == 2
 
 
-def test_a_run_that_ended_is_mirrored_on_its_mission_by_the_one_statement(services: Services,
-                                                                           db: psycopg.Connection) -> None:
+def test_a_run_that_ended_is_mirrored_on_its_mission_by_the_one_statement(
+    services: Services, db: psycopg.Connection
+) -> None:
     run_id, ids = _start(services, {**DOCUMENT, "tasks": DOCUMENT["tasks"][:1]})
     now = T0 + timedelta(seconds=1)
     _claim(db, run_id, ids["A"], 1, now)
     outcome, fast = _record(services, run_id, TaskFinished(ids["A"], 1, "alpha"), now, one_statement=True)
     assert fast and outcome is not None and outcome.status == "completed"
-    row = db.execute("SELECT r.status, r.finished_at, m.status AS mission FROM runs r JOIN missions m"
-                     " ON m.id = r.mission_id WHERE r.id = %s", (run_id,)).fetchone()
+    row = db.execute(
+        "SELECT r.status, r.finished_at, m.status AS mission FROM runs r JOIN missions m"
+        " ON m.id = r.mission_id WHERE r.id = %s",
+        (run_id,),
+    ).fetchone()
     assert row == {"status": "completed", "finished_at": now, "mission": "completed"}
 
 
@@ -219,7 +288,8 @@ def _moved_on_elsewhere(services: Services, db: psycopg.Connection, run_id: str,
 
 
 def test_a_run_moved_on_elsewhere_is_not_written_and_the_locking_step_takes_over(
-        services: Services, db: psycopg.Connection) -> None:
+    services: Services, db: psycopg.Connection
+) -> None:
     run_id, ids = _start(services, DOCUMENT)
     now = T0 + timedelta(seconds=1)
     _moved_on_elsewhere(services, db, run_id, ids["C"], now)
@@ -227,8 +297,9 @@ def test_a_run_moved_on_elsewhere_is_not_written_and_the_locking_step_takes_over
     before = _snapshot(db, run_id, ids)
     event = TaskFinished(ids["A"], 1, "alpha")
     with services.autocommit() as conn:
-        skipped = coordinator.step_if_current(conn, run_id, event, now, _recorded(run_id, event, now),
-                                              ((TaskClaimed(ids["A"], 1, "w"), now),))
+        skipped = coordinator.step_if_current(
+            conn, run_id, event, now, _recorded(run_id, event, now), ((TaskClaimed(ids["A"], 1, "w"), now),)
+        )
     assert skipped is None
     assert _snapshot(db, run_id, ids) == before  # the attempt is still running, the run at version 1
     assert run_store.CACHE.likely_current(run_id) is None  # this run is now expected to move on elsewhere
@@ -238,8 +309,9 @@ def test_a_run_moved_on_elsewhere_is_not_written_and_the_locking_step_takes_over
     assert db.execute("SELECT version FROM runs WHERE id = %s", (run_id,)).fetchone()["version"] == 2
 
 
-def test_without_a_guard_a_run_moved_on_elsewhere_is_not_written_either(services: Services,
-                                                                        db: psycopg.Connection) -> None:
+def test_without_a_guard_a_run_moved_on_elsewhere_is_not_written_either(
+    services: Services, db: psycopg.Connection
+) -> None:
     run_id, ids = _start(services, DOCUMENT)
     now = T0 + timedelta(seconds=1)
     _moved_on_elsewhere(services, db, run_id, ids["C"], now)
@@ -247,8 +319,12 @@ def test_without_a_guard_a_run_moved_on_elsewhere_is_not_written_either(services
     before = _snapshot(db, run_id, ids)
     with services.autocommit() as conn:
         # (decided on the old state, where A is still queued: its claim comes first)
-        assert coordinator.step_if_current(conn, run_id, TaskOutputProduced(ids["A"], 1, "x"), now, None,
-                                           ((TaskClaimed(ids["A"], 1, "w"), now),)) is None
+        assert (
+            coordinator.step_if_current(
+                conn, run_id, TaskOutputProduced(ids["A"], 1, "x"), now, None, ((TaskClaimed(ids["A"], 1, "w"), now),)
+            )
+            is None
+        )
     assert _snapshot(db, run_id, ids) == before
 
 
@@ -258,8 +334,9 @@ def test_a_guard_that_matches_nothing_writes_nothing(services: Services, db: psy
     now = T0 + timedelta(seconds=1)
     event = TaskFinished(ids["A"], 1, "alpha")  # never claimed: the record's guard wants a running attempt
     with services.autocommit() as conn:
-        outcome = coordinator.step_if_current(conn, run_id, event, now, _recorded(run_id, event, now),
-                                              ((TaskClaimed(ids["A"], 1, "w"), now),))
+        outcome = coordinator.step_if_current(
+            conn, run_id, event, now, _recorded(run_id, event, now), ((TaskClaimed(ids["A"], 1, "w"), now),)
+        )
     assert outcome is not None and outcome.guard is None and outcome.ignored and not outcome.start
     assert _snapshot(db, run_id, ids) == before
 
@@ -269,18 +346,24 @@ def test_a_guard_without_a_one_statement_form_is_refused_by_the_one_statement_sa
     stored = run_store.CACHE.get(run_id)
     assert stored is not None
     with services.autocommit() as conn, pytest.raises(ValueError, match="marking_lost"):
-        run_store.save_if_current(conn, stored, stored.state, T0, False,
-                                  attempts.mark_lost(run_id, "task_x", 1, now=T0))
+        run_store.save_if_current(
+            conn, stored, stored.state, T0, False, attempts.mark_lost(run_id, "task_x", 1, now=T0)
+        )
     with services.autocommit() as conn:  # and the one-statement step leaves such a step to the locking one
-        assert coordinator.step_if_current(conn, run_id, TaskFinished("task_x", 1, "x"), T0,
-                                           attempts.mark_lost(run_id, "task_x", 1, now=T0)) is None
+        assert (
+            coordinator.step_if_current(
+                conn, run_id, TaskFinished("task_x", 1, "x"), T0, attempts.mark_lost(run_id, "task_x", 1, now=T0)
+            )
+            is None
+        )
 
 
 def test_threads_of_one_process_take_turns_and_each_writes_in_one_statement(
-        services: Services, db: psycopg.Connection, monkeypatch: pytest.MonkeyPatch) -> None:
+    services: Services, db: psycopg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
     width = 6
     tasks = [{"title": f"T{i}", "description": "d", "assignTo": "a"} for i in range(width)]
-    run_id, ids = _start(services, {**DOCUMENT, "tasks": tasks}, datetime.now(timezone.utc))
+    run_id, ids = _start(services, {**DOCUMENT, "tasks": tasks}, datetime.now(UTC))
     paths: list[bool] = []
     original = coordinator.step_if_current
 
@@ -308,6 +391,8 @@ def test_threads_of_one_process_take_turns_and_each_writes_in_one_statement(
     row = db.execute("SELECT status, version FROM runs WHERE id = %s", (run_id,)).fetchone()
     assert row == {"status": "completed", "version": width}
     types = [r["type"] for r in db.execute("SELECT type FROM events WHERE run_id = %s ORDER BY id", (run_id,))]
-    completed = db.execute("SELECT count(*) AS n FROM events WHERE run_id = %s AND type = 'task:status'"
-                           " AND data->>'status' = 'completed'", (run_id,)).fetchone()
+    completed = db.execute(
+        "SELECT count(*) AS n FROM events WHERE run_id = %s AND type = 'task:status' AND data->>'status' = 'completed'",
+        (run_id,),
+    ).fetchone()
     assert completed["n"] == width and types[-1] == "mission:done"

@@ -16,7 +16,8 @@ from api.http.openapi import DOCS, UndocumentedRoute, build_spec, openapi_path
 def served_operations(app: Flask) -> set[tuple[str, str]]:
     return {
         (openapi_path(rule.rule), method.lower())
-        for rule in app.url_map.iter_rules() if rule.endpoint != "static"
+        for rule in app.url_map.iter_rules()
+        if rule.endpoint != "static"
         for method in (rule.methods or set()) - {"HEAD", "OPTIONS"}
     }
 
@@ -25,8 +26,15 @@ def test_every_route_of_the_app_is_documented(app: Flask) -> None:
     spec = build_spec(app, strict=True)  # raises on a route without documentation
     documented = {(path, method) for path, item in spec["paths"].items() for method in item}
     assert documented == served_operations(app)
-    for path in ("/v1/missions", "/v1/missions/{missionId}/events", "/healthz", "/readyz", "/metrics",
-                 "/v1/openapi.json", "/docs"):
+    for path in (
+        "/v1/missions",
+        "/v1/missions/{missionId}/events",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/v1/openapi.json",
+        "/docs",
+    ):
         assert path in spec["paths"]
 
 
@@ -44,8 +52,7 @@ def test_the_spec_is_a_valid_openapi_3_1_document(app: Flask) -> None:
 
 
 def test_no_documentation_entry_is_left_without_a_route(app: Flask) -> None:
-    endpoints = {(rule.endpoint, method) for rule in app.url_map.iter_rules()
-                 for method in rule.methods or set()}
+    endpoints = {(rule.endpoint, method) for rule in app.url_map.iter_rules() for method in rule.methods or set()}
     assert set(DOCS) <= endpoints
 
 

@@ -12,18 +12,18 @@ import psycopg
 import pytest
 
 from config import Settings
+from tests.support import shell
 from tests.support.fake_llm import FakeLLM, call, say
 from workers.coordination import advance as coordinator
-from workers.store import missions
 from workers.coordination import runs
-from workers.messaging.dispatch import TASK_QUEUE, Dispatcher
 from workers.execution.executor import Executor, OutputBatcher
-from workers.store.projects import ensure_project
 from workers.execution.providers import Providers
-from workers.wiring import Services
+from workers.messaging.dispatch import TASK_QUEUE
+from workers.store import missions
+from workers.store.projects import ensure_project
 from workers.store.usage import mission_usage, run_totals
 from workers.support.clock import utcnow
-from tests.support import shell
+from workers.wiring import Services
 
 LIMITS = missions.Limits()
 KEYS = {"OPENAI_API_KEY": "sk-test", "ANTHROPIC_API_KEY": "sk-test"}
@@ -32,8 +32,13 @@ PRICES = '{"openai/writer": {"input": 1, "output": 4}, "anthropic/judge": {"inpu
 
 @pytest.fixture
 def settings(database_url: str, redis_url: str, tmp_path: Path) -> Settings:
-    return Settings(database_url=database_url, redis_url=redis_url, data_dir=tmp_path / "data",
-                    provider_backoff_seconds=0.01, prices=PRICES)
+    return Settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        data_dir=tmp_path / "data",
+        provider_backoff_seconds=0.01,
+        prices=PRICES,
+    )
 
 
 @pytest.fixture
@@ -47,14 +52,28 @@ def executor(services: Services) -> Executor:
     return shell.executor(services, "test-worker", Providers(services.settings, environ=KEYS))
 
 
-def start(services: Services, llm: FakeLLM, tasks: list[dict[str, Any]], **fields: Any) -> tuple[str, dict[str, str], str]:
-    agents = [{"name": "writer", "role": "Writes", "model": "openai/writer", "baseUrl": llm.openai_url,
-               "tools": ["write_file"]}]
+def start(
+    services: Services, llm: FakeLLM, tasks: list[dict[str, Any]], **fields: Any
+) -> tuple[str, dict[str, str], str]:
+    agents = [
+        {
+            "name": "writer",
+            "role": "Writes",
+            "model": "openai/writer",
+            "baseUrl": llm.openai_url,
+            "tools": ["write_file"],
+        }
+    ]
     for task in tasks:
         task.setdefault("description", f"Do {task['title']}")
         task.setdefault("assignTo", "writer")
-    document = {"name": "m", "prompt": "Mission prompt", "tasks": tasks,
-                "team": {"name": "crew", "volatile": True, "agents": agents}, **fields}
+    document = {
+        "name": "m",
+        "prompt": "Mission prompt",
+        "tasks": tasks,
+        "team": {"name": "crew", "volatile": True, "agents": agents},
+        **fields,
+    }
     with services.transaction() as conn:
         project = ensure_project(conn, "p")
         mission = missions.create_mission(conn, project, document, LIMITS)
@@ -68,12 +87,14 @@ def events(db: psycopg.Connection, run_id: str, kind: str) -> list[dict[str, Any
 
 
 def attempt_row(db: psycopg.Connection, run_id: str, task_id: str, attempt: int = 1) -> dict[str, Any]:
-    return db.execute("SELECT * FROM attempts WHERE run_id = %s AND task_id = %s AND attempt = %s",
-                      (run_id, task_id, attempt)).fetchone()
+    return db.execute(
+        "SELECT * FROM attempts WHERE run_id = %s AND task_id = %s AND attempt = %s", (run_id, task_id, attempt)
+    ).fetchone()
 
 
-def test_a_fast_stream_becomes_at_most_about_ten_output_events_a_second(services: Services, executor: Executor,
-                                                                        llm: FakeLLM, db: psycopg.Connection) -> None:
+def test_a_fast_stream_becomes_at_most_about_ten_output_events_a_second(
+    services: Services, executor: Executor, llm: FakeLLM, db: psycopg.Connection
+) -> None:
     words = [f"w{i} " for i in range(300)]
     llm.script("writer", say("".join(words).strip(), chunks=words, chunk_delay=0.005))
     run_id, ids, _ = start(services, llm, [{"title": "Stream"}])
@@ -84,8 +105,10 @@ def test_a_fast_stream_becomes_at_most_about_ten_output_events_a_second(services
     assert "".join(o["chunk"] for o in outputs).strip() == "".join(words).strip()
     assert len(outputs) <= elapsed * 10 + 2, (len(outputs), elapsed)
     assert len(outputs) >= 3  # streamed while it ran, not in one lump at the end
-    print(f"\n{len(words)} chunks in {elapsed:.2f} s became {len(outputs)} task:output events "
-          f"({len(outputs) / elapsed:.1f}/s)")
+    print(
+        f"\n{len(words)} chunks in {elapsed:.2f} s became {len(outputs)} task:output events "
+        f"({len(outputs) / elapsed:.1f}/s)"
+    )
 
 
 def test_the_batcher_sends_the_first_chunk_at_once_and_keeps_order() -> None:
@@ -103,11 +126,25 @@ def test_the_batcher_sends_the_first_chunk_at_once_and_keeps_order() -> None:
 
 
 def test_a_missing_required_file_fails_the_attempt_and_the_retry_is_told_why(
-        services: Services, executor: Executor, llm: FakeLLM, db: psycopg.Connection) -> None:
-    llm.script("writer", say("I wrote nothing."),
-               call("write_file", {"path": "out/report.md", "content": "# Report"}), say("Report written."))
-    run_id, ids, _ = start(services, llm, [{"title": "Report", "maxRetries": 1, "expectedOutcomes": [
-        {"name": "report", "type": "file", "path": "out/report.md", "required": True}]}])
+    services: Services, executor: Executor, llm: FakeLLM, db: psycopg.Connection
+) -> None:
+    llm.script(
+        "writer",
+        say("I wrote nothing."),
+        call("write_file", {"path": "out/report.md", "content": "# Report"}),
+        say("Report written."),
+    )
+    run_id, ids, _ = start(
+        services,
+        llm,
+        [
+            {
+                "title": "Report",
+                "maxRetries": 1,
+                "expectedOutcomes": [{"name": "report", "type": "file", "path": "out/report.md", "required": True}],
+            }
+        ],
+    )
     assert executor.run_attempt(run_id, ids["Report"], 1) == "failed"
     first = attempt_row(db, run_id, ids["Report"], 1)
     assert first["error"] == "required outcome 'report' was not produced: no file 'out/report.md' in the workspace"
@@ -121,18 +158,26 @@ def test_a_missing_required_file_fails_the_attempt_and_the_retry_is_told_why(
 
 
 def test_judge_usage_is_kept_apart_and_totals_add_up_per_task_run_and_mission(
-        services: Services, executor: Executor, llm: FakeLLM, db: psycopg.Connection) -> None:
+    services: Services, executor: Executor, llm: FakeLLM, db: psycopg.Connection
+) -> None:
     llm.script("writer", say("draft one", usage=(1000, 100)), say("draft two", usage=(2000, 200)))
-    llm.script("judge", call("submit_scores", {"scores": [{"index": 1, "score": 2, "reason": "too thin"}]},
-                             usage=(500, 50)),
-               call("submit_scores", {"scores": [{"index": 1, "score": 5, "reason": "solid"}]}, usage=(600, 60)))
-    run_id, ids, mission_id = start(services, llm, [{"title": "Draft", "expectations": [{"criterion": "Is solid"}]}],
-                                    assessor={"model": "anthropic/judge", "baseUrl": llm.anthropic_url})
+    llm.script(
+        "judge",
+        call("submit_scores", {"scores": [{"index": 1, "score": 2, "reason": "too thin"}]}, usage=(500, 50)),
+        call("submit_scores", {"scores": [{"index": 1, "score": 5, "reason": "solid"}]}, usage=(600, 60)),
+    )
+    run_id, ids, mission_id = start(
+        services,
+        llm,
+        [{"title": "Draft", "expectations": [{"criterion": "Is solid"}]}],
+        assessor={"model": "anthropic/judge", "baseUrl": llm.anthropic_url},
+    )
     assert executor.run_attempt(run_id, ids["Draft"], 1) == "finished"
     assessment = events(db, run_id, "task:assessment")[0]
     assert assessment["score"] == 2.0 and assessment["passed"] is False
-    assert assessment["criteria"] == [{"type": "criterion", "criterion": "Is solid", "score": 2.0,
-                                       "reason": "too thin", "weight": 1.0}]
+    assert assessment["criteria"] == [
+        {"type": "criterion", "criterion": "Is solid", "score": 2.0, "reason": "too thin", "weight": 1.0}
+    ]
     assert executor.run_attempt(run_id, ids["Draft"], 2) == "finished"
     assert "Assessor on Is solid (score 2): too thin" in llm.seen("writer")[1].text
     row = attempt_row(db, run_id, ids["Draft"], 1)
@@ -148,31 +193,41 @@ def test_judge_usage_is_kept_apart_and_totals_add_up_per_task_run_and_mission(
     assert usage.total == usage.run(run_id) == usage.task(run_id, ids["Draft"]) == totals
     assert (totals.tokens_in, totals.tokens_out, totals.attempts) == (4100, 410, 2)
     assert totals.cost_usd == pytest.approx(expected_cost)
-    assert totals.to_json() == {"tokensIn": 4100, "tokensOut": 410, "costUsd": round(expected_cost, 6),
-                                "attempts": 2}
+    assert totals.to_json() == {"tokensIn": 4100, "tokensOut": 410, "costUsd": round(expected_cost, 6), "attempts": 2}
 
 
 def test_usage_of_a_mission_without_runs_is_zero(services: Services, llm: FakeLLM) -> None:
     with services.transaction() as conn:
         project = ensure_project(conn, "p")
-        mission = missions.create_mission(conn, project, {
-            "name": "idle", "tasks": [{"title": "t", "description": "d", "assignTo": "a"}],
-            "team": {"name": "c", "agents": [{"name": "a", "model": "scripted/x"}]}}, LIMITS)
+        mission = missions.create_mission(
+            conn,
+            project,
+            {
+                "name": "idle",
+                "tasks": [{"title": "t", "description": "d", "assignTo": "a"}],
+                "team": {"name": "c", "agents": [{"name": "a", "model": "scripted/x"}]},
+            },
+            LIMITS,
+        )
         usage = mission_usage(conn, mission.id)
     assert usage.total.to_json() == {"tokensIn": 0, "tokensOut": 0, "costUsd": 0.0, "attempts": 0}
     assert usage.runs == {} and usage.tasks == {}
 
 
 def test_going_over_the_token_budget_stops_the_run_and_cancels_the_rest(
-        services: Services, executor: Executor, llm: FakeLLM, db: psycopg.Connection) -> None:
+    services: Services, executor: Executor, llm: FakeLLM, db: psycopg.Connection
+) -> None:
     llm.script("writer", say("expensive", usage=(900, 200)))
-    run_id, ids, mission_id = start(services, llm, [{"title": "A"}, {"title": "B"}, {"title": "C", "dependsOn": ["A"]}],
-                                    budget={"maxTokens": 1000})
+    run_id, ids, mission_id = start(
+        services, llm, [{"title": "A"}, {"title": "B"}, {"title": "C", "dependsOn": ["A"]}], budget={"maxTokens": 1000}
+    )
     assert executor.run_attempt(run_id, ids["A"], 1) == "finished"
     run = db.execute("SELECT status, failure_reason FROM runs WHERE id = %s", (run_id,)).fetchone()
     assert (run["status"], run["failure_reason"]) == ("failed", "budget_exceeded")
-    statuses = {r["task_id"]: r["status"] for r in db.execute(
-        "SELECT task_id, status FROM attempts WHERE run_id = %s", (run_id,)).fetchall()}
+    statuses = {
+        r["task_id"]: r["status"]
+        for r in db.execute("SELECT task_id, status FROM attempts WHERE run_id = %s", (run_id,)).fetchall()
+    }
     # C became ready when A finished, and was cancelled in the same transaction: never sent.
     assert statuses == {ids["A"]: "completed", ids["B"]: "cancelled", ids["C"]: "cancelled"}
     assert services.redis.llen(TASK_QUEUE) == 0  # (start() sends nothing; the worker does the rest)
@@ -184,11 +239,16 @@ def test_going_over_the_token_budget_stops_the_run_and_cancels_the_rest(
 
 
 def test_an_attempt_waiting_for_its_judge_when_the_run_ends_is_not_judged(
-        services: Services, executor: Executor, llm: FakeLLM, db: psycopg.Connection) -> None:
+    services: Services, executor: Executor, llm: FakeLLM, db: psycopg.Connection
+) -> None:
     llm.script("writer", say("done"))
     llm.script("judge", call("submit_scores", {"scores": [{"index": 1, "score": 5, "reason": "fine"}]}))
-    run_id, ids, _ = start(services, llm, [{"title": "A", "expectations": [{"criterion": "ok"}]}],
-                           assessor={"model": "anthropic/judge", "baseUrl": llm.anthropic_url})
+    run_id, ids, _ = start(
+        services,
+        llm,
+        [{"title": "A", "expectations": [{"criterion": "ok"}]}],
+        assessor={"model": "anthropic/judge", "baseUrl": llm.anthropic_url},
+    )
     executor.assess = lambda *args: None  # type: ignore[method-assign]  # the judge's message is "in flight"
     assert executor.run_attempt(run_id, ids["A"], 1) == "finished"
     with services.transaction() as conn:

@@ -15,9 +15,9 @@ from config import Settings
 from orchestrator.spec import AgentSpec
 from tests.support.fake_llm import FakeLLM, call, fail, hang, say
 from workers.execution.agents import AgentCall, AgentResult
-from workers.execution.runtimes import runtime_for
 from workers.execution.assessment import JudgeRequest, judge
 from workers.execution.providers import Providers
+from workers.execution.runtimes import runtime_for
 
 PROVIDERS = ["openai", "anthropic"]
 KEYS = {"OPENAI_API_KEY": "sk-openai-test", "ANTHROPIC_API_KEY": "sk-ant-test"}
@@ -34,24 +34,39 @@ def base_url(llm: FakeLLM, provider: str) -> str:
 
 
 def providers(tmp_path: Path, environ: dict[str, str] | None = None, **settings: Any) -> Providers:
-    values: dict[str, Any] = {"data_dir": tmp_path, "provider_backoff_seconds": 0.01, "provider_retries": 2,
-                              "prices": '{"openai/priced": {"input": 2, "output": 10}, '
-                                        '"anthropic/priced": {"input": 2, "output": 10}}'}
+    values: dict[str, Any] = {
+        "data_dir": tmp_path,
+        "provider_backoff_seconds": 0.01,
+        "provider_retries": 2,
+        "prices": '{"openai/priced": {"input": 2, "output": 10}, "anthropic/priced": {"input": 2, "output": 10}}',
+    }
     values.update(settings)
     return Providers(Settings(**values), environ=KEYS if environ is None else environ)
 
 
-def run_agent(llm: FakeLLM, tmp_path: Path, provider: str, model: str, *, cancel: threading.Event | None = None,
-              environ: dict[str, str] | None = None, attempt_model: str | None = None,
-              **agent: Any) -> tuple[AgentResult, list[str]]:
-    document = {"name": "dev", "role": "Writes code", "model": f"{provider}/{model}",
-                "baseUrl": base_url(llm, provider), **agent}
+def run_agent(
+    llm: FakeLLM,
+    tmp_path: Path,
+    provider: str,
+    model: str,
+    *,
+    cancel: threading.Event | None = None,
+    environ: dict[str, str] | None = None,
+    attempt_model: str | None = None,
+    **agent: Any,
+) -> tuple[AgentResult, list[str]]:
+    document = {
+        "name": "dev",
+        "role": "Writes code",
+        "model": f"{provider}/{model}",
+        "baseUrl": base_url(llm, provider),
+        **agent,
+    }
     spec = AgentSpec.from_document({k: v for k, v in document.items() if v is not None})
     used = attempt_model or spec.model
     chunks: list[str] = []
     agent_call = AgentCall("run_1", "task_1", "Write it", 1, spec, used, "Writes code", "Write the thing.", tmp_path)
-    result = runtime_for(used, providers(tmp_path, environ)).run(agent_call, cancel or threading.Event(),
-                                                                 chunks.append)
+    result = runtime_for(used, providers(tmp_path, environ)).run(agent_call, cancel or threading.Event(), chunks.append)
     return result, chunks
 
 
@@ -60,11 +75,13 @@ def unique(name: str, provider: str) -> str:
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-def test_a_streamed_reply_is_relayed_chunk_by_chunk_and_its_usage_priced(llm: FakeLLM, tmp_path: Path,
-                                                                         provider: str) -> None:
+def test_a_streamed_reply_is_relayed_chunk_by_chunk_and_its_usage_priced(
+    llm: FakeLLM, tmp_path: Path, provider: str
+) -> None:
     llm.script("priced", say("Hello from the model", usage=(1200, 300)))
-    result, chunks = run_agent(llm, tmp_path, provider, "priced", systemPrompt="Be brief.", temperature=0.2,
-                               maxTokens=500)
+    result, chunks = run_agent(
+        llm, tmp_path, provider, "priced", systemPrompt="Be brief.", temperature=0.2, maxTokens=500
+    )
     assert result.error is None and result.output == "Hello from the model"
     assert chunks == ["Hello ", "from ", "the ", "model"]
     assert (result.tokens_in, result.tokens_out) == (1200, 300)
@@ -75,17 +92,31 @@ def test_a_streamed_reply_is_relayed_chunk_by_chunk_and_its_usage_priced(llm: Fa
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-def test_tool_calls_loop_until_a_final_answer_and_files_written_are_outcomes(llm: FakeLLM, tmp_path: Path,
-                                                                             provider: str) -> None:
+def test_tool_calls_loop_until_a_final_answer_and_files_written_are_outcomes(
+    llm: FakeLLM, tmp_path: Path, provider: str
+) -> None:
     model = unique("tools", provider)
     llm.page("/facts", "water boils at 100 C")
-    llm.script(model,
-               call("http_request", {"method": "GET", "url": f"{llm.url}/facts"}, text="Let me look.", usage=(50, 10)),
-               call("write_file", {"path": "notes/facts.md", "content": "boils at 100"},
-                    ("read_file", {"path": "notes/facts.md"}), usage=(80, 20)),
-               say("Water boils at 100 C.", usage=(120, 30)))
-    result, chunks = run_agent(llm, tmp_path, provider, model, tools=["http_request", "read_file", "write_file"],
-                               allowedHosts=["127.0.0.1"], maxTurns=5)
+    llm.script(
+        model,
+        call("http_request", {"method": "GET", "url": f"{llm.url}/facts"}, text="Let me look.", usage=(50, 10)),
+        call(
+            "write_file",
+            {"path": "notes/facts.md", "content": "boils at 100"},
+            ("read_file", {"path": "notes/facts.md"}),
+            usage=(80, 20),
+        ),
+        say("Water boils at 100 C.", usage=(120, 30)),
+    )
+    result, chunks = run_agent(
+        llm,
+        tmp_path,
+        provider,
+        model,
+        tools=["http_request", "read_file", "write_file"],
+        allowedHosts=["127.0.0.1"],
+        maxTurns=5,
+    )
     assert result.error is None and result.output == "Water boils at 100 C."
     assert result.outcomes == ({"type": "file", "path": "notes/facts.md", "characters": 12},)
     assert (tmp_path / "notes" / "facts.md").read_text() == "boils at 100"
@@ -95,7 +126,10 @@ def test_tool_calls_loop_until_a_final_answer_and_files_written_are_outcomes(llm
     assert '"status": 200' in requests[1].text and "water boils at 100 C" in requests[1].text
     assert "wrote 12 characters to notes/facts.md" in requests[2].text
     assert [t["name"] if "name" in t else t["function"]["name"] for t in requests[0].body["tools"]] == [
-        "http_request", "read_file", "write_file"]
+        "http_request",
+        "read_file",
+        "write_file",
+    ]
     assert "".join(chunks).startswith("Let me look.")
 
 
@@ -104,7 +138,10 @@ def test_a_model_that_keeps_calling_tools_stops_at_max_turns(llm: FakeLLM, tmp_p
     model = unique("loop", provider)
     llm.script(model, call("read_file", {"path": "nothing.txt"}))
     result, _ = run_agent(llm, tmp_path, provider, model, tools=["read_file"], maxTurns=3)
-    assert result.error == f"{provider}/{model} still asked for tools after 3 turns (the agent's maxTurns); no final answer"
+    assert (
+        result.error
+        == f"{provider}/{model} still asked for tools after 3 turns (the agent's maxTurns); no final answer"
+    )
     assert len(llm.seen(model)) == 3 and result.tokens_in == 30
 
 
@@ -124,7 +161,9 @@ def test_transient_errors_give_up_after_the_configured_retries(llm: FakeLLM, tmp
     model = unique("down", provider)
     llm.script(model, fail(500, "upstream exploded"))
     result, _ = run_agent(llm, tmp_path, provider, model)
-    assert result.error is not None and "answered HTTP 500: upstream exploded (tried 3 times; giving up)" in result.error
+    assert (
+        result.error is not None and "answered HTTP 500: upstream exploded (tried 3 times; giving up)" in result.error
+    )
     assert len(llm.seen(model)) == 3
 
 
@@ -134,18 +173,23 @@ def test_a_rejected_key_fails_at_once_naming_the_variable(llm: FakeLLM, tmp_path
     llm.script(model, fail(401, "invalid x-api-key"))
     result, _ = run_agent(llm, tmp_path, provider, model)
     key = "OPENAI_API_KEY" if provider == "openai" else "ANTHROPIC_API_KEY"
-    assert result.error == (f"{provider}/{model}: {provider} at {base_url(llm, provider)} rejected the credentials "
-                            f"(HTTP 401: invalid x-api-key); check {key}")
+    assert result.error == (
+        f"{provider}/{model}: {provider} at {base_url(llm, provider)} rejected the credentials "
+        f"(HTTP 401: invalid x-api-key); check {key}"
+    )
     assert len(llm.seen(model)) == 1
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-def test_an_invalid_request_fails_at_once_with_the_providers_message(llm: FakeLLM, tmp_path: Path,
-                                                                     provider: str) -> None:
+def test_an_invalid_request_fails_at_once_with_the_providers_message(
+    llm: FakeLLM, tmp_path: Path, provider: str
+) -> None:
     model = unique("invalid", provider)
     llm.script(model, fail(400, "max_tokens is too large"))
     result, _ = run_agent(llm, tmp_path, provider, model)
-    assert result.error is not None and "refused the request" in result.error and "max_tokens is too large" in result.error
+    assert (
+        result.error is not None and "refused the request" in result.error and "max_tokens is too large" in result.error
+    )
     assert len(llm.seen(model)) == 1
 
 
@@ -154,16 +198,22 @@ def test_a_missing_key_fails_the_attempt_before_any_request(llm: FakeLLM, tmp_pa
     key = "OPENAI_API_KEY" if provider == "openai" else "ANTHROPIC_API_KEY"
     before = len(llm.requests)
     result, _ = run_agent(llm, tmp_path, provider, "any", environ={}, baseUrl=None)
-    assert result.error == (f"no API key for {provider}/any: set {key} in the workers' environment (or name another "
-                            "variable with the agent's apiKeyEnv, or give a baseUrl for a local server)")
+    assert result.error == (
+        f"no API key for {provider}/any: set {key} in the workers' environment (or name another "
+        "variable with the agent's apiKeyEnv, or give a baseUrl for a local server)"
+    )
     result, _ = run_agent(llm, tmp_path, provider, "any", environ={}, apiKeyEnv="TEAM_KEY")
-    assert result.error == f"no API key for {provider}/any: its apiKeyEnv names TEAM_KEY, which is not set in the workers' environment"
+    assert (
+        result.error
+        == f"no API key for {provider}/any: its apiKeyEnv names TEAM_KEY, which is not set in the workers' environment"
+    )
     assert len(llm.requests) == before
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-def test_the_key_named_by_api_key_env_is_sent_and_a_local_server_needs_none(llm: FakeLLM, tmp_path: Path,
-                                                                            provider: str) -> None:
+def test_the_key_named_by_api_key_env_is_sent_and_a_local_server_needs_none(
+    llm: FakeLLM, tmp_path: Path, provider: str
+) -> None:
     model = unique("keyed", provider)
     llm.script(model, say("ok"))
     result, _ = run_agent(llm, tmp_path, provider, model, environ={"TEAM_KEY": "sk-team"}, apiKeyEnv="TEAM_KEY")
@@ -175,8 +225,9 @@ def test_the_key_named_by_api_key_env_is_sent_and_a_local_server_needs_none(llm:
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-def test_an_abort_cancels_a_call_the_server_sits_on_within_two_seconds(llm: FakeLLM, tmp_path: Path,
-                                                                       provider: str) -> None:
+def test_an_abort_cancels_a_call_the_server_sits_on_within_two_seconds(
+    llm: FakeLLM, tmp_path: Path, provider: str
+) -> None:
     model = unique("slow", provider)
     llm.script(model, hang(20))
     cancel = threading.Event()
@@ -223,8 +274,7 @@ def test_an_abort_stops_a_stream_and_a_backoff_wait(llm: FakeLLM, tmp_path: Path
     assert result.cancelled and time.monotonic() - started < 1.5
 
 
-def test_an_escalated_model_keeps_the_agents_endpoint_only_for_the_same_provider(llm: FakeLLM,
-                                                                                 tmp_path: Path) -> None:
+def test_an_escalated_model_keeps_the_agents_endpoint_only_for_the_same_provider(llm: FakeLLM, tmp_path: Path) -> None:
     model = unique("stronger", "openai")
     llm.script(model, say("escalated"))
     result, _ = run_agent(llm, tmp_path, "openai", "weak", attempt_model=f"openai/{model}")
@@ -240,15 +290,25 @@ CRITERIA = ("All critical issues identified", "Feedback is actionable")
 
 
 def run_judge(llm: FakeLLM, tmp_path: Path, provider: str, model: str) -> Any:
-    request = JudgeRequest(model=f"{provider}/{model}", config={"baseUrl": base_url(llm, provider)},
-                           criteria=CRITERIA, output="Found a SQL injection in login().", number=1,
-                           task_title="Review", description="Review the diff.")
+    request = JudgeRequest(
+        model=f"{provider}/{model}",
+        config={"baseUrl": base_url(llm, provider)},
+        criteria=CRITERIA,
+        output="Found a SQL injection in login().",
+        number=1,
+        task_title="Review",
+        description="Review the diff.",
+    )
     return judge(request, providers(tmp_path), threading.Event())
 
 
 def good_scores() -> dict[str, Any]:
-    return {"scores": [{"index": 1, "score": 4, "reason": "found the injection"},
-                       {"index": 2, "score": 3, "reason": "no fix suggested"}]}
+    return {
+        "scores": [
+            {"index": 1, "score": 4, "reason": "found the injection"},
+            {"index": 2, "score": 3, "reason": "no fix suggested"},
+        ]
+    }
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -258,14 +318,18 @@ def test_a_judge_scores_each_criterion_through_a_tool_call(llm: FakeLLM, tmp_pat
     verdict = run_judge(llm, tmp_path, provider, model)
     assert verdict.error is None and verdict.score == 3.5
     assert [(c["criterion"], c["score"], c["reason"]) for c in verdict.criteria] == [
-        (CRITERIA[0], 4.0, "found the injection"), (CRITERIA[1], 3.0, "no fix suggested")]
+        (CRITERIA[0], 4.0, "found the injection"),
+        (CRITERIA[1], 3.0, "no fix suggested"),
+    ]
     assert (verdict.tokens_in, verdict.tokens_out) == (400, 60)
     sent = llm.seen(model)[-1]
     assert not sent.body.get("stream")
     assert "Found a SQL injection" in sent.text and "1. All critical issues identified" in sent.text
     forced = sent.body["tool_choice"]
-    assert forced in ({"type": "tool", "name": "submit_scores"},
-                      {"type": "function", "function": {"name": "submit_scores"}})
+    assert forced in (
+        {"type": "tool", "name": "submit_scores"},
+        {"type": "function", "function": {"name": "submit_scores"}},
+    )
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -280,23 +344,37 @@ def test_a_judge_answering_in_prose_gets_one_repair_turn(llm: FakeLLM, tmp_path:
 
 def test_a_judge_answering_with_json_text_instead_of_a_tool_call_is_accepted(llm: FakeLLM, tmp_path: Path) -> None:
     model = unique("plain", "openai")
-    llm.script(model, say('```json\n{"scores": [{"index": 1, "score": 5, "reason": "a"}, '
-                          '{"index": 2, "score": 4, "reason": "b"}]}\n```'))
+    llm.script(
+        model,
+        say(
+            '```json\n{"scores": [{"index": 1, "score": 5, "reason": "a"}, '
+            '{"index": 2, "score": 4, "reason": "b"}]}\n```'
+        ),
+    )
     verdict = run_judge(llm, tmp_path, "openai", model)
     assert verdict.error is None and verdict.score == 4.5 and len(llm.seen(model)) == 1
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-@pytest.mark.parametrize(("first", "second", "problem"), [
-    (say("no idea"), say("still no idea"), "the reply called no tool and holds no JSON scores: 'still no idea'"),
-    (call("submit_scores", {"verdict": "great"}), call("submit_scores", {"scores": "great"}),
-     'expected {"scores": [...]} with one entry per criterion'),
-    (call("submit_scores", {"scores": [{"index": 1, "score": 9}, {"index": 2, "score": 4}]}),
-     call("submit_scores", {"scores": [{"index": 1, "score": 11}, {"index": 2, "score": 4}]}),
-     "the score 11 for criterion 1 is outside 1-5"),
-])
+@pytest.mark.parametrize(
+    ("first", "second", "problem"),
+    [
+        (say("no idea"), say("still no idea"), "the reply called no tool and holds no JSON scores: 'still no idea'"),
+        (
+            call("submit_scores", {"verdict": "great"}),
+            call("submit_scores", {"scores": "great"}),
+            'expected {"scores": [...]} with one entry per criterion',
+        ),
+        (
+            call("submit_scores", {"scores": [{"index": 1, "score": 9}, {"index": 2, "score": 4}]}),
+            call("submit_scores", {"scores": [{"index": 1, "score": 11}, {"index": 2, "score": 4}]}),
+            "the score 11 for criterion 1 is outside 1-5",
+        ),
+    ],
+)
 def test_a_judge_still_unusable_after_the_repair_fails_the_assessment_clearly(
-        llm: FakeLLM, tmp_path: Path, provider: str, first: Any, second: Any, problem: str) -> None:
+    llm: FakeLLM, tmp_path: Path, provider: str, first: Any, second: Any, problem: str
+) -> None:
     model = unique("broken", provider)
     llm.script(model, first, second, say("never asked"))
     verdict = run_judge(llm, tmp_path, provider, model)
@@ -307,15 +385,16 @@ def test_a_judge_still_unusable_after_the_repair_fails_the_assessment_clearly(
 
 def test_a_judge_with_broken_tool_arguments_gets_the_repair_turn(llm: FakeLLM, tmp_path: Path) -> None:
     model = unique("garbled", "openai")
-    llm.script(model, call("submit_scores", '{"scores": [{"index": 1, "score": 4'), call("submit_scores", good_scores()))
+    llm.script(
+        model, call("submit_scores", '{"scores": [{"index": 1, "score": 4'), call("submit_scores", good_scores())
+    )
     verdict = run_judge(llm, tmp_path, "openai", model)
     assert verdict.error is None and verdict.score == 3.5
     assert "not a JSON object" in llm.seen(model)[1].text
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-def test_a_judge_the_provider_refuses_is_a_clear_assessment_error(llm: FakeLLM, tmp_path: Path,
-                                                                  provider: str) -> None:
+def test_a_judge_the_provider_refuses_is_a_clear_assessment_error(llm: FakeLLM, tmp_path: Path, provider: str) -> None:
     model = unique("judge-denied", provider)
     llm.script(model, fail(403, "no access to this model"))
     verdict = run_judge(llm, tmp_path, provider, model)

@@ -21,13 +21,34 @@ PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 KEY = {"run_id": "run_x", "task_id": "task_x", "attempt": 1, "now": None}
 POINT_LOOKUPS = {
     "claim": (attempts.CLAIM, {**KEY, "worker": "w", "was": "queued"}),
-    "record": (query("lock_run_recording_result"),
-               {**KEY, "attempt_status": "completed", "output": "", "error": None, "tokens_in": 0,
-                "tokens_out": 0, "cost": 0, "outcomes": Jsonb([]), "was": "running"}),
-    "record score": (query("lock_run_recording_score"),
-                     {**KEY, "attempt_status": "completed", "score": 5, "assessment": Jsonb({}),
-                      "judge_model": None, "judge_tokens_in": 0, "judge_tokens_out": 0, "judge_cost": 0,
-                      "was": "assessing"}),
+    "record": (
+        query("lock_run_recording_result"),
+        {
+            **KEY,
+            "attempt_status": "completed",
+            "output": "",
+            "error": None,
+            "tokens_in": 0,
+            "tokens_out": 0,
+            "cost": 0,
+            "outcomes": Jsonb([]),
+            "was": "running",
+        },
+    ),
+    "record score": (
+        query("lock_run_recording_score"),
+        {
+            **KEY,
+            "attempt_status": "completed",
+            "score": 5,
+            "assessment": Jsonb({}),
+            "judge_model": None,
+            "judge_tokens_in": 0,
+            "judge_tokens_out": 0,
+            "judge_cost": 0,
+            "was": "assessing",
+        },
+    ),
     "drop assessment": (attempts.DROP_ASSESSMENT, {**KEY, "was": "assessing"}),
     "mark lost": (query("lock_run_marking_lost"), {**KEY, "was": "running"}),
     "cancel": (attempts.CANCEL, {**KEY, "reason": "r", "live": ["queued", "running"]}),
@@ -47,8 +68,7 @@ def _indexes(plan: Any) -> Iterator[str]:
 
 
 @pytest.mark.parametrize("name", sorted(POINT_LOOKUPS))
-def test_a_point_lookup_of_an_attempt_uses_the_primary_key_in_a_cached_plan(db: psycopg.Connection,
-                                                                              name: str) -> None:
+def test_a_point_lookup_of_an_attempt_uses_the_primary_key_in_a_cached_plan(db: psycopg.Connection, name: str) -> None:
     text, params = POINT_LOOKUPS[name]
     names: list[str] = []
 

@@ -83,7 +83,9 @@ def test_the_api_server_serves_missions_over_http_and_stops_on_sigterm(database_
 
     # One keep-alive client stays connected (idle) while the server is told to stop.
     with requests.Session() as client:
-        created = client.post(f"{server.base}/v1/missions", json=copy.deepcopy(DEPLOY_PIPELINE), headers=headers, timeout=10)
+        created = client.post(
+            f"{server.base}/v1/missions", json=copy.deepcopy(DEPLOY_PIPELINE), headers=headers, timeout=10
+        )
         assert created.status_code == 201, created.text
         mission = created.json()
         assert mission["name"] == "deploy-pipeline"

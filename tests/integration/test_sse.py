@@ -20,10 +20,10 @@ from api.http import sse
 from api.http.sse import event_stream, parse_last_event_id, stream_run
 from config import Settings
 from tests.support.sse import SseEvent, iter_sse
-from workers.support.errors import Invalid
 from workers.messaging import wakeups
 from workers.messaging.wakeups import publish_wakeup
 from workers.store import events as event_log
+from workers.support.errors import Invalid
 from workers.wiring import Services
 
 MISSION = "msn_sse_test"
@@ -283,7 +283,9 @@ def test_live_events_arrive_on_their_wakeup_without_waiting_for_the_poll(
 
 @pytest.mark.usefixtures("runs")
 def test_an_event_whose_wakeup_was_lost_still_arrives_by_the_hubs_read_of_the_log(
-    db: psycopg.Connection, database_url: str, open_stream: Callable[..., OpenStream],
+    db: psycopg.Connection,
+    database_url: str,
+    open_stream: Callable[..., OpenStream],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(sse, "SAFETY_POLL_SECONDS", 30.0)  # the stream itself does not read again in time
@@ -302,7 +304,10 @@ def test_an_event_whose_wakeup_was_lost_still_arrives_by_the_hubs_read_of_the_lo
 
 @pytest.mark.usefixtures("runs")
 def test_a_stream_reads_the_log_itself_while_the_hub_cannot(
-    db: psycopg.Connection, database_url: str, services: Services, open_stream: Callable[..., OpenStream],
+    db: psycopg.Connection,
+    database_url: str,
+    services: Services,
+    open_stream: Callable[..., OpenStream],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     def broken(run_ids: list[str]) -> dict[str, int]:
@@ -322,11 +327,11 @@ def test_idle_streams_do_not_each_poll_the_log(
 ) -> None:
     reads: list[str] = []
     fetch, latest = event_log.fetch_events, event_log.latest_event_ids
-    monkeypatch.setattr(event_log, "fetch_events", lambda conn, run_id, *a: reads.append(run_id) or fetch(
-        conn, run_id, *a))
+    monkeypatch.setattr(
+        event_log, "fetch_events", lambda conn, run_id, *a: reads.append(run_id) or fetch(conn, run_id, *a)
+    )
     hub_reads: list[list[str]] = []
-    monkeypatch.setattr("workers.wiring.latest_event_ids", lambda conn, ids: hub_reads.append(ids) or latest(
-        conn, ids))
+    monkeypatch.setattr("workers.wiring.latest_event_ids", lambda conn, ids: hub_reads.append(ids) or latest(conn, ids))
     append(db, "mission:status", {"status": "active"})
     streams = [open_stream(f"/test/missions/{MISSION}/runs/{run}/events") for run in (RUN, OTHER_RUN) * 5]
     for stream in streams:
@@ -347,8 +352,10 @@ def test_events_of_another_run_of_the_same_mission_never_appear(
     stream = open_stream()
 
     def both_runs_progress() -> None:
-        with psycopg.connect(database_url, autocommit=True, row_factory=psycopg.rows.dict_row) as conn, \
-                redis.Redis.from_url(redis_url) as client:
+        with (
+            psycopg.connect(database_url, autocommit=True, row_factory=psycopg.rows.dict_row) as conn,
+            redis.Redis.from_url(redis_url) as client,
+        ):
             for run_id in (OTHER_RUN, RUN, OTHER_RUN, OTHER_RUN, RUN, OTHER_RUN):
                 publish_wakeup(client, MISSION, run_id, append(conn, "task:output", run_id=run_id))
             for run_id in (OTHER_RUN, RUN):
@@ -362,7 +369,9 @@ def test_events_of_another_run_of_the_same_mission_never_appear(
 
 
 @pytest.mark.usefixtures("runs")
-def test_the_stream_ends_right_after_mission_done(db: psycopg.Connection, open_stream: Callable[..., OpenStream]) -> None:
+def test_the_stream_ends_right_after_mission_done(
+    db: psycopg.Connection, open_stream: Callable[..., OpenStream]
+) -> None:
     append(db, "task:status")
     append(db, "mission:done")
     append(db, "task:status", {"note": "written after the end; never sent"})

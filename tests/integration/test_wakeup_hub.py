@@ -42,8 +42,10 @@ def eventually(check: Callable[[], bool], timeout: float = 3.0) -> bool:
 
 
 def test_the_streams_of_a_process_share_one_connection(client: redis.Redis, hub: WakeupHub) -> None:
-    listeners = [hub.listen(channel(mission), run, CONFIRM)
-                 for mission, run in [("m1", "r1"), ("m1", "r1"), ("m1", "r2"), ("m2", "r3"), ("m3", "r4")]]
+    listeners = [
+        hub.listen(channel(mission), run, CONFIRM)
+        for mission, run in [("m1", "r1"), ("m1", "r1"), ("m1", "r2"), ("m2", "r3"), ("m3", "r4")]
+    ]
     assert all(listener.confirmed.is_set() for listener in listeners)
     assert [subscribers(client, m) for m in ("m1", "m2", "m3")] == [1, 1, 1]
     assert hub.connects == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -52,7 +53,8 @@ def test_a_lone_wake_up_is_sent_at_once(services: Services) -> None:
 
 
 def test_wake_ups_pending_together_go_out_once_per_run_with_the_highest_event_id(
-        services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
     listener = Listener(services, "msn_a", "msn_b")
     publisher = WakeupPublisher(services.redis)
     real, gate, busy = services.redis.pipeline, threading.Event(), threading.Event()
@@ -104,8 +106,9 @@ def test_many_threads_publishing_lose_no_run_and_no_latest_event(services: Servi
     listener.close()
 
 
-def test_a_redis_failure_drops_that_batch_and_the_next_one_is_sent(services: Services,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_redis_failure_drops_that_batch_and_the_next_one_is_sent(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
     listener = Listener(services, "msn_f")
     publisher = WakeupPublisher(services.redis)
     real = services.redis.pipeline
@@ -144,7 +147,7 @@ def test_a_busy_publisher_sends_at_most_once_per_interval(services: Services, mo
         time.sleep(0.002)
     assert publisher.flush()
     assert len(sends) <= 0.5 / 0.05 + 2  # about 11, not about 250
-    gaps = [b - a for a, b in zip(sends, sends[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(sends)]
     assert min(gaps) >= 0.045
     latest: dict[str, int] = {}
     for _, payload in listener.received():

@@ -38,14 +38,32 @@ class Reply:
     after: str | None = None  # answer only once a request for this model has arrived (ordering tests)
 
 
-def say(text: str, *, usage: tuple[int, int] = (10, 5), chunks: Sequence[str] | None = None,
-        chunk_delay: float = 0.0, delay: float = 0.0, after: str | None = None) -> Reply:
-    return Reply(text=text, usage=usage, chunks=tuple(chunks) if chunks is not None else None,
-                 chunk_delay=chunk_delay, delay=delay, after=after)
+def say(
+    text: str,
+    *,
+    usage: tuple[int, int] = (10, 5),
+    chunks: Sequence[str] | None = None,
+    chunk_delay: float = 0.0,
+    delay: float = 0.0,
+    after: str | None = None,
+) -> Reply:
+    return Reply(
+        text=text,
+        usage=usage,
+        chunks=tuple(chunks) if chunks is not None else None,
+        chunk_delay=chunk_delay,
+        delay=delay,
+        after=after,
+    )
 
 
-def call(name: str, arguments: Mapping[str, Any] | str, *more: tuple[str, Mapping[str, Any] | str],
-         text: str = "", usage: tuple[int, int] = (10, 5)) -> Reply:
+def call(
+    name: str,
+    arguments: Mapping[str, Any] | str,
+    *more: tuple[str, Mapping[str, Any] | str],
+    text: str = "",
+    usage: tuple[int, int] = (10, 5),
+) -> Reply:
     return Reply(text=text, tool_calls=((name, arguments), *more), usage=usage)
 
 
@@ -179,11 +197,23 @@ def openai_body(reply: Reply, model: str) -> dict[str, Any]:
             for i, (name, args) in enumerate(reply.tool_calls)
         ]
     return {
-        "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()), "model": model,
-        "choices": [{"index": 0, "message": message, "logprobs": None,
-                     "finish_reason": "tool_calls" if reply.tool_calls else "stop"}],
-        "usage": {"prompt_tokens": reply.usage[0], "completion_tokens": reply.usage[1],
-                  "total_tokens": sum(reply.usage)},
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": "tool_calls" if reply.tool_calls else "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": reply.usage[0],
+            "completion_tokens": reply.usage[1],
+            "total_tokens": sum(reply.usage),
+        },
     }
 
 
@@ -191,23 +221,38 @@ def openai_events(reply: Reply, model: str, include_usage: bool) -> Iterator[str
     base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
-        return json.dumps({**base, "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                                                "finish_reason": finish}]})
+        return json.dumps(
+            {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+        )
 
     yield chunk({"role": "assistant", "content": ""})
     for piece in _split(reply):
         yield chunk({"content": piece})
     for i, (name, args) in enumerate(reply.tool_calls):
         raw = _arguments(args)
-        yield chunk({"tool_calls": [{"index": i, "id": f"call_{i}", "type": "function",
-                                     "function": {"name": name, "arguments": ""}}]})
+        yield chunk(
+            {
+                "tool_calls": [
+                    {"index": i, "id": f"call_{i}", "type": "function", "function": {"name": name, "arguments": ""}}
+                ]
+            }
+        )
         half = len(raw) // 2
         for part in (raw[:half], raw[half:]):
             yield chunk({"tool_calls": [{"index": i, "function": {"arguments": part}}]})
     yield chunk({}, "tool_calls" if reply.tool_calls else "stop")
     if include_usage:
-        yield json.dumps({**base, "choices": [], "usage": {
-            "prompt_tokens": reply.usage[0], "completion_tokens": reply.usage[1], "total_tokens": sum(reply.usage)}})
+        yield json.dumps(
+            {
+                **base,
+                "choices": [],
+                "usage": {
+                    "prompt_tokens": reply.usage[0],
+                    "completion_tokens": reply.usage[1],
+                    "total_tokens": sum(reply.usage),
+                },
+            }
+        )
     yield "[DONE]"
 
 
@@ -216,58 +261,116 @@ def _anthropic_content(reply: Reply) -> list[dict[str, Any]]:
     if reply.text:
         content.append({"type": "text", "text": reply.text})
     for i, (name, args) in enumerate(reply.tool_calls):
-        content.append({"type": "tool_use", "id": f"toolu_{i}", "name": name,
-                        "input": args if not isinstance(args, str) else json.loads(args)})
+        content.append(
+            {
+                "type": "tool_use",
+                "id": f"toolu_{i}",
+                "name": name,
+                "input": args if not isinstance(args, str) else json.loads(args),
+            }
+        )
     return content
 
 
 def anthropic_body(reply: Reply, model: str) -> dict[str, Any]:
     return {
-        "id": "msg_fake", "type": "message", "role": "assistant", "model": model,
+        "id": "msg_fake",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
         "content": _anthropic_content(reply),
-        "stop_reason": "tool_use" if reply.tool_calls else "end_turn", "stop_sequence": None,
+        "stop_reason": "tool_use" if reply.tool_calls else "end_turn",
+        "stop_sequence": None,
         "usage": {"input_tokens": reply.usage[0], "output_tokens": reply.usage[1]},
     }
 
 
 def anthropic_events(reply: Reply, model: str) -> Iterator[tuple[str, str]]:
-    start = {"id": "msg_fake", "type": "message", "role": "assistant", "model": model, "content": [],
-             "stop_reason": None, "stop_sequence": None,
-             "usage": {"input_tokens": reply.usage[0], "output_tokens": 1}}
+    start = {
+        "id": "msg_fake",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": reply.usage[0], "output_tokens": 1},
+    }
     yield "message_start", json.dumps({"type": "message_start", "message": start})
     index = 0
     pieces = _split(reply)
     if pieces:
-        yield "content_block_start", json.dumps({"type": "content_block_start", "index": index,
-                                                 "content_block": {"type": "text", "text": ""}})
+        yield (
+            "content_block_start",
+            json.dumps({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}),
+        )
         for piece in pieces:
-            yield "content_block_delta", json.dumps({"type": "content_block_delta", "index": index,
-                                                     "delta": {"type": "text_delta", "text": piece}})
+            yield (
+                "content_block_delta",
+                json.dumps(
+                    {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": piece}}
+                ),
+            )
         yield "content_block_stop", json.dumps({"type": "content_block_stop", "index": index})
         index += 1
     for i, (name, args) in enumerate(reply.tool_calls):
         raw = _arguments(args)
-        yield "content_block_start", json.dumps({"type": "content_block_start", "index": index, "content_block": {
-            "type": "tool_use", "id": f"toolu_{i}", "name": name, "input": {}}})
+        yield (
+            "content_block_start",
+            json.dumps(
+                {
+                    "type": "content_block_start",
+                    "index": index,
+                    "content_block": {"type": "tool_use", "id": f"toolu_{i}", "name": name, "input": {}},
+                }
+            ),
+        )
         half = len(raw) // 2
         for part in (raw[:half], raw[half:]):
-            yield "content_block_delta", json.dumps({"type": "content_block_delta", "index": index,
-                                                     "delta": {"type": "input_json_delta", "partial_json": part}})
+            yield (
+                "content_block_delta",
+                json.dumps(
+                    {
+                        "type": "content_block_delta",
+                        "index": index,
+                        "delta": {"type": "input_json_delta", "partial_json": part},
+                    }
+                ),
+            )
         yield "content_block_stop", json.dumps({"type": "content_block_stop", "index": index})
         index += 1
-    yield "message_delta", json.dumps({"type": "message_delta", "delta": {
-        "stop_reason": "tool_use" if reply.tool_calls else "end_turn", "stop_sequence": None},
-        "usage": {"output_tokens": reply.usage[1]}})
+    yield (
+        "message_delta",
+        json.dumps(
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "tool_use" if reply.tool_calls else "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": reply.usage[1]},
+            }
+        ),
+    )
     yield "message_stop", json.dumps({"type": "message_stop"})
 
 
 def _error_body(api: str, status: int, message: str) -> dict[str, Any]:
     if api == "anthropic":
-        kind = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                404: "not_found_error", 429: "rate_limit_error", 529: "overloaded_error"}.get(status, "api_error")
+        kind = {
+            400: "invalid_request_error",
+            401: "authentication_error",
+            403: "permission_error",
+            404: "not_found_error",
+            429: "rate_limit_error",
+            529: "overloaded_error",
+        }.get(status, "api_error")
         return {"type": "error", "error": {"type": kind, "message": message}}
-    return {"error": {"message": message, "type": "invalid_request_error" if status < 500 else "server_error",
-                      "code": None, "param": None}}
+    return {
+        "error": {
+            "message": message,
+            "type": "invalid_request_error" if status < 500 else "server_error",
+            "code": None,
+            "param": None,
+        }
+    }
 
 
 def _handler(fake: FakeLLM) -> type[BaseHTTPRequestHandler]:
@@ -363,4 +466,3 @@ def _handler(fake: FakeLLM) -> type[BaseHTTPRequestHandler]:
                     fake.disconnects += 1
 
     return Handler
-

@@ -23,8 +23,9 @@ def coordinator(services: Services) -> Coordinator:
 
 def executor(services: Services, worker: str = "test-worker", providers: Providers | None = None) -> Executor:
     sender = dispatcher(services)
-    return Executor(services.settings, services.db, Coordinator(services.db, sender), sender.cancel_flags, worker,
-                    providers)
+    return Executor(
+        services.settings, services.db, Coordinator(services.db, sender), sender.cancel_flags, worker, providers
+    )
 
 
 def uow(conn: Connection) -> UnitOfWork:

@@ -93,8 +93,9 @@ def read_events(
             )
         content_type = response.headers.get("Content-Type", "")
         if not content_type.startswith("text/event-stream"):
-            raise requests.HTTPError(f"{method} {url} answered {content_type!r}, not text/event-stream",
-                                     response=response)
+            raise requests.HTTPError(
+                f"{method} {url} answered {content_type!r}, not text/event-stream", response=response
+            )
         try:
             for event in iter_sse(_lines(response, deadline)):
                 collected.append(event)

@@ -24,7 +24,7 @@ def free_port() -> int:
 
 
 def cli(*args: str) -> list[str]:
-    return [sys.executable, "-c", "from api.cli.main import main; main()", *args]
+    return [sys.executable, "-c", "from api.cli import main; main()", *args]
 
 
 @dataclass
@@ -45,8 +45,9 @@ class Stack:
 
     def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
-        process = subprocess.Popen(cli(*args), env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            cli(*args), env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         self.processes[name] = process
         return process
 
@@ -75,7 +76,7 @@ class Stack:
                 os.killpg(process.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
-        for name, process in list(self.processes.items()):
+        for _name, process in list(self.processes.items()):
             try:
                 process.wait(10)
             except subprocess.TimeoutExpired:

@@ -67,20 +67,23 @@ def test_reading_a_missing_file_or_sending_broken_arguments_is_a_tool_error(tmp_
     assert error and "unknown tool 'shell'" in content
 
 
-@pytest.mark.parametrize(("url", "allowed", "ok"), [
-    ("https://api.example.com/x", ["api.example.com"], True),
-    ("https://API.Example.com./x", ["api.example.com"], True),
-    ("https://evil.com/x", ["api.example.com"], False),
-    ("https://api.example.com.evil.com/x", ["api.example.com"], False),
-    ("https://docs.example.com/", ["*.example.com"], True),
-    ("https://example.com/", ["*.example.com"], False),
-    ("http://127.0.0.1:8080/a", ["127.0.0.1:8080"], True),
-    ("http://127.0.0.1:9090/a", ["127.0.0.1:8080"], False),
-    ("http://127.0.0.1:9090/a", ["127.0.0.1"], True),
-    ("http://user@evil.com@api.example.com/", ["api.example.com"], True),
-    ("file:///etc/passwd", ["api.example.com"], False),
-    ("https://api.example.com/x", [], False),
-])
+@pytest.mark.parametrize(
+    ("url", "allowed", "ok"),
+    [
+        ("https://api.example.com/x", ["api.example.com"], True),
+        ("https://API.Example.com./x", ["api.example.com"], True),
+        ("https://evil.com/x", ["api.example.com"], False),
+        ("https://api.example.com.evil.com/x", ["api.example.com"], False),
+        ("https://docs.example.com/", ["*.example.com"], True),
+        ("https://example.com/", ["*.example.com"], False),
+        ("http://127.0.0.1:8080/a", ["127.0.0.1:8080"], True),
+        ("http://127.0.0.1:9090/a", ["127.0.0.1:8080"], False),
+        ("http://127.0.0.1:9090/a", ["127.0.0.1"], True),
+        ("http://user@evil.com@api.example.com/", ["api.example.com"], True),
+        ("file:///etc/passwd", ["api.example.com"], False),
+        ("https://api.example.com/x", [], False),
+    ],
+)
 def test_hosts_are_matched_exactly_by_wildcard_or_with_a_port(url: str, allowed: list[str], ok: bool) -> None:
     assert host_allowed(url, allowed) is ok
 
@@ -98,13 +101,15 @@ def test_http_requests_to_hosts_outside_the_allow_list_are_refused_before_sendin
 def test_the_shell_tool_needs_commands_enabled(tmp_path: Path) -> None:
     content, error = use(box(tmp_path, "shell"), "shell", '{"command": "echo hi"}')
     assert error and "MISSIONS_ALLOW_COMMANDS" in content
-    content, error = use(box(tmp_path, "shell", commands=True), "shell", '{"command": "echo hi > f.txt; cat f.txt; exit 3"}')
+    content, error = use(
+        box(tmp_path, "shell", commands=True), "shell", '{"command": "echo hi > f.txt; cat f.txt; exit 3"}'
+    )
     assert not error and content == "exit status 3\nhi\n"
 
 
 def test_the_shell_sees_no_keys_of_the_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
-    code, output, _ = run_command("echo \"[$OPENAI_API_KEY]\" \"$HOME\"", tmp_path, 5)
+    code, output, _ = run_command('echo "[$OPENAI_API_KEY]" "$HOME"', tmp_path, 5)
     assert code == 0 and output.strip() == f"[] {tmp_path}"
 
 
@@ -132,37 +137,52 @@ def test_long_text_keeps_its_head_and_tail_with_a_note() -> None:
 
 def test_tools_may_be_named_or_given_as_objects_and_unknown_ones_are_ignored_at_run_time() -> None:
     assert requested_tools({"tools": ["read_file", {"name": "http_request"}, "teleport", "read_file"]}) == (
-        "read_file", "http_request")
+        "read_file",
+        "http_request",
+    )
     assert requested_tools({}) == ()
 
 
 def _mission(tools: list[object]) -> MissionSpec:
-    return MissionSpec.from_document({
-        "name": "m", "tasks": [{"title": "t", "description": "d", "assignTo": "a"}],
-        "team": {"name": "crew", "agents": [{"name": "a", "model": "openai/gpt-4o", "tools": tools}]},
-    })
+    return MissionSpec.from_document(
+        {
+            "name": "m",
+            "tasks": [{"title": "t", "description": "d", "assignTo": "a"}],
+            "team": {"name": "crew", "agents": [{"name": "a", "model": "openai/gpt-4o", "tools": tools}]},
+        }
+    )
 
 
 def test_a_mission_asking_for_the_shell_is_rejected_unless_commands_are_allowed() -> None:
     problems = validate_mission(_mission(["read_file", "shell"]))
     assert [(p.field, p.message) for p in problems] == [
-        ("team.agents[0].tools[1]",
-         "the shell tool is disabled on this server (MISSIONS_ALLOW_COMMANDS=true enables it)")]
+        (
+            "team.agents[0].tools[1]",
+            "the shell tool is disabled on this server (MISSIONS_ALLOW_COMMANDS=true enables it)",
+        )
+    ]
     assert validate_mission(_mission(["shell"]), allow_commands=True) == []
 
 
 def test_a_mission_asking_for_an_unknown_tool_is_rejected_with_the_known_ones_named() -> None:
     problems = validate_mission(_mission(["read_file", "browser", {"name": "rm_rf"}, 7]))
-    assert [p.field for p in problems] == ["team.agents[0].tools[1]", "team.agents[0].tools[2]",
-                                           "team.agents[0].tools[3]"]
-    assert "unknown tool \"browser\"; use one of http_request, read_file, write_file, shell" in problems[0].message
+    assert [p.field for p in problems] == [
+        "team.agents[0].tools[1]",
+        "team.agents[0].tools[2]",
+        "team.agents[0].tools[3]",
+    ]
+    assert 'unknown tool "browser"; use one of http_request, read_file, write_file, shell' in problems[0].message
 
 
 def test_an_assessor_with_an_unknown_provider_is_rejected() -> None:
-    spec = MissionSpec.from_document({
-        "name": "m", "tasks": [{"title": "t", "description": "d", "assignTo": "a"}],
-        "team": {"name": "crew", "agents": [{"name": "a", "model": "openai/gpt-4o"}]},
-        "assessor": {"model": "gemini/pro"}})
+    spec = MissionSpec.from_document(
+        {
+            "name": "m",
+            "tasks": [{"title": "t", "description": "d", "assignTo": "a"}],
+            "team": {"name": "crew", "agents": [{"name": "a", "model": "openai/gpt-4o"}]},
+            "assessor": {"model": "gemini/pro"},
+        }
+    )
     assert [p.field for p in validate_mission(spec)] == ["assessor.model"]
 
 
@@ -182,6 +202,8 @@ def test_required_outcomes_must_have_been_produced(tmp_path: Path) -> None:
         "required outcome 'link' was not produced: the output holds no URL",
     ]
     assert missing_outcomes([{"name": "summary", "required": True}], "", tmp_path) == [
-        "required outcome 'summary' was not produced: the output is empty"]
+        "required outcome 'summary' was not produced: the output is empty"
+    ]
     assert missing_outcomes([{"name": "x", "path": "../x", "required": True}], "", tmp_path) == [
-        "required outcome 'x': '../x' is outside the workspace folder"]
+        "required outcome 'x': '../x' is outside the workspace folder"
+    ]

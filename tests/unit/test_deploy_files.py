@@ -73,7 +73,11 @@ def test_compose_runs_postgres_redis_a_migration_api_worker_and_beat() -> None:
     assert services["api"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     commands = compose_commands()
     assert {name: parse_with_cli(argv)[1:] for name, argv in commands.items()} == {
-        "migrate": ["db", "upgrade"], "api": ["api"], "worker": ["worker"], "beat": ["beat"]}
+        "migrate": ["db", "upgrade"],
+        "api": ["api"],
+        "worker": ["worker"],
+        "beat": ["beat"],
+    }
 
 
 @pytest.mark.parametrize("service", ["migrate", "api", "worker", "beat"])
@@ -85,7 +89,11 @@ def test_the_procfile_has_release_web_worker_and_beat_on_missions_commands() -> 
     entries = procfile()
     assert set(entries) == {"release", "web", "worker", "beat"}
     assert {kind: parse_with_cli(argv)[1:] for kind, argv in entries.items()} == {
-        "release": ["db", "upgrade"], "web": ["api"], "worker": ["worker"], "beat": ["beat"]}
+        "release": ["db", "upgrade"],
+        "web": ["api"],
+        "worker": ["worker"],
+        "beat": ["beat"],
+    }
 
 
 def test_the_dockerfile_default_command_is_a_missions_command() -> None:
@@ -95,12 +103,15 @@ def test_the_dockerfile_default_command_is_a_missions_command() -> None:
     assert parse_with_cli(json.loads(match.group(1)))[1:] == ["api"]
 
 
-@pytest.mark.parametrize("argv", [
-    ["missions", "workers"],
-    ["missions", "worker", "--concurency", "8"],
-    ["missions", "api", "--port", "eighty"],
-    ["missions", "db", "migrate"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["missions", "workers"],
+        ["missions", "worker", "--concurency", "8"],
+        ["missions", "api", "--port", "eighty"],
+        ["missions", "db", "migrate"],
+    ],
+)
 def test_the_check_refuses_what_the_cli_would_refuse(argv: list[str]) -> None:
     with pytest.raises(click.UsageError):
         parse_with_cli(argv)
@@ -113,4 +124,6 @@ def test_the_worker_queue_choices_are_the_queues_messages_are_sent_to() -> None:
     choices = next(p for p in worker.params if p.name == "queues").type.choices  # type: ignore[attr-defined]
     assert set(choices) == {"all", TASK_QUEUE, CONTROL_QUEUE}
     assert parse_with_cli(["missions", "worker", "--queues", CONTROL_QUEUE, "--concurrency", "2"]) == [
-        "missions", "worker"]
+        "missions",
+        "worker",
+    ]

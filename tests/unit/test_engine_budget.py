@@ -36,10 +36,18 @@ def test_budget_exceeded_announces_the_reason_in_mission_status_and_done() -> No
     run.complete("a")
     decision = run.send(BudgetExceeded())
     assert published(decision, "mission:status") == [
-        {"missionId": "msn_1", "runId": "run_1", "status": "failed", "reason": "budget_exceeded"}]
+        {"missionId": "msn_1", "runId": "run_1", "status": "failed", "reason": "budget_exceeded"}
+    ]
     done = published(decision, "mission:done")
-    assert done == [{"missionId": "msn_1", "runId": "run_1", "status": "failed", "reason": "budget_exceeded",
-                     "summary": {"completed": 1, "failed": 0, "skipped": 0, "cancelled": 1}}]
+    assert done == [
+        {
+            "missionId": "msn_1",
+            "runId": "run_1",
+            "status": "failed",
+            "reason": "budget_exceeded",
+            "summary": {"completed": 1, "failed": 0, "skipped": 0, "cancelled": 1},
+        }
+    ]
     kinds = [e.type for e in decision.effects if isinstance(e, PublishEvent)]
     assert kinds[-2:] == ["mission:status", "mission:done"]
 
@@ -62,7 +70,9 @@ def test_budget_exceeded_disarms_the_deadline_and_a_waiting_retry() -> None:
 
 
 def test_budget_exceeded_stops_a_paused_run_too() -> None:
-    run = Run(mission({"id": "a"}, {"id": "b", "dependsOn": ["a"]}, checkpoints=[{"afterTasks": ["a"], "message": "m"}]))
+    run = Run(
+        mission({"id": "a"}, {"id": "b", "dependsOn": ["a"]}, checkpoints=[{"afterTasks": ["a"], "message": "m"}])
+    )
     run.complete("a")
     assert run.state.status is MissionStatus.PAUSED
     run.send(BudgetExceeded())

@@ -30,8 +30,11 @@ A_SECOND = timedelta(seconds=1)
 
 
 def statuses(decision: Decision) -> list[str]:
-    return [f"{e.data.get('taskId')}:{e.data['status']}" for e in decision.effects
-            if isinstance(e, PublishEvent) and e.type == "task:status"]
+    return [
+        f"{e.data.get('taskId')}:{e.data['status']}"
+        for e in decision.effects
+        if isinstance(e, PublishEvent) and e.type == "task:status"
+    ]
 
 
 def test_a_claim_and_the_result_become_one_decision_with_both_events_in_order() -> None:
@@ -59,8 +62,9 @@ def test_a_claim_announced_before_is_skipped_and_the_result_still_applies() -> N
 
 def test_the_timeout_is_armed_from_the_claim_time_not_the_step_time() -> None:
     run = Run(mission({"id": "a", "timeout": 30}))
-    decision = decide_all(run.state, [(TaskClaimed("a", 1, "w"), T0 + A_SECOND),
-                                      (TaskFailed("a", 1, "boom"), T0 + 3 * A_SECOND)])
+    decision = decide_all(
+        run.state, [(TaskClaimed("a", 1, "w"), T0 + A_SECOND), (TaskFailed("a", 1, "boom"), T0 + 3 * A_SECOND)]
+    )
     armed = [e for e in decision.effects if isinstance(e, ScheduleTimer) and e.kind == "timeout"]
     assert [e.due_at for e in armed] == [T0 + 31 * A_SECOND]
 
@@ -93,9 +97,14 @@ def started_again(decision: Decision) -> bool:
 
 
 EVENTS = st.lists(
-    st.tuples(st.sampled_from(["claim", "finish", "fail", "lost"]), st.sampled_from(["a", "b"]),
-              st.integers(min_value=1, max_value=2), st.integers(min_value=0, max_value=5)),
-    min_size=1, max_size=6,
+    st.tuples(
+        st.sampled_from(["claim", "finish", "fail", "lost"]),
+        st.sampled_from(["a", "b"]),
+        st.integers(min_value=1, max_value=2),
+        st.integers(min_value=0, max_value=5),
+    ),
+    min_size=1,
+    max_size=6,
 )
 
 
@@ -103,8 +112,12 @@ EVENTS = st.lists(
 @given(EVENTS)
 def test_deciding_all_at_once_equals_deciding_one_after_the_other(raw: list[tuple[str, str, int, int]]) -> None:
     run = Run(mission({"id": "a"}, {"id": "b"}, {"id": "c", "dependsOn": ["a", "b"]}))
-    make = {"claim": lambda t, n: TaskClaimed(t, n, "w"), "finish": lambda t, n: TaskFinished(t, n, "out"),
-            "fail": lambda t, n: TaskFailed(t, n, "boom"), "lost": lambda t, n: WorkerLost(t, n)}
+    make = {
+        "claim": lambda t, n: TaskClaimed(t, n, "w"),
+        "finish": lambda t, n: TaskFinished(t, n, "out"),
+        "fail": lambda t, n: TaskFailed(t, n, "boom"),
+        "lost": WorkerLost,
+    }
     events = [(make[kind](task, attempt), T0 + offset * A_SECOND) for kind, task, attempt, offset in raw]
     together = decide_all(run.state, events)
     state, effects, changed, any_applied = run.state, [], set(), False

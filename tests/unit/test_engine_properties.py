@@ -69,7 +69,7 @@ def _task_doc(draw: st.DrawFn, task_id: str, earlier: list[str]) -> dict[str, An
         "id": task_id,
         "title": task_id,
         "description": "",
-        "assignTo": draw(st.sampled_from(AGENTS + ("outsider",))),
+        "assignTo": draw(st.sampled_from((*AGENTS, "outsider"))),
         "dependsOn": draw(st.lists(st.sampled_from(earlier), unique=True, max_size=3)) if earlier else [],
         "maxRetries": draw(st.integers(0, 2)),
         "priority": draw(st.integers(0, 3)),
@@ -335,7 +335,7 @@ def test_a_duplicate_of_an_applied_event_changes_nothing(spec: MissionSpec, seed
 
 
 def arbitrary_events(task_ids: list[str]) -> st.SearchStrategy[Event]:
-    ids = st.sampled_from(task_ids + ["ghost"])
+    ids = st.sampled_from([*task_ids, "ghost"])
     attempts = st.integers(0, 6)
     return st.one_of(
         st.builds(TaskClaimed, ids, attempts, st.just("w")),

@@ -9,7 +9,8 @@ import pytest
 
 from config import ConfigError, Settings
 from config.prices import Price, default_table, load_prices, parse_prices
-from workers.store.usage import Totals, budget_exceeded
+from orchestrator.budget import budget_exceeded
+from workers.store.usage import Totals
 
 
 def test_cost_is_input_and_output_tokens_at_their_prices_per_million() -> None:
@@ -42,16 +43,19 @@ def test_a_file_and_then_inline_json_override_the_built_in_prices(tmp_path: Path
     assert table.price_of("anthropic/claude-haiku-4-5") == Price(1.0, 5.0)
 
 
-@pytest.mark.parametrize(("raw", "problem"), [
-    ("{", "not valid JSON"),
-    ("[1]", "expected a JSON object"),
-    ('{"gpt-4o": {"input": 1}}', '"provider/model"'),
-    ('{"openai/x": 3}', "must be an object"),
-    ('{"openai/x": {"input": "cheap"}}', "input price"),
-    ('{"openai/x": {"input": -1}}', "input price"),
-    ('{"openai/x": {"output": true}}', "output price"),
-    ('{"openai/x": {"input": 1, "cached": 0.1}}', "unknown fields"),
-])
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        ("{", "not valid JSON"),
+        ("[1]", "expected a JSON object"),
+        ('{"gpt-4o": {"input": 1}}', '"provider/model"'),
+        ('{"openai/x": 3}', "must be an object"),
+        ('{"openai/x": {"input": "cheap"}}', "input price"),
+        ('{"openai/x": {"input": -1}}', "input price"),
+        ('{"openai/x": {"output": true}}', "output price"),
+        ('{"openai/x": {"input": 1, "cached": 0.1}}', "unknown fields"),
+    ],
+)
 def test_a_malformed_price_table_is_refused_with_the_entry_named(raw: str, problem: str) -> None:
     with pytest.raises(ValueError, match=problem.replace("[", r"\[").replace("(", r"\(")):
         parse_prices(raw)
@@ -75,23 +79,31 @@ def test_an_unreadable_or_malformed_price_file_names_its_variable(tmp_path: Path
 
 
 def test_provider_settings_are_parsed_and_checked() -> None:
-    settings = Settings.from_env({
-        "MISSIONS_OPENAI_BASE_URL": "http://localhost:11434/v1",
-        "MISSIONS_ANTHROPIC_BASE_URL": "https://proxy.example.com",
-        "MISSIONS_PROVIDER_TIMEOUT_SECONDS": "30",
-        "MISSIONS_PROVIDER_RETRIES": "0",
-        "MISSIONS_PROVIDER_BACKOFF_SECONDS": "0.5",
-        "MISSIONS_COMMAND_TIMEOUT_SECONDS": "5",
-        "MISSIONS_PRICES_FILE": "~/prices.json",
-    })
+    settings = Settings.from_env(
+        {
+            "MISSIONS_OPENAI_BASE_URL": "http://localhost:11434/v1",
+            "MISSIONS_ANTHROPIC_BASE_URL": "https://proxy.example.com",
+            "MISSIONS_PROVIDER_TIMEOUT_SECONDS": "30",
+            "MISSIONS_PROVIDER_RETRIES": "0",
+            "MISSIONS_PROVIDER_BACKOFF_SECONDS": "0.5",
+            "MISSIONS_COMMAND_TIMEOUT_SECONDS": "5",
+            "MISSIONS_PRICES_FILE": "~/prices.json",
+        }
+    )
     assert settings.openai_base_url == "http://localhost:11434/v1"
     assert settings.anthropic_base_url == "https://proxy.example.com"
     assert (settings.provider_timeout_seconds, settings.provider_retries, settings.provider_backoff_seconds) == (
-        30.0, 0, 0.5)
+        30.0,
+        0,
+        0.5,
+    )
     assert settings.command_timeout_seconds == 5.0
     assert settings.prices_file == Path("~/prices.json").expanduser()
-    for variable, raw in (("MISSIONS_OPENAI_BASE_URL", "localhost:11434"), ("MISSIONS_PROVIDER_RETRIES", "-1"),
-                          ("MISSIONS_PROVIDER_BACKOFF_SECONDS", "soon")):
+    for variable, raw in (
+        ("MISSIONS_OPENAI_BASE_URL", "localhost:11434"),
+        ("MISSIONS_PROVIDER_RETRIES", "-1"),
+        ("MISSIONS_PROVIDER_BACKOFF_SECONDS", "soon"),
+    ):
         with pytest.raises(ConfigError, match=variable):
             Settings.from_env({variable: raw})
 
@@ -103,4 +115,6 @@ def test_a_budget_is_exceeded_only_when_a_total_goes_over_it() -> None:
     assert budget_exceeded({"maxTokens": 1000}, spent) is None
     assert budget_exceeded({"maxTokens": 999}, spent) == "1000 tokens are over the budget's maxTokens 999"
     assert budget_exceeded({"maxCostUsd": 0.25}, spent) is None
-    assert "over the budget's maxCostUsd $0.2" in (budget_exceeded({"maxCostUsd": 0.2, "maxTokens": 10**6}, spent) or "")
+    assert "over the budget's maxCostUsd $0.2" in (
+        budget_exceeded({"maxCostUsd": 0.2, "maxTokens": 10**6}, spent) or ""
+    )

@@ -20,9 +20,14 @@ def sections(prompt: str) -> list[str]:
 
 
 def test_the_agent_sees_the_mission_prompt_and_data_its_task_and_its_expectations() -> None:
-    s = spec({"title": "A", "expectations": [{"criterion": "is short"}, {"type": "contains", "name": "has hi",
-                                                                           "value": "hi"}]},
-             prompt="Greet the team.", data={"team": ["ana", "bo"]})
+    s = spec(
+        {
+            "title": "A",
+            "expectations": [{"criterion": "is short"}, {"type": "contains", "name": "has hi", "value": "hi"}],
+        },
+        prompt="Greet the team.",
+        data={"team": ["ana", "bo"]},
+    )
     prompt = build_prompt(s, s.tasks[0], {})
     assert sections(prompt) == ["# Mission", "# Mission data", "# Your task: A", "# Expectations"]
     assert "Greet the team." in prompt
@@ -58,10 +63,15 @@ def test_a_retry_carries_why_the_earlier_attempts_failed_in_order() -> None:
 
 
 def test_expected_outcomes_are_described_with_kind_place_and_whether_required() -> None:
-    s = spec({"title": "A", "expectedOutcomes": [
-        {"name": "report", "path": "out/report.md", "required": True, "description": "the summary"},
-        {"name": "answer", "type": "json"},
-    ]})
+    s = spec(
+        {
+            "title": "A",
+            "expectedOutcomes": [
+                {"name": "report", "path": "out/report.md", "required": True, "description": "the summary"},
+                {"name": "answer", "type": "json"},
+            ],
+        }
+    )
     prompt = build_prompt(s, s.tasks[0], {})
     assert "# Expected outcomes\n- report (file at out/report.md, required): the summary\n- answer (json)" in prompt
 

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from orchestrator.engine import start_run
 from orchestrator.spec import MissionSpec
 from workers.store.run_state import KeyedLocks, RunCache, Stored
 
-SPEC = MissionSpec.from_document({
-    "name": "m", "tasks": [{"id": "task_a", "title": "A", "description": "d", "assignTo": "a"}],
-    "team": {"name": "t", "agents": [{"name": "a", "model": "scripted/x"}]}})
-STATE = start_run("run_1", "msn_1", SPEC, datetime(2026, 11, 29, tzinfo=timezone.utc)).state
+SPEC = MissionSpec.from_document(
+    {
+        "name": "m",
+        "tasks": [{"id": "task_a", "title": "A", "description": "d", "assignTo": "a"}],
+        "team": {"name": "t", "agents": [{"name": "a", "model": "scripted/x"}]},
+    }
+)
+STATE = start_run("run_1", "msn_1", SPEC, datetime(2026, 11, 29, tzinfo=UTC)).state
 
 
 def test_a_run_seen_moved_on_elsewhere_is_not_likely_current_until_seen_current_again() -> None:

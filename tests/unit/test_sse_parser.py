@@ -40,7 +40,10 @@ def test_crlf_and_bytes_lines_are_understood() -> None:
 
 
 def test_data_that_is_not_a_json_object_stays_text() -> None:
-    assert parse("data: [1, 2]\n\ndata: not json\n\n") == [SseEvent(None, None, "[1, 2]"), SseEvent(None, None, "not json")]
+    assert parse("data: [1, 2]\n\ndata: not json\n\n") == [
+        SseEvent(None, None, "[1, 2]"),
+        SseEvent(None, None, "not json"),
+    ]
 
 
 def test_an_event_without_data_is_reported_with_none() -> None:

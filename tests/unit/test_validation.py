@@ -205,9 +205,7 @@ def test_known_fallback_agent_is_accepted() -> None:
 def test_duplicate_agent_name_is_named() -> None:
     doc = with_agent(a_mission(), 1, name="tester")
     doc = with_task(doc, 1, assignTo="tester")
-    assert only_problem(doc) == Problem(
-        "team.agents[1].name", 'duplicate agent name "tester" (also team.agents[0])'
-    )
+    assert only_problem(doc) == Problem("team.agents[1].name", 'duplicate agent name "tester" (also team.agents[0])')
 
 
 def test_blank_agent_name_is_rejected() -> None:
@@ -268,17 +266,22 @@ def test_an_escalation_after_the_last_attempt_is_rejected() -> None:
     task = {"maxRetries": 1, "retryPolicy": {"fallbackAgent": "deployer", "escalateAfter": 2}}
     problem = only_problem(with_task(a_mission(), 0, **task))
     assert problem.field == "tasks[0].retryPolicy.escalateAfter"
-    assert problem.message.startswith("escalateAfter must be at most maxRetries (1), got 2: the task fails after"
-                                      " 2 attempts, before any escalated one")
+    assert problem.message.startswith(
+        "escalateAfter must be at most maxRetries (1), got 2: the task fails after 2 attempts, before any escalated one"
+    )
     no_retries = {"maxRetries": 0, "retryPolicy": {"escalateModel": "openai/gpt-big", "escalateAfter": 1}}
-    assert "at most maxRetries (0), got 1: the task fails after 1 attempt," in only_problem(
-        with_task(a_mission(), 0, **no_retries)).message
+    assert (
+        "at most maxRetries (0), got 1: the task fails after 1 attempt,"
+        in only_problem(with_task(a_mission(), 0, **no_retries)).message
+    )
 
 
 def test_an_escalation_within_the_retry_budget_or_without_a_target_is_accepted() -> None:
-    for task in ({"maxRetries": 2, "retryPolicy": {"fallbackAgent": "deployer", "escalateAfter": 2}},
-                 {"maxRetries": 0, "retryPolicy": {"fallbackAgent": "deployer"}},
-                 {"maxRetries": 0, "retryPolicy": {"escalateAfter": 3, "backoff": 1}}):
+    for task in (
+        {"maxRetries": 2, "retryPolicy": {"fallbackAgent": "deployer", "escalateAfter": 2}},
+        {"maxRetries": 0, "retryPolicy": {"fallbackAgent": "deployer"}},
+        {"maxRetries": 0, "retryPolicy": {"escalateAfter": 3, "backoff": 1}},
+    ):
         assert problems(with_task(a_mission(), 0, **task)) == []
 
 
@@ -513,9 +516,7 @@ def test_checkpoint_referencing_a_missing_task_names_it() -> None:
 
 def test_checkpoint_blocking_a_task_that_does_not_depend_on_its_after_tasks_is_rejected() -> None:
     doc = a_mission(checkpoints=[{"afterTasks": ["Deploy"], "blocksTasks": ["Run tests"]}])
-    assert only_problem(doc).message == (
-        '"Run tests" is blocked by this checkpoint but does not depend on "Deploy"'
-    )
+    assert only_problem(doc).message == ('"Run tests" is blocked by this checkpoint but does not depend on "Deploy"')
 
 
 # --- schedule and timezone -----------------------------------------------------------------
@@ -594,10 +595,7 @@ def test_same_spec_gives_the_same_problems() -> None:
 
 
 def test_problem_reads_as_field_and_message() -> None:
-    assert (
-        str(Problem("tasks", "a mission needs at least one task"))
-        == "tasks: a mission needs at least one task"
-    )
+    assert str(Problem("tasks", "a mission needs at least one task")) == "tasks: a mission needs at least one task"
 
 
 def test_titles_with_quotes_are_quoted_unambiguously() -> None:

@@ -31,6 +31,7 @@ from datetime import datetime
 from typing import Any
 
 from orchestrator import engine
+from orchestrator.budget import budget_exceeded
 from orchestrator.engine import (
     TERMINAL_RUN_STATUSES,
     AssessTask,
@@ -58,8 +59,9 @@ Before = tuple[tuple[Event, datetime], ...]
 
 
 # -- the two write paths ---------------------------------------------------------------------------
-def step(conn: Connection, run_id: str, event: Event, now: datetime, guard: Guard | None = None,
-         before: Before = ()) -> AfterCommit | None:
+def step(
+    conn: Connection, run_id: str, event: Event, now: datetime, guard: Guard | None = None, before: Before = ()
+) -> AfterCommit | None:
     """The locking step: apply one event to a run inside the caller's transaction; None if the run
     no longer exists.
 
@@ -76,14 +78,21 @@ def step(conn: Connection, run_id: str, event: Event, now: datetime, guard: Guar
         return None
     state = stored.state
     if guard is not None and passed is None:
-        return AfterCommit(state.mission_id, run_id, status=str(state.status), ignored="guard matched nothing",
-                           stored=stored)
+        return AfterCommit(
+            state.mission_id, run_id, status=str(state.status), ignored="guard matched nothing", stored=stored
+        )
     decision = engine.decide_all(state, (*before, (event, now))) if before else engine.decide(state, event, now)
     if decision.ignored is not None:
-        log.debug("run %s ignored %s: %s", run_id, type(event).__name__, decision.ignored,
-                  extra={"run_id": run_id, "mission_id": state.mission_id})
-        outcome = AfterCommit(state.mission_id, run_id, status=str(state.status), ignored=decision.ignored,
-                              stored=stored)
+        log.debug(
+            "run %s ignored %s: %s",
+            run_id,
+            type(event).__name__,
+            decision.ignored,
+            extra={"run_id": run_id, "mission_id": state.mission_id},
+        )
+        outcome = AfterCommit(
+            state.mission_id, run_id, status=str(state.status), ignored=decision.ignored, stored=stored
+        )
     else:
         outcome = _persist(conn, stored, decision, now)
     outcome.guard = passed
@@ -91,8 +100,9 @@ def step(conn: Connection, run_id: str, event: Event, now: datetime, guard: Guar
     return outcome
 
 
-def step_if_current(conn: Connection, run_id: str, event: Event, now: datetime, guard: Guard | None = None,
-                    before: Before = ()) -> AfterCommit | None:
+def step_if_current(
+    conn: Connection, run_id: str, event: Event, now: datetime, guard: Guard | None = None, before: Before = ()
+) -> AfterCommit | None:
     """The one-statement step (``conn`` in autocommit), decided on the state this process holds of
     the run instead of one read under the lock: one round trip where ``step`` takes four (BEGIN,
     lock, write, COMMIT).
@@ -118,15 +128,28 @@ def step_if_current(conn: Connection, run_id: str, event: Event, now: datetime, 
             return None
         _add_prompts(after, out.rows)
         written = run_state.save_if_current(
-            conn, cached, after, now, after.status in TERMINAL_RUN_STATUSES, guard,
-            changed_ids=decision.changed_tasks, rows=out.rows, mirror=after.status is not state.status)
+            conn,
+            cached,
+            after,
+            now,
+            after.status in TERMINAL_RUN_STATUSES,
+            guard,
+            changed_ids=decision.changed_tasks,
+            rows=out.rows,
+            mirror=after.status is not state.status,
+        )
         if written is None:
-            log.debug("run %s moved on elsewhere since version %s; the step takes the lock", run_id, cached.version,
-                      extra={"run_id": run_id, "mission_id": state.mission_id})
+            log.debug(
+                "run %s moved on elsewhere since version %s; the step takes the lock",
+                run_id,
+                cached.version,
+                extra={"run_id": run_id, "mission_id": state.mission_id},
+            )
             return None
         if written.stored is None:
-            return AfterCommit(state.mission_id, run_id, status=str(state.status),
-                               ignored="guard matched nothing", stored=cached)
+            return AfterCommit(
+                state.mission_id, run_id, status=str(state.status), ignored="guard matched nothing", stored=cached
+            )
         out.stored, out.last_event_id, out.guard = written.stored, written.last_event_id, written.guard
         metrics.count_events(out.rows.event_types)
         out.rows = run_state.Rows()
@@ -134,16 +157,21 @@ def step_if_current(conn: Connection, run_id: str, event: Event, now: datetime, 
         return out
 
 
-def begin(conn: Connection, run_id: str, number: int, spec: MissionSpec, mission_id: str,
-          now: datetime) -> AfterCommit:
+def begin(conn: Connection, run_id: str, number: int, spec: MissionSpec, mission_id: str, now: datetime) -> AfterCommit:
     """Insert run ``number`` of a mission with its initial state, inside the caller's transaction."""
     decision = engine.start_run(run_id, mission_id, spec, now)
     state = decision.state
     outcome, writes = _gather(state, decision.effects)
     _add_prompts(state, outcome.rows)
     outcome.stored, outcome.last_event_id = run_state.create(
-        conn, state, number=number, deadline=engine.run_deadline(spec, now), now=now,
-        terminal=state.status in TERMINAL_RUN_STATUSES, rows=outcome.rows)
+        conn,
+        state,
+        number=number,
+        deadline=engine.run_deadline(spec, now),
+        now=now,
+        terminal=state.status in TERMINAL_RUN_STATUSES,
+        rows=outcome.rows,
+    )
     _write(conn, state.run_id, writes, now)  # timers (the deadline) refer to the run row, inserted just now
     metrics.count_events(outcome.rows.event_types)
     outcome.rows = run_state.Rows()
@@ -161,7 +189,8 @@ def _persist(conn: Connection, before: run_state.Stored, decision: Decision, now
     _add_prompts(state, outcome.rows)
     # The state, the attempts the step starts and its events go to Postgres in one statement.
     outcome.stored, outcome.last_event_id = run_state.save(
-        conn, before, state, now, terminal=terminal, changed_ids=decision.changed_tasks, rows=outcome.rows)
+        conn, before, state, now, terminal=terminal, changed_ids=decision.changed_tasks, rows=outcome.rows
+    )
     metrics.count_events(outcome.rows.event_types)
     outcome.rows = run_state.Rows()
     return outcome
@@ -190,8 +219,15 @@ def _gather(state: RunState, effects: tuple[engine.Effect, ...]) -> tuple[AfterC
     for effect in effects:
         match effect:
             case StartTask():
-                rows.attempts.append({"task_id": effect.task_id, "attempt": effect.attempt,
-                                      "agent": effect.agent, "model": effect.model, "prompt": None})
+                rows.attempts.append(
+                    {
+                        "task_id": effect.task_id,
+                        "attempt": effect.attempt,
+                        "agent": effect.agent,
+                        "model": effect.model,
+                        "prompt": None,
+                    }
+                )
                 out.start.append(effect)
             case AssessTask():
                 out.assess.append(effect)
@@ -228,8 +264,10 @@ def prompts(state: RunState, task_ids: list[str]) -> dict[str, str]:
     attempt that completed it."""
     tasks = [state.task_spec(task_id) for task_id in task_ids]
     outputs = {title: state.task_by_title(title).output or "" for task in tasks for title in task.depends_on}
-    return {task.id or "": no_nul(build_prompt(state.spec, task, outputs, state.tasks[task.id or ""].feedback))
-            for task in tasks}
+    return {
+        task.id or "": no_nul(build_prompt(state.spec, task, outputs, state.tasks[task.id or ""].feedback))
+        for task in tasks
+    }
 
 
 def no_nul(text: str) -> str:
@@ -237,12 +275,13 @@ def no_nul(text: str) -> str:
     return text.replace("\x00", "")
 
 
-def _enforce_budget(conn: Connection, run_id: str, outcome: AfterCommit | None, now: datetime,
-                    budget: Mapping[str, Any] | None) -> AfterCommit | None:
+def _enforce_budget(
+    conn: Connection, run_id: str, outcome: AfterCommit | None, now: datetime, budget: Mapping[str, Any] | None
+) -> AfterCommit | None:
     """Stop a live run whose recorded usage is over its mission's budget (same transaction)."""
     if outcome is None or not budget or outcome.status in TERMINAL_RUN_STATUSES:
         return outcome
-    why = usage.budget_exceeded(budget, usage.run_totals(conn, run_id))
+    why = budget_exceeded(budget, usage.run_totals(conn, run_id))
     if why is None:
         return outcome
     log.warning("run %s is over its budget and stops: %s", run_id, why)
@@ -264,9 +303,17 @@ class UnitOfWork:
         self.atomic = atomic
         self._due: list[tuple[AfterCommit, AssessInline | None]] = []
 
-    def advance(self, run_id: str, event: Event, now: datetime, *, guard: Guard | None = None,
-                before: Before = (), budget: Mapping[str, Any] | None = None,
-                assess_inline: AssessInline | None = None) -> AfterCommit | None:
+    def advance(
+        self,
+        run_id: str,
+        event: Event,
+        now: datetime,
+        *,
+        guard: Guard | None = None,
+        before: Before = (),
+        budget: Mapping[str, Any] | None = None,
+        assess_inline: AssessInline | None = None,
+    ) -> AfterCommit | None:
         """Apply ``event`` (after the events of ``before``) to the run and return what the step did;
         None when the run no longer exists. With a ``guard`` the event applies only when the guard
         matched (``AfterCommit.guard`` is its row). With a ``budget``, a run whose recorded usage
@@ -285,8 +332,15 @@ class UnitOfWork:
             self._due.append((outcome, assess_inline))
         return outcome
 
-    def _locking(self, run_id: str, event: Event, now: datetime, guard: Guard | None, before: Before,
-                 budget: Mapping[str, Any] | None) -> AfterCommit | None:
+    def _locking(
+        self,
+        run_id: str,
+        event: Event,
+        now: datetime,
+        guard: Guard | None,
+        before: Before,
+        budget: Mapping[str, Any] | None,
+    ) -> AfterCommit | None:
         outcome = step(self.conn, run_id, event, now, guard=guard, before=before)
         if outcome is not None and (guard is None or outcome.guard is not None):
             outcome = _enforce_budget(self.conn, run_id, outcome, now, budget)
@@ -360,4 +414,3 @@ class Coordinator:
         for outcome, assess_inline in due:
             run_state.remember(outcome.run_id, outcome.stored)  # the state it wrote or read is committed
             self.sender.send(outcome, assess_inline)
-

@@ -12,6 +12,7 @@ from orchestrator.engine import (
     RUNNING_MISSION_STATUSES,
     TERMINAL_RUN_STATUSES,
     AbortRequested,
+    MissionStatus,
     ResumeRequested,
     TaskAdded,
     TaskRemoved,
@@ -28,8 +29,9 @@ from workers.support.errors import Conflict, NotFound
 from workers.support.ids import new_id
 
 
-def _with_project_agents(conn: Connection, project_id: str, document: dict[str, Any],
-                         project_agents: Collection[str] | None = None) -> dict[str, Any]:
+def _with_project_agents(
+    conn: Connection, project_id: str, document: dict[str, Any], project_agents: Collection[str] | None = None
+) -> dict[str, Any]:
     """Freeze the project agents the mission names into the run's team, so a run is self-contained
     (``project_agents``, when given, names every agent the project has: none other is looked up)."""
     team = dict(document.get("team") or {"name": "", "volatile": True, "agents": []})
@@ -65,8 +67,10 @@ def execute(uow: UnitOfWork, project_id: str, mission_id: str, limits: Limits, n
     conn = uow.conn
     mission, project_agents = missions.mission_to_run(conn, project_id, mission_id)
     if mission.status in RUNNING_MISSION_STATUSES:
-        raise Conflict(f"mission is already {mission.status}; wait for it to finish or abort it first",
-                       {"runId": mission.row["latest_run_id"]})
+        raise Conflict(
+            f"mission is already {mission.status}; wait for it to finish or abort it first",
+            {"runId": mission.row["latest_run_id"]},
+        )
     document = _with_project_agents(conn, project_id, mission.full_document(), project_agents)
     spec = missions.validate_document(conn, project_id, document, limits, project_agents)
     run_id = new_id("run")
@@ -74,12 +78,21 @@ def execute(uow: UnitOfWork, project_id: str, mission_id: str, limits: Limits, n
     outcome = uow.begin_run(run_id, number, spec, mission.id, now)
     state = outcome.state
     assert state is not None
-    row = {"id": run_id, "mission_id": mission.id, "number": number, "status": str(state.status),
-           "pause_reason": state.pause_reason.value if state.pause_reason else None,
-           "pause_message": state.pause_message, "failure_reason": state.failure_reason,
-           "created_at": now, "started_at": now,
-           "finished_at": now if state.status in TERMINAL_RUN_STATUSES else None,
-           "run_tasks": [state.tasks[t.id].to_json() for t in state.spec.tasks if t.id is not None and t.id in state.tasks]}
+    row = {
+        "id": run_id,
+        "mission_id": mission.id,
+        "number": number,
+        "status": str(state.status),
+        "pause_reason": state.pause_reason.value if state.pause_reason else None,
+        "pause_message": state.pause_message,
+        "failure_reason": state.failure_reason,
+        "created_at": now,
+        "started_at": now,
+        "finished_at": now if state.status in TERMINAL_RUN_STATUSES else None,
+        "run_tasks": [
+            state.tasks[t.id].to_json() for t in state.spec.tasks if t.id is not None and t.id in state.tasks
+        ],
+    }
     started = {(run_id, s.task_id): Totals(attempts=1) for s in outcome.start}  # queued, nothing spent
     usage = MissionUsage(runs={run_id: Totals(attempts=len(started))}, tasks=started)
     return Started(run_id, outcome, row, usage)
@@ -93,7 +106,7 @@ def _active_run(mission: StoredMission, wanted: Collection[str], action: str) ->
 
 def resume(uow: UnitOfWork, project_id: str, mission_id: str, retry_failed: bool, now: datetime) -> AfterCommit:
     mission = missions.get_mission(uow.conn, project_id, mission_id, for_update=True)
-    run_id = _active_run(mission, ("paused",), "resume")
+    run_id = _active_run(mission, (MissionStatus.PAUSED,), "resume")
     outcome = uow.advance(run_id, ResumeRequested(retry_failed), now)
     if outcome is None or outcome.ignored:
         raise Conflict(f"cannot resume: {outcome.ignored if outcome else 'the run is gone'}")
@@ -109,8 +122,9 @@ def abort(uow: UnitOfWork, project_id: str, mission_id: str, now: datetime) -> A
     return outcome
 
 
-def add_task(uow: UnitOfWork, project_id: str, mission_id: str, document: Mapping[str, Any],
-             limits: Limits, now: datetime) -> tuple[StoredMission, str, AfterCommit | None]:
+def add_task(
+    uow: UnitOfWork, project_id: str, mission_id: str, document: Mapping[str, Any], limits: Limits, now: datetime
+) -> tuple[StoredMission, str, AfterCommit | None]:
     """Add a task to the mission; while it runs, the task joins the running run too."""
     conn = uow.conn
     mission, task_id = missions.add_task(conn, project_id, mission_id, document, limits)
@@ -123,8 +137,15 @@ def add_task(uow: UnitOfWork, project_id: str, mission_id: str, document: Mappin
     return missions.get_mission(conn, project_id, mission_id), task_id, outcome
 
 
-def update_task(uow: UnitOfWork, project_id: str, mission_id: str, task_id: str,
-                changes: Mapping[str, Any], limits: Limits, now: datetime) -> tuple[StoredMission, AfterCommit | None]:
+def update_task(
+    uow: UnitOfWork,
+    project_id: str,
+    mission_id: str,
+    task_id: str,
+    changes: Mapping[str, Any],
+    limits: Limits,
+    now: datetime,
+) -> tuple[StoredMission, AfterCommit | None]:
     conn = uow.conn
     before = missions.get_mission(conn, project_id, mission_id, for_update=True)
     running = before.status in RUNNING_MISSION_STATUSES
@@ -142,8 +163,9 @@ def update_task(uow: UnitOfWork, project_id: str, mission_id: str, task_id: str,
     return missions.get_mission(conn, project_id, mission_id), outcome
 
 
-def delete_task(uow: UnitOfWork, project_id: str, mission_id: str, task_id: str, limits: Limits,
-                now: datetime) -> AfterCommit | None:
+def delete_task(
+    uow: UnitOfWork, project_id: str, mission_id: str, task_id: str, limits: Limits, now: datetime
+) -> AfterCommit | None:
     mission = missions.delete_task(uow.conn, project_id, mission_id, task_id, limits)
     if mission.status not in RUNNING_MISSION_STATUSES:
         return None

@@ -47,9 +47,15 @@ def _fire_one(uow: UnitOfWork, mission_id: str, limits: Limits, now: datetime) -
     if not schedule:
         schedules.clear_next_run(conn, mission_id)
         return None
-    plan = plan_fires(schedule, document.get("timezone"), row["next_run_at"], now,
-                      catch_up=document.get("catchUp") or "skip", end_date=end_date(document),
-                      run_active=row["status"] in RUNNING_MISSION_STATUSES)
+    plan = plan_fires(
+        schedule,
+        document.get("timezone"),
+        row["next_run_at"],
+        now,
+        catch_up=document.get("catchUp") or "skip",
+        end_date=end_date(document),
+        run_active=row["status"] in RUNNING_MISSION_STATUSES,
+    )
     outcome: AfterCommit | None = None
     run_id: str | None = None
     for fire in plan.fires:
@@ -65,9 +71,7 @@ def _fire_one(uow: UnitOfWork, mission_id: str, limits: Limits, now: datetime) -
             schedules.skip_fire(conn, mission_id, fire.at, f"error: {exc.message}"[:500])
             continue
         schedules.set_fire_run(conn, mission_id, fire.at, run_id)
-    if plan.next_run_at is None and run_id is None and row["status"] == MissionStatus.SCHEDULED:
-        status = MissionStatus.DRAFT.value  # the schedule ran out without a run to show: back to a plain mission
-    else:
-        status = None
-    schedules.advance(conn, mission_id, plan.next_run_at, status, now)
+    ran_out = plan.next_run_at is None and run_id is None and row["status"] == MissionStatus.SCHEDULED
+    # A schedule that ran out without a run to show makes the mission a plain draft again.
+    schedules.advance(conn, mission_id, plan.next_run_at, MissionStatus.DRAFT.value if ran_out else None, now)
     return outcome

@@ -1,7 +1,8 @@
 """The beat tick: fire due timers and repair what was lost.
 
-Run every second or so (``missions.tick``). First it fires due schedules (``workers.coordination.schedules``). Each part is safe to run from several processes at
-once: timers are taken with ``FOR UPDATE SKIP LOCKED`` and deleted in the same transaction as the
+Run every second or so (``missions.tick``). First it fires due schedules
+(``workers.coordination.schedules``). Each part is safe to run from several processes at once:
+timers are taken with ``FOR UPDATE SKIP LOCKED`` and deleted in the same transaction as the
 coordinator step they feed; lost attempts are marked in the same transaction as their event.
 
 - due timers: retry backoff (``RetryDue``), task timeouts (``TaskTimedOut``), deadlines
@@ -68,9 +69,13 @@ def reap_lost_workers(coordinator: Coordinator, settings: Settings, now: datetim
             # the run (executor._Claim), so the claim goes first: a started side-effecting task
             # must wait for approval, not run again.
             claimed = TaskClaimed(task_id, attempt, row["worker"] or "")
-            outcome = uow.advance(run_id, WorkerLost(task_id, attempt), now,
-                                  guard=attempts.mark_lost(run_id, task_id, attempt, now=now),
-                                  before=((claimed, row["claimed_at"] or now),))
+            outcome = uow.advance(
+                run_id,
+                WorkerLost(task_id, attempt),
+                now,
+                guard=attempts.mark_lost(run_id, task_id, attempt, now=now),
+                before=((claimed, row["claimed_at"] or now),),
+            )
         if outcome is None or outcome.guard is None:
             continue
         log.warning("attempt %s of %s in run %s lost its worker", attempt, task_id, run_id)
@@ -78,8 +83,7 @@ def reap_lost_workers(coordinator: Coordinator, settings: Settings, now: datetim
     return lost
 
 
-def resend_stale_assessments(coordinator: Coordinator, resender: Resender, settings: Settings,
-                             now: datetime) -> int:
+def resend_stale_assessments(coordinator: Coordinator, resender: Resender, settings: Settings, now: datetime) -> int:
     cutoff = now - timedelta(seconds=settings.worker_lost_seconds)
     with coordinator.db.transaction() as conn:
         rows = attempts.take_stale_assessing(conn, cutoff, now, BATCH)

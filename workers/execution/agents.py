@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from orchestrator.spec import AgentSpec
 
+
 @dataclass(frozen=True)
 class AgentCall:
     run_id: str

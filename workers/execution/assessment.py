@@ -26,16 +26,29 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jsonschema
 
+from config import Settings
 from orchestrator.prompt import outcome_kind
 from orchestrator.spec import Expectation
-
-if TYPE_CHECKING:
-    from workers.execution.providers import Providers
-    from workers.execution.providers.base import Turn
+from workers.execution.providers import MODEL_PROVIDERS, Providers, split_model
+from workers.execution.providers.base import (
+    AssistantMessage,
+    Cancelled,
+    Message,
+    ProviderError,
+    ToolResult,
+    ToolResults,
+    ToolSpec,
+    Turn,
+    TurnRequest,
+    Usage,
+    UserMessage,
+    call_model,
+)
+from workers.execution.providers.tools import inside, run_command
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +91,14 @@ class AssessmentContext:
 
 def _label(expectation: Expectation) -> str:
     doc = expectation.document
-    return str(doc.get("name") or doc.get("criterion") or doc.get("value") or doc.get("pattern") or doc.get("run")
-               or expectation.type)
+    return str(
+        doc.get("name")
+        or doc.get("criterion")
+        or doc.get("value")
+        or doc.get("pattern")
+        or doc.get("run")
+        or expectation.type
+    )
 
 
 def check(expectation: Expectation, output: str, ctx: AssessmentContext) -> tuple[float, str]:
@@ -111,7 +130,6 @@ def check(expectation: Expectation, output: str, ctx: AssessmentContext) -> tupl
         case "command":
             if not ctx.allow_commands:
                 return FAIL, "command expectations are disabled on this server"
-            from workers.execution.providers.tools import run_command
 
             timeout = float(doc.get("timeout") or ctx.command_timeout)
             workspace = ctx.workspace or Path.cwd()
@@ -142,8 +160,15 @@ def score_expectations(
             score, reason = float(scored["score"]), str(scored.get("reason", ""))
         else:
             score, reason = check(expectation, output, ctx)
-        results.append({"type": expectation.type, "criterion": _label(expectation), "score": score,
-                        "reason": reason, "weight": expectation.weight})
+        results.append(
+            {
+                "type": expectation.type,
+                "criterion": _label(expectation),
+                "score": score,
+                "reason": reason,
+                "weight": expectation.weight,
+            }
+        )
     total_weight = sum(r["weight"] for r in results)
     mean = sum(r["score"] * r["weight"] for r in results) / total_weight if total_weight else None
     return Judgement(round(mean, 4) if mean is not None else None, tuple(results))
@@ -154,8 +179,11 @@ def scripted_judge(request: JudgeRequest) -> Judgement:
     last repeating) and gives its score and reason to every criterion."""
     script = request.config.get("script") or []
     if not script:
-        return Judgement(None, error=f"scripted judge {request.model} has no script: give the mission an "
-                                     '"assessor" with {"model": "scripted/...", "script": [{"score": 4, "reason": "..."}]}')
+        return Judgement(
+            None,
+            error=f"scripted judge {request.model} has no script: give the mission an "
+            '"assessor" with {"model": "scripted/...", "script": [{"score": 4, "reason": "..."}]}',
+        )
     step = script[min(request.number, len(script)) - 1]
     if step.get("score") is None:
         return Judgement(None, error=f"step {min(request.number, len(script))} of the scripted judge has no score")
@@ -166,20 +194,17 @@ def scripted_judge(request: JudgeRequest) -> Judgement:
     return Judgement(score, tuple({"criterion": c, "score": score, "reason": reason} for c in request.criteria))
 
 
-def judge(request: JudgeRequest, providers: Providers | None = None,
-          cancel: threading.Event | None = None) -> Judgement:
+def judge(
+    request: JudgeRequest, providers: Providers | None = None, cancel: threading.Event | None = None
+) -> Judgement:
     """Score ``request.criteria``: scripted judges offline, anthropic/openai judges by a model call."""
     provider = request.model.split("/", 1)[0]
     if provider == "scripted":
         return scripted_judge(request)
-    from workers.execution.providers import MODEL_PROVIDERS
 
     if provider not in MODEL_PROVIDERS:
         return Judgement(None, error=f"judge model {request.model!r}: unknown provider {provider!r}")
     if providers is None:
-        from config import Settings
-        from workers.execution.providers import Providers
-
         providers = Providers(Settings.from_env())
     try:
         return model_judge(request, providers, cancel or threading.Event())
@@ -200,21 +225,32 @@ JUDGE_SYSTEM = (
 
 
 def _submit_scores_tool(count: int) -> Any:
-    from workers.execution.providers.base import ToolSpec
 
-    return ToolSpec("submit_scores", "Submit one score with its reason for every criterion.", {
-        "type": "object",
-        "properties": {"scores": {
-            "type": "array", "minItems": count, "maxItems": count,
-            "items": {"type": "object", "properties": {
-                "index": {"type": "integer", "description": "the criterion's number, from 1"},
-                "criterion": {"type": "string"},
-                "score": {"type": "number", "minimum": MIN_SCORE, "maximum": MAX_SCORE},
-                "reason": {"type": "string"},
-            }, "required": ["index", "score", "reason"]},
-        }},
-        "required": ["scores"],
-    })
+    return ToolSpec(
+        "submit_scores",
+        "Submit one score with its reason for every criterion.",
+        {
+            "type": "object",
+            "properties": {
+                "scores": {
+                    "type": "array",
+                    "minItems": count,
+                    "maxItems": count,
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "index": {"type": "integer", "description": "the criterion's number, from 1"},
+                            "criterion": {"type": "string"},
+                            "score": {"type": "number", "minimum": MIN_SCORE, "maximum": MAX_SCORE},
+                            "reason": {"type": "string"},
+                        },
+                        "required": ["index", "score", "reason"],
+                    },
+                }
+            },
+            "required": ["scores"],
+        },
+    )
 
 
 def judge_prompt(request: JudgeRequest) -> str:
@@ -222,34 +258,26 @@ def judge_prompt(request: JudgeRequest) -> str:
     if len(output) > JUDGE_OUTPUT_LIMIT:
         output = output[:JUDGE_OUTPUT_LIMIT] + f"\n[... cut: {len(output) - JUDGE_OUTPUT_LIMIT} more characters]"
     criteria = "\n".join(f"{i}. {c}" for i, c in enumerate(request.criteria, 1))
-    return (f"# Task: {request.task_title}\n{request.description}\n\n"
-            f"# The work to assess\n<output>\n{output}\n</output>\n\n"
-            f"# Criteria\n{criteria}\n\n"
-            f"Call submit_scores with {len(request.criteria)} entries, one per criterion, each with its index, "
-            "a score from 1 to 5 and a reason.")
+    return (
+        f"# Task: {request.task_title}\n{request.description}\n\n"
+        f"# The work to assess\n<output>\n{output}\n</output>\n\n"
+        f"# Criteria\n{criteria}\n\n"
+        f"Call submit_scores with {len(request.criteria)} entries, one per criterion, each with its index, "
+        "a score from 1 to 5 and a reason."
+    )
 
 
 def model_judge(request: JudgeRequest, providers: Providers, cancel: threading.Event) -> Judgement:
     """Ask a model for the scores; one repair turn when the answer is unusable."""
-    from workers.execution.providers import split_model
-    from workers.execution.providers.base import (
-        AssistantMessage,
-        Cancelled,
-        Message,
-        ProviderError,
-        ToolResult,
-        ToolResults,
-        TurnRequest,
-        Usage,
-        UserMessage,
-        call_model,
-    )
 
     usage = Usage()
 
-    def verdict(score: float | None, criteria: tuple[Mapping[str, Any], ...] = (),
-                error: str | None = None) -> Judgement:
-        return Judgement(score, criteria, error, usage.tokens_in, usage.tokens_out, providers.cost(request.model, usage))
+    def verdict(
+        score: float | None, criteria: tuple[Mapping[str, Any], ...] = (), error: str | None = None
+    ) -> Judgement:
+        return Judgement(
+            score, criteria, error, usage.tokens_in, usage.tokens_out, providers.cost(request.model, usage)
+        )
 
     try:
         client = providers.client(request.model, request.config)
@@ -262,10 +290,22 @@ def model_judge(request: JudgeRequest, providers: Providers, cancel: threading.E
     problem = ""
     try:
         for round_ in range(2):
-            turn = call_model(client, TurnRequest(
-                model=split_model(request.model)[1], system=system, messages=tuple(messages), tools=(tool,),
-                force_tool=tool.name, max_tokens=JUDGE_MAX_TOKENS, temperature=None, stream=False,
-            ), cancel, None, providers.retry_policy)
+            turn = call_model(
+                client,
+                TurnRequest(
+                    model=split_model(request.model)[1],
+                    system=system,
+                    messages=tuple(messages),
+                    tools=(tool,),
+                    force_tool=tool.name,
+                    max_tokens=JUDGE_MAX_TOKENS,
+                    temperature=None,
+                    stream=False,
+                ),
+                cancel,
+                None,
+                providers.retry_policy,
+            )
             usage += turn.usage
             parsed = parse_verdict(turn, request.criteria)
             if not isinstance(parsed, str):
@@ -273,9 +313,11 @@ def model_judge(request: JudgeRequest, providers: Providers, cancel: threading.E
                 return verdict(mean, tuple(parsed))
             problem = parsed
             log.info("judge %s gave an unusable answer (round %d): %s", request.model, round_ + 1, problem)
-            fix = (f"Your answer could not be used: {problem}. Call submit_scores again with exactly "
-                   f"{len(request.criteria)} entries, one per criterion, each with index, score (a number from 1 "
-                   "to 5) and reason.")
+            fix = (
+                f"Your answer could not be used: {problem}. Call submit_scores again with exactly "
+                f"{len(request.criteria)} entries, one per criterion, each with index, score (a number from 1 "
+                "to 5) and reason."
+            )
             messages.append(AssistantMessage(turn.text, turn.tool_calls))
             if turn.tool_calls:
                 messages.append(ToolResults(tuple(ToolResult(c.id, c.name, fix, True) for c in turn.tool_calls)))
@@ -372,8 +414,7 @@ def parse_scores(payload: Any, criteria: Sequence[str]) -> list[dict[str, Any]] 
             slot = int(index) - 1
         elif isinstance(named, str) and _normal(named) in normal:
             wanted = _normal(named)
-            slot = next((i for i, n in enumerate(normal) if n == wanted and results[i] is None),
-                        normal.index(wanted))
+            slot = next((i for i, n in enumerate(normal) if n == wanted and results[i] is None), normal.index(wanted))
         elif len(items) == len(criteria):
             slot = position
         if slot is None:
@@ -383,8 +424,11 @@ def parse_scores(payload: Any, criteria: Sequence[str]) -> list[dict[str, Any]] 
         if results[slot] is not None:
             return f"criterion {slot + 1} is scored twice"
         reason = item.get("reason")
-        results[slot] = {"criterion": criteria[slot], "score": score,
-                         "reason": reason.strip() if isinstance(reason, str) else ""}
+        results[slot] = {
+            "criterion": criteria[slot],
+            "score": score,
+            "reason": reason.strip() if isinstance(reason, str) else "",
+        }
     missing = [str(i + 1) for i, r in enumerate(results) if r is None]
     if missing:
         return f"no score for criteria {', '.join(missing)} (of {len(criteria)})"
@@ -410,8 +454,6 @@ def missing_outcomes(expected: Sequence[Mapping[str, Any]], output: str, workspa
         kind = outcome_kind(outcome)
         path = str(outcome.get("path") or (name if kind == "file" else ""))
         if kind in ("file", "json") and path:
-            from workers.execution.providers.tools import inside
-
             try:
                 target = inside(workspace, path) if workspace is not None else None
             except ValueError as exc:

@@ -35,6 +35,7 @@ from orchestrator.engine import (
     TaskFinished,
     TaskOutputProduced,
     assessment_passes,
+    attempt_status_after_assessment,
     attempt_status_after_result,
 )
 from orchestrator.spec import AgentSpec
@@ -148,9 +149,15 @@ class Executor:
     """Runs attempts and assessments for one worker process. Every change it makes to a run goes
     through ``coordinator`` (a unit of work sends what the change asks for after commit)."""
 
-    def __init__(self, settings: Settings, db: Database, coordinator: Coordinator,
-                 cancel_flags: Callable[[list[Key]], list[bool]], worker: str,
-                 providers: Providers | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        coordinator: Coordinator,
+        cancel_flags: Callable[[list[Key]], list[bool]],
+        worker: str,
+        providers: Providers | None = None,
+    ) -> None:
         self.settings = settings
         self.db = db
         self.coordinator = coordinator
@@ -207,8 +214,13 @@ class Executor:
         def send(text: str) -> None:
             self._emit(run_id, claim, text)
 
-        with self.heartbeats.watch(run_id, task_id, attempt, "running",
-                                   after=(ANNOUNCE_AFTER, lambda: self._announce(run_id, claim))) as beat:
+        with self.heartbeats.watch(
+            run_id,
+            task_id,
+            attempt,
+            AttemptStatus.RUNNING,
+            after=(ANNOUNCE_AFTER, lambda: self._announce(run_id, claim)),
+        ) as beat:
             batcher = OutputBatcher(send) if getattr(runtime, "batch_output", False) else None
             emit: Emit = batcher.add if batcher is not None else send
             try:
@@ -222,9 +234,16 @@ class Executor:
         if result.cancelled or beat.cancelled.is_set():
             if result.tokens_in or result.tokens_out or result.outcomes:
                 with self.db.transaction() as conn:
-                    attempts.record_cancelled_usage(conn, run_id, task_id, attempt, tokens_in=result.tokens_in,
-                                                    tokens_out=result.tokens_out, cost=result.cost_usd,
-                                                    outcomes=result.outcomes)
+                    attempts.record_cancelled_usage(
+                        conn,
+                        run_id,
+                        task_id,
+                        attempt,
+                        tokens_in=result.tokens_in,
+                        tokens_out=result.tokens_out,
+                        cost=result.cost_usd,
+                        outcomes=result.outcomes,
+                    )
             return "cancelled"
         if result.error is None:
             missing = missing_outcomes(task.expected_outcomes, result.output or "", workspace)
@@ -253,8 +272,15 @@ class Executor:
             uow.advance(run_id, event, utcnow(), before=claim.pending())
             claim.announced = True
 
-    def _record(self, run_id: str, claim: _Claim, result: AgentResult,
-                budget: Mapping[str, Any] | None = None, *, assessed: bool = True) -> str:
+    def _record(
+        self,
+        run_id: str,
+        claim: _Claim,
+        result: AgentResult,
+        budget: Mapping[str, Any] | None = None,
+        *,
+        assessed: bool = True,
+    ) -> str:
         """Record the agent's result and feed it to the run (with the claim, when it was not
         announced yet). A successful attempt is ``assessing`` when its task has expectations (the
         engine asks for the judge then), else ``completed``."""
@@ -263,15 +289,28 @@ class Executor:
         now = utcnow()
         failed = result.error is not None
         recorded = attempts.record_result(
-            run_id, task_id, attempt, now=now, status=attempt_status_after_result(failed=failed, assessed=assessed),
-            output=result.output, error=result.error, tokens_in=result.tokens_in, tokens_out=result.tokens_out,
-            cost=result.cost_usd, outcomes=result.outcomes)
-        event = (TaskFailed(task_id, attempt, result.error or "") if failed
-                 else TaskFinished(task_id, attempt, result.output or ""))
+            run_id,
+            task_id,
+            attempt,
+            now=now,
+            status=attempt_status_after_result(failed=failed, assessed=assessed),
+            output=result.output,
+            error=result.error,
+            tokens_in=result.tokens_in,
+            tokens_out=result.tokens_out,
+            cost=result.cost_usd,
+            outcomes=result.outcomes,
+        )
+        event = (
+            TaskFailed(task_id, attempt, result.error or "")
+            if failed
+            else TaskFinished(task_id, attempt, result.output or "")
+        )
         # What the step asks for is sent when the block ends, after the claim's lock is released.
         with self.coordinator.steps() as uow, claim.lock:
-            outcome = uow.advance(run_id, event, now, before=claim.pending(), guard=recorded, budget=budget,
-                                  assess_inline=self.assess)
+            outcome = uow.advance(
+                run_id, event, now, before=claim.pending(), guard=recorded, budget=budget, assess_inline=self.assess
+            )
             if outcome is None:
                 return "run deleted"
             if outcome.guard is None:
@@ -298,19 +337,31 @@ class Executor:
         task = state.task_spec(task_id)
         output = row["output"] or ""
         settings = self.settings
-        ctx = AssessmentContext(allow_commands=settings.allow_commands,
-                                workspace=self._workspace(run_id),
-                                command_timeout=settings.command_timeout_seconds)
+        ctx = AssessmentContext(
+            allow_commands=settings.allow_commands,
+            workspace=self._workspace(run_id),
+            command_timeout=settings.command_timeout_seconds,
+        )
         criteria = [e.criterion or "" for e in task.expectations if e.type == "criterion"]
         verdict: Judgement | None = None
         model: str | None = None
-        with self.heartbeats.watch(run_id, task_id, attempt, "assessing") as beat:
+        with self.heartbeats.watch(run_id, task_id, attempt, AttemptStatus.ASSESSING) as beat:
             try:
                 if criteria:
                     model, config = self._judge_of(state, row["agent"], row["model"])
-                    verdict = judge(JudgeRequest(model=model, config=config, criteria=criteria, output=output,
-                                                 number=int(row["assessed"]) + 1, task_title=task.title,
-                                                 description=task.description), self.providers, beat.cancelled)
+                    verdict = judge(
+                        JudgeRequest(
+                            model=model,
+                            config=config,
+                            criteria=criteria,
+                            output=output,
+                            number=int(row["assessed"]) + 1,
+                            task_title=task.title,
+                            description=task.description,
+                        ),
+                        self.providers,
+                        beat.cancelled,
+                    )
                 result = score_expectations(task.expectations, output, verdict, ctx)
             except Exception as exc:  # nothing a judge or a check does may kill the worker
                 log.exception("assessment of %s/%s crashed", run_id, task_id)
@@ -319,21 +370,34 @@ class Executor:
         now = utcnow()
         passed = assessment_passes(result.score, result.error, state.spec.quality_threshold)
         recorded = attempts.record_score(
-            run_id, task_id, attempt, now=now,
-            status=AttemptStatus.COMPLETED if passed else AttemptStatus.FAILED, score=result.score,
-            assessment={"score": result.score, "criteria": list(result.criteria), "error": result.error,
-                        "judge": model},
-            judge_model=model, judge_tokens_in=used.tokens_in, judge_tokens_out=used.tokens_out,
-            judge_cost=used.cost_usd)
+            run_id,
+            task_id,
+            attempt,
+            now=now,
+            status=attempt_status_after_assessment(passed),
+            score=result.score,
+            assessment={
+                "score": result.score,
+                "criteria": list(result.criteria),
+                "error": result.error,
+                "judge": model,
+            },
+            judge_model=model,
+            judge_tokens_in=used.tokens_in,
+            judge_tokens_out=used.tokens_out,
+            judge_cost=used.cost_usd,
+        )
         scored = AssessmentScored(task_id, attempt, result.score, tuple(result.criteria), result.error)
-        outcome = self.coordinator.advance(run_id, scored, now, guard=recorded, budget=state.spec.budget,
-                                           assess_inline=self.assess)
+        outcome = self.coordinator.advance(
+            run_id, scored, now, guard=recorded, budget=state.spec.budget, assess_inline=self.assess
+        )
         if outcome is not None and outcome.guard is None:
             return "assessment dropped: the attempt changed meanwhile"
         return "passed" if passed else "failed"
 
-    def _judge_of(self, state: RunState, agent_name: str | None, attempt_model: str | None
-                  ) -> tuple[str, Mapping[str, Any]]:
+    def _judge_of(
+        self, state: RunState, agent_name: str | None, attempt_model: str | None
+    ) -> tuple[str, Mapping[str, Any]]:
         """The judge's model and config: the mission's assessor, else MISSIONS_JUDGE_MODEL, else the
         attempt's own model (with its agent's endpoint when the provider is the agent's)."""
         assessor = dict(state.spec.assessor or {})

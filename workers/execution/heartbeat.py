@@ -53,8 +53,9 @@ class Watch:
 class Heartbeats:
     """The process-wide watcher. ``watch(...)`` is a context manager yielding the ``Watch``."""
 
-    def __init__(self, db: Database, cancel_flags: Callable[[list[Key]], list[bool]], interval: float,
-                 poll: float = 0.2) -> None:
+    def __init__(
+        self, db: Database, cancel_flags: Callable[[list[Key]], list[bool]], interval: float, poll: float = 0.2
+    ) -> None:
         """``cancel_flags(keys)`` says which attempts were told to stop (``Dispatcher.cancel_flags``)."""
         self.db, self.cancel_flags, self.interval, self.poll = db, cancel_flags, interval, poll
         self._watches: dict[int, Watch] = {}
@@ -63,8 +64,14 @@ class Heartbeats:
         self._thread: threading.Thread | None = None
 
     @contextmanager
-    def watch(self, run_id: str, task_id: str, attempt: int, status: str,
-              after: tuple[float, Callable[[], None]] | None = None) -> Iterator[Watch]:
+    def watch(
+        self,
+        run_id: str,
+        task_id: str,
+        attempt: int,
+        status: str,
+        after: tuple[float, Callable[[], None]] | None = None,
+    ) -> Iterator[Watch]:
         """Watch an attempt while the block runs; ``after=(seconds, call)`` has the watcher thread
         make ``call`` once if the attempt is still watched that many seconds from now."""
         started = time.monotonic()
@@ -103,8 +110,9 @@ class Heartbeats:
                 try:
                     call()
                 except Exception:
-                    log.warning("the deferred call of attempt %s of %s/%s failed", w.attempt, w.run_id,
-                                w.task_id, exc_info=True)
+                    log.warning(
+                        "the deferred call of attempt %s of %s/%s failed", w.attempt, w.run_id, w.task_id, exc_info=True
+                    )
         try:
             flags = self.cancel_flags([w.key for w in watches])
         except Exception:

@@ -33,10 +33,10 @@ class Channel(kombu_redis.Channel):
 
     def _create_client(self, asynchronous: bool = False) -> Any:
         if asynchronous:  # the consumer's BRPOP/LISTEN client: kombu keeps it itself
-            return super()._create_client(asynchronous=True)
+            return super()._create_client(asynchronous=True)  # type: ignore[misc]  # (kombu has no stubs for it)
         pool = self.pool  # kombu drops and rebuilds its pool after a fork or a disconnect
         if self._sync_client is None or self._sync_pool is not pool:
-            self._sync_client, self._sync_pool = super()._create_client(asynchronous=False), pool
+            self._sync_client, self._sync_pool = super()._create_client(asynchronous=False), pool  # type: ignore[misc]
         return self._sync_client
 
 

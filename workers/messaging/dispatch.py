@@ -37,8 +37,13 @@ class SentTask:
 # greenlet in the API) for results nobody reads, look for a parent task, format the arguments with
 # its saferepr, or declare the queue on every publish (messages go to the default exchange, routed
 # by queue name; workers declare their queues when they start).
-LEAN_SEND: dict[str, Any] = {"ignore_result": True, "add_to_parent": False, "kwargsrepr": "{}", "declare": [],
-                             "result_cls": SentTask}
+LEAN_SEND: dict[str, Any] = {
+    "ignore_result": True,
+    "add_to_parent": False,
+    "kwargsrepr": "{}",
+    "declare": [],
+    "result_cls": SentTask,
+}
 
 
 def cancel_key(run_id: str, task_id: str, attempt: int) -> str:
@@ -68,8 +73,12 @@ class Dispatcher:
                     self._send(RUN_TASK, (run_id, task_id, attempt), producer)
             return True
         except Exception:  # the broker may be down; the tick re-sends queued attempts
-            log.exception("could not enqueue %d attempt(s) of run %s: %s", len(attempts), run_id,
-                          ", ".join(f"{t}#{a}" for t, a in attempts))
+            log.exception(
+                "could not enqueue %d attempt(s) of run %s: %s",
+                len(attempts),
+                run_id,
+                ", ".join(f"{t}#{a}" for t, a in attempts),
+            )
             return False
 
     def send_assessment(self, run_id: str, task_id: str, attempt: int) -> bool:
@@ -84,7 +93,7 @@ class Dispatcher:
         """Whether the attempts queue of the broker is empty (False when the broker cannot say)."""
         try:
             return int(self.redis.llen(TASK_QUEUE)) == 0
-        except Exception:
+        except Exception:  # noqa: BLE001 - cannot say: not empty, so nothing is re-sent
             return False
 
     def cancel_flags(self, keys: list[tuple[str, str, int]]) -> list[bool]:

@@ -16,12 +16,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import redis
 
 log = logging.getLogger(__name__)
+
 
 def channel(mission_id: str) -> str:
     """The pub/sub channel that carries the wake-ups of every run of one mission."""
@@ -38,8 +38,9 @@ def publish_wakeup(client: redis.Redis, mission_id: str, run_id: str, event_id: 
     try:
         client.publish(channel(mission_id), message)
     except redis.RedisError:
-        log.warning("could not publish the wake-up for run %s event %s; relays will poll", run_id, event_id,
-                    exc_info=True)
+        log.warning(
+            "could not publish the wake-up for run %s event %s; relays will poll", run_id, event_id, exc_info=True
+        )
 
 
 WAKEUP_INTERVAL = 0.02  # seconds between two sends of one publisher while steps keep coming
@@ -125,6 +126,7 @@ HUB_POLL_SECONDS = 0.05  # how long the hub reads before it looks at new (un)sub
 HUB_RETRY_SECONDS = 1.0  # pause before the hub reconnects after a Redis failure
 HUB_LOG_POLL_SECONDS = 1.0  # how often the hub reads the last event id of every run it has streams for
 
+
 class Listener:
     """One stream's interest in the wake-ups of one run (see ``WakeupHub``)."""
 
@@ -181,9 +183,15 @@ class WakeupHub:
     subscribes again to every channel that still has streams; meanwhile its log reads keep the
     streams going, a second late at most."""
 
-    def __init__(self, client: redis.Redis, latest_ids: Callable[[list[str]], dict[str, int]] | None = None, *,
-                 poll_seconds: float = HUB_POLL_SECONDS, retry_seconds: float = HUB_RETRY_SECONDS,
-                 log_poll_seconds: float | None = None) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        latest_ids: Callable[[list[str]], dict[str, int]] | None = None,
+        *,
+        poll_seconds: float = HUB_POLL_SECONDS,
+        retry_seconds: float = HUB_RETRY_SECONDS,
+        log_poll_seconds: float | None = None,
+    ) -> None:
         self.client = client
         self.poll_seconds, self.retry_seconds = poll_seconds, retry_seconds
         self.latest_ids = latest_ids
@@ -256,7 +264,7 @@ class WakeupHub:
             self._read_log()
             try:
                 if pubsub is None:
-                    pubsub = self.client.pubsub(ignore_subscribe_messages=False)
+                    pubsub = self.client.pubsub(ignore_subscribe_messages=False)  # type: ignore[no-untyped-call]
                     self.connects += 1
                 self._sync(pubsub)
                 if not self._subscribed:
@@ -347,7 +355,7 @@ class WakeupHub:
         try:
             if pubsub is not None:
                 pubsub.close()
-        except Exception:
+        except Exception:  # noqa: BLE001 - the hub must outlive any failure of one read
             pass
         with self._lock:
             self._subscribed.clear()

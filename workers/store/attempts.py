@@ -46,40 +46,99 @@ class Guard:
     params: Mapping[str, Any]
 
 
-def record_result(run_id: str, task_id: str, attempt: int, *, now: datetime, status: AttemptStatus,
-                  output: str | None, error: str | None, tokens_in: int, tokens_out: int, cost: float,
-                  outcomes: Sequence[Mapping[str, Any]]) -> Guard:
+def record_result(
+    run_id: str,
+    task_id: str,
+    attempt: int,
+    *,
+    now: datetime,
+    status: AttemptStatus,
+    output: str | None,
+    error: str | None,
+    tokens_in: int,
+    tokens_out: int,
+    cost: float,
+    outcomes: Sequence[Mapping[str, Any]],
+) -> Guard:
     """The agent's result of a running attempt (its status after the result: see
     ``orchestrator.engine.attempt_status_after_result``)."""
-    return Guard("recording_result", {
-        "run_id": run_id, "task_id": task_id, "attempt": attempt, "now": now, "attempt_status": status.value,
-        "output": output, "error": error, "tokens_in": tokens_in, "tokens_out": tokens_out, "cost": cost,
-        "outcomes": Jsonb([dict(o) for o in outcomes]), "was": AttemptStatus.RUNNING.value})
+    return Guard(
+        "recording_result",
+        {
+            "run_id": run_id,
+            "task_id": task_id,
+            "attempt": attempt,
+            "now": now,
+            "attempt_status": status.value,
+            "output": output,
+            "error": error,
+            "tokens_in": tokens_in,
+            "tokens_out": tokens_out,
+            "cost": cost,
+            "outcomes": Jsonb([dict(o) for o in outcomes]),
+            "was": AttemptStatus.RUNNING.value,
+        },
+    )
 
 
-def record_score(run_id: str, task_id: str, attempt: int, *, now: datetime, status: AttemptStatus,
-                 score: float | None, assessment: Mapping[str, Any], judge_model: str | None,
-                 judge_tokens_in: int, judge_tokens_out: int, judge_cost: float) -> Guard:
+def record_score(
+    run_id: str,
+    task_id: str,
+    attempt: int,
+    *,
+    now: datetime,
+    status: AttemptStatus,
+    score: float | None,
+    assessment: Mapping[str, Any],
+    judge_model: str | None,
+    judge_tokens_in: int,
+    judge_tokens_out: int,
+    judge_cost: float,
+) -> Guard:
     """The judge's verdict on an assessing attempt."""
-    return Guard("recording_score", {
-        "run_id": run_id, "task_id": task_id, "attempt": attempt, "now": now, "attempt_status": status.value,
-        "score": score, "assessment": Jsonb(dict(assessment)), "judge_model": judge_model,
-        "judge_tokens_in": judge_tokens_in, "judge_tokens_out": judge_tokens_out, "judge_cost": judge_cost,
-        "was": AttemptStatus.ASSESSING.value})
+    return Guard(
+        "recording_score",
+        {
+            "run_id": run_id,
+            "task_id": task_id,
+            "attempt": attempt,
+            "now": now,
+            "attempt_status": status.value,
+            "score": score,
+            "assessment": Jsonb(dict(assessment)),
+            "judge_model": judge_model,
+            "judge_tokens_in": judge_tokens_in,
+            "judge_tokens_out": judge_tokens_out,
+            "judge_cost": judge_cost,
+            "was": AttemptStatus.ASSESSING.value,
+        },
+    )
 
 
 def mark_lost(run_id: str, task_id: str, attempt: int, *, now: datetime) -> Guard:
     """A running attempt whose worker stopped heart-beating (a racing tick's mark matches nothing)."""
-    return Guard("marking_lost", {"run_id": run_id, "task_id": task_id, "attempt": attempt, "now": now,
-                                  "was": AttemptStatus.RUNNING.value})
+    return Guard(
+        "marking_lost",
+        {"run_id": run_id, "task_id": task_id, "attempt": attempt, "now": now, "was": AttemptStatus.RUNNING.value},
+    )
 
 
-def claim(conn: Connection, run_id: str, task_id: str, attempt: int, worker: str, now: datetime
-          ) -> dict[str, Any] | None:
+def claim(
+    conn: Connection, run_id: str, task_id: str, attempt: int, worker: str, now: datetime
+) -> dict[str, Any] | None:
     """Claim a queued attempt for ``worker`` (one statement: a second delivery finds it claimed);
     its agent, model and prompt, or None when it was not queued."""
-    row = conn.execute(CLAIM, {"run_id": run_id, "task_id": task_id, "attempt": attempt, "worker": worker,
-                               "now": now, "was": AttemptStatus.QUEUED.value}).fetchone()
+    row = conn.execute(
+        CLAIM,
+        {
+            "run_id": run_id,
+            "task_id": task_id,
+            "attempt": attempt,
+            "worker": worker,
+            "now": now,
+            "was": AttemptStatus.QUEUED.value,
+        },
+    ).fetchone()
     return dict(row) if row is not None else None
 
 
@@ -87,33 +146,56 @@ def store_prompt(conn: Connection, run_id: str, task_id: str, attempt: int, prom
     conn.execute(STORE_PROMPT, {"run_id": run_id, "task_id": task_id, "attempt": attempt, "prompt": prompt})
 
 
-def record_cancelled_usage(conn: Connection, run_id: str, task_id: str, attempt: int, *, tokens_in: int,
-                           tokens_out: int, cost: float, outcomes: Sequence[Mapping[str, Any]]) -> None:
+def record_cancelled_usage(
+    conn: Connection,
+    run_id: str,
+    task_id: str,
+    attempt: int,
+    *,
+    tokens_in: int,
+    tokens_out: int,
+    cost: float,
+    outcomes: Sequence[Mapping[str, Any]],
+) -> None:
     """What a cancelled attempt had already spent (turns that finished before the cancel) still counts."""
-    conn.execute(RECORD_CANCELLED_USAGE, {
-        "run_id": run_id, "task_id": task_id, "attempt": attempt, "tokens_in": tokens_in, "tokens_out": tokens_out,
-        "cost": cost, "outcomes": Jsonb([dict(o) for o in outcomes])})
+    conn.execute(
+        RECORD_CANCELLED_USAGE,
+        {
+            "run_id": run_id,
+            "task_id": task_id,
+            "attempt": attempt,
+            "tokens_in": tokens_in,
+            "tokens_out": tokens_out,
+            "cost": cost,
+            "outcomes": Jsonb([dict(o) for o in outcomes]),
+        },
+    )
 
 
 def to_assess(conn: Connection, run_id: str, task_id: str, attempt: int) -> dict[str, Any] | None:
     """An assessing attempt's output, agent and model, its run's status and how many of its task's
     attempts were assessed before; None when it is not assessing."""
-    row = conn.execute(TO_ASSESS, {"run_id": run_id, "task_id": task_id, "attempt": attempt,
-                                   "was": AttemptStatus.ASSESSING.value}).fetchone()
+    row = conn.execute(
+        TO_ASSESS, {"run_id": run_id, "task_id": task_id, "attempt": attempt, "was": AttemptStatus.ASSESSING.value}
+    ).fetchone()
     return dict(row) if row is not None else None
 
 
 def drop_assessment(conn: Connection, run_id: str, task_id: str, attempt: int, now: datetime) -> None:
     """The run ended (abort, deadline, budget) while this attempt waited for its judge: do not judge it."""
-    conn.execute(DROP_ASSESSMENT, {"run_id": run_id, "task_id": task_id, "attempt": attempt, "now": now,
-                                   "was": AttemptStatus.ASSESSING.value})
+    conn.execute(
+        DROP_ASSESSMENT,
+        {"run_id": run_id, "task_id": task_id, "attempt": attempt, "now": now, "was": AttemptStatus.ASSESSING.value},
+    )
 
 
 def beat(conn: Connection, watched: Sequence[Mapping[str, Any]]) -> set[tuple[str, str, int]]:
     """Heart-beat the ``watched`` attempts (``run_id, task_id, attempt, status``) still in the status
     their worker holds them in; the keys of those that were."""
-    return {(r["run_id"], r["task_id"], int(r["attempt"]))
-            for r in conn.execute(BEAT, {"watched": Jsonb([dict(w) for w in watched])})}
+    return {
+        (r["run_id"], r["task_id"], int(r["attempt"]))
+        for r in conn.execute(BEAT, {"watched": Jsonb([dict(w) for w in watched])})
+    }
 
 
 def lost_running(conn: Connection, cutoff: datetime, limit: int) -> list[dict[str, Any]]:
@@ -136,8 +218,10 @@ def cancel(conn: Connection, run_id: str, cancels: Sequence[tuple[str, int, str]
     if not cancels:
         return
     live = sorted(s.value for s in LIVE_ATTEMPT_STATUSES)
-    params = [{"run_id": run_id, "task_id": task_id, "attempt": attempt, "reason": reason, "now": now, "live": live}
-              for task_id, attempt, reason in cancels]
+    params = [
+        {"run_id": run_id, "task_id": task_id, "attempt": attempt, "reason": reason, "now": now, "live": live}
+        for task_id, attempt, reason in cancels
+    ]
     with conn.cursor() as cur:
         if len(params) == 1:
             cur.execute(CANCEL, params[0])

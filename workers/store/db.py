@@ -125,6 +125,12 @@ class Database:
             finally:
                 conn.autocommit = False
 
+    @contextmanager
+    def connection(self, timeout: float | None = None) -> Iterator[Connection]:
+        """A pooled connection (committed on success), waiting at most ``timeout`` seconds for one."""
+        with self.pool.connection(timeout=timeout) as conn:
+            yield conn
+
     def ping(self, timeout: float) -> None:
         """Raise unless Postgres answers within ``timeout`` seconds."""
         with self.pool.connection(timeout=timeout) as conn:

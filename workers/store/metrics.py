@@ -31,10 +31,16 @@ class Snapshot:
     tick_lag: float
 
 
-def snapshot(db: Database, *, duration_bounds: Sequence[float], wait_bounds: Sequence[float],
-             score_bounds: Sequence[float], timeout: float = 5.0) -> Snapshot:
+def snapshot(
+    db: Database,
+    *,
+    duration_bounds: Sequence[float],
+    wait_bounds: Sequence[float],
+    score_bounds: Sequence[float],
+    timeout: float = 5.0,
+) -> Snapshot:
     """Every figure in one connection (waiting at most ``timeout`` seconds for one)."""
-    with db.pool.connection(timeout=timeout) as conn:
+    with db.connection(timeout=timeout) as conn:
         missions = {r["status"]: r["n"] for r in conn.execute(MISSIONS_BY_STATUS).fetchall()}
         tasks = {r["status"]: r["n"] for r in conn.execute(TASKS_BY_STATUS).fetchall() if r["status"]}
         attempts = [dict(r) for r in conn.execute(ATTEMPTS_BY_STATUS).fetchall()]

@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from orchestrator.engine import RUNNING_MISSION_STATUSES, MissionStatus
 from orchestrator.schedule import is_cron, next_fire
 from orchestrator.spec import MissionSpec, TaskSpec, parse_timestamp
 from orchestrator.validation import Problem, validate_mission
@@ -22,9 +23,6 @@ from workers.store.queries import query
 from workers.support.clock import utcnow
 from workers.support.errors import Conflict, Invalid, NotFound
 from workers.support.ids import new_id
-
-# Mission statuses during which the mission's run owns the document.
-RUNNING_STATUSES = ("active", "paused")
 
 SELECT_MISSION = query("select_mission")
 LOCK_MISSION = query("lock_mission")
@@ -100,10 +98,14 @@ def next_run_at(document: Mapping[str, Any], now: datetime) -> datetime | None:
     fire = next_fire(schedule, document.get("timezone"), now, end_date(document))
     if fire is None:
         if is_cron(schedule):
-            raise Invalid("the schedule has no fire left before endDate",
-                          {"fields": {"endDate": ["no fire of the schedule falls before this date"]}})
-        raise Invalid(f'schedule "{schedule}" is in the past; a one-shot schedule needs a future time',
-                      {"fields": {"schedule": ["in the past"]}})
+            raise Invalid(
+                "the schedule has no fire left before endDate",
+                {"fields": {"endDate": ["no fire of the schedule falls before this date"]}},
+            )
+        raise Invalid(
+            f'schedule "{schedule}" is in the past; a one-shot schedule needs a future time',
+            {"fields": {"schedule": ["in the past"]}},
+        )
     return fire
 
 
@@ -112,7 +114,7 @@ def _next_run_at(document: Mapping[str, Any]) -> datetime | None:
 
 
 def _status_for(document: Mapping[str, Any]) -> str:
-    return "scheduled" if document.get("schedule") else "draft"
+    return (MissionStatus.SCHEDULED if document.get("schedule") else MissionStatus.DRAFT).value
 
 
 def _raise_problems(problems: list[Problem]) -> None:
@@ -126,8 +128,13 @@ def _raise_problems(problems: list[Problem]) -> None:
     raise Invalid(f"{first.field}: {first.message}{more}", {"fields": fields})
 
 
-def _validate(conn: psycopg.Connection[Any], project_id: str, document: Mapping[str, Any], limits: Limits,
-              known_agents: Collection[str] | None = None) -> MissionSpec:
+def _validate(
+    conn: psycopg.Connection[Any],
+    project_id: str,
+    document: Mapping[str, Any],
+    limits: Limits,
+    known_agents: Collection[str] | None = None,
+) -> MissionSpec:
     spec = MissionSpec.from_document(document)
     known = _project_agents(conn, project_id) if known_agents is None else known_agents
     _raise_problems(
@@ -136,8 +143,13 @@ def _validate(conn: psycopg.Connection[Any], project_id: str, document: Mapping[
     return spec
 
 
-def validate_document(conn: psycopg.Connection[Any], project_id: str, document: Mapping[str, Any],
-                      limits: Limits, known_agents: Collection[str] | None = None) -> MissionSpec:
+def validate_document(
+    conn: psycopg.Connection[Any],
+    project_id: str,
+    document: Mapping[str, Any],
+    limits: Limits,
+    known_agents: Collection[str] | None = None,
+) -> MissionSpec:
     """Validate a whole mission document against the project (whose agent names the caller may
     already hold); ``Invalid`` names every problem."""
     return _validate(conn, project_id, document, limits, known_agents)
@@ -191,11 +203,17 @@ def create_mission(
     return get_mission(conn, project_id, mission_id)
 
 
-def _insert_tasks(conn: psycopg.Connection[Any], mission_id: str, task_docs: Iterable[Mapping[str, Any]],
-                  start: int) -> list[str]:
+def _insert_tasks(
+    conn: psycopg.Connection[Any], mission_id: str, task_docs: Iterable[Mapping[str, Any]], start: int
+) -> list[str]:
     rows = [
-        {"id": new_id("task"), "mission_id": mission_id, "position": start + i, "title": doc["title"],
-         "document": Jsonb(dict(doc))}
+        {
+            "id": new_id("task"),
+            "mission_id": mission_id,
+            "position": start + i,
+            "title": doc["title"],
+            "document": Jsonb(dict(doc)),
+        }
         for i, doc in enumerate(task_docs)
     ]
     with conn.cursor() as cur:
@@ -203,8 +221,9 @@ def _insert_tasks(conn: psycopg.Connection[Any], mission_id: str, task_docs: Ite
     return [row["id"] for row in rows]
 
 
-def get_mission(conn: psycopg.Connection[Any], project_id: str, mission_id: str, *,
-                for_update: bool = False) -> StoredMission:
+def get_mission(
+    conn: psycopg.Connection[Any], project_id: str, mission_id: str, *, for_update: bool = False
+) -> StoredMission:
     statement = LOCK_MISSION if for_update else SELECT_MISSION
     row = conn.execute(statement, {"project_id": project_id, "mission_id": mission_id}).fetchone()
     if row is None:
@@ -216,8 +235,9 @@ def get_mission(conn: psycopg.Connection[Any], project_id: str, mission_id: str,
     return StoredMission(row=dict(row), tasks=tasks)
 
 
-def mission_to_run(conn: psycopg.Connection[Any], project_id: str, mission_id: str
-                   ) -> tuple[StoredMission, frozenset[str]]:
+def mission_to_run(
+    conn: psycopg.Connection[Any], project_id: str, mission_id: str
+) -> tuple[StoredMission, frozenset[str]]:
     """The mission, locked for a new run, and the names of its project's agents."""
     row = conn.execute(SELECT_MISSION_TO_RUN, {"project_id": project_id, "mission_id": mission_id}).fetchone()
     if row is None:
@@ -239,7 +259,7 @@ def list_resumable(conn: psycopg.Connection[Any], project_id: str) -> list[dict[
 
 
 def _ensure_not_running(mission: StoredMission, action: str) -> None:
-    if mission.status in RUNNING_STATUSES:
+    if mission.status in RUNNING_MISSION_STATUSES:  # the mission's run owns the document
         raise Conflict(f"cannot {action} while the mission is {mission.status}; abort it first")
 
 
@@ -271,13 +291,18 @@ def patch_mission(
     if {"schedule", "timezone", "endDate"} & changes.keys():
         next_run = _next_run_at(merged)
         if merged.get("schedule"):
-            status = "scheduled"
-        elif status == "scheduled":
-            status = "draft"
+            status = MissionStatus.SCHEDULED.value
+        elif status == MissionStatus.SCHEDULED:
+            status = MissionStatus.DRAFT.value
     conn.execute(
         UPDATE_MISSION,
-        {"name": merged["name"], "document": Jsonb(merged), "status": status, "next_run_at": next_run,
-         "mission_id": mission_id},
+        {
+            "name": merged["name"],
+            "document": Jsonb(merged),
+            "status": status,
+            "next_run_at": next_run,
+            "mission_id": mission_id,
+        },
     )
     _remember_agents(conn, project_id, merged)
     return get_mission(conn, project_id, mission_id)
@@ -313,7 +338,11 @@ def add_task(
 
 
 def update_task(
-    conn: psycopg.Connection[Any], project_id: str, mission_id: str, task_id: str, changes: Mapping[str, Any],
+    conn: psycopg.Connection[Any],
+    project_id: str,
+    mission_id: str,
+    task_id: str,
+    changes: Mapping[str, Any],
     limits: Limits,
 ) -> StoredMission:
     mission = get_mission(conn, project_id, mission_id, for_update=True)
@@ -355,16 +384,21 @@ def _write_tasks(conn: psycopg.Connection[Any], mission_id: str, full: Mapping[s
         cur.executemany(
             UPDATE_TASK,
             [
-                {"id": t["id"], "mission_id": mission_id, "title": t["title"],
-                 "document": Jsonb({k: v for k, v in t.items() if k != "id"})}
+                {
+                    "id": t["id"],
+                    "mission_id": mission_id,
+                    "title": t["title"],
+                    "document": Jsonb({k: v for k, v in t.items() if k != "id"}),
+                }
                 for t in full["tasks"]
             ],
         )
     conn.execute(UPDATE_MISSION_DOCUMENT, {"document": Jsonb(mission_doc), "mission_id": mission_id})
 
 
-def delete_task(conn: psycopg.Connection[Any], project_id: str, mission_id: str, task_id: str,
-                limits: Limits) -> StoredMission:
+def delete_task(
+    conn: psycopg.Connection[Any], project_id: str, mission_id: str, task_id: str, limits: Limits
+) -> StoredMission:
     """Remove a task; refused when it is the last one or when other parts of the mission still name it."""
     mission = get_mission(conn, project_id, mission_id, for_update=True)
     index = _task_index(mission, task_id)
@@ -382,8 +416,12 @@ def delete_task(conn: psycopg.Connection[Any], project_id: str, mission_id: str,
         )
     # A backstop: the remaining document must still be valid on its own.
     spec = MissionSpec.from_document(full)
-    problems = validate_mission(spec, known_agents=_project_agents(conn, project_id),
-                                allow_commands=limits.allow_commands, max_tasks=limits.max_tasks)
+    problems = validate_mission(
+        spec,
+        known_agents=_project_agents(conn, project_id),
+        allow_commands=limits.allow_commands,
+        max_tasks=limits.max_tasks,
+    )
     if problems:
         fields: dict[str, list[str]] = {}
         for p in problems:

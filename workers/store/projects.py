@@ -31,8 +31,12 @@ def create_key(conn: psycopg.Connection[Any], project_name: str) -> str:
     secret = new_api_key()
     conn.execute(
         INSERT_API_KEY,
-        {"id": new_id("key"), "project_id": project_id, "key_hash": hash_api_key(secret),
-         "prefix": secret[: len(KEY_PREFIX) + 4]},
+        {
+            "id": new_id("key"),
+            "project_id": project_id,
+            "key_hash": hash_api_key(secret),
+            "prefix": secret[: len(KEY_PREFIX) + 4],
+        },
     )
     return secret
 

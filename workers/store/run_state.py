@@ -51,8 +51,10 @@ MIRROR_MISSION = query("mirror_mission")
 # The statement that locks the run row together with each guard, and the one-statement step with
 # each guard (None: no guard), by the guard's name.
 _LOCK_GUARDED = {name: query(f"lock_run_{name}") for name in ("recording_result", "recording_score", "marking_lost")}
-_SAVE_IF_CURRENT = {None: query("save_step_if_current"),
-                    **{name: query(f"save_step_if_current_{name}") for name in ("recording_result", "recording_score")}}
+_SAVE_IF_CURRENT: dict[str | None, str] = {
+    None: query("save_step_if_current"),
+    **{name: query(f"save_step_if_current_{name}") for name in ("recording_result", "recording_score")},
+}
 
 
 @dataclass(frozen=True)
@@ -172,8 +174,7 @@ def _state(conn: psycopg.Connection[Any], run_id: str, row: Any) -> Stored | Non
         return cached if cached.confirmed else replace(cached, confirmed=True)
     if cached is not None:
         CACHE.note_stale(run_id)  # another process wrote the run since this one last did
-    if (cached is not None and cached.confirmed and cached.spec_version == spec_version
-            and cached.version < version):
+    if cached is not None and cached.confirmed and cached.spec_version == spec_version and cached.version < version:
         spec = cached.state.spec
         tasks = dict(cached.state.tasks)
         for changed in conn.execute(_TASKS_SINCE, {"run_id": run_id, "version": cached.version}):
@@ -211,26 +212,37 @@ def new_token() -> str:
     return secrets.token_hex(8)
 
 
-def create(conn: psycopg.Connection[Any], state: RunState, *, number: int, deadline: datetime | None,
-           now: datetime, terminal: bool, rows: Rows) -> tuple[Stored, int | None]:
+def create(
+    conn: psycopg.Connection[Any],
+    state: RunState,
+    *,
+    number: int,
+    deadline: datetime | None,
+    now: datetime,
+    terminal: bool,
+    rows: Rows,
+) -> tuple[Stored, int | None]:
     """Insert run ``number`` of its mission at version 0 with ``state`` and the first ``rows``;
     returns the stored state (not yet known to be committed) and the last event id."""
     token = new_token()
-    row = conn.execute(_CREATE, {
-        "run_id": state.run_id,
-        "mission_id": state.mission_id,
-        "number": number,
-        "status": state.status.value,
-        "spec": Jsonb(state.spec.to_document()),
-        "state": Jsonb(state.header_json()),
-        "deadline": deadline,
-        "now": now,
-        "terminal": terminal,
-        "failure_reason": state.failure_reason,
-        "token": token,
-        "tasks": tasks_param(list(state.tasks.values())),
-        **rows.params(),
-    }).fetchone()
+    row = conn.execute(
+        _CREATE,
+        {
+            "run_id": state.run_id,
+            "mission_id": state.mission_id,
+            "number": number,
+            "status": state.status.value,
+            "spec": Jsonb(state.spec.to_document()),
+            "state": Jsonb(state.header_json()),
+            "deadline": deadline,
+            "now": now,
+            "terminal": terminal,
+            "failure_reason": state.failure_reason,
+            "token": token,
+            "tasks": tasks_param(list(state.tasks.values())),
+            **rows.params(),
+        },
+    ).fetchone()
     stored = Stored(0, 0, state, token, confirmed=False)
     CACHE.put(state.run_id, stored)
     return stored, _last_event_id(row)
@@ -258,13 +270,21 @@ def _changes(before: Stored, after: RunState, changed_ids: frozenset[str] | None
     (found by ``changed_ids`` when the decision names them, else by comparing the two states)."""
     old = before.state
     if changed_ids is None:
-        changed_ids = frozenset(i for i in old.tasks.keys() | after.tasks.keys()
-                                if old.tasks.get(i) is not after.tasks.get(i))
+        changed_ids = frozenset(
+            i for i in old.tasks.keys() | after.tasks.keys() if old.tasks.get(i) is not after.tasks.get(i)
+        )
     return [after.tasks[i] for i in changed_ids if i in after.tasks], [i for i in changed_ids if i not in after.tasks]
 
 
-def _write_params(after: RunState, version: int, token: str, changed: list[TaskState], now: datetime,
-                  terminal: bool, rows: Rows | None) -> dict[str, Any]:
+def _write_params(
+    after: RunState,
+    version: int,
+    token: str,
+    changed: list[TaskState],
+    now: datetime,
+    terminal: bool,
+    rows: Rows | None,
+) -> dict[str, Any]:
     return {
         "run_id": after.run_id,
         "mission_id": after.mission_id,
@@ -282,8 +302,15 @@ def _write_params(after: RunState, version: int, token: str, changed: list[TaskS
     }
 
 
-def save(conn: psycopg.Connection[Any], before: Stored, after: RunState, now: datetime, terminal: bool,
-         changed_ids: frozenset[str] | None = None, rows: Rows | None = None) -> tuple[Stored, int | None]:
+def save(
+    conn: psycopg.Connection[Any],
+    before: Stored,
+    after: RunState,
+    now: datetime,
+    terminal: bool,
+    changed_ids: frozenset[str] | None = None,
+    rows: Rows | None = None,
+) -> tuple[Stored, int | None]:
     """Write what changed from ``before`` to ``after`` (the run row and the changed task rows)
     together with the step's ``rows`` (attempts started, events), under the run lock the caller
     holds; returns the stored state and the last event id."""
@@ -293,8 +320,10 @@ def save(conn: psycopg.Connection[Any], before: Stored, after: RunState, now: da
     spec_version = before.spec_version
     if after.spec is not before.state.spec:
         spec_version += 1
-        conn.execute(_UPDATE_SPEC, {"run_id": after.run_id, "spec": Jsonb(after.spec.to_document()),
-                                    "spec_version": spec_version})
+        conn.execute(
+            _UPDATE_SPEC,
+            {"run_id": after.run_id, "spec": Jsonb(after.spec.to_document()), "spec_version": spec_version},
+        )
     version, token = before.version + 1, new_token()
     row = conn.execute(_SAVE, _write_params(after, version, token, changed, now, terminal, rows)).fetchone()
     stored = Stored(version, spec_version, after, token, confirmed=False)
@@ -312,9 +341,18 @@ class Written:
     last_event_id: int | None
 
 
-def save_if_current(conn: psycopg.Connection[Any], before: Stored, after: RunState, now: datetime,
-                    terminal: bool, guard: Guard | None, *, changed_ids: frozenset[str] | None = None,
-                    rows: Rows | None = None, mirror: bool = False) -> Written | None:
+def save_if_current(
+    conn: psycopg.Connection[Any],
+    before: Stored,
+    after: RunState,
+    now: datetime,
+    terminal: bool,
+    guard: Guard | None,
+    *,
+    changed_ids: frozenset[str] | None = None,
+    rows: Rows | None = None,
+    mirror: bool = False,
+) -> Written | None:
     """Write a step decided on ``before`` in one statement that commits on its own (``conn`` in
     autocommit): lock the run row and, if it still holds ``before`` and ``guard`` (if any) matches,
     write the changed task rows, the run row, ``rows`` and (``mirror``) the mission's status. None
@@ -327,13 +365,16 @@ def save_if_current(conn: psycopg.Connection[Any], before: Stored, after: RunSta
     if statement is None:
         raise ValueError(f"no one-statement step records the guard {guard.name if guard else None!r}")
     version, token = before.version + 1, new_token()
-    row = conn.execute(statement, {
-        **(guard.params if guard is not None else {}),
-        **_write_params(after, version, token, changed, now, terminal, rows),
-        "expected_version": before.version,
-        "expected_token": before.token,
-        "mirror": mirror,
-    }).fetchone()
+    row = conn.execute(
+        statement,
+        {
+            **(guard.params if guard is not None else {}),
+            **_write_params(after, version, token, changed, now, terminal, rows),
+            "expected_version": before.version,
+            "expected_token": before.token,
+            "mirror": mirror,
+        },
+    ).fetchone()
     assert row is not None
     if not row["current"]:
         CACHE.note_stale(after.run_id)
@@ -363,8 +404,16 @@ def remember(run_id: str, stored: Stored | None) -> None:
 
 def mirror_mission(conn: psycopg.Connection[Any], state: RunState, now: datetime, *, terminal: bool) -> None:
     """The mission mirrors the status of its latest run (inside a locking step)."""
-    conn.execute(MIRROR_MISSION, {"status": state.status.value, "now": now, "mission_id": state.mission_id,
-                                  "run_id": state.run_id, "terminal": terminal})
+    conn.execute(
+        MIRROR_MISSION,
+        {
+            "status": state.status.value,
+            "now": now,
+            "mission_id": state.mission_id,
+            "run_id": state.run_id,
+            "terminal": terminal,
+        },
+    )
 
 
 def records_in_one_statement(guard: Guard) -> bool:

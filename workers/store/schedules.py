@@ -28,11 +28,16 @@ def lock_due(conn: Connection, mission_id: str, now: datetime) -> dict[str, Any]
     return dict(row) if row is not None else None
 
 
-def record_fire(conn: Connection, mission_id: str, fire_at: datetime, status: str, reason: str | None,
-                now: datetime) -> bool:
+def record_fire(
+    conn: Connection, mission_id: str, fire_at: datetime, status: str, reason: str | None, now: datetime
+) -> bool:
     """Record a fire; False when it was recorded before (by another tick, or before a crash)."""
-    return conn.execute(RECORD_FIRE, {"mission_id": mission_id, "fire_at": fire_at, "status": status,
-                                      "reason": reason, "now": now}).fetchone() is not None
+    return (
+        conn.execute(
+            RECORD_FIRE, {"mission_id": mission_id, "fire_at": fire_at, "status": status, "reason": reason, "now": now}
+        ).fetchone()
+        is not None
+    )
 
 
 def skip_fire(conn: Connection, mission_id: str, fire_at: datetime, reason: str) -> None:
@@ -47,8 +52,7 @@ def clear_next_run(conn: Connection, mission_id: str) -> None:
     conn.execute(CLEAR_NEXT_RUN, {"id": mission_id})
 
 
-def advance(conn: Connection, mission_id: str, next_run_at: datetime | None, status: str | None,
-            now: datetime) -> None:
+def advance(conn: Connection, mission_id: str, next_run_at: datetime | None, status: str | None, now: datetime) -> None:
     conn.execute(ADVANCE, {"id": mission_id, "next_run_at": next_run_at, "status": status, "now": now})
 
 

@@ -1,4 +1,4 @@
-"""Tokens and cost: totals per task, run and mission, and the mission ``budget`` check.
+"""Tokens and cost: totals per task, run and mission (the ``budget`` rule is ``orchestrator.budget``).
 
 Every attempt row carries its agent's ``tokens_in``/``tokens_out``/``cost_usd`` and its judge's
 ``judge_tokens_in``/``judge_tokens_out``/``judge_cost_usd``; a total adds both. ``mission_usage``
@@ -30,8 +30,12 @@ class Totals:
 
     def to_json(self) -> dict[str, Any]:
         """The API shape: ``{"tokensIn", "tokensOut", "costUsd", "attempts"}``."""
-        return {"tokensIn": self.tokens_in, "tokensOut": self.tokens_out, "costUsd": round(self.cost_usd, 6),
-                "attempts": self.attempts}
+        return {
+            "tokensIn": self.tokens_in,
+            "tokensOut": self.tokens_out,
+            "costUsd": round(self.cost_usd, 6),
+            "attempts": self.attempts,
+        }
 
 
 @dataclass(frozen=True)
@@ -77,16 +81,3 @@ def mission_usage(conn: psycopg.Connection[Any], mission_id: str) -> MissionUsag
         else:
             total = _totals(row)
     return MissionUsage(total, runs, tasks)
-
-
-def budget_exceeded(budget: Mapping[str, Any] | None, totals: Totals) -> str | None:
-    """Why ``totals`` are over ``budget``, or None while within it (or without a budget)."""
-    if not budget:
-        return None
-    max_cost = budget.get("maxCostUsd")
-    if isinstance(max_cost, (int, float)) and totals.cost_usd > max_cost:
-        return f"cost ${totals.cost_usd:.6f} is over the budget's maxCostUsd ${float(max_cost):g}"
-    max_tokens = budget.get("maxTokens")
-    if isinstance(max_tokens, (int, float)) and totals.tokens > max_tokens:
-        return f"{totals.tokens} tokens are over the budget's maxTokens {int(max_tokens)}"
-    return None

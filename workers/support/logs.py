@@ -8,13 +8,12 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from config import Settings
 
-
-_ids: ContextVar[dict[str, Any]] = ContextVar("missions_log_ids", default={})
+_ids: ContextVar[dict[str, Any]] = ContextVar("missions_log_ids", default={})  # noqa: B039 - never mutated: log_ids sets a new dict
 
 
 @contextmanager
@@ -40,7 +39,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(),
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),

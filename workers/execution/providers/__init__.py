@@ -82,14 +82,20 @@ class Providers:
         key = (self.environ.get(key_env) or "").strip()
         if not key:
             if named:
-                raise ProviderError(f"no API key for {model}: its apiKeyEnv names {key_env}, which is not set in "
-                                    "the workers' environment")
+                raise ProviderError(
+                    f"no API key for {model}: its apiKeyEnv names {key_env}, which is not set in "
+                    "the workers' environment"
+                )
             if base_url is None:
-                raise ProviderError(f"no API key for {model}: set {key_env} in the workers' environment (or name "
-                                    "another variable with the agent's apiKeyEnv, or give a baseUrl for a local "
-                                    "server)")
+                raise ProviderError(
+                    f"no API key for {model}: set {key_env} in the workers' environment (or name "
+                    "another variable with the agent's apiKeyEnv, or give a baseUrl for a local "
+                    "server)"
+                )
             key = NO_KEY
         timeout = self.settings.provider_timeout_seconds
+        # The SDK modules are imported on first use: importing openai takes ~0.5 s here, anthropic ~2 s,
+        # which a worker running scripted agents only (and every API process) should not pay.
         if provider == "openai":
             from workers.execution.providers.openai_chat import OpenAIChat
 

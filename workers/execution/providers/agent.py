@@ -61,9 +61,13 @@ class ModelAgent:
         toolbox: ToolBox | None = None
 
         def result(**fields: Any) -> AgentResult:
-            return AgentResult(tokens_in=usage.tokens_in, tokens_out=usage.tokens_out,
-                               cost_usd=self.providers.cost(call.model, usage),
-                               outcomes=toolbox.outcomes() if toolbox is not None else (), **fields)
+            return AgentResult(
+                tokens_in=usage.tokens_in,
+                tokens_out=usage.tokens_out,
+                cost_usd=self.providers.cost(call.model, usage),
+                outcomes=toolbox.outcomes() if toolbox is not None else (),
+                **fields,
+            )
 
         try:
             client = self.providers.client(call.model, endpoint_config(call.model, call.agent.model, config))
@@ -78,7 +82,9 @@ class ModelAgent:
             texts: list[str] = []
             for _ in range(max_turns if toolbox else 1):
                 request = TurnRequest(
-                    model=split_model(call.model)[1], system=call.system, messages=tuple(messages),
+                    model=split_model(call.model)[1],
+                    system=call.system,
+                    messages=tuple(messages),
                     tools=toolbox.specs() if toolbox else (),
                     max_tokens=int(max_tokens) if max_tokens else None,
                     temperature=float(temperature) if temperature is not None else None,
@@ -93,8 +99,10 @@ class ModelAgent:
                     emit("\n")
                 messages.append(AssistantMessage(turn.text, turn.tool_calls))
                 messages.append(ToolResults(tuple(toolbox.run(c, cancel) for c in turn.tool_calls)))
-            return result(error=f"{call.model} still asked for tools after {max_turns} turns (the agent's "
-                                "maxTurns); no final answer")
+            return result(
+                error=f"{call.model} still asked for tools after {max_turns} turns (the agent's "
+                "maxTurns); no final answer"
+            )
         except Cancelled:
             return result(cancelled=True)
         except ProviderError as exc:

@@ -54,8 +54,10 @@ class AnthropicMessages:
         if request.system:
             kwargs["system"] = request.system
         if request.tools:
-            kwargs["tools"] = [{"name": t.name, "description": t.description, "input_schema": dict(t.parameters)}
-                               for t in request.tools]
+            kwargs["tools"] = [
+                {"name": t.name, "description": t.description, "input_schema": dict(t.parameters)}
+                for t in request.tools
+            ]
         if request.force_tool:
             kwargs["tool_choice"] = {"type": "tool", "name": request.force_tool}
         if request.temperature is not None:
@@ -73,13 +75,21 @@ class AnthropicMessages:
             else:
                 message = self._client.messages.create(**kwargs)
         except anthropic.APIStatusError as exc:
-            raise status_error(self.provider, self.base_url, request.model, self.key_env, exc.status_code,
-                               error_message(exc.body, exc.message), exc.response.headers) from None
+            raise status_error(
+                self.provider,
+                self.base_url,
+                request.model,
+                self.key_env,
+                exc.status_code,
+                error_message(exc.body, exc.message),
+                exc.response.headers,
+            ) from None
         except anthropic.APITimeoutError:
             raise ProviderError(f"anthropic at {self.base_url} timed out", transient=True) from None
         except anthropic.APIConnectionError as exc:
-            raise ProviderError(f"could not reach anthropic at {self.base_url}: {exc.__cause__ or exc}",
-                                transient=True) from None
+            raise ProviderError(
+                f"could not reach anthropic at {self.base_url}: {exc.__cause__ or exc}", transient=True
+            ) from None
         except anthropic.AnthropicError as exc:
             raise ProviderError(f"unexpected reply from anthropic at {self.base_url}: {exc}") from None
         return _turn(message)
@@ -96,10 +106,13 @@ def _turn(message: Any) -> Turn:
             raw = json.dumps(value) if not isinstance(value, str) else value
             calls.append(ToolCall(block.id, block.name, value if isinstance(value, dict) else None, raw))
     usage = message.usage
-    tokens_in = sum(int(getattr(usage, name, 0) or 0)
-                    for name in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"))
-    return Turn("".join(text), tuple(calls), Usage(tokens_in, int(getattr(usage, "output_tokens", 0) or 0)),
-                message.stop_reason)
+    tokens_in = sum(
+        int(getattr(usage, name, 0) or 0)
+        for name in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+    )
+    return Turn(
+        "".join(text), tuple(calls), Usage(tokens_in, int(getattr(usage, "output_tokens", 0) or 0)), message.stop_reason
+    )
 
 
 def wire_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
@@ -121,10 +134,17 @@ def wire_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
                 add("user", [{"type": "text", "text": message.text}])
             case AssistantMessage():
                 blocks: list[dict[str, Any]] = [{"type": "text", "text": message.text}] if message.text else []
-                blocks += [{"type": "tool_use", "id": c.id, "name": c.name, "input": dict(c.arguments or {})}
-                           for c in message.tool_calls]
+                blocks += [
+                    {"type": "tool_use", "id": c.id, "name": c.name, "input": dict(c.arguments or {})}
+                    for c in message.tool_calls
+                ]
                 add("assistant", blocks)
             case ToolResults():
-                add("user", [{"type": "tool_result", "tool_use_id": r.call_id, "content": r.content,
-                              "is_error": r.is_error} for r in message.results])
+                add(
+                    "user",
+                    [
+                        {"type": "tool_result", "tool_use_id": r.call_id, "content": r.content, "is_error": r.is_error}
+                        for r in message.results
+                    ],
+                )
     return out

@@ -150,8 +150,9 @@ class RetryPolicy:
 _T = TypeVar("_T")
 
 
-def abandonable(fn: Callable[[], _T], cancel: threading.Event, on_cancel: Callable[[], None] | None = None,
-                name: str = "model-call") -> _T:
+def abandonable(
+    fn: Callable[[], _T], cancel: threading.Event, on_cancel: Callable[[], None] | None = None, name: str = "model-call"
+) -> _T:
     """Run ``fn`` in a daemon thread; raise ``Cancelled`` as soon as ``cancel`` is set.
 
     The thread is left to finish on its own (its result is dropped): a blocked socket read cannot
@@ -184,8 +185,9 @@ def abandonable(fn: Callable[[], _T], cancel: threading.Event, on_cancel: Callab
     return box["value"]  # type: ignore[no-any-return]
 
 
-def call_model(client: ModelClient, request: TurnRequest, cancel: threading.Event, on_text: OnText | None,
-               policy: RetryPolicy) -> Turn:
+def call_model(
+    client: ModelClient, request: TurnRequest, cancel: threading.Event, on_text: OnText | None, policy: RetryPolicy
+) -> Turn:
     """One turn, retried on transient errors, abandoned on cancel (see the module docstring)."""
 
     def guarded(text: str) -> None:
@@ -196,8 +198,7 @@ def call_model(client: ModelClient, request: TurnRequest, cancel: threading.Even
     failures = 0
     while True:
         try:
-            return abandonable(lambda: client.turn(request, guarded if on_text else None, cancel), cancel,
-                               client.close)
+            return abandonable(lambda: client.turn(request, guarded if on_text else None, cancel), cancel, client.close)
         except ProviderError as exc:
             if not exc.transient:
                 raise
@@ -206,25 +207,41 @@ def call_model(client: ModelClient, request: TurnRequest, cancel: threading.Even
                 tries = "once" if failures == 1 else f"{failures} times"
                 raise ProviderError(f"{exc.message} (tried {tries}; giving up)", transient=True) from None
             wait = policy.wait(failures, exc.retry_after)
-            log.info("%s at %s: %s; retry %d/%d in %.2f s", client.provider, client.base_url, exc.message,
-                     failures, policy.retries, wait)
+            log.info(
+                "%s at %s: %s; retry %d/%d in %.2f s",
+                client.provider,
+                client.base_url,
+                exc.message,
+                failures,
+                policy.retries,
+                wait,
+            )
             if cancel.wait(wait):
                 raise Cancelled() from None
 
 
-def status_error(provider: str, base_url: str, model: str, key_env: str | None, status: int, message: str,
-                 headers: Mapping[str, str] | None) -> ProviderError:
+def status_error(
+    provider: str,
+    base_url: str,
+    model: str,
+    key_env: str | None,
+    status: int,
+    message: str,
+    headers: Mapping[str, str] | None,
+) -> ProviderError:
     """The ``ProviderError`` for an HTTP error status of a provider, transient or not."""
     where = f"{provider} at {base_url}"
     if status in (408, 409, 429) or status >= 500:
-        return ProviderError(f"{where} answered HTTP {status}: {message}", transient=True,
-                             retry_after=_retry_after(headers or {}))
+        return ProviderError(
+            f"{where} answered HTTP {status}: {message}", transient=True, retry_after=_retry_after(headers or {})
+        )
     if status in (401, 403):
         fix = f"check {key_env}" if key_env else "check the API key"
         return ProviderError(f"{where} rejected the credentials (HTTP {status}: {message}); {fix}")
     if status == 404:
-        return ProviderError(f"{where} answered HTTP 404 for model {model!r} ({message}); "
-                             "check the model name and the base URL")
+        return ProviderError(
+            f"{where} answered HTTP 404 for model {model!r} ({message}); check the model name and the base URL"
+        )
     return ProviderError(f"{where} refused the request for model {model!r} (HTTP {status}): {message}")
 
 

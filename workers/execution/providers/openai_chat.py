@@ -47,9 +47,13 @@ class OpenAIChat:
     def turn(self, request: TurnRequest, on_text: OnText | None, cancel: threading.Event) -> Turn:
         kwargs: dict[str, Any] = {"model": request.model, "messages": wire_messages(request.system, request.messages)}
         if request.tools:
-            kwargs["tools"] = [{"type": "function", "function": {"name": t.name, "description": t.description,
-                                                                 "parameters": dict(t.parameters)}}
-                               for t in request.tools]
+            kwargs["tools"] = [
+                {
+                    "type": "function",
+                    "function": {"name": t.name, "description": t.description, "parameters": dict(t.parameters)},
+                }
+                for t in request.tools
+            ]
         if request.force_tool:
             kwargs["tool_choice"] = {"type": "function", "function": {"name": request.force_tool}}
         if request.temperature is not None:
@@ -63,13 +67,21 @@ class OpenAIChat:
                 return self._stream(kwargs, on_text, cancel)
             return self._plain(kwargs)
         except openai.APIStatusError as exc:
-            raise status_error(self.provider, self.base_url, request.model, self.key_env, exc.status_code,
-                               error_message(exc.body, exc.message), exc.response.headers) from None
+            raise status_error(
+                self.provider,
+                self.base_url,
+                request.model,
+                self.key_env,
+                exc.status_code,
+                error_message(exc.body, exc.message),
+                exc.response.headers,
+            ) from None
         except openai.APITimeoutError:
             raise ProviderError(f"openai at {self.base_url} timed out", transient=True) from None
         except openai.APIConnectionError as exc:
-            raise ProviderError(f"could not reach openai at {self.base_url}: {exc.__cause__ or exc}",
-                                transient=True) from None
+            raise ProviderError(
+                f"could not reach openai at {self.base_url}: {exc.__cause__ or exc}", transient=True
+            ) from None
         except openai.OpenAIError as exc:
             raise ProviderError(f"unexpected reply from openai at {self.base_url}: {exc}") from None
 
@@ -92,8 +104,7 @@ class OpenAIChat:
         calls: dict[int, dict[str, str]] = {}
         usage = Usage()
         finish: str | None = None
-        stream = self._client.chat.completions.create(**kwargs, stream=True,
-                                                      stream_options={"include_usage": True})
+        stream = self._client.chat.completions.create(**kwargs, stream=True, stream_options={"include_usage": True})
         with stream:
             for chunk in stream:
                 if cancel.is_set():
@@ -117,8 +128,10 @@ class OpenAIChat:
                             slot["arguments"] += part.function.arguments or ""
                     if choice.finish_reason:
                         finish = choice.finish_reason
-        tool_calls = tuple(ToolCall.from_raw(slot["id"] or f"call_{i}", slot["name"], slot["arguments"])
-                           for i, slot in sorted(calls.items()))
+        tool_calls = tuple(
+            ToolCall.from_raw(slot["id"] or f"call_{i}", slot["name"], slot["arguments"])
+            for i, slot in sorted(calls.items())
+        )
         return Turn("".join(text), tool_calls, usage, finish)
 
 
@@ -135,14 +148,16 @@ def wire_messages(system: str, messages: Sequence[Message]) -> list[dict[str, An
             case UserMessage():
                 out.append({"role": "user", "content": message.text})
             case AssistantMessage():
-                item: dict[str, Any] = {"role": "assistant",
-                                        "content": message.text or (None if message.tool_calls else "")}
+                item: dict[str, Any] = {
+                    "role": "assistant",
+                    "content": message.text or (None if message.tool_calls else ""),
+                }
                 if message.tool_calls:
-                    item["tool_calls"] = [{"id": c.id, "type": "function",
-                                           "function": {"name": c.name, "arguments": c.raw or "{}"}}
-                                          for c in message.tool_calls]
+                    item["tool_calls"] = [
+                        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.raw or "{}"}}
+                        for c in message.tool_calls
+                    ]
                 out.append(item)
             case ToolResults():
-                out.extend({"role": "tool", "tool_call_id": r.call_id, "content": r.content}
-                           for r in message.results)
+                out.extend({"role": "tool", "tool_call_id": r.call_id, "content": r.content} for r in message.results)
     return out

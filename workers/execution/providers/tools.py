@@ -51,12 +51,16 @@ SPECS: Mapping[str, ToolSpec] = {
     "http_request": ToolSpec(
         "http_request",
         "Make an HTTP request and get the status, content type and body (truncated). Only some hosts are allowed.",
-        {"type": "object", "properties": {
-            "method": {"type": "string", "enum": list(HTTP_METHODS), "description": "default GET"},
-            "url": {"type": "string", "description": "absolute http(s) URL"},
-            "headers": {"type": "object", "additionalProperties": {"type": "string"}},
-            "body": {"type": "string", "description": "request body, sent as is"},
-        }, "required": ["url"]},
+        {
+            "type": "object",
+            "properties": {
+                "method": {"type": "string", "enum": list(HTTP_METHODS), "description": "default GET"},
+                "url": {"type": "string", "description": "absolute http(s) URL"},
+                "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+                "body": {"type": "string", "description": "request body, sent as is"},
+            },
+            "required": ["url"],
+        },
     ),
     "read_file": ToolSpec(
         "read_file",
@@ -67,8 +71,11 @@ SPECS: Mapping[str, ToolSpec] = {
         "write_file",
         "Write a text file in the shared workspace folder of this run (path relative to it; folders are "
         "created; an existing file is replaced).",
-        {"type": "object", "properties": {"path": {"type": "string"}, "content": {"type": "string"}},
-         "required": ["path", "content"]},
+        {
+            "type": "object",
+            "properties": {"path": {"type": "string"}, "content": {"type": "string"}},
+            "required": ["path", "content"],
+        },
     ),
     "shell": ToolSpec(
         "shell",
@@ -137,8 +144,12 @@ def truncate(text: str, limit: int) -> str:
 
 def minimal_env(workspace: Path) -> dict[str, str]:
     """What a command sees: a PATH and a home, never the worker's keys or database URLs."""
-    return {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "HOME": str(workspace),
-            "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+    return {
+        "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        "HOME": str(workspace),
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+    }
 
 
 class _HostNotAllowed(Exception):
@@ -167,8 +178,9 @@ class ToolBox:
         if cancel.is_set():
             raise Cancelled()
         if call.name not in self.names:
-            return ToolResult(call.id, call.name, f"unknown tool {call.name!r}; available: {', '.join(self.names)}",
-                              True)
+            return ToolResult(
+                call.id, call.name, f"unknown tool {call.name!r}; available: {', '.join(self.names)}", True
+            )
         if call.arguments is None:
             return ToolResult(call.id, call.name, f"the arguments are not a JSON object: {call.raw[:500]!r}", True)
         args = call.arguments
@@ -227,8 +239,9 @@ class ToolBox:
             raise ValueError("headers must be an object of strings")
         body = args.get("body")
         data = body.encode() if isinstance(body, str) else None
-        request = urllib.request.Request(url, data=data, method=method,
-                                         headers={str(k): str(v) for k, v in headers.items()})
+        request = urllib.request.Request(  # noqa: S310 - only http(s) URLs of allowedHosts reach here
+            url, data=data, method=method, headers={str(k): str(v) for k, v in headers.items()}
+        )
         opener = urllib.request.build_opener(_redirects_checked_by(self._check_host))
         return abandonable(lambda: self._fetch(opener, request), cancel, name="http-tool")
 
@@ -237,8 +250,9 @@ class ToolBox:
             raise _HostNotAllowed("this agent may not make HTTP requests: its allowedHosts list is empty")
         if not host_allowed(url, self.allowed_hosts):
             host = urlsplit(url).netloc
-            raise _HostNotAllowed(f"host {host!r} is not in this agent's allowedHosts "
-                                  f"({', '.join(self.allowed_hosts)})")
+            raise _HostNotAllowed(
+                f"host {host!r} is not in this agent's allowedHosts ({', '.join(self.allowed_hosts)})"
+            )
 
     def _fetch(self, opener: urllib.request.OpenerDirector, request: urllib.request.Request) -> str:
         try:
@@ -253,11 +267,14 @@ class ToolBox:
             raw = response.read(HTTP_BODY_LIMIT * 4 + 1)
             charset = response.headers.get_content_charset() or "utf-8"
             text = raw.decode(charset, errors="replace")
-            return json.dumps({
-                "status": response.status,
-                "contentType": response.headers.get("content-type"),
-                "body": truncate(text, HTTP_BODY_LIMIT),
-            }, ensure_ascii=False)
+            return json.dumps(
+                {
+                    "status": response.status,
+                    "contentType": response.headers.get("content-type"),
+                    "body": truncate(text, HTTP_BODY_LIMIT),
+                },
+                ensure_ascii=False,
+            )
 
     # -- shell ------------------------------------------------------------------------------
     def _shell(self, args: Mapping[str, Any], cancel: threading.Event) -> str:
@@ -272,17 +289,22 @@ class ToolBox:
         return f"exit status {code}\n{truncate(output, SHELL_OUTPUT_LIMIT)}"
 
 
-def run_command(command: str, workspace: Path, timeout: float, cancel: threading.Event | None = None,
-                stdin: str | None = None) -> tuple[int | None, str, bool]:
+def run_command(
+    command: str, workspace: Path, timeout: float, cancel: threading.Event | None = None, stdin: str | None = None
+) -> tuple[int | None, str, bool]:
     """Run ``/bin/sh -c command`` in ``workspace``: (exit status, output, timed out).
 
     The whole process group is killed on timeout or cancel (``Cancelled`` is raised then).
     """
     workspace.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
-        ["/bin/sh", "-c", command], cwd=workspace, env=minimal_env(workspace), start_new_session=True,
+        ["/bin/sh", "-c", command],
+        cwd=workspace,
+        env=minimal_env(workspace),
+        start_new_session=True,
         stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     chunks: list[bytes] = []
 
@@ -333,8 +355,9 @@ def _redirects_checked_by(check: Any) -> urllib.request.HTTPRedirectHandler:
     class Checked(urllib.request.HTTPRedirectHandler):
         max_redirections = MAX_REDIRECTS
 
-        def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any,
-                             newurl: str) -> urllib.request.Request | None:
+        def redirect_request(
+            self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str
+        ) -> urllib.request.Request | None:
             check(newurl)
             return super().redirect_request(req, fp, code, msg, headers, newurl)
 

@@ -1,0 +1,183 @@
+"""Server commands: ``db upgrade``, ``keys create``, ``api``, ``worker``, ``beat`` and ``up``. Heavy
+modules are imported inside each command, so that the API server's workers can apply gevent's
+patches before psycopg, redis or Celery are loaded."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from api.cli.common import database_url, load_settings
+from config import Settings
+
+
+@click.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Apply pending migrations (idempotent; safe from several processes at once)."""
+    from workers.store.db import upgrade
+
+    applied = upgrade(database_url(load_settings()))
+    click.echo("\n".join(f"applied {name}" for name in applied) if applied else "database is up to date")
+
+
+@click.group()
+def keys() -> None:
+    """API keys."""
+
+
+@keys.command("create")
+@click.option("--project", required=True, help="Project the key belongs to (created if new).")
+def keys_create(project: str) -> None:
+    """Create an API key; the key is the last line of output."""
+    from workers.store.db import connect, upgrade
+    from workers.store.projects import create_key
+
+    if not project.strip() or len(project) > 200:
+        raise click.BadParameter("a project name has 1 to 200 characters", param_hint="--project")
+    url = database_url(load_settings())
+    upgrade(url)
+    with connect(url) as conn:
+        secret = create_key(conn, project.strip())
+    click.echo(f"created a key for project {project.strip()!r}; it is shown only once:", err=False)
+    click.echo(secret)
+
+
+@click.command("api")
+@click.option("--host", default=None, help="Interface to bind (MISSIONS_HOST).")
+@click.option("--port", type=int, default=None, help="Port (MISSIONS_PORT).")
+@click.option(
+    "--workers",
+    "processes",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Server processes; each serves MISSIONS_API_THREADS connections with gevent.",
+)
+def api_command(host: str | None, port: int | None, processes: int) -> None:
+    """Serve the HTTP API under gunicorn (gevent workers)."""
+    settings = load_settings(host=host, port=port)
+    if not settings.database_url or not settings.redis_url:
+        raise click.ClickException(
+            "DATABASE_URL and REDIS_URL must be set for `missions api`; `missions up` starts embedded ones"
+        )
+    from api.http.server import serve
+
+    serve(settings, processes=processes)
+
+
+class QuietTicks(logging.Filter):
+    """Celery logs "received" and "succeeded" for the tick every MISSIONS_TICK_SECONDS: noise that
+    would bury everything else (`missions up` shows the worker's log on the terminal)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.INFO or "missions.tick[" not in record.getMessage()
+
+
+def _require_urls(settings: Settings, command: str) -> None:
+    if not settings.database_url or not settings.redis_url:
+        raise click.ClickException(
+            f"DATABASE_URL and REDIS_URL must be set for `missions {command}`; `missions up` starts embedded ones"
+        )
+
+
+@click.command("worker")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 1000),
+    default=8,
+    show_default=True,
+    help="Attempts run at once by this worker (threads: agents mostly wait on I/O).",
+)
+@click.option("--pool", type=click.Choice(["threads", "prefork", "solo"]), default="threads", show_default=True)
+@click.option("--name", default=None, help="Node name (default: missions-<pid>).")
+@click.option(
+    "--queues",
+    type=click.Choice(["all", "missions", "missions.control"]),
+    default="all",
+    show_default=True,
+    help="`missions`: task attempts and assessments; `missions.control`: the beat tick. "
+    "A small control-only worker keeps ticks on time when long agent calls fill every slot.",
+)
+def worker_command(concurrency: int, pool: str, name: str | None, queues: str) -> None:
+    """Run a Celery worker that executes task attempts, assessments and ticks."""
+    settings = load_settings()
+    _require_urls(settings, "worker")
+    from workers.messaging.dispatch import CONTROL_QUEUE, TASK_QUEUE
+    from workers.support.logs import configure_logging
+    from workers.wiring import worker_app
+
+    configure_logging(settings)
+    if settings.log_level != "debug":
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(QuietTicks())
+    app, _services = worker_app(settings)
+    node = name or f"missions-{os.getpid()}"
+    app.worker_main(
+        [
+            "worker",
+            "--loglevel",
+            settings.log_level.upper(),
+            "--pool",
+            pool,
+            "--concurrency",
+            str(concurrency),
+            "--queues",
+            f"{TASK_QUEUE},{CONTROL_QUEUE}" if queues == "all" else queues,
+            "--hostname",
+            f"{node}@%h",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
+
+
+@click.command("beat")
+def beat_command() -> None:
+    """Run Celery beat, which sends missions.tick every MISSIONS_TICK_SECONDS (several beats are safe)."""
+    settings = load_settings()
+    _require_urls(settings, "beat")
+    import tempfile
+
+    from workers.messaging.celery_app import create_celery
+    from workers.support.logs import configure_logging
+
+    configure_logging(settings)
+    app = create_celery(settings)
+    folder = Path(tempfile.mkdtemp(prefix="missions-beat-"))
+    # Beat logs every send at INFO, once a second; keep it quiet unless debugging.
+    level = "DEBUG" if settings.log_level == "debug" else "WARNING"
+    try:
+        app.start(["beat", "--loglevel", level, "--schedule", str(folder / "schedule")])
+    finally:
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)  # one folder per start would pile up in /tmp
+
+
+@click.command("up")
+@click.option("--port", type=int, default=None, help="API port (MISSIONS_PORT, default 8000).")
+@click.option("--workers", type=click.IntRange(1, 32), default=1, show_default=True, help="Worker processes.")
+@click.option(
+    "--concurrency", type=click.IntRange(1, 1000), default=8, show_default=True, help="Attempts per worker process."
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where embedded Postgres/Redis keep data (MISSIONS_DATA_DIR, default ~/.missions).",
+)
+def up_command(port: int | None, workers: int, concurrency: int, data_dir: Path | None) -> None:
+    """Start API + worker + beat (with embedded Postgres and Redis when no URLs are set)."""
+    from api.cli.up import run_up
+
+    settings = load_settings(port=port, data_dir=data_dir.expanduser() if data_dir else None)
+    sys.exit(run_up(settings, workers, concurrency))
