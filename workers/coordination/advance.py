@@ -390,23 +390,38 @@ class Coordinator:
     def steps(self) -> Iterator[UnitOfWork]:
         """Changes that each commit on their own (``uow.conn`` in autocommit); what they ask for is
         sent when the block ends, also when it raises (they committed)."""
-        with self.db.autocommit() as conn:
-            uow = UnitOfWork(conn, atomic=False)
-            try:
-                yield uow
-            finally:
-                due = uow._take_due()
-        self._send(due)
+        due: list[tuple[AfterCommit, AssessInline | None]] = []
+        try:
+            with self.db.autocommit() as conn:
+                uow = UnitOfWork(conn, atomic=False)
+                try:
+                    yield uow
+                finally:
+                    due = uow._take_due()
+        finally:
+            self._send(due)  # (after the connection went back to the pool)
 
-    def advance(self, run_id: str, event: Event, now: datetime, **options: Any) -> AfterCommit | None:
+    def advance(
+        self,
+        run_id: str,
+        event: Event,
+        now: datetime,
+        *,
+        guard: Guard | None = None,
+        before: Before = (),
+        budget: Mapping[str, Any] | None = None,
+        assess_inline: AssessInline | None = None,
+    ) -> AfterCommit | None:
         """``UnitOfWork.advance`` as a change of its own, sent as soon as it committed."""
         with self.steps() as uow:
-            return uow.advance(run_id, event, now, **options)
+            return uow.advance(
+                run_id, event, now, guard=guard, before=before, budget=budget, assess_inline=assess_inline
+            )
 
     def after_commit(self, outcome: AfterCommit | None, assess_inline: AssessInline | None = None) -> None:
         """Send what a step committed by a caller's own transaction asks for (``step`` and ``begin``
         called directly, as the tests of the write paths do); everything else goes through a unit
-        of work, which calls this itself."""
+        of work, which sends on its own."""
         if outcome is not None:
             self._send([(outcome, assess_inline)])
 

@@ -59,9 +59,6 @@ class Dispatcher:
     def _send(self, name: str, args: tuple[str, str, int], producer: Any = None) -> None:
         self.celery.send_task(name, args=args, queue=TASK_QUEUE, producer=producer, argsrepr=repr(args), **LEAN_SEND)
 
-    def send_attempt(self, run_id: str, task_id: str, attempt: int) -> bool:
-        return self.send_attempts(run_id, [(task_id, attempt)])
-
     def send_attempts(self, run_id: str, attempts: list[tuple[str, int]]) -> bool:
         """Send the messages of several attempts of one run in one broker round trip (a kombu
         publish batch: one Redis pipeline)."""
