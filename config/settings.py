@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from config.errors import ConfigError
 from config.prices import validate_inline
+from config.profiles import ProviderProfile, parse_host_list, parse_profiles
 
 __all__ = ["SETTINGS_TABLE", "ConfigError", "Setting", "Settings"]
 
@@ -129,6 +130,18 @@ SETTINGS_TABLE: tuple[Setting, ...] = (
             "an agent's `baseUrl` wins."),
     Setting("MISSIONS_ANTHROPIC_BASE_URL", "anthropic_base_url", _url(("http", "https")), None,
             "Base URL for `anthropic/...` models; an agent's `baseUrl` wins."),
+    Setting("MISSIONS_PROVIDER_PROFILES", "provider_profiles", parse_profiles, (),
+            'Model endpoints and key variables missions may use, by name: `{"local": {"provider": "openai", '
+            '"baseUrl": "http://ollama:11434/v1", "apiKeyEnv": "OLLAMA_KEY"}}`; an agent or assessor picks one '
+            'with `"profile"` (docs/security.md).'),
+    Setting("MISSIONS_ALLOW_MISSION_ENDPOINTS", "allow_mission_endpoints", _bool, False,
+            "Let missions set an agent's `baseUrl`/`apiKeyEnv` themselves. Only for a server whose every API key "
+            "holder is trusted with the workers' environment (docs/security.md)."),
+    Setting("MISSIONS_EGRESS_ALLOW", "egress_allow", parse_host_list, (),
+            "Hosts, `host:port` entries or CIDR blocks that tools may reach although they are loopback, private "
+            "or link-local (comma-separated); metadata addresses stay refused unless listed exactly."),
+    Setting("MISSIONS_PATTERN_TIMEOUT_SECONDS", "pattern_timeout_seconds", _float_range(0.01, 60), 1.0,
+            "Longest time one `regex` expectation (or JSON-schema `pattern`) may take on an output before it fails."),
     Setting("MISSIONS_PROVIDER_TIMEOUT_SECONDS", "provider_timeout_seconds", _float_range(1, 3600), 300.0,
             "Longest wait for one model call before it counts as a (retried) timeout."),
     Setting("MISSIONS_PROVIDER_RETRIES", "provider_retries", _int_range(0, 20), 4,
@@ -175,6 +188,10 @@ class Settings:
     judge_model: str | None = None
     openai_base_url: str | None = None
     anthropic_base_url: str | None = None
+    provider_profiles: tuple[ProviderProfile, ...] = ()
+    allow_mission_endpoints: bool = False
+    egress_allow: tuple[str, ...] = ()
+    pattern_timeout_seconds: float = 1.0
     provider_timeout_seconds: float = 300.0
     provider_retries: int = 4
     provider_backoff_seconds: float = 1.0
@@ -203,6 +220,10 @@ class Settings:
             except ValueError as exc:
                 raise ConfigError(setting.variable, str(exc)) from None
         return cls(**values)
+
+    def profile(self, name: str) -> ProviderProfile | None:
+        """The operator's provider profile called ``name``, if any."""
+        return next((p for p in self.provider_profiles if p.name == name), None)
 
     def replace(self, **changes: Any) -> Settings:
         current = {f.name: getattr(self, f.name) for f in fields(self)}
