@@ -41,6 +41,27 @@ AGENT_TOOLS = ("http_request", "read_file", "write_file", "shell")
 MIN_SCORE, MAX_SCORE = 1.0, 5.0
 MAX_RETRIES_LIMIT = 100
 DEFAULT_MAX_TASKS = 10_000
+
+# Bounds on every number of a mission document. Times are added to "now" by the engine and the
+# shell (a timeout, a backoff, a deadline): a year fits any later datetime arithmetic until the
+# year 9998, so no client value can overflow it. The others keep sums and products far from
+# float and 64-bit integer limits.
+DAY = 86_400
+MAX_TASK_TIMEOUT = 30 * DAY  # seconds an attempt may run
+MAX_BACKOFF = DAY  # seconds between two attempts of a task
+MAX_COMMAND_TIMEOUT = DAY  # seconds one command expectation may run
+MAX_DEADLINE_AFTER = 366 * DAY  # seconds after a run starts
+MAX_PRIORITY = 1_000_000  # |priority|
+MAX_WEIGHT = 1_000.0
+MAX_CONCURRENCY = 100_000  # a mission's or an agent's maxConcurrency
+MAX_BUDGET_USD = 1_000_000.0
+MAX_BUDGET_TOKENS = 10**12
+MAX_SCRIPT_DELAY = DAY  # a scripted step's delay, seconds
+ENDPOINT_FIELDS = ("baseUrl", "apiKeyEnv")
+ENDPOINTS_BY_OPERATOR = (
+    "is chosen by the server's operator, not by a mission: name one of the operator's provider profiles"
+    ' with "profile" instead'
+)
 COMMANDS_DISABLED = "command expectations are disabled on this server (MISSIONS_ALLOW_COMMANDS=true enables them)"
 SHELL_DISABLED = "the shell tool is disabled on this server (MISSIONS_ALLOW_COMMANDS=true enables it)"
 
@@ -62,17 +83,24 @@ def validate_mission(
     known_agents: Collection[str] = (),
     allow_commands: bool = False,
     max_tasks: int = DEFAULT_MAX_TASKS,
+    profiles: Mapping[str, str] | None = None,
+    allow_mission_endpoints: bool = False,
 ) -> list[Problem]:
     """Every problem of ``spec``, in document order; an empty list means the mission is valid.
 
     ``known_agents`` are the project's agents kept from earlier non-volatile teams: tasks may be
-    assigned to them as well as to the agents of ``spec.team``.
+    assigned to them as well as to the agents of ``spec.team``. ``profiles`` are the operator's
+    provider profiles (name -> provider) an agent or the assessor may name with ``profile``;
+    ``allow_mission_endpoints`` lets a mission set ``baseUrl``/``apiKeyEnv`` itself (a server whose
+    every key holder is trusted with the workers' environment).
     """
     context = _Context(
         spec=spec,
         known_agents=frozenset(known_agents),
         allow_commands=allow_commands,
         max_tasks=max_tasks,
+        profiles=dict(profiles or {}),
+        allow_mission_endpoints=allow_mission_endpoints,
     )
     return list(_walk(context))
 
@@ -128,6 +156,8 @@ class _Context:
     known_agents: frozenset[str]
     allow_commands: bool
     max_tasks: int
+    profiles: Mapping[str, str]
+    allow_mission_endpoints: bool
 
     @cached_property
     def titles(self) -> frozenset[str]:
@@ -270,10 +300,43 @@ def timezone_exists(ctx: _Context) -> Iterator[Problem]:
 
 
 def mission_concurrency_is_positive(ctx: _Context) -> Iterator[Problem]:
-    """The mission's ``maxConcurrency``, when given, is at least 1."""
+    """The mission's ``maxConcurrency``, when given, is between 1 and ``MAX_CONCURRENCY``."""
     limit = ctx.spec.max_concurrency
     if limit is not None and limit < 1:
         yield Problem("maxConcurrency", f"maxConcurrency must be at least 1, got {limit}")
+    elif limit is not None and limit > MAX_CONCURRENCY:
+        yield Problem("maxConcurrency", f"maxConcurrency must be at most {MAX_CONCURRENCY}, got {limit}")
+
+
+def deadline_after_is_bounded(ctx: _Context) -> Iterator[Problem]:
+    """``deadlineAfter``, when given, is more than 0 and at most a year (``MAX_DEADLINE_AFTER``) of seconds."""
+    after = ctx.spec.deadline_after
+    if after is not None and not 0 < after <= MAX_DEADLINE_AFTER:
+        yield Problem(
+            "deadlineAfter",
+            f"deadlineAfter must be more than 0 and at most {MAX_DEADLINE_AFTER} seconds, got {_num(after)}",
+        )
+
+
+def budget_is_bounded(ctx: _Context) -> Iterator[Problem]:
+    """A ``budget``'s ``maxCostUsd`` and ``maxTokens``, when given, are numbers in range."""
+    budget = ctx.spec.budget or {}
+    cost = budget.get("maxCostUsd")
+    if cost is not None and (not _is_number(cost) or not 0 < cost <= MAX_BUDGET_USD):
+        yield Problem(
+            "budget.maxCostUsd", f"maxCostUsd must be more than 0 and at most {MAX_BUDGET_USD:g}, got {cost!r}"
+        )
+    tokens = budget.get("maxTokens")
+    if tokens is not None and (not _is_number(tokens) or not 1 <= tokens <= MAX_BUDGET_TOKENS):
+        yield Problem("budget.maxTokens", f"maxTokens must be between 1 and {MAX_BUDGET_TOKENS}, got {tokens!r}")
+
+
+def assessor_endpoint_is_the_operators(ctx: _Context) -> Iterator[Problem]:
+    """The ``assessor`` names no ``baseUrl``/``apiKeyEnv`` of its own (unless the operator allows it), and a
+    ``profile`` it names is one of the operator's, for the assessor model's provider."""
+    assessor = ctx.spec.assessor or {}
+    model = assessor.get("model")
+    yield from _endpoint_problems(ctx, "assessor", assessor, model if isinstance(model, str) else None)
 
 
 def assessor_model_is_provider_model(ctx: _Context) -> Iterator[Problem]:
@@ -290,7 +353,10 @@ MISSION_RULES: tuple[MissionRule, ...] = (
     schedule_parses,
     timezone_exists,
     mission_concurrency_is_positive,
+    deadline_after_is_bounded,
+    budget_is_bounded,
     assessor_model_is_provider_model,
+    assessor_endpoint_is_the_operators,
 )
 
 
@@ -387,9 +453,21 @@ def max_retries_is_in_range(ctx: _Context, path: str, task: TaskSpec) -> Iterato
 
 
 def timeout_is_positive(ctx: _Context, path: str, task: TaskSpec) -> Iterator[Problem]:
-    """``timeout``, when given, is a positive number of seconds."""
+    """``timeout``, when given, is more than 0 and at most ``MAX_TASK_TIMEOUT`` (30 days) of seconds."""
     if task.timeout is not None and not task.timeout > 0:
         yield Problem(f"{path}.timeout", f"timeout must be greater than 0 seconds, got {_num(task.timeout)}")
+    elif task.timeout is not None and not task.timeout <= MAX_TASK_TIMEOUT:
+        yield Problem(
+            f"{path}.timeout", f"timeout must be at most {MAX_TASK_TIMEOUT} seconds, got {_num(task.timeout)}"
+        )
+
+
+def priority_is_in_range(ctx: _Context, path: str, task: TaskSpec) -> Iterator[Problem]:
+    """``priority`` is between -1,000,000 and 1,000,000."""
+    if not -MAX_PRIORITY <= task.priority <= MAX_PRIORITY:
+        yield Problem(
+            f"{path}.priority", f"priority must be between {-MAX_PRIORITY} and {MAX_PRIORITY}, got {task.priority}"
+        )
 
 
 def fallback_agent_is_known(ctx: _Context, path: str, task: TaskSpec) -> Iterator[Problem]:
@@ -443,10 +521,14 @@ def escalation_fits_the_retry_budget(ctx: _Context, path: str, task: TaskSpec) -
 
 
 def backoff_is_not_negative(ctx: _Context, path: str, task: TaskSpec) -> Iterator[Problem]:
-    """``retryPolicy.backoff`` is 0 or more seconds."""
+    """``retryPolicy.backoff`` is between 0 seconds and a day (``MAX_BACKOFF``)."""
     policy = task.retry_policy
     if policy is not None and not policy.backoff >= 0:
         yield Problem(f"{path}.retryPolicy.backoff", f"backoff must be 0 or more seconds, got {_num(policy.backoff)}")
+    elif policy is not None and not policy.backoff <= MAX_BACKOFF:
+        yield Problem(
+            f"{path}.retryPolicy.backoff", f"backoff must be at most {MAX_BACKOFF} seconds, got {_num(policy.backoff)}"
+        )
 
 
 TASK_RULES: tuple[TaskRule, ...] = (
@@ -459,6 +541,7 @@ TASK_RULES: tuple[TaskRule, ...] = (
     dependencies_are_listed_once,
     max_retries_is_in_range,
     timeout_is_positive,
+    priority_is_in_range,
     fallback_agent_is_known,
     escalation_model_is_provider_model,
     escalation_comes_after_an_attempt,
@@ -480,9 +563,20 @@ def expectation_type_is_known(ctx: _Context, path: str, expectation: Expectation
 
 
 def weight_is_positive(ctx: _Context, path: str, expectation: Expectation) -> Iterator[Problem]:
-    """``weight`` is greater than 0."""
+    """``weight`` is greater than 0 and at most ``MAX_WEIGHT``."""
     if not expectation.weight > 0:
         yield Problem(f"{path}.weight", f"weight must be greater than 0, got {_num(expectation.weight)}")
+    elif not expectation.weight <= MAX_WEIGHT:
+        yield Problem(f"{path}.weight", f"weight must be at most {MAX_WEIGHT:g}, got {_num(expectation.weight)}")
+
+
+def command_timeout_is_bounded(ctx: _Context, path: str, expectation: Expectation) -> Iterator[Problem]:
+    """An expectation's ``timeout``, when given, is more than 0 and at most a day of seconds."""
+    timeout = expectation.document.get("timeout")
+    if timeout is not None and (not _is_number(timeout) or not 0 < timeout <= MAX_COMMAND_TIMEOUT):
+        yield Problem(
+            f"{path}.timeout", f"timeout must be more than 0 and at most {MAX_COMMAND_TIMEOUT} seconds, got {timeout!r}"
+        )
 
 
 def criterion_is_stated(ctx: _Context, path: str, expectation: Expectation) -> Iterator[Problem]:
@@ -533,6 +627,7 @@ def command_has_a_run_line(ctx: _Context, path: str, expectation: Expectation) -
 EXPECTATION_RULES: tuple[ExpectationRule, ...] = (
     expectation_type_is_known,
     weight_is_positive,
+    command_timeout_is_bounded,
     criterion_is_stated,
     contains_has_a_value,
     regex_compiles,
@@ -566,9 +661,30 @@ def agent_model_is_provider_model(ctx: _Context, path: str, agent: AgentSpec) ->
 
 
 def agent_concurrency_is_positive(ctx: _Context, path: str, agent: AgentSpec) -> Iterator[Problem]:
-    """An agent's ``maxConcurrency``, when given, is at least 1."""
-    if agent.max_concurrency is not None and agent.max_concurrency < 1:
-        yield Problem(f"{path}.maxConcurrency", f"maxConcurrency must be at least 1, got {agent.max_concurrency}")
+    """An agent's ``maxConcurrency``, when given, is between 1 and ``MAX_CONCURRENCY``."""
+    limit = agent.max_concurrency
+    if limit is not None and limit < 1:
+        yield Problem(f"{path}.maxConcurrency", f"maxConcurrency must be at least 1, got {limit}")
+    elif limit is not None and limit > MAX_CONCURRENCY:
+        yield Problem(f"{path}.maxConcurrency", f"maxConcurrency must be at most {MAX_CONCURRENCY}, got {limit}")
+
+
+def agent_endpoint_is_the_operators(ctx: _Context, path: str, agent: AgentSpec) -> Iterator[Problem]:
+    """An agent names no ``baseUrl``/``apiKeyEnv`` of its own (unless the operator allows it): its model
+    endpoint and key come from the operator; a ``profile`` it names is one of the operator's, for the
+    agent model's provider."""
+    yield from _endpoint_problems(ctx, path, agent.config, agent.model)
+
+
+def script_delays_are_bounded(ctx: _Context, path: str, agent: AgentSpec) -> Iterator[Problem]:
+    """A scripted agent's step ``delay``, when given, is between 0 seconds and a day."""
+    script = agent.config.get("script")
+    for i, step in enumerate(script if isinstance(script, (list, tuple)) else ()):
+        delay = step.get("delay") if isinstance(step, Mapping) else None
+        if delay is not None and (not _is_number(delay) or not 0 <= delay <= MAX_SCRIPT_DELAY):
+            yield Problem(
+                f"{path}.script[{i}].delay", f"delay must be between 0 and {MAX_SCRIPT_DELAY} seconds, got {delay!r}"
+            )
 
 
 def agent_tools_are_known(ctx: _Context, path: str, agent: AgentSpec) -> Iterator[Problem]:
@@ -595,6 +711,8 @@ AGENT_RULES: tuple[AgentRule, ...] = (
     agent_name_is_unique,
     agent_model_is_provider_model,
     agent_concurrency_is_positive,
+    agent_endpoint_is_the_operators,
+    script_delays_are_bounded,
     agent_tools_are_known,
     shell_tool_is_allowed,
 )
@@ -678,6 +796,43 @@ BARRIER_RULES: tuple[BarrierRule, ...] = (
 def _quote(text: str) -> str:
     """A value as it would appear in JSON, so quotes inside titles stay unambiguous."""
     return json.dumps(text, ensure_ascii=False)
+
+
+def _is_number(value: object) -> bool:
+    """A JSON number (not a boolean), finite."""
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and value == value
+        and abs(value) != float("inf")
+    )
+
+
+def _endpoint_problems(ctx: _Context, path: str, config: Mapping[str, object], model: str | None) -> Iterator[Problem]:
+    if not ctx.allow_mission_endpoints:
+        for name in ENDPOINT_FIELDS:
+            if config.get(name) is not None:
+                yield Problem(f"{path}.{name}", f"{name} {ENDPOINTS_BY_OPERATOR}{_profiles_hint(ctx)}")
+    profile = config.get("profile")
+    if profile is None:
+        return
+    provider = model.split("/", 1)[0] if model else None
+    if not isinstance(profile, str) or profile not in ctx.profiles:
+        shown = _quote(profile) if isinstance(profile, str) else json.dumps(profile)[:60]
+        yield Problem(f"{path}.profile", f"unknown provider profile {shown}{_profiles_hint(ctx)}")
+    elif provider is not None and ctx.profiles[profile] != provider:
+        yield Problem(
+            f"{path}.profile",
+            f"profile {_quote(profile)} is for {ctx.profiles[profile]} models, not for {_quote(model or '')}",
+        )
+
+
+def _profiles_hint(ctx: _Context) -> str:
+    if not ctx.profiles:
+        return " (this server defines no provider profiles: MISSIONS_PROVIDER_PROFILES)"
+    names = sorted(ctx.profiles)
+    shown = ", ".join(_quote(n) for n in names[:10])
+    return f" (this server's profiles: {shown}{', ...' if len(names) > 10 else ''})"
 
 
 def _num(value: float) -> str:

@@ -29,7 +29,7 @@ def services() -> Services:
 
 def limits() -> missions.Limits:
     settings = services().settings
-    return missions.Limits(max_tasks=settings.max_tasks, allow_commands=settings.allow_commands)
+    return missions.Limits.from_settings(settings)
 
 
 @blueprint.before_request

@@ -149,7 +149,8 @@ class AgentSchema(Strict):
     maxTurns = StrictInteger(allow_none=True, validate=validate.Range(min=1, max=1_000))
     tools = fields.List(fields.Raw(), validate=validate.Length(max=100), allow_none=True)
     maxConcurrency = StrictInteger(allow_none=True)
-    baseUrl = text(2_000)
+    profile = text(NAME_MAX)  # one of the operator's provider profiles (docs/security.md)
+    baseUrl = text(2_000)  # (refused unless the operator allows mission endpoints)
     apiKeyEnv = text(NAME_MAX)
     allowedHosts = fields.List(
         fields.String(validate=validate.Length(max=NAME_MAX)), validate=validate.Length(max=100), allow_none=True
@@ -166,6 +167,7 @@ class TeamSchema(Strict):
 class AssessorSchema(Strict):
     model = text(NAME_MAX, required=True, allow_empty=False)
     systemPrompt = text(PROMPT_MAX)
+    profile = text(NAME_MAX)
     baseUrl = text(2_000)
     apiKeyEnv = text(NAME_MAX)
     script = fields.List(fields.Nested(ScriptStepSchema), validate=validate.Length(max=1_000), allow_none=True)

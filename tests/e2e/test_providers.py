@@ -3,6 +3,7 @@ judges talk, through the official SDKs, to loopback fakes of the OpenAI and Anth
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,11 +34,17 @@ def llm() -> Iterator[FakeLLM]:
 
 
 @pytest.fixture
-def stack(database_url: str, redis_url: str, tmp_path: Path) -> Iterator[Stack]:
-    """API, worker and beat with provider keys in their environment (the fakes ignore them)."""
+def stack(database_url: str, redis_url: str, tmp_path: Path, llm: FakeLLM) -> Iterator[Stack]:
+    """API, worker and beat with provider keys in their environment (the fakes ignore them), and the
+    operator's provider profiles "fake-openai" and "fake-anthropic" pointing at the fakes."""
+    profiles = {
+        "fake-openai": {"provider": "openai", "baseUrl": llm.openai_url},
+        "fake-anthropic": {"provider": "anthropic", "baseUrl": llm.anthropic_url},
+    }
     env = {
         "OPENAI_API_KEY": "sk-test-openai",
         "ANTHROPIC_API_KEY": "sk-test-anthropic",
+        "MISSIONS_PROVIDER_PROFILES": json.dumps(profiles),
         "MISSIONS_PROVIDER_BACKOFF_SECONDS": "0.05",
         "MISSIONS_PRICES": PRICES,
     }
@@ -108,7 +115,7 @@ def test_a_review_pipeline_on_real_sdks_uses_tools_passes_output_downstream_and_
                 "name": "code-reviewer",
                 "role": "Senior code reviewer",
                 "model": "openai/reviewer",
-                "baseUrl": llm.openai_url,
+                "profile": "fake-openai",
                 "tools": ["http_request", "write_file"],
                 "allowedHosts": ["127.0.0.1"],
             },
@@ -116,11 +123,11 @@ def test_a_review_pipeline_on_real_sdks_uses_tools_passes_output_downstream_and_
                 "name": "tech-lead",
                 "role": "Technical lead",
                 "model": "anthropic/lead",
-                "baseUrl": llm.anthropic_url,
+                "profile": "fake-anthropic",
                 "systemPrompt": "Be decisive.",
             },
         ),
-        "assessor": {"model": "openai/judge", "baseUrl": llm.openai_url},
+        "assessor": {"model": "openai/judge", "profile": "fake-openai"},
     }
     created = stack.create(document)
     events = read_events(
@@ -201,8 +208,8 @@ def test_a_low_score_is_retried_with_the_judges_reasons_and_the_last_attempt_use
                 ],
             }
         ],
-        "team": team({"name": "writer", "role": "Writes", "model": "openai/drafter", "baseUrl": llm.openai_url}),
-        "assessor": {"model": "openai/judge", "baseUrl": llm.openai_url},
+        "team": team({"name": "writer", "role": "Writes", "model": "openai/drafter", "profile": "fake-openai"}),
+        "assessor": {"model": "openai/judge", "profile": "fake-openai"},
     }
     created = stack.create(document)
     stack.execute(created["id"])
@@ -240,8 +247,8 @@ def test_going_over_the_budget_stops_the_run_like_an_abort_and_cuts_the_streamin
             {"title": "After big", "assignTo": "spender", "dependsOn": ["Big"], "description": "Go on."},
         ],
         "team": team(
-            {"name": "spender", "role": "Spends", "model": "openai/big", "baseUrl": llm.openai_url},
-            {"name": "streamer", "role": "Streams", "model": "anthropic/slow", "baseUrl": llm.anthropic_url},
+            {"name": "spender", "role": "Spends", "model": "openai/big", "profile": "fake-openai"},
+            {"name": "streamer", "role": "Streams", "model": "anthropic/slow", "profile": "fake-anthropic"},
         ),
     }
     created = stack.create(document)

@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from config import Settings
+from config.profiles import ProviderProfile
 from tests.support import shell
 from tests.support.fake_llm import FakeLLM, call, say
 from workers.coordination import advance as coordinator
@@ -25,19 +26,22 @@ from workers.store.usage import mission_usage, run_totals
 from workers.support.clock import utcnow
 from workers.wiring import Services
 
-LIMITS = missions.Limits()
 KEYS = {"OPENAI_API_KEY": "sk-test", "ANTHROPIC_API_KEY": "sk-test"}
 PRICES = '{"openai/writer": {"input": 1, "output": 4}, "anthropic/judge": {"input": 2, "output": 8}}'
 
 
 @pytest.fixture
-def settings(database_url: str, redis_url: str, tmp_path: Path) -> Settings:
+def settings(database_url: str, redis_url: str, tmp_path: Path, llm: FakeLLM) -> Settings:
     return Settings(
         database_url=database_url,
         redis_url=redis_url,
         data_dir=tmp_path / "data",
         provider_backoff_seconds=0.01,
         prices=PRICES,
+        provider_profiles=(
+            ProviderProfile("fake-openai", "openai", llm.openai_url),
+            ProviderProfile("fake-anthropic", "anthropic", llm.anthropic_url),
+        ),
     )
 
 
@@ -60,7 +64,7 @@ def start(
             "name": "writer",
             "role": "Writes",
             "model": "openai/writer",
-            "baseUrl": llm.openai_url,
+            "profile": "fake-openai",
             "tools": ["write_file"],
         }
     ]
@@ -76,8 +80,9 @@ def start(
     }
     with services.transaction() as conn:
         project = ensure_project(conn, "p")
-        mission = missions.create_mission(conn, project, document, LIMITS)
-        run_id, *_ = runs.execute(shell.uow(conn), project, mission.id, LIMITS, utcnow())
+        limits = missions.Limits.from_settings(services.settings)
+        mission = missions.create_mission(conn, project, document, limits)
+        run_id, *_ = runs.execute(shell.uow(conn), project, mission.id, limits, utcnow())
     return run_id, {t.title: t.id for t in mission.tasks}, mission.id
 
 
@@ -170,7 +175,7 @@ def test_judge_usage_is_kept_apart_and_totals_add_up_per_task_run_and_mission(
         services,
         llm,
         [{"title": "Draft", "expectations": [{"criterion": "Is solid"}]}],
-        assessor={"model": "anthropic/judge", "baseUrl": llm.anthropic_url},
+        assessor={"model": "anthropic/judge", "profile": "fake-anthropic"},
     )
     assert executor.run_attempt(run_id, ids["Draft"], 1) == "finished"
     assessment = events(db, run_id, "task:assessment")[0]
@@ -207,7 +212,7 @@ def test_usage_of_a_mission_without_runs_is_zero(services: Services, llm: FakeLL
                 "tasks": [{"title": "t", "description": "d", "assignTo": "a"}],
                 "team": {"name": "c", "agents": [{"name": "a", "model": "scripted/x"}]},
             },
-            LIMITS,
+            missions.Limits.from_settings(services.settings),
         )
         usage = mission_usage(conn, mission.id)
     assert usage.total.to_json() == {"tokensIn": 0, "tokensOut": 0, "costUsd": 0.0, "attempts": 0}
@@ -247,7 +252,7 @@ def test_an_attempt_waiting_for_its_judge_when_the_run_ends_is_not_judged(
         services,
         llm,
         [{"title": "A", "expectations": [{"criterion": "ok"}]}],
-        assessor={"model": "anthropic/judge", "baseUrl": llm.anthropic_url},
+        assessor={"model": "anthropic/judge", "profile": "fake-anthropic"},
     )
     executor.assess = lambda *args: None  # type: ignore[method-assign]  # the judge's message is "in flight"
     assert executor.run_attempt(run_id, ids["A"], 1) == "finished"

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from config import Settings
+from config.profiles import ProviderProfile
 from orchestrator.spec import AgentSpec
 from tests.support.fake_llm import FakeLLM, call, fail, hang, say
 from workers.execution.agents import AgentCall, AgentResult
@@ -23,10 +24,20 @@ PROVIDERS = ["openai", "anthropic"]
 KEYS = {"OPENAI_API_KEY": "sk-openai-test", "ANTHROPIC_API_KEY": "sk-ant-test"}
 
 
+# The operator's provider profiles of these tests: "fake-<provider>" is the loopback fake with the
+# provider's default key; "team-<provider>" the same endpoint with the key in TEAM_KEY.
+PROFILES: list[ProviderProfile] = []
+
+
 @pytest.fixture(scope="module")
 def llm() -> Iterator[FakeLLM]:
     with FakeLLM() as fake:
+        for provider in PROVIDERS:
+            url = base_url(fake, provider)
+            PROFILES.append(ProviderProfile(f"fake-{provider}", provider, url))
+            PROFILES.append(ProviderProfile(f"team-{provider}", provider, url, "TEAM_KEY"))
         yield fake
+        PROFILES.clear()
 
 
 def base_url(llm: FakeLLM, provider: str) -> str:
@@ -39,6 +50,7 @@ def providers(tmp_path: Path, environ: dict[str, str] | None = None, **settings:
         "provider_backoff_seconds": 0.01,
         "provider_retries": 2,
         "prices": '{"openai/priced": {"input": 2, "output": 10}, "anthropic/priced": {"input": 2, "output": 10}}',
+        "provider_profiles": tuple(PROFILES),
     }
     values.update(settings)
     return Providers(Settings(**values), environ=KEYS if environ is None else environ)
@@ -59,7 +71,7 @@ def run_agent(
         "name": "dev",
         "role": "Writes code",
         "model": f"{provider}/{model}",
-        "baseUrl": base_url(llm, provider),
+        "profile": f"fake-{provider}",
         **agent,
     }
     spec = AgentSpec.from_document({k: v for k, v in document.items() if v is not None})
@@ -197,26 +209,25 @@ def test_an_invalid_request_fails_at_once_with_the_providers_message(
 def test_a_missing_key_fails_the_attempt_before_any_request(llm: FakeLLM, tmp_path: Path, provider: str) -> None:
     key = "OPENAI_API_KEY" if provider == "openai" else "ANTHROPIC_API_KEY"
     before = len(llm.requests)
-    result, _ = run_agent(llm, tmp_path, provider, "any", environ={}, baseUrl=None)
+    result, _ = run_agent(llm, tmp_path, provider, "any", environ={}, profile=None)
     assert result.error == (
-        f"no API key for {provider}/any: set {key} in the workers' environment (or name another "
-        "variable with the agent's apiKeyEnv, or give a baseUrl for a local server)"
+        f"no API key for {provider}/any: set {key} in the workers' environment (or use a provider "
+        "profile of this server whose endpoint needs none)"
     )
-    result, _ = run_agent(llm, tmp_path, provider, "any", environ={}, apiKeyEnv="TEAM_KEY")
-    assert (
-        result.error
-        == f"no API key for {provider}/any: its apiKeyEnv names TEAM_KEY, which is not set in the workers' environment"
+    result, _ = run_agent(llm, tmp_path, provider, "any", environ={}, profile=f"team-{provider}")
+    assert result.error == (
+        f"no API key for {provider}/any: its endpoint's key variable TEAM_KEY is not set in the workers' environment"
     )
     assert len(llm.requests) == before
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-def test_the_key_named_by_api_key_env_is_sent_and_a_local_server_needs_none(
+def test_the_key_named_by_the_profile_is_sent_and_a_local_server_needs_none(
     llm: FakeLLM, tmp_path: Path, provider: str
 ) -> None:
     model = unique("keyed", provider)
     llm.script(model, say("ok"))
-    result, _ = run_agent(llm, tmp_path, provider, model, environ={"TEAM_KEY": "sk-team"}, apiKeyEnv="TEAM_KEY")
+    result, _ = run_agent(llm, tmp_path, provider, model, environ={"TEAM_KEY": "sk-team"}, profile=f"team-{provider}")
     assert result.error is None
     headers = {k.lower(): v for k, v in llm.seen(model)[-1].headers.items()}
     assert headers.get("authorization") == "Bearer sk-team" or headers.get("x-api-key") == "sk-team"
@@ -252,7 +263,7 @@ def test_an_abort_stops_a_stream_and_a_backoff_wait(llm: FakeLLM, tmp_path: Path
             cancel.set()
 
     threading.Thread(target=abort_once_streaming, daemon=True).start()
-    document = {"name": "dev", "role": "r", "model": f"{provider}/{model}", "baseUrl": base_url(llm, provider)}
+    document = {"name": "dev", "role": "r", "model": f"{provider}/{model}", "profile": f"fake-{provider}"}
     spec = AgentSpec.from_document(document)
     chunks: list[str] = []
 
@@ -292,7 +303,7 @@ CRITERIA = ("All critical issues identified", "Feedback is actionable")
 def run_judge(llm: FakeLLM, tmp_path: Path, provider: str, model: str) -> Any:
     request = JudgeRequest(
         model=f"{provider}/{model}",
-        config={"baseUrl": base_url(llm, provider)},
+        config={"profile": f"fake-{provider}"},
         criteria=CRITERIA,
         output="Found a SQL injection in login().",
         number=1,
@@ -400,3 +411,47 @@ def test_a_judge_the_provider_refuses_is_a_clear_assessment_error(llm: FakeLLM, 
     verdict = run_judge(llm, tmp_path, provider, model)
     assert verdict.score is None and verdict.error is not None
     assert f"judge {provider}/{model}: " in verdict.error and "no access to this model" in verdict.error
+
+
+# ------------------------------------------------------------------------------- trust model
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_mission_chosen_endpoint_is_refused_before_any_request_and_no_key_leaves(
+    llm: FakeLLM, tmp_path: Path, provider: str
+) -> None:
+    model = unique("leak", provider)
+    llm.script(model, say("got it"))
+    environ = {**KEYS, "DATABASE_URL": "postgresql://secret@db/prod"}
+    for endpoint in ({"baseUrl": base_url(llm, provider)}, {"apiKeyEnv": "DATABASE_URL"}):
+        result, _ = run_agent(llm, tmp_path, provider, model, environ=environ, profile=None, **endpoint)
+        assert result.error is not None and "chosen by this server's operator" in result.error
+    assert llm.seen(model) == []
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_where_the_operator_allows_mission_endpoints_the_operators_own_key_is_not_sent_there(
+    llm: FakeLLM, tmp_path: Path, provider: str
+) -> None:
+    model = unique("allowed", provider)
+    llm.script(model, say("ok"), say("ok"))
+    document = {"name": "dev", "role": "r", "model": f"{provider}/{model}", "baseUrl": base_url(llm, provider)}
+    spec = AgentSpec.from_document(document)
+    call = AgentCall("run_1", "task_1", "Write it", 1, spec, spec.model, "r", "Write the thing.", tmp_path)
+    allowing = providers(tmp_path, None, allow_mission_endpoints=True)
+    result = runtime_for(spec.model, allowing).run(call, threading.Event(), lambda _: None)
+    assert result.error is None
+    headers = {k.lower(): v for k, v in llm.seen(model)[-1].headers.items()}
+    sent = headers.get("authorization", "") + headers.get("x-api-key", "")
+    assert KEYS["OPENAI_API_KEY"] not in sent and KEYS["ANTHROPIC_API_KEY"] not in sent
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_profile_this_worker_lacks_or_of_another_provider_fails_clearly(
+    llm: FakeLLM, tmp_path: Path, provider: str
+) -> None:
+    other = "anthropic" if provider == "openai" else "openai"
+    result, _ = run_agent(llm, tmp_path, provider, "any", profile="nowhere")
+    assert result.error == "provider profile 'nowhere' is not defined on this worker (MISSIONS_PROVIDER_PROFILES)"
+    result, _ = run_agent(llm, tmp_path, provider, "any", profile=f"fake-{other}")
+    assert result.error == f"provider profile 'fake-{other}' is for {other} models, not {provider} ones"

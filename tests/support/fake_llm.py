@@ -8,7 +8,7 @@ a test can assert on exactly what a worker sent.
 
     with FakeLLM() as llm:
         llm.script("gpt-test", say("hello", usage=(12, 3)))
-        # agent: {"model": "openai/gpt-test", "baseUrl": llm.openai_url}
+        # a profile {"provider": "openai", "baseUrl": llm.openai_url}, an agent {"model": "openai/gpt-test", ...}
 """
 
 from __future__ import annotations

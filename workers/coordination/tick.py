@@ -108,7 +108,7 @@ def resend_lost_messages(coordinator: Coordinator, resender: Resender, settings:
 
 
 def fire_schedules(coordinator: Coordinator, settings: Settings, now: datetime) -> int:
-    limits = Limits(max_tasks=settings.max_tasks, allow_commands=settings.allow_commands)
+    limits = Limits.from_settings(settings)
     return schedules.fire_due(coordinator, limits, now)
 
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
 
+from config import Settings
 from orchestrator.engine import RUNNING_MISSION_STATUSES, MissionStatus
 from orchestrator.schedule import is_cron, next_fire
 from orchestrator.spec import MissionSpec, TaskSpec, parse_timestamp
@@ -45,10 +47,21 @@ UPSERT_AGENT = query("upsert_agent")
 
 @dataclass(frozen=True)
 class Limits:
-    """Server-side limits applied while validating a document."""
+    """Server-side limits applied while validating a document: what the operator allows."""
 
     max_tasks: int = 10_000
     allow_commands: bool = False
+    profiles: Mapping[str, str] = dataclass_field(default_factory=dict)  # provider profile name -> provider
+    allow_mission_endpoints: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        return cls(
+            max_tasks=settings.max_tasks,
+            allow_commands=settings.allow_commands,
+            profiles={p.name: p.provider for p in settings.provider_profiles},
+            allow_mission_endpoints=settings.allow_mission_endpoints,
+        )
 
 
 @dataclass(frozen=True)
@@ -138,7 +151,14 @@ def _validate(
     spec = MissionSpec.from_document(document)
     known = _project_agents(conn, project_id) if known_agents is None else known_agents
     _raise_problems(
-        validate_mission(spec, known_agents=known, allow_commands=limits.allow_commands, max_tasks=limits.max_tasks)
+        validate_mission(
+            spec,
+            known_agents=known,
+            allow_commands=limits.allow_commands,
+            max_tasks=limits.max_tasks,
+            profiles=limits.profiles,
+            allow_mission_endpoints=limits.allow_mission_endpoints,
+        )
     )
     return spec
 

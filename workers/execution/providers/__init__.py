@@ -1,17 +1,22 @@
 """Real model providers: ``anthropic/<model>`` and ``openai/<model>`` (any OpenAI-compatible server).
 
 ``Providers`` is what a worker holds: its settings, the environment the keys come from, and the
-price table. It makes a ``ModelClient`` for a model and an agent or assessor config:
+price table. It makes a ``ModelClient`` for a model and an agent or assessor config. The endpoint
+and the key variable are the operator's (docs/security.md):
 
-- base URL: the config's ``baseUrl``, else ``MISSIONS_OPENAI_BASE_URL`` /
-  ``MISSIONS_ANTHROPIC_BASE_URL``, else the SDK's own ``OPENAI_BASE_URL`` / ``ANTHROPIC_BASE_URL``,
-  else the provider's official endpoint;
-- key: the variable named by the config's ``apiKeyEnv``, else ``OPENAI_API_KEY`` /
-  ``ANTHROPIC_API_KEY``. A missing key is an error that names the variable, except on a custom
-  base URL where the default variable is unset: local servers (Ollama, vLLM, llama.cpp) take none.
+- with a ``profile`` (one of ``MISSIONS_PROVIDER_PROFILES``): the profile's ``baseUrl`` and
+  ``apiKeyEnv``, each defaulting as below;
+- else the provider's: base URL ``MISSIONS_OPENAI_BASE_URL`` / ``MISSIONS_ANTHROPIC_BASE_URL``,
+  else the SDK's own ``OPENAI_BASE_URL`` / ``ANTHROPIC_BASE_URL``, else the official endpoint;
+  key ``OPENAI_API_KEY`` / ``ANTHROPIC_API_KEY``;
+- a config's own ``baseUrl``/``apiKeyEnv`` only where the operator allows mission endpoints
+  (``MISSIONS_ALLOW_MISSION_ENDPOINTS``); even then a mission's ``baseUrl`` is never sent the
+  operator's default key, only the variable the mission names (or none).
 
-An agent's ``baseUrl`` and ``apiKeyEnv`` belong to its own provider: when an escalation switches
-to a model of another provider, they are not carried over.
+A missing key is an error that names the variable, except on a custom base URL where the default
+variable is unset: local servers (Ollama, vLLM, llama.cpp) take none. An agent's endpoint belongs
+to its own provider: when an escalation switches to a model of another provider, it is not
+carried over.
 """
 
 from __future__ import annotations
@@ -37,11 +42,26 @@ def split_model(model: str) -> tuple[str, str]:
     return provider, name
 
 
+ENDPOINT_KEYS = ("profile", "baseUrl", "apiKeyEnv")
+
+
 def endpoint_config(model: str, owner_model: str, config: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The ``baseUrl``/``apiKeyEnv`` of ``config`` (written for ``owner_model``) that apply to ``model``."""
+    """The ``profile``/``baseUrl``/``apiKeyEnv`` of ``config`` (written for ``owner_model``) that apply to ``model``."""
     if split_model(model)[0] != split_model(owner_model)[0]:
         return {}
-    return {k: config[k] for k in ("baseUrl", "apiKeyEnv") if config.get(k)}
+    return {k: config[k] for k in ENDPOINT_KEYS if config.get(k)}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a model call goes and which variable holds its key; ``key_named``: the variable was
+    chosen for this endpoint (a missing value is then an error), ``key_allowed``: the provider's
+    default key may be sent there."""
+
+    base_url: str | None
+    key_env: str
+    key_named: bool
+    key_allowed: bool = True
 
 
 @dataclass
@@ -63,11 +83,43 @@ class Providers:
     def cost(self, model: str, usage: Usage) -> float:
         return self.prices.cost(model, usage.tokens_in, usage.tokens_out)
 
-    def base_url(self, provider: str, config: Mapping[str, Any]) -> str | None:
+    def _default_base_url(self, provider: str) -> str | None:
         configured = {"openai": self.settings.openai_base_url, "anthropic": self.settings.anthropic_base_url}
-        value = config.get("baseUrl") or configured.get(provider) or self.environ.get(SDK_BASE_URL_ENV[provider])
-        text = str(value or "").strip()
+        text = str(configured.get(provider) or self.environ.get(SDK_BASE_URL_ENV[provider]) or "").strip()
         return text or None
+
+    def endpoint(self, provider: str, config: Mapping[str, Any]) -> Endpoint:
+        """The endpoint of ``provider`` for ``config``; ``ProviderError`` when the config names one the
+        operator did not offer (checked again here: a worker's settings are the ones that count)."""
+        mission_url = str(config.get("baseUrl") or "").strip() or None
+        mission_env = str(config.get("apiKeyEnv") or "").strip() or None
+        if (mission_url or mission_env) and not self.settings.allow_mission_endpoints:
+            raise ProviderError(
+                "baseUrl and apiKeyEnv are chosen by this server's operator, not by a mission: name one of "
+                'the operator\'s provider profiles with "profile" (MISSIONS_PROVIDER_PROFILES)'
+            )
+        name = config.get("profile")
+        if name:
+            profile = self.settings.profile(str(name))
+            if profile is None:
+                raise ProviderError(
+                    f"provider profile {name!r} is not defined on this worker (MISSIONS_PROVIDER_PROFILES)"
+                )
+            if profile.provider != provider:
+                raise ProviderError(f"provider profile {name!r} is for {profile.provider} models, not {provider} ones")
+            return Endpoint(
+                profile.base_url or self._default_base_url(provider),
+                profile.api_key_env or KEY_ENV[provider],
+                key_named=profile.api_key_env is not None,
+            )
+        if mission_url or mission_env:
+            return Endpoint(
+                mission_url or self._default_base_url(provider),
+                mission_env or KEY_ENV[provider],
+                key_named=mission_env is not None,
+                key_allowed=mission_url is None or mission_env is not None,
+            )
+        return Endpoint(self._default_base_url(provider), KEY_ENV[provider], key_named=False)
 
     def client(self, model: str, config: Mapping[str, Any]) -> ModelClient:
         """A client for ``provider/model``; ``ProviderError`` (not transient) when it cannot be made."""
@@ -76,21 +128,19 @@ class Providers:
             raise ProviderError(f"model {model!r}: provider {provider!r} is not one of {', '.join(MODEL_PROVIDERS)}")
         if not name.strip():
             raise ProviderError(f"model {model!r} names no model after the provider")
-        base_url = self.base_url(provider, config)
-        named = config.get("apiKeyEnv")
-        key_env = str(named) if named else KEY_ENV[provider]
-        key = (self.environ.get(key_env) or "").strip()
+        endpoint = self.endpoint(provider, config)
+        base_url, key_env = endpoint.base_url, endpoint.key_env
+        key = (self.environ.get(key_env) or "").strip() if endpoint.key_allowed else ""
         if not key:
-            if named:
+            if endpoint.key_named:
                 raise ProviderError(
-                    f"no API key for {model}: its apiKeyEnv names {key_env}, which is not set in "
-                    "the workers' environment"
+                    f"no API key for {model}: its endpoint's key variable {key_env} is not set in the workers' "
+                    "environment"
                 )
             if base_url is None:
                 raise ProviderError(
-                    f"no API key for {model}: set {key_env} in the workers' environment (or name "
-                    "another variable with the agent's apiKeyEnv, or give a baseUrl for a local "
-                    "server)"
+                    f"no API key for {model}: set {key_env} in the workers' environment (or use a provider "
+                    "profile of this server whose endpoint needs none)"
                 )
             key = NO_KEY
         timeout = self.settings.provider_timeout_seconds
