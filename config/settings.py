@@ -127,9 +127,9 @@ SETTINGS_TABLE: tuple[Setting, ...] = (
             "Default judge model (`provider/model`) when a mission has no `assessor`."),
     Setting("MISSIONS_OPENAI_BASE_URL", "openai_base_url", _url(("http", "https")), None,
             "Base URL for `openai/...` models (an OpenAI-compatible server: Ollama, vLLM, llama.cpp); "
-            "an agent's `baseUrl` wins."),
+            "a provider profile's `baseUrl` wins."),
     Setting("MISSIONS_ANTHROPIC_BASE_URL", "anthropic_base_url", _url(("http", "https")), None,
-            "Base URL for `anthropic/...` models; an agent's `baseUrl` wins."),
+            "Base URL for `anthropic/...` models; a provider profile's `baseUrl` wins."),
     Setting("MISSIONS_PROVIDER_PROFILES", "provider_profiles", parse_profiles, (),
             'Model endpoints and key variables missions may use, by name: `{"local": {"provider": "openai", '
             '"baseUrl": "http://ollama:11434/v1", "apiKeyEnv": "OLLAMA_KEY"}}`; an agent or assessor picks one '
