@@ -181,6 +181,19 @@ class MissionsCollector:
         for kind, count in sorted(events.items()):
             published.add_metric([kind], count)
         yield published
+        isolated = CounterMetricFamily(
+            "missions_isolated_failures",
+            "Failures of one item (a tick's timer, lost attempt, scheduled fire or re-send, a wake-up hub's "
+            "read) that were logged and skipped so that the other items went on, by part.",
+            labels=["part"],
+        )
+        counts = {
+            **dict.fromkeys(worker_metrics.ISOLATED_PARTS, 0),
+            **worker_metrics.read_isolated(self.services.redis),
+        }
+        for part, count in sorted(counts.items()):
+            isolated.add_metric([part], count)
+        yield isolated
 
 
 def _gauge(name: str, text: str, label: str, values: dict[str, int]) -> GaugeMetricFamily:

@@ -9,15 +9,34 @@ coordinator step they feed; lost attempts are marked in the same transaction as 
   (``DeadlineReached``);
 - lost workers: a running attempt whose heartbeat is older than ``worker_lost_seconds``
   (``WorkerLost``); an assessment whose heartbeat stopped is simply run again;
-- lost messages: a queued attempt that no worker has claimed while the broker queue is empty
-  (the message was never sent, or Redis lost it) is sent again; claims make duplicates harmless.
+- lost messages: a queued attempt that no worker has claimed for ``requeue_seconds`` is sent again
+  (the message was never sent, or Redis lost it); claims make duplicates harmless. While the broker
+  queue is not empty the attempt may just be waiting in it, so the gaps between the re-sends of one
+  attempt double (``attempts.take_unsent``): a lost message goes again after about as long as its
+  attempt had already waited, and a long, healthy queue gets a few duplicates per attempt, not one
+  per tick.
+
+**One failing item never stops the others.** Each part runs in its own guard, and within a part
+each item (a timer, a lost attempt, a mission's fire, a re-send) in its own: an exception is logged
+with the item's ids, counted (``missions_isolated_failures_total{part=...}`` on ``GET /metrics``,
+``TickReport.failed``) and the item is skipped. An item whose failure would leave it first in line
+again is postponed, so that it is neither retried in a hot loop nor holds back the others tick
+after tick: a timer whose step raised is taken again ``FAILED_TIMER_DELAY`` later (its step's writes
+are rolled back to a savepoint, and the timer, taken in the same transaction, is scheduled again),
+a lost attempt whose step raised gets a fresh heartbeat (looked at again one worker-lost window
+later), a mission whose fire raised is fired again ``schedules.FAILED_FIRE_DELAY`` later. A
+transient database failure (``workers.store.db.is_transient``: Postgres restarting, no pooled
+connection) is different: nothing is postponed (it was not the item's fault), and the part stops for
+this tick, since its next items would only wait for the same database; the next part still runs.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from config import Settings
 from orchestrator.engine import TaskClaimed, WorkerLost, timer_event
@@ -25,11 +44,17 @@ from workers.coordination import schedules
 from workers.coordination.advance import Coordinator
 from workers.coordination.outcome import Resender
 from workers.store import attempts, timers
+from workers.store.db import is_transient
 from workers.store.missions import Limits
+from workers.support import metrics
 
 log = logging.getLogger(__name__)
 
 BATCH = 200
+FAILED_TIMER_DELAY = timedelta(seconds=60)  # a timer whose step raised is taken again this much later
+# While the broker queue is not empty, the gap between two re-sends of one queued attempt doubles up
+# to this many ``requeue_seconds`` (320 s by default): a lost message waits at most that long.
+RESEND_BACKOFF_LIMIT = 32
 
 
 @dataclass
@@ -39,43 +64,101 @@ class TickReport:
     lost: int = 0
     reassessed: int = 0
     resent: int = 0
+    failed: int = 0  # items (or parts) that raised, were logged and skipped
 
 
-def fire_timers(coordinator: Coordinator, now: datetime, limit: int = BATCH) -> int:
-    """Feed each due timer to its run, in the transaction that takes (deletes) it."""
+class Failures:
+    """The failures of one tick. Each item that raises is logged with its ids where it is caught
+    (``log.exception``, so that the traceback goes with it), then ``add``-ed: counted by part in the
+    metrics and in the tick's report."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def add(self, part: str) -> None:
+        metrics.count_isolated(part)
+        self.count += 1
+
+
+def fire_timers(coordinator: Coordinator, now: datetime, limit: int = BATCH, failures: Failures | None = None) -> int:
+    """Feed each due timer to its run, in the transaction that takes (deletes) it.
+
+    A timer whose step raises is not fired: the step's writes roll back to a savepoint and the timer
+    is scheduled again ``FAILED_TIMER_DELAY`` from now in the same transaction (which holds it, so
+    no other tick takes it meanwhile), so the next due timers go on and it does not come first
+    again next tick. On a transient database failure the whole transaction rolls back (the timer
+    stays due) and the timers wait for the next tick."""
+    failures = failures if failures is not None else Failures()
     fired = 0
     for _ in range(limit):
-        with coordinator.transaction() as uow:
-            row = timers.take_due(uow.conn, now)
-            if row is None:
-                break
-            event = timer_event(row["kind"], row["key"])
-            if event is not None:
-                uow.advance(row["run_id"], event, now)
+        taken: dict[str, Any] | None = None
+        try:
+            with coordinator.transaction() as uow:
+                taken = timers.take_due(uow.conn, now)
+                if taken is None:
+                    break
+                run_id, kind, key = taken["run_id"], taken["kind"], taken["key"]
+                event = timer_event(kind, key)
+                try:
+                    with uow.savepoint():  # (drops the sends the step queued, with its writes)
+                        if event is not None:
+                            uow.advance(run_id, event, now)
+                except Exception as exc:
+                    if is_transient(exc):
+                        raise
+                    log.exception(
+                        "tick: timer %s %s of run %s failed; taken again in %s", kind, key, run_id, FAILED_TIMER_DELAY
+                    )
+                    failures.add("timers")
+                    timers.apply(uow.conn, run_id, [timers.TimerChange(kind, key, now + FAILED_TIMER_DELAY)])
+                    continue
+        except Exception:
+            if taken is None:
+                log.exception("tick: taking a due timer failed; the timers wait for the next tick")
+            else:
+                log.exception(
+                    "tick: timer %s %s of run %s failed; left due, the timers wait for the next tick",
+                    taken["kind"],
+                    taken["key"],
+                    taken["run_id"],
+                )
+            failures.add("timers")
+            break  # the database failed: the other timers wait for the next tick
         fired += 1
     return fired
 
 
-def reap_lost_workers(coordinator: Coordinator, settings: Settings, now: datetime) -> int:
+def reap_lost_workers(
+    coordinator: Coordinator, settings: Settings, now: datetime, failures: Failures | None = None
+) -> int:
+    failures = failures if failures is not None else Failures()
     cutoff = now - timedelta(seconds=settings.worker_lost_seconds)
     with coordinator.db.transaction() as conn:
         candidates = attempts.lost_running(conn, cutoff, BATCH)
     lost = 0
     for row in candidates:
         run_id, task_id, attempt = row["run_id"], row["task_id"], row["attempt"]
-        with coordinator.transaction() as uow:
-            # Marked in the statement that locks the run, like a claim; a racing tick's mark matches
-            # nothing. The attempt row says it was claimed; its worker may have died before telling
-            # the run (executor._Claim), so the claim goes first: a started side-effecting task
-            # must wait for approval, not run again.
-            claimed = TaskClaimed(task_id, attempt, row["worker"] or "")
-            outcome = uow.advance(
-                run_id,
-                WorkerLost(task_id, attempt),
-                now,
-                guard=attempts.mark_lost(run_id, task_id, attempt, now=now),
-                before=((claimed, row["claimed_at"] or now),),
-            )
+        try:
+            with coordinator.transaction() as uow:
+                # Marked in the statement that locks the run, like a claim; a racing tick's mark matches
+                # nothing. The attempt row says it was claimed; its worker may have died before telling
+                # the run (executor._Claim), so the claim goes first: a started side-effecting task
+                # must wait for approval, not run again.
+                claimed = TaskClaimed(task_id, attempt, row["worker"] or "")
+                outcome = uow.advance(
+                    run_id,
+                    WorkerLost(task_id, attempt),
+                    now,
+                    guard=attempts.mark_lost(run_id, task_id, attempt, now=now),
+                    before=((claimed, row["claimed_at"] or now),),
+                )
+        except Exception as exc:
+            log.exception("tick: reaping lost attempt %s of %s in run %s failed; skipped", attempt, task_id, run_id)
+            failures.add("lost_workers")
+            if is_transient(exc):
+                break  # the database failed: the other lost attempts wait for the next tick
+            _postpone_lost(coordinator, run_id, task_id, attempt, now)
+            continue
         if outcome is None or outcome.guard is None:
             continue
         log.warning("attempt %s of %s in run %s lost its worker", attempt, task_id, run_id)
@@ -83,40 +166,105 @@ def reap_lost_workers(coordinator: Coordinator, settings: Settings, now: datetim
     return lost
 
 
-def resend_stale_assessments(coordinator: Coordinator, resender: Resender, settings: Settings, now: datetime) -> int:
+def _postpone_lost(coordinator: Coordinator, run_id: str, task_id: str, attempt: int, now: datetime) -> None:
+    """A fresh heartbeat for a lost attempt whose reaping raised: the scan, oldest heartbeat first,
+    finds it again one worker-lost window later instead of first in line every tick."""
+    try:
+        with coordinator.db.transaction() as conn:
+            attempts.postpone_lost(conn, run_id, task_id, attempt, now)
+    except Exception:
+        log.warning("could not postpone lost attempt %s of %s in run %s", attempt, task_id, run_id, exc_info=True)
+
+
+def resend_stale_assessments(
+    coordinator: Coordinator, resender: Resender, settings: Settings, now: datetime, failures: Failures | None = None
+) -> int:
+    """Assessments whose worker went silent are sent again (taken rows are touched, so a failed
+    send is tried again one worker-lost window later)."""
+    failures = failures if failures is not None else Failures()
     cutoff = now - timedelta(seconds=settings.worker_lost_seconds)
     with coordinator.db.transaction() as conn:
         rows = attempts.take_stale_assessing(conn, cutoff, now, BATCH)
+    sent = 0
     for row in rows:
-        resender.send_assessment(row["run_id"], row["task_id"], row["attempt"])
-    return len(rows)
+        run_id, task_id, attempt = row["run_id"], row["task_id"], row["attempt"]
+        try:
+            resender.send_assessment(run_id, task_id, attempt)
+        except Exception:
+            log.exception(
+                "tick: re-sending the assessment of attempt %s of %s in run %s failed; skipped",
+                attempt,
+                task_id,
+                run_id,
+            )
+            failures.add("stale_assessments")
+            continue
+        sent += 1
+    return sent
 
 
-def resend_lost_messages(coordinator: Coordinator, resender: Resender, settings: Settings, now: datetime) -> int:
-    """Queued attempts older than ``requeue_seconds`` are re-sent, but only while the broker queue
-    is empty: a long queue means they are waiting, not lost."""
-    if not resender.queue_empty():
-        return 0
-    cutoff = now - timedelta(seconds=settings.requeue_seconds)
+def resend_lost_messages(
+    coordinator: Coordinator, resender: Resender, settings: Settings, now: datetime, failures: Failures | None = None
+) -> int:
+    """Queued attempts unclaimed for ``requeue_seconds`` are sent again, whatever the queue length.
+    While the broker queue is not empty (or the broker cannot say), each attempt's re-sends back off
+    (see the module docstring): a long queue means most of them are waiting, not lost."""
+    failures = failures if failures is not None else Failures()
+    requeue = timedelta(seconds=settings.requeue_seconds)
+    backoff_cap = timedelta(0) if resender.queue_empty() else requeue * RESEND_BACKOFF_LIMIT
     with coordinator.db.transaction() as conn:
-        rows = attempts.take_unsent(conn, cutoff, now, BATCH)
+        rows = attempts.take_unsent(conn, now - requeue, now, BATCH, backoff_cap=backoff_cap)
+    sent = 0
     for row in rows:
-        resender.send_attempts(row["run_id"], [(row["task_id"], row["attempt"])])
-    if rows:
-        log.warning("re-sent %d queued attempts whose messages were lost", len(rows))
-    return len(rows)
+        run_id, task_id, attempt = row["run_id"], row["task_id"], row["attempt"]
+        try:
+            resender.send_attempts(run_id, [(task_id, attempt)])
+        except Exception:  # (its sent_at moved on: it goes again after its backoff)
+            log.exception("tick: re-sending attempt %s of %s in run %s failed; skipped", attempt, task_id, run_id)
+            failures.add("lost_messages")
+            continue
+        sent += 1
+    if sent:
+        log.warning("re-sent %d queued attempts whose messages were lost", sent)
+    return sent
 
 
-def fire_schedules(coordinator: Coordinator, settings: Settings, now: datetime) -> int:
-    limits = Limits.from_settings(settings)
-    return schedules.fire_due(coordinator, limits, now)
+def fire_schedules(
+    coordinator: Coordinator, settings: Settings, now: datetime, failures: Failures | None = None
+) -> int:
+    limits = Limits(max_tasks=settings.max_tasks, allow_commands=settings.allow_commands)
+    failed: list[str] = []
+    try:
+        return schedules.fire_due(coordinator, limits, now, failed=failed)
+    finally:
+        if failures is not None:
+            failures.count += len(failed)  # (logged and counted by part there)
+
+
+def _part(failures: Failures, part: str, run: Callable[[], int]) -> int:
+    """Run one part of the tick in its own guard: when it raises (its items are guarded on their
+    own, so this is its scan failing), the next part still runs."""
+    try:
+        return run()
+    except Exception:
+        log.exception("tick: the %s part failed; the next part runs", part)
+        failures.add(part)
+        return 0
 
 
 def tick(coordinator: Coordinator, resender: Resender, settings: Settings, now: datetime) -> TickReport:
     report = TickReport()
-    report.scheduled = fire_schedules(coordinator, settings, now)
-    report.timers = fire_timers(coordinator, now)
-    report.lost = reap_lost_workers(coordinator, settings, now)
-    report.reassessed = resend_stale_assessments(coordinator, resender, settings, now)
-    report.resent = resend_lost_messages(coordinator, resender, settings, now)
+    failures = Failures()
+    report.scheduled = _part(failures, "schedules", lambda: fire_schedules(coordinator, settings, now, failures))
+    report.timers = _part(failures, "timers", lambda: fire_timers(coordinator, now, failures=failures))
+    report.lost = _part(failures, "lost_workers", lambda: reap_lost_workers(coordinator, settings, now, failures))
+    report.reassessed = _part(
+        failures,
+        "stale_assessments",
+        lambda: resend_stale_assessments(coordinator, resender, settings, now, failures),
+    )
+    report.resent = _part(
+        failures, "lost_messages", lambda: resend_lost_messages(coordinator, resender, settings, now, failures)
+    )
+    report.failed = failures.count
     return report

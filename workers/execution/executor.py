@@ -17,11 +17,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from config import Settings
 from orchestrator.engine import (
@@ -53,7 +54,7 @@ from workers.execution.heartbeat import Heartbeats, Key
 from workers.execution.providers import Providers, endpoint_config
 from workers.execution.runtimes import runtime_for
 from workers.store import attempts, run_state
-from workers.store.db import Database
+from workers.store.db import Database, is_transient
 from workers.support.clock import utcnow
 from workers.support.logs import log_ids
 
@@ -61,6 +62,11 @@ log = logging.getLogger(__name__)
 
 ANNOUNCE_AFTER = 0.2  # seconds an agent may run before its claim is announced on its own (see _Claim)
 OUTPUT_INTERVAL = 0.1  # seconds between two task:output events of one attempt (at most ~10 a second)
+RETRY_FIRST_SECONDS = 0.2  # the first wait before recording a result again after a transient database error
+RETRY_MAX_SECONDS = 5.0  # ... doubling up to this
+RETRY_WINDOWS = 3  # ... for up to this many worker-lost windows (settings.worker_lost_seconds)
+
+T = TypeVar("T")
 
 
 class OutputBatcher:
@@ -143,6 +149,14 @@ class _Claim:
 
     def pending(self) -> tuple[tuple[Event, datetime], ...]:
         return () if self.announced else ((self.event, self.at),)
+
+
+@dataclass
+class _Tried:
+    """How recording one result went so far (see ``Executor._durably``)."""
+
+    committed: bool = False  # this try's step returned: it committed (or matched nothing)
+    retried: bool = False  # an earlier try failed; it may have committed before its answer was lost
 
 
 class Executor:
@@ -306,17 +320,24 @@ class Executor:
             if failed
             else TaskFinished(task_id, attempt, result.output or "")
         )
-        # What the step asks for is sent when the block ends, after the claim's lock is released.
-        with self.coordinator.steps() as uow, claim.lock:
-            outcome = uow.advance(
-                run_id, event, now, before=claim.pending(), guard=recorded, budget=budget, assess_inline=self.assess
-            )
-            if outcome is None:
-                return "run deleted"
-            if outcome.guard is None:
-                return "result dropped: the attempt was cancelled or lost meanwhile"
-            claim.announced = True  # (read only by this thread from here on)
-        return "failed" if failed else "finished"
+
+        def record(tried: _Tried) -> str:
+            # What the step asks for is sent when the block ends, after the claim's lock is released.
+            with self.coordinator.steps() as uow, claim.lock:
+                outcome = uow.advance(
+                    run_id, event, now, before=claim.pending(), guard=recorded, budget=budget, assess_inline=self.assess
+                )
+                tried.committed = True
+                if outcome is None:
+                    return "run deleted"
+                if outcome.guard is None:
+                    if tried.retried:
+                        return "result recorded by an earlier try, or dropped: the attempt changed meanwhile"
+                    return "result dropped: the attempt was cancelled or lost meanwhile"
+                claim.announced = True  # (read only by this thread from here on)
+            return "failed" if failed else "finished"
+
+        return self._durably("the result", (run_id, task_id, attempt), AttemptStatus.RUNNING, record)
 
     # -- assessment ----------------------------------------------------------------------------
     def assess(self, run_id: str, task_id: str, attempt: int) -> str:
@@ -388,12 +409,69 @@ class Executor:
             judge_cost=used.cost_usd,
         )
         scored = AssessmentScored(task_id, attempt, result.score, tuple(result.criteria), result.error)
-        outcome = self.coordinator.advance(
-            run_id, scored, now, guard=recorded, budget=state.spec.budget, assess_inline=self.assess
-        )
-        if outcome is not None and outcome.guard is None:
-            return "assessment dropped: the attempt changed meanwhile"
-        return "passed" if passed else "failed"
+
+        def record(tried: _Tried) -> str:
+            with self.coordinator.steps() as uow:
+                outcome = uow.advance(
+                    run_id, scored, now, guard=recorded, budget=state.spec.budget, assess_inline=self.assess
+                )
+                tried.committed = True
+            if outcome is not None and outcome.guard is None:
+                if tried.retried:
+                    return "assessment recorded by an earlier try, or dropped: the attempt changed meanwhile"
+                return "assessment dropped: the attempt changed meanwhile"
+            return "passed" if passed else "failed"
+
+        return self._durably("the assessment", (run_id, task_id, attempt), AttemptStatus.ASSESSING, record)
+
+    def _durably(self, what: str, key: Key, status: AttemptStatus, record: Callable[[_Tried], T]) -> T:
+        """``record(tried)``, tried again while the database fails transiently, so that a finished
+        result (or verdict) is never dropped on a database blip while this worker lives.
+
+        A try whose step fails with a transient error (``workers.store.db.is_transient``: Postgres
+        restarting, a broken pooled connection, no connection in time) is made again after
+        ``RETRY_FIRST_SECONDS``, doubling up to ``RETRY_MAX_SECONDS``, for up to ``RETRY_WINDOWS``
+        worker-lost windows (``settings.worker_lost_seconds``: a minute by default). The attempt is
+        heart-beaten in ``status`` all along (the agent's watch has ended), so the reaper does not
+        take it for lost and run it (and pay for it) again. Trying again after a commit whose answer
+        was lost is harmless: the guard matches nothing the second time.
+
+        ``record`` sets ``tried.committed`` once its step has returned: a failure after that (in
+        what the step sends, such as an inline assessment) is no reason to record again, and is
+        raised. So is an error that is not transient, and a transient one once the window has
+        passed: the attempt is then left to the reaper, as when a worker dies."""
+        deadline = time.monotonic() + RETRY_WINDOWS * self.settings.worker_lost_seconds
+        delay = RETRY_FIRST_SECONDS
+        with self._beating(key, status) as tried:
+            while True:
+                tried.committed = False
+                try:
+                    return record(tried)
+                except Exception as exc:
+                    left = deadline - time.monotonic()
+                    if tried.committed or not is_transient(exc) or left <= 0:
+                        raise
+                    delay = min(delay, left)  # (the last try is made at the end of the window)
+                    log.warning(
+                        "recording %s of attempt %s of %s/%s failed (%s: %s); trying again in %.1f s",
+                        what,
+                        key[2],
+                        key[0],
+                        key[1],
+                        type(exc).__name__,
+                        exc,
+                        delay,
+                    )
+                time.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_SECONDS)
+                tried.retried = True
+
+    @contextmanager
+    def _beating(self, key: Key, status: AttemptStatus) -> Iterator[_Tried]:
+        """The attempt is watched (heart-beaten) while its result is recorded. A quick record ends
+        before the first beat is due, so this costs no more than registering the watch."""
+        with self.heartbeats.watch(*key, status):
+            yield _Tried()
 
     def _judge_of(
         self, state: RunState, agent_name: str | None, attempt_model: str | None

@@ -20,6 +20,9 @@ from typing import Any
 
 import redis
 
+from workers.store.db import is_transient
+from workers.support import metrics
+
 log = logging.getLogger(__name__)
 
 
@@ -125,6 +128,7 @@ class WakeupPublisher:
 HUB_POLL_SECONDS = 0.05  # how long the hub reads before it looks at new (un)subscriptions
 HUB_RETRY_SECONDS = 1.0  # pause before the hub reconnects after a Redis failure
 HUB_LOG_POLL_SECONDS = 1.0  # how often the hub reads the last event id of every run it has streams for
+HUB_UNREADABLE_SECONDS = 30.0  # how long the hub leaves out of its reads a run whose read failed on its own
 
 
 class Listener:
@@ -181,7 +185,16 @@ class WakeupHub:
 
     When Redis fails, the hub drops the connection, waits ``HUB_RETRY_SECONDS``, reconnects and
     subscribes again to every channel that still has streams; meanwhile its log reads keep the
-    streams going, a second late at most."""
+    streams going, a second late at most.
+
+    One run never stops the others: handing a wake-up or a read to one stream, handling one
+    message, and reading the log are each guarded (logged, counted in
+    ``missions_isolated_failures_total{part="wakeup_hub"}``, skipped), and the thread outlives any
+    of them. When a read of several runs fails for a reason other than a database outage, the hub
+    splits it in halves until it finds the runs whose read fails on its own; those are left out of
+    its reads for ``HUB_UNREADABLE_SECONDS`` and their streams are woken at every read instead, so
+    they read the log themselves (as streams do while the hub cannot), and the other runs' streams
+    stay covered."""
 
     def __init__(
         self,
@@ -199,6 +212,7 @@ class WakeupHub:
         self._log_read_at = float("-inf")  # when the hub last read the log (monotonic)
         self._log_due = float("-inf")
         self._log_failing = False
+        self._unreadable: dict[str, float] = {}  # run id -> until when (monotonic) its reads are left out
         self._lock = threading.Lock()
         self._work = threading.Event()  # something to subscribe or unsubscribe
         self._listeners: dict[str, set[Listener]] = {}
@@ -261,7 +275,11 @@ class WakeupHub:
             with self._lock:
                 if self._closed:
                     break
-            self._read_log()
+            try:
+                self._read_log()
+            except Exception:  # the thread must outlive any failure of one read
+                log.exception("the wake-up hub's read of the event log failed; skipped")
+                metrics.count_isolated("wakeup_hub")
             try:
                 if pubsub is None:
                     pubsub = self.client.pubsub(ignore_subscribe_messages=False)  # type: ignore[no-untyped-call]
@@ -274,7 +292,7 @@ class WakeupHub:
                     continue
                 message = pubsub.get_message(timeout=self.poll_seconds)
                 while message is not None:
-                    self._handle(message)
+                    self._handle_guarded(message)
                     message = pubsub.get_message(timeout=0)
             except Exception:
                 if not failing:  # once per outage, not once per retry
@@ -299,18 +317,74 @@ class WakeupHub:
             listeners = [listener for group in self._listeners.values() for listener in group]
         if not listeners:
             return
-        try:
-            latest = self.latest_ids(sorted({listener.run_id for listener in listeners}))
-        except Exception:
-            if not self._log_failing:
-                log.warning("the wake-up hub cannot read the event log; each stream polls it", exc_info=True)
+        runs = {listener.run_id for listener in listeners}
+        self._unreadable = {run: until for run, until in self._unreadable.items() if until > now and run in runs}
+        readable = sorted(runs - self._unreadable.keys())
+        latest: dict[str, int] = {}
+        if readable:
+            try:
+                latest = self.latest_ids(readable)
+            except Exception as exc:
+                if is_transient(exc) or len(readable) == 1 or not self._isolate(readable, latest):
+                    if not self._log_failing:
+                        log.warning("the wake-up hub cannot read the event log; each stream polls it", exc_info=True)
+                    self._log_failing = True
+                    return
+        else:  # every run's read fails on its own: the streams read the log themselves
             self._log_failing = True
             return
         self._log_failing = False
         self._log_read_at = time.monotonic()
         for listener in listeners:
-            if listener.run_id in latest:
-                listener.announce(latest[listener.run_id])
+            if listener.run_id in self._unreadable:
+                self._announce(listener, None)  # its stream reads the log itself
+            elif listener.run_id in latest:
+                self._announce(listener, latest[listener.run_id])
+
+    def _isolate(self, runs: list[str], latest: dict[str, int]) -> bool:
+        """After a read of ``runs`` failed: read them again in halves, down to the runs whose read
+        fails on its own, into ``latest``; those are left out of the next reads for a while. False
+        when no read succeeded (nothing to isolate: the log cannot be read)."""
+        assert self.latest_ids is not None
+        failed: list[str] = []
+        read_any = False
+        pending = [runs[: len(runs) // 2], runs[len(runs) // 2 :]]
+        while pending:
+            part = pending.pop()
+            try:
+                latest.update(self.latest_ids(part))
+                read_any = True
+            except Exception as exc:  # noqa: BLE001 - logged below, once per run whose read fails
+                if is_transient(exc):
+                    return False  # the database went away meanwhile
+                if len(part) == 1:
+                    failed.extend(part)
+                else:
+                    pending += [part[: len(part) // 2], part[len(part) // 2 :]]
+        if not read_any:
+            return False
+        until = time.monotonic() + HUB_UNREADABLE_SECONDS
+        for run_id in failed:
+            log.warning("the wake-up hub cannot read the event log of run %s; its streams read it themselves", run_id)
+            metrics.count_isolated("wakeup_hub")
+            self._unreadable[run_id] = until
+        return True
+
+    def _announce(self, listener: Listener, event_id: int | None) -> None:
+        try:
+            listener.announce(event_id)
+        except Exception:  # one stream must not keep the others from their wake-ups
+            log.exception("the wake-up hub could not wake a stream of run %s; skipped", listener.run_id)
+            metrics.count_isolated("wakeup_hub")
+
+    def _handle_guarded(self, message: Any) -> None:
+        """``_handle`` one message; one that cannot be handled is skipped, not taken for a Redis
+        failure (which would drop the connection and the messages after it)."""
+        try:
+            self._handle(message)
+        except Exception:
+            log.exception("the wake-up hub could not handle a message on %r; skipped", _field(message, "channel"))
+            metrics.count_isolated("wakeup_hub")
 
     def _sync(self, pubsub: Any) -> None:
         self._work.clear()
@@ -337,7 +411,7 @@ class WakeupHub:
                 listeners = list(self._listeners.get(name, ()))
             for listener in listeners:
                 listener.confirmed.set()
-        elif kind == "message":
+        elif kind == "message":  # (each stream's wake-up on its own: see _announce)
             try:
                 payload = json.loads(message["data"])
                 run_id, event_id = str(payload["runId"]), payload["eventId"]
@@ -348,7 +422,7 @@ class WakeupHub:
                 listeners = list(self._listeners.get(name, ()))
             for listener in listeners:
                 if run_id is None or listener.run_id == run_id:
-                    listener.announce(event_id if run_id is not None else None)
+                    self._announce(listener, event_id if run_id is not None else None)
 
     def _reset(self, pubsub: Any) -> Any:
         """Forget the connection; every channel that still has streams is subscribed again."""
@@ -361,4 +435,11 @@ class WakeupHub:
             self._subscribed.clear()
             self._confirmed.clear()
             self._todo.update(self._listeners)
+        return None
+
+
+def _field(message: Any, name: str) -> Any:
+    try:
+        return message[name]
+    except Exception:  # noqa: BLE001 - only for a log line about a message that is already broken
         return None

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -31,6 +31,7 @@ TO_ASSESS = query("attempt_to_assess")
 LOST_RUNNING = query("lost_running_attempts")
 STALE_ASSESSING = query("stale_assessing_attempts")
 UNSENT = query("unsent_attempts")
+POSTPONE_LOST = query("postpone_lost_attempt")
 CANCEL = query("cancel_attempt")
 
 
@@ -208,9 +209,28 @@ def take_stale_assessing(conn: Connection, cutoff: datetime, now: datetime, limi
     return [dict(r) for r in conn.execute(STALE_ASSESSING, {"cutoff": cutoff, "now": now, "limit": limit})]
 
 
-def take_unsent(conn: Connection, cutoff: datetime, now: datetime, limit: int) -> list[dict[str, Any]]:
-    """Queued attempts unclaimed since before ``cutoff``, marked sent now (their messages go again)."""
-    return [dict(r) for r in conn.execute(UNSENT, {"cutoff": cutoff, "now": now, "limit": limit})]
+def take_unsent(
+    conn: Connection, cutoff: datetime, now: datetime, limit: int, *, backoff_cap: timedelta = timedelta(0)
+) -> list[dict[str, Any]]:
+    """Queued attempts last sent before ``cutoff``, marked sent now (their messages go again).
+
+    With a ``backoff_cap``, an attempt is taken only once its last send is also older than the time
+    it had waited when it was last sent (at most ``backoff_cap``): the gaps between the re-sends of
+    one attempt double up to the cap. An attempt created at ``t`` is then re-sent at about
+    ``t + r``, ``t + 2r``, ``t + 4r``... (``r = now - cutoff``), so one that waits in a long but
+    healthy queue gets a few duplicates, and one whose message was lost waits at most about as long
+    again as it had already waited (and never more than the cap) before its message goes again."""
+    params = {"cutoff": cutoff, "now": now, "limit": limit, "backoff_cap": backoff_cap}
+    return [dict(r) for r in conn.execute(UNSENT, params)]
+
+
+def postpone_lost(conn: Connection, run_id: str, task_id: str, attempt: int, now: datetime) -> None:
+    """Set a running attempt's heartbeat to ``now``: the reaper, whose step for it failed, looks at
+    it again only once it is older than the worker-lost window (the others go first meanwhile)."""
+    conn.execute(
+        POSTPONE_LOST,
+        {"run_id": run_id, "task_id": task_id, "attempt": attempt, "now": now, "was": AttemptStatus.RUNNING.value},
+    )
 
 
 def cancel(conn: Connection, run_id: str, cancels: Sequence[tuple[str, int, str]], now: datetime) -> None:

@@ -162,3 +162,25 @@ def connect(database_url: str) -> Iterator[Connection]:
     """One connection of its own (dict rows) in a transaction, for commands that run once."""
     with psycopg.connect(database_url, row_factory=dict_row) as conn:
         yield conn
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is a database failure that may pass when the same work is tried again
+    (Postgres restarting, a network blip, no pooled connection in time, a deadlock), rather than an
+    error about the statement or its data, which would fail again. Lets code outside
+    ``workers.store`` decide to retry without importing psycopg. A closed pool (the process is
+    stopping) is not transient."""
+    from psycopg_pool import PoolClosed, PoolTimeout
+
+    if isinstance(exc, PoolClosed):
+        return False
+    if isinstance(exc, PoolTimeout):
+        return True
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    if exc.sqlstate is None:  # failed on the client's side: the connection broke, closed or timed out
+        return True
+    # SQLSTATE classes that say nothing about the statement: connection exception (08), transaction
+    # rolled back by Postgres (40: deadlock, serialization failure), insufficient resources (53),
+    # operator intervention (57: shutdown, restart, cannot connect now, cancel), system error (58).
+    return exc.sqlstate[:2] in {"08", "40", "53", "57", "58"}

@@ -1,6 +1,8 @@
 """Counters that only the processes running coordinator steps can see, kept in Redis for
-``GET /metrics`` (``api/metrics.py``) to read: how long each coordinator step took (a histogram)
-and how many events of each type the steps appended.
+``GET /metrics`` (``api/metrics.py``) to read: how long each coordinator step took (a histogram),
+how many events of each type the steps appended, and how many failures of one item were isolated
+(logged, counted and skipped so that the other items went on: a tick's timer, lost attempt, fire or
+re-send, a wake-up hub's read), by the part of the work they happened in.
 
 Everything else the metrics show is computed from Postgres at scrape time.
 
@@ -27,6 +29,9 @@ log = logging.getLogger(__name__)
 STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 STEP_KEY = "missions:metrics:coordinator_step"  # hash: "le:<bucket>" (not cumulative), "le:+Inf", count, sum
 EVENTS_KEY = "missions:metrics:events"  # hash: event type -> count
+ISOLATED_KEY = "missions:metrics:isolated_failures"  # hash: part -> count
+# The parts whose failures are isolated: the tick's (workers.coordination.tick), the SSE wake-up hub's.
+ISOLATED_PARTS = ("schedules", "timers", "lost_workers", "stale_assessments", "lost_messages", "wakeup_hub")
 FLUSH_SECONDS = 1.0
 
 
@@ -38,6 +43,7 @@ class Recorder:
         self._client: Any = None
         self._buckets: dict[str, int] = {}
         self._events: dict[str, int] = {}
+        self._isolated: dict[str, int] = {}
         self._count = 0
         self._sum = 0.0
         self._flusher_pid: int | None = None
@@ -71,15 +77,21 @@ class Recorder:
                 self._events[kind] = self._events.get(kind, 0) + 1
         self._ensure_flusher()
 
+    def count_isolated(self, part: str) -> None:
+        with self._lock:
+            self._isolated[part] = self._isolated.get(part, 0) + 1
+        self._ensure_flusher()
+
     def flush(self) -> None:
         with self._lock:
-            if not self._count and not self._events:
+            if not self._count and not self._events and not self._isolated:
                 return
             client = self._redis()
             if client is None:
                 return
             buckets, events, count, total = self._buckets, self._events, self._count, self._sum
-            self._buckets, self._events, self._count, self._sum = {}, {}, 0, 0.0
+            isolated = self._isolated
+            self._buckets, self._events, self._isolated, self._count, self._sum = {}, {}, {}, 0, 0.0
         try:
             pipe = client.pipeline(transaction=False)
             for name, value in buckets.items():
@@ -89,6 +101,8 @@ class Recorder:
                 pipe.hincrbyfloat(STEP_KEY, "sum", total)
             for name, value in events.items():
                 pipe.hincrby(EVENTS_KEY, name, value)
+            for name, value in isolated.items():
+                pipe.hincrby(ISOLATED_KEY, name, value)
             pipe.execute()
         except Exception:  # metrics must never break the work they measure
             if not self._warned:
@@ -122,7 +136,7 @@ class Recorder:
 
     def reset(self) -> None:
         with self._lock:
-            self._buckets, self._events, self._count, self._sum = {}, {}, 0, 0.0
+            self._buckets, self._events, self._isolated, self._count, self._sum = {}, {}, {}, 0, 0.0
 
 
 _recorder = Recorder()
@@ -143,6 +157,12 @@ def count_events(event_types: Iterable[str]) -> None:
     _recorder.count_events(event_types)
 
 
+def count_isolated(part: str) -> None:
+    """Count one failure that was isolated in ``part`` (one of ``ISOLATED_PARTS``): its item was
+    logged and skipped, and the other items went on."""
+    _recorder.count_isolated(part)
+
+
 def flush() -> None:
     _recorder.flush()
 
@@ -152,6 +172,11 @@ def read(client: Any) -> tuple[dict[str, float], dict[str, int]]:
     steps = {_text(k): float(v) for k, v in (client.hgetall(STEP_KEY) or {}).items()}
     events = {_text(k): int(v) for k, v in (client.hgetall(EVENTS_KEY) or {}).items()}
     return steps, events
+
+
+def read_isolated(client: Any) -> dict[str, int]:
+    """The stored counts of isolated failures, by part."""
+    return {_text(k): int(v) for k, v in (client.hgetall(ISOLATED_KEY) or {}).items()}
 
 
 def _text(value: Any) -> str:

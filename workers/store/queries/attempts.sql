@@ -63,10 +63,22 @@ UPDATE attempts SET heartbeat_at = %(now)s
 RETURNING run_id, task_id, attempt
 
 -- name: unsent_attempts
--- Queued attempts no worker claimed: their message was never sent, or the broker lost it.
+-- Queued attempts no worker claimed: their message was never sent, or the broker lost it. Each is
+-- sent again once its last send is older than the cutoff and than the time it had waited when last
+-- sent (capped by %(backoff_cap)s): the gaps between the re-sends of one attempt double, so a long
+-- queue is not flooded with duplicates of the attempts waiting in it. A zero cap re-sends every
+-- attempt past the cutoff (an empty queue holds no message of any of them).
 UPDATE attempts SET sent_at = %(now)s
  WHERE (run_id, task_id, attempt) IN (
     SELECT run_id, task_id, attempt FROM attempts
      WHERE status = 'queued' AND coalesce(sent_at, created_at) < %(cutoff)s
+       AND coalesce(sent_at, created_at)
+           < %(now)s - least(%(backoff_cap)s::interval, coalesce(sent_at, created_at) - created_at)
      ORDER BY created_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
 RETURNING run_id, task_id, attempt
+
+-- name: postpone_lost_attempt
+-- A lost attempt the tick could not reap (its step failed): looked at again once its heartbeat,
+-- set to now, is old again, so that it does not hold the head of the reaper's scan tick after tick.
+UPDATE attempts SET heartbeat_at = %(now)s
+ WHERE run_id = %(run_id)s AND task_id = %(task_id)s AND attempt = %(attempt)s AND status = %(was)s
