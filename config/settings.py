@@ -162,7 +162,8 @@ SETTINGS_TABLE: tuple[Setting, ...] = (
     Setting("MISSIONS_WORKER_LOST_SECONDS", "worker_lost_seconds", _float_range(1, 3600), 20.0,
             "An attempt without a heartbeat for this long counts as lost."),
     Setting("MISSIONS_REQUEUE_SECONDS", "requeue_seconds", _float_range(0.5, 3600), 10.0,
-            "A queued attempt unclaimed this long while the broker queue is empty is sent again."),
+            "A queued attempt unclaimed this long is sent again; while the broker queue is not empty, again only "
+            "after waiting as long as it had (at most 32 times this)."),
     Setting("MISSIONS_SSE_HEARTBEAT_SECONDS", "sse_heartbeat_seconds", _float_range(0.1, 3600), 15.0,
             "Interval of the SSE comment heartbeat."),
     Setting("MISSIONS_LOG_LEVEL", "log_level", _choice("debug", "info", "warning", "error"), "info",
