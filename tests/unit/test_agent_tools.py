@@ -5,9 +5,12 @@ errors. Missions asking for unknown or disabled tools are rejected at create."""
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -207,3 +210,51 @@ def test_required_outcomes_must_have_been_produced(tmp_path: Path) -> None:
     assert missing_outcomes([{"name": "x", "path": "../x", "required": True}], "", tmp_path) == [
         "required outcome 'x': '../x' is outside the workspace folder"
     ]
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed", "ok"),
+    [
+        ("http://[::1]:8080/a", ["[::1]:8080"], True),
+        ("http://[::1]:9090/a", ["[::1]:8080"], False),
+        ("http://[::1]/a", ["[::1]"], True),
+        ("http://[::1]:9090/a", ["[::1]"], True),
+        ("https://[2001:db8::1]/", ["[2001:db8::1]"], True),
+        ("https://[2001:db8::1]/", ["[2001:DB8:0:0::1]"], True),
+        ("https://[2001:db8::1]/", ["2001:db8::1"], True),
+        ("https://[2001:db8::2]/", ["[2001:db8::1]"], False),
+        ("https://[2001:db8::1]:8443/", ["[2001:db8::1]:443"], False),
+        ("https://[2001:db8::1]/", ["[2001:db8::1]:443"], True),
+        ("http://127.0.0.1:8080/", ["[::1]:8080"], False),
+        ("http://[::1]:8080/", ["[::1"], False),
+    ],
+)
+def test_bracketed_ipv6_entries_match_ipv6_hosts(url: str, allowed: list[str], ok: bool) -> None:
+    assert host_allowed(url, allowed) is ok
+
+
+def _resolves_to(address: str) -> Callable[..., list[tuple[Any, ...]]]:
+    def resolve(host: str, port: int, family: int = 0, type: int = 0) -> list[tuple[Any, ...]]:
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    return resolve
+
+
+def test_http_requests_to_a_host_resolving_to_a_private_address_are_refused(tmp_path: Path) -> None:
+    toolbox = ToolBox(("http_request",), tmp_path, ("api.internal",), resolve=_resolves_to("10.1.2.3"))
+    content, error = use(toolbox, "http_request", '{"url": "http://api.internal/secret"}')
+    assert error and content == "refused: api.internal resolves to a private address (10.1.2.3)"
+    hosts = ("*.internal", "169.254.169.254")
+    for url in ("http://169.254.169.254/latest/meta-data/", "http://metadata.google.internal/"):
+        toolbox = ToolBox(("http_request",), tmp_path, hosts, resolve=_resolves_to("8.8.8.8"))
+        content, error = use(toolbox, "http_request", f'{{"url": "{url}"}}')
+        assert error and content.startswith("refused: ") and "metadata" in content
+
+
+def test_a_host_that_does_not_resolve_is_a_short_tool_error(tmp_path: Path) -> None:
+    def nowhere(host: str, port: int, family: int = 0, type: int = 0) -> list[tuple[Any, ...]]:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    toolbox = ToolBox(("http_request",), tmp_path, ("api.nowhere",), resolve=nowhere)
+    content, error = use(toolbox, "http_request", '{"url": "https://api.nowhere/"}')
+    assert error and content == "request failed: api.nowhere does not resolve (Name or service not known)"

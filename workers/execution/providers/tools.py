@@ -1,7 +1,12 @@
 """The tools an agent may call, each opt-in through the agent's ``tools`` list.
 
 - ``http_request``: method, URL, headers, body; only to hosts in the agent's ``allowedHosts``
-  (``example.com``, ``*.example.com`` or ``host:port``), redirects included. No list, no requests.
+  (``example.com``, ``*.example.com``, ``host:port``, ``[v6]`` or ``[v6]:port``), redirects
+  included. No list, no requests. Every request and redirect hop then passes the egress guard
+  (``workers/execution/egress.py``): a host that resolves to a loopback, private, link-local or
+  metadata address is refused unless the operator allows it (``MISSIONS_EGRESS_ALLOW``, the
+  ToolBox's ``egress_allow``), and the connection goes to the address that was checked. A refused
+  request is a short tool error (``refused: <why>``), never a body.
 - ``read_file`` / ``write_file``: paths relative to the run's workspace folder; a path that
   resolves outside it (``..``, absolute, through a symlink) is refused. Files written are the
   attempt's outcomes.
@@ -18,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -30,6 +36,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from orchestrator.validation import AGENT_TOOLS
+from workers.execution import egress
 from workers.execution.providers.base import (
     CANCEL_POLL,
     Cancelled,
@@ -44,7 +51,7 @@ WRITE_LIMIT = 5_000_000  # characters one write_file may store
 HTTP_BODY_LIMIT = 50_000  # characters of a response body returned to the model
 SHELL_OUTPUT_LIMIT = 20_000  # characters of command output returned to the model
 HTTP_TIMEOUT = 30.0
-MAX_REDIRECTS = 5
+MAX_REDIRECTS = egress.MAX_REDIRECTS
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
 
 SPECS: Mapping[str, ToolSpec] = {
@@ -97,26 +104,24 @@ def requested_tools(config: Mapping[str, Any]) -> tuple[str, ...]:
 
 
 def host_allowed(url: str, allowed: Sequence[str]) -> bool:
-    """Whether ``url``'s host is in ``allowed`` (exact host, ``*.domain``, or ``host:port``)."""
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower().rstrip(".")
-    if not host:
-        return False
+    """Whether ``url``'s host is in ``allowed``: exact host, ``*.domain``, ``host:port``, an IPv6
+    address bracketed (``[::1]``, ``[::1]:8080``) or bare (``::1``, no port then)."""
     try:
+        parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
         return False
+    host = egress.normal_host(parts.hostname or "")
+    if not host:
+        return False
     for entry in allowed:
         pattern = entry.strip().lower().rstrip(".")
-        if not pattern:
-            continue
         if pattern.startswith("*."):
             if host.endswith(pattern[1:]) and host != pattern[2:]:
                 return True
-        elif ":" in pattern and not pattern.startswith("["):
-            if pattern == f"{host}:{port}":
-                return True
-        elif pattern == host:
+            continue
+        parsed = egress.split_entry(pattern)
+        if parsed is not None and parsed[0] == host and parsed[1] in (None, port):
             return True
     return False
 
@@ -167,6 +172,10 @@ class ToolBox:
     command_timeout: float = 60.0
     http_timeout: float = HTTP_TIMEOUT
     written: dict[str, int] = field(default_factory=dict)  # relative path -> characters written
+    # The operator's MISSIONS_EGRESS_ALLOW (settings.egress_allow): non-public hosts, host:port
+    # entries or CIDR blocks http_request may reach. Nothing extra by default.
+    egress_allow: tuple[str, ...] = field(default=(), kw_only=True)
+    resolve: egress.Resolver = field(default=socket.getaddrinfo, kw_only=True, repr=False)
 
     def specs(self) -> tuple[ToolSpec, ...]:
         return tuple(SPECS[name] for name in self.names)
@@ -198,6 +207,10 @@ class ToolBox:
                     raise ValueError(f"unknown tool {call.name!r}")
         except Cancelled:
             raise
+        except egress.EgressRefused as exc:
+            return ToolResult(call.id, call.name, f"refused: {exc.reason}", True)
+        except egress.EgressError as exc:
+            return ToolResult(call.id, call.name, f"request failed: {exc.reason}", True)
         except (ValueError, OSError, _HostNotAllowed) as exc:
             return ToolResult(call.id, call.name, str(exc) or exc.__class__.__name__, True)
         return ToolResult(call.id, call.name, content)
@@ -242,7 +255,10 @@ class ToolBox:
         request = urllib.request.Request(  # noqa: S310 - only http(s) URLs of allowedHosts reach here
             url, data=data, method=method, headers={str(k): str(v) for k, v in headers.items()}
         )
-        opener = urllib.request.build_opener(_redirects_checked_by(self._check_host))
+        # Every hop (the first request and each redirect) is checked by the egress guard in the
+        # opener's handlers and connects to the address that was checked; redirects are also held
+        # to allowedHosts here.
+        opener = egress.opener(self.egress_allow, resolve=self.resolve, check_redirect=self._check_host)
         return abandonable(lambda: self._fetch(opener, request), cancel, name="http-tool")
 
     def _check_host(self, url: str) -> None:
@@ -260,9 +276,9 @@ class ToolBox:
         except urllib.error.HTTPError as exc:  # a status >= 400 is still an answer
             response = exc
         except urllib.error.URLError as exc:
-            if isinstance(exc.reason, _HostNotAllowed):
+            if isinstance(exc.reason, (_HostNotAllowed, egress.EgressError)):
                 raise exc.reason from None
-            raise ValueError(f"request failed: {exc.reason}") from None
+            raise ValueError(f"request failed: {str(exc.reason)[:300]}") from None
         with response:
             raw = response.read(HTTP_BODY_LIMIT * 4 + 1)
             charset = response.headers.get_content_charset() or "utf-8"
@@ -349,16 +365,3 @@ def _kill(process: subprocess.Popen[bytes]) -> None:
     except ProcessLookupError:
         pass
     process.wait(5)
-
-
-def _redirects_checked_by(check: Any) -> urllib.request.HTTPRedirectHandler:
-    class Checked(urllib.request.HTTPRedirectHandler):
-        max_redirections = MAX_REDIRECTS
-
-        def redirect_request(
-            self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str
-        ) -> urllib.request.Request | None:
-            check(newurl)
-            return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-    return Checked()
