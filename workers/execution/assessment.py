@@ -12,6 +12,14 @@ strictly (every criterion scored once, scores numbers from 1 to 5); when it is u
 gets one repair turn that says what was wrong, and after that the assessment fails with that
 reason. Nothing a judge sends can raise out of ``judge``.
 
+Tenant patterns are bounded: a ``regex`` expectation and a JSON schema's ``pattern``,
+``patternProperties`` (and the ``additionalProperties``/``unevaluatedProperties`` that match them)
+run in the ``regex`` engine with the GIL released and at most ``AssessmentContext.pattern_timeout``
+seconds per check (``MISSIONS_PATTERN_TIMEOUT_SECONDS``; ``workers/execution/patterns.py``); a
+pattern that runs out of time fails its check (score 1, "pattern took longer than N s on the
+output"). A JSON schema's ``$ref`` is resolved only inside the schema: a reference to any other
+document (http, https, file, a relative name) is never fetched and fails the check.
+
 ``missing_outcomes`` checks a task's ``expectedOutcomes`` marked ``required`` after its agent
 finished: files must exist in the run's workspace (an attempt that lacks one fails with a clear
 error, whether or not the task has expectations).
@@ -29,10 +37,14 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import jsonschema.exceptions
+import referencing.exceptions
+from referencing import Registry, Resource
 
 from config import Settings
 from orchestrator.prompt import outcome_kind
 from orchestrator.spec import Expectation
+from workers.execution import patterns
 from workers.execution.providers import MODEL_PROVIDERS, Providers, split_model
 from workers.execution.providers.base import (
     AssistantMessage,
@@ -86,6 +98,7 @@ class AssessmentContext:
     allow_commands: bool = False
     workspace: Path | None = None
     command_timeout: float = 60.0
+    pattern_timeout: float = patterns.DEFAULT_TIMEOUT  # settings.pattern_timeout_seconds
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -110,8 +123,14 @@ def check(expectation: Expectation, output: str, ctx: AssessmentContext) -> tupl
             found = needle.lower() in output.lower() if doc.get("ignoreCase") else needle in output
             return (PASS, f"output contains {needle!r}") if found else (FAIL, f"output does not contain {needle!r}")
         case "regex":
-            flags = re.IGNORECASE if doc.get("ignoreCase") else 0
-            if re.search(str(doc["pattern"]), output, flags):
+            flags = patterns.IGNORECASE if doc.get("ignoreCase") else 0
+            try:
+                found = patterns.search(str(doc["pattern"]), output, patterns.Budget(ctx.pattern_timeout), flags)
+            except patterns.PatternTimeout:
+                return FAIL, _too_slow(ctx.pattern_timeout)
+            except patterns.PatternError as exc:
+                return FAIL, f"the expectation's pattern is invalid: {exc}"
+            if found:
                 return PASS, f"output matches /{doc['pattern']}/"
             return FAIL, f"output does not match /{doc['pattern']}/"
         case "json_schema":
@@ -119,14 +138,7 @@ def check(expectation: Expectation, output: str, ctx: AssessmentContext) -> tupl
                 value = json.loads(output)
             except json.JSONDecodeError as exc:
                 return FAIL, f"output is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-            try:
-                jsonschema.validate(value, doc["schema"])
-            except jsonschema.ValidationError as exc:
-                where = "/".join(str(p) for p in exc.absolute_path) or "(root)"
-                return FAIL, f"output does not match the schema at {where}: {exc.message}"
-            except jsonschema.SchemaError as exc:
-                return FAIL, f"the expectation's schema is invalid: {exc.message}"
-            return PASS, "output matches the JSON schema"
+            return check_json_schema(value, doc["schema"], ctx.pattern_timeout)
         case "command":
             if not ctx.allow_commands:
                 return FAIL, "command expectations are disabled on this server"
@@ -142,6 +154,46 @@ def check(expectation: Expectation, output: str, ctx: AssessmentContext) -> tupl
             return FAIL, f"command exited {code}" + (f": {tail}" if tail else "")
         case other:
             raise ValueError(f"not a deterministic check: {other}")
+
+
+def _too_slow(timeout: float) -> str:
+    return f"pattern took longer than {timeout:g} s on the output"
+
+
+class _RemoteRef(Exception):
+    pass
+
+
+def check_json_schema(value: Any, schema: Any, pattern_timeout: float = patterns.DEFAULT_TIMEOUT) -> tuple[float, str]:
+    """``value`` against a tenant's ``schema``: patterns bounded, no document fetched for a ``$ref``."""
+    remote: list[str] = []
+
+    def refuse(uri: str) -> Resource[Any]:
+        remote.append(uri)
+        raise _RemoteRef(uri)
+
+    try:
+        cls = patterns.validator_class(schema)
+        cls.check_schema(schema, format_checker=patterns.format_checker(cls.FORMAT_CHECKER))
+        with patterns.budget(pattern_timeout):
+            validator = cls(schema, registry=Registry(retrieve=refuse))  # type: ignore[call-arg]
+            error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+    except jsonschema.SchemaError as exc:
+        return FAIL, f"the expectation's schema is invalid: {exc.message}"
+    except patterns.PatternTimeout:
+        return FAIL, _too_slow(pattern_timeout)
+    except patterns.PatternError as exc:
+        return FAIL, f"the expectation's schema is invalid: {exc}"
+    except RecursionError:
+        return FAIL, "the expectation's schema refers to itself without end"
+    except referencing.exceptions.Unresolvable as exc:
+        if remote:
+            return FAIL, f"$ref to a remote document is not allowed: {remote[0][:200]}"
+        return FAIL, f"the expectation's schema has a $ref that cannot be resolved: {str(exc)[:200]}"
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+        return FAIL, f"output does not match the schema at {where}: {error.message}"
+    return PASS, "output matches the JSON schema"
 
 
 def score_expectations(
