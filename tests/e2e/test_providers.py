@@ -45,6 +45,7 @@ def stack(database_url: str, redis_url: str, tmp_path: Path, llm: FakeLLM) -> It
         "OPENAI_API_KEY": "sk-test-openai",
         "ANTHROPIC_API_KEY": "sk-test-anthropic",
         "MISSIONS_PROVIDER_PROFILES": json.dumps(profiles),
+        "MISSIONS_EGRESS_ALLOW": "127.0.0.1",  # the fakes' tools endpoint is on loopback
         "MISSIONS_PROVIDER_BACKOFF_SECONDS": "0.05",
         "MISSIONS_PRICES": PRICES,
     }

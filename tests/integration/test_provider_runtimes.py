@@ -78,7 +78,9 @@ def run_agent(
     used = attempt_model or spec.model
     chunks: list[str] = []
     agent_call = AgentCall("run_1", "task_1", "Write it", 1, spec, used, "Writes code", "Write the thing.", tmp_path)
-    result = runtime_for(used, providers(tmp_path, environ)).run(agent_call, cancel or threading.Event(), chunks.append)
+    # (the fake listens on loopback, which the operator allows tools to reach here)
+    allowed = providers(tmp_path, environ, egress_allow=("127.0.0.1",))
+    result = runtime_for(used, allowed).run(agent_call, cancel or threading.Event(), chunks.append)
     return result, chunks
 
 

@@ -362,6 +362,7 @@ class Executor:
             allow_commands=settings.allow_commands,
             workspace=self._workspace(run_id),
             command_timeout=settings.command_timeout_seconds,
+            pattern_timeout=settings.pattern_timeout_seconds,
         )
         criteria = [e.criterion or "" for e in task.expectations if e.type == "criterion"]
         verdict: Judgement | None = None

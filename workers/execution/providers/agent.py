@@ -53,7 +53,14 @@ class ModelAgent:
         workspace = call.workspace or (settings.data_dir / "workspaces" / call.run_id)
         Path(workspace).mkdir(parents=True, exist_ok=True)
         hosts = tuple(str(h) for h in config.get("allowedHosts") or ())
-        return ToolBox(names, Path(workspace), hosts, settings.allow_commands, settings.command_timeout_seconds)
+        return ToolBox(
+            names,
+            Path(workspace),
+            hosts,
+            settings.allow_commands,
+            settings.command_timeout_seconds,
+            egress_allow=settings.egress_allow,
+        )
 
     def run(self, call: AgentCall, cancel: threading.Event, emit: Emit) -> AgentResult:
         config = call.agent.config
