@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, jsonify
@@ -11,14 +12,21 @@ from api.http import errors, metrics
 from api.http.openapi import blueprint as docs_blueprint
 from api.http.routes import blueprint as missions_blueprint
 from config import Settings
+from workers.store.db import Database
+from workers.support.errors import Unavailable
 from workers.wiring import Services
 
 log = logging.getLogger(__name__)
 
+# How long a request waits for a pooled Postgres connection before it is answered 503 with
+# Retry-After (workers keep the pool's 30 s): while Postgres is down or restarting, clients learn it
+# within this, instead of holding a connection open until a proxy gives up.
+POOL_WAIT_SECONDS = 3.0
+
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> Flask:
     settings = settings or Settings.from_env()
-    app = Flask("missions")
+    app = Flask("missions", static_folder=None)  # (Flask would serve ./static from the working directory)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["missions"] = services or Services(settings)
@@ -26,6 +34,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.register_blueprint(missions_blueprint, url_prefix="/v1")
     app.register_blueprint(docs_blueprint)  # /v1/openapi.json and /docs, without a key
     metrics.install(app)  # /metrics, without a key
+    app.wsgi_app = _waiting_at_most(POOL_WAIT_SECONDS, app.wsgi_app)  # type: ignore[method-assign]
 
     @app.get("/healthz")
     def healthz() -> Response:
@@ -46,6 +55,21 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         except Exception as exc:  # noqa: BLE001 - (as above)
             checks["redis"] = f"error: {exc.__class__.__name__}: {exc}"
         ready = all(v == "ok" for v in checks.values())
-        return jsonify({"status": "ready" if ready else "not_ready", "checks": checks}), 200 if ready else 503
+        response = jsonify({"status": "ready" if ready else "not_ready", "checks": checks})
+        if not ready:
+            response.status_code = 503
+            response.headers["Retry-After"] = str(Unavailable.retry_after)
+        return response
+
+    return app
+
+
+def _waiting_at_most(seconds: float, wsgi_app: Callable[..., Any]) -> Callable[..., Any]:
+    """``wsgi_app`` with every request waiting at most ``seconds`` for a pooled connection (a
+    stream's later reads, after the response started, keep the pool's own wait)."""
+
+    def app(environ: Any, start_response: Any) -> Any:
+        with Database.waiting_at_most(seconds):
+            return wsgi_app(environ, start_response)
 
     return app

@@ -6,15 +6,22 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
-from workers.support.errors import MissionsError
+from workers.support.errors import MissionsError, Unavailable
 
 log = logging.getLogger(__name__)
 
-_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 409: "conflict", 429: "rate_limited"}
+_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    409: "conflict",
+    429: "rate_limited",
+    503: "unavailable",
+}
 
 
 def error_response(
@@ -64,7 +71,13 @@ def validation_error(exc: ValidationError) -> Response:
 def register(app: Flask) -> None:
     @app.errorhandler(MissionsError)
     def _domain(exc: MissionsError) -> Response:
-        return error_response(exc.status, exc.message, exc.details, exc.code)
+        response = error_response(exc.status, exc.message, exc.details, exc.code)
+        if isinstance(exc, Unavailable):
+            # What failed (hosts, ports, the driver's words) goes to the log, not to the client; one
+            # line, no traceback: during an outage every request says the same.
+            log.warning("503 %s %s: %s (%s)", request.method, request.path, exc.message, exc.__cause__ or exc)
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
 
     @app.errorhandler(ValidationError)
     def _validation(exc: ValidationError) -> Response:
@@ -80,6 +93,8 @@ def register(app: Flask) -> None:
         }
         message = messages.get(status) or (exc.description or exc.name)
         response = error_response(status, message)
+        if status == 503:
+            response.headers["Retry-After"] = str(Unavailable.retry_after)
         if status == 405 and exc.response is None:
             allowed = getattr(exc, "valid_methods", None)
             if allowed:

@@ -26,13 +26,14 @@ from flask import Blueprint, Flask, Response, current_app, jsonify
 from marshmallow import EXCLUDE, Schema, fields, validate
 
 from api.http import schemas
+from api.http.limits import LIMIT_REQUEST_FIELD_SIZE, LIMIT_REQUEST_FIELDS, LIMIT_REQUEST_LINE
 from orchestrator.engine import MissionStatus, TaskStatus
 
 TITLE = "Missions API"
 MISSION_STATUSES = [s.value for s in MissionStatus]
 TASK_STATUSES = [s.value for s in TaskStatus]
 PAUSE_REASONS = ["checkpoint", "quality_gate", "approval"]
-ERROR_CODES = ["bad_request", "unauthorized", "not_found", "conflict", "rate_limited", "internal_error"]
+ERROR_CODES = ["bad_request", "unauthorized", "not_found", "conflict", "rate_limited", "unavailable", "internal_error"]
 EVENT_NAMES = [
     "mission:status",
     "task:status",
@@ -206,13 +207,17 @@ class ReadySchema(_Out):
     )
 
 
+MAX_EVENT_ID = 2**63 - 1  # (api.http.sse refuses a larger id)
+
+
 class EventsQuerySchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
     runId = fields.String(metadata={"description": "Another run than the latest."})
     lastEventId = fields.Integer(
-        metadata={"description": "Replay after this event id (the `Last-Event-ID` header wins when both are sent)."}
+        validate=validate.Range(min=0, max=MAX_EVENT_ID),
+        metadata={"description": "Replay after this event id (the `Last-Event-ID` header wins when both are sent)."},
     )
 
 
@@ -234,6 +239,11 @@ class Doc:
 
 
 SSE = "text/event-stream"
+SSE_EXAMPLE = (
+    "retry: 2000\n\n"
+    'id: 1\nevent: mission:status\ndata: {"missionId": "msn_...", "runId": "run_...", "status": "active"}\n\n'
+    ": keep-alive\n\n"
+)
 EVENTS_TEXT = (
     "A `text/event-stream`: every event has an `id:` (increasing), an `event:` name and a JSON `data:` "
     "object carrying `missionId` and `runId`. Names: " + ", ".join(f"`{n}`" for n in EVENT_NAMES) + ". "
@@ -343,8 +353,9 @@ DOCS: dict[tuple[str, str], Doc] = {
                 "name": "Accept",
                 "in": "header",
                 "required": False,
-                "schema": {"type": "string", "enum": ["application/json", SSE]},
-                "description": "`text/event-stream` to stream the run.",
+                "schema": {"type": "string", "examples": [SSE, "application/json"]},
+                "description": "`text/event-stream` (preferred over `application/json`) to answer with the "
+                "run's event stream (200) instead of the run (202).",
             },
         ),
         responses={202: ("The run started; `Location` names it.", "Run"), 200: (EVENTS_TEXT, "sse")},
@@ -361,8 +372,9 @@ DOCS: dict[tuple[str, str], Doc] = {
                 "name": "Last-Event-ID",
                 "in": "header",
                 "required": False,
-                "schema": {"type": "string"},
-                "description": "The id of the last event received.",
+                "schema": {"type": "string", "pattern": "^[0-9]{0,19}$"},
+                "description": "The id of the last event received (a whole number, at most 2^63-1); "
+                "empty means absent. 400 otherwise.",
             },
         ),
         responses={200: (EVENTS_TEXT, "sse"), 204: ("Nothing more: the run ended at or before that id.", None)},
@@ -446,12 +458,17 @@ DOCS: dict[tuple[str, str], Doc] = {
 }
 
 _ERROR_TEXT = {
-    400: "Invalid request: `details.fields` names every offending field.",
+    400: "Invalid request: `details.fields` names every offending field (or parameter).",
     401: "Missing or invalid API key.",
     404: "No such mission, task or run in this project.",
     409: "Conflicts with the mission's current state.",
     413: "Body larger than MISSIONS_MAX_BODY_BYTES.",
     415: "The body is not `application/json`.",
+    503: "Unavailable: Postgres cannot be reached now (down, restarting, or no connection free within a few "
+    "seconds); send the request again after `Retry-After` seconds.",
+}
+_RETRY_AFTER = {
+    "Retry-After": {"description": "Seconds to wait before sending the request again.", "schema": {"type": "integer"}}
 }
 _PARAM_NAMES = {"mission_id": "missionId", "task_id": "taskId", "run_id": "runId"}
 _RULE_PARAM = re.compile(r"<(?:[a-z_]+:)?([a-z_]+)>")
@@ -467,23 +484,30 @@ class UndocumentedRoute(LookupError):
 
 
 def build_spec(app: Flask, *, strict: bool = False) -> dict[str, Any]:
+    plugin = MarshmallowPlugin()
     spec = APISpec(
         title=TITLE,
         version=_version(),
         openapi_version="3.1.0",
-        plugins=[MarshmallowPlugin()],
+        plugins=[plugin],
         info={
             "description": "Missions groups tasks for AI agents into workflows with dependencies, retries, "
             "assessments, quality gates, checkpoints, deadlines and schedules. Authenticate "
             "with `Authorization: Bearer sk_live_...`; every resource belongs to the key's "
-            "project. Errors are `{error, code, details}`."
+            "project. Errors are `{error, code, details}`; a request that Postgres being unavailable stops "
+            "is a 503 with `Retry-After`. Before the app sees a request, the server refuses a request line "
+            f"over {LIMIT_REQUEST_LINE} bytes (414) and more than {LIMIT_REQUEST_FIELDS} headers or one over "
+            f"{LIMIT_REQUEST_FIELD_SIZE} bytes (431), in the same shape."
         },
         tags=[{"name": "Missions"}, {"name": "Tasks"}, {"name": "Runs"}, {"name": "Operations"}],
     )
+    assert plugin.converter is not None
+    plugin.converter.add_attribute_function(_exclusive_bounds)  # type: ignore[no-untyped-call]
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer", "bearerFormat": "sk_live_..."})
     for name, schema in (
         ("Mission", schemas.MISSION),
-        ("MissionPatch", schemas.MISSION_PATCH),
+        # (The server's schema names `tasks` only to refuse it with a pointer to the task routes.)
+        ("MissionPatch", schemas.MissionPatchSchema(partial=True, exclude=("tasks",))),
         ("TaskCreate", schemas.TASK),
         ("TaskPatch", schemas.TASK_PATCH),
         ("Resume", schemas.RESUME),
@@ -500,15 +524,16 @@ def build_spec(app: Flask, *, strict: bool = False) -> dict[str, Any]:
     ):
         spec.components.schema(name, schema=schema)
     for status, text in _ERROR_TEXT.items():
-        spec.components.response(
-            f"E{status}",
-            {"description": text, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
-        )
+        response: dict[str, Any] = {
+            "description": text,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
+        if status == 503:
+            response["headers"] = _RETRY_AFTER
+        spec.components.response(f"E{status}", response)
 
     by_path: dict[str, dict[str, Any]] = {}
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
-        if rule.endpoint == "static":
-            continue
         path = openapi_path(rule.rule)
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
             doc = DOCS.get((rule.endpoint, method))
@@ -555,11 +580,29 @@ def _operation(endpoint: str, arguments: Any, doc: Doc) -> dict[str, Any]:
         operation["requestBody"] = {"required": doc.body_required, "content": {"application/json": media}}
     for status, (text, schema) in sorted(doc.responses.items()):
         operation["responses"][str(status)] = _response(text, schema)
-    errors = (*doc.errors, 401) if doc.auth else doc.errors
+    errors = doc.errors
+    if arguments or doc.query is not None:
+        errors = (*errors, 400)  # a parameter the server refuses (a NUL character, a bound)
+    if doc.auth:
+        errors = (*errors, 401, 503)  # (the key is looked up in Postgres)
     for status in sorted(set(errors)):
         operation["responses"][str(status)] = {"$ref": f"#/components/responses/E{status}"}
     operation["security"] = [{"bearer": []}] if doc.auth else []
     return operation
+
+
+def _exclusive_bounds(_converter: Any, field: fields.Field[Any], ret: dict[str, Any], **_: Any) -> dict[str, Any]:
+    """A ``Range`` that leaves out its end (``min_inclusive=False``: the value must be greater) as
+    ``exclusiveMinimum``/``exclusiveMaximum`` (apispec writes ``minimum``/``maximum`` for both)."""
+    out: dict[str, Any] = {}
+    for validator in field.validators:
+        if not isinstance(validator, validate.Range):
+            continue
+        if validator.min is not None and not validator.min_inclusive and ret.get("minimum") == validator.min:
+            out["exclusiveMinimum"] = ret.pop("minimum")
+        if validator.max is not None and not validator.max_inclusive and ret.get("maximum") == validator.max:
+            out["exclusiveMaximum"] = ret.pop("maximum")
+    return out
 
 
 def _response(text: str, schema: str | None) -> dict[str, Any]:
@@ -567,7 +610,7 @@ def _response(text: str, schema: str | None) -> dict[str, Any]:
     if schema is None:
         return out
     if schema == "sse":
-        out["content"] = {SSE: {"schema": {"type": "string"}}}
+        out["content"] = {SSE: {"schema": {"type": "string"}, "example": SSE_EXAMPLE}}
     elif schema == "text":
         out["content"] = {"text/plain": {"schema": {"type": "string"}}}
     elif schema == "html":
@@ -741,7 +784,9 @@ def _type(schema: Mapping[str, Any]) -> str:
         f"{label} {schema[key]}"
         for key, label in (
             ("minimum", "≥"),
+            ("exclusiveMinimum", ">"),
             ("maximum", "≤"),
+            ("exclusiveMaximum", "<"),
             ("minLength", "min length"),
             ("maxLength", "max length"),
             ("maxItems", "max items"),

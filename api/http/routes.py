@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +29,25 @@ def services() -> Services:
 def limits() -> missions.Limits:
     settings = services().settings
     return missions.Limits.from_settings(settings)
+
+
+@blueprint.before_request
+def check_url() -> None:
+    """Path and query parameters hold text Postgres can store (no NUL, no unpaired surrogate): any
+    other is a 400 naming the parameter, before it reaches a query."""
+    params = [(_PARAM_NAMES.get(k, k), v) for k, v in (request.view_args or {}).items()]
+    params += [(k, v) for k, values in request.args.lists() for v in (k, *values)]
+    problems: dict[str, list[str]] = {}
+    for name, value in params:
+        problem = schemas.text_problem(value) if isinstance(value, str) else None
+        if problem is not None:
+            problems.setdefault(schemas.printable(name), []).append(problem)
+    if problems:
+        first_field, first_messages = next(iter(problems.items()))
+        raise Invalid(f"{first_field}: {first_messages[0]}", {"fields": problems})
+
+
+_PARAM_NAMES = {"mission_id": "missionId", "task_id": "taskId", "run_id": "runId"}
 
 
 @blueprint.before_request
@@ -62,15 +80,7 @@ def json_body(schema: Schema, *, optional: bool = False) -> Any:
             f"Content-Type must be application/json, got {request.mimetype or 'none'}",
             {"contentType": request.mimetype or None},
         ).with_status(415)
-    try:
-        body = json.loads(raw)
-    except UnicodeDecodeError:
-        raise Invalid("request body is not valid UTF-8") from None
-    except json.JSONDecodeError as exc:
-        raise Invalid(
-            f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
-            {"line": exc.lineno, "column": exc.colno},
-        ) from None
+    body = schemas.parse_json(raw)  # no NUL, no NaN, no 1e400, no deep nesting (400 naming the field)
     if not isinstance(body, dict):
         raise Invalid("the request body must be a JSON object", {"fields": {"body": ["expected an object"]}})
     return schema.load(body)

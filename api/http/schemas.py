@@ -4,22 +4,170 @@ Marshmallow checks shapes and types here (unknown fields are rejected and named,
 JSON numbers, strings have sane length limits); the rules that relate fields to each other
 (references, cycles, ranges that depend on the team) live in ``orchestrator.validation``.
 Loaded documents keep the API's camelCase keys: they are stored and served as they came in.
+
+Below the types, ``parse_json`` decides what counts as JSON at all: text Postgres can store, numbers
+that are numbers, a bounded nesting depth (see its docstring).
 """
 
 from __future__ import annotations
 
+import json
+import math
+import re
+import sys
 from typing import Any
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, pre_load, validate
 
 from orchestrator.engine import MissionStatus
 from orchestrator.spec import format_timestamp, parse_timestamp
+from orchestrator.validation import (
+    MAX_BUDGET_TOKENS,
+    MAX_BUDGET_USD,
+    MAX_COMMAND_TIMEOUT,
+    MAX_CONCURRENCY,
+    MAX_RETRIES_LIMIT,
+    MAX_SCORE,
+    MAX_TASK_TIMEOUT,
+    MAX_WEIGHT,
+    MIN_SCORE,
+)
+from workers.support.errors import Invalid
 
 NAME_MAX = 200
 TEXT_MAX = 20_000
 PROMPT_MAX = 100_000
 LIST_MAX = 1_000
 TITLES_MAX = 100_000  # the server's MISSIONS_MAX_TASKS rule is the real bound
+MAX_DEPTH = 64  # objects and arrays inside each other, the body itself included
+MAX_OFFSET = 2**31 - 1  # ?offset= (Postgres takes a bigint; no list is anywhere near this long)
+_FIELDS_REPORTED = 20  # at most this many offending fields are named in one answer
+
+
+# -- The JSON layer: what a body may hold at all ----------------------------------------------
+class _NotANumber:
+    """Stands, while a body is checked, for a number JSON has no value for (``NaN``, ``Infinity``,
+    or one beyond a double's range, such as ``1e400``)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+_LARGEST_INTEGER = int(sys.float_info.max)  # an integer beyond it has no value as a JSON number (a double)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _float(text: str) -> float | _NotANumber:
+    value = float(text)
+    return value if math.isfinite(value) else _NotANumber(text)
+
+
+def _int(text: str) -> int | _NotANumber:
+    if len(text) > 320:  # (more digits than the largest double has; int() would refuse past 4,300)
+        return _NotANumber(text)
+    value = int(text)
+    return value if abs(value) <= _LARGEST_INTEGER else _NotANumber(text)
+
+
+def parse_json(raw: bytes) -> Any:
+    """The request body as JSON, or ``Invalid`` (400) naming what no field may hold, wherever it is
+    (``data``, which is free-form, included): a NUL character or an unpaired surrogate in a string or
+    an object key (Postgres stores neither), ``NaN``, ``Infinity`` or a number too large for a double
+    (``1e400``; Python's json would take them), and objects and arrays nested more than
+    ``MAX_DEPTH`` levels deep. Each offending field is named in ``details.fields``."""
+    try:
+        body = json.loads(raw, parse_constant=_NotANumber, parse_float=_float, parse_int=_int)
+    except UnicodeDecodeError:
+        raise Invalid("request body is not valid UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise Invalid(
+            f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+            {"line": exc.lineno, "column": exc.colno},
+        ) from None
+    except RecursionError:  # (Python's parser gives up near 1,000 levels; the limit below is lower)
+        problems = {"body": [f"nested more than {MAX_DEPTH} levels deep"]}
+    else:
+        problems = json_problems(body)
+    if problems:
+        first_field, first_messages = next(iter(problems.items()))
+        more = f" (and {len(problems) - 1} more fields)" if len(problems) > 1 else ""
+        raise Invalid(f"{first_field}: {first_messages[0]}{more}", {"fields": problems})
+    return body
+
+
+def json_problems(body: Any) -> dict[str, list[str]]:
+    """What ``parse_json`` refuses in a parsed body, by field path (``tasks[0].title``): one walk,
+    without recursion, so that no nesting can exhaust the stack."""
+    problems: dict[str, list[str]] = {}
+    # (value, depth of the container holding it, its path as a chain (parent, key) or None)
+    stack: list[tuple[Any, int, Any]] = [(body, 0, None)]
+    while stack and len(problems) < _FIELDS_REPORTED:
+        value, depth, path = stack.pop()
+        if isinstance(value, str):
+            problem = text_problem(value)
+            if problem is not None:
+                problems.setdefault(_path(path), []).append(problem)
+        elif isinstance(value, _NotANumber):
+            problems.setdefault(_path(path), []).append(
+                f"{value.text[:40]} is not a number JSON can carry (no NaN, no Infinity, nothing beyond ±1.8e308)"
+            )
+        elif isinstance(value, (dict, list)):
+            if depth + 1 > MAX_DEPTH:
+                problems.setdefault(_path(path), []).append(f"nested more than {MAX_DEPTH} levels deep")
+                continue
+            if isinstance(value, dict):
+                children: list[tuple[Any, int, Any]] = []
+                for key, item in value.items():
+                    problem = text_problem(key)
+                    if problem is not None:
+                        problems.setdefault(_path(path), []).append(f"the key {json.dumps(key)} {problem}")
+                    children.append((item, depth + 1, (path, key)))
+            else:
+                children = [(item, depth + 1, (path, index)) for index, item in enumerate(value)]
+            stack.extend(reversed(children))  # (in document order)
+    return problems
+
+
+def text_problem(text: str) -> str | None:
+    """Why ``text`` cannot be stored (a NUL character, an unpaired surrogate), or None."""
+    if "\x00" in text:
+        return "contains a NUL character"
+    if not text.isascii():
+        found = _SURROGATE.search(text)
+        if found is not None:
+            return f"contains an unpaired surrogate ({json.dumps(found.group())}), which is not Unicode text"
+    return None
+
+
+def printable(name: str) -> str:
+    """``name``, escaped as in JSON when it holds what ``text_problem`` refuses."""
+    return name if text_problem(name) is None else json.dumps(name)[1:-1]
+
+
+def _path(path: Any) -> str:
+    """``(((None, "tasks"), 0), "title")`` as ``tasks[0].title``; the body itself is ``body``."""
+    keys: list[Any] = []
+    while path is not None:
+        path, key = path
+        keys.append(key)
+    out = ""
+    for key in reversed(keys):
+        if isinstance(key, int):
+            out += f"[{key}]"
+        else:
+            name = printable(key)
+            out += f".{name}" if out else name
+    return out or "body"
+
+
+# -- Types -------------------------------------------------------------------------------------
+def checked(**bounds: float) -> dict[str, Any]:
+    """The OpenAPI bounds (``minimum``, ``exclusiveMinimum``, ``maximum``...) of a number whose range
+    the mission rules check (``orchestrator.validation``, with their own messages): documentation
+    only, as field ``metadata``; the OpenAPI tests send each bound to the server."""
+    return dict(bounds)
 
 
 class StrictNumber(fields.Float):
@@ -67,8 +215,17 @@ class Timestamp(fields.String):
             raise self.make_error("invalid") from None
 
 
+def _not_blank(value: str) -> None:
+    if value and not value.strip():
+        raise ValidationError("Must not be only whitespace.")
+
+
 def text(max_length: int, *, required: bool = False, allow_empty: bool = True) -> fields.String:
-    checks = [validate.Length(min=0 if allow_empty else 1, max=max_length)]
+    """A string of at most ``max_length`` characters; with ``allow_empty=False`` (a name, a title, a
+    model) neither empty nor only whitespace."""
+    checks: list[Any] = [validate.Length(min=0 if allow_empty else 1, max=max_length)]
+    if not allow_empty:
+        checks.append(_not_blank)
     return fields.String(required=required, allow_none=not required, validate=checks)
 
 
@@ -94,9 +251,13 @@ class ExpectationSchema(Strict):
     pattern = text(TEXT_MAX)
     json_schema = fields.Dict(data_key="schema", attribute="schema", allow_none=True)
     run = text(TEXT_MAX)
-    timeout = StrictNumber(allow_none=True, validate=validate.Range(min=0, min_inclusive=False))
+    timeout = StrictNumber(
+        allow_none=True,
+        validate=validate.Range(min=0, min_inclusive=False),
+        metadata=checked(maximum=MAX_COMMAND_TIMEOUT),
+    )
     ignoreCase = StrictBoolean(allow_none=True)
-    weight = StrictNumber(allow_none=True)
+    weight = StrictNumber(allow_none=True, metadata=checked(exclusiveMinimum=0, maximum=MAX_WEIGHT))
 
 
 class OutcomeSchema(Strict):
@@ -110,7 +271,9 @@ class OutcomeSchema(Strict):
 class RetryPolicySchema(Strict):
     fallbackAgent = text(NAME_MAX)
     escalateModel = text(NAME_MAX)
-    escalateAfter = StrictInteger(allow_none=True)
+    escalateAfter = StrictInteger(
+        allow_none=True, metadata={**checked(minimum=1), "description": "At most the task's `maxRetries`."}
+    )
     backoff = StrictNumber(allow_none=True, validate=validate.Range(min=0, max=86_400))
 
 
@@ -121,10 +284,10 @@ class TaskSchema(Strict):
     dependsOn = titles(allow_none=True)
     expectations = fields.List(fields.Nested(ExpectationSchema), validate=validate.Length(max=100), allow_none=True)
     expectedOutcomes = fields.List(fields.Nested(OutcomeSchema), validate=validate.Length(max=100), allow_none=True)
-    maxRetries = StrictInteger(allow_none=True)
+    maxRetries = StrictInteger(allow_none=True, metadata=checked(minimum=0, maximum=MAX_RETRIES_LIMIT))
     priority = StrictInteger(allow_none=True, validate=validate.Range(min=-1_000_000, max=1_000_000))
     sideEffects = StrictBoolean(allow_none=True)
-    timeout = StrictNumber(allow_none=True)
+    timeout = StrictNumber(allow_none=True, metadata=checked(exclusiveMinimum=0, maximum=MAX_TASK_TIMEOUT))
     retryPolicy = fields.Nested(RetryPolicySchema, allow_none=True)
 
 
@@ -148,7 +311,7 @@ class AgentSchema(Strict):
     maxTokens = StrictInteger(allow_none=True, validate=validate.Range(min=1, max=1_000_000))
     maxTurns = StrictInteger(allow_none=True, validate=validate.Range(min=1, max=1_000))
     tools = fields.List(fields.Raw(), validate=validate.Length(max=100), allow_none=True)
-    maxConcurrency = StrictInteger(allow_none=True)
+    maxConcurrency = StrictInteger(allow_none=True, metadata=checked(minimum=1, maximum=MAX_CONCURRENCY))
     profile = text(NAME_MAX)  # one of the operator's provider profiles (docs/security.md)
     baseUrl = text(2_000)  # (refused unless the operator allows mission endpoints)
     apiKeyEnv = text(NAME_MAX)
@@ -177,7 +340,7 @@ class GateSchema(Strict):
     name = text(NAME_MAX)
     afterTasks = titles(required=True)
     blocksTasks = titles(required=True)
-    minScore = StrictNumber(allow_none=True)
+    minScore = StrictNumber(allow_none=True, metadata=checked(minimum=MIN_SCORE, maximum=MAX_SCORE))
     requireAllPassed = StrictBoolean(allow_none=True)
 
 
@@ -198,8 +361,14 @@ def _drop_nones(value: Any) -> Any:
 
 
 class BudgetSchema(Strict):
-    maxCostUsd = StrictNumber(allow_none=True, validate=validate.Range(min=0, min_inclusive=False))
-    maxTokens = StrictInteger(allow_none=True, validate=validate.Range(min=1))
+    maxCostUsd = StrictNumber(
+        allow_none=True,
+        validate=validate.Range(min=0, min_inclusive=False),
+        metadata=checked(maximum=MAX_BUDGET_USD),
+    )
+    maxTokens = StrictInteger(
+        allow_none=True, validate=validate.Range(min=1), metadata=checked(maximum=MAX_BUDGET_TOKENS)
+    )
 
 
 class MissionSchema(Strict):
@@ -208,14 +377,14 @@ class MissionSchema(Strict):
     data = fields.Raw(allow_none=True)
     tasks = fields.List(fields.Nested(TaskSchema), required=True)
     team = fields.Nested(TeamSchema, allow_none=True)
-    qualityThreshold = StrictNumber(allow_none=True)
+    qualityThreshold = StrictNumber(allow_none=True, metadata=checked(minimum=MIN_SCORE, maximum=MAX_SCORE))
     deadline = Timestamp(allow_none=True)
     schedule = text(NAME_MAX)
     timezone = text(NAME_MAX)
     qualityGates = fields.List(fields.Nested(GateSchema), validate=validate.Length(max=LIST_MAX), allow_none=True)
     checkpoints = fields.List(fields.Nested(CheckpointSchema), validate=validate.Length(max=LIST_MAX), allow_none=True)
     assessor = fields.Nested(AssessorSchema, allow_none=True)
-    maxConcurrency = StrictInteger(allow_none=True)
+    maxConcurrency = StrictInteger(allow_none=True, metadata=checked(minimum=1, maximum=MAX_CONCURRENCY))
     endDate = Timestamp(allow_none=True)
     catchUp = fields.String(validate=validate.OneOf(["skip", "latest"]), allow_none=True)
     deadlineAfter = StrictNumber(allow_none=True, validate=validate.Range(min=0, min_inclusive=False, max=366 * 86_400))
@@ -271,7 +440,7 @@ class ListQuerySchema(Schema):
 
     status = fields.String(validate=validate.OneOf([s.value for s in MissionStatus]))
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
-    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_OFFSET))
 
 
 class PageQuerySchema(Schema):
@@ -279,7 +448,7 @@ class PageQuerySchema(Schema):
         unknown = EXCLUDE
 
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=1000))
-    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_OFFSET))
 
 
 MISSION = MissionSchema()

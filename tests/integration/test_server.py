@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import signal
 import socket
 import subprocess
@@ -115,3 +116,69 @@ def test_the_api_server_refuses_to_start_without_database_and_redis_urls(tmp_pat
     result = missions("api", "--port", str(free_port()), timeout=60, MISSIONS_DATA_DIR=str(tmp_path))
     assert result.returncode != 0
     assert "DATABASE_URL" in result.stderr
+
+
+def raw_request(server: Server, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send ``request`` as is; the status, headers and body of the answer (the server closes)."""
+    port = int(server.base.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return int(lines[0].split(" ")[1]), headers, body
+
+
+GET = b"GET /v1/missions HTTP/1.1\r\nHost: x\r\n"
+REFUSED_BY_THE_SERVER = {
+    "request line too long": (b"GET /v1/missions?q=" + b"x" * 5000 + b" HTTP/1.1\r\n\r\n", 414, "request line"),
+    "a header too large": (GET + b"X-Big: " + b"y" * 9000 + b"\r\n\r\n", 431, "headers"),
+    "too many headers": (GET + b"".join(b"X-%d: 1\r\n" % i for i in range(120)) + b"\r\n", 431, "headers"),
+    "a malformed request line": (b"GET\x01 / HTTP/1.1\r\nHost: x\r\n\r\n", 400, "malformed"),
+}
+
+
+def test_what_the_http_server_refuses_itself_is_answered_in_the_error_shape(server: Server) -> None:
+    for name, (request, status, text) in REFUSED_BY_THE_SERVER.items():
+        got, headers, body = raw_request(server, request)
+        assert got == status, (name, got, body[:300])
+        assert headers["content-type"] == "application/json", (name, headers)
+        error = json.loads(body)
+        assert set(error) == {"error", "code", "details"}, (name, error)
+        assert error["code"] == "bad_request" and text in error["error"], (name, error)
+    # The limits are the documented ones: a request line just under it is served.
+    under = requests.get(f"{server.base}/v1/missions?q={'x' * 3900}", timeout=10)
+    assert under.status_code == 401 and under.json()["code"] == "unauthorized"
+    assert "Traceback" not in server.log.read_text()
+
+
+def test_the_api_server_answers_503_with_retry_after_within_seconds_while_postgres_is_down(
+    redis_url: str, tmp_path: Path
+) -> None:
+    port, dead = free_port(), free_port()  # nothing listens on `dead`
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [missions_executable(), "api", "--port", str(port)],
+            env=environment(DATABASE_URL=f"postgresql://postgres@127.0.0.1:{dead}/missions", REDIS_URL=redis_url),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    server = Server(f"http://127.0.0.1:{port}", process, log)
+    try:
+        wait_until_healthy(server)
+        started = time.monotonic()
+        answer = requests.get(f"{server.base}/v1/missions", headers={"Authorization": "Bearer sk_live_x"}, timeout=30)
+        took = time.monotonic() - started
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["code"] == "unavailable" and set(answer.json()) == {"error", "code", "details"}
+        assert answer.headers["Retry-After"] == "5"
+        assert took < 6, took  # the request's pool wait (3 s), not the pool's 30 s
+        server.stop(within=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)

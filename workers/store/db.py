@@ -8,9 +8,13 @@ and then find nothing left to do.
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -18,9 +22,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolClosed
 
 from workers.store.queries import query
+from workers.support.errors import Unavailable
 
 # An arbitrary constant: the advisory lock key that serialises migration runs.
 _MIGRATION_LOCK = 0x6D697373696F6E73 & 0x7FFFFFFFFFFFFFFF
@@ -100,35 +105,120 @@ def create_pool(database_url: str, *, max_size: int = 10, min_size: int = 1, nam
 
 Connection = psycopg.Connection[Any]
 
+log = logging.getLogger(__name__)
+
+# How long the current context (an API request: ``Database.waiting_at_most``) waits for a pooled
+# connection; None: the pool's own timeout (30 s), which workers keep.
+_POOL_WAIT: ContextVar[float | None] = ContextVar("missions_pool_wait", default=None)
+# Server errors that mean "this server cannot serve you now" rather than "your statement failed":
+# admin_shutdown, crash_shutdown, cannot_connect_now (starting up or shutting down), too_many_connections.
+_UNREACHABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300"})
+# After a lost connection, check the pool's idle connections (they likely died with it) at most this often.
+_PURGE_INTERVAL_SECONDS = 5.0
+
+
+class DatabaseUnavailable(Unavailable, psycopg.OperationalError):
+    """Postgres cannot be reached: the API's 503 (``Unavailable``), and still the
+    ``psycopg.OperationalError`` it was, with the same ``sqlstate`` (the original is its
+    ``__cause__``), so that code deciding whether to try again (``is_transient``) sees no change."""
+
+    def __init__(self, cause: psycopg.OperationalError) -> None:
+        # (What failed, with hosts and ports, is for the server's log, not for the client.)
+        super().__init__("the database is unavailable; retry later", {"service": "postgres"})
+        self.sqlstate = cause.sqlstate
+
+
+def _lost(exc: psycopg.OperationalError, conn: Connection | None) -> bool:
+    """Whether ``exc`` says Postgres cannot be reached (no connection, the connection broke, the
+    server is going away or full), as opposed to an error of the statement (a lock or statement
+    timeout, a serialization failure, a deadlock: those are the caller's to handle)."""
+    if isinstance(exc, PoolClosed):
+        return False  # this process is stopping: not Postgres's doing
+    if conn is None or conn.broken or conn.closed:
+        return True  # no connection was had (PoolTimeout, a failed connect), or it is gone
+    state = exc.sqlstate
+    return state is None or state.startswith("08") or state in _UNREACHABLE_SQLSTATES
+
 
 class Database:
     """The process's Postgres pool, handed out as connections inside one transaction or in
-    autocommit mode. The only way code outside ``workers.store`` reaches Postgres."""
+    autocommit mode. The only way code outside ``workers.store`` reaches Postgres.
+
+    Postgres being unreachable — no connection within the wait (``psycopg_pool.PoolTimeout``), a
+    connection that broke while in use, a server shutting down or restarting — is raised as
+    ``DatabaseUnavailable`` (a ``workers.support.errors.Unavailable``, the API's 503) from every
+    context manager below. Any other error passes through unchanged."""
 
     def __init__(self, pool: ConnectionPool) -> None:
         self.pool = pool
+        self._purged_at = float("-inf")
+        self._purge_lock = threading.Lock()
+
+    @staticmethod
+    @contextmanager
+    def waiting_at_most(seconds: float) -> Iterator[None]:
+        """Inside the block, the current context (thread, greenlet, request) waits at most
+        ``seconds`` for a pooled connection before ``Unavailable``, instead of the pool's 30 s."""
+        token = _POOL_WAIT.set(seconds)
+        try:
+            yield
+        finally:
+            _POOL_WAIT.reset(token)
+
+    @contextmanager
+    def _checkout(self, timeout: float | None) -> Iterator[Connection]:
+        """A pooled connection (committed on success, rolled back on error); Postgres unreachable
+        on checkout, on use or on commit becomes ``Unavailable``."""
+        conn: Connection | None = None
+        wait = timeout if timeout is not None else _POOL_WAIT.get()
+        try:
+            with self.pool.connection(timeout=wait) as conn:
+                yield conn
+        except psycopg.OperationalError as exc:
+            if isinstance(exc, DatabaseUnavailable) or not _lost(exc, conn):
+                raise  # (translated already, by a block inside this one)
+            if conn is not None:
+                self._purge_soon()
+            raise DatabaseUnavailable(exc) from exc
+
+    def _purge_soon(self) -> None:
+        """In the background, drop the pool's idle connections that broke too (a restarted server
+        broke them all), so that the requests after this one get working ones."""
+        now = time.monotonic()
+        with self._purge_lock:
+            if now - self._purged_at < _PURGE_INTERVAL_SECONDS:
+                return
+            self._purged_at = now
+        threading.Thread(target=self._purge, name="db-pool-check", daemon=True).start()
+
+    def _purge(self) -> None:
+        try:
+            self.pool.check()
+        except Exception:  # best effort: a broken connection is also dropped when next used
+            log.debug("checking the pool's connections failed", exc_info=True)
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
         """A pooled connection inside one transaction: committed on success, rolled back on error."""
-        with self.pool.connection() as conn:
+        with self._checkout(None) as conn:
             yield conn
 
     @contextmanager
     def autocommit(self) -> Iterator[Connection]:
         """A pooled connection where each statement commits on its own: one round trip for a
         single-statement write (no BEGIN, no COMMIT)."""
-        with self.pool.connection() as conn:
+        with self._checkout(None) as conn:
             conn.autocommit = True
             try:
                 yield conn
             finally:
-                conn.autocommit = False
+                if not conn.closed:
+                    conn.autocommit = False
 
     @contextmanager
     def connection(self, timeout: float | None = None) -> Iterator[Connection]:
         """A pooled connection (committed on success), waiting at most ``timeout`` seconds for one."""
-        with self.pool.connection(timeout=timeout) as conn:
+        with self._checkout(timeout) as conn:
             yield conn
 
     def ping(self, timeout: float) -> None:

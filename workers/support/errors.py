@@ -33,3 +33,13 @@ class NotFound(MissionsError):
 class Conflict(MissionsError):
     code = "conflict"
     status = 409
+
+
+class Unavailable(MissionsError):
+    """A service the request needs (Postgres, Redis) cannot be reached right now (down, restarting,
+    or no pooled connection free in time); the same request may succeed when sent again after
+    ``retry_after`` seconds (the API answers 503 with ``Retry-After``)."""
+
+    code = "unavailable"
+    status = 503
+    retry_after = 5
