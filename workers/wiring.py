@@ -84,8 +84,14 @@ class Services:
     def _connect_redis(self) -> redis.Redis:
         if not self.settings.redis_url:
             raise ValueError("REDIS_URL is not set (use `missions up` for the embedded default)")
+        # Timeouts: a Redis that accepts connections but does not answer must not hold a request (or a
+        # step's after-commit sends) forever; every use of this client is a short command.
         client: redis.Redis = redis.Redis.from_url(
-            self.settings.redis_url, health_check_interval=30, socket_keepalive=True
+            self.settings.redis_url,
+            health_check_interval=30,
+            socket_keepalive=True,
+            socket_connect_timeout=5,
+            socket_timeout=10,
         )
         return client
 
