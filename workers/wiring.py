@@ -114,6 +114,11 @@ class Services:
         """The process's receiver of wake-ups for its event streams (one pub/sub connection)."""
         return self._once("_hub", lambda: WakeupHub(self.redis, self._latest_event_ids))
 
+    def release_streams(self) -> None:
+        """End this process's event streams now (it is stopping), if it has any."""
+        if self._hub is not None:
+            self._hub.release_all()
+
     def _latest_event_ids(self, run_ids: list[str]) -> dict[str, int]:
         with self.db.transaction() as conn:
             return latest_event_ids(conn, run_ids)

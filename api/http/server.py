@@ -13,6 +13,7 @@ import json
 import socket
 from typing import Any, cast
 
+import gevent
 from gunicorn import util
 from gunicorn.app.base import BaseApplication
 from gunicorn.http.message import Request
@@ -57,7 +58,34 @@ class _Captured:
 
 class JsonErrorWorker(GeventWorker):
     """The gevent worker, answering what gunicorn refuses itself in the error shape
-    ``{"error", "code", "details"}`` (gunicorn decides the status and logs, as it would)."""
+    ``{"error", "code", "details"}`` (gunicorn decides the status and logs, as it would), and ending
+    its event streams as soon as it is told to stop: a graceful stop waits for open requests, and an
+    SSE stream never ends by itself, so without this every stop (a deploy, a restart) would leave
+    the port closed for the whole graceful timeout. A released stream ends cleanly; its client
+    reconnects with ``Last-Event-ID`` to a process that serves."""
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        super().handle_exit(sig, frame)
+        gevent.spawn(self._release_streams)  # (not in the signal handler: it takes locks)
+
+    def handle_quit(self, sig: int, frame: Any) -> None:
+        gevent.spawn(self._release_streams)
+        super().handle_quit(sig, frame)
+
+    def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> Any:
+        # A response that began before the stop (a stream) was sent as keep-alive; once it is done,
+        # close the connection (gunicorn's way: StopIteration) instead of waiting ``keepalive``
+        # seconds for a request that a stopping worker would refuse anyway.
+        handled = super().handle_request(listener_name, req, sock, addr)
+        if not self.alive:
+            raise StopIteration
+        return handled
+
+    def _release_streams(self) -> None:
+        app = getattr(self, "wsgi", None)
+        services = app.extensions.get("missions") if app is not None else None
+        if services is not None:
+            services.release_streams()
 
     def handle_error(self, req: Request | None, client: socket.socket, addr: Any, exc: BaseException) -> None:
         captured = _Captured(client)

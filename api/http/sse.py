@@ -171,6 +171,8 @@ def _frames(
                 last_read + poll - now,
             )
             woken = wakeups.wait(max(0.0, timeout), after_id=last_id)
+            if wakeups.released:
+                return  # the process is stopping; the client reconnects after what it has seen
             read_due = woken or time.monotonic() - last_read >= poll
     finally:
         wakeups.close()

@@ -112,6 +112,31 @@ def test_the_api_server_stops_quickly_and_quietly_once_its_clients_are_gone(serv
     assert "Traceback" not in log, log
 
 
+def test_a_stop_ends_open_event_streams_at_once_instead_of_waiting_for_them(database_url: str, server: Server) -> None:
+    created_key = missions("keys", "create", "--project", "acme", DATABASE_URL=database_url)
+    headers = {"Authorization": f"Bearer {created_key.stdout.splitlines()[-1]}"}
+    mission = requests.post(
+        f"{server.base}/v1/missions", json=copy.deepcopy(DEPLOY_PIPELINE), headers=headers, timeout=10
+    ).json()
+    run = requests.post(f"{server.base}/v1/missions/{mission['id']}/execute", headers=headers, timeout=10).json()
+    # No worker runs: the run stays active and its stream would stay open for ever.
+    stream = requests.get(
+        f"{server.base}/v1/missions/{mission['id']}/events",
+        headers={**headers, "Accept": "text/event-stream"},
+        stream=True,
+        timeout=30,
+    )
+    assert stream.status_code == 200
+    lines = stream.iter_lines()
+    received = [next(lines) for _ in range(3)]  # the retry hint and the first replayed event
+    assert any(line.startswith((b"id:", b"event:")) for line in received), received
+    took = server.stop(within=10)
+    rest = list(lines)  # the server ended the stream (a client would reconnect with Last-Event-ID)
+    assert took < 3, f"the stop waited {took:.1f} s for the open stream"
+    assert server.process.returncode == 0, server.log.read_text()
+    assert run["id"] and isinstance(rest, list)
+
+
 def test_the_api_server_refuses_to_start_without_database_and_redis_urls(tmp_path: Path) -> None:
     result = missions("api", "--port", str(free_port()), timeout=60, MISSIONS_DATA_DIR=str(tmp_path))
     assert result.returncode != 0

@@ -141,6 +141,11 @@ class Listener:
         self._lock = threading.Lock()
         self._latest: int | None = 0  # the highest event id announced; None: an unreadable wake-up
         self._after = 0  # the last event id the stream said it has sent
+        self.released = False  # the process is stopping: the stream should end (its client reconnects)
+
+    def release(self) -> None:
+        self.released = True
+        self._woken.set()
 
     def announce(self, event_id: int | None) -> None:
         with self._lock:
@@ -221,12 +226,15 @@ class WakeupHub:
         self._confirmed: set[str] = set()  # ... and Redis confirmed it
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._releasing = False
         self.connects = 0  # pub/sub connections opened so far (one per busy period, more after failures)
 
     def listen(self, channel: str, run_id: str, confirm_timeout: float) -> Listener:
         """Wake-ups for ``run_id`` on ``channel``; waits up to ``confirm_timeout`` seconds for the
         subscription (``Listener.confirmed`` tells whether it came)."""
         listener = Listener(self, channel, run_id)
+        if self._releasing:
+            listener.release()
         with self._lock:
             self._listeners.setdefault(channel, set()).add(listener)
             if channel in self._confirmed:
@@ -240,6 +248,15 @@ class WakeupHub:
         if not listener.confirmed.wait(confirm_timeout):
             log.warning("Redis did not confirm the subscription to %s; the stream relies on polling", channel)
         return listener
+
+    def release_all(self) -> None:
+        """Wake every stream of the process with ``released`` set (the process is stopping): each ends
+        now, and its client reconnects, with ``Last-Event-ID``, to a process that serves."""
+        with self._lock:
+            self._releasing = True
+            listeners = [listener for group in self._listeners.values() for listener in group]
+        for listener in listeners:
+            listener.release()
 
     def leave(self, listener: Listener) -> None:
         with self._lock:
