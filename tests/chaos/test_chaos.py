@@ -68,3 +68,5 @@ def test_delivery_guarantees_hold_under_faults(postgres_server_url: str, tmp_pat
     assert sse["mismatched_payloads"] == 0 and sse["out_of_order"] == 0 and sse["crashed_followers"] == 0, output
     # Every fault was followed by work completing again.
     assert all(f["next_fresh_completion_s"] is not None for f in report["faults"]), output
+    # No worker gave up (a Redis restart used to make Celery exit a worker with an unrecoverable error).
+    assert report["from_the_logs"]["worker_unrecoverable_errors"] == 0, output

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
+import redis
 from kombu.transport import redis as kombu_redis
 
 TRANSPORT = "workers.messaging.broker:Transport"
@@ -32,12 +33,23 @@ class Channel(kombu_redis.Channel):
     _sync_pool: Any = None
 
     def _create_client(self, asynchronous: bool = False) -> Any:
-        if asynchronous:  # the consumer's BRPOP/LISTEN client: kombu keeps it itself
-            return super()._create_client(asynchronous=True)  # type: ignore[misc]  # (kombu has no stubs for it)
-        pool = self.pool  # kombu drops and rebuilds its pool after a fork or a disconnect
-        if self._sync_client is None or self._sync_pool is not pool:
-            self._sync_client, self._sync_pool = super()._create_client(asynchronous=False), pool  # type: ignore[misc]
-        return self._sync_client
+        try:
+            if asynchronous:  # the consumer's BRPOP/LISTEN client: kombu keeps it itself
+                return super()._create_client(asynchronous=True)  # type: ignore[misc]  # (kombu has no stubs for it)
+            pool = self.pool  # kombu drops and rebuilds its pool after a fork or a disconnect
+            if self._sync_client is None or self._sync_pool is not pool:
+                self._sync_client, self._sync_pool = super()._create_client(asynchronous=False), pool  # type: ignore[misc]
+            return self._sync_client
+        except AttributeError as exc:
+            # kombu 5.7, after the broker went away: when the consumer closes its connection to
+            # reconnect, it closes it twice, and the second close finds the connection's details
+            # gone (``conninfo`` None) while it restores unacknowledged messages. That
+            # AttributeError is not a connection error, so Celery gave up and the worker exited
+            # (with status 0). As a connection error it is ignored on close, and the worker
+            # reconnects (bench/chaos.py, Redis restarts).
+            if getattr(self.connection, "client", None) is not None:
+                raise
+            raise redis.exceptions.ConnectionError("the broker connection was closed") from exc
 
 
 class Transport(kombu_redis.Transport):
