@@ -17,8 +17,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -432,9 +432,10 @@ class Executor:
         A try whose step fails with a transient error (``workers.store.db.is_transient``: Postgres
         restarting, a broken pooled connection, no connection in time) is made again after
         ``RETRY_FIRST_SECONDS``, doubling up to ``RETRY_MAX_SECONDS``, for up to ``RETRY_WINDOWS``
-        worker-lost windows (``settings.worker_lost_seconds``: a minute by default). The attempt is
-        heart-beaten in ``status`` all along (the agent's watch has ended), so the reaper does not
-        take it for lost and run it (and pay for it) again. Trying again after a commit whose answer
+        worker-lost windows (``settings.worker_lost_seconds``: a minute by default). From the first
+        failure on, the attempt is heart-beaten in ``status`` (the agent's watch has just ended, so
+        the first try needs none), so the reaper does not take it for lost and run it (and pay for
+        it) again. Trying again after a commit whose answer
         was lost is harmless: the guard matches nothing the second time.
 
         ``record`` sets ``tried.committed`` once its step has returned: a failure after that (in
@@ -443,7 +444,8 @@ class Executor:
         passed: the attempt is then left to the reaper, as when a worker dies."""
         deadline = time.monotonic() + RETRY_WINDOWS * self.settings.worker_lost_seconds
         delay = RETRY_FIRST_SECONDS
-        with self._beating(key, status) as tried:
+        tried = _Tried()
+        with ExitStack() as beating:
             while True:
                 tried.committed = False
                 try:
@@ -463,16 +465,11 @@ class Executor:
                         exc,
                         delay,
                     )
+                if not tried.retried:  # from the first failure on, the attempt is heart-beaten
+                    beating.enter_context(self.heartbeats.watch(*key, status))
                 time.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_SECONDS)
                 tried.retried = True
-
-    @contextmanager
-    def _beating(self, key: Key, status: AttemptStatus) -> Iterator[_Tried]:
-        """The attempt is watched (heart-beaten) while its result is recorded. A quick record ends
-        before the first beat is due, so this costs no more than registering the watch."""
-        with self.heartbeats.watch(*key, status):
-            yield _Tried()
 
     def _judge_of(
         self, state: RunState, agent_name: str | None, attempt_model: str | None
