@@ -43,19 +43,20 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 import psycopg  # noqa: E402
 import requests  # noqa: E402
 import urllib3  # noqa: E402
+from overhead import free_port, wait_for, with_path  # noqa: E402  (the benchmark's helpers)
 from psycopg.rows import dict_row  # noqa: E402
 
 from api.cli.client import parse_events  # noqa: E402
@@ -116,23 +117,7 @@ SHORT = Sizes(
 
 # -- small helpers ---------------------------------------------------------------------------------
 def with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path="/" + name))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
+    return with_path(url, "/" + name)
 
 
 def say_line(text: str) -> None:

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import redis
 from celery import Celery
@@ -75,11 +75,6 @@ class Services:
         assert self.settings.database_url
         url = self.settings.database_url
         return self._once("_db", lambda: open_database(url, max_size=self.settings.db_pool_size))
-
-    @property
-    def pool(self) -> Any:
-        """The Postgres connection pool of ``db``."""
-        return self.db.pool
 
     def _connect_redis(self) -> redis.Redis:
         if not self.settings.redis_url:

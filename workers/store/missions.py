@@ -141,13 +141,15 @@ def _raise_problems(problems: list[Problem]) -> None:
     raise Invalid(f"{first.field}: {first.message}{more}", {"fields": fields})
 
 
-def _validate(
+def validate_document(
     conn: psycopg.Connection[Any],
     project_id: str,
     document: Mapping[str, Any],
     limits: Limits,
     known_agents: Collection[str] | None = None,
 ) -> MissionSpec:
+    """Validate a whole mission document against the project (whose agent names the caller may
+    already hold); ``Invalid`` names every problem."""
     spec = MissionSpec.from_document(document)
     known = _project_agents(conn, project_id) if known_agents is None else known_agents
     _raise_problems(
@@ -161,18 +163,6 @@ def _validate(
         )
     )
     return spec
-
-
-def validate_document(
-    conn: psycopg.Connection[Any],
-    project_id: str,
-    document: Mapping[str, Any],
-    limits: Limits,
-    known_agents: Collection[str] | None = None,
-) -> MissionSpec:
-    """Validate a whole mission document against the project (whose agent names the caller may
-    already hold); ``Invalid`` names every problem."""
-    return _validate(conn, project_id, document, limits, known_agents)
 
 
 def _project_agents(conn: psycopg.Connection[Any], project_id: str) -> Collection[str]:
@@ -198,7 +188,7 @@ def create_mission(
     conn: psycopg.Connection[Any], project_id: str, document: Mapping[str, Any], limits: Limits
 ) -> StoredMission:
     """Validate and insert a mission with its tasks; ``Conflict`` when the name is taken."""
-    _validate(conn, project_id, document, limits)
+    validate_document(conn, project_id, document, limits)
     mission_doc, task_docs = _split(document)
     first_fire = _next_run_at(mission_doc)
     mission_id = new_id("msn")
@@ -296,7 +286,7 @@ def patch_mission(
         else:
             merged[key] = value
     full = {**merged, "tasks": [{"id": t.id, **t.document} for t in mission.tasks]}
-    _validate(conn, project_id, full, limits)
+    validate_document(conn, project_id, full, limits)
     if merged["name"] != mission.row["name"]:
         taken = conn.execute(
             MISSION_NAME_TAKEN, {"project_id": project_id, "name": merged["name"], "mission_id": mission_id}
@@ -349,7 +339,7 @@ def add_task(
     mission = get_mission(conn, project_id, mission_id, for_update=True)
     full = mission.full_document()
     full["tasks"].append(dict(task_doc))
-    _validate(conn, project_id, full, limits)
+    validate_document(conn, project_id, full, limits)
     tasks = conn.execute(SELECT_MISSION_TASKS, {"mission_id": mission_id})
     position = max((t["position"] for t in tasks), default=-1) + 1
     (task_id,) = _insert_tasks(conn, mission_id, [task_doc], start=position)
@@ -377,7 +367,7 @@ def update_task(
             task[key] = value
     if task["title"] != old_title:
         _rename_references(full, old_title, task["title"])
-    _validate(conn, project_id, full, limits)
+    validate_document(conn, project_id, full, limits)
     _write_tasks(conn, mission_id, full)
     return get_mission(conn, project_id, mission_id)
 
