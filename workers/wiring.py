@@ -11,6 +11,13 @@ creating ``Services`` connects to nothing:
 - ``coordinator``: units of work on ``db`` that send through ``dispatcher``;
 - ``wakeups`` / ``wakeup_hub``: the wake-up publisher and the SSE streams' shared subscriber;
 - ``executor(worker)``: what runs attempts on a worker.
+
+It is also the ``-A`` target of Celery's own tools: ``celery -A workers.wiring inspect ping`` (and
+``inspect active``, ``control``, ``events``, ``flower``, even ``worker``) finds the module attribute
+``app`` (or ``celery``): the worker's app with its tasks, built on first access only (a module
+``__getattr__``), from the same settings as ``missions worker``. When ``DATABASE_URL`` or
+``REDIS_URL`` is unset it takes them from the ``missions up`` running on the data dir
+(``workers.support.instance``), so the tools work against it as they are.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from typing import TypeVar
 import redis
 from celery import Celery
 
-from config import Settings
+from config import ConfigError, Settings
 from workers.coordination.advance import Coordinator
 from workers.coordination.tick import TickReport, tick
 from workers.execution.executor import Executor
@@ -35,7 +42,7 @@ from workers.messaging.dispatch import Dispatcher
 from workers.messaging.wakeups import WakeupHub, WakeupPublisher
 from workers.store.db import Connection, Database, ensure_database, open_database
 from workers.store.events import latest_event_ids
-from workers.support import embedded, metrics
+from workers.support import embedded, instance, metrics
 from workers.support.clock import utcnow
 
 T = TypeVar("T")
@@ -204,3 +211,43 @@ def worker_app(settings: Settings) -> tuple[Celery, Services]:
 def start_embedded_postgres(data_dir: Path, database: str = embedded.DATABASE_NAME) -> str:
     """Start (or reuse) the embedded Postgres under ``data_dir`` and return a URL for ``database``."""
     return embedded.start_postgres(data_dir, ensure_database, database)
+
+
+def tool_settings() -> Settings:
+    """The settings from the environment; ``DATABASE_URL``/``REDIS_URL`` when unset come from the
+    ``missions up`` that owns the data dir, if one runs."""
+    settings = Settings.from_env()
+    if settings.database_url and settings.redis_url:
+        return settings
+    running = instance.running(settings.data_dir) or {}
+    return settings.replace(
+        database_url=settings.database_url or running.get("databaseUrl") or None,
+        redis_url=settings.redis_url or running.get("redisUrl") or None,
+    )
+
+
+_tool_app: Celery | None = None
+_tool_lock = threading.Lock()
+
+
+def tool_app() -> Celery:
+    """The app ``celery -A workers.wiring`` uses: the worker's, built once from ``tool_settings``."""
+    global _tool_app
+    with _tool_lock:
+        if _tool_app is None:
+            settings = tool_settings()
+            if not settings.redis_url or not settings.database_url:
+                raise ConfigError(
+                    "DATABASE_URL" if not settings.database_url else "REDIS_URL",
+                    "not set: set DATABASE_URL and REDIS_URL as for `missions worker`, or start `missions up` "
+                    f"on the data dir {settings.data_dir} (MISSIONS_DATA_DIR)",
+                )
+            _tool_app, _services = worker_app(settings)
+        return _tool_app
+
+
+def __getattr__(name: str) -> Celery:
+    # ``celery -A workers.wiring`` looks for ``app``, then ``celery``: built only when asked for.
+    if name in ("app", "celery"):
+        return tool_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

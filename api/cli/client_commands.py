@@ -31,12 +31,27 @@ def client_options(command: Any) -> Any:
         help="API key (MISSIONS_KEY; default: the key `missions up` keeps in the data dir).",
     )(command)
     return click.option(
-        "--url", envvar="MISSIONS_URL", default=None, help="Server URL (MISSIONS_URL; default http://127.0.0.1:8000)."
+        "--url",
+        envvar="MISSIONS_URL",
+        default=None,
+        help="Server URL (MISSIONS_URL; default: the `missions up` running on the data dir, else "
+        "http://127.0.0.1:8000).",
     )(command)
 
 
+def server_url(url: str | None) -> str:
+    """``url`` if given, else the URL of the ``missions up`` that owns the data dir, else the default."""
+    from api.cli.client import DEFAULT_URL
+    from workers.support import instance
+
+    if url:
+        return url
+    running = instance.running(load_settings().data_dir)
+    return str(running["url"]) if running and running.get("url") else DEFAULT_URL
+
+
 def make_client(url: str | None, key: str | None) -> Any:
-    from api.cli.client import DEFAULT_URL, Client
+    from api.cli.client import Client
     from api.cli.up import KEY_FILE
 
     if not key:
@@ -48,7 +63,7 @@ def make_client(url: str | None, key: str | None) -> Any:
             "no API key: pass --key, set MISSIONS_KEY, or start `missions up` "
             "(it keeps a key for the project 'default' in the data dir)"
         )
-    return Client(url or DEFAULT_URL, key)
+    return Client(server_url(url), key)
 
 
 def echo_json(value: Any) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from api.cli import client_commands, server_commands
+from api.cli import client_commands, server_commands, status
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,6 +22,8 @@ main.add_command(server_commands.api_command)
 main.add_command(server_commands.worker_command)
 main.add_command(server_commands.beat_command)
 main.add_command(server_commands.up_command)
+main.add_command(server_commands.flower_command)
+main.add_command(status.status_command)
 main.add_command(client_commands.run_command)
 main.add_command(client_commands.demo_command)
 main.add_command(client_commands.list_command)

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from api.cli.common import database_url, load_settings
-from config import Settings
+from config import ConfigError, Settings
 
 
 @click.group()
@@ -181,3 +181,24 @@ def up_command(port: int | None, workers: int, concurrency: int, data_dir: Path 
 
     settings = load_settings(port=port, data_dir=data_dir.expanduser() if data_dir else None)
     sys.exit(run_up(settings, workers, concurrency))
+
+
+@click.command("flower", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--port", type=click.IntRange(1, 65535), default=5555, show_default=True, help="Flower's port.")
+@click.option("--address", default="127.0.0.1", show_default=True, help="Interface Flower binds to.")
+@click.argument("flower_args", nargs=-1, type=click.UNPROCESSED)
+def flower_command(port: int, address: str, flower_args: tuple[str, ...]) -> None:
+    """Run Flower (Celery's web monitor) on the workers' broker; task events off again when it stops.
+
+    The same as `celery -A workers.wiring flower`, followed by `celery -A workers.wiring control
+    disable_events` when Flower exits. Further options go to Flower as they are (`--basic-auth=...`)."""
+    from workers.messaging.monitoring import run_flower
+    from workers.support.logs import configure_logging
+    from workers.wiring import tool_app
+
+    configure_logging(load_settings())
+    try:
+        app = tool_app()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    run_flower(app, [f"--port={port}", f"--address={address}", *flower_args])

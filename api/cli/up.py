@@ -35,6 +35,8 @@ from typing import IO, Any
 import click
 
 from config import Settings
+from workers.support import instance
+from workers.support.embedded import REDIS_PASSWORD_FILE
 
 KEY_FILE = "api-key"
 STOP_TIMEOUT_SECONDS = 15.0
@@ -199,18 +201,6 @@ def _signal_group(child: Child, signum: int) -> None:
         pass
 
 
-def resolve_services(settings: Settings) -> tuple[str, str]:
-    """The configured URLs, else embedded Postgres/Redis under the data dir (kept across starts)."""
-    from workers.support.embedded import start_redis
-    from workers.wiring import start_embedded_postgres as start_postgres
-
-    database_url = settings.database_url or start_postgres(settings.data_dir)
-    redis_url = settings.redis_url
-    if not redis_url:
-        redis_url = start_redis(settings.data_dir).url
-    return database_url, redis_url
-
-
 def default_key(settings: Settings, database_url: str) -> str:
     """The ``default`` project's key, created on first start and kept (0600) in the data dir."""
     from workers.store.db import connect
@@ -267,25 +257,34 @@ class LocalStack:
         self.supervisor: Supervisor | None = None
         self._redis: Any = None
         self._postgres_started = False
+        self._ownership: instance.Ownership | None = None
 
     @property
     def url(self) -> str:
         return local_url(self.settings)
 
+    @property
+    def dashboard_url(self) -> str:
+        return f"{self.url}/ui/"
+
     def start(self) -> None:
+        """Take the data dir (``instance.DataDirBusy`` when another ``missions up`` has it), start
+        what is missing, and the children."""
         from workers.store.db import upgrade
-        from workers.support.embedded import start_redis
+        from workers.support.embedded import redis_password, start_redis
         from workers.wiring import start_embedded_postgres as start_postgres
 
-        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self._ownership = instance.acquire(self.settings.data_dir)
+        self.publish("starting")
         if not self.database_url:
             self._postgres_started = True  # set first: an interrupted start must still be stopped
             self.database_url = start_postgres(self.settings.data_dir)
         if not self.redis_url:
-            self._redis = start_redis(self.settings.data_dir)
+            self._redis = start_redis(self.settings.data_dir, password=redis_password(self.settings.data_dir))
             self.redis_url = self._redis.url
         upgrade(self.database_url)
         self.key = default_key(self.settings, self.database_url)
+        self.publish("starting")
         env = {
             **os.environ,
             **self.extra_env,
@@ -308,6 +307,24 @@ class LocalStack:
         supervisor.children.append(Child("beat", command("beat"), self._log("beat")))
         self.supervisor = supervisor
         supervisor.start()
+
+    def publish(self, state: str) -> None:
+        """What ``missions status``, the client commands and ``celery -A workers.wiring`` read."""
+        assert self._ownership is not None
+        self._ownership.write(
+            {
+                "state": state,
+                "url": self.url,
+                "dashboardUrl": self.dashboard_url,
+                "dataDir": str(self.settings.data_dir),
+                "databaseUrl": self.database_url,
+                "databaseEmbedded": self._postgres_started,
+                "redisUrl": self.redis_url,
+                "redisEmbedded": self._redis is not None,
+                "workers": self.workers,
+                "concurrency": self.concurrency,
+            }
+        )
 
     def _log(self, name: str) -> Path | None:
         return self.log_dir / f"{name}.log" if self.log_dir is not None else None
@@ -373,6 +390,9 @@ class LocalStack:
             self._redis.stop()
         if self._postgres_started:
             stop_postgres(self.settings.data_dir)
+        if self._ownership is not None:
+            self._ownership.release()
+            self._ownership = None
 
 
 @contextmanager
@@ -381,6 +401,7 @@ def running_stack(stack: LocalStack, guard: SignalGuard, label: str = "missions 
     try:
         stack.start()
         stack.wait_ready()
+        stack.publish("ready")
         yield stack
     finally:
         guard.disarm()
@@ -407,6 +428,11 @@ def run_up(settings: Settings, workers: int, concurrency: int) -> int:
                 url = stack.url
                 click.echo(f"Missions is ready at {url}  (data: {settings.data_dir})")
                 click.echo(f"  {services}")
+                click.echo(
+                    f"  Redis at {instance.redact_url(stack.redis_url)}"
+                    + (f" (password in {settings.data_dir / REDIS_PASSWORD_FILE})" if not settings.redis_url else "")
+                    + "; what runs where: missions status"
+                )
                 click.echo(f"  API docs: {url}/docs   metrics: {url}/metrics")
                 click.echo(f"  try: curl -H 'Authorization: Bearer {stack.key}' {url}/v1/missions")
                 click.echo(f"       missions demo --url {url} --key {stack.key}")
@@ -414,6 +440,9 @@ def run_up(settings: Settings, workers: int, concurrency: int) -> int:
                 return stack.supervisor.watch()
         except Stop:
             return 0
+        except instance.DataDirBusy as exc:
+            click.echo(f"missions up: {exc}", err=True)
+            return 1
         except ChildExited as exc:
             click.echo(f"missions up: {exc} while starting; stopping everything", err=True)
             return exc.code if exc.code > 0 else 1

@@ -140,3 +140,11 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str, stack: St
         time.sleep(0.1)
     detail = f"\n{stack.log_tail()}" if stack is not None else ""
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}{detail}")
+
+
+def celery_tool(env: Mapping[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``celery -A workers.wiring ARGS``, the documented target of Celery's own tools."""
+    celery = str(Path(sys.executable).parent / "celery")
+    return subprocess.run(
+        [celery, "-A", "workers.wiring", *args], check=False, env=dict(env), capture_output=True, text=True, timeout=60
+    )

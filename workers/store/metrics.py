@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from workers.store.db import Database
+from workers.store.db import Connection, Database
 from workers.store.queries import query
 
 MISSIONS_BY_STATUS = query("missions_by_status")
@@ -16,6 +16,26 @@ TASK_DURATIONS = query("task_durations")
 QUEUE_WAITS = query("queue_waits")
 SCORES = query("assessment_scores")
 TICK_LAG = query("tick_lag")
+QUEUED_ATTEMPTS = query("queued_attempts")
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    """Queued attempts (waiting for a worker) and the age of the oldest, in seconds (0 when none)."""
+
+    queued: int
+    oldest_seconds: float
+
+
+def queue_depth(conn: Connection) -> QueueDepth:
+    row = conn.execute(QUEUED_ATTEMPTS).fetchone()
+    return QueueDepth(int(row["n"]), float(row["oldest"])) if row else QueueDepth(0, 0.0)
+
+
+def tick_lag(conn: Connection) -> float:
+    """How overdue the most overdue timer is, in seconds (0 when the tick keeps up)."""
+    row = conn.execute(TICK_LAG).fetchone()
+    return float(row["lag"]) if row else 0.0
 
 
 @dataclass(frozen=True)
@@ -29,6 +49,7 @@ class Snapshot:
     waits: list[dict[str, Any]]
     scores: list[dict[str, Any]]
     tick_lag: float
+    queue: QueueDepth
 
 
 def snapshot(
@@ -47,5 +68,6 @@ def snapshot(
         durations = [dict(r) for r in conn.execute(TASK_DURATIONS, {"bounds": list(duration_bounds)}).fetchall()]
         waits = [dict(r) for r in conn.execute(QUEUE_WAITS, {"bounds": list(wait_bounds)}).fetchall()]
         scores = [dict(r) for r in conn.execute(SCORES, {"bounds": list(score_bounds)}).fetchall()]
-        lag_row = conn.execute(TICK_LAG).fetchone()
-    return Snapshot(missions, tasks, attempts, durations, waits, scores, float(lag_row["lag"]) if lag_row else 0.0)
+        lag = tick_lag(conn)
+        queue = queue_depth(conn)
+    return Snapshot(missions, tasks, attempts, durations, waits, scores, lag, queue)

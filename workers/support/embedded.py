@@ -12,6 +12,7 @@ import atexit
 import json
 import logging
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -19,10 +20,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 log = logging.getLogger(__name__)
 
 DATABASE_NAME = "missions"
+REDIS_PASSWORD_FILE = "redis-password"
 
 
 def start_postgres(data_dir: Path, ensure_database: Callable[[str, str], None], database: str = DATABASE_NAME) -> str:
@@ -149,13 +152,41 @@ def redis_executable() -> str:
     return found
 
 
-def start_redis(data_dir: Path, *, persist: bool = True) -> RedisProcess:
-    """Start a private redis-server on a free loopback port; it stops when this process exits."""
+def redis_password(data_dir: Path) -> str:
+    """The embedded Redis' password: generated on first use and kept in ``<data_dir>/redis-password``
+    (0600), so every start of the same data dir, and every process it starts, uses the same one."""
+    path = data_dir / REDIS_PASSWORD_FILE
+    try:
+        kept = path.read_text().strip()
+    except FileNotFoundError:
+        kept = ""
+    if kept:
+        return kept
+    data_dir.mkdir(parents=True, exist_ok=True)
+    password = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(password + "\n")
+    return password
+
+
+def start_redis(data_dir: Path, *, persist: bool = True, password: str | None = None) -> RedisProcess:
+    """Start a private redis-server on a free loopback port; it stops when this process exits.
+
+    With ``password`` it requires it (``requirepass``, written to a 0600 config file rather than
+    the command line, where ``ps`` would show it); the URL returned carries it."""
     folder = data_dir / "redis"
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    args = [
-        redis_executable(),
+    args = [redis_executable()]
+    if password:
+        config = folder / "redis.conf"
+        fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(f"requirepass {password}\n")
+        config.chmod(0o600)  # (an older file keeps its mode on open)
+        args.append(str(config))
+    args += [
         "--port",
         str(port),
         "--bind",
@@ -169,18 +200,27 @@ def start_redis(data_dir: Path, *, persist: bool = True) -> RedisProcess:
     ]
     args += ["--appendonly", "yes", "--save", "60 1"] if persist else ["--appendonly", "no", "--save", ""]
     process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    handle = RedisProcess(process, f"redis://127.0.0.1:{port}/0")
+    auth = f":{quote(password, safe='')}@" if password else ""
+    handle = RedisProcess(process, f"redis://{auth}127.0.0.1:{port}/0")
     atexit.register(handle.stop)
+    hello = (f"AUTH {password}\r\n" if password else "").encode() + b"PING\r\n"
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"redis-server exited at start; see {folder / 'redis.log'}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
-                sock.sendall(b"PING\r\n")
-                if sock.recv(16).startswith(b"+PONG"):
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+                sock.sendall(hello)
+                answer = b""
+                while b"PONG" not in answer and b"-" not in answer and len(answer) < 256:
+                    chunk = sock.recv(64)  # "+OK" to AUTH and "+PONG" may come in separate reads
+                    if not chunk:
+                        break
+                    answer += chunk
+                if b"+PONG" in answer:
                     return handle
         except OSError:
-            time.sleep(0.05)
+            pass
+        time.sleep(0.05)
     handle.stop()
     raise RuntimeError(f"redis-server did not answer within 10 s; see {folder / 'redis.log'}")

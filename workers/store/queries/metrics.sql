@@ -36,3 +36,9 @@ SELECT width_bucket(score, %(bounds)s::float8[]) AS bucket, count(*) AS n, sum(s
 -- name: tick_lag
 -- How late the most overdue timer is: the beat tick should have fired it already.
 SELECT coalesce(extract(epoch FROM now() - min(due_at)), 0)::float8 AS lag FROM timers WHERE due_at <= now()
+
+-- name: queued_attempts
+-- Attempts waiting for a worker (all go to the broker queue `missions`) and how long the oldest has
+-- waited: read from the partial index attempts_queued, so the cost follows the queue, not the history.
+SELECT count(*)::bigint AS n, coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS oldest
+  FROM attempts WHERE status = 'queued'
