@@ -120,7 +120,35 @@ def follow_run(
     display = make_display(json_output=json_output, follow_output=follow_output)
     with api_errors():
         status = watch(client, mission_id, run_id, display, on_pause=on_pause)
+        if status == "paused":
+            mission = client.get_mission(mission_id)
+            click.echo(resume_hint(mission_id, mission.get("pauseReason"), _url_option(client.base)), err=True)
     return EXIT_CODES.get(status, EXIT_CLIENT_ERROR)
+
+
+def _url_option(url: str) -> str:
+    """`` --url URL`` when a later command would not find this server by itself."""
+    return "" if url.rstrip("/") == server_url(None).rstrip("/") else f" --url {url}"
+
+
+def resume_hint(mission_id: str, pause_reason: str | None, url_option: str = "") -> str:
+    """What to type to go on from a pause (exit status 2), for each pause reason."""
+    resume = f"missions resume {mission_id}{url_option}"
+    match pause_reason:
+        case "quality_gate":
+            return (
+                f"paused: a quality gate blocked. Re-run its failed tasks with: {resume} --retry-failed --follow\n"
+                f"  (or override the gate: {resume} --follow)"
+            )
+        case "approval":
+            return (
+                "paused: a task with side effects lost its worker and waits for approval. Re-run it with: "
+                f"{resume} --retry-failed --follow\n  (or mark it failed: {resume} --follow)"
+            )
+        case "checkpoint":
+            return f"paused at a checkpoint. Approve and go on with: {resume} --follow"
+        case _:
+            return f"paused. Resume it with: {resume} --follow"
 
 
 @click.command("run")

@@ -60,6 +60,22 @@ _MARK = {
 OUTPUT_KEEP_CHARS = 20_000
 
 
+def event_time(event: Event) -> float | None:
+    """When the event happened (its ``timestamp``, as epoch seconds), if the server said."""
+    stamp = event.data.get("timestamp")
+    if not isinstance(stamp, str):
+        return None
+    try:
+        return datetime.fromisoformat(stamp).timestamp()
+    except ValueError:
+        return None
+
+
+def clock(at: float | None = None) -> str:
+    """``HH:MM:SS`` of ``at`` (epoch seconds, else now) in the viewer's local time."""
+    return (datetime.fromtimestamp(at) if at is not None else datetime.now()).strftime("%H:%M:%S")
+
+
 @dataclass
 class TaskRow:
     id: str
@@ -105,8 +121,11 @@ class RunView:
         return row
 
     def apply(self, event: Event, now: float | None = None) -> list[str]:
-        """Update the view; the lines a person should read about this event (none for output)."""
-        now = time.monotonic() if now is None else now
+        """Update the view; the lines a person should read about this event (none for output).
+
+        Times are the event's own (its ``timestamp``), so a replayed run shows when its tasks
+        really ran and for how long; ``now`` (else the clock) only for an event without one."""
+        now = event_time(event) or (time.time() if now is None else now)
         data = event.data
         self.run_id = self.run_id or data.get("runId")
         match event.type:
@@ -190,7 +209,7 @@ class RunView:
     def summary_lines(self, now: float | None = None, *, errors: bool = False) -> list[str]:
         """One line per task (``✓ Title  completed (agent, attempt 1, score 4.5, 1.2s)``); with
         ``errors`` the error of a failed task follows its line."""
-        now = time.monotonic() if now is None else now
+        now = time.time() if now is None else now
         width = max((len(r.title) for r in self.tasks.values()), default=0)
         lines = []
         for row in self.tasks.values():
@@ -217,8 +236,8 @@ class PlainDisplay:
         self.follow_output = follow_output
         self.view: RunView | None = None
 
-    def _line(self, text: str) -> None:
-        self.echo(f"{datetime.now().strftime('%H:%M:%S')} {text}")
+    def _line(self, text: str, at: float | None = None) -> None:
+        self.echo(f"{clock(at)} {text}")
 
     def start(self, view: RunView) -> None:
         self.view = view
@@ -227,7 +246,7 @@ class PlainDisplay:
     def event(self, event: Event) -> None:
         assert self.view is not None
         for text in self.view.apply(event):
-            self._line(text)
+            self._line(text, event_time(event))
         if self.follow_output and event.type == "task:output":
             row = self.view.task(event.data["taskId"])
             for piece in str(event.data.get("chunk", "")).splitlines() or [""]:
@@ -323,12 +342,12 @@ class LiveDisplay:
             or (event.type == "task:assessment" and not event.data.get("passed"))
         ):
             for line in lines:
-                self.note(line)
+                self.note(line, event_time(event))
         if self._live is not None:
             self._live.refresh()
 
-    def note(self, text: str) -> None:
-        self.console.print(Text(f"{datetime.now().strftime('%H:%M:%S')} {text}", style="dim"))
+    def note(self, text: str, at: float | None = None) -> None:
+        self.console.print(Text(f"{clock(at)} {text}", style="dim"))
 
     def stop(self) -> None:
         if self._live is not None:
@@ -343,7 +362,7 @@ class LiveDisplay:
     def _renderable(self) -> Any:
         view = self.view
         assert view is not None
-        now = time.monotonic()
+        now = time.time()
         title = Text.assemble(
             (f"{view.name}", "bold"), f"  {view.mission_id}  ", (view.status_line(), _STYLE.get(view.status, ""))
         )

@@ -4,7 +4,9 @@ API, worker and beat processes. One stack serves the whole module."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -113,18 +115,53 @@ def test_run_exits_1_when_the_mission_fails(shared_stack: Stack, tmp_path: Path)
 def test_run_exits_2_when_the_mission_pauses_and_resume_follow_finishes_it(shared_stack: Stack, tmp_path: Path) -> None:
     doc = mission(
         unique("checked"),
-        [{"title": "Stage", "assignTo": "a"}, {"title": "Prod", "assignTo": "a", "dependsOn": ["Stage"]}],
-        [agent("a", {"output": "ok"})],
+        [{"title": "Stage", "assignTo": "a"}, {"title": "Prod", "assignTo": "b", "dependsOn": ["Stage"]}],
+        [agent("a", {"output": "ok", "delay": 1.0}), agent("b", {"output": "ok"})],
         checkpoints=[{"afterTasks": ["Stage"], "blocksTasks": ["Prod"], "message": "Ship to prod?"}],
     )
     result = cli(shared_stack, "run", write(tmp_path, "checked", doc))
     assert result.returncode == 2, result.stdout + result.stderr
     assert "paused (checkpoint): Ship to prod?" in result.stdout
     mission_id = next(m["id"] for m in shared_stack.request("GET", "/v1/missions").json() if m["name"] == doc["name"])
+    # The exact command that goes on (this server is not the one a later command finds by itself).
+    assert f"missions resume {mission_id} --url {shared_stack.url} --follow" in result.stderr
+    [first_stage] = [line for line in result.stdout.splitlines() if 'task "Stage" completed' in line]
+
+    time.sleep(1.5)  # so that a replay stamped with the time it is read would show a later time
     resumed = cli(shared_stack, "resume", mission_id, "--follow")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert 'task "Prod" completed' in resumed.stdout
     assert 'task "Stage" completed' not in resumed.stdout.split("mission active")[-1]  # no replay shown as new
+    # The replayed task shows when it really ran and for how long, not "now" and 0.0s.
+    [replayed] = [line for line in resumed.stdout.splitlines() if 'task "Stage" completed' in line]
+    assert replayed == first_stage
+    seconds = float(re.search(r"attempt 1, ([0-9.]+)s\)", replayed).group(1))  # type: ignore[union-attr]
+    assert 1.0 <= seconds < 5.0, replayed
+    [summary] = [line for line in resumed.stdout.splitlines() if line.strip().startswith("✓ Stage")]
+    assert f"{seconds:.1f}s" in summary
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+# What `missions run` of each file in examples/ ends with (the README and the files' comments say so).
+EXAMPLE_EXITS = {"hello.yaml": 0, "release-with-review.yaml": 2}
+
+
+def test_every_example_file_is_run_by_the_test_below() -> None:
+    assert sorted(p.name for p in EXAMPLES.iterdir() if p.suffix in (".yaml", ".yml", ".json")) == sorted(EXAMPLE_EXITS)
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLE_EXITS))
+def test_each_example_runs_with_missions_run(shared_stack: Stack, name: str) -> None:
+    mission_name = unique(Path(name).stem)
+    result = cli(shared_stack, "run", str(EXAMPLES / name), "--name", mission_name)
+    assert result.returncode == EXAMPLE_EXITS[name], result.stdout + result.stderr
+    if EXAMPLE_EXITS[name] == 2:
+        mission_id = next(
+            m["id"] for m in shared_stack.request("GET", "/v1/missions").json() if m["name"] == mission_name
+        )
+        assert f"missions resume {mission_id} --url {shared_stack.url} --follow" in result.stderr
+        resumed = cli(shared_stack, "resume", mission_id, "--follow")
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
 
 
 def test_run_exits_3_when_the_mission_is_aborted(shared_stack: Stack, tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from psycopg.types.json import Jsonb
 from api.http import sse
 from api.http.sse import event_stream, parse_last_event_id, stream_run
 from config import Settings
+from orchestrator.spec import format_timestamp
 from tests.support.sse import SseEvent, iter_sse
 from workers.messaging import wakeups
 from workers.messaging.wakeups import publish_wakeup
@@ -77,8 +78,14 @@ def append(db: psycopg.Connection, event_type: str, data: dict[str, Any] | None 
 
 
 def stored(db: psycopg.Connection, run_id: str = RUN) -> list[SseEvent]:
-    rows = db.execute("SELECT id, type, data FROM events WHERE run_id = %s ORDER BY id", (run_id,)).fetchall()
-    return [SseEvent(row["id"], row["type"], row["data"]) for row in rows]
+    """The events as a stream must send them: the stored payload and when it was stored."""
+    rows = db.execute(
+        "SELECT id, type, data, created_at FROM events WHERE run_id = %s ORDER BY id", (run_id,)
+    ).fetchall()
+    return [
+        SseEvent(row["id"], row["type"], {**row["data"], "timestamp": format_timestamp(row["created_at"])})
+        for row in rows
+    ]
 
 
 class OpenStream:

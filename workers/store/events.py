@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from psycopg.rows import class_row, tuple_row
+from psycopg.rows import tuple_row
 
+from orchestrator.spec import format_timestamp
 from workers.store.db import Connection
 from workers.store.queries import query
 
@@ -33,10 +34,16 @@ class StoredEvent:
 
 
 def fetch_events(conn: Connection, run_id: str, after_id: int, limit: int = 500) -> list[StoredEvent]:
-    """The events of ``run_id`` with an id above ``after_id``, oldest first, at most ``limit``."""
-    with conn.cursor(row_factory=class_row(StoredEvent)) as cursor:
+    """The events of ``run_id`` with an id above ``after_id``, oldest first, at most ``limit``.
+
+    Each payload also carries ``timestamp``: the time of the step that appended it (ISO 8601, UTC),
+    so a client replaying a run shows when things happened, not when it read them."""
+    with conn.cursor(row_factory=tuple_row) as cursor:
         cursor.execute(FETCH_EVENTS, {"run_id": run_id, "after_id": after_id, "limit": limit})
-        return cursor.fetchall()
+        return [
+            StoredEvent(event_id, kind, {**data, "timestamp": format_timestamp(created_at)})
+            for event_id, kind, data, created_at in cursor.fetchall()
+        ]
 
 
 def ended_at_or_before(conn: Connection, run_id: str, event_id: int) -> bool:

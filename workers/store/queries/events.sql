@@ -2,7 +2,7 @@
 -- the commit order: reading id > last_id never skips an event that commits later.
 
 -- name: fetch_events
-SELECT id, type, data
+SELECT id, type, data, created_at
   FROM events
  WHERE run_id = %(run_id)s AND id > %(after_id)s
  ORDER BY id

@@ -1,0 +1,43 @@
+"""The CLI's view of a run uses the events' own times (a replay shows when tasks really ran), and
+a pause ends with the command that goes on."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from api.cli.client import Event
+from api.cli.client_commands import resume_hint
+from api.cli.live import PlainDisplay, RunView
+
+
+def status(task_status: str, at: str) -> Event:
+    data = {"missionId": "msn_1", "runId": "run_1", "taskId": "task_1", "status": task_status, "timestamp": at}
+    return Event(None, "task:status", {**data, "agent": "writer", "attempt": 1})
+
+
+def test_a_replayed_task_shows_its_real_duration_and_time_not_the_time_it_was_read() -> None:
+    view = RunView.of({"id": "msn_1", "name": "m", "status": "active", "tasks": [{"id": "task_1", "title": "Draft"}]})
+    lines: list[str] = []
+    display = PlainDisplay(echo=lines.append)
+    display.start(view)
+    display.event(status("running", "2026-01-02T03:04:05Z"))
+    display.event(status("completed", "2026-01-02T03:04:07.500000Z"))
+    local = datetime.fromisoformat("2026-01-02T03:04:07.500000+00:00").astimezone().strftime("%H:%M:%S")
+    assert lines[-1] == f'{local} task "Draft" completed (writer, attempt 1, 2.5s)'
+    assert view.summary_lines() == ["  ✓ Draft  completed (writer, attempt 1, 2.5s)"]
+
+
+def test_an_event_without_a_timestamp_falls_back_to_the_clock() -> None:
+    view = RunView.of({"id": "msn_1", "name": "m", "status": "active", "tasks": [{"id": "task_1", "title": "Draft"}]})
+    plain = {"missionId": "msn_1", "runId": "run_1", "taskId": "task_1", "agent": "writer", "attempt": 1}
+    view.apply(Event(None, "task:status", {**plain, "status": "running"}), now=100.0)
+    view.apply(Event(None, "task:status", {**plain, "status": "completed"}), now=101.25)
+    assert view.tasks["task_1"].elapsed(200.0) == 1.25
+
+
+def test_each_pause_reason_names_the_command_that_goes_on() -> None:
+    assert "missions resume msn_1 --follow" in resume_hint("msn_1", "checkpoint")
+    gate = resume_hint("msn_1", "quality_gate", " --url http://h:1")
+    assert "missions resume msn_1 --url http://h:1 --retry-failed --follow" in gate
+    assert "override the gate: missions resume msn_1 --url http://h:1 --follow" in gate
+    assert "missions resume msn_1 --retry-failed --follow" in resume_hint("msn_1", "approval")
