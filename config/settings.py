@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -166,6 +166,8 @@ SETTINGS_TABLE: tuple[Setting, ...] = (
             "after waiting as long as it had (at most 32 times this)."),
     Setting("MISSIONS_SSE_HEARTBEAT_SECONDS", "sse_heartbeat_seconds", _float_range(0.1, 3600), 15.0,
             "Interval of the SSE comment heartbeat."),
+    Setting("MISSIONS_METRICS_TOKEN", "metrics_token", _text, None,
+            "When set, `GET /metrics` requires `Authorization: Bearer <this token>` (401 otherwise)."),
     Setting("MISSIONS_LOG_LEVEL", "log_level", _choice("debug", "info", "warning", "error"), "info",
             "Log level of every process."),
     Setting("MISSIONS_LOG_FORMAT", "log_format", _choice("text", "json"), "text",
@@ -204,6 +206,7 @@ class Settings:
     worker_lost_seconds: float = 20.0
     requeue_seconds: float = 10.0
     sse_heartbeat_seconds: float = 15.0
+    metrics_token: str | None = field(default=None, repr=False)
     log_level: str = "info"
     log_format: str = "text"
 

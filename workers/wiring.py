@@ -195,7 +195,13 @@ class _WorkerHandlers:
         return self._executor_for(hostname).assess(run_id, task_id, attempt)
 
     def tick(self) -> object:
-        return vars(self.services.tick())
+        try:
+            report = self.services.tick()
+        except Exception:
+            metrics.count_tick(False)  # (/metrics: missions_ticks_total{outcome="failed"})
+            raise
+        metrics.count_tick(True)
+        return vars(report)
 
 
 def worker_app(settings: Settings) -> tuple[Celery, Services]:

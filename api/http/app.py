@@ -33,7 +33,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     errors.register(app)
     app.register_blueprint(missions_blueprint, url_prefix="/v1")
     app.register_blueprint(docs_blueprint)  # /v1/openapi.json and /docs, without a key
-    metrics.install(app)  # /metrics, without a key
+    metrics.install(app, token=settings.metrics_token)  # /metrics, without an API key
     app.wsgi_app = _waiting_at_most(POOL_WAIT_SECONDS, app.wsgi_app)  # type: ignore[method-assign]
 
     @app.get("/healthz")

@@ -7,25 +7,34 @@ coordinator step knows (its duration, the events it appended) is counted in Redi
 ``workers.support.metrics``. SSE clients are counted by each API process and summed through Redis keys
 that expire, so a crashed process stops counting within a minute.
 
-Metrics are global to the server (every project); the route needs no API key, as Prometheus
-expects: keep it on an internal network or behind the proxy's access rules.
+Metrics are global to the server (every project), so they are not behind an API key (a key sees
+one project). With ``MISSIONS_METRICS_TOKEN`` set the route wants that token as a bearer token
+(Prometheus' ``authorization`` scrape setting); without it, keep the route on an internal network.
+
+Scraping stays cheap as history grows for what is counted as running totals (tokens and cost by
+model, ticks, coordinator steps, events, isolated failures: hashes in Redis) and for the queue
+figures (read from the partial index of queued attempts).
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 import socket
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app
+from flask import Blueprint, Flask, Response, current_app, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
+from api.http.errors import error_response
 from orchestrator.engine import MissionStatus, TaskStatus
+from workers.messaging import monitoring
+from workers.messaging.dispatch import TASK_QUEUE
 from workers.store import metrics as store_metrics
 from workers.support import metrics as worker_metrics
 from workers.wiring import Services
@@ -161,8 +170,49 @@ class MissionsCollector:
         )
         lag.add_metric([], figures.tick_lag)
         yield lag
+        yield _gauge(
+            "missions_queue_depth",
+            "Task attempts waiting for a worker (queued in Postgres), by broker queue: the signal to scale workers on.",
+            "queue",
+            {TASK_QUEUE: figures.queue.queued},
+        )
+        yield _gauge(
+            "missions_queue_oldest_age_seconds",
+            "How long the oldest queued task attempt has waited for a worker (0 when none waits), by queue.",
+            "queue",
+            {TASK_QUEUE: figures.queue.oldest_seconds},
+        )
 
     def _from_redis(self) -> Iterator[Metric]:
+        yield _gauge(
+            "missions_broker_queue_length",
+            "Messages waiting in each broker queue (Redis list length).",
+            "queue",
+            monitoring.queue_lengths(self.services.redis),
+        )
+        tokens = CounterMetricFamily(
+            "missions_tokens",
+            "Tokens used by recorded model calls (agents and judges), by provider, model and direction.",
+            labels=["provider", "model", "direction"],
+        )
+        cost = CounterMetricFamily(
+            "missions_cost_usd",
+            "Estimated cost in USD of recorded model calls, by provider and model.",
+            labels=["provider", "model"],
+        )
+        for name, totals in sorted(worker_metrics.read_usage(self.services.redis).items()):
+            provider, _, model = name.partition("/")
+            tokens.add_metric([provider, model, "input"], totals["tokens_in"])
+            tokens.add_metric([provider, model, "output"], totals["tokens_out"])
+            cost.add_metric([provider, model], totals["cost_usd"])
+        yield tokens
+        yield cost
+        ticks = CounterMetricFamily(
+            "missions_ticks", "Beat ticks run by workers, by outcome (failed: the tick raised).", labels=["outcome"]
+        )
+        for outcome, count in {"ok": 0, "failed": 0, **worker_metrics.read_ticks(self.services.redis)}.items():
+            ticks.add_metric([outcome], count)
+        yield ticks
         steps, events = worker_metrics.read(self.services.redis)
         cumulative, buckets = 0.0, []
         for bound in worker_metrics.STEP_BUCKETS:
@@ -196,7 +246,7 @@ class MissionsCollector:
         yield isolated
 
 
-def _gauge(name: str, text: str, label: str, values: dict[str, int]) -> GaugeMetricFamily:
+def _gauge(name: str, text: str, label: str, values: Mapping[str, float]) -> GaugeMetricFamily:
     family = GaugeMetricFamily(name, text, labels=[label])
     for key, value in values.items():
         family.add_metric([key], value)
@@ -223,13 +273,26 @@ blueprint = Blueprint("metrics", __name__)
 
 @blueprint.get("/metrics")
 def metrics() -> Response:
+    token = current_app.extensions["missions_metrics_token"]
+    if token and not _bearer_matches(request.headers.get("Authorization", ""), token):
+        response = error_response(401, "this server's /metrics needs its token: Authorization: Bearer <token>")
+        response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
     registry: CollectorRegistry = current_app.extensions["missions_metrics"]
     return Response(generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def install(app: Flask) -> None:
-    """Serve /metrics, count SSE clients, and send this process's coordinator counters to Redis."""
+def _bearer_matches(header: str, token: str) -> bool:
+    scheme, _, given = header.partition(" ")
+    # Compared in constant time, so the answer's timing says nothing about how much of it matched.
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+def install(app: Flask, token: str | None = None) -> None:
+    """Serve /metrics (wanting ``token`` as a bearer token when given), count SSE clients, and send
+    this process's coordinator counters to Redis."""
     services: Services = app.extensions["missions"]
+    app.extensions["missions_metrics_token"] = token
     sse = SseClients(services, ttl_seconds=max(60.0, 4 * services.settings.sse_heartbeat_seconds))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(MissionsCollector(services, sse))

@@ -440,10 +440,14 @@ DOCS: dict[tuple[str, str], Doc] = {
     ("metrics.metrics", "GET"): Doc(
         "Prometheus metrics",
         "Prometheus text format: missions and tasks by status, attempt duration and queue wait, attempts "
-        "and retries, assessment scores, coordinator step duration, events published, SSE clients, tick lag.",
+        "and retries, assessment scores, coordinator step duration, events published, SSE clients, tick lag, "
+        "queue depth and the oldest queued attempt's age, broker queue lengths, tokens and cost by provider and "
+        "model, ticks by outcome. When the operator sets MISSIONS_METRICS_TOKEN it needs "
+        "`Authorization: Bearer <that token>` (not an API key: the metrics cover every project).",
         tag="Operations",
         auth=False,
         responses={200: ("Metrics.", "text")},
+        errors=(401,),
     ),
     ("docs.openapi_json", "GET"): Doc(
         "This OpenAPI document", tag="Operations", auth=False, responses={200: ("OpenAPI 3.1.", "json")}

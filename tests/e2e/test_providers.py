@@ -11,6 +11,8 @@ from typing import Any
 
 import psycopg
 import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
 from psycopg.rows import dict_row
 
 from tests.e2e.conftest import running_stack
@@ -173,6 +175,26 @@ def test_a_review_pipeline_on_real_sdks_uses_tools_passes_output_downstream_and_
     expected = (2100 * 3 + 150 * 15 + 900 * 1 + 70 * 5 + 310 * 0.5 + 35 * 1.5) / 1e6
     assert usage.total.cost_usd == pytest.approx(expected)
     assert usage.total.tokens_in == 2100 + 900 + 310 and usage.run(run_id) == usage.total
+    # /metrics: the same tokens and cost by provider and model, counted by the worker as it recorded them.
+    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+
+    def usage_scraped() -> bool:
+        text = requests.get(f"{stack.url}/metrics", timeout=10).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+        return ("missions_cost_usd_total", (("model", "lead"), ("provider", "anthropic"))) in samples
+
+    wait_for(usage_scraped, 10, "the usage counters to reach /metrics", stack)  # flushed once a second
+    reviewer_labels = (("model", "reviewer"), ("provider", "openai"))
+    assert samples[("missions_tokens_total", (("direction", "input"), *reviewer_labels))] == 2100
+    assert samples[("missions_tokens_total", (("direction", "output"), *reviewer_labels))] == 150
+    assert samples[("missions_cost_usd_total", reviewer_labels)] == pytest.approx((2100 * 3 + 150 * 15) / 1e6)
+    judge_labels = (("model", "judge"), ("provider", "openai"))
+    assert samples[("missions_tokens_total", (("direction", "input"), *judge_labels))] == 310
+    assert samples[("missions_cost_usd_total", (("model", "lead"), ("provider", "anthropic")))] == pytest.approx(
+        (900 * 1 + 70 * 5) / 1e6
+    )
 
 
 def test_a_low_score_is_retried_with_the_judges_reasons_and_the_last_attempt_uses_the_escalated_model(

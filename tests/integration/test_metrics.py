@@ -9,6 +9,7 @@ import pytest
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from config import Settings
 from tests.e2e.scenarios import agent, mission
 from workers.support import metrics as worker_metrics
 from workers.wiring import Services
@@ -114,3 +115,65 @@ def test_events_counted_apart_from_a_step_reach_the_scrape(
     samples = scrape(client)
     assert samples[("missions_events_published_total", (("type", "mission:done"),))] == 1
     assert samples[("missions_coordinator_step_seconds_count", ())] == 0
+
+
+def test_queue_depth_and_the_oldest_queued_age_follow_the_queued_attempts(
+    client: FlaskClient, auth: dict[str, str], services: Services
+) -> None:
+    before = scrape(client)
+    assert before[("missions_queue_depth", (("queue", "missions"),))] == 0
+    assert before[("missions_queue_oldest_age_seconds", (("queue", "missions"),))] == 0
+    services.redis.delete("missions", "missions.control")
+    doc = mission(
+        "waiting",
+        [{"title": "A", "assignTo": "a"}, {"title": "B", "assignTo": "a"}],
+        [agent("a", {"output": "ok"})],
+    )
+    created = client.post("/v1/missions", json=doc, headers=auth).get_json()
+    assert client.post(f"/v1/missions/{created['id']}/execute", headers=auth).status_code == 202
+    with services.transaction() as conn:  # as if they had waited a while for a worker (none runs here)
+        conn.execute("UPDATE attempts SET created_at = now() - interval '42 seconds' WHERE status = 'queued'")
+    after = scrape(client)
+    assert after[("missions_queue_depth", (("queue", "missions"),))] == 2
+    assert 42 <= after[("missions_queue_oldest_age_seconds", (("queue", "missions"),))] < 60
+    assert after[("missions_broker_queue_length", (("queue", "missions"),))] == 2  # the two messages sent
+    assert after[("missions_broker_queue_length", (("queue", "missions.control"),))] == 0
+
+
+def test_tokens_cost_and_ticks_counted_by_workers_reach_the_scrape(
+    client: FlaskClient, services: Services, recorder: None
+) -> None:
+    services.redis.delete(worker_metrics.USAGE_KEY, worker_metrics.TICKS_KEY)
+    worker_metrics.configure(services.redis)
+    worker_metrics.count_usage("openai/gpt-4o", 1200, 300, 0.006)
+    worker_metrics.count_usage("openai/gpt-4o", 800, 200, 0.004)
+    worker_metrics.count_usage("anthropic/claude-sonnet-4-5", 10, 5, 0.0001)
+    worker_metrics.count_usage("openai/never-answered", 0, 0, 0.0)  # nothing used: no series
+    worker_metrics.count_tick(True)
+    worker_metrics.count_tick(True)
+    worker_metrics.count_tick(False)
+    worker_metrics.flush()
+    samples = scrape(client)
+    gpt = (("model", "gpt-4o"), ("provider", "openai"))
+    assert samples[("missions_tokens_total", (("direction", "input"), *gpt))] == 2000
+    assert samples[("missions_tokens_total", (("direction", "output"), *gpt))] == 500
+    assert samples[("missions_cost_usd_total", gpt)] == pytest.approx(0.01)
+    claude = (("model", "claude-sonnet-4-5"), ("provider", "anthropic"))
+    assert samples[("missions_tokens_total", (("direction", "input"), *claude))] == 10
+    assert not any(labels and ("model", "never-answered") in labels for _, labels in samples)
+    assert samples[("missions_ticks_total", (("outcome", "ok"),))] == 2
+    assert samples[("missions_ticks_total", (("outcome", "failed"),))] == 1
+
+
+def test_metrics_need_the_operators_token_when_one_is_set(settings: Settings, services: Services) -> None:
+    from api.http.app import create_app
+
+    client = create_app(settings.replace(metrics_token="s3cret-token"), services).test_client()
+    refused = client.get("/metrics")
+    assert refused.status_code == 401
+    assert refused.get_json()["code"] == "unauthorized"
+    assert refused.headers["WWW-Authenticate"].startswith("Bearer")
+    assert client.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.get("/metrics", headers={"Authorization": "Basic s3cret-token"}).status_code == 401
+    answer = client.get("/metrics", headers={"Authorization": "Bearer s3cret-token"})
+    assert answer.status_code == 200 and b"missions_queue_depth" in answer.data

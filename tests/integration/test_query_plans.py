@@ -84,3 +84,31 @@ def test_a_point_lookup_of_an_attempt_uses_the_primary_key_in_a_cached_plan(db: 
     row = db.execute(f"EXPLAIN (FORMAT JSON) EXECUTE probe({values})").fetchone()
     assert row is not None
     assert {i for i in _indexes(row["QUERY PLAN"]) if i.startswith("attempts")} == {"attempts_pkey"}
+
+
+def test_the_queue_figures_of_a_scrape_read_only_the_queued_attempts_however_long_the_history(
+    db: psycopg.Connection,
+) -> None:
+    db.execute("INSERT INTO projects (id, name) VALUES ('prj_plan', 'plan')")
+    db.execute(
+        "INSERT INTO missions (id, project_id, name, status, document) "
+        "VALUES ('msn_plan', 'prj_plan', 'p', 'active', '{}')"
+    )
+    db.execute(
+        "INSERT INTO runs (id, mission_id, number, status, spec, state) "
+        "VALUES ('run_plan', 'msn_plan', 1, 'active', '{}', '{}')"
+    )
+    # A long history of finished attempts and a short queue.
+    db.execute(
+        "INSERT INTO attempts (run_id, task_id, attempt, status) "
+        "SELECT 'run_plan', 'task_' || n, 1, CASE WHEN n % 5000 = 0 THEN 'queued' ELSE 'completed' END "
+        "FROM generate_series(1, 50000) AS n"
+    )
+    db.execute("ANALYZE attempts")
+    row = db.execute("EXPLAIN (FORMAT JSON) " + query("queued_attempts")).fetchone()
+    assert row is not None
+    plan = row["QUERY PLAN"]
+    assert set(_indexes(plan)) == {"attempts_queued"}
+    assert "Seq Scan" not in str(plan)
+    figures = db.execute(query("queued_attempts")).fetchone()
+    assert figures is not None and figures["n"] == 10

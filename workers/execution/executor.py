@@ -55,6 +55,7 @@ from workers.execution.providers import Providers, endpoint_config
 from workers.execution.runtimes import runtime_for
 from workers.store import attempts, run_state
 from workers.store.db import Database, is_transient
+from workers.support import metrics
 from workers.support.clock import utcnow
 from workers.support.logs import log_ids
 
@@ -258,12 +259,13 @@ class Executor:
                         cost=result.cost_usd,
                         outcomes=result.outcomes,
                     )
+                metrics.count_usage(model, result.tokens_in, result.tokens_out, result.cost_usd)
             return "cancelled"
         if result.error is None:
             missing = missing_outcomes(task.expected_outcomes, result.output or "", workspace)
             if missing:
                 result = replace(result, error="; ".join(missing))
-        return self._record(run_id, claim, result, state.spec.budget, assessed=bool(task.expectations))
+        return self._record(run_id, claim, result, state.spec.budget, assessed=bool(task.expectations), model=model)
 
     def _agent(self, state: RunState, name: str) -> AgentSpec:
         agents = state.spec.agents_by_name()
@@ -294,6 +296,7 @@ class Executor:
         budget: Mapping[str, Any] | None = None,
         *,
         assessed: bool = True,
+        model: str | None = None,
     ) -> str:
         """Record the agent's result and feed it to the run (with the claim, when it was not
         announced yet). A successful attempt is ``assessing`` when its task has expectations (the
@@ -335,6 +338,8 @@ class Executor:
                         return "result recorded by an earlier try, or dropped: the attempt changed meanwhile"
                     return "result dropped: the attempt was cancelled or lost meanwhile"
                 claim.announced = True  # (read only by this thread from here on)
+            if model:
+                metrics.count_usage(model, result.tokens_in, result.tokens_out, result.cost_usd)
             return "failed" if failed else "finished"
 
         return self._durably("the result", (run_id, task_id, attempt), AttemptStatus.RUNNING, record)
@@ -421,6 +426,8 @@ class Executor:
                 if tried.retried:
                     return "assessment recorded by an earlier try, or dropped: the attempt changed meanwhile"
                 return "assessment dropped: the attempt changed meanwhile"
+            if model:
+                metrics.count_usage(model, used.tokens_in, used.tokens_out, used.cost_usd)
             return "passed" if passed else "failed"
 
         return self._durably("the assessment", (run_id, task_id, attempt), AttemptStatus.ASSESSING, record)

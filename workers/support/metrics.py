@@ -1,8 +1,10 @@
 """Counters that only the processes running coordinator steps can see, kept in Redis for
 ``GET /metrics`` (``api/metrics.py``) to read: how long each coordinator step took (a histogram),
-how many events of each type the steps appended, and how many failures of one item were isolated
+how many events of each type the steps appended, how many failures of one item were isolated
 (logged, counted and skipped so that the other items went on: a tick's timer, lost attempt, fire or
-re-send, a wake-up hub's read), by the part of the work they happened in.
+re-send, a wake-up hub's read), by the part of the work they happened in, the tokens and estimated
+cost of every recorded model use by model, and the beat ticks that ran or raised. Running totals:
+a scrape reads a few hashes, however long the history.
 
 Everything else the metrics show is computed from Postgres at scrape time.
 
@@ -30,6 +32,9 @@ STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.
 STEP_KEY = "missions:metrics:coordinator_step"  # hash: "le:<bucket>" (not cumulative), "le:+Inf", count, sum
 EVENTS_KEY = "missions:metrics:events"  # hash: event type -> count
 ISOLATED_KEY = "missions:metrics:isolated_failures"  # hash: part -> count
+USAGE_KEY = "missions:metrics:usage"  # hash: "<provider/model>\t<tokens_in|tokens_out|cost_usd>" -> total
+TICKS_KEY = "missions:metrics:ticks"  # hash: "ok" | "failed" -> count
+USAGE_FIELDS = ("tokens_in", "tokens_out", "cost_usd")
 # The parts whose failures are isolated: the tick's (workers.coordination.tick), the SSE wake-up hub's.
 ISOLATED_PARTS = ("schedules", "timers", "lost_workers", "stale_assessments", "lost_messages", "wakeup_hub")
 FLUSH_SECONDS = 1.0
@@ -44,6 +49,8 @@ class Recorder:
         self._buckets: dict[str, int] = {}
         self._events: dict[str, int] = {}
         self._isolated: dict[str, int] = {}
+        self._usage: dict[str, float] = {}
+        self._ticks: dict[str, int] = {}
         self._count = 0
         self._sum = 0.0
         self._flusher_pid: int | None = None
@@ -82,16 +89,32 @@ class Recorder:
             self._isolated[part] = self._isolated.get(part, 0) + 1
         self._ensure_flusher()
 
+    def count_usage(self, model: str, tokens_in: int, tokens_out: int, cost_usd: float) -> None:
+        if not (tokens_in or tokens_out or cost_usd):
+            return  # nothing used: also keeps a model name that never answered out of the series
+        with self._lock:
+            for name, value in zip(USAGE_FIELDS, (tokens_in, tokens_out, cost_usd), strict=True):
+                key = f"{model}\t{name}"
+                self._usage[key] = self._usage.get(key, 0) + value
+        self._ensure_flusher()
+
+    def count_tick(self, ok: bool) -> None:
+        with self._lock:
+            key = "ok" if ok else "failed"
+            self._ticks[key] = self._ticks.get(key, 0) + 1
+        self._ensure_flusher()
+
     def flush(self) -> None:
         with self._lock:
-            if not self._count and not self._events and not self._isolated:
+            if not self._count and not self._events and not self._isolated and not self._usage and not self._ticks:
                 return
             client = self._redis()
             if client is None:
                 return
             buckets, events, count, total = self._buckets, self._events, self._count, self._sum
-            isolated = self._isolated
+            isolated, usage, ticks = self._isolated, self._usage, self._ticks
             self._buckets, self._events, self._isolated, self._count, self._sum = {}, {}, {}, 0, 0.0
+            self._usage, self._ticks = {}, {}
         try:
             pipe = client.pipeline(transaction=False)
             for name, value in buckets.items():
@@ -103,6 +126,13 @@ class Recorder:
                 pipe.hincrby(EVENTS_KEY, name, value)
             for name, value in isolated.items():
                 pipe.hincrby(ISOLATED_KEY, name, value)
+            for name, amount in usage.items():
+                if name.endswith("\tcost_usd"):
+                    pipe.hincrbyfloat(USAGE_KEY, name, amount)
+                else:
+                    pipe.hincrby(USAGE_KEY, name, int(amount))
+            for name, value in ticks.items():
+                pipe.hincrby(TICKS_KEY, name, value)
             pipe.execute()
         except Exception:  # metrics must never break the work they measure
             if not self._warned:
@@ -137,6 +167,7 @@ class Recorder:
     def reset(self) -> None:
         with self._lock:
             self._buckets, self._events, self._isolated, self._count, self._sum = {}, {}, {}, 0, 0.0
+            self._usage, self._ticks = {}, {}
 
 
 _recorder = Recorder()
@@ -163,6 +194,17 @@ def count_isolated(part: str) -> None:
     _recorder.count_isolated(part)
 
 
+def count_usage(model: str, tokens_in: int, tokens_out: int, cost_usd: float) -> None:
+    """Count the tokens and estimated cost of one recorded model use (an attempt's agent or its
+    judge) under ``model`` (``provider/model``)."""
+    _recorder.count_usage(model, tokens_in, tokens_out, cost_usd)
+
+
+def count_tick(ok: bool) -> None:
+    """Count one beat tick that ran (``ok``) or raised."""
+    _recorder.count_tick(ok)
+
+
 def flush() -> None:
     _recorder.flush()
 
@@ -181,3 +223,18 @@ def read_isolated(client: Any) -> dict[str, int]:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def read_usage(client: Any) -> dict[str, dict[str, float]]:
+    """The stored usage totals: ``{"provider/model": {"tokens_in": n, "tokens_out": n, "cost_usd": x}}``."""
+    totals: dict[str, dict[str, float]] = {}
+    for key, value in (client.hgetall(USAGE_KEY) or {}).items():
+        model, _, name = _text(key).rpartition("\t")
+        if model and name in USAGE_FIELDS:
+            totals.setdefault(model, dict.fromkeys(USAGE_FIELDS, 0.0))[name] = float(value)
+    return totals
+
+
+def read_ticks(client: Any) -> dict[str, int]:
+    """The stored tick counts, ``ok`` and ``failed``."""
+    return {_text(k): int(v) for k, v in (client.hgetall(TICKS_KEY) or {}).items()}
