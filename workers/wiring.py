@@ -37,12 +37,12 @@ from workers.coordination.advance import Coordinator
 from workers.coordination.tick import TickReport, tick
 from workers.execution.executor import Executor
 from workers.execution.providers import Providers
-from workers.messaging.celery_app import create_celery, register_tasks
+from workers.messaging.celery_app import create_celery, instrument_for_tracing, register_tasks
 from workers.messaging.dispatch import Dispatcher
 from workers.messaging.wakeups import WakeupHub, WakeupPublisher
 from workers.store.db import Connection, Database, ensure_database, open_database
 from workers.store.events import latest_event_ids
-from workers.support import embedded, instance, metrics
+from workers.support import embedded, instance, metrics, tracing
 from workers.support.clock import utcnow
 
 T = TypeVar("T")
@@ -212,6 +212,16 @@ def worker_app(settings: Settings) -> tuple[Celery, Services]:
     register_tasks(app, _WorkerHandlers(services))
     metrics.configure(lambda: services.redis)
     return app, services
+
+
+def configure_tracing(role: str) -> bool:
+    """Traces for this process when the ``OTEL_*`` environment asks for them (``role``: ``api``,
+    ``worker``): the SDK and the psycopg and httpx instrumentations (``workers.support.tracing``),
+    then Celery's and Redis'. Call it at the process's start, before any connection is opened."""
+    if not tracing.configure(role):
+        return False
+    instrument_for_tracing()
+    return True
 
 
 def start_embedded_postgres(data_dir: Path, database: str = embedded.DATABASE_NAME) -> str:

@@ -113,9 +113,10 @@ def worker_command(concurrency: int, pool: str, name: str | None, queues: str) -
     _require_urls(settings, "worker")
     from workers.messaging.dispatch import CONTROL_QUEUE, TASK_QUEUE
     from workers.support.logs import configure_logging
-    from workers.wiring import worker_app
+    from workers.wiring import configure_tracing, worker_app
 
     configure_logging(settings)
+    configure_tracing("worker")
     if settings.log_level != "debug":
         for handler in logging.getLogger().handlers:
             handler.addFilter(QuietTicks())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +14,7 @@ from api.http.openapi import blueprint as docs_blueprint
 from api.http.routes import blueprint as missions_blueprint
 from config import Settings
 from workers.store.db import Database
+from workers.support import tracing
 from workers.support.errors import Unavailable
 from workers.wiring import Services
 
@@ -35,6 +37,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.register_blueprint(docs_blueprint)  # /v1/openapi.json and /docs, without a key
     metrics.install(app, token=settings.metrics_token)  # /metrics, without an API key
     app.wsgi_app = _waiting_at_most(POOL_WAIT_SECONDS, app.wsgi_app)  # type: ignore[method-assign]
+    if tracing.enabled():
+        from opentelemetry.instrumentation.flask import FlaskInstrumentor
+
+        # Probes and scrapes would each start a trace; OTEL_PYTHON_FLASK_EXCLUDED_URLS overrides.
+        excluded = os.environ.get("OTEL_PYTHON_FLASK_EXCLUDED_URLS", "healthz,readyz,metrics")
+        FlaskInstrumentor().instrument_app(app, excluded_urls=excluded)  # type: ignore[no-untyped-call]
 
     @app.get("/healthz")
     def healthz() -> Response:

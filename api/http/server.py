@@ -131,7 +131,9 @@ class _Server(BaseApplication):
     def load(self) -> Any:
         # Imported in the worker, after gevent patched the standard library.
         from api.http.app import create_app
+        from workers.wiring import configure_tracing
 
+        configure_tracing("api")  # (in each server process: the exporter's thread does not survive a fork)
         self.app = create_app(self.settings)
         return self.app
 

@@ -51,7 +51,7 @@ from workers.coordination.outcome import AfterCommit, AssessInline, Sender
 from workers.store import attempts, run_state, timers, usage
 from workers.store.attempts import Guard
 from workers.store.db import Connection, Database
-from workers.support import metrics
+from workers.support import metrics, tracing
 
 log = logging.getLogger(__name__)
 
@@ -319,18 +319,20 @@ class UnitOfWork:
         matched (``AfterCommit.guard`` is its row). With a ``budget``, a run whose recorded usage
         went over it stops in the same transaction. ``assess_inline`` runs the assessments the step
         asks for in this thread (after commit) instead of sending them to the broker."""
-        outcome = None
-        if not self.atomic:
-            if not budget:
-                outcome = step_if_current(self.conn, run_id, event, now, guard, before)
-            if outcome is None:
-                with self.conn.transaction():
-                    outcome = self._locking(run_id, event, now, guard, before, budget)
-        else:
-            outcome = self._locking(run_id, event, now, guard, before, budget)
-        if outcome is not None:
-            self._due.append((outcome, assess_inline))
-        return outcome
+        with tracing.span("missions.step", {**tracing.ids(run_id), "missions.event": type(event).__name__}):
+            outcome = None
+            if not self.atomic:
+                if not budget:
+                    outcome = step_if_current(self.conn, run_id, event, now, guard, before)
+                if outcome is None:
+                    with self.conn.transaction():
+                        outcome = self._locking(run_id, event, now, guard, before, budget)
+            else:
+                outcome = self._locking(run_id, event, now, guard, before, budget)
+            if outcome is not None:
+                tracing.annotate({"missions.mission_id": outcome.mission_id})
+                self._due.append((outcome, assess_inline))
+            return outcome
 
     def _locking(
         self,
@@ -350,7 +352,8 @@ class UnitOfWork:
         """Insert run ``number`` of the mission (a transaction's unit of work only)."""
         if not self.atomic:
             raise RuntimeError("a run begins inside a transaction (Coordinator.transaction())")
-        outcome = begin(self.conn, run_id, number, spec, mission_id, now)
+        with tracing.span("missions.step", {**tracing.ids(run_id, mission_id), "missions.event": "RunStarted"}):
+            outcome = begin(self.conn, run_id, number, spec, mission_id, now)
         self._due.append((outcome, None))
         return outcome
 

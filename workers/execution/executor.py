@@ -55,7 +55,7 @@ from workers.execution.providers import Providers, endpoint_config
 from workers.execution.runtimes import runtime_for
 from workers.store import attempts, run_state
 from workers.store.db import Database, is_transient
-from workers.support import metrics
+from workers.support import metrics, tracing
 from workers.support.clock import utcnow
 from workers.support.logs import log_ids
 
@@ -87,6 +87,7 @@ class OutputBatcher:
         self._closing = threading.Event()
         self._last = float("-inf")
         self.sent = 0
+        self._trace = tracing.capture()  # the attempt's: its output steps belong to its trace
         self._thread = threading.Thread(target=self._loop, name="output-batcher", daemon=True)
         self._thread.start()
 
@@ -104,6 +105,10 @@ class OutputBatcher:
         self._flush()
 
     def _loop(self) -> None:
+        with tracing.restored(self._trace):
+            self._wait_and_flush()
+
+    def _wait_and_flush(self) -> None:
         while True:
             self._ready.wait()
             if self._closing.is_set():
@@ -147,6 +152,7 @@ class _Claim:
     at: datetime
     announced: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
+    trace: Any = None  # the attempt's trace context, for the watcher's announcement (another thread)
 
     def pending(self) -> tuple[tuple[Event, datetime], ...]:
         return () if self.announced else ((self.event, self.at),)
@@ -195,7 +201,12 @@ class Executor:
     # -- one attempt ---------------------------------------------------------------------------
     def run_attempt(self, run_id: str, task_id: str, attempt: int) -> str:
         """Claim, run and record one attempt; returns what happened, for the Celery result log."""
-        with log_ids(run_id=run_id, task_id=task_id, attempt=attempt):
+        with (
+            log_ids(run_id=run_id, task_id=task_id, attempt=attempt),
+            tracing.span(
+                "missions.attempt", {**tracing.ids(run_id, None, task_id, attempt), "missions.worker": self.worker}
+            ),
+        ):
             return self._run_attempt(run_id, task_id, attempt)
 
     def _run_attempt(self, run_id: str, task_id: str, attempt: int) -> str:
@@ -220,7 +231,10 @@ class Executor:
                 current = run_state.load(conn, run_id, lock=False) or stored  # with the latest feedback
                 prompt = prompts(current.state, [task_id])[task_id]
                 attempts.store_prompt(conn, run_id, task_id, attempt, prompt)
-        claim = _Claim(TaskClaimed(task_id, attempt, self.worker), now)
+        claim = _Claim(TaskClaimed(task_id, attempt, self.worker), now, trace=tracing.capture())
+        tracing.annotate(
+            {"missions.mission_id": state.mission_id, "missions.agent": agent.name, "missions.model": model}
+        )
         system = "\n\n".join(p for p in (agent.role, str(agent.config.get("systemPrompt") or "")) if p)
         workspace = self._workspace(run_id)
         call = AgentCall(run_id, task_id, task.title, attempt, agent, model, system, prompt, workspace)
@@ -239,7 +253,8 @@ class Executor:
             batcher = OutputBatcher(send) if getattr(runtime, "batch_output", False) else None
             emit: Emit = batcher.add if batcher is not None else send
             try:
-                result = runtime.run(call, beat.cancelled, emit)
+                with tracing.span("missions.agent", {"missions.agent": agent.name, "missions.model": model}):
+                    result = runtime.run(call, beat.cancelled, emit)
             except Exception as exc:  # a broken runtime fails the attempt, it does not kill the worker
                 log.exception("agent runtime crashed on %s/%s", run_id, task_id)
                 result = AgentResult(error=f"agent runtime error: {exc.__class__.__name__}: {exc}")
@@ -276,7 +291,7 @@ class Executor:
     def _announce(self, run_id: str, claim: _Claim) -> None:
         """Tell the run that the attempt is running (the watcher calls this when the agent takes
         longer than ``ANNOUNCE_AFTER``; outputs and the result announce it themselves)."""
-        with self.coordinator.steps() as uow, claim.lock:
+        with tracing.restored(claim.trace), self.coordinator.steps() as uow, claim.lock:
             if claim.announced:
                 return
             uow.advance(run_id, claim.event, claim.at)
@@ -347,7 +362,10 @@ class Executor:
     # -- assessment ----------------------------------------------------------------------------
     def assess(self, run_id: str, task_id: str, attempt: int) -> str:
         """Score an attempt's output against its task's expectations and feed the verdict back."""
-        with log_ids(run_id=run_id, task_id=task_id, attempt=attempt):
+        with (
+            log_ids(run_id=run_id, task_id=task_id, attempt=attempt),
+            tracing.span("missions.assessment", tracing.ids(run_id, None, task_id, attempt)),
+        ):
             return self._assess(run_id, task_id, attempt)
 
     def _assess(self, run_id: str, task_id: str, attempt: int) -> str:
@@ -360,6 +378,7 @@ class Executor:
         if row is None or stored is None:
             return "nothing to assess"
         state = stored.state
+        tracing.annotate({"missions.mission_id": state.mission_id})
         task = state.task_spec(task_id)
         output = row["output"] or ""
         settings = self.settings

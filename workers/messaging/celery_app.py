@@ -85,3 +85,15 @@ def register_tasks(app: Celery, handlers: Handlers) -> None:
     @app.task(name=TICK)
     def tick_task() -> object:
         return handlers.tick()
+
+
+def instrument_for_tracing() -> None:
+    """Celery's and Redis' maintained instrumentations, once tracing is on (``workers.support.tracing``):
+    a span per publish and per task run, the trace context carried in each message's headers (our
+    broker transport sends them as kombu's does), and a span per Redis command made inside a traced
+    span."""
+    from opentelemetry.instrumentation.celery import CeleryInstrumentor
+    from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+    CeleryInstrumentor().instrument()  # type: ignore[no-untyped-call]  # (the package has no annotations)
+    RedisInstrumentor().instrument()

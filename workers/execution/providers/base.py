@@ -22,6 +22,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias, TypeVar
 
+from workers.support import tracing
+
 log = logging.getLogger(__name__)
 
 CANCEL_POLL = 0.05
@@ -162,10 +164,12 @@ def abandonable(
         raise Cancelled()
     box: dict[str, Any] = {}
     done = threading.Event()
+    trace = tracing.capture()  # the attempt's: the provider's HTTP calls belong to its trace
 
     def target() -> None:
         try:
-            box["value"] = fn()
+            with tracing.restored(trace):
+                box["value"] = fn()
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
             box["error"] = exc
         finally:

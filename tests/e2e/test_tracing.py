@@ -1,0 +1,135 @@
+"""Traces through real processes: with ``OTEL_EXPORTER_OTLP_ENDPOINT`` set, the API and the worker
+export spans (OTLP over HTTP, to a receiver in this test); one run is one trace, from the request
+through Celery's publish and execution (the context carried in the message headers) to each
+attempt, its provider call, its assessment and the coordinator steps, with the run's ids."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import running_stack
+from tests.support.fake_llm import FakeLLM, say
+from tests.support.otlp import Receiver, Span, otlp_receiver
+from tests.support.stack import Stack
+
+pytestmark = pytest.mark.e2e
+
+SERVER, CLIENT, PRODUCER, CONSUMER = 2, 3, 4, 5
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with otlp_receiver() as running:
+        yield running
+
+
+@pytest.fixture
+def llm() -> Iterator[FakeLLM]:
+    with FakeLLM() as fake:
+        yield fake
+
+
+@pytest.fixture
+def traced(database_url: str, redis_url: str, tmp_path: Path, receiver: Receiver, llm: FakeLLM) -> Iterator[Stack]:
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "100",  # export every 0.1 s instead of 5 s
+        "OPENAI_API_KEY": "sk-test-openai",
+        "MISSIONS_PROVIDER_PROFILES": json.dumps({"fake-openai": {"provider": "openai", "baseUrl": llm.openai_url}}),
+    }
+    with running_stack(database_url, redis_url, tmp_path, env) as stack:
+        yield stack
+
+
+def wait_for_spans(receiver: Receiver, names: set[str], run_id: str, timeout: float = 20) -> list[Span]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        spans = receiver.snapshot()
+        if names <= {s.name for s in spans if s.attributes.get("missions.run_id") == run_id}:
+            time.sleep(0.5)  # what the same batches still carry
+            return receiver.snapshot()
+        time.sleep(0.2)
+    pytest.fail(f"spans {sorted(names)} of {run_id} not exported; got {sorted({s.name for s in receiver.snapshot()})}")
+
+
+def test_one_run_is_one_trace_from_the_request_to_the_provider_call(
+    traced: Stack, receiver: Receiver, llm: FakeLLM
+) -> None:
+    llm.script("writer", say("Release notes for 2.0.", usage=(120, 30)))
+    created = traced.create(
+        {
+            "name": "traced",
+            "prompt": "Write the notes.",
+            "tasks": [
+                {
+                    "title": "Draft",
+                    "description": "Draft the notes.",
+                    "assignTo": "writer",
+                    "expectations": [{"criterion": "Mentions the version"}],
+                },
+                {"title": "Publish", "description": "Publish them.", "assignTo": "bot", "dependsOn": ["Draft"]},
+            ],
+            "team": {
+                "name": "crew",
+                "volatile": True,
+                "agents": [
+                    {"name": "writer", "role": "Writes", "model": "openai/writer", "profile": "fake-openai"},
+                    {"name": "bot", "role": "Publishes", "model": "scripted/bot", "script": [{"output": "done"}]},
+                ],
+            },
+            "assessor": {"model": "scripted/judge", "script": [{"score": 4.5, "reason": "fine"}]},
+        }
+    )
+    mission_id = created["id"]
+    run_id = traced.execute(mission_id)["id"]
+    traced.wait_status(mission_id, "completed")
+    tasks = {t["title"]: t["id"] for t in traced.mission(mission_id)["tasks"]}
+
+    spans = wait_for_spans(receiver, {"missions.attempt", "missions.assessment", "missions.step"}, run_id)
+    by_id = {s.span_id: s for s in spans}
+    [request] = [s for s in spans if s.kind == SERVER and s.name.startswith("POST") and "/execute" in s.name]
+    assert request.service == "missions-api"
+    trace = [s for s in spans if s.trace_id == request.trace_id]
+
+    # The request's publish, then the worker's execution of that message, as parent and child
+    # across the two processes: the context travelled in the message's headers.
+    publishes = [s for s in trace if s.kind == PRODUCER and s.name == "apply_async/missions.run_task"]
+    runs = [s for s in trace if s.kind == CONSUMER and s.name == "run/missions.run_task"]
+    assert {p.service for p in publishes} == {"missions-api", "missions-worker"}  # Draft's, then Publish's
+    assert len(runs) == 2 and all(by_id[r.parent_id].name == "apply_async/missions.run_task" for r in runs)
+    assert {r.service for r in runs} == {"missions-worker"}
+
+    # Each attempt, inside the message's execution, with the run's ids.
+    attempts = {s.attributes["missions.task_id"]: s for s in trace if s.name == "missions.attempt"}
+    assert set(attempts) == {tasks["Draft"], tasks["Publish"]}
+    for task_id, span in attempts.items():
+        assert span.attributes["missions.run_id"] == run_id
+        assert span.attributes["missions.mission_id"] == mission_id
+        assert span.attributes["missions.attempt"] == 1
+        assert by_id[span.parent_id].name == "run/missions.run_task", task_id
+    assert attempts[tasks["Draft"]].attributes["missions.model"] == "openai/writer"
+
+    # The provider call: the agent's span, and the SDK's HTTP request under it (httpx instrumentation).
+    [agent] = [s for s in trace if s.name == "missions.agent" and s.parent_id == attempts[tasks["Draft"]].span_id]
+    calls = [s for s in trace if s.kind == CLIENT and s.parent_id == agent.span_id]
+    assert calls and all(s.name.startswith("POST") for s in calls), [s.name for s in trace if s.kind == CLIENT]
+
+    # The assessment and the coordinator steps, with their ids; the steps' SQL under them.
+    [assessment] = [s for s in trace if s.name == "missions.assessment"]
+    assert assessment.attributes["missions.task_id"] == tasks["Draft"]
+    assert assessment.attributes["missions.mission_id"] == mission_id
+    steps = [s for s in trace if s.name == "missions.step"]
+    assert {s.attributes["missions.run_id"] for s in steps} == {run_id}
+    assert {"RunStarted", "TaskFinished", "AssessmentScored"} <= {s.attributes["missions.event"] for s in steps}
+    # The steps' SQL, from psycopg's instrumentation, under the steps.
+    step_ids = {s.span_id for s in steps}
+    assert any(s.kind == CLIENT and s.parent_id in step_ids and "postgresql" in str(s.attributes) for s in trace)
+
+    # Nothing of the run went to another trace, and the beat tick started none.
+    assert {s.trace_id for s in spans if s.attributes.get("missions.run_id") == run_id} == {request.trace_id}
+    assert not [s for s in spans if s.name.endswith("/missions.tick")]
