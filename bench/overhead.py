@@ -398,6 +398,17 @@ def ts(value: datetime) -> float:
 
 
 # -- (a) chain hops --------------------------------------------------------------------------------
+def chain_attempts(bench: Bench, run_id: str) -> list[dict[str, Any]]:
+    """The first attempts of a chain's tasks, in chain order (title, claimed_at, finished_at)."""
+    with bench.connect() as conn:
+        return conn.execute(
+            "SELECT t.title, a.claimed_at, a.finished_at FROM attempts a"
+            "  JOIN runs r ON r.id = a.run_id JOIN tasks t ON t.id = a.task_id AND t.mission_id = r.mission_id"
+            " WHERE a.run_id = %s AND a.attempt = 1 ORDER BY t.title",
+            (run_id,),
+        ).fetchall()
+
+
 def part_a(bench: Bench, chain_len: int, repeats: int) -> list[tuple[str, bool]]:
     from celery import chain
     from raw_celery import noop
@@ -416,13 +427,8 @@ def part_a(bench: Bench, chain_len: int, repeats: int) -> list[tuple[str, bool]]
     m_cpu = CpuMeter(bench).start()
     for rep in range(repeats):
         run_id = bench.run_mission(chain_doc(f"chain-{rep}-{uuid.uuid4().hex[:6]}", chain_len), 600)
+        rows = chain_attempts(bench, run_id)
         with bench.connect() as conn:
-            rows = conn.execute(
-                "SELECT t.title, a.claimed_at, a.finished_at FROM attempts a"
-                "  JOIN runs r ON r.id = a.run_id JOIN tasks t ON t.id = a.task_id AND t.mission_id = r.mission_id"
-                " WHERE a.run_id = %s AND a.attempt = 1 ORDER BY t.title",
-                (run_id,),
-            ).fetchall()
             run = conn.execute("SELECT started_at, finished_at FROM runs WHERE id = %s", (run_id,)).fetchone()
         assert len(rows) == chain_len, rows
         for prev, nxt in itertools.pairwise(rows):

@@ -1,19 +1,18 @@
 """``GET /metrics`` in the Prometheus text format.
 
-Workers are separate processes, so most figures are computed from Postgres when Prometheus
-scrapes (the tables are the truth and survive restarts): missions and tasks by status, task
-duration and queue wait, attempts and retries, assessment scores, tick lag. What only a running
-coordinator step knows (its duration, the events it appended) is counted in Redis by
-``workers.support.metrics``. SSE clients are counted by each API process and summed through Redis keys
-that expire, so a crashed process stops counting within a minute.
+A scrape costs the same however long the history. What describes the present is read from
+Postgres, each through an index that holds only that: missions and the tasks of live runs by
+status, the tick lag, the queued attempts (queue depth and the oldest one's age). What happened
+over time is counted by the processes where it happens, as running totals in Redis
+(``workers.support.metrics``, flushed once a second): attempts started and retries, attempt
+durations, queue waits and assessment scores (histograms), coordinator steps, events, isolated
+failures, tokens and cost by model, ticks. Those counters start again from 0 if Redis loses its
+data, which Prometheus treats as a counter reset. SSE clients are counted by each API process and
+summed through Redis keys that expire, so a crashed process stops counting within a minute.
 
 Metrics are global to the server (every project), so they are not behind an API key (a key sees
 one project). With ``MISSIONS_METRICS_TOKEN`` set the route wants that token as a bearer token
 (Prometheus' ``authorization`` scrape setting); without it, keep the route on an internal network.
-
-Scraping stays cheap as history grows for what is counted as running totals (tokens and cost by
-model, ticks, coordinator steps, events, isolated failures: hashes in Redis) and for the queue
-figures (read from the partial index of queued attempts).
 """
 
 from __future__ import annotations
@@ -43,9 +42,20 @@ log = logging.getLogger(__name__)
 
 MISSION_STATUSES = tuple(s.value for s in MissionStatus)
 TASK_STATUSES = tuple(s.value for s in TaskStatus if s is not TaskStatus.DRAFT)  # (a run's tasks are never drafts)
-DURATION_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
-WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
-SCORE_BUCKETS = (1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0)
+# The histograms workers observe (workers.support.metrics.HISTOGRAMS): name, family, help.
+HISTOGRAMS = (
+    (
+        "task_duration",
+        "missions_task_duration_seconds",
+        "How long task attempts ran (claimed by a worker until the agent finished).",
+    ),
+    (
+        "queue_wait",
+        "missions_task_queue_wait_seconds",
+        "How long task attempts waited for a worker (queued until claimed).",
+    ),
+    ("assessment_score", "missions_assessment_score", "Assessment scores (1-5) of task attempts."),
+)
 SSE_KEY_PREFIX = "missions:metrics:sse_clients:"
 
 
@@ -133,38 +143,11 @@ class MissionsCollector:
         yield up
 
     def _from_postgres(self) -> Iterator[Metric]:
-        figures = store_metrics.snapshot(
-            self.services.db, duration_bounds=DURATION_BUCKETS, wait_bounds=WAIT_BUCKETS, score_bounds=SCORE_BUCKETS
-        )
+        figures = store_metrics.snapshot(self.services.db)
         missions = {**dict.fromkeys(MISSION_STATUSES, 0), **figures.missions}
         tasks = {**dict.fromkeys(TASK_STATUSES, 0), **figures.tasks}
-        attempts, durations, waits, scores = figures.attempts, figures.durations, figures.waits, figures.scores
         yield _gauge("missions_missions", "Missions by status.", "status", missions)
         yield _gauge("missions_tasks", "Tasks of active and paused runs, by status.", "status", tasks)
-        total = CounterMetricFamily("missions_attempts", "Task attempts created, by current status.", labels=["status"])
-        retries = 0
-        for row in attempts:
-            total.add_metric([row["status"]], row["n"])
-            retries += row["retries"]
-        yield total
-        yield CounterMetricFamily(
-            "missions_retries", "Attempts after the first one of a task (retries, escalations, re-runs).", value=retries
-        )
-        yield _histogram(
-            "missions_task_duration_seconds",
-            "How long task attempts ran (claimed by a worker until the agent finished).",
-            DURATION_BUCKETS,
-            durations,
-        )
-        yield _histogram(
-            "missions_task_queue_wait_seconds",
-            "How long task attempts waited for a worker (queued until claimed).",
-            WAIT_BUCKETS,
-            waits,
-        )
-        yield _histogram(
-            "missions_assessment_score", "Assessment scores (1-5) of task attempts.", SCORE_BUCKETS, scores
-        )
         lag = GaugeMetricFamily(
             "missions_tick_lag_seconds", "How overdue the oldest due timer is (0 when the beat tick keeps up)."
         )
@@ -213,17 +196,26 @@ class MissionsCollector:
         for outcome, count in {"ok": 0, "failed": 0, **worker_metrics.read_ticks(self.services.redis)}.items():
             ticks.add_metric([outcome], count)
         yield ticks
-        steps, events = worker_metrics.read(self.services.redis)
-        cumulative, buckets = 0.0, []
-        for bound in worker_metrics.STEP_BUCKETS:
-            cumulative += steps.get(f"le:{bound:g}", 0.0)
-            buckets.append((f"{bound:g}", cumulative))
-        buckets.append(("+Inf", steps.get("count", cumulative + steps.get("le:+Inf", 0.0))))
-        yield HistogramMetricFamily(
+        client = self.services.redis
+        attempts = worker_metrics.read_attempts(client)
+        yield CounterMetricFamily(
+            "missions_attempts", "Task attempts started (queued to run).", value=attempts.get("started", 0)
+        )
+        yield CounterMetricFamily(
+            "missions_retries",
+            "Attempts after the first one of a task (retries, escalations, re-runs).",
+            value=attempts.get("retries", 0),
+        )
+        for name, family, text in HISTOGRAMS:
+            yield _redis_histogram(
+                family, text, worker_metrics.HISTOGRAMS[name], worker_metrics.read_histogram(client, name)
+            )
+        steps, events = worker_metrics.read(client)
+        yield _redis_histogram(
             "missions_coordinator_step_seconds",
             "Duration of coordinator steps (run row locked, decide, state and events written).",
-            buckets=buckets,
-            sum_value=steps.get("sum", 0.0),
+            worker_metrics.STEP_BUCKETS,
+            steps,
         )
         published = CounterMetricFamily(
             "missions_events_published", "Run events appended to the event log, by type.", labels=["type"]
@@ -253,15 +245,14 @@ def _gauge(name: str, text: str, label: str, values: Mapping[str, float]) -> Gau
     return family
 
 
-def _histogram(name: str, text: str, bounds: tuple[float, ...], rows: list[Any]) -> HistogramMetricFamily:
-    by_bucket = {int(r["bucket"]): (int(r["n"]), float(r["total"] or 0.0)) for r in rows}
-    cumulative, buckets = 0, []
-    for index, bound in enumerate(bounds):
-        cumulative += by_bucket.get(index, (0, 0.0))[0]
+def _redis_histogram(name: str, text: str, bounds: tuple[float, ...], stored: Mapping[str, float]) -> Metric:
+    """A histogram from its stored form (``workers.support.metrics``: non-cumulative ``le:*``)."""
+    cumulative, buckets = 0.0, []
+    for bound in bounds:
+        cumulative += stored.get(f"le:{bound:g}", 0.0)
         buckets.append((f"{bound:g}", cumulative))
-    total_count = sum(n for n, _ in by_bucket.values())
-    buckets.append(("+Inf", total_count))
-    return HistogramMetricFamily(name, text, buckets=buckets, sum_value=sum(t for _, t in by_bucket.values()))
+    buckets.append(("+Inf", stored.get("count", cumulative + stored.get("le:+Inf", 0.0))))
+    return HistogramMetricFamily(name, text, buckets=buckets, sum_value=stored.get("sum", 0.0))
 
 
 def _text(value: Any) -> str:

@@ -54,7 +54,9 @@ def test_metrics_need_no_key_and_name_every_family(client: FlaskClient) -> None:
     assert samples[("missions_metrics_source_up", (("source", "redis"),))] == 1
 
 
-def test_missions_tasks_and_attempts_move_when_a_mission_starts(client: FlaskClient, auth: dict[str, str]) -> None:
+def test_missions_tasks_and_attempts_move_when_a_mission_starts(
+    client: FlaskClient, auth: dict[str, str], recorder: None
+) -> None:
     before = scrape(client)
     doc = mission(
         "counted",
@@ -63,6 +65,7 @@ def test_missions_tasks_and_attempts_move_when_a_mission_starts(client: FlaskCli
     )
     created = client.post("/v1/missions", json=doc, headers=auth).get_json()
     assert client.post(f"/v1/missions/{created['id']}/execute", headers=auth).status_code == 202
+    worker_metrics.flush()  # (the API process's flusher does it within a second)
     after = scrape(client)
     assert (
         after[("missions_missions", (("status", "active"),))]
@@ -72,7 +75,31 @@ def test_missions_tasks_and_attempts_move_when_a_mission_starts(client: FlaskCli
     assert (
         after[("missions_tasks", (("status", "pending"),))] == before[("missions_tasks", (("status", "pending"),))] + 1
     )
-    assert after.get(("missions_attempts_total", (("status", "queued"),)), 0) == 1
+    assert after[("missions_attempts_total", ())] == before[("missions_attempts_total", ())] + 1
+    assert after[("missions_retries_total", ())] == before[("missions_retries_total", ())]
+
+
+def test_durations_waits_and_scores_observed_by_workers_reach_the_scrape_as_histograms(
+    client: FlaskClient, services: Services, recorder: None
+) -> None:
+    services.redis.delete(*(worker_metrics.HISTOGRAM_KEY + name for name in worker_metrics.HISTOGRAMS))
+    worker_metrics.configure(services.redis)
+    worker_metrics.observe("task_duration", 0.3)
+    worker_metrics.observe("task_duration", 42.0)
+    worker_metrics.observe("queue_wait", 0.02)
+    worker_metrics.observe("assessment_score", 4.5)
+    worker_metrics.observe("assessment_score", 2.0)
+    worker_metrics.count_attempts(3, 1)
+    worker_metrics.flush()
+    samples = scrape(client)
+    assert samples[("missions_task_duration_seconds_count", ())] == 2
+    assert samples[("missions_task_duration_seconds_bucket", (("le", "0.5"),))] == 1
+    assert samples[("missions_task_duration_seconds_bucket", (("le", "60"),))] == 2
+    assert samples[("missions_task_duration_seconds_sum", ())] == pytest.approx(42.3)
+    assert samples[("missions_task_queue_wait_seconds_bucket", (("le", "0.05"),))] == 1
+    assert samples[("missions_assessment_score_bucket", (("le", "2"),))] == 1
+    assert samples[("missions_assessment_score_bucket", (("le", "+Inf"),))] == 2
+    assert samples[("missions_attempts_total", ())] >= 3 and samples[("missions_retries_total", ())] >= 1
 
 
 def test_coordinator_steps_and_events_counted_by_a_process_reach_the_scrape(

@@ -431,4 +431,6 @@ class Coordinator:
     def _send(self, due: list[tuple[AfterCommit, AssessInline | None]]) -> None:
         for outcome, assess_inline in due:
             run_state.remember(outcome.run_id, outcome.stored)  # the state it wrote or read is committed
+            if outcome.start:  # (/metrics: missions_attempts_total, missions_retries_total)
+                metrics.count_attempts(len(outcome.start), sum(1 for s in outcome.start if s.attempt > 1))
             self.sender.send(outcome, assess_inline)

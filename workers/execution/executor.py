@@ -222,6 +222,7 @@ class Executor:
             claimed = attempts.claim(conn, run_id, task_id, attempt, self.worker, now)
             if claimed is None:
                 return "not claimed: a duplicate delivery, or the attempt was cancelled"
+            metrics.observe("queue_wait", max(0.0, (now - claimed["created_at"]).total_seconds()))
             state = stored.state
             task = state.task_spec(task_id)
             agent = self._agent(state, claimed["agent"] or task.assign_to)
@@ -355,6 +356,7 @@ class Executor:
                 claim.announced = True  # (read only by this thread from here on)
             if model:
                 metrics.count_usage(model, result.tokens_in, result.tokens_out, result.cost_usd)
+            metrics.observe("task_duration", max(0.0, (now - claim.at).total_seconds()))
             return "failed" if failed else "finished"
 
         return self._durably("the result", (run_id, task_id, attempt), AttemptStatus.RUNNING, record)
@@ -447,6 +449,8 @@ class Executor:
                 return "assessment dropped: the attempt changed meanwhile"
             if model:
                 metrics.count_usage(model, used.tokens_in, used.tokens_out, used.cost_usd)
+            if result.score is not None:
+                metrics.observe("assessment_score", result.score)
             return "passed" if passed else "failed"
 
         return self._durably("the assessment", (run_id, task_id, attempt), AttemptStatus.ASSESSING, record)

@@ -3,10 +3,12 @@
 how many events of each type the steps appended, how many failures of one item were isolated
 (logged, counted and skipped so that the other items went on: a tick's timer, lost attempt, fire or
 re-send, a wake-up hub's read), by the part of the work they happened in, the tokens and estimated
-cost of every recorded model use by model, and the beat ticks that ran or raised. Running totals:
-a scrape reads a few hashes, however long the history.
+cost of every recorded model use by model, the beat ticks that ran or raised, the attempts started
+(and retries), and histograms of attempt durations, queue waits and assessment scores. Running
+totals: a scrape reads a few hashes, however long the history.
 
-Everything else the metrics show is computed from Postgres at scrape time.
+What describes the present (missions and tasks by status, the queue, the tick lag) is read from
+Postgres at scrape time.
 
 ``observe_step`` does no I/O: it adds to an in-process tally under a lock, so calling it inside the
 step's transaction (with the run row locked) costs nothing measurable, even when Redis hangs. A
@@ -35,6 +37,16 @@ ISOLATED_KEY = "missions:metrics:isolated_failures"  # hash: part -> count
 USAGE_KEY = "missions:metrics:usage"  # hash: "<provider/model>\t<tokens_in|tokens_out|cost_usd>" -> total
 TICKS_KEY = "missions:metrics:ticks"  # hash: "ok" | "failed" -> count
 USAGE_FIELDS = ("tokens_in", "tokens_out", "cost_usd")
+ATTEMPTS_KEY = "missions:metrics:attempts"  # hash: "started", "retries" (started with attempt > 1) -> count
+# Histograms of what workers observe, each kept like the step histogram (non-cumulative "le:<bound>",
+# "le:+Inf", count, sum) under HISTOGRAM_KEY + name: how long attempts ran (claimed -> agent
+# finished), how long they waited (queued -> claimed), and the assessment scores.
+HISTOGRAM_KEY = "missions:metrics:histogram:"
+HISTOGRAMS: dict[str, tuple[float, ...]] = {
+    "task_duration": (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0),
+    "queue_wait": (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
+    "assessment_score": (1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0),
+}
 # The parts whose failures are isolated: the tick's (workers.coordination.tick), the SSE wake-up hub's.
 ISOLATED_PARTS = ("schedules", "timers", "lost_workers", "stale_assessments", "lost_messages", "wakeup_hub")
 FLUSH_SECONDS = 1.0
@@ -51,6 +63,8 @@ class Recorder:
         self._isolated: dict[str, int] = {}
         self._usage: dict[str, float] = {}
         self._ticks: dict[str, int] = {}
+        self._attempts: dict[str, int] = {}
+        self._histograms: dict[str, dict[str, float]] = {}
         self._count = 0
         self._sum = 0.0
         self._flusher_pid: int | None = None
@@ -98,6 +112,24 @@ class Recorder:
                 self._usage[key] = self._usage.get(key, 0) + value
         self._ensure_flusher()
 
+    def count_attempts(self, started: int, retries: int) -> None:
+        if not started:
+            return
+        with self._lock:
+            self._attempts["started"] = self._attempts.get("started", 0) + started
+            self._attempts["retries"] = self._attempts.get("retries", 0) + retries
+        self._ensure_flusher()
+
+    def observe(self, name: str, value: float) -> None:
+        bounds = HISTOGRAMS[name]
+        bucket = next((f"le:{b:g}" for b in bounds if value <= b), "le:+Inf")
+        with self._lock:
+            tally = self._histograms.setdefault(name, {})
+            tally[bucket] = tally.get(bucket, 0) + 1
+            tally["count"] = tally.get("count", 0) + 1
+            tally["sum"] = tally.get("sum", 0.0) + value
+        self._ensure_flusher()
+
     def count_tick(self, ok: bool) -> None:
         with self._lock:
             key = "ok" if ok else "failed"
@@ -106,15 +138,17 @@ class Recorder:
 
     def flush(self) -> None:
         with self._lock:
-            if not self._count and not self._events and not self._isolated and not self._usage and not self._ticks:
+            pending = (self._events, self._isolated, self._usage, self._ticks, self._attempts, self._histograms)
+            if not self._count and not any(pending):
                 return
             client = self._redis()
             if client is None:
                 return
             buckets, events, count, total = self._buckets, self._events, self._count, self._sum
             isolated, usage, ticks = self._isolated, self._usage, self._ticks
+            attempts, histograms = self._attempts, self._histograms
             self._buckets, self._events, self._isolated, self._count, self._sum = {}, {}, {}, 0, 0.0
-            self._usage, self._ticks = {}, {}
+            self._usage, self._ticks, self._attempts, self._histograms = {}, {}, {}, {}
         try:
             pipe = client.pipeline(transaction=False)
             for name, value in buckets.items():
@@ -133,6 +167,14 @@ class Recorder:
                     pipe.hincrby(USAGE_KEY, name, int(amount))
             for name, value in ticks.items():
                 pipe.hincrby(TICKS_KEY, name, value)
+            for name, value in attempts.items():
+                pipe.hincrby(ATTEMPTS_KEY, name, value)
+            for histogram, tally in histograms.items():
+                for name, amount in tally.items():
+                    if name == "sum":
+                        pipe.hincrbyfloat(HISTOGRAM_KEY + histogram, name, amount)
+                    else:
+                        pipe.hincrby(HISTOGRAM_KEY + histogram, name, int(amount))
             pipe.execute()
         except Exception:  # metrics must never break the work they measure
             if not self._warned:
@@ -167,7 +209,7 @@ class Recorder:
     def reset(self) -> None:
         with self._lock:
             self._buckets, self._events, self._isolated, self._count, self._sum = {}, {}, {}, 0, 0.0
-            self._usage, self._ticks = {}, {}
+            self._usage, self._ticks, self._attempts, self._histograms = {}, {}, {}, {}
 
 
 _recorder = Recorder()
@@ -198,6 +240,16 @@ def count_usage(model: str, tokens_in: int, tokens_out: int, cost_usd: float) ->
     """Count the tokens and estimated cost of one recorded model use (an attempt's agent or its
     judge) under ``model`` (``provider/model``)."""
     _recorder.count_usage(model, tokens_in, tokens_out, cost_usd)
+
+
+def count_attempts(started: int, retries: int) -> None:
+    """Count attempts a committed step started (``retries``: those after their task's first)."""
+    _recorder.count_attempts(started, retries)
+
+
+def observe(name: str, value: float) -> None:
+    """Add ``value`` to the histogram ``name`` (one of ``HISTOGRAMS``)."""
+    _recorder.observe(name, value)
 
 
 def count_tick(ok: bool) -> None:
@@ -238,3 +290,13 @@ def read_usage(client: Any) -> dict[str, dict[str, float]]:
 def read_ticks(client: Any) -> dict[str, int]:
     """The stored tick counts, ``ok`` and ``failed``."""
     return {_text(k): int(v) for k, v in (client.hgetall(TICKS_KEY) or {}).items()}
+
+
+def read_attempts(client: Any) -> dict[str, int]:
+    """The stored attempt counts, ``started`` and ``retries``."""
+    return {_text(k): int(v) for k, v in (client.hgetall(ATTEMPTS_KEY) or {}).items()}
+
+
+def read_histogram(client: Any, name: str) -> dict[str, float]:
+    """The stored histogram ``name``: non-cumulative ``le:*`` buckets, ``count``, ``sum``."""
+    return {_text(k): float(v) for k, v in (client.hgetall(HISTOGRAM_KEY + name) or {}).items()}

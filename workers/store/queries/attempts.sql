@@ -7,7 +7,7 @@
 -- A worker takes a queued attempt; a second delivery of its message matches nothing.
 UPDATE attempts SET status = 'running', worker = %(worker)s, claimed_at = %(now)s, heartbeat_at = %(now)s
  WHERE run_id = %(run_id)s AND task_id = %(task_id)s AND attempt = %(attempt)s AND status = %(was)s
-RETURNING agent, model, prompt
+RETURNING agent, model, prompt, created_at
 
 -- name: store_attempt_prompt
 -- The prompt of an attempt queued by a version that built prompts at the claim.

@@ -1,5 +1,6 @@
--- What /metrics computes from Postgres when Prometheus scrapes: the tables are the truth and survive
--- restarts. width_bucket(x, bounds) is the number of bounds <= x: bucket i holds bounds[i-1] <= x < bounds[i].
+-- What /metrics reads from Postgres when Prometheus scrapes: the present only (missions, live runs,
+-- due timers, queued attempts), each through an index that holds just that, so a scrape does not
+-- grow with the history. What happened over time is counted as it happens (workers/support/metrics.py).
 
 -- name: missions_by_status
 SELECT status, count(*) AS n FROM missions GROUP BY status
@@ -10,28 +11,6 @@ SELECT rt.state->>'status' AS status, count(*) AS n
   FROM runs JOIN run_tasks rt ON rt.run_id = runs.id
  WHERE runs.status IN ('active', 'paused')
  GROUP BY 1
-
--- name: attempts_by_status
-SELECT status, count(*) AS n, count(*) FILTER (WHERE attempt > 1) AS retries
-  FROM attempts
- GROUP BY status
-
--- name: task_durations
-SELECT width_bucket(d, %(bounds)s::float8[]) AS bucket, count(*) AS n, sum(d) AS total
-  FROM (SELECT extract(epoch FROM finished_at - claimed_at)::float8 AS d
-          FROM attempts WHERE claimed_at IS NOT NULL AND finished_at IS NOT NULL) AS x
- GROUP BY bucket
-
--- name: queue_waits
-SELECT width_bucket(d, %(bounds)s::float8[]) AS bucket, count(*) AS n, sum(d) AS total
-  FROM (SELECT extract(epoch FROM claimed_at - created_at)::float8 AS d
-          FROM attempts WHERE claimed_at IS NOT NULL) AS x
- GROUP BY bucket
-
--- name: assessment_scores
-SELECT width_bucket(score, %(bounds)s::float8[]) AS bucket, count(*) AS n, sum(score) AS total
-  FROM attempts WHERE score IS NOT NULL
- GROUP BY bucket
 
 -- name: tick_lag
 -- How late the most overdue timer is: the beat tick should have fired it already.
