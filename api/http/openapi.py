@@ -236,6 +236,7 @@ class Doc:
     content_type: str = "application/json"
     headers: tuple[dict[str, Any], ...] = ()
     example: Any = None
+    paged: bool = False  # a list with keyset paging: its 200 carries X-Next-Cursor and Link
 
 
 SSE = "text/event-stream"
@@ -271,8 +272,10 @@ HELLO_MISSION = {
 DOCS: dict[tuple[str, str], Doc] = {
     ("missions_v1.list_missions", "GET"): Doc(
         "List missions",
-        "Summaries of the project's missions, newest first.",
+        "Summaries of the project's missions, oldest first (by creation). Page with `limit` and either "
+        "`offset` or `after` (the `X-Next-Cursor` of the previous page: as fast deep in the list as at its start).",
         query=schemas.ListQuerySchema,
+        paged=True,
         responses={200: ("The missions.", "MissionSummary[]")},
         errors=(400,),
     ),
@@ -402,17 +405,21 @@ DOCS: dict[tuple[str, str], Doc] = {
     ),
     ("missions_v1.list_runs", "GET"): Doc(
         "List runs",
-        "The mission's runs, newest first.",
+        "The mission's runs, newest first. Page with `limit` and either `offset` or `after` (the "
+        "`X-Next-Cursor` of the previous page).",
         tag="Runs",
         query=schemas.PageQuerySchema,
+        paged=True,
         responses={200: ("The runs, without their tasks.", "Run[]")},
         errors=(400, 404),
     ),
     ("missions_v1.list_fires", "GET"): Doc(
         "List schedule fires",
-        "Each fire of the mission's schedule, newest first: the run it started, or why it was skipped.",
+        "Each fire of the mission's schedule, newest first: the run it started, or why it was skipped. "
+        "Page with `limit` and either `offset` or `after` (the `X-Next-Cursor` of the previous page).",
         tag="Runs",
         query=schemas.PageQuerySchema,
+        paged=True,
         responses={200: ("The fires.", "Fire[]")},
         errors=(400, 404),
     ),
@@ -469,6 +476,17 @@ _ERROR_TEXT = {
 }
 _RETRY_AFTER = {
     "Retry-After": {"description": "Seconds to wait before sending the request again.", "schema": {"type": "integer"}}
+}
+_PAGE_HEADERS = {
+    "X-Next-Cursor": {
+        "description": "On a full page only: the cursor of its last item; send it as `?after=` for the next "
+        "page. A page with fewer items than `limit` is the last and has no cursor.",
+        "schema": {"type": "string"},
+    },
+    "Link": {
+        "description": 'On a full page only: `<URL of the next page>; rel="next"`.',
+        "schema": {"type": "string"},
+    },
 }
 _PARAM_NAMES = {"mission_id": "missionId", "task_id": "taskId", "run_id": "runId"}
 _RULE_PARAM = re.compile(r"<(?:[a-z_]+:)?([a-z_]+)>")
@@ -580,6 +598,8 @@ def _operation(endpoint: str, arguments: Any, doc: Doc) -> dict[str, Any]:
         operation["requestBody"] = {"required": doc.body_required, "content": {"application/json": media}}
     for status, (text, schema) in sorted(doc.responses.items()):
         operation["responses"][str(status)] = _response(text, schema)
+    if doc.paged:
+        operation["responses"]["200"]["headers"] = _PAGE_HEADERS
     errors = doc.errors
     if arguments or doc.query is not None:
         errors = (*errors, 400)  # a parameter the server refuses (a NUL character, a bound)

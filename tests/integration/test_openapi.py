@@ -71,7 +71,9 @@ def test_request_bodies_are_the_schemas_the_routes_load_with(app: Flask) -> None
     assert create["security"] == [{"bearer": []}]
     assert spec["paths"]["/healthz"]["get"]["security"] == []
     list_params = {p["name"] for p in spec["paths"]["/v1/missions"]["get"]["parameters"]}
-    assert list_params == {"status", "limit", "offset"}
+    assert list_params == {"status", "limit", "offset", "after"}
+    for path in ("/v1/missions", "/v1/missions/{missionId}/runs", "/v1/missions/{missionId}/fires"):
+        assert set(spec["paths"][path]["get"]["responses"]["200"]["headers"]) == {"X-Next-Cursor", "Link"}
 
 
 def test_the_spec_and_the_docs_page_are_served_without_a_key(client: FlaskClient) -> None:
