@@ -213,6 +213,8 @@ CREATE TABLE schedule_fires (
     recorded_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (mission_id, fire_at)
 );
+-- Deleting a run (retention, or its mission) sets its fires' run_id to NULL through this index.
+CREATE INDEX schedule_fires_run ON schedule_fires (run_id) WHERE run_id IS NOT NULL;
 
 
 -- Migration bookkeeping ---------------------------------------------------------------------------

@@ -17,3 +17,7 @@ ALTER TABLE runs ADD COLUMN outputs_pruned boolean NOT NULL DEFAULT false;
 CREATE INDEX runs_finished ON runs (finished_at) WHERE finished_at IS NOT NULL;
 CREATE INDEX runs_events_unpruned ON runs (finished_at) WHERE finished_at IS NOT NULL AND NOT events_pruned;
 CREATE INDEX runs_outputs_unpruned ON runs (finished_at) WHERE finished_at IS NOT NULL AND NOT outputs_pruned;
+
+-- Deleting a run sets its schedule fires' run_id to NULL: without an index Postgres would scan
+-- schedule_fires for every run deleted (by retention, or with its mission).
+CREATE INDEX schedule_fires_run ON schedule_fires (run_id) WHERE run_id IS NOT NULL;
