@@ -140,11 +140,24 @@ class Api:
             self.http.close()
             return False
 
+    def request(
+        self, method: str, path: str, headers: dict[str, str], body: str | None = None
+    ) -> tuple[http.client.HTTPResponse, bytes]:
+        """One request on the kept-alive connection, opened again once if the server closed it."""
+        for again in (True, False):
+            try:
+                self.http.request(method, path, body=body, headers=headers)
+                response = self.http.getresponse()
+                return response, response.read()
+            except (http.client.RemoteDisconnected, ConnectionError):
+                self.http.close()
+                if not again:
+                    raise
+        raise AssertionError("unreachable")
+
     def call(self, method: str, path: str, key: str, body: Any = None) -> Any:
         headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-        self.http.request(method, path, body=None if body is None else json.dumps(body), headers=headers)
-        response = self.http.getresponse()
-        data = response.read()
+        response, data = self.request(method, path, headers, None if body is None else json.dumps(body))
         if response.status >= 300:
             raise SystemExit(f"{method} {path}: {response.status} {data[:300]!r}")
         return json.loads(data) if data else None

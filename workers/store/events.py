@@ -43,7 +43,7 @@ def ended_at_or_before(conn: Connection, run_id: str, event_id: int) -> bool:
     """True when the run's ``mission:done`` event has an id of at most ``event_id``: a client that
     has seen ``event_id`` has seen the whole run."""
     with conn.cursor() as cursor:
-        cursor.execute(DONE_EVENT_AT_OR_BEFORE, {"run_id": run_id, "type": MISSION_DONE, "event_id": event_id})
+        cursor.execute(DONE_EVENT_AT_OR_BEFORE, {"run_id": run_id, "event_id": event_id})  # (MISSION_DONE)
         return cursor.fetchone() is not None
 
 

@@ -9,9 +9,11 @@ SELECT id, type, data
  LIMIT %(limit)s
 
 -- name: done_event_at_or_before
+-- The type is written out, not a parameter: that is what lets a cached (generic) plan use the
+-- partial index events_run_done.
 SELECT 1
   FROM events
- WHERE run_id = %(run_id)s AND type = %(type)s AND id <= %(event_id)s
+ WHERE run_id = %(run_id)s AND type = 'mission:done' AND id <= %(event_id)s
  LIMIT 1
 
 -- name: latest_event_ids
