@@ -253,5 +253,5 @@ def list_fires(mission_id: str) -> Any:
 def get_run(mission_id: str, run_id: str) -> Any:
     with services().transaction() as conn:
         row = runs.get_run(conn, g.project_id, mission_id, run_id)
-        body = render.run(row, usage=mission_usage(conn, mission_id))
+        body = render.run(row, usage=runs_usage(conn, [run_id]))  # (not the mission's whole history)
     return jsonify(body)
