@@ -27,7 +27,8 @@ from flask import Response, jsonify, request
 from workers.support.errors import Invalid
 
 NEXT_CURSOR_HEADER = "X-Next-Cursor"
-_KINDS = {"int": int, "str": str, "time": str}
+_KINDS = {"int": int, "id": int, "str": str, "time": str}
+_RANGES = {"int": 2**31, "id": 2**63}  # a number of rows (Postgres integer); a bigserial id
 
 
 def encode(values: Sequence[Any]) -> str:
@@ -36,8 +37,9 @@ def encode(values: Sequence[Any]) -> str:
 
 
 def decode(text: str, kinds: Sequence[str]) -> tuple[Any, ...]:
-    """The values of a cursor made by ``encode``, each of the kind given (``int``, ``str`` or
-    ``time``: an aware datetime); a 400 naming ``after`` for anything else."""
+    """The values of a cursor made by ``encode``, each of the kind given (``int``: below 2^31,
+    ``id``: below 2^63, ``str``, or ``time``: an aware datetime); a 400 naming ``after`` for
+    anything else."""
     try:
         values = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
         if not isinstance(values, list) or len(values) != len(kinds):
@@ -47,7 +49,7 @@ def decode(text: str, kinds: Sequence[str]) -> tuple[Any, ...]:
         for raw, kind in zip(values, kinds, strict=True):
             if not isinstance(raw, _KINDS[kind]) or isinstance(raw, bool):
                 raise ValueError("wrong kind")
-            if isinstance(raw, int) and not 0 <= raw < 2**31:
+            if isinstance(raw, int) and not 0 <= raw < _RANGES[kind]:
                 raise ValueError("out of range")
             if kind == "time":
                 moment = datetime.fromisoformat(str(raw))
@@ -62,14 +64,15 @@ def decode(text: str, kinds: Sequence[str]) -> tuple[Any, ...]:
         raise Invalid(message, {"fields": {"after": [message]}}) from None
 
 
-def after_from(query: Mapping[str, Any], kinds: Sequence[str]) -> tuple[Any, ...] | None:
-    """The decoded ``?after=`` of a loaded query (None without one); a 400 when ``offset`` is also given."""
+def after_from(query: Mapping[str, Any], kinds: Sequence[str], instead: str = "offset") -> tuple[Any, ...] | None:
+    """The decoded ``?after=`` of a loaded query (None without one); a 400 when ``instead`` (the
+    other way to say where a page starts) is also given."""
     text = query.get("after")
     if text is None:
         return None
-    if "offset" in request.args:
-        message = "give either offset or after, not both"
-        raise Invalid(message, {"fields": {"offset": [message], "after": [message]}})
+    if instead in request.args or (instead == "lastEventId" and request.headers.get("Last-Event-ID", "").strip()):
+        message = f"give either {instead} or after, not both"
+        raise Invalid(message, {"fields": {instead: [message], "after": [message]}})
     return decode(text, kinds)
 
 

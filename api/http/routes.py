@@ -12,6 +12,7 @@ from api.http import cursors, render, schemas, sse
 from api.http.errors import error_response
 from workers.coordination import runs
 from workers.coordination.advance import UnitOfWork
+from workers.store import events as event_log
 from workers.store import missions, projects, schedules
 from workers.store.usage import mission_usage, runs_usage
 from workers.support.clock import utcnow
@@ -194,13 +195,29 @@ def execute(mission_id: str) -> Any:
 @blueprint.get("/missions/<mission_id>/events")
 def events(mission_id: str) -> Any:
     last_event_id = sse.parse_last_event_id(request.headers.get("Last-Event-ID"), request.args.get("lastEventId"))
+    page = wants_json()
+    if page:
+        query = schemas.EVENTS_PAGE_QUERY.load(request.args.to_dict())
+        after = cursors.after_from(query, ("id",), instead="lastEventId")
     with services().transaction() as conn:
         run_id = request.args.get("runId")
         if run_id:
             runs.get_run(conn, g.project_id, mission_id, run_id)
         else:
             run_id = runs.latest_run_id(conn, g.project_id, mission_id)
+        if page:
+            start = after[0] if after else (last_event_id or 0)
+            rows = event_log.list_events(conn, run_id, start, query["limit"])
+    if page:
+        return cursors.page([render.event(row) for row in rows], rows, query["limit"], ("id",))
     return sse.stream_run(mission_id, run_id, last_event_id)
+
+
+def wants_json() -> bool:
+    """Whether the client asked for the JSON page of the events, not the stream (which stays the
+    answer to ``*/*`` and to no ``Accept`` at all)."""
+    best = request.accept_mimetypes.best_match(["text/event-stream", "application/json"])
+    return best == "application/json" and "application/json" in request.headers.get("Accept", "")
 
 
 def _command(mission_id: str, apply: Callable[[UnitOfWork], object]) -> Any:

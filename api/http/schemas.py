@@ -458,6 +458,16 @@ class PageQuerySchema(Schema):
     after = fields.String(validate=validate.Length(min=1, max=MAX_CURSOR), metadata={"description": AFTER_TEXT})
 
 
+class EventsPageQuerySchema(Schema):
+    """The JSON page of a run's events (``Accept: application/json``); the stream takes neither."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
+    after = fields.String(validate=validate.Length(min=1, max=MAX_CURSOR), metadata={"description": AFTER_TEXT})
+
+
 MISSION = MissionSchema()
 MISSION_PATCH = MissionPatchSchema(partial=True)
 TASK = TaskCreateSchema()
@@ -465,3 +475,4 @@ TASK_PATCH = TaskPatchSchema(partial=True)
 RESUME = ResumeSchema()
 LIST_QUERY = ListQuerySchema()
 PAGE_QUERY = PageQuerySchema()
+EVENTS_PAGE_QUERY = EventsPageQuerySchema()

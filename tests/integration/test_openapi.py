@@ -236,7 +236,10 @@ def test_the_event_streams_are_served_as_documented(app: Flask, client: FlaskCli
     events = spec["paths"]["/v1/missions/{missionId}/events"]["get"]
     assert list(execute["responses"]["200"]["content"]) == ["text/event-stream"]
     assert list(execute["responses"]["202"]["content"]) == ["application/json"]
-    assert list(events["responses"]["200"]["content"]) == ["text/event-stream"]
+    assert list(events["responses"]["200"]["content"]) == ["text/event-stream", "application/json"]
+    assert events["responses"]["200"]["content"]["application/json"]["schema"]["items"] == {
+        "$ref": "#/components/schemas/Event"
+    }
     header = next(p for p in events["parameters"] if p["name"] == "Last-Event-ID")
     assert header["in"] == "header"
     query = next(p for p in events["parameters"] if p["name"] == "lastEventId")

@@ -62,6 +62,7 @@ def history(db: psycopg.Connection, mission: dict[str, Any]) -> Callable[[int], 
                 "INSERT INTO schedule_fires (mission_id, fire_at, status, run_id) VALUES (%s, %s, 'started', %s)",
                 (mission["id"], start + timedelta(minutes=number), run_id),
             )
+        db.execute("UPDATE missions SET latest_run_id = %s WHERE id = %s", (f"run_paged_{n:03d}", mission["id"]))
 
     return add
 
@@ -163,3 +164,74 @@ def test_a_cursor_does_not_reach_another_projects_missions(
     mine = client.get("/v1/missions?limit=1", headers=auth).headers["X-Next-Cursor"]
     assert client.get("/v1/missions", headers=other).get_json() == []
     assert client.get(f"/v1/missions?after={mine}", headers=other).get_json() == []
+
+
+def add_events(db: psycopg.Connection, mission_id: str, run_id: str, n: int) -> list[int]:
+    rows = db.execute(
+        "INSERT INTO events (run_id, mission_id, type, data) "
+        "SELECT %s, %s, 'task:output', jsonb_build_object('missionId', %s::text, 'runId', %s::text, 'n', k) "
+        "FROM generate_series(1, %s) AS k RETURNING id",
+        (run_id, mission_id, mission_id, run_id, n),
+    ).fetchall()
+    return [row["id"] for row in rows]
+
+
+JSON = {"Accept": "application/json"}
+
+
+def test_the_events_of_a_run_page_as_json_through_the_cursor(
+    client: FlaskClient,
+    auth: dict[str, str],
+    db: psycopg.Connection,
+    mission: dict[str, Any],
+    history: Callable[[int], None],
+) -> None:
+    history(2)
+    ids = add_events(db, mission["id"], "run_paged_001", 7)
+    add_events(db, mission["id"], "run_paged_002", 3)  # another run's events never appear
+    url = f"/v1/missions/{mission['id']}/events?runId=run_paged_001&limit=3"
+
+    paged, pages = follow(client, url, {**auth, **JSON})
+
+    assert [event["id"] for event in paged] == ids and pages == 3
+    assert paged[0]["type"] == "task:output" and paged[0]["data"]["n"] == 1 and paged[0]["createdAt"]
+    latest = client.get(f"/v1/missions/{mission['id']}/events?limit=100", headers={**auth, **JSON})
+    assert [event["data"]["n"] for event in latest.get_json()] == [1, 2, 3]  # the latest run by default
+
+
+def test_the_json_page_of_events_starts_after_last_event_id(
+    client: FlaskClient,
+    auth: dict[str, str],
+    db: psycopg.Connection,
+    mission: dict[str, Any],
+    history: Callable[[int], None],
+) -> None:
+    history(1)
+    ids = add_events(db, mission["id"], "run_paged_001", 5)
+    url = f"/v1/missions/{mission['id']}/events"
+    by_header = client.get(url, headers={**auth, **JSON, "Last-Event-ID": str(ids[1])}).get_json()
+    by_query = client.get(f"{url}?lastEventId={ids[1]}", headers={**auth, **JSON}).get_json()
+    assert [e["id"] for e in by_header] == [e["id"] for e in by_query] == ids[2:]
+    cursor = client.get(f"{url}?limit=1", headers={**auth, **JSON}).headers["X-Next-Cursor"]
+    both = client.get(f"{url}?after={cursor}", headers={**auth, **JSON, "Last-Event-ID": str(ids[1])})
+    assert both.status_code == 400 and set(both.get_json()["details"]["fields"]) == {"lastEventId", "after"}
+
+
+def test_without_an_explicit_json_accept_the_events_route_still_streams(
+    client: FlaskClient,
+    auth: dict[str, str],
+    db: psycopg.Connection,
+    mission: dict[str, Any],
+    history: Callable[[int], None],
+) -> None:
+    history(1)
+    add_events(db, mission["id"], "run_paged_001", 1)
+    db.execute(
+        "INSERT INTO events (run_id, mission_id, type, data) VALUES ('run_paged_001', %s, 'mission:done', '{}')",
+        (mission["id"],),
+    )
+    for accept in ("*/*", "text/event-stream", "text/event-stream, application/json;q=0.5", None):
+        headers = {**auth, **({"Accept": accept} if accept else {})}
+        answer = client.get(f"/v1/missions/{mission['id']}/events", headers=headers)
+        assert answer.mimetype == "text/event-stream", accept
+        assert "event:mission:done" in answer.get_data(as_text=True).replace(": ", ":")

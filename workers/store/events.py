@@ -21,6 +21,7 @@ from workers.store.queries import query
 MISSION_DONE = "mission:done"
 
 FETCH_EVENTS = query("fetch_events")
+LIST_EVENTS = query("list_events")
 DONE_EVENT_AT_OR_BEFORE = query("done_event_at_or_before")
 LATEST_EVENT_IDS = query("latest_event_ids")
 
@@ -37,6 +38,11 @@ def fetch_events(conn: Connection, run_id: str, after_id: int, limit: int = 500)
     with conn.cursor(row_factory=class_row(StoredEvent)) as cursor:
         cursor.execute(FETCH_EVENTS, {"run_id": run_id, "after_id": after_id, "limit": limit})
         return cursor.fetchall()
+
+
+def list_events(conn: Connection, run_id: str, after_id: int, limit: int) -> list[dict[str, Any]]:
+    """``fetch_events`` as rows with their ``created_at`` (the JSON page of the log; expects dict rows)."""
+    return [dict(row) for row in conn.execute(LIST_EVENTS, {"run_id": run_id, "after_id": after_id, "limit": limit})]
 
 
 def ended_at_or_before(conn: Connection, run_id: str, event_id: int) -> bool:

@@ -8,6 +8,14 @@ SELECT id, type, data
  ORDER BY id
  LIMIT %(limit)s
 
+-- name: list_events
+-- A page of a run's event log for the JSON list: fetch_events with each event's time.
+SELECT id, type, data, created_at
+  FROM events
+ WHERE run_id = %(run_id)s AND id > %(after_id)s
+ ORDER BY id
+ LIMIT %(limit)s
+
 -- name: done_event_at_or_before
 -- The type is written out, not a parameter: that is what lets a cached (generic) plan use the
 -- partial index events_run_done.
