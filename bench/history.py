@@ -29,8 +29,9 @@ request ``--samples`` times (wall time at the client, keep-alive connection):
 
 Printed: the median and p95 of each, per database, the ratio of the medians (target ≤ 1.3), and with
 ``--explain`` the plans of the list statements on the filled database. ``--retention`` then turns
-on retention (events of runs finished over 30 days ago) on the filled database and measures how
-fast the tick's batches delete and what ``POST /execute`` costs meanwhile.
+on retention (events of runs finished over 30 days ago) on the filled database, one tick a second
+with each budget of ``--retention-seconds``, and measures how fast its batches delete and what
+``POST /execute`` costs with and without it (alternating windows).
 """
 
 from __future__ import annotations
@@ -408,42 +409,48 @@ def _nodes(plan: dict[str, Any]) -> str:
     return " > ".join(names)
 
 
-def retention_run(target: Target, samples: int) -> None:
-    """Retention of events older than 30 days on the filled database, while executes are timed."""
+def retention_run(target: Target, samples: int, seconds: list[float], rounds: int) -> None:
+    """Retention of events older than 30 days on the filled database, one tick a second as beat
+    runs it, for each time budget in ``seconds``; ``POST /execute`` timed in windows with and
+    without it, alternating, ``rounds`` times."""
+    for budget in seconds:
+        _retention_with(target, samples, budget, rounds)
+
+
+def _retention_with(target: Target, samples: int, budget: float, rounds: int) -> None:
     from workers.store import retention
 
     services = target_services(target)
-    policy = retention.Policy(events=timedelta(days=30))
+    policy = retention.Policy(events=timedelta(days=30), seconds=budget)
     stop = threading.Event()
     totals = retention.Pruned()
-    ticks = 0
+    busy_time = 0.0
 
     def prune_loop() -> None:
-        nonlocal ticks
+        nonlocal busy_time
         while not stop.is_set():
+            started = time.monotonic()
             pruned = retention.prune(services.db, policy, datetime.now(UTC))
             totals.events += pruned.events
             totals.batches += pruned.batches
-            ticks += 1
-            time.sleep(max(0.0, 1.0 - policy.seconds))  # one tick a second, as beat does
+            busy_time += time.monotonic() - started
+            stop.wait(max(0.0, 1.0 - (time.monotonic() - started)))  # one tick a second
 
-    quiet_execute, _ = execute_and_step(target, samples)
-    thread = threading.Thread(target=prune_loop, daemon=True)
-    started = time.monotonic()
-    thread.start()
-    busy_execute, _ = execute_and_step(target, samples)
-    time.sleep(max(0.0, 10 - (time.monotonic() - started)))
-    stop.set()
-    thread.join()
-    elapsed = time.monotonic() - started
+    quiet: list[float] = []
+    busy: list[float] = []
+    for _ in range(rounds):
+        quiet += execute_and_step(target, samples)[0]
+        stop.clear()
+        thread = threading.Thread(target=prune_loop, daemon=True)
+        thread.start()
+        busy += execute_and_step(target, samples)[0]
+        stop.set()
+        thread.join()
     print(
-        f"  retention: {totals.events:,} events deleted in {ticks} ticks over {elapsed:.1f} s "
-        f"({totals.events / elapsed:,.0f} events/s at {policy.seconds:g} s per tick, {totals.batches} batches)"
-    )
-    print(
-        f"  POST /execute without and while retention runs: median {statistics.median(quiet_execute) * 1e3:.2f} vs "
-        f"{statistics.median(busy_execute) * 1e3:.2f} ms, p95 {pct(quiet_execute, 95) * 1e3:.2f} vs "
-        f"{pct(busy_execute, 95) * 1e3:.2f} ms"
+        f"  {budget:g} s per tick: {totals.events:,} events deleted in {totals.batches} batches, "
+        f"{totals.events / max(busy_time, 1e-9):,.0f} events per second of pruning; POST /execute without / with "
+        f"it: median {statistics.median(quiet) * 1e3:.2f} / {statistics.median(busy) * 1e3:.2f} ms, "
+        f"p95 {pct(quiet, 95) * 1e3:.2f} / {pct(busy, 95) * 1e3:.2f} ms"
     )
 
 
@@ -456,6 +463,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--explain", action="store_true", help="print the plans of the list statements")
     parser.add_argument("--retention", action="store_true", help="then measure retention on the filled database")
+    parser.add_argument(
+        "--retention-seconds",
+        default="0.2,0.1",
+        help="time budgets per tick to measure retention with (default 0.2,0.1)",
+    )
     args = parser.parse_args()
     admin_url = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
     redis_url = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
@@ -476,7 +488,10 @@ def main() -> int:
                 f"{target.label}: {i['missions']:,} missions, {i['runs']:,} runs, {i['attempts']:,} attempts, "
                 f"{i['events']:,} events; COPY {i['load_seconds']:.1f} s, with VACUUM ANALYZE {i['total_seconds']:.1f} s"
             )
-        filled.deep = {"missions": (filled.info["missions"] - 200) // 100 * 100, "runs": filled.info["hot_runs"] // 2}
+        filled.deep = {
+            "missions": max(100, (filled.info["missions"] - 200) // 100 * 100),
+            "runs": filled.info["hot_runs"] // 2,
+        }
         filled.cursors = {
             "missions": filled.cursor_at("/v1/missions", filled.deep["missions"], 100),
             "runs": filled.cursor_at(f"/v1/missions/{filled.info['hot']}/runs", filled.deep["runs"], 50),
@@ -512,7 +527,8 @@ def main() -> int:
             explain(filled)
         if args.retention:
             print("\nretention on the filled database:")
-            retention_run(filled, args.samples)
+            budgets = [float(value) for value in args.retention_seconds.split(",")]
+            retention_run(filled, args.samples, budgets, args.rounds)
     finally:
         for services in _SERVICES.values():
             services.close()

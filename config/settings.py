@@ -175,7 +175,7 @@ SETTINGS_TABLE: tuple[Setting, ...] = (
             "newest run); unset: for ever."),
     Setting("MISSIONS_RETENTION_BATCH", "retention_batch", _int_range(10, 100_000), 1000,
             "Rows retention deletes or clears per transaction (the beat tick runs the batches)."),
-    Setting("MISSIONS_RETENTION_SECONDS", "retention_seconds", _float_range(0.01, 60), 0.2,
+    Setting("MISSIONS_RETENTION_SECONDS", "retention_seconds", _float_range(0.01, 60), 0.1,
             "Time retention may take per tick, between batches."),
     Setting("MISSIONS_LOG_LEVEL", "log_level", _choice("debug", "info", "warning", "error"), "info",
             "Log level of every process."),
@@ -219,7 +219,7 @@ class Settings:
     retain_outputs_days: float | None = None
     retain_runs_days: float | None = None
     retention_batch: int = 1000
-    retention_seconds: float = 0.2
+    retention_seconds: float = 0.1
     log_level: str = "info"
     log_format: str = "text"
 

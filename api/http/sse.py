@@ -152,9 +152,10 @@ class RunFeed:
     last id from the feed. Each event is formatted once, for all of them.
 
     The feed holds every event of the run with an id in ``(floor, head]``, at most ``KEEP_FRAMES``
-    of them (the oldest are dropped first, raising ``floor``). Its first read starts after the
-    first caller's last id. A stream whose last id is below ``floor`` (a replay from further back)
-    reads the log on its own, in pages, until it has caught up with the feed.
+    of them (the oldest are dropped first, raising ``floor``). A replay is read by its stream on
+    its own, page by page (a replay of a long run is never held in memory whole), and the first
+    stream whose replay has caught up seeds the feed with its last page (``seed``). A stream whose
+    last id is below ``floor``, or that comes before the feed is seeded, reads on its own.
 
     ``events_after(after_id, announced)`` returns without a read when the feed already holds the
     announced id; otherwise (or when nothing was announced: a poll) it waits for a read that
@@ -183,17 +184,16 @@ class RunFeed:
         with self._changed:
             wanted = self._reads_started + 1  # a read that starts from now on
             while True:
-                if self._head is not None:
-                    if after_id < self._floor:
-                        return None
-                    if self._reads_done >= wanted or (announced is not None and announced <= self._head):
-                        return self._frames[bisect.bisect_right(self._ids, after_id) :]
+                if self._head is None or after_id < self._floor:
+                    return None
+                if self._reads_done >= wanted or (announced is not None and announced <= self._head):
+                    return self._frames[bisect.bisect_right(self._ids, after_id) :]
                 if not self._reading:
                     break
                 self._changed.wait()
             self._reading = True
             self._reads_started += 1
-            start = after_id if self._head is None else self._head
+            start = self._head
         try:
             read = _read_all(db, self.run_id, start)
         except BaseException:
@@ -210,9 +210,15 @@ class RunFeed:
                 return None
             return self._frames[bisect.bisect_right(self._ids, after_id) :]
 
+    def seed(self, after_id: int, page: list[Frame]) -> None:
+        """A stream read every event after ``after_id`` there was (``page``, the last page of its
+        replay): that is where the feed starts, unless another stream seeded it first."""
+        with self._changed:
+            if self._head is None:
+                self._floor = after_id
+                self._append(after_id, page)
+
     def _append(self, start: int, read: list[Frame]) -> None:
-        if self._head is None:
-            self._floor = start
         self._ids += [frame.id for frame in read]
         self._frames += read
         self._head = self._ids[-1] if self._ids else start
@@ -294,10 +300,12 @@ def _frames(
                     # No pooled connection is held past a read, so a slow client holds up no one.
                     fresh = feed.events_after(db, last_id, announced)
                     own = fresh is None
-                    if fresh is None:  # behind what the feed holds (a replay): a page on its own
+                    if fresh is None:  # a replay, or behind what the feed holds: a page on its own
                         with db.transaction() as conn:
                             page = event_log.fetch_events(conn, run_id, last_id, PAGE_SIZE)
                         fresh = [_frame(event) for event in page]
+                        if len(fresh) < PAGE_SIZE:  # caught up: what it read may start the feed
+                            feed.seed(last_id, fresh)
                     if fresh:
                         end = next((n + 1 for n, frame in enumerate(fresh) if frame.done), len(fresh))
                         yield "".join(frame.text for frame in fresh[:end])

@@ -55,7 +55,7 @@ class Policy:
     outputs: timedelta | None = None  # ... its attempts' prompts and outputs
     runs: timedelta | None = None  # ... the run itself
     batch: int = 1000  # rows per batch
-    seconds: float = 0.2  # time per ``prune`` (one tick)
+    seconds: float = 0.1  # time per ``prune`` (one tick)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Policy:
