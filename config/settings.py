@@ -168,6 +168,17 @@ SETTINGS_TABLE: tuple[Setting, ...] = (
             "Interval of the SSE comment heartbeat."),
     Setting("MISSIONS_METRICS_TOKEN", "metrics_token", _text, None,
             "When set, `GET /metrics` requires `Authorization: Bearer <this token>` (401 otherwise)."),
+    Setting("MISSIONS_RETAIN_EVENTS_DAYS", "retain_events_days", _float_range(0.01, 36_500), None,
+            "Days a finished run keeps its events (each run keeps its `mission:done`); unset keeps them for ever."),
+    Setting("MISSIONS_RETAIN_OUTPUTS_DAYS", "retain_outputs_days", _float_range(0.01, 36_500), None,
+            "Days a finished run's attempts keep their prompts and outputs (usage and scores stay); unset: for ever."),
+    Setting("MISSIONS_RETAIN_RUNS_DAYS", "retain_runs_days", _float_range(0.01, 36_500), None,
+            "Days a finished run is kept at all (then deleted with its attempts and events; a mission keeps its "
+            "newest run); unset: for ever."),
+    Setting("MISSIONS_RETENTION_BATCH", "retention_batch", _int_range(10, 100_000), 1000,
+            "Rows retention deletes or clears per transaction (the beat tick runs the batches)."),
+    Setting("MISSIONS_RETENTION_SECONDS", "retention_seconds", _float_range(0.01, 60), 0.1,
+            "Time retention may take per tick, between batches."),
     Setting("MISSIONS_LOG_LEVEL", "log_level", _choice("debug", "info", "warning", "error"), "info",
             "Log level of every process."),
     Setting("MISSIONS_LOG_FORMAT", "log_format", _choice("text", "json"), "text",
@@ -207,6 +218,11 @@ class Settings:
     requeue_seconds: float = 10.0
     sse_heartbeat_seconds: float = 15.0
     metrics_token: str | None = field(default=None, repr=False)
+    retain_events_days: float | None = None
+    retain_outputs_days: float | None = None
+    retain_runs_days: float | None = None
+    retention_batch: int = 1000
+    retention_seconds: float = 0.1
     log_level: str = "info"
     log_format: str = "text"
 

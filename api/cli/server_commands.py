@@ -29,6 +29,58 @@ def db_upgrade() -> None:
     click.echo("\n".join(f"applied {name}" for name in applied) if applied else "database is up to date")
 
 
+@db.command("stats")
+def db_stats() -> None:
+    """Table sizes, and what the retention settings would delete now."""
+    from workers.store.db import connect
+    from workers.store.retention import Policy, preview, table_sizes
+    from workers.support.clock import utcnow
+
+    settings = load_settings()
+    policy = Policy.from_settings(settings)
+    with connect(database_url(settings)) as conn:
+        sizes = table_sizes(conn)
+        would = preview(conn, policy, utcnow()) if policy.enabled else None
+    click.echo(f"{'table':<20} {'rows (estimate)':>16} {'total':>10} {'indexes':>10}")
+    for size in sizes:
+        rows = "not analysed" if size.rows < 0 else f"{size.rows:,}"
+        click.echo(f"{size.name:<20} {rows:>16} {_bytes(size.total_bytes):>10} {_bytes(size.index_bytes):>10}")
+    click.echo("")
+    if would is None:
+        click.echo(
+            "retention: off (MISSIONS_RETAIN_EVENTS_DAYS, _OUTPUTS_DAYS and _RUNS_DAYS are unset): nothing is deleted"
+        )
+        return
+    click.echo("retention would delete now (each line on its own; the beat tick does it in batches):")
+    for label, days in (("runs", policy.runs), ("events", policy.events), ("outputs", policy.outputs)):
+        if days is None:
+            click.echo(f"  {label}: kept for ever")
+        elif label == "runs":
+            click.echo(
+                f"  runs finished over {days.total_seconds() / 86400:g} days ago: {would.runs:,} runs, "
+                f"with {would.run_attempts:,} attempts and {would.run_events:,} events"
+            )
+        elif label == "events":
+            click.echo(
+                f"  events of runs finished over {days.total_seconds() / 86400:g} days ago: {would.events:,} "
+                f"events of {would.event_runs:,} runs"
+            )
+        else:
+            click.echo(
+                f"  prompts and outputs of runs finished over {days.total_seconds() / 86400:g} days ago: "
+                f"{would.outputs:,} attempts of {would.output_runs:,} runs"
+            )
+
+
+def _bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TB"
+
+
 @click.group()
 def keys() -> None:
     """API keys."""

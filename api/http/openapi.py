@@ -219,6 +219,21 @@ class EventsQuerySchema(Schema):
         validate=validate.Range(min=0, max=MAX_EVENT_ID),
         metadata={"description": "Replay after this event id (the `Last-Event-ID` header wins when both are sent)."},
     )
+    limit = fields.Integer(
+        validate=validate.Range(min=1, max=1000),
+        metadata={"description": "The JSON page only: at most this many events (default 100)."},
+    )
+    after = fields.String(
+        validate=validate.Length(min=1, max=schemas.MAX_CURSOR),
+        metadata={"description": "The JSON page only: " + schemas.AFTER_TEXT.replace("offset", "Last-Event-ID")},
+    )
+
+
+class EventSchema(_Out):
+    id = fields.Integer(required=True, metadata={"description": "Increasing; the stream's `id:`."})
+    type = fields.String(required=True, validate=validate.OneOf(EVENT_NAMES), metadata={"description": "`event:`"})
+    data = fields.Dict(required=True, metadata={"description": "The stream's `data:`, with `missionId` and `runId`."})
+    createdAt = fields.String(required=True, metadata={"format": "date-time"})
 
 
 # -- The documentation of each endpoint -----------------------------------------------------
@@ -236,6 +251,8 @@ class Doc:
     content_type: str = "application/json"
     headers: tuple[dict[str, Any], ...] = ()
     example: Any = None
+    paged: bool = False  # a list with keyset paging: its 200 carries X-Next-Cursor and Link
+    json_alternative: str | None = None  # a 200 that is also served as this JSON schema (``Accept``)
 
 
 SSE = "text/event-stream"
@@ -271,8 +288,10 @@ HELLO_MISSION = {
 DOCS: dict[tuple[str, str], Doc] = {
     ("missions_v1.list_missions", "GET"): Doc(
         "List missions",
-        "Summaries of the project's missions, newest first.",
+        "Summaries of the project's missions, oldest first (by creation). Page with `limit` and either "
+        "`offset` or `after` (the `X-Next-Cursor` of the previous page: as fast deep in the list as at its start).",
         query=schemas.ListQuerySchema,
+        paged=True,
         responses={200: ("The missions.", "MissionSummary[]")},
         errors=(400,),
     ),
@@ -364,9 +383,13 @@ DOCS: dict[tuple[str, str], Doc] = {
     ("missions_v1.events", "GET"): Doc(
         "Stream a run's events",
         "The events of the latest run (or `runId`) after `Last-Event-ID`, then live ones until `mission:done`. "
-        "204 when the client has already seen `mission:done`.",
+        "204 when the client has already seen `mission:done`. With `Accept: application/json` instead: one "
+        "page of the run's event log, oldest first, after `Last-Event-ID` or `after` (the `X-Next-Cursor` "
+        "of the previous page), at most `limit` events, and no live ones.",
         tag="Runs",
         query=EventsQuerySchema,
+        paged=True,
+        json_alternative="Event[]",
         headers=(
             {
                 "name": "Last-Event-ID",
@@ -375,6 +398,14 @@ DOCS: dict[tuple[str, str], Doc] = {
                 "schema": {"type": "string", "pattern": "^[0-9]{0,19}$"},
                 "description": "The id of the last event received (a whole number, at most 2^63-1); "
                 "empty means absent. 400 otherwise.",
+            },
+            {
+                "name": "Accept",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string", "examples": [SSE, "application/json"]},
+                "description": "`application/json` (preferred over `text/event-stream`) for a page of the log "
+                "instead of the stream; anything else, or none, streams.",
             },
         ),
         responses={200: (EVENTS_TEXT, "sse"), 204: ("Nothing more: the run ended at or before that id.", None)},
@@ -402,17 +433,21 @@ DOCS: dict[tuple[str, str], Doc] = {
     ),
     ("missions_v1.list_runs", "GET"): Doc(
         "List runs",
-        "The mission's runs, newest first.",
+        "The mission's runs, newest first. Page with `limit` and either `offset` or `after` (the "
+        "`X-Next-Cursor` of the previous page).",
         tag="Runs",
         query=schemas.PageQuerySchema,
+        paged=True,
         responses={200: ("The runs, without their tasks.", "Run[]")},
         errors=(400, 404),
     ),
     ("missions_v1.list_fires", "GET"): Doc(
         "List schedule fires",
-        "Each fire of the mission's schedule, newest first: the run it started, or why it was skipped.",
+        "Each fire of the mission's schedule, newest first: the run it started, or why it was skipped. "
+        "Page with `limit` and either `offset` or `after` (the `X-Next-Cursor` of the previous page).",
         tag="Runs",
         query=schemas.PageQuerySchema,
+        paged=True,
         responses={200: ("The fires.", "Fire[]")},
         errors=(400, 404),
     ),
@@ -474,6 +509,17 @@ _ERROR_TEXT = {
 _RETRY_AFTER = {
     "Retry-After": {"description": "Seconds to wait before sending the request again.", "schema": {"type": "integer"}}
 }
+_PAGE_HEADERS = {
+    "X-Next-Cursor": {
+        "description": "On a full page only: the cursor of its last item; send it as `?after=` for the next "
+        "page. A page with fewer items than `limit` is the last and has no cursor.",
+        "schema": {"type": "string"},
+    },
+    "Link": {
+        "description": 'On a full page only: `<URL of the next page>; rel="next"`.',
+        "schema": {"type": "string"},
+    },
+}
 _PARAM_NAMES = {"mission_id": "missionId", "task_id": "taskId", "run_id": "runId"}
 _RULE_PARAM = re.compile(r"<(?:[a-z_]+:)?([a-z_]+)>")
 
@@ -523,6 +569,7 @@ def build_spec(app: Flask, *, strict: bool = False) -> dict[str, Any]:
         ("Resumable", ResumableSchema),
         ("Run", RunSchema),
         ("Fire", FireSchema),
+        ("Event", EventSchema),
         ("Health", HealthSchema),
         ("Ready", ReadySchema),
     ):
@@ -584,6 +631,11 @@ def _operation(endpoint: str, arguments: Any, doc: Doc) -> dict[str, Any]:
         operation["requestBody"] = {"required": doc.body_required, "content": {"application/json": media}}
     for status, (text, schema) in sorted(doc.responses.items()):
         operation["responses"][str(status)] = _response(text, schema)
+    if doc.json_alternative is not None:
+        alternative = _response("", doc.json_alternative)["content"]
+        operation["responses"]["200"].setdefault("content", {}).update(alternative)
+    if doc.paged:
+        operation["responses"]["200"]["headers"] = _PAGE_HEADERS
     errors = doc.errors
     if arguments or doc.query is not None:
         errors = (*errors, 400)  # a parameter the server refuses (a NUL character, a bound)

@@ -184,6 +184,11 @@ def run(row: Mapping[str, Any], *, with_tasks: bool = True, usage: MissionUsage 
     return out
 
 
+def event(row: Mapping[str, Any]) -> dict[str, Any]:
+    """One event of a run's log, as the JSON list shows it (the stream sends the same id, type and data)."""
+    return {"id": row["id"], "type": row["type"], "data": row["data"], "createdAt": _ts(row["created_at"])}
+
+
 def fire(row: Mapping[str, Any]) -> dict[str, Any]:
     """One fire of a mission's schedule: started (with its run) or skipped (with why)."""
     out: dict[str, Any] = {"fireAt": _ts(row["fire_at"]), "status": row["status"]}

@@ -8,12 +8,13 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from marshmallow import Schema
 
-from api.http import render, schemas, sse
+from api.http import cursors, render, schemas, sse
 from api.http.errors import error_response
 from workers.coordination import runs
 from workers.coordination.advance import UnitOfWork
+from workers.store import events as event_log
 from workers.store import missions, projects, schedules
-from workers.store.usage import mission_usage
+from workers.store.usage import mission_usage, runs_usage
 from workers.support.clock import utcnow
 from workers.support.errors import Invalid
 from workers.wiring import Services
@@ -89,11 +90,17 @@ def json_body(schema: Schema, *, optional: bool = False) -> Any:
 @blueprint.get("/missions")
 def list_missions() -> Any:
     query = schemas.LIST_QUERY.load(request.args.to_dict())
+    after = cursors.after_from(query, ("time", "str"))
     with services().transaction() as conn:
         rows = missions.list_missions(
-            conn, g.project_id, status=query.get("status"), limit=query["limit"], offset=query["offset"]
+            conn,
+            g.project_id,
+            status=query.get("status"),
+            limit=query["limit"],
+            offset=query["offset"],
+            after=after and (after[0], after[1]),
         )
-    return jsonify([render.mission_summary(row) for row in rows])
+    return cursors.page([render.mission_summary(row) for row in rows], rows, query["limit"], ("created_at", "id"))
 
 
 @blueprint.post("/missions")
@@ -188,13 +195,29 @@ def execute(mission_id: str) -> Any:
 @blueprint.get("/missions/<mission_id>/events")
 def events(mission_id: str) -> Any:
     last_event_id = sse.parse_last_event_id(request.headers.get("Last-Event-ID"), request.args.get("lastEventId"))
+    page = wants_json()
+    if page:
+        query = schemas.EVENTS_PAGE_QUERY.load(request.args.to_dict())
+        after = cursors.after_from(query, ("id",), instead="lastEventId")
     with services().transaction() as conn:
         run_id = request.args.get("runId")
         if run_id:
             runs.get_run(conn, g.project_id, mission_id, run_id)
         else:
             run_id = runs.latest_run_id(conn, g.project_id, mission_id)
+        if page:
+            start = after[0] if after else (last_event_id or 0)
+            rows = event_log.list_events(conn, run_id, start, query["limit"])
+    if page:
+        return cursors.page([render.event(row) for row in rows], rows, query["limit"], ("id",))
     return sse.stream_run(mission_id, run_id, last_event_id)
+
+
+def wants_json() -> bool:
+    """Whether the client asked for the JSON page of the events, not the stream (which stays the
+    answer to ``*/*`` and to no ``Accept`` at all)."""
+    best = request.accept_mimetypes.best_match(["text/event-stream", "application/json"])
+    return best == "application/json" and "application/json" in request.headers.get("Accept", "")
 
 
 def _command(mission_id: str, apply: Callable[[UnitOfWork], object]) -> Any:
@@ -223,24 +246,29 @@ def abort(mission_id: str) -> Any:
 @blueprint.get("/missions/<mission_id>/runs")
 def list_runs(mission_id: str) -> Any:
     query = schemas.PAGE_QUERY.load(request.args.to_dict())
+    after = cursors.after_from(query, ("int",))
     with services().transaction() as conn:
-        rows = runs.list_runs(conn, g.project_id, mission_id, query["limit"], query["offset"])
-        usage = mission_usage(conn, mission_id)
-    return jsonify([render.run(row, with_tasks=False, usage=usage) for row in rows])
+        rows = runs.list_runs(
+            conn, g.project_id, mission_id, query["limit"], query["offset"], after[0] if after else None
+        )
+        usage = runs_usage(conn, [row["id"] for row in rows])  # the page's runs, not the mission's history
+    items = [render.run(row, with_tasks=False, usage=usage) for row in rows]
+    return cursors.page(items, rows, query["limit"], ("number",))
 
 
 @blueprint.get("/missions/<mission_id>/fires")
 def list_fires(mission_id: str) -> Any:
     query = schemas.PAGE_QUERY.load(request.args.to_dict())
+    after = cursors.after_from(query, ("time",))
     with services().transaction() as conn:
         missions.get_mission(conn, g.project_id, mission_id)
-        rows = schedules.list_fires(conn, mission_id, query["limit"], query["offset"])
-    return jsonify([render.fire(row) for row in rows])
+        rows = schedules.list_fires(conn, mission_id, query["limit"], query["offset"], after[0] if after else None)
+    return cursors.page([render.fire(row) for row in rows], rows, query["limit"], ("fire_at",))
 
 
 @blueprint.get("/missions/<mission_id>/runs/<run_id>")
 def get_run(mission_id: str, run_id: str) -> Any:
     with services().transaction() as conn:
         row = runs.get_run(conn, g.project_id, mission_id, run_id)
-        body = render.run(row, usage=mission_usage(conn, mission_id))
+        body = render.run(row, usage=runs_usage(conn, [run_id]))  # (not the mission's whole history)
     return jsonify(body)

@@ -40,6 +40,11 @@ PROMPT_MAX = 100_000
 LIST_MAX = 1_000
 TITLES_MAX = 100_000  # the server's MISSIONS_MAX_TASKS rule is the real bound
 MAX_DEPTH = 64  # objects and arrays inside each other, the body itself included
+MAX_CURSOR = 400  # ?after= (a cursor from X-Next-Cursor is far shorter)
+AFTER_TEXT = (
+    "A cursor from the previous page's X-Next-Cursor header: the page after it, read in index order "
+    "(as cheap deep in the list as at its start). Not together with offset."
+)
 MAX_OFFSET = 2**31 - 1  # ?offset= (Postgres takes a bigint; no list is anywhere near this long)
 _FIELDS_REPORTED = 20  # at most this many offending fields are named in one answer
 
@@ -441,6 +446,7 @@ class ListQuerySchema(Schema):
     status = fields.String(validate=validate.OneOf([s.value for s in MissionStatus]))
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
     offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_OFFSET))
+    after = fields.String(validate=validate.Length(min=1, max=MAX_CURSOR), metadata={"description": AFTER_TEXT})
 
 
 class PageQuerySchema(Schema):
@@ -449,6 +455,17 @@ class PageQuerySchema(Schema):
 
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=1000))
     offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_OFFSET))
+    after = fields.String(validate=validate.Length(min=1, max=MAX_CURSOR), metadata={"description": AFTER_TEXT})
+
+
+class EventsPageQuerySchema(Schema):
+    """The JSON page of a run's events (``Accept: application/json``); the stream takes neither."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
+    after = fields.String(validate=validate.Length(min=1, max=MAX_CURSOR), metadata={"description": AFTER_TEXT})
 
 
 MISSION = MissionSchema()
@@ -458,3 +475,4 @@ TASK_PATCH = TaskPatchSchema(partial=True)
 RESUME = ResumeSchema()
 LIST_QUERY = ListQuerySchema()
 PAGE_QUERY = PageQuerySchema()
+EVENTS_PAGE_QUERY = EventsPageQuerySchema()

@@ -21,6 +21,12 @@ hub cannot read the log, the stream reads it itself every ``FALLBACK_POLL_SECOND
 subscription is active before the replay query runs, an event committed after the replay is either
 announced to this stream or found by the next read. The stream ends after ``mission:done``.
 
+The streams of one run in one process share a ``RunFeed``: a wake-up makes one read of the log for
+all of them (the first stream that needs the new rows reads them, the others wait for that read),
+each event is formatted once, and every stream writes the events after its own last id in one
+write. A stream further back than the feed holds (a replay) reads the log on its own until it
+has caught up.
+
 No pooled Postgres connection is held while the stream waits: each read takes one and returns it
 before the events are written to the client. Redis and psycopg block cooperatively under gevent, so
 each open stream costs one greenlet; the process holds one pub/sub connection for all of them.
@@ -28,11 +34,14 @@ each open stream costs one greenlet; the process holds one pub/sub connection fo
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import re
+import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import flask
@@ -87,6 +96,7 @@ class EventStream(ServerSentEventsBlueprint):  # type: ignore[misc]  # (flask-ss
         frames = _frames(
             services.db,
             services.wakeup_hub,
+            _feeds(),
             mission_id,
             run_id,
             after_id=last_event_id or 0,
@@ -99,6 +109,14 @@ class EventStream(ServerSentEventsBlueprint):  # type: ignore[misc]  # (flask-ss
 
 
 event_stream = EventStream("events", __name__)
+
+
+def _feeds() -> RunFeeds:
+    """The app's feeds (one set per process: each gunicorn worker has its own app)."""
+    feeds: RunFeeds | None = current_app.extensions.get("missions_feeds")
+    if feeds is None:
+        feeds = current_app.extensions["missions_feeds"] = RunFeeds()
+    return feeds
 
 
 def stream_run(mission_id: str, run_id: str, last_event_id: int | None) -> flask.Response:
@@ -125,9 +143,142 @@ def parse_last_event_id(header_value: str | None, query_value: str | None) -> in
     return None
 
 
+class RunFeed:
+    """The tail of one run's event log as this process last read it, shared by the run's streams.
+
+    N streams of one run woken by one wake-up make one read of the log, not N: the first stream that
+    needs events the feed does not hold reads them (after the feed's ``head``, the last id it has
+    read) while the others wait for that read, then every stream takes the events after its own
+    last id from the feed. Each event is formatted once, for all of them.
+
+    The feed holds every event of the run with an id in ``(floor, head]``, at most ``KEEP_FRAMES``
+    of them (the oldest are dropped first, raising ``floor``). A replay is read by its stream on
+    its own, page by page (a replay of a long run is never held in memory whole), and the first
+    stream whose replay has caught up seeds the feed with its last page (``seed``). A stream whose
+    last id is below ``floor``, or that comes before the feed is seeded, reads on its own.
+
+    ``events_after(after_id, announced)`` returns without a read when the feed already holds the
+    announced id; otherwise (or when nothing was announced: a poll) it waits for a read that
+    starts after the call, so an event committed before the call is never missed. A read that
+    fails wakes the waiters, and the next of them reads again (and meets the same failure, as a
+    stream reading on its own would)."""
+
+    KEEP_FRAMES = 2 * PAGE_SIZE
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.followers = 0  # streams of this process on the run (``RunFeeds`` drops the feed at 0)
+        self._changed = threading.Condition()
+        self._ids: list[int] = []
+        self._frames: list[Frame] = []
+        self._floor = 0
+        self._head: int | None = None  # None: nothing read yet
+        self._reading = False
+        self._reads_started = self._reads_done = 0
+        self.reads = 0  # reads of the log made for the feed (pages)
+
+    def events_after(self, db: Database, after_id: int, announced: int | None) -> list[Frame] | None:
+        """The frames after ``after_id``, oldest first, complete up to a read of the log that
+        started after this call (or that found ``announced``); None when ``after_id`` is older
+        than what the feed holds (the caller reads the log itself)."""
+        with self._changed:
+            wanted = self._reads_started + 1  # a read that starts from now on
+            while True:
+                if self._head is None or after_id < self._floor:
+                    return None
+                if self._reads_done >= wanted or (announced is not None and announced <= self._head):
+                    return self._frames[bisect.bisect_right(self._ids, after_id) :]
+                if not self._reading:
+                    break
+                self._changed.wait()
+            self._reading = True
+            self._reads_started += 1
+            start = self._head
+        try:
+            read = _read_all(db, self.run_id, start)
+        except BaseException:
+            with self._changed:  # the next waiter reads again
+                self._reading = False
+                self._changed.notify_all()
+            raise
+        with self._changed:
+            self._reading = False
+            self.reads += 1
+            self._append(start, read)
+            self._changed.notify_all()
+            if after_id < self._floor:
+                return None
+            return self._frames[bisect.bisect_right(self._ids, after_id) :]
+
+    def seed(self, after_id: int, page: list[Frame]) -> None:
+        """A stream read every event after ``after_id`` there was (``page``, the last page of its
+        replay): that is where the feed starts, unless another stream seeded it first."""
+        with self._changed:
+            if self._head is None:
+                self._floor = after_id
+                self._append(after_id, page)
+
+    def _append(self, start: int, read: list[Frame]) -> None:
+        self._ids += [frame.id for frame in read]
+        self._frames += read
+        self._head = self._ids[-1] if self._ids else start
+        self._reads_done = self._reads_started
+        extra = len(self._frames) - self.KEEP_FRAMES
+        if extra > 0:
+            self._floor = self._ids[extra - 1]
+            del self._ids[:extra], self._frames[:extra]
+
+
+class RunFeeds:
+    """The process's ``RunFeed``s, one per run that has streams here."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._feeds: dict[str, RunFeed] = {}
+
+    def join(self, run_id: str) -> RunFeed:
+        with self._lock:
+            feed = self._feeds.get(run_id)
+            if feed is None:
+                feed = self._feeds[run_id] = RunFeed(run_id)
+            feed.followers += 1
+            return feed
+
+    def leave(self, feed: RunFeed) -> None:
+        with self._lock:
+            feed.followers -= 1
+            if feed.followers <= 0 and self._feeds.get(feed.run_id) is feed:
+                del self._feeds[feed.run_id]
+
+    def __len__(self) -> int:
+        return len(self._feeds)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One event as it goes on the wire."""
+
+    id: int
+    done: bool  # the run's ``mission:done``: the stream ends after it
+    text: str
+
+
+def _read_all(db: Database, run_id: str, after_id: int) -> list[Frame]:
+    """Every event of ``run_id`` after ``after_id`` (in pages), formatted."""
+    frames: list[Frame] = []
+    while True:
+        with db.transaction() as conn:
+            page = event_log.fetch_events(conn, run_id, after_id, PAGE_SIZE)
+        frames += [_frame(event) for event in page]
+        if len(page) < PAGE_SIZE:
+            return frames
+        after_id = page[-1].id
+
+
 def _frames(
     db: Database,
     hub: WakeupHub,
+    feeds: RunFeeds,
     mission_id: str,
     run_id: str,
     *,
@@ -136,26 +287,34 @@ def _frames(
 ) -> Iterator[str]:
     # Subscribed (or given up on Redis after SUBSCRIBE_CONFIRM_SECONDS) before the replay below.
     wakeups = hub.listen(channel(mission_id), run_id, SUBSCRIBE_CONFIRM_SECONDS)
+    feed = feeds.join(run_id)
     try:
         yield f"retry: {RECONNECT_MILLISECONDS}\n\n"
         last_id = after_id
         last_sent = last_read = time.monotonic()
-        read_due = True  # the replay
+        read_due, announced = True, None  # the replay
         while True:
             if read_due:
                 last_read = time.monotonic()
                 while True:
-                    with db.transaction() as conn:
-                        page = event_log.fetch_events(conn, run_id, last_id, PAGE_SIZE)
-                    # The connection is back in the pool before a slow client can hold us up.
-                    for event in page:
-                        yield _format(event)
-                        last_id = event.id
-                        if event.type == event_log.MISSION_DONE:
-                            return
-                    if page:
+                    # No pooled connection is held past a read, so a slow client holds up no one.
+                    fresh = feed.events_after(db, last_id, announced)
+                    own = fresh is None
+                    if fresh is None:  # a replay, or behind what the feed holds: a page on its own
+                        with db.transaction() as conn:
+                            page = event_log.fetch_events(conn, run_id, last_id, PAGE_SIZE)
+                        fresh = [_frame(event) for event in page]
+                        if len(fresh) < PAGE_SIZE:  # caught up: what it read may start the feed
+                            feed.seed(last_id, fresh)
+                    if fresh:
+                        end = next((n + 1 for n, frame in enumerate(fresh) if frame.done), len(fresh))
+                        yield "".join(frame.text for frame in fresh[:end])
+                        last_id = fresh[end - 1].id
                         last_sent = time.monotonic()
-                    if len(page) < PAGE_SIZE:
+                        if fresh[end - 1].done:
+                            return
+                    # The feed's answer is complete; a page of its own may have a next one.
+                    if not own or len(fresh) < PAGE_SIZE:
                         break
             now = time.monotonic()
             if now - last_sent >= heartbeat_seconds:
@@ -170,12 +329,19 @@ def _frames(
                 last_sent + heartbeat_seconds - now,
                 last_read + poll - now,
             )
-            woken = wakeups.wait(max(0.0, timeout), after_id=last_id)
+            woken, announced = wakeups.wait_for(max(0.0, timeout), after_id=last_id)
             if wakeups.released:
                 return  # the process is stopping; the client reconnects after what it has seen
             read_due = woken or time.monotonic() - last_read >= poll
+            if not woken:
+                announced = None
     finally:
+        feeds.leave(feed)
         wakeups.close()
+
+
+def _frame(event: event_log.StoredEvent) -> Frame:
+    return Frame(event.id, event.type == event_log.MISSION_DONE, _format(event))
 
 
 def _format(event: event_log.StoredEvent) -> str:

@@ -71,7 +71,9 @@ def test_request_bodies_are_the_schemas_the_routes_load_with(app: Flask) -> None
     assert create["security"] == [{"bearer": []}]
     assert spec["paths"]["/healthz"]["get"]["security"] == []
     list_params = {p["name"] for p in spec["paths"]["/v1/missions"]["get"]["parameters"]}
-    assert list_params == {"status", "limit", "offset"}
+    assert list_params == {"status", "limit", "offset", "after"}
+    for path in ("/v1/missions", "/v1/missions/{missionId}/runs", "/v1/missions/{missionId}/fires"):
+        assert set(spec["paths"][path]["get"]["responses"]["200"]["headers"]) == {"X-Next-Cursor", "Link"}
 
 
 def test_the_spec_and_the_docs_page_are_served_without_a_key(client: FlaskClient) -> None:
@@ -234,7 +236,10 @@ def test_the_event_streams_are_served_as_documented(app: Flask, client: FlaskCli
     events = spec["paths"]["/v1/missions/{missionId}/events"]["get"]
     assert list(execute["responses"]["200"]["content"]) == ["text/event-stream"]
     assert list(execute["responses"]["202"]["content"]) == ["application/json"]
-    assert list(events["responses"]["200"]["content"]) == ["text/event-stream"]
+    assert list(events["responses"]["200"]["content"]) == ["text/event-stream", "application/json"]
+    assert events["responses"]["200"]["content"]["application/json"]["schema"]["items"] == {
+        "$ref": "#/components/schemas/Event"
+    }
     header = next(p for p in events["parameters"] if p["name"] == "Last-Event-ID")
     assert header["in"] == "header"
     query = next(p for p in events["parameters"] if p["name"] == "lastEventId")

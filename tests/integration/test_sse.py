@@ -174,6 +174,24 @@ def has(event_type: str) -> Callable[[list[SseEvent]], bool]:
     return lambda events: any(e.event == event_type for e in events)
 
 
+def counting_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The run of every read of the log from now on (streams' and feeds' alike)."""
+    reads: list[str] = []
+    fetch = event_log.fetch_events
+    monkeypatch.setattr(
+        event_log, "fetch_events", lambda conn, run_id, *a: reads.append(run_id) or fetch(conn, run_id, *a)
+    )
+    return reads
+
+
+def commit_and_publish(database_url: str, redis_url: str, kinds: list[str], data: dict[str, Any] | None = None) -> None:
+    """Commit events of RUN one by one and publish the wake-up of each, as a worker's steps do."""
+    with psycopg.connect(database_url, autocommit=True) as conn, redis.Redis.from_url(redis_url) as client:
+        conn.row_factory = psycopg.rows.dict_row
+        for kind in kinds:
+            publish_wakeup(client, MISSION, RUN, append(conn, kind, data))
+
+
 # --- replay ----------------------------------------------------------------------------------
 
 
@@ -273,15 +291,8 @@ def test_live_events_arrive_on_their_wakeup_without_waiting_for_the_poll(
     stream = open_stream()
     assert [e.event for e in stream.events_until(count(1))] == ["mission:status"]
 
-    def worker_commits_and_publishes() -> None:
-        with psycopg.connect(database_url, autocommit=True) as conn, redis.Redis.from_url(redis_url) as client:
-            conn.row_factory = psycopg.rows.dict_row
-            for event_type in ("task:status", "task:output", "mission:done"):
-                event_id = append(conn, event_type)
-                publish_wakeup(client, MISSION, RUN, event_id)
-
     started = time.monotonic()
-    later(0.3, worker_commits_and_publishes).join(timeout=5)
+    later(0.3, lambda: commit_and_publish(database_url, redis_url, ["task:status", "task:output", "mission:done"]))
     live = stream.rest(timeout=5)
 
     assert time.monotonic() - started < 5
@@ -332,11 +343,8 @@ def test_a_stream_reads_the_log_itself_while_the_hub_cannot(
 def test_idle_streams_do_not_each_poll_the_log(
     db: psycopg.Connection, open_stream: Callable[..., OpenStream], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    reads: list[str] = []
-    fetch, latest = event_log.fetch_events, event_log.latest_event_ids
-    monkeypatch.setattr(
-        event_log, "fetch_events", lambda conn, run_id, *a: reads.append(run_id) or fetch(conn, run_id, *a)
-    )
+    reads = counting_reads(monkeypatch)
+    latest = event_log.latest_event_ids
     hub_reads: list[list[str]] = []
     monkeypatch.setattr("workers.wiring.latest_event_ids", lambda conn, ids: hub_reads.append(ids) or latest(conn, ids))
     append(db, "mission:status", {"status": "active"})
@@ -348,6 +356,78 @@ def test_idle_streams_do_not_each_poll_the_log(
     assert len(reads) == replays  # no stream read the log again: nothing new
     assert 1 <= len(hub_reads) - polls <= 4  # the hub did, about once a second, for all ten
     assert sorted(hub_reads[-1]) == [RUN, OTHER_RUN]
+
+
+@pytest.mark.usefixtures("runs")
+def test_the_followers_of_one_run_share_one_read_of_the_log_per_wakeup(
+    db: psycopg.Connection,
+    database_url: str,
+    redis_url: str,
+    open_stream: Callable[..., OpenStream],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    append(db, "mission:status", {"status": "active"})
+    streams = [open_stream() for _ in range(8)]
+    for stream in streams:
+        assert [e.event for e in stream.events_until(count(1))] == ["mission:status"]
+    reads = counting_reads(monkeypatch)
+
+    with psycopg.connect(database_url, row_factory=psycopg.rows.dict_row) as conn:  # one commit
+        last = [append(conn, "task:output", {"chunk": str(n)}) for n in range(3)][-1]
+    with redis.Redis.from_url(redis_url) as client:
+        publish_wakeup(client, MISSION, RUN, last)
+
+    for stream in streams:
+        assert stream.events_until(count(3)) == stored(db)[1:]
+    assert reads == [RUN]  # one read for the eight of them
+
+
+@pytest.mark.usefixtures("runs")
+def test_a_follower_further_back_than_the_shared_feed_still_gets_every_event_in_order(
+    db: psycopg.Connection,
+    database_url: str,
+    redis_url: str,
+    open_stream: Callable[..., OpenStream],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sse, "PAGE_SIZE", 3)
+    monkeypatch.setattr(sse.RunFeed, "KEEP_FRAMES", 4)  # the feed drops all but the last 4 events
+    ids = [append(db, "task:output", {"chunk": str(n)}) for n in range(10)]
+    live = open_stream()
+    assert live.events_until(count(10)) == stored(db)
+
+    commit_and_publish(database_url, redis_url, ["task:output"] * 5, {"chunk": "live"})
+    assert live.events_until(count(5)) == stored(db)[10:]
+    behind = open_stream(headers={"Last-Event-ID": str(ids[1])})  # far behind the feed's 4
+    append(db, "mission:done")
+    with redis.Redis.from_url(redis_url) as client:
+        publish_wakeup(client, MISSION, RUN, ids[-1] + 100)
+
+    assert behind.rest() == stored(db)[2:]
+    assert live.rest() == stored(db)[15:]
+
+
+@pytest.mark.usefixtures("runs")
+def test_followers_that_start_at_different_events_each_get_exactly_the_events_after_theirs(
+    db: psycopg.Connection, database_url: str, redis_url: str, open_stream: Callable[..., OpenStream]
+) -> None:
+    ids = [append(db, "task:status", {"n": n}) for n in range(6)]
+    streams = {after: open_stream(headers={"Last-Event-ID": str(ids[after])}) for after in (0, 2, 4, 5)}
+
+    later(0.1, lambda: commit_and_publish(database_url, redis_url, ["task:output", "task:output", "mission:done"]))
+    for after, stream in streams.items():
+        assert stream.rest() == stored(db)[after + 1 :]
+
+
+def test_a_run_feed_is_dropped_with_its_last_follower() -> None:
+    feeds = sse.RunFeeds()
+    first, second = feeds.join(RUN), feeds.join(RUN)
+    assert first is second and len(feeds) == 1
+    feeds.leave(first)
+    assert len(feeds) == 1
+    feeds.leave(second)
+    assert len(feeds) == 0
+    assert feeds.join(RUN) is not first  # a new follower starts a fresh feed
 
 
 @pytest.mark.usefixtures("runs")

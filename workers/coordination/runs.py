@@ -183,9 +183,11 @@ def get_run(conn: Connection, project_id: str, mission_id: str, run_id: str) -> 
     return row
 
 
-def list_runs(conn: Connection, project_id: str, mission_id: str, limit: int, offset: int) -> list[dict[str, Any]]:
+def list_runs(
+    conn: Connection, project_id: str, mission_id: str, limit: int, offset: int = 0, after: int | None = None
+) -> list[dict[str, Any]]:
     missions.get_mission(conn, project_id, mission_id)
-    return runs.list_runs(conn, mission_id, limit, offset)
+    return runs.list_runs(conn, mission_id, limit, offset, after)
 
 
 def latest_run_id(conn: Connection, project_id: str, mission_id: str) -> str:

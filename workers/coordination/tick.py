@@ -9,6 +9,8 @@ coordinator step they feed; lost attempts are marked in the same transaction as 
   (``DeadlineReached``);
 - lost workers: a running attempt whose heartbeat is older than ``worker_lost_seconds``
   (``WorkerLost``); an assessment whose heartbeat stopped is simply run again;
+- retention, last: what the ``MISSIONS_RETAIN_*_DAYS`` settings no longer keep is deleted in small
+  batches for at most ``retention_seconds`` (``workers.store.retention``; off by default);
 - lost messages: a queued attempt that no worker has claimed for ``requeue_seconds`` is sent again
   (the message was never sent, or Redis lost it); claims make duplicates harmless. While the broker
   queue is not empty the attempt may just be waiting in it, so the gaps between the re-sends of one
@@ -43,7 +45,7 @@ from orchestrator.engine import TaskClaimed, WorkerLost, timer_event
 from workers.coordination import schedules
 from workers.coordination.advance import Coordinator
 from workers.coordination.outcome import Resender
-from workers.store import attempts, timers
+from workers.store import attempts, retention, timers
 from workers.store.db import is_transient
 from workers.store.missions import Limits
 from workers.support import metrics
@@ -64,6 +66,7 @@ class TickReport:
     lost: int = 0
     reassessed: int = 0
     resent: int = 0
+    pruned: int = 0  # rows retention deleted or cleared
     failed: int = 0  # items (or parts) that raised, were logged and skipped
 
 
@@ -241,6 +244,21 @@ def fire_schedules(
             failures.count += len(failed)  # (logged and counted by part there)
 
 
+def apply_retention(coordinator: Coordinator, settings: Settings, now: datetime) -> int:
+    """Delete what the retention settings no longer keep, for at most ``retention_seconds``
+    (``workers.store.retention``); a failed batch rolls back alone and the next tick goes on."""
+    pruned = retention.prune(coordinator.db, retention.Policy.from_settings(settings), now)
+    if pruned.total:
+        log.info(
+            "retention: deleted %d runs and %d events, cleared %d attempts' prompts and outputs (%d batches)",
+            pruned.runs,
+            pruned.events,
+            pruned.outputs,
+            pruned.batches,
+        )
+    return pruned.total
+
+
 def _part(failures: Failures, part: str, run: Callable[[], int]) -> int:
     """Run one part of the tick in its own guard: when it raises (its items are guarded on their
     own, so this is its scan failing), the next part still runs."""
@@ -266,5 +284,7 @@ def tick(coordinator: Coordinator, resender: Resender, settings: Settings, now: 
     report.resent = _part(
         failures, "lost_messages", lambda: resend_lost_messages(coordinator, resender, settings, now, failures)
     )
+    # Last: what is left of the tick's time goes to deleting history (bounded by its own setting).
+    report.pruned = _part(failures, "retention", lambda: apply_retention(coordinator, settings, now))
     report.failed = failures.count
     return report

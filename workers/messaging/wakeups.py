@@ -159,14 +159,19 @@ class Listener:
 
     def wait(self, timeout: float, *, after_id: int) -> bool:
         """Wait up to ``timeout`` seconds; True when a wake-up may announce an event after ``after_id``."""
+        return self.wait_for(timeout, after_id=after_id)[0]
+
+    def wait_for(self, timeout: float, *, after_id: int) -> tuple[bool, int | None]:
+        """``wait``, and the highest event id announced meanwhile (None when a wake-up did not say,
+        or none came): a reader that already holds that id need not read the log again."""
         with self._lock:
             self._after = max(self._after, after_id)
         if not self._woken.wait(timeout):
-            return False
+            return False, None
         with self._lock:  # cleared before the caller reads the log: a later wake-up sets it again
             self._woken.clear()
             latest, self._latest = self._latest, 0
-        return latest is None or latest > after_id
+        return latest is None or latest > after_id, latest
 
     def close(self) -> None:
         self.hub.leave(self)

@@ -22,6 +22,7 @@ from workers.store.queries import query
 MISSION_DONE = "mission:done"
 
 FETCH_EVENTS = query("fetch_events")
+LIST_EVENTS = query("list_events")
 DONE_EVENT_AT_OR_BEFORE = query("done_event_at_or_before")
 LATEST_EVENT_IDS = query("latest_event_ids")
 
@@ -46,11 +47,16 @@ def fetch_events(conn: Connection, run_id: str, after_id: int, limit: int = 500)
         ]
 
 
+def list_events(conn: Connection, run_id: str, after_id: int, limit: int) -> list[dict[str, Any]]:
+    """``fetch_events`` as rows with their ``created_at`` (the JSON page of the log; expects dict rows)."""
+    return [dict(row) for row in conn.execute(LIST_EVENTS, {"run_id": run_id, "after_id": after_id, "limit": limit})]
+
+
 def ended_at_or_before(conn: Connection, run_id: str, event_id: int) -> bool:
     """True when the run's ``mission:done`` event has an id of at most ``event_id``: a client that
     has seen ``event_id`` has seen the whole run."""
     with conn.cursor() as cursor:
-        cursor.execute(DONE_EVENT_AT_OR_BEFORE, {"run_id": run_id, "type": MISSION_DONE, "event_id": event_id})
+        cursor.execute(DONE_EVENT_AT_OR_BEFORE, {"run_id": run_id, "event_id": event_id})  # (MISSION_DONE)
         return cursor.fetchone() is not None
 
 

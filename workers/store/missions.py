@@ -31,6 +31,9 @@ LOCK_MISSION = query("lock_mission")
 SELECT_MISSION_TASKS = query("select_mission_tasks")
 SELECT_MISSION_TO_RUN = query("select_mission_to_run")
 LIST_MISSIONS = query("list_missions")
+LIST_MISSIONS_WITH_STATUS = query("list_missions_with_status")
+LIST_MISSIONS_AFTER = query("list_missions_after")
+LIST_MISSIONS_WITH_STATUS_AFTER = query("list_missions_with_status_after")
 LIST_RESUMABLE = query("list_resumable_missions")
 INSERT_MISSION = query("insert_mission")
 INSERT_TASK = query("insert_task")
@@ -258,10 +261,23 @@ def mission_to_run(
 
 
 def list_missions(
-    conn: psycopg.Connection[Any], project_id: str, *, status: str | None, limit: int, offset: int
+    conn: psycopg.Connection[Any],
+    project_id: str,
+    *,
+    status: str | None,
+    limit: int,
+    offset: int = 0,
+    after: tuple[datetime, str] | None = None,
 ) -> list[dict[str, Any]]:
-    params = {"project_id": project_id, "status": status, "limit": limit, "offset": offset}
-    return [dict(row) for row in conn.execute(LIST_MISSIONS, params)]
+    """A page of the project's missions, oldest first: ``offset`` rows in, or (keyset) those after
+    the ``(created_at, id)`` of the last mission of the previous page."""
+    params: dict[str, Any] = {"project_id": project_id, "status": status, "limit": limit, "offset": offset}
+    if after is None:
+        statement = LIST_MISSIONS if status is None else LIST_MISSIONS_WITH_STATUS
+    else:
+        params["created_at"], params["id"] = after
+        statement = LIST_MISSIONS_AFTER if status is None else LIST_MISSIONS_WITH_STATUS_AFTER
+    return [dict(row) for row in conn.execute(statement, params)]
 
 
 def list_resumable(conn: psycopg.Connection[Any], project_id: str) -> list[dict[str, Any]]:

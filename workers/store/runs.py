@@ -10,6 +10,7 @@ from workers.store.queries import query
 
 GET_RUN = query("get_run")
 LIST_RUNS = query("list_runs")
+LIST_RUNS_AFTER = query("list_runs_after")
 PROJECT_AGENTS_NAMED = query("project_agents_named")
 
 
@@ -19,9 +20,15 @@ def get_run(conn: Connection, mission_id: str, run_id: str) -> dict[str, Any] | 
     return dict(row) if row is not None else None
 
 
-def list_runs(conn: Connection, mission_id: str, limit: int, offset: int) -> list[dict[str, Any]]:
-    """The mission's runs, newest first."""
-    rows = conn.execute(LIST_RUNS, {"mission_id": mission_id, "limit": limit, "offset": offset}).fetchall()
+def list_runs(
+    conn: Connection, mission_id: str, limit: int, offset: int = 0, after: int | None = None
+) -> list[dict[str, Any]]:
+    """The mission's runs, newest first: ``offset`` rows in, or (keyset) those with a number below
+    ``after`` (the last run of the previous page)."""
+    if after is None:
+        rows = conn.execute(LIST_RUNS, {"mission_id": mission_id, "limit": limit, "offset": offset}).fetchall()
+    else:
+        rows = conn.execute(LIST_RUNS_AFTER, {"mission_id": mission_id, "limit": limit, "number": after}).fetchall()
     return [dict(r) for r in rows]
 
 

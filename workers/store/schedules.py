@@ -16,6 +16,7 @@ SET_FIRE_RUN = query("set_fire_run")
 CLEAR_NEXT_RUN = query("clear_next_run")
 ADVANCE = query("advance_schedule")
 LIST_FIRES = query("list_fires")
+LIST_FIRES_AFTER = query("list_fires_after")
 
 
 def due(conn: Connection, now: datetime, limit: int) -> list[str]:
@@ -56,5 +57,13 @@ def advance(conn: Connection, mission_id: str, next_run_at: datetime | None, sta
     conn.execute(ADVANCE, {"id": mission_id, "next_run_at": next_run_at, "status": status, "now": now})
 
 
-def list_fires(conn: Connection, mission_id: str, limit: int, offset: int) -> list[dict[str, Any]]:
-    return [dict(r) for r in conn.execute(LIST_FIRES, {"mission_id": mission_id, "limit": limit, "offset": offset})]
+def list_fires(
+    conn: Connection, mission_id: str, limit: int, offset: int = 0, after: datetime | None = None
+) -> list[dict[str, Any]]:
+    """The mission's fires, newest first: ``offset`` rows in, or (keyset) those before ``after``
+    (the fire time of the last fire of the previous page)."""
+    if after is None:
+        rows = conn.execute(LIST_FIRES, {"mission_id": mission_id, "limit": limit, "offset": offset})
+    else:
+        rows = conn.execute(LIST_FIRES_AFTER, {"mission_id": mission_id, "limit": limit, "fire_at": after})
+    return [dict(r) for r in rows]

@@ -65,7 +65,9 @@ CREATE TABLE missions (
     updated_at       timestamptz NOT NULL DEFAULT now(),
     UNIQUE (project_id, name)
 );
-CREATE INDEX missions_project_status ON missions (project_id, status, created_at);
+-- Keyset pages of a project's missions (by created_at, then id), with or without a status.
+CREATE INDEX missions_project_status ON missions (project_id, status, created_at, id);
+CREATE INDEX missions_project_created ON missions (project_id, created_at, id);
 -- The beat tick's scan for schedules that are due.
 CREATE INDEX missions_next_run_at ON missions (next_run_at) WHERE next_run_at IS NOT NULL;
 
@@ -106,10 +108,18 @@ CREATE TABLE runs (
     finished_at     timestamptz,
     spec_version    integer NOT NULL DEFAULT 0,
     state_token     text,
+    events_pruned   boolean NOT NULL DEFAULT false,
+    outputs_pruned  boolean NOT NULL DEFAULT false,
     UNIQUE (mission_id, number)
 );
 CREATE INDEX runs_mission_number ON runs (mission_id, number DESC);
 CREATE INDEX runs_active ON runs (status) WHERE status IN ('active', 'paused');
+-- Retention (workers/store/retention.py): finished runs in the order they finished, and those whose
+-- events, or attempts' prompts and outputs, the tick has not pruned yet. events_pruned and
+-- outputs_pruned say it has (a pruned run keeps its mission:done event and its attempts' usage).
+CREATE INDEX runs_finished ON runs (finished_at) WHERE finished_at IS NOT NULL;
+CREATE INDEX runs_events_unpruned ON runs (finished_at) WHERE finished_at IS NOT NULL AND NOT events_pruned;
+CREATE INDEX runs_outputs_unpruned ON runs (finished_at) WHERE finished_at IS NOT NULL AND NOT outputs_pruned;
 
 -- The state of each task of a run, one row per task, so that a coordinator step writes only the
 -- tasks it changed. version is the run version that last wrote the row: run_tasks_changes finds
@@ -184,6 +194,8 @@ CREATE TABLE events (
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX events_run_id ON events (run_id, id);
+-- Whether a run ended at or before an id: one probe of its mission:done event.
+CREATE INDEX events_run_done ON events (run_id, id) WHERE type = 'mission:done';
 
 
 -- Schedules ---------------------------------------------------------------------------------------
@@ -201,6 +213,8 @@ CREATE TABLE schedule_fires (
     recorded_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (mission_id, fire_at)
 );
+-- Deleting a run (retention, or its mission) sets its fires' run_id to NULL through this index.
+CREATE INDEX schedule_fires_run ON schedule_fires (run_id) WHERE run_id IS NOT NULL;
 
 
 -- Migration bookkeeping ---------------------------------------------------------------------------

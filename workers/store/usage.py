@@ -53,6 +53,7 @@ class MissionUsage:
 
 RUN_TOTALS = query("run_totals")
 MISSION_USAGE = query("mission_usage")
+RUNS_USAGE = query("runs_usage")
 
 
 def _totals(row: Mapping[str, Any]) -> Totals:
@@ -81,3 +82,16 @@ def mission_usage(conn: psycopg.Connection[Any], mission_id: str) -> MissionUsag
         else:
             total = _totals(row)
     return MissionUsage(total, runs, tasks)
+
+
+def runs_usage(conn: psycopg.Connection[Any], run_ids: list[str]) -> MissionUsage:
+    """The totals of ``run_ids`` and of each of their tasks (``total`` is left empty): what a page of
+    runs shows, read from those runs' attempts only, however many runs the mission has."""
+    runs: dict[str, Totals] = {}
+    tasks: dict[tuple[str, str], Totals] = {}
+    for row in conn.execute(RUNS_USAGE, {"run_ids": run_ids}).fetchall():
+        if int(row["level"]) == 0:
+            tasks[(row["run_id"], row["task_id"])] = _totals(row)
+        else:
+            runs[row["run_id"]] = _totals(row)
+    return MissionUsage(Totals(), runs, tasks)

@@ -48,7 +48,15 @@ HISTOGRAMS: dict[str, tuple[float, ...]] = {
     "assessment_score": (1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0),
 }
 # The parts whose failures are isolated: the tick's (workers.coordination.tick), the SSE wake-up hub's.
-ISOLATED_PARTS = ("schedules", "timers", "lost_workers", "stale_assessments", "lost_messages", "wakeup_hub")
+ISOLATED_PARTS = (
+    "schedules",
+    "timers",
+    "lost_workers",
+    "stale_assessments",
+    "lost_messages",
+    "wakeup_hub",
+    "retention",
+)
 FLUSH_SECONDS = 1.0
 
 

@@ -8,10 +8,20 @@ SELECT id, type, data, created_at
  ORDER BY id
  LIMIT %(limit)s
 
+-- name: list_events
+-- A page of a run's event log for the JSON list: fetch_events with each event's time.
+SELECT id, type, data, created_at
+  FROM events
+ WHERE run_id = %(run_id)s AND id > %(after_id)s
+ ORDER BY id
+ LIMIT %(limit)s
+
 -- name: done_event_at_or_before
+-- The type is written out, not a parameter: that is what lets a cached (generic) plan use the
+-- partial index events_run_done.
 SELECT 1
   FROM events
- WHERE run_id = %(run_id)s AND type = %(type)s AND id <= %(event_id)s
+ WHERE run_id = %(run_id)s AND type = 'mission:done' AND id <= %(event_id)s
  LIMIT 1
 
 -- name: latest_event_ids

@@ -39,13 +39,42 @@ SELECT m.id, m.project_id, m.name, m.status, m.document, m.execution_count, m.la
    FOR UPDATE OF m
 
 -- name: list_missions
--- A page of the project's missions, optionally of one status (NULL: any), oldest first.
+-- A page of the project's missions, oldest first (missions_project_created gives the order).
 SELECT m.id, m.name, m.status, m.execution_count, m.document->'qualityThreshold' AS quality_threshold,
-       (SELECT count(*) FROM tasks t WHERE t.mission_id = m.id) AS task_count
+       m.created_at, (SELECT count(*) FROM tasks t WHERE t.mission_id = m.id) AS task_count
   FROM missions m
- WHERE m.project_id = %(project_id)s AND (%(status)s::text IS NULL OR m.status = %(status)s)
+ WHERE m.project_id = %(project_id)s
  ORDER BY m.created_at, m.id
  LIMIT %(limit)s OFFSET %(offset)s
+
+-- name: list_missions_with_status
+-- list_missions for missions of one status (missions_project_status): a statement of its own, as a
+-- cached plan of "status IS NULL OR status = x" could use neither index well.
+SELECT m.id, m.name, m.status, m.execution_count, m.document->'qualityThreshold' AS quality_threshold,
+       m.created_at, (SELECT count(*) FROM tasks t WHERE t.mission_id = m.id) AS task_count
+  FROM missions m
+ WHERE m.project_id = %(project_id)s AND m.status = %(status)s
+ ORDER BY m.created_at, m.id
+ LIMIT %(limit)s OFFSET %(offset)s
+
+-- name: list_missions_after
+-- The page of the project's missions after a cursor (created_at, id) of the previous page: read in
+-- the order of missions_project_created, so a deep page costs what the first one does.
+SELECT m.id, m.name, m.status, m.execution_count, m.document->'qualityThreshold' AS quality_threshold,
+       m.created_at, (SELECT count(*) FROM tasks t WHERE t.mission_id = m.id) AS task_count
+  FROM missions m
+ WHERE m.project_id = %(project_id)s AND (m.created_at, m.id) > (%(created_at)s, %(id)s)
+ ORDER BY m.created_at, m.id
+ LIMIT %(limit)s
+
+-- name: list_missions_with_status_after
+-- list_missions_after for missions of one status (missions_project_status).
+SELECT m.id, m.name, m.status, m.execution_count, m.document->'qualityThreshold' AS quality_threshold,
+       m.created_at, (SELECT count(*) FROM tasks t WHERE t.mission_id = m.id) AS task_count
+  FROM missions m
+ WHERE m.project_id = %(project_id)s AND m.status = %(status)s AND (m.created_at, m.id) > (%(created_at)s, %(id)s)
+ ORDER BY m.created_at, m.id
+ LIMIT %(limit)s
 
 -- name: list_resumable_missions
 -- The project's paused missions, with why their latest run paused.

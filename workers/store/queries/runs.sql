@@ -298,6 +298,12 @@ SELECT id, mission_id, number, status, pause_reason, pause_message, failure_reas
        started_at, finished_at
   FROM runs WHERE mission_id = %(mission_id)s ORDER BY number DESC LIMIT %(limit)s OFFSET %(offset)s
 
+-- name: list_runs_after
+-- The page of a mission's runs older than run number %(number)s (a cursor), newest first.
+SELECT id, mission_id, number, status, pause_reason, pause_message, failure_reason, created_at,
+       started_at, finished_at
+  FROM runs WHERE mission_id = %(mission_id)s AND number < %(number)s ORDER BY number DESC LIMIT %(limit)s
+
 -- name: project_agents_named
 -- The documents of the project's reusable agents with these names (frozen into a run's team).
 SELECT name, document FROM agents WHERE project_id = %(project_id)s AND name = ANY(%(names)s)

@@ -33,3 +33,8 @@ UPDATE missions SET next_run_at = %(next_run_at)s, status = coalesce(%(status)s,
 -- name: list_fires
 SELECT fire_at, status, reason, run_id, recorded_at FROM schedule_fires
  WHERE mission_id = %(mission_id)s ORDER BY fire_at DESC LIMIT %(limit)s OFFSET %(offset)s
+
+-- name: list_fires_after
+-- The page of a mission's fires before %(fire_at)s (a cursor), newest first (the primary key's order).
+SELECT fire_at, status, reason, run_id, recorded_at FROM schedule_fires
+ WHERE mission_id = %(mission_id)s AND fire_at < %(fire_at)s ORDER BY fire_at DESC LIMIT %(limit)s
