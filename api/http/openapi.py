@@ -27,7 +27,7 @@ from marshmallow import EXCLUDE, Schema, fields, validate
 
 from api.http import schemas
 from api.http.limits import LIMIT_REQUEST_FIELD_SIZE, LIMIT_REQUEST_FIELDS, LIMIT_REQUEST_LINE
-from orchestrator.engine import MissionStatus, TaskStatus
+from orchestrator.engine import AttemptStatus, MissionStatus, TaskStatus
 
 TITLE = "Missions API"
 MISSION_STATUSES = [s.value for s in MissionStatus]
@@ -170,8 +170,9 @@ class RunTaskSchema(_TaskResults):
     status = fields.String(validate=validate.OneOf(TASK_STATUSES))
 
 
-class RunSchema(_Out):
-    id = fields.String(required=True, metadata={"example": "run_0a1b2c3d4e5f6a7b8c9d0e1f"})
+class _RunHead(_Out):
+    """What a run and its report both start with."""
+
     missionId = fields.String(required=True)
     number = fields.Integer(required=True, metadata={"description": "1 for the first run of the mission."})
     status = fields.String(required=True, validate=validate.OneOf(MISSION_STATUSES))
@@ -181,6 +182,10 @@ class RunSchema(_Out):
     createdAt = fields.String(allow_none=True, metadata={"format": "date-time"})
     startedAt = fields.String(allow_none=True, metadata={"format": "date-time"})
     finishedAt = fields.String(allow_none=True, metadata={"format": "date-time"})
+
+
+class RunSchema(_RunHead):
+    id = fields.String(required=True, metadata={"example": "run_0a1b2c3d4e5f6a7b8c9d0e1f"})
     usage = fields.Nested(UsageSchema, metadata={"description": "Tokens and cost of this run."})
     tasks = fields.List(fields.Nested(RunTaskSchema), metadata={"description": "Absent in the run list."})
 
@@ -191,6 +196,124 @@ class FireSchema(_Out):
     reason = fields.String(metadata={"description": "Why a fire was skipped, e.g. a run was still active."})
     runId = fields.String(metadata={"description": "The run a started fire created."})
     recordedAt = fields.String(required=True, metadata={"format": "date-time"})
+
+
+def _seconds(description: str) -> fields.Float:
+    return fields.Float(allow_none=True, metadata={"description": description})
+
+
+def _time(description: str) -> fields.String:
+    return fields.String(allow_none=True, metadata={"format": "date-time", "description": description})
+
+
+class EscalationSchema(_Out):
+    escalated = fields.Boolean(required=True, metadata={"description": "A fallback agent or an escalated model ran."})
+    fallbackAgent = fields.Boolean(required=True, metadata={"description": "The attempt ran a `fallbackAgent`."})
+    escalatedModel = fields.Boolean(required=True, metadata={"description": "The attempt ran the `escalateModel`."})
+
+
+class CriterionResultSchema(_Out):
+    type = fields.String(required=True, metadata={"description": "`criterion`, `contains`, `regex`, `command`, ..."})
+    criterion = fields.String(required=True, metadata={"description": "The criterion, or the check's label."})
+    score = fields.Float(required=True, metadata={"description": "1-5 (a deterministic check scores 5 or 1)."})
+    reason = fields.String(required=True, metadata={"description": "The judge's (or the check's) reason."})
+    weight = fields.Float(required=True)
+
+
+class AssessmentSchema(_Out):
+    score = fields.Float(allow_none=True, metadata={"description": "The weighted score; null when it failed."})
+    threshold = fields.Float(required=True, metadata={"description": "The mission's `qualityThreshold`."})
+    passed = fields.Boolean(required=True)
+    error = _nullable_text("Why the assessment itself failed.")
+    judge = _nullable_text("The judge model, when a criterion needed one.")
+    criteria = fields.List(fields.Nested(CriterionResultSchema), required=True)
+
+
+class SpentSchema(_Out):
+    tokensIn = fields.Integer(required=True)
+    tokensOut = fields.Integer(required=True)
+    costUsd = fields.Float(required=True, metadata={"description": "Estimated from the price table."})
+
+
+class JudgeUsageSchema(SpentSchema):
+    model = _nullable_text("The judge model.")
+
+
+class AttemptSchema(_Out):
+    attempt = fields.Integer(required=True, metadata={"description": "1 for the first attempt of the task in the run."})
+    status = fields.String(
+        required=True,
+        validate=validate.OneOf([s.value for s in AttemptStatus]),
+        metadata={"description": "An attempt never goes back: a failed one stays failed while its task is retried."},
+    )
+    agent = _nullable_text("The agent that ran it.")
+    model = _nullable_text("Its model (`provider/model`).")
+    worker = _nullable_text("The worker that claimed it.")
+    escalation = fields.Nested(
+        EscalationSchema, allow_none=True, metadata={"description": "Null once the task left the run."}
+    )
+    prompt = _nullable_text("The prompt the agent was given (with earlier failures and feedback).")
+    output = _nullable_text("What the agent produced (untrusted text).")
+    error = _nullable_text("Why it failed or was cancelled.")
+    queuedAt = _time("Queued.")
+    lastSentAt = _time("Last sent to the broker (sent again while no worker claimed it).")
+    startedAt = _time("Claimed by a worker: the agent started.")
+    assessingAt = _time("The agent finished and the assessment began (null without one).")
+    finishedAt = _time("The attempt ended (null while queued, running or assessing).")
+    heartbeatAt = _time("The worker's last heartbeat.")
+    queueSeconds = _seconds("From queued to started.")
+    agentSeconds = _seconds("From started to the agent's end.")
+    assessmentSeconds = _seconds("From the agent's end to the verdict.")
+    durationSeconds = _seconds("From started to finished.")
+    tokensIn = fields.Integer(required=True, metadata={"description": "The agent's own."})
+    tokensOut = fields.Integer(required=True)
+    costUsd = fields.Float(required=True, metadata={"description": "The agent's own, estimated from the price table."})
+    judge = fields.Nested(JudgeUsageSchema, required=True, metadata={"description": "What judging it cost."})
+    usage = fields.Nested(SpentSchema, required=True, metadata={"description": "Agent and judge together."})
+    files = fields.List(
+        fields.Dict(), required=True, metadata={"description": '`[{"type": "file", "path": ..., "characters": n}]`.'}
+    )
+    assessment = fields.Nested(AssessmentSchema, allow_none=True, metadata={"description": "Null until assessed."})
+
+
+class AttemptPageSchema(_Out):
+    attempts = fields.List(fields.Nested(AttemptSchema), required=True)
+    nextAfter = fields.Integer(
+        allow_none=True, metadata={"description": "Send as `after` for the next page; null on the last page."}
+    )
+
+
+class ReportTaskSchema(SpentSchema):
+    id = fields.String(required=True)
+    title = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(TASK_STATUSES))
+    attempts = fields.Integer(required=True)
+    score = fields.Float(allow_none=True, metadata={"description": "Its latest attempt's score."})
+    durationSeconds = _seconds("From its first attempt queued to its last attempt's end, retries included.")
+    workSeconds = fields.Float(required=True, metadata={"description": "Its attempts' time from start to end, summed."})
+
+
+class ReportTotalsSchema(SpentSchema):
+    tasks = fields.Integer(required=True)
+    tasksByStatus = fields.Dict(
+        keys=fields.String(),
+        values=fields.Integer(),
+        required=True,
+        metadata={"description": "Every status, 0 or more."},
+    )
+    scoredTasks = fields.Integer(required=True)
+    attempts = fields.Integer(required=True)
+    workSeconds = fields.Float(required=True)
+
+
+class ReportSchema(_RunHead):
+    runId = fields.String(required=True)
+    durationSeconds = _seconds("From start to finish, or to now while it has not finished.")
+    averageScore = fields.Float(
+        allow_none=True, metadata={"description": "Mean score of its scored tasks; null when none is scored."}
+    )
+    totals = fields.Nested(ReportTotalsSchema, required=True)
+    tasks = fields.List(fields.Nested(ReportTaskSchema), required=True, metadata={"description": "In spec order."})
 
 
 class HealthSchema(_Out):
@@ -423,6 +546,27 @@ DOCS: dict[tuple[str, str], Doc] = {
         responses={200: ("The run.", "Run")},
         errors=(404,),
     ),
+    ("missions_v1.list_attempts", "GET"): Doc(
+        "List a task's attempts in a run",
+        "Every attempt of the task in the run, oldest first: who ran it with which model, its prompt, "
+        "output and error, when it was queued, started, assessed and finished, tokens and cost (the "
+        "agent's and the judge's), the files it wrote, whether it escalated, and its assessment per "
+        "expectation. A task has at most `1 + maxRetries` attempts per try (plus one escalated) and a "
+        "resume with `retryFailed` gives it a fresh budget, so the list is paged by attempt number: "
+        "pass the answer's `nextAfter` as `after`. Prompts and outputs are untrusted text.",
+        tag="Runs",
+        query=schemas.AttemptsQuerySchema,
+        responses={200: ("A page of attempts.", "AttemptPage")},
+        errors=(400, 404),
+    ),
+    ("missions_v1.run_report", "GET"): Doc(
+        "Get a run's report",
+        "Per task (in the run's order): status, attempts, duration, score, tokens and cost (agents and "
+        "judges); the run's duration, totals, tasks by status and average score (over scored tasks).",
+        tag="Runs",
+        responses={200: ("The report.", "Report")},
+        errors=(404,),
+    ),
     ("healthz", "GET"): Doc(
         "Liveness",
         "200 while the process serves requests; checks nothing else.",
@@ -519,6 +663,8 @@ def build_spec(app: Flask, *, strict: bool = False) -> dict[str, Any]:
         ("Resumable", ResumableSchema),
         ("Run", RunSchema),
         ("Fire", FireSchema),
+        ("AttemptPage", AttemptPageSchema),
+        ("Report", ReportSchema),
         ("Health", HealthSchema),
         ("Ready", ReadySchema),
     ):

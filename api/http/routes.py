@@ -12,10 +12,10 @@ from api.http import render, schemas, sse
 from api.http.errors import error_response
 from workers.coordination import runs
 from workers.coordination.advance import UnitOfWork
-from workers.store import missions, projects, schedules
+from workers.store import missions, projects, reports, schedules
 from workers.store.usage import mission_usage
 from workers.support.clock import utcnow
-from workers.support.errors import Invalid
+from workers.support.errors import Invalid, NotFound
 from workers.wiring import Services
 
 blueprint = Blueprint("missions_v1", __name__)
@@ -243,4 +243,23 @@ def get_run(mission_id: str, run_id: str) -> Any:
     with services().transaction() as conn:
         row = runs.get_run(conn, g.project_id, mission_id, run_id)
         body = render.run(row, usage=mission_usage(conn, mission_id))
+    return jsonify(body)
+
+
+@blueprint.get("/missions/<mission_id>/runs/<run_id>/tasks/<task_id>/attempts")
+def list_attempts(mission_id: str, run_id: str, task_id: str) -> Any:
+    query = schemas.ATTEMPTS_QUERY.load(request.args.to_dict())
+    with services().transaction() as conn:
+        reports.find_run(conn, g.project_id, mission_id, run_id)
+        body = reports.task_attempts(conn, run_id, task_id, after=query["after"], limit=query["limit"])
+    return jsonify(body)
+
+
+@blueprint.get("/missions/<mission_id>/runs/<run_id>/report")
+def run_report(mission_id: str, run_id: str) -> Any:
+    with services().transaction() as conn:
+        reports.find_run(conn, g.project_id, mission_id, run_id)
+        body = reports.run_report(conn, run_id)
+    if body is None:  # (deleted between the two reads)
+        raise NotFound(f"run {run_id} not found in mission {mission_id}")
     return jsonify(body)

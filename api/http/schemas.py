@@ -451,6 +451,18 @@ class PageQuerySchema(Schema):
     offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_OFFSET))
 
 
+class AttemptsQuerySchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    after = fields.Integer(
+        load_default=0,
+        validate=validate.Range(min=0, max=MAX_OFFSET),
+        metadata={"description": "Only attempts numbered above this: the `nextAfter` of the previous page."},
+    )
+    limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
+
+
 MISSION = MissionSchema()
 MISSION_PATCH = MissionPatchSchema(partial=True)
 TASK = TaskCreateSchema()
@@ -458,3 +470,4 @@ TASK_PATCH = TaskPatchSchema(partial=True)
 RESUME = ResumeSchema()
 LIST_QUERY = ListQuerySchema()
 PAGE_QUERY = PageQuerySchema()
+ATTEMPTS_QUERY = AttemptsQuerySchema()
