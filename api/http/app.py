@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Flask, Response, jsonify
 
-from api.http import errors, metrics
+from api.http import dashboard, errors, metrics
 from api.http.openapi import blueprint as docs_blueprint
 from api.http.routes import blueprint as missions_blueprint
 from config import Settings
@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.register_blueprint(docs_blueprint)  # /v1/openapi.json and /docs, without a key
     metrics.install(app)  # /metrics, without a key
     app.wsgi_app = _waiting_at_most(POOL_WAIT_SECONDS, app.wsgi_app)  # type: ignore[method-assign]
+    app.wsgi_app = dashboard.install(app.wsgi_app)  # type: ignore[method-assign]  # /, /ui/: the page for people
 
     @app.get("/healthz")
     def healthz() -> Response:

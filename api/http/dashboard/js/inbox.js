@@ -1,0 +1,131 @@
+// The needs-attention inbox: every paused mission, what it waits for (the checkpoint's message,
+// the blocked gate's scores against its minScore, the task awaiting approval and why), and the
+// actions the API offers: approve/resume, resume with retryFailed, abort. One click each.
+
+import { api } from "./api.js";
+import { app } from "./shell.js";
+import { h, replace } from "./dom.js";
+import { pauseLabel, score } from "./format.js";
+import { actionButton, command, statusBadge } from "./widgets.js";
+
+export async function inboxPage(main) {
+  const list = h("ul", { class: "inbox", id: "inbox" });
+  const empty = h("p", { class: "empty", id: "inbox-empty", hidden: true }, "Nothing waits for a person. ");
+  replace(
+    main,
+    h("div", { class: "page-head" }, h("h1", {}, "Needs attention")),
+    h(
+      "p",
+      { class: "help" },
+      "Missions paused for a checkpoint, a blocked quality gate or a side effect whose outcome is unknown.",
+    ),
+    list,
+    empty,
+  );
+  const paused = await api("GET", "/missions/resumable");
+  for (const mission of paused) list.append(item(mission));
+  empty.hidden = paused.length > 0;
+  return null;
+}
+
+function waitingItems(mission) {
+  const items = mission.waitingFor || [];
+  return items.map((cause) => {
+    if (cause.kind === "checkpoint") {
+      return h(
+        "li",
+        { class: "cause checkpoint" },
+        h("strong", {}, "Checkpoint", cause.name ? ` “${cause.name}”` : ""),
+        cause.message ? [": ", h("span", { class: "message" }, cause.message)] : null,
+        cause.afterTasks && cause.afterTasks.length ? h("div", { class: "muted small" }, "after ", cause.afterTasks.join(", ")) : null,
+      );
+    }
+    if (cause.kind === "quality_gate") {
+      return h(
+        "li",
+        { class: "cause gate" },
+        h("strong", {}, "Quality gate", cause.name ? ` “${cause.name}”` : ""),
+        `: score ${score(cause.score)} against minScore ${score(cause.minScore)}`,
+        cause.requireAllPassed ? " (every task must pass)" : "",
+        h(
+          "table",
+          { class: "scores" },
+          h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Task"), h("th", { scope: "col" }, "Status"), h("th", { scope: "col" }, "Score"))),
+          h(
+            "tbody",
+            {},
+            (cause.afterTasks || []).map((t) =>
+              h(
+                "tr",
+                { class: t.score !== null && cause.minScore !== null && t.score < cause.minScore ? "low" : "" },
+                h("td", {}, t.title),
+                h("td", {}, statusBadge(t.status)),
+                h("td", { class: "num" }, score(t.score)),
+              ),
+            ),
+          ),
+        ),
+        cause.blocksTasks && cause.blocksTasks.length ? h("div", { class: "muted small" }, "blocks ", cause.blocksTasks.join(", ")) : null,
+      );
+    }
+    if (cause.kind === "approval") {
+      return h(
+        "li",
+        { class: "cause approval" },
+        h("strong", {}, "Approval: "),
+        h("span", {}, (cause.task && cause.task.title) || "a task"),
+        cause.reason ? [" — ", h("span", { class: "message" }, cause.reason)] : null,
+      );
+    }
+    return h("li", { class: "cause" }, cause.kind || "unknown");
+  });
+}
+
+function item(mission) {
+  const errorBox = h("p", { class: "error", role: "alert" });
+  const state = h("p", { class: "state" });
+  const onError = (exc) => {
+    errorBox.textContent = exc.message;
+  };
+  const href = `#/missions/${encodeURIComponent(mission.id)}`;
+  const actions = h("div", { class: "actions" });
+  const done = (answer, verb) => {
+    actions.replaceChildren();
+    const run = answer.latestRunId ? `${href}/runs/${encodeURIComponent(answer.latestRunId)}` : href;
+    replace(state, `${verb}: now `, statusBadge(answer.status), " ", h("a", { href: run, class: "watch" }, "watch the run"));
+    li.classList.add("handled");
+    app.toast(`${mission.name}: ${verb.toLowerCase()}`);
+    app.refreshAttention();
+  };
+  const approve = mission.pauseReason === "quality_gate" ? "Resume without retry" : "Approve and resume";
+  actions.append(
+    actionButton(approve, async () => done(await command(mission.id, "resume", { retryFailed: false }), "Resumed"), {
+      kind: "primary",
+      onError,
+    }),
+    actionButton("Resume, retry failed", async () => done(await command(mission.id, "resume", { retryFailed: true }), "Resumed with retry"), {
+      onError,
+    }),
+    actionButton(
+      "Abort",
+      async () => {
+        if (!window.confirm(`Abort “${mission.name}”? Running tasks are cancelled.`)) return;
+        done(await command(mission.id, "abort"), "Aborted");
+      },
+      { kind: "danger", onError },
+    ),
+  );
+  const causes = waitingItems(mission);
+  const li = h(
+    "li",
+    { class: "card inbox-item", "data-mission-id": mission.id, "data-pause-reason": mission.pauseReason },
+    h("h2", {}, h("a", { href }, mission.name)),
+    h("p", {}, h("span", { class: ["pause", `p-${mission.pauseReason}`] }, pauseLabel(mission.pauseReason))),
+    mission.pauseMessage ? h("p", { class: "pause-message" }, mission.pauseMessage) : null,
+    causes.length ? h("ul", { class: "causes" }, causes) : null,
+    actions,
+    state,
+    errorBox,
+  );
+  return li;
+}
