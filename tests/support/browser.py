@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
+EXPECT_TIMEOUT_MS = 30_000
 
 
 def chromium_path() -> str | None:
@@ -73,3 +74,11 @@ class PageErrors:
 
     def check(self) -> None:
         assert not self.errors, "\n".join(self.errors)
+
+
+def expect(target: Any) -> Any:
+    """Playwright's ``expect`` (imported late: without playwright the tests skip, not error)."""
+    from playwright.sync_api import expect as playwright_expect
+
+    playwright_expect.set_options(timeout=EXPECT_TIMEOUT_MS)  # (its 5 s default is short on a loaded CI)
+    return playwright_expect(target)

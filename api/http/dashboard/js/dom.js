@@ -1,6 +1,6 @@
 // Building the page without ever parsing data as HTML: every string a caller passes becomes a
 // text node or an attribute value, never markup. Agent outputs, prompts, names and titles are
-// untrusted (see docs/dashboard.md); nothing in the dashboard uses innerHTML.
+// untrusted (see docs/dashboard.md); no code of the dashboard sets markup from a string.
 
 const SVG_NS = "http://www.w3.org/2000/svg";
 
