@@ -97,6 +97,24 @@ class MissionSummarySchema(_Out):
     executionCount = fields.Integer(required=True, metadata={"description": "How many runs the mission had."})
     qualityThreshold = fields.Float(required=True)
     taskCount = fields.Integer(required=True)
+    lastRun = fields.Nested(
+        "LastRunSchema",
+        allow_none=True,
+        metadata={"description": "With `include=lastRun`: the latest run, null before the first."},
+    )
+    nextRunAt = fields.String(
+        allow_none=True,
+        metadata={"format": "date-time", "description": "With `include=nextRunAt`: the next fire, null without one."},
+    )
+
+
+class LastRunSchema(_Out):
+    id = fields.String(required=True)
+    number = fields.Integer(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(MISSION_STATUSES))
+    startedAt = fields.String(allow_none=True, metadata={"format": "date-time"})
+    finishedAt = fields.String(allow_none=True, metadata={"format": "date-time"})
+    costUsd = fields.Float(required=True, metadata={"description": "Agents and judges of that run."})
 
 
 class _RunFields(_Out):
@@ -162,6 +180,32 @@ class ResumableSchema(_Out):
     status = fields.String(required=True, validate=validate.OneOf([MissionStatus.PAUSED.value]))
     pauseReason = fields.String(required=True, validate=validate.OneOf(PAUSE_REASONS))
     pauseMessage = fields.String(required=True, allow_none=True)
+    runId = fields.String(metadata={"description": "With `include=waitingFor`: the paused run."})
+    runNumber = fields.Integer(metadata={"description": "With `include=waitingFor`."})
+    waitingFor = fields.List(
+        fields.Nested("WaitingForSchema"),
+        metadata={"description": "With `include=waitingFor`: every cause of the pause; one resume settles them all."},
+    )
+
+
+class WaitingForSchema(_Out):
+    kind = fields.String(required=True, validate=validate.OneOf(PAUSE_REASONS))
+    index = fields.Integer(metadata={"description": "Gates and checkpoints: its position in the mission's list."})
+    name = _nullable_text("Gates and checkpoints: its name, when it has one.")
+    message = fields.String(metadata={"description": "A checkpoint's message."})
+    minScore = fields.Float(allow_none=True, metadata={"description": "A gate's `minScore`."})
+    requireAllPassed = fields.Boolean(metadata={"description": "A gate's `requireAllPassed`."})
+    score = fields.Float(
+        allow_none=True,
+        metadata={"description": "A gate: the mean score of its scored afterTasks (null: none scored)."},
+    )
+    afterTasks = fields.List(
+        fields.Raw(),
+        metadata={"description": "A gate: each afterTask with its status and score; a checkpoint: their titles."},
+    )
+    blocksTasks = fields.List(fields.String(), metadata={"description": "The titles it holds back."})
+    task = fields.Dict(metadata={"description": "An approval: the task awaiting it (`id`, `title`, `attempt`)."})
+    reason = _nullable_text("An approval: why the task waits (its worker was lost mid-run).")
 
 
 class RunTaskSchema(_TaskResults):
@@ -394,7 +438,8 @@ HELLO_MISSION = {
 DOCS: dict[tuple[str, str], Doc] = {
     ("missions_v1.list_missions", "GET"): Doc(
         "List missions",
-        "Summaries of the project's missions, newest first.",
+        "Summaries of the project's missions, oldest first; `q` searches names, `include` adds "
+        "the latest run and the next scheduled fire to each.",
         query=schemas.ListQuerySchema,
         responses={200: ("The missions.", "MissionSummary[]")},
         errors=(400,),
@@ -411,8 +456,12 @@ DOCS: dict[tuple[str, str], Doc] = {
     ),
     ("missions_v1.list_resumable", "GET"): Doc(
         "List paused missions",
-        "Missions waiting for `resume`, with why they paused.",
+        "Missions waiting for a person (`resume` or `abort`), with why they paused; `include=waitingFor` "
+        "adds each cause: a waiting checkpoint, a blocked gate with its afterTasks' scores against its "
+        "`minScore`, a task awaiting approval.",
+        query=schemas.ResumableQuerySchema,
         responses={200: ("The paused missions.", "Resumable[]")},
+        errors=(400,),
     ),
     ("missions_v1.get_mission", "GET"): Doc(
         "Get a mission",

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any
 
 from orchestrator.engine import RUNNING_MISSION_STATUSES, MissionStatus, TaskStatus
+from orchestrator.report import waiting_for
 from orchestrator.spec import DEFAULT_QUALITY_THRESHOLD, format_timestamp
 from workers.store.missions import StoredMission, StoredTask
 from workers.store.usage import MissionUsage
@@ -21,9 +22,12 @@ def quality_threshold(document: Mapping[str, Any]) -> float:
     return float(value) if value is not None else DEFAULT_QUALITY_THRESHOLD
 
 
-def mission_summary(row: Mapping[str, Any]) -> dict[str, Any]:
+def mission_summary(row: Mapping[str, Any], include: Collection[str] = ()) -> dict[str, Any]:
+    """A list item, in the public docs' shape; ``include`` adds ``lastRun`` (the latest run: id,
+    number, status, start, end and cost; null before the first) and ``nextRunAt`` (null without a
+    schedule)."""
     threshold = row.get("quality_threshold")
-    return {
+    out: dict[str, Any] = {
         "id": row["id"],
         "name": row["name"],
         "status": row["status"],
@@ -31,6 +35,21 @@ def mission_summary(row: Mapping[str, Any]) -> dict[str, Any]:
         "qualityThreshold": float(threshold) if threshold is not None else DEFAULT_QUALITY_THRESHOLD,
         "taskCount": row["task_count"],
     }
+    if "lastRun" in include:
+        out["lastRun"] = None
+        if row.get("run_id"):
+            cost = row.get("run_cost_usd")
+            out["lastRun"] = {
+                "id": row["run_id"],
+                "number": row["run_number"],
+                "status": row["run_status"],
+                "startedAt": _ts(row["run_started_at"]),
+                "finishedAt": _ts(row["run_finished_at"]),
+                "costUsd": round(float(cost), 6) if cost is not None else 0.0,
+            }
+    if "nextRunAt" in include:
+        out["nextRunAt"] = _ts(row.get("next_run_at"))
+    return out
 
 
 def task_statuses(mission: StoredMission) -> dict[str, Mapping[str, Any]]:
@@ -143,14 +162,23 @@ def mission_detail(mission: StoredMission, usage: MissionUsage | None = None) ->
     return out
 
 
-def resumable(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {
+def resumable(row: Mapping[str, Any], include: Collection[str] = ()) -> dict[str, Any]:
+    """A paused mission, in the public docs' shape; ``include`` adds ``waitingFor``: its paused
+    run (``runId``, ``runNumber``) and each cause of the pause (``orchestrator.report.waiting_for``)."""
+    out: dict[str, Any] = {
         "id": row["id"],
         "name": row["name"],
         "status": row["status"],
         "pauseReason": row["pause_reason"],
         "pauseMessage": row["pause_message"],
     }
+    if "waitingFor" in include:
+        out["runId"] = row["run_id"]
+        out["runNumber"] = row["run_number"]
+        out["waitingFor"] = waiting_for(
+            row["run_state"] or {}, row["gates"] or [], row["checkpoints"] or [], row["tasks"] or []
+        )
+    return out
 
 
 def run(row: Mapping[str, Any], *, with_tasks: bool = True, usage: MissionUsage | None = None) -> dict[str, Any]:

@@ -89,11 +89,18 @@ def json_body(schema: Schema, *, optional: bool = False) -> Any:
 @blueprint.get("/missions")
 def list_missions() -> Any:
     query = schemas.LIST_QUERY.load(request.args.to_dict())
+    include = query["include"]
     with services().transaction() as conn:
         rows = missions.list_missions(
-            conn, g.project_id, status=query.get("status"), limit=query["limit"], offset=query["offset"]
+            conn,
+            g.project_id,
+            status=query.get("status"),
+            limit=query["limit"],
+            offset=query["offset"],
+            name_contains=query.get("q"),
+            with_cost="lastRun" in include,
         )
-    return jsonify([render.mission_summary(row) for row in rows])
+    return jsonify([render.mission_summary(row, include) for row in rows])
 
 
 @blueprint.post("/missions")
@@ -109,9 +116,10 @@ def create_mission() -> Any:
 
 @blueprint.get("/missions/resumable")
 def list_resumable() -> Any:
+    include = schemas.RESUMABLE_QUERY.load(request.args.to_dict())["include"]
     with services().transaction() as conn:
-        rows = missions.list_resumable(conn, g.project_id)
-    return jsonify([render.resumable(row) for row in rows])
+        rows = missions.list_resumable(conn, g.project_id, detail="waitingFor" in include)
+    return jsonify([render.resumable(row, include) for row in rows])
 
 
 @blueprint.get("/missions/<mission_id>")

@@ -280,3 +280,198 @@ def test_the_report_of_an_unknown_run_is_not_found(client: FlaskClient, auth: di
     mission_id = create(client, auth, mission())
     answer = client.get(f"/v1/missions/{mission_id}/runs/run_nope/report", headers=auth)
     assert answer.status_code == 404 and answer.get_json()["code"] == "not_found"
+
+
+# -- missions list ---------------------------------------------------------------------------------
+
+
+def names(answer: Any) -> list[str]:
+    assert answer.status_code == 200, answer.get_json()
+    return [m["name"] for m in answer.get_json()]
+
+
+def test_missions_are_searched_by_a_case_insensitive_part_of_their_name(
+    client: FlaskClient, auth: dict[str, str]
+) -> None:
+    for name in ("Weekly-Report", "daily report", "onboarding", "100%_done", "100 percent"):
+        create(client, auth, mission(name))
+    assert names(client.get("/v1/missions?q=REPORT", headers=auth)) == ["Weekly-Report", "daily report"]
+    assert names(client.get("/v1/missions?q=report&status=draft", headers=auth)) == ["Weekly-Report", "daily report"]
+    assert names(client.get("/v1/missions?q=report&status=completed", headers=auth)) == []
+    assert names(client.get("/v1/missions?q=%25_", headers=auth)) == ["100%_done"]  # % and _ are text, not wildcards
+    assert len(names(client.get("/v1/missions?q=", headers=auth))) == 5  # an empty search is no filter
+
+
+def test_a_search_never_finds_another_projects_missions(
+    client: FlaskClient, auth: dict[str, str], other_key: str
+) -> None:
+    create(client, auth, mission("shared-name"))
+    assert names(client.get("/v1/missions?q=shared", headers={"Authorization": f"Bearer {other_key}"})) == []
+
+
+def test_list_items_keep_the_documented_keys_unless_more_are_asked_for(
+    client: FlaskClient, auth: dict[str, str], finished: dict[str, Any]
+) -> None:
+    (plain,) = client.get("/v1/missions", headers=auth).get_json()
+    assert set(plain) == {"id", "name", "status", "executionCount", "qualityThreshold", "taskCount"}
+    (item,) = client.get("/v1/missions?include=lastRun,nextRunAt", headers=auth).get_json()
+    assert item["executionCount"] == 1  # how many runs it had: the runs count
+    assert item["nextRunAt"] is None
+    report = client.get(f"/v1/missions/{finished['mission']}/runs/{finished['run']}/report", headers=auth).get_json()
+    assert item["lastRun"] == {
+        "id": finished["run"],
+        "number": 1,
+        "status": "completed",
+        "startedAt": report["startedAt"],
+        "finishedAt": report["finishedAt"],
+        "costUsd": report["totals"]["costUsd"],
+    }
+
+
+def test_a_mission_that_never_ran_has_no_last_run_and_a_scheduled_one_its_next_fire(
+    client: FlaskClient, auth: dict[str, str]
+) -> None:
+    create(client, auth, mission("idle"))
+    create(client, auth, mission("nightly", schedule="0 3 * * *"))
+    idle, nightly = client.get("/v1/missions?include=lastRun,nextRunAt", headers=auth).get_json()
+    assert idle["lastRun"] is None and idle["nextRunAt"] is None
+    assert nightly["lastRun"] is None and nightly["nextRunAt"].endswith("T03:00:00Z")
+    (only,) = client.get("/v1/missions?include=nextRunAt&q=night", headers=auth).get_json()
+    assert "lastRun" not in only
+
+
+@pytest.mark.parametrize("query", ["include=everything", "include=lastRun,bogus", "q=" + "x" * 201])
+def test_a_bad_search_or_include_is_a_bad_request_naming_the_parameter(
+    client: FlaskClient, auth: dict[str, str], query: str
+) -> None:
+    answer = client.get(f"/v1/missions?{query}", headers=auth)
+    assert answer.status_code == 400
+    assert query.split("=")[0] in answer.get_json()["details"]["fields"]
+
+
+def test_the_missions_list_with_its_last_runs_is_one_statement_reading_attempts_by_their_key(
+    client: FlaskClient, auth: dict[str, str], finished: dict[str, Any], db: psycopg.Connection
+) -> None:
+    from workers.store import missions as store
+
+    db.execute("SET enable_seqscan = off")  # (a tiny table is read whole otherwise; the point is what it may use)
+    params = {
+        "project_id": db.execute("SELECT project_id FROM missions").fetchone()["project_id"],
+        "status": None,
+        "name_like": store.name_pattern("dash"),
+        "with_cost": True,
+        "limit": 100,
+        "offset": 0,
+    }
+    plan = db.execute("EXPLAIN (FORMAT JSON) " + store.LIST_MISSIONS, params).fetchone()["QUERY PLAN"]
+    text = str(plan)
+    assert "'Relation Name': 'attempts'" in text and "attempts_pkey" in text
+    assert "runs_pkey" in text
+    rows = db.execute(store.LIST_MISSIONS, params).fetchall()
+    assert [r["run_id"] for r in rows] == [finished["run"]]
+
+
+# -- what needs a person ---------------------------------------------------------------------------
+
+
+def paused_at_checkpoint(client: FlaskClient, auth: dict[str, str], executor: Executor, db: psycopg.Connection) -> str:
+    doc = mission(
+        "checked",
+        checkpoints=[{"name": "review", "afterTasks": ["Draft"], "blocksTasks": ["Review"], "message": "Look <b>"}],
+    )
+    mission_id = create(client, auth, doc)
+    drive(executor, db, execute(client, auth, mission_id))
+    return mission_id
+
+
+def test_a_checkpoint_waiting_is_what_the_paused_mission_waits_for(
+    client: FlaskClient, auth: dict[str, str], executor: Executor, db: psycopg.Connection
+) -> None:
+    mission_id = paused_at_checkpoint(client, auth, executor, db)
+    (plain,) = client.get("/v1/missions/resumable", headers=auth).get_json()
+    assert plain == {
+        "id": mission_id,
+        "name": "checked",
+        "status": "paused",
+        "pauseReason": "checkpoint",
+        "pauseMessage": "Look <b>",
+    }
+    (item,) = client.get("/v1/missions/resumable?include=waitingFor", headers=auth).get_json()
+    assert item["runNumber"] == 1 and item["runId"].startswith("run_")
+    assert item["waitingFor"] == [
+        {
+            "kind": "checkpoint",
+            "index": 0,
+            "name": "review",
+            "message": "Look <b>",
+            "afterTasks": ["Draft"],
+            "blocksTasks": ["Review"],
+        }
+    ]
+
+
+def test_a_blocked_gate_shows_each_of_its_tasks_scores_against_its_min_score(
+    client: FlaskClient, auth: dict[str, str], executor: Executor, db: psycopg.Connection
+) -> None:
+    doc = mission(
+        "gated", qualityGates=[{"name": "bar", "afterTasks": ["Draft"], "blocksTasks": ["Review"], "minScore": 5}]
+    )
+    mission_id = create(client, auth, doc)
+    drive(executor, db, execute(client, auth, mission_id))
+    (item,) = client.get("/v1/missions/resumable?include=waitingFor", headers=auth).get_json()
+    assert item["pauseReason"] == "quality_gate"
+    draft_id = task_ids(client, auth, mission_id)["Draft"]
+    assert item["waitingFor"] == [
+        {
+            "kind": "quality_gate",
+            "index": 0,
+            "name": "bar",
+            "minScore": 5.0,
+            "requireAllPassed": False,
+            "score": 4.75,
+            "afterTasks": [{"id": draft_id, "title": "Draft", "status": "completed", "score": 4.75}],
+            "blocksTasks": ["Review"],
+        }
+    ]
+
+
+def test_a_side_effecting_task_whose_worker_was_lost_waits_for_approval(
+    client: FlaskClient, auth: dict[str, str], services: Services
+) -> None:
+    from orchestrator.engine import TaskClaimed
+    from workers.coordination import advance as coordinator
+    from workers.coordination.tick import tick
+    from workers.support.clock import utcnow
+
+    doc = mission("deploy")
+    doc["tasks"] = [{"title": "Deploy", "description": "Ship it.", "assignTo": "writer", "sideEffects": True}]
+    mission_id = create(client, auth, doc)
+    run_id = execute(client, auth, mission_id)
+    deploy = task_ids(client, auth, mission_id)["Deploy"]
+    with services.transaction() as conn:
+        conn.execute(
+            "UPDATE attempts SET status = 'running', heartbeat_at = now() - interval '1 hour' WHERE run_id = %s",
+            (run_id,),
+        )
+        coordinator.step(conn, run_id, TaskClaimed(deploy, 1, "dead-worker"), utcnow())
+    quiet = shell.quiet_coordinator(services)
+    assert tick(quiet, quiet.sender, services.settings, utcnow()).lost == 1
+    (item,) = client.get("/v1/missions/resumable?include=waitingFor", headers=auth).get_json()
+    assert item["pauseReason"] == "approval"
+    (approval,) = item["waitingFor"]
+    assert approval["kind"] == "approval"
+    assert approval["task"] == {"id": deploy, "title": "Deploy", "attempt": 1}
+    assert "outcome unknown" in approval["reason"]
+
+
+def test_the_paused_missions_of_another_project_are_not_listed(
+    client: FlaskClient, auth: dict[str, str], other_key: str, executor: Executor, db: psycopg.Connection
+) -> None:
+    paused_at_checkpoint(client, auth, executor, db)
+    other = {"Authorization": f"Bearer {other_key}"}
+    assert client.get("/v1/missions/resumable?include=waitingFor", headers=other).get_json() == []
+
+
+def test_a_bad_resumable_include_is_a_bad_request(client: FlaskClient, auth: dict[str, str]) -> None:
+    answer = client.get("/v1/missions/resumable?include=scores", headers=auth)
+    assert answer.status_code == 400 and "include" in answer.get_json()["details"]["fields"]

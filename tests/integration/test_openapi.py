@@ -71,7 +71,7 @@ def test_request_bodies_are_the_schemas_the_routes_load_with(app: Flask) -> None
     assert create["security"] == [{"bearer": []}]
     assert spec["paths"]["/healthz"]["get"]["security"] == []
     list_params = {p["name"] for p in spec["paths"]["/v1/missions"]["get"]["parameters"]}
-    assert list_params == {"status", "limit", "offset"}
+    assert list_params == {"status", "q", "include", "limit", "offset"}
 
 
 def test_the_spec_and_the_docs_page_are_served_without_a_key(client: FlaskClient) -> None:

@@ -257,15 +257,41 @@ def mission_to_run(
     return StoredMission(row=fields, tasks=tasks), frozenset(fields.pop("project_agents"))
 
 
+def name_pattern(text: str | None) -> str | None:
+    """An ILIKE pattern matching names that contain ``text`` as written (its ``%``, ``_`` and
+    ``\\`` escaped); None for no text (any name)."""
+    if not text:
+        return None
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
 def list_missions(
-    conn: psycopg.Connection[Any], project_id: str, *, status: str | None, limit: int, offset: int
+    conn: psycopg.Connection[Any],
+    project_id: str,
+    *,
+    status: str | None,
+    limit: int,
+    offset: int,
+    name_contains: str | None = None,
+    with_cost: bool = False,
 ) -> list[dict[str, Any]]:
-    params = {"project_id": project_id, "status": status, "limit": limit, "offset": offset}
+    """A page of the project's missions with their latest run; ``with_cost`` adds what that run
+    spent (``run_cost_usd``), a sum over its attempts."""
+    params = {
+        "project_id": project_id,
+        "status": status,
+        "name_like": name_pattern(name_contains),
+        "with_cost": with_cost,
+        "limit": limit,
+        "offset": offset,
+    }
     return [dict(row) for row in conn.execute(LIST_MISSIONS, params)]
 
 
-def list_resumable(conn: psycopg.Connection[Any], project_id: str) -> list[dict[str, Any]]:
-    return [dict(row) for row in conn.execute(LIST_RESUMABLE, {"project_id": project_id})]
+def list_resumable(conn: psycopg.Connection[Any], project_id: str, *, detail: bool = False) -> list[dict[str, Any]]:
+    """The project's paused missions; ``detail`` adds what each waits for (see the query)."""
+    return [dict(row) for row in conn.execute(LIST_RESUMABLE, {"project_id": project_id, "detail": detail})]
 
 
 def _ensure_not_running(mission: StoredMission, action: str) -> None:

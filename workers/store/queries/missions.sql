@@ -39,17 +39,41 @@ SELECT m.id, m.project_id, m.name, m.status, m.document, m.execution_count, m.la
    FOR UPDATE OF m
 
 -- name: list_missions
--- A page of the project's missions, optionally of one status (NULL: any), oldest first.
+-- A page of the project's missions, optionally of one status and with a name matching an ILIKE
+-- pattern (NULL: any), oldest first, each with its latest run (NULL before the first) and, with
+-- %(with_cost)s, what that run's attempts spent (agents and judges, as in usage.sql).
 SELECT m.id, m.name, m.status, m.execution_count, m.document->'qualityThreshold' AS quality_threshold,
-       (SELECT count(*) FROM tasks t WHERE t.mission_id = m.id) AS task_count
+       (SELECT count(*) FROM tasks t WHERE t.mission_id = m.id) AS task_count,
+       m.next_run_at, r.id AS run_id, r.number AS run_number, r.status AS run_status,
+       r.started_at AS run_started_at, r.finished_at AS run_finished_at,
+       CASE WHEN %(with_cost)s AND r.id IS NOT NULL THEN
+           (SELECT coalesce(sum(a.cost_usd + a.judge_cost_usd), 0)::double precision
+              FROM attempts a WHERE a.run_id = r.id)
+       END AS run_cost_usd
   FROM missions m
+  LEFT JOIN runs r ON r.id = m.latest_run_id
  WHERE m.project_id = %(project_id)s AND (%(status)s::text IS NULL OR m.status = %(status)s)
+   AND (%(name_like)s::text IS NULL OR m.name ILIKE %(name_like)s)
  ORDER BY m.created_at, m.id
  LIMIT %(limit)s OFFSET %(offset)s
 
 -- name: list_resumable_missions
--- The project's paused missions, with why their latest run paused.
-SELECT m.id, m.name, m.status, r.pause_reason, r.pause_message
+-- The project's paused missions, with why their latest run paused and, with %(detail)s, what it
+-- waits for: its run-level state (gate and checkpoint statuses), its gates and checkpoints, and
+-- the states of its tasks awaiting approval or that a gate judges (in the run's task order).
+SELECT m.id, m.name, m.status, r.pause_reason, r.pause_message, r.id AS run_id, r.number AS run_number,
+       CASE WHEN %(detail)s THEN r.state END AS run_state,
+       CASE WHEN %(detail)s THEN coalesce(r.spec->'qualityGates', '[]'::jsonb) END AS gates,
+       CASE WHEN %(detail)s THEN coalesce(r.spec->'checkpoints', '[]'::jsonb) END AS checkpoints,
+       CASE WHEN %(detail)s THEN
+           (SELECT coalesce(jsonb_agg(rt.state ORDER BY s.n), '[]'::jsonb)
+              FROM jsonb_array_elements(r.spec->'tasks') WITH ORDINALITY AS s(task, n)
+              JOIN run_tasks rt ON rt.run_id = r.id AND rt.task_id = s.task->>'id'
+             WHERE rt.state->>'status' = 'awaiting_approval'
+                OR s.task->>'title' IN (
+                    SELECT jsonb_array_elements_text(g->'afterTasks')
+                      FROM jsonb_array_elements(coalesce(r.spec->'qualityGates', '[]'::jsonb)) AS g))
+       END AS tasks
   FROM missions m JOIN runs r ON r.id = m.latest_run_id
  WHERE m.project_id = %(project_id)s AND m.status = 'paused'
  ORDER BY m.updated_at, m.id
