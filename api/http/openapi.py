@@ -212,6 +212,29 @@ class RunTaskSchema(_TaskResults):
     id = fields.String(required=True)
     title = fields.String()
     status = fields.String(validate=validate.OneOf(TASK_STATUSES))
+    assignTo = fields.String(allow_none=True, metadata={"description": "With `include=graph`."})
+    dependsOn = fields.List(fields.String(), metadata={"description": "With `include=graph`: titles, as in its spec."})
+    attempts = fields.List(
+        fields.Nested("AttemptBriefSchema"),
+        metadata={"description": "With `include=attempts`: every attempt in brief, oldest first."},
+    )
+
+
+class RunGateSchema(_Out):
+    index = fields.Integer(required=True)
+    name = fields.String()
+    afterTasks = fields.List(fields.String(), required=True)
+    blocksTasks = fields.List(fields.String())
+    minScore = fields.Float()
+    requireAllPassed = fields.Boolean()
+    message = fields.String(metadata={"description": "A checkpoint's."})
+    status = fields.String(
+        allow_none=True,
+        metadata={
+            "description": "A gate: `pending`, `passed`, `blocked`, `overridden`; a checkpoint: "
+            "`pending`, `waiting`, `approved`."
+        },
+    )
 
 
 class _RunHead(_Out):
@@ -232,6 +255,13 @@ class RunSchema(_RunHead):
     id = fields.String(required=True, metadata={"example": "run_0a1b2c3d4e5f6a7b8c9d0e1f"})
     usage = fields.Nested(UsageSchema, metadata={"description": "Tokens and cost of this run."})
     tasks = fields.List(fields.Nested(RunTaskSchema), metadata={"description": "Absent in the run list."})
+    qualityGates = fields.List(
+        fields.Nested(RunGateSchema),
+        metadata={"description": "With `include=graph`: the run's gates and their status."},
+    )
+    checkpoints = fields.List(
+        fields.Nested(RunGateSchema), metadata={"description": "With `include=graph`: its checkpoints and status."}
+    )
 
 
 class FireSchema(_Out):
@@ -283,7 +313,9 @@ class JudgeUsageSchema(SpentSchema):
     model = _nullable_text("The judge model.")
 
 
-class AttemptSchema(_Out):
+class AttemptBriefSchema(_Out):
+    """An attempt as a timeline draws it."""
+
     attempt = fields.Integer(required=True, metadata={"description": "1 for the first attempt of the task in the run."})
     status = fields.String(
         required=True,
@@ -292,23 +324,27 @@ class AttemptSchema(_Out):
     )
     agent = _nullable_text("The agent that ran it.")
     model = _nullable_text("Its model (`provider/model`).")
-    worker = _nullable_text("The worker that claimed it.")
     escalation = fields.Nested(
         EscalationSchema, allow_none=True, metadata={"description": "Null once the task left the run."}
     )
-    prompt = _nullable_text("The prompt the agent was given (with earlier failures and feedback).")
-    output = _nullable_text("What the agent produced (untrusted text).")
     error = _nullable_text("Why it failed or was cancelled.")
+    score = fields.Float(allow_none=True, metadata={"description": "Its assessment's score, once assessed."})
     queuedAt = _time("Queued.")
-    lastSentAt = _time("Last sent to the broker (sent again while no worker claimed it).")
     startedAt = _time("Claimed by a worker: the agent started.")
     assessingAt = _time("The agent finished and the assessment began (null without one).")
     finishedAt = _time("The attempt ended (null while queued, running or assessing).")
-    heartbeatAt = _time("The worker's last heartbeat.")
     queueSeconds = _seconds("From queued to started.")
     agentSeconds = _seconds("From started to the agent's end.")
     assessmentSeconds = _seconds("From the agent's end to the verdict.")
     durationSeconds = _seconds("From started to finished.")
+
+
+class AttemptSchema(AttemptBriefSchema):
+    worker = _nullable_text("The worker that claimed it.")
+    prompt = _nullable_text("The prompt the agent was given (with earlier failures and feedback).")
+    output = _nullable_text("What the agent produced (untrusted text).")
+    lastSentAt = _time("Last sent to the broker (sent again while no worker claimed it).")
+    heartbeatAt = _time("The worker's last heartbeat.")
     tokensIn = fields.Integer(required=True, metadata={"description": "The agent's own."})
     tokensOut = fields.Integer(required=True)
     costUsd = fields.Float(required=True, metadata={"description": "The agent's own, estimated from the price table."})
@@ -590,10 +626,13 @@ DOCS: dict[tuple[str, str], Doc] = {
     ),
     ("missions_v1.get_run", "GET"): Doc(
         "Get a run",
-        "One run with the state of each task in it.",
+        "One run with the state of each task in it; `include=attempts` adds each task's attempts in "
+        "brief (for a timeline: phases, escalations), `include=graph` its `assignTo` and `dependsOn` and "
+        "the run's gates and checkpoints with their status (its own spec: tasks added while it ran included).",
         tag="Runs",
+        query=schemas.RunQuerySchema,
         responses={200: ("The run.", "Run")},
-        errors=(404,),
+        errors=(400, 404),
     ),
     ("missions_v1.list_attempts", "GET"): Doc(
         "List a task's attempts in a run",

@@ -181,9 +181,18 @@ def resumable(row: Mapping[str, Any], include: Collection[str] = ()) -> dict[str
     return out
 
 
-def run(row: Mapping[str, Any], *, with_tasks: bool = True, usage: MissionUsage | None = None) -> dict[str, Any]:
+def run(
+    row: Mapping[str, Any],
+    *,
+    with_tasks: bool = True,
+    usage: MissionUsage | None = None,
+    details: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """A run: its status, why it paused or failed, tokens and cost, and (by default) every task's
-    state in it with its output, score and the judge's reasons."""
+    state in it with its output, score and the judge's reasons. ``details``
+    (``workers.store.reports.run_details``) adds each task's ``attempts`` in brief, and/or its
+    ``assignTo`` and ``dependsOn`` with the run's ``qualityGates`` and ``checkpoints``."""
+    details = details or {}
     out: dict[str, Any] = {
         "id": row["id"],
         "missionId": row["mission_id"],
@@ -207,8 +216,15 @@ def run(row: Mapping[str, Any], *, with_tasks: bool = True, usage: MissionUsage 
             item.update(_task_results(state))
             if usage is not None:
                 item["usage"] = usage.task(row["id"], task_id).to_json()
+            if "tasks" in details:
+                item.update(details["tasks"].get(task_id, {"assignTo": None, "dependsOn": []}))
+            if "attempts" in details:
+                item["attempts"] = details["attempts"].get(task_id, [])
             tasks.append(item)
         out["tasks"] = tasks
+    for key in ("qualityGates", "checkpoints"):
+        if key in details:
+            out[key] = details[key]
     return out
 
 

@@ -248,9 +248,11 @@ def list_fires(mission_id: str) -> Any:
 
 @blueprint.get("/missions/<mission_id>/runs/<run_id>")
 def get_run(mission_id: str, run_id: str) -> Any:
+    include = schemas.RUN_QUERY.load(request.args.to_dict())["include"]
     with services().transaction() as conn:
         row = runs.get_run(conn, g.project_id, mission_id, run_id)
-        body = render.run(row, usage=mission_usage(conn, mission_id))
+        details = reports.run_details(conn, run_id, attempts="attempts" in include, graph="graph" in include)
+        body = render.run(row, usage=mission_usage(conn, mission_id), details=details)
     return jsonify(body)
 
 

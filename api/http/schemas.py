@@ -461,6 +461,7 @@ class Include(fields.String):
 
 MISSION_LIST_EXTRAS = ("lastRun", "nextRunAt")
 RESUMABLE_EXTRAS = ("waitingFor",)
+RUN_EXTRAS = ("attempts", "graph")
 
 
 class ListQuerySchema(Schema):
@@ -482,6 +483,13 @@ class ResumableQuerySchema(Schema):
         unknown = EXCLUDE
 
     include = Include(RESUMABLE_EXTRAS)
+
+
+class RunQuerySchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    include = Include(RUN_EXTRAS)
 
 
 class PageQuerySchema(Schema):
@@ -512,4 +520,5 @@ RESUME = ResumeSchema()
 LIST_QUERY = ListQuerySchema()
 PAGE_QUERY = PageQuerySchema()
 RESUMABLE_QUERY = ResumableQuerySchema()
+RUN_QUERY = RunQuerySchema()
 ATTEMPTS_QUERY = AttemptsQuerySchema()

@@ -475,3 +475,56 @@ def test_the_paused_missions_of_another_project_are_not_listed(
 def test_a_bad_resumable_include_is_a_bad_request(client: FlaskClient, auth: dict[str, str]) -> None:
     answer = client.get("/v1/missions/resumable?include=scores", headers=auth)
     assert answer.status_code == 400 and "include" in answer.get_json()["details"]["fields"]
+
+
+# -- a run page ------------------------------------------------------------------------------------
+
+
+def test_a_run_keeps_its_shape_unless_its_attempts_or_graph_are_asked_for(
+    client: FlaskClient, auth: dict[str, str], finished: dict[str, Any]
+) -> None:
+    url = f"/v1/missions/{finished['mission']}/runs/{finished['run']}"
+    plain = client.get(url, headers=auth).get_json()
+    assert "qualityGates" not in plain and all("attempts" not in t and "dependsOn" not in t for t in plain["tasks"])
+    run = client.get(url + "?include=attempts", headers=auth).get_json()
+    draft, review = run["tasks"]
+    assert [(a["attempt"], a["status"], a["escalation"]["escalated"]) for a in draft["attempts"]] == [
+        (1, "failed", False),
+        (2, "completed", True),
+    ]
+    full = client.get(attempts_url(finished), headers=auth).get_json()["attempts"]
+    for brief, attempt in zip(draft["attempts"], full, strict=True):
+        assert "prompt" not in brief and "output" not in brief
+        assert {k: attempt[k] for k in brief} == brief  # the same facts as the attempts endpoint
+    assert [a["attempt"] for a in review["attempts"]] == [1]
+    assert "dependsOn" not in draft
+
+
+def test_a_runs_graph_gives_each_tasks_dependencies_and_its_gates_and_checkpoints_with_their_status(
+    client: FlaskClient, auth: dict[str, str], executor: Executor, db: psycopg.Connection
+) -> None:
+    mission_id = paused_at_checkpoint(client, auth, executor, db)
+    (item,) = client.get("/v1/missions/resumable?include=waitingFor", headers=auth).get_json()
+    run = client.get(f"/v1/missions/{mission_id}/runs/{item['runId']}?include=graph", headers=auth).get_json()
+    assert [(t["title"], t["assignTo"], t["dependsOn"]) for t in run["tasks"]] == [
+        ("Draft", "writer", []),
+        ("Review", "reviewer", ["Draft"]),
+    ]
+    assert run["checkpoints"] == [
+        {
+            "index": 0,
+            "name": "review",
+            "afterTasks": ["Draft"],
+            "blocksTasks": ["Review"],
+            "message": "Look <b>",
+            "status": "waiting",
+        }
+    ]
+    assert run["qualityGates"] == []
+
+
+def test_a_bad_run_include_is_a_bad_request(
+    client: FlaskClient, auth: dict[str, str], finished: dict[str, Any]
+) -> None:
+    answer = client.get(f"/v1/missions/{finished['mission']}/runs/{finished['run']}?include=prompts", headers=auth)
+    assert answer.status_code == 400 and "include" in answer.get_json()["details"]["fields"]

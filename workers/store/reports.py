@@ -22,6 +22,8 @@ FIND_RUN = query("find_run")
 RUN_TASK_CONTEXT = query("run_task_context")
 TASK_ATTEMPTS_PAGE = query("task_attempts_page")
 RUN_REPORT = query("run_report")
+RUN_TIMELINE = query("run_timeline")
+RUN_SPEC_PARTS = query("run_spec_parts")
 
 
 def _ts(value: Any) -> str | None:
@@ -45,7 +47,7 @@ def task_attempts(conn: Connection, run_id: str, task_id: str, *, after: int, li
     if context is None or (context["task"] is None and context["state"] is None and not context["attempted"]):
         raise NotFound(f"task {task_id} not found in run {run_id}")
     task = TaskSpec.from_document(context["task"]) if context["task"] is not None else None
-    agents = {a.name: a for a in (AgentSpec.from_document(doc) for doc in context["agents"])}
+    agents = _agents(context["agents"])
     threshold = context["quality_threshold"]
     threshold = float(threshold) if threshold is not None else DEFAULT_QUALITY_THRESHOLD
     params = {"run_id": run_id, "task_id": task_id, "after": after, "limit": limit + 1}
@@ -57,41 +59,54 @@ def task_attempts(conn: Connection, run_id: str, task_id: str, *, after: int, li
     }
 
 
-def _attempt(
-    row: Mapping[str, Any], task: TaskSpec | None, agents: Mapping[str, AgentSpec], threshold: float
-) -> dict[str, Any]:
+def _attempt_brief(row: Mapping[str, Any], task: TaskSpec | None, agents: Mapping[str, AgentSpec]) -> dict[str, Any]:
+    """Who ran an attempt, how it ended, whether it escalated, and its phases: what a timeline
+    draws (``row`` has the columns of ``run_timeline``)."""
     status = row["status"]
-    assessed = row["assessment"] is not None or row["assessed_at"] is not None
     assessing = status == AttemptStatus.ASSESSING.value
+    assessed = bool(row["assessed"])
     times = AttemptTimes(
         queued_at=row["created_at"],
         started_at=row["claimed_at"],
         assessing_at=row["finished_at"] if assessed or assessing else None,
         finished_at=row["assessed_at"] if assessed else (None if assessing else row["finished_at"]),
     )
+    return {
+        "attempt": row["attempt"],
+        "status": status,
+        "agent": row["agent"],
+        "model": row["model"],
+        "escalation": escalation(task, agents, row["agent"], row["model"]) if task is not None else None,
+        "error": row["error"],
+        "score": row["score"],
+        "queuedAt": _ts(times.queued_at),
+        "startedAt": _ts(times.started_at),
+        "assessingAt": _ts(times.assessing_at),
+        "finishedAt": _ts(times.finished_at),
+        **times.phases(),
+    }
+
+
+def _attempt(
+    row: Mapping[str, Any], task: TaskSpec | None, agents: Mapping[str, AgentSpec], threshold: float
+) -> dict[str, Any]:
+    """Everything an attempt row holds that a person debugging it needs."""
+    brief = _attempt_brief(row, task, agents)
     judge = {
         "model": row["judge_model"],
         "tokensIn": row["judge_tokens_in"],
         "tokensOut": row["judge_tokens_out"],
         "costUsd": round(float(row["judge_cost_usd"]), 6),
     }
-    out: dict[str, Any] = {
-        "attempt": row["attempt"],
-        "status": status,
-        "agent": row["agent"],
-        "model": row["model"],
+    return {
+        **{k: brief[k] for k in ("attempt", "status", "agent", "model")},
         "worker": row["worker"],
-        "escalation": escalation(task, agents, row["agent"], row["model"]) if task is not None else None,
+        "escalation": brief["escalation"],
         "prompt": row["prompt"],
         "output": row["output"],
-        "error": row["error"],
-        "queuedAt": _ts(times.queued_at),
+        **{k: v for k, v in brief.items() if k not in ("attempt", "status", "agent", "model", "escalation")},
         "lastSentAt": _ts(row["sent_at"]),
-        "startedAt": _ts(times.started_at),
-        "assessingAt": _ts(times.assessing_at),
-        "finishedAt": _ts(times.finished_at),
         "heartbeatAt": _ts(row["heartbeat_at"]),
-        **times.phases(),
         "tokensIn": row["tokens_in"],
         "tokensOut": row["tokens_out"],
         "costUsd": round(float(row["cost_usd"]), 6),
@@ -104,7 +119,6 @@ def _attempt(
         "files": [dict(o) for o in row["outcomes"] or () if isinstance(o, Mapping)],
         "assessment": _assessment(row, threshold) if row["assessment"] is not None else None,
     }
-    return out
 
 
 def _assessment(row: Mapping[str, Any], threshold: float) -> dict[str, Any]:
@@ -175,3 +189,46 @@ def run_report(conn: Connection, run_id: str) -> dict[str, Any] | None:
     out.update(run_summary(lines, run["started_at"], run["finished_at"], run["now"]))
     out["tasks"] = [line.to_json() for line in lines]
     return out
+
+
+def _agents(documents: Any) -> dict[str, AgentSpec]:
+    return {a.name: a for a in (AgentSpec.from_document(doc) for doc in documents or ())}
+
+
+def run_details(conn: Connection, run_id: str, *, attempts: bool, graph: bool) -> dict[str, Any]:
+    """What a run page adds to the run: with ``attempts``, every attempt in brief (no prompt,
+    output or usage) by task id, oldest first (``"attempts"``); with ``graph``, each task's
+    ``assignTo`` and ``dependsOn`` by task id (``"tasks"``) and the run's gates and checkpoints with
+    their status in it. Two queries at most, whatever the number of tasks."""
+    if not attempts and not graph:
+        return {}
+    context = conn.execute(RUN_SPEC_PARTS, {"run_id": run_id}).fetchone()
+    if context is None:
+        return {}
+    documents = [doc for doc in context["tasks"] or () if isinstance(doc, Mapping) and doc.get("id")]
+    out: dict[str, Any] = {}
+    if attempts:
+        tasks = {doc["id"]: TaskSpec.from_document(doc) for doc in documents}
+        agents = _agents(context["agents"])
+        by_task: dict[str, list[dict[str, Any]]] = {}
+        for row in conn.execute(RUN_TIMELINE, {"run_id": run_id}).fetchall():
+            by_task.setdefault(row["task_id"], []).append(_attempt_brief(row, tasks.get(row["task_id"]), agents))
+        out["attempts"] = by_task
+    if graph:
+        state = context["state"] or {}
+        out["tasks"] = {
+            doc["id"]: {"assignTo": doc.get("assignTo"), "dependsOn": list(doc.get("dependsOn") or ())}
+            for doc in documents
+        }
+        out["qualityGates"] = _with_status(context["gates"], state.get("gates"))
+        out["checkpoints"] = _with_status(context["checkpoints"], state.get("checkpoints"))
+    return out
+
+
+def _with_status(documents: Any, statuses: Any) -> list[dict[str, Any]]:
+    """Gate or checkpoint documents with their index and their status in the run."""
+    known = list(statuses or ())
+    return [
+        {"index": i, **dict(doc), "status": known[i] if i < len(known) else None}
+        for i, doc in enumerate(documents or ())
+    ]

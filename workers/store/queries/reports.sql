@@ -23,7 +23,7 @@ SELECT (SELECT t.task FROM jsonb_array_elements(r.spec->'tasks') AS t(task)
 -- name: task_attempts_page
 -- A page of a task's attempts in a run, oldest first, after attempt number %(after)s (keyset).
 SELECT attempt, status, agent, model, worker, prompt, output, error, score, assessment,
-       tokens_in, tokens_out, cost_usd, judge_model, judge_tokens_in, judge_tokens_out, judge_cost_usd,
+       (assessment IS NOT NULL OR assessed_at IS NOT NULL) AS assessed, tokens_in, tokens_out, cost_usd, judge_model, judge_tokens_in, judge_tokens_out, judge_cost_usd,
        outcomes, created_at, sent_at, claimed_at, heartbeat_at, finished_at, assessed_at
   FROM attempts
  WHERE run_id = %(run_id)s AND task_id = %(task_id)s AND attempt > %(after)s
@@ -57,3 +57,20 @@ SELECT r.id, r.mission_id, r.number, r.status, r.pause_reason, r.pause_message, 
   ) a ON a.task_id = s.task->>'id'
  WHERE r.id = %(run_id)s
  ORDER BY s.n
+
+-- name: run_timeline
+-- Every attempt of a run in brief (what a timeline draws: no prompt, output or usage), by task;
+-- the primary key's order.
+SELECT task_id, attempt, status, agent, model, error, score,
+       (assessment IS NOT NULL OR assessed_at IS NOT NULL) AS assessed,
+       created_at, claimed_at, finished_at, assessed_at
+  FROM attempts WHERE run_id = %(run_id)s
+ ORDER BY task_id, attempt
+
+-- name: run_spec_parts
+-- The parts of a run's spec that describe its graph and team: its tasks (with dependsOn and
+-- retry policies), agents, gates and checkpoints, and its run-level state (their statuses).
+SELECT r.spec->'tasks' AS tasks, coalesce(r.spec->'team'->'agents', '[]'::jsonb) AS agents,
+       coalesce(r.spec->'qualityGates', '[]'::jsonb) AS gates,
+       coalesce(r.spec->'checkpoints', '[]'::jsonb) AS checkpoints, r.state
+  FROM runs r WHERE r.id = %(run_id)s
