@@ -56,6 +56,14 @@ def _nullable_text(description: str) -> fields.String:
     return fields.String(allow_none=True, metadata={"description": description})
 
 
+def _seconds(description: str) -> fields.Float:
+    return fields.Float(allow_none=True, metadata={"description": description})
+
+
+def _time(description: str) -> fields.String:
+    return fields.String(allow_none=True, metadata={"format": "date-time", "description": description})
+
+
 class ErrorSchema(_Out):
     error = fields.String(required=True, metadata={"description": "Human readable message."})
     code = fields.String(required=True, validate=validate.OneOf(ERROR_CODES))
@@ -254,6 +262,12 @@ class _RunHead(_Out):
 class RunSchema(_RunHead):
     id = fields.String(required=True, metadata={"example": "run_0a1b2c3d4e5f6a7b8c9d0e1f"})
     usage = fields.Nested(UsageSchema, metadata={"description": "Tokens and cost of this run."})
+    durationSeconds = _seconds("With `include=summary` (the run list): start to finish, or to now.")
+    averageScore = fields.Float(
+        allow_none=True,
+        metadata={"description": "With `include=summary`: mean score of its scored tasks (null: none), as its report."},
+    )
+    scoredTasks = fields.Integer(metadata={"description": "With `include=summary`."})
     tasks = fields.List(fields.Nested(RunTaskSchema), metadata={"description": "Absent in the run list."})
     qualityGates = fields.List(
         fields.Nested(RunGateSchema),
@@ -270,14 +284,6 @@ class FireSchema(_Out):
     reason = fields.String(metadata={"description": "Why a fire was skipped, e.g. a run was still active."})
     runId = fields.String(metadata={"description": "The run a started fire created."})
     recordedAt = fields.String(required=True, metadata={"format": "date-time"})
-
-
-def _seconds(description: str) -> fields.Float:
-    return fields.Float(allow_none=True, metadata={"description": description})
-
-
-def _time(description: str) -> fields.String:
-    return fields.String(allow_none=True, metadata={"format": "date-time", "description": description})
 
 
 class EscalationSchema(_Out):
@@ -610,9 +616,9 @@ DOCS: dict[tuple[str, str], Doc] = {
     ),
     ("missions_v1.list_runs", "GET"): Doc(
         "List runs",
-        "The mission's runs, newest first.",
+        "The mission's runs, newest first; `include=summary` adds each one's duration and average score.",
         tag="Runs",
-        query=schemas.PageQuerySchema,
+        query=schemas.RunListQuerySchema,
         responses={200: ("The runs, without their tasks.", "Run[]")},
         errors=(400, 404),
     ),

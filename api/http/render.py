@@ -187,11 +187,13 @@ def run(
     with_tasks: bool = True,
     usage: MissionUsage | None = None,
     details: Mapping[str, Any] | None = None,
+    summary: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A run: its status, why it paused or failed, tokens and cost, and (by default) every task's
     state in it with its output, score and the judge's reasons. ``details``
     (``workers.store.reports.run_details``) adds each task's ``attempts`` in brief, and/or its
-    ``assignTo`` and ``dependsOn`` with the run's ``qualityGates`` and ``checkpoints``."""
+    ``assignTo`` and ``dependsOn`` with the run's ``qualityGates`` and ``checkpoints``; ``summary``
+    (``workers.store.reports.run_summaries``) its duration and average score."""
     details = details or {}
     out: dict[str, Any] = {
         "id": row["id"],
@@ -209,6 +211,8 @@ def run(
     out["finishedAt"] = _ts(row.get("finished_at"))
     if usage is not None:
         out["usage"] = usage.run(row["id"]).to_json()
+    if summary is not None:
+        out.update(summary)
     if with_tasks:
         tasks = []
         for task_id, state in _run_tasks(row.get("run_tasks")).items():

@@ -230,11 +230,12 @@ def abort(mission_id: str) -> Any:
 
 @blueprint.get("/missions/<mission_id>/runs")
 def list_runs(mission_id: str) -> Any:
-    query = schemas.PAGE_QUERY.load(request.args.to_dict())
+    query = schemas.RUN_LIST_QUERY.load(request.args.to_dict())
     with services().transaction() as conn:
         rows = runs.list_runs(conn, g.project_id, mission_id, query["limit"], query["offset"])
         usage = mission_usage(conn, mission_id)
-    return jsonify([render.run(row, with_tasks=False, usage=usage) for row in rows])
+        summaries = reports.run_summaries(conn, [r["id"] for r in rows]) if "summary" in query["include"] else {}
+    return jsonify([render.run(row, with_tasks=False, usage=usage, summary=summaries.get(row["id"])) for row in rows])
 
 
 @blueprint.get("/missions/<mission_id>/fires")

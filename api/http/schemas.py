@@ -462,6 +462,7 @@ class Include(fields.String):
 MISSION_LIST_EXTRAS = ("lastRun", "nextRunAt")
 RESUMABLE_EXTRAS = ("waitingFor",)
 RUN_EXTRAS = ("attempts", "graph")
+RUN_LIST_EXTRAS = ("summary",)
 
 
 class ListQuerySchema(Schema):
@@ -512,6 +513,10 @@ class AttemptsQuerySchema(Schema):
     limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
 
 
+class RunListQuerySchema(PageQuerySchema):
+    include = Include(RUN_LIST_EXTRAS)
+
+
 MISSION = MissionSchema()
 MISSION_PATCH = MissionPatchSchema(partial=True)
 TASK = TaskCreateSchema()
@@ -521,4 +526,5 @@ LIST_QUERY = ListQuerySchema()
 PAGE_QUERY = PageQuerySchema()
 RESUMABLE_QUERY = ResumableQuerySchema()
 RUN_QUERY = RunQuerySchema()
+RUN_LIST_QUERY = RunListQuerySchema()
 ATTEMPTS_QUERY = AttemptsQuerySchema()

@@ -528,3 +528,19 @@ def test_a_bad_run_include_is_a_bad_request(
 ) -> None:
     answer = client.get(f"/v1/missions/{finished['mission']}/runs/{finished['run']}?include=prompts", headers=auth)
     assert answer.status_code == 400 and "include" in answer.get_json()["details"]["fields"]
+
+
+def test_the_run_list_gives_each_runs_duration_and_average_score_when_asked(
+    client: FlaskClient, auth: dict[str, str], finished: dict[str, Any]
+) -> None:
+    url = f"/v1/missions/{finished['mission']}/runs"
+    (plain,) = client.get(url, headers=auth).get_json()
+    assert "averageScore" not in plain
+    (run,) = client.get(url + "?include=summary", headers=auth).get_json()
+    report = client.get(f"{url}/{finished['run']}/report", headers=auth).get_json()
+    assert (run["averageScore"], run["durationSeconds"], run["scoredTasks"]) == (
+        report["averageScore"],
+        report["durationSeconds"],
+        report["totals"]["scoredTasks"],
+    )
+    assert client.get(url + "?include=tasks", headers=auth).status_code == 400

@@ -8,11 +8,11 @@ run. A request scopes the run first with ``find_run``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from orchestrator.engine import AttemptStatus, assessment_passes
-from orchestrator.report import AttemptTimes, TaskLine, escalation, run_summary
+from orchestrator.report import AttemptTimes, TaskLine, average_score, escalation, run_summary, seconds_between
 from orchestrator.spec import DEFAULT_QUALITY_THRESHOLD, AgentSpec, TaskSpec, format_timestamp
 from workers.store.db import Connection
 from workers.store.queries import query
@@ -24,6 +24,7 @@ TASK_ATTEMPTS_PAGE = query("task_attempts_page")
 RUN_REPORT = query("run_report")
 RUN_TIMELINE = query("run_timeline")
 RUN_SPEC_PARTS = query("run_spec_parts")
+RUN_SCORES = query("run_scores")
 
 
 def _ts(value: Any) -> str | None:
@@ -232,3 +233,17 @@ def _with_status(documents: Any, statuses: Any) -> list[dict[str, Any]]:
         {"index": i, **dict(doc), "status": known[i] if i < len(known) else None}
         for i, doc in enumerate(documents or ())
     ]
+
+
+def run_summaries(conn: Connection, run_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Per run id: its ``durationSeconds`` (to now while it has not finished), ``averageScore`` and
+    ``scoredTasks``, as its report has them, for a page of runs in one query."""
+    out: dict[str, dict[str, Any]] = {}
+    for row in conn.execute(RUN_SCORES, {"run_ids": list(run_ids)}).fetchall():
+        scores = list(row["scores"] or ())
+        out[row["id"]] = {
+            "durationSeconds": seconds_between(row["started_at"], row["finished_at"] or row["now"]),
+            "averageScore": average_score(scores),
+            "scoredTasks": len(scores),
+        }
+    return out

@@ -74,3 +74,10 @@ SELECT r.spec->'tasks' AS tasks, coalesce(r.spec->'team'->'agents', '[]'::jsonb)
        coalesce(r.spec->'qualityGates', '[]'::jsonb) AS gates,
        coalesce(r.spec->'checkpoints', '[]'::jsonb) AS checkpoints, r.state
   FROM runs r WHERE r.id = %(run_id)s
+
+-- name: run_scores
+-- For each of these runs: its start and end, the database's clock, and the scores its tasks hold.
+SELECT r.id, r.started_at, r.finished_at, statement_timestamp() AS now,
+       ARRAY(SELECT (rt.state->>'score')::double precision FROM run_tasks rt
+              WHERE rt.run_id = r.id AND jsonb_typeof(rt.state->'score') = 'number') AS scores
+  FROM runs r WHERE r.id = ANY(%(run_ids)s)
