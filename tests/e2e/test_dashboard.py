@@ -195,11 +195,17 @@ def test_the_list_shows_missions_and_how_many_need_a_person(page: Any, stack: St
     page.wait_for_selector(f"#missions tr[data-mission-id='{draft['id']}']")
     row = page.locator(f"#missions tr[data-mission-id='{waiting['id']}']")
     assert row.locator(".status").first.inner_text() == "paused"
+    assert row.locator(".last-run .status").inner_text() == "paused"  # its last run, with a link to it
+    assert row.locator(".last-run a").get_attribute("href").endswith(f"/runs/{waiting['latestRunId']}")
     assert page.get_attribute("#needs-person", "data-count") == str(count)
     expect(page.locator("#attention-count")).to_have_attribute("data-count", str(count))
     page.select_option("#filter-status", "draft")
     page.wait_for_selector(f"#missions tr[data-mission-id='{waiting['id']}']", state="detached")
     assert page.locator(f"#missions tr[data-mission-id='{draft['id']}']").count() == 1
+    page.select_option("#filter-status", "")
+    page.fill("#search", draft["name"].upper())  # the API's ?q= ignores case
+    page.wait_for_selector(f"#missions tr[data-mission-id='{waiting['id']}']", state="detached")
+    expect(page.locator("#missions tbody tr")).to_have_count(1)
 
 
 def test_a_checkpoint_is_approved_from_the_inbox_and_the_mission_moves_on(page: Any, stack: Stack) -> None:
@@ -224,6 +230,10 @@ def test_a_blocked_gate_is_resumed_with_retry_from_the_inbox(page: Any, stack: S
     item = page.locator(f".inbox-item[data-mission-id='{waiting['id']}']")
     item.wait_for()
     assert "Quality gate blocked" in item.inner_text()
+    gate = item.locator(".cause.gate")
+    assert "score 2.5 against minScore 4" in gate.inner_text()
+    build = gate.locator("tbody tr.low")  # below the gate's minScore
+    assert build.locator("td").nth(0).inner_text() == "Build" and build.locator("td").nth(2).inner_text() == "2.5"
     item.get_by_role("button", name="Resume, retry failed").click()
     item.locator(".state .status").wait_for()
     final = stack.wait_status(waiting["id"], "completed", "failed", "paused")

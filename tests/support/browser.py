@@ -21,8 +21,7 @@ EXPECT_TIMEOUT_MS = 30_000
 
 
 def chromium_path() -> str | None:
-    configured = os.environ.get("MISSIONS_TEST_CHROMIUM")
-    for candidate in (configured, *CHROMIUM_CANDIDATES, shutil.which("chromium")):
+    for candidate in (*CHROMIUM_CANDIDATES, shutil.which("chromium")):
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
             return candidate
     return None

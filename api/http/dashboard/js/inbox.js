@@ -22,13 +22,13 @@ export async function inboxPage(main) {
     list,
     empty,
   );
-  const paused = await api("GET", "/missions/resumable");
+  const paused = await api("GET", "/missions/resumable?include=waitingFor");
   for (const mission of paused) list.append(item(mission));
   empty.hidden = paused.length > 0;
   return null;
 }
 
-function waitingItems(mission) {
+function waitingItems(mission, runHref) {
   const items = mission.waitingFor || [];
   return items.map((cause) => {
     if (cause.kind === "checkpoint") {
@@ -73,7 +73,9 @@ function waitingItems(mission) {
         "li",
         { class: "cause approval" },
         h("strong", {}, "Approval: "),
-        h("span", {}, (cause.task && cause.task.title) || "a task"),
+        cause.task && runHref
+          ? h("a", { href: `${runHref}/tasks/${encodeURIComponent(cause.task.id)}` }, cause.task.title)
+          : h("span", {}, (cause.task && cause.task.title) || "a task"),
         cause.reason ? [" — ", h("span", { class: "message" }, cause.reason)] : null,
       );
     }
@@ -88,6 +90,7 @@ function item(mission) {
     errorBox.textContent = exc.message;
   };
   const href = `#/missions/${encodeURIComponent(mission.id)}`;
+  const runHref = mission.runId ? `${href}/runs/${encodeURIComponent(mission.runId)}` : null;
   const actions = h("div", { class: "actions" });
   const done = (answer, verb) => {
     actions.replaceChildren();
@@ -115,11 +118,12 @@ function item(mission) {
       { kind: "danger", onError },
     ),
   );
-  const causes = waitingItems(mission);
+  const causes = waitingItems(mission, runHref);
   const li = h(
     "li",
     { class: "card inbox-item", "data-mission-id": mission.id, "data-pause-reason": mission.pauseReason },
     h("h2", {}, h("a", { href }, mission.name)),
+    runHref ? h("p", { class: "small" }, h("a", { href: runHref, class: "paused-run" }, `Run #${mission.runNumber}`)) : null,
     h("p", {}, h("span", { class: ["pause", `p-${mission.pauseReason}`] }, pauseLabel(mission.pauseReason))),
     mission.pauseMessage ? h("p", { class: "pause-message" }, mission.pauseMessage) : null,
     causes.length ? h("ul", { class: "causes" }, causes) : null,

@@ -34,7 +34,7 @@ export async function missionsPage(main) {
   async function load(reset) {
     const mine = ++generation;
     if (reset) offset = 0;
-    const query = { status: status.value, q: search.value.trim(), limit: PAGE, offset };
+    const query = { status: status.value, q: search.value.trim(), include: "lastRun,nextRunAt", limit: PAGE, offset };
     sessionStorage.setItem("missions.listFilter", new URLSearchParams({ status: status.value, q: query.q }).toString());
     const rows = await api("GET", withQuery("/missions", query));
     if (mine !== generation) return; // a newer filter has been asked for meanwhile
@@ -105,29 +105,35 @@ export async function missionsPage(main) {
   return { close: () => clearInterval(refresh) };
 }
 
-function lastRun(mission) {
-  return mission.lastRun || null;
-}
-
 function row(mission) {
-  const run = lastRun(mission);
-  const runStatus = run ? run.status : mission.lastRunStatus;
-  const runTime = run ? run.finishedAt || run.startedAt || run.createdAt : null;
-  const cost = run && run.usage ? run.usage.costUsd : run ? run.costUsd : undefined;
+  const run = mission.lastRun || null; // (GET /missions?include=lastRun: null before the first run)
+  const href = `#/missions/${encodeURIComponent(mission.id)}`;
   return h(
     "tr",
     { "data-mission-id": mission.id },
-    h("td", {}, h("a", { href: `#/missions/${encodeURIComponent(mission.id)}`, class: "mission-name" }, mission.name)),
+    h("td", {}, h("a", { href, class: "mission-name" }, mission.name)),
     h(
       "td",
       {},
       statusBadge(mission.status),
       mission.pauseReason ? h("span", { class: "muted small" }, " ", pauseLabel(mission.pauseReason)) : null,
     ),
-    h("td", {}, runStatus ? [statusBadge(runStatus), " ", h("span", { class: "muted small" }, when(runTime))] : "–"),
-    h("td", { class: "num" }, String(mission.runCount ?? mission.executionCount ?? 0)),
+    h(
+      "td",
+      { class: "last-run" },
+      run
+        ? h(
+            "a",
+            { href: `${href}/runs/${encodeURIComponent(run.id)}`, "aria-label": `Run ${run.number}: ${run.status}` },
+            statusBadge(run.status),
+            " ",
+            h("span", { class: "muted small" }, when(run.finishedAt || run.startedAt)),
+          )
+        : "–",
+    ),
+    h("td", { class: "num" }, String(mission.executionCount ?? 0)),
     h("td", {}, mission.nextRunAt ? when(mission.nextRunAt) : "–"),
-    h("td", { class: "num" }, cost === undefined ? "–" : money(cost)),
+    h("td", { class: "num" }, run ? money(run.costUsd) : "–"),
     h("td", { class: "num" }, String(mission.taskCount ?? "–")),
   );
 }

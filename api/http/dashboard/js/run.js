@@ -13,7 +13,9 @@ import { timeline } from "./timeline.js";
 import { actionButton, command, statusBadge } from "./widgets.js";
 
 const RECENT_EVENTS = 60;
+// The header's tokens and cost (the run's report: one row per task) are read at most this often.
 const REPORT_EVERY_MS = 2000;
+const REPORT_EVERY_MS_LARGE = 10000; // (past 300 tasks)
 
 export async function runPage(main, missionId, runId) {
   const path = `/missions/${encodeURIComponent(missionId)}`;
@@ -132,7 +134,7 @@ export async function runPage(main, missionId, runId) {
     }
   }
   function reportSoon() {
-    if (reportTimer === null) reportTimer = setTimeout(readReport, REPORT_EVERY_MS);
+    if (reportTimer === null) reportTimer = setTimeout(readReport, graphMission.tasks.length > 300 ? REPORT_EVERY_MS_LARGE : REPORT_EVERY_MS);
   }
 
   const line = (event) => {
