@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -217,6 +218,7 @@ def test_a_checkpoint_is_approved_from_the_inbox_and_the_mission_moves_on(page: 
     item.get_by_role("button", name="Approve and resume").click()
     item.locator(".state .status").wait_for()
     assert item.locator(".state .status").inner_text() in ("active", "completed")
+    expect(item.locator(".state .now .status")).to_have_text("completed")  # followed live on the inbox
     final = stack.wait_status(waiting["id"], "completed", "failed")
     assert final["status"] == "completed"
     item.locator("a.watch").click()
@@ -302,6 +304,33 @@ def test_abort_from_the_run_page_cancels_the_mission(page: Any, stack: Stack) ->
     page.wait_for_selector("#run-status .status[data-status=cancelled]")
     page.wait_for_selector("#graph a.node[data-status=cancelled]")
     assert stack.mission(created["id"])["status"] == "cancelled"
+
+
+def test_history_shows_runs_and_fires_and_opens_a_past_run_read_only(page: Any, stack: Stack) -> None:
+    at = (datetime.now(UTC) + timedelta(seconds=2)).replace(microsecond=0)
+    doc = mission(
+        unique("history"),
+        [{"title": "Tick", "assignTo": "a", "expectations": [{"criterion": "Ticks"}]}],
+        [agent("a", {"output": "ran"})],
+        assessor={"model": "scripted/judge", "script": [{"score": 3.5, "reason": "fine"}]},
+        schedule=at.isoformat().replace("+00:00", "Z"),
+    )
+    created = stack.create(doc)
+    wait_for(lambda: stack.mission(created["id"])["status"] == "completed", 30, "the scheduled run", stack)
+    stack.execute(created["id"])
+    stack.wait_status(created["id"], "completed", "failed")
+    runs = stack.request("GET", f"/v1/missions/{created['id']}/runs").json()
+    sign_in(page, stack, hash_=f"#/missions/{created['id']}")
+    expect(page.locator("#runs tbody tr")).to_have_count(2)
+    expect(page.locator(f"#runs tr[data-run-id='{runs[1]['id']}'] .avg-score")).to_have_text("3.5")
+    fire = page.locator("#fires tbody tr")
+    expect(fire).to_have_count(1)
+    assert fire.locator(".status").inner_text() == "started"
+    fire.get_by_role("link", name="open").click()
+    page.wait_for_selector("main p.muted:has-text('An earlier run')")
+    expect(page.locator("#graph a.node[data-status=completed]")).to_have_count(1)
+    assert page.locator("#run-actions button").count() == 0  # read-only: nothing to execute, abort or resume
+    assert runs[1]["id"] in page.url
 
 
 # -- untrusted text and other projects -------------------------------------------------------------------

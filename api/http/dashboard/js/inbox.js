@@ -6,7 +6,10 @@ import { api } from "./api.js";
 import { app } from "./shell.js";
 import { h, replace } from "./dom.js";
 import { pauseLabel, score } from "./format.js";
+import { follow } from "./sse.js";
 import { actionButton, command, statusBadge } from "./widgets.js";
+
+const streams = new Set(); // the runs followed after an action, closed with the page
 
 export async function inboxPage(main) {
   const list = h("ul", { class: "inbox", id: "inbox" });
@@ -25,7 +28,12 @@ export async function inboxPage(main) {
   const paused = await api("GET", "/missions/resumable?include=waitingFor");
   for (const mission of paused) list.append(item(mission));
   empty.hidden = paused.length > 0;
-  return null;
+  return {
+    close() {
+      for (const stream of streams) stream.close();
+      streams.clear();
+    },
+  };
 }
 
 function waitingItems(mission, runHref) {
@@ -95,10 +103,32 @@ function item(mission) {
   const done = (answer, verb) => {
     actions.replaceChildren();
     const run = answer.latestRunId ? `${href}/runs/${encodeURIComponent(answer.latestRunId)}` : href;
-    replace(state, `${verb}: now `, statusBadge(answer.status), " ", h("a", { href: run, class: "watch" }, "watch the run"));
+    const badge = h("span", { class: "now" }, statusBadge(answer.status));
+    const progress = h("span", { class: "muted small progress" });
+    replace(state, `${verb}: now `, badge, " ", progress, " ", h("a", { href: run, class: "watch" }, "watch the run"));
     li.classList.add("handled");
     app.toast(`${mission.name}: ${verb.toLowerCase()}`);
     app.refreshAttention();
+    if (answer.latestRunId && (answer.status === "active" || answer.status === "paused")) {
+      // The mission moving again, on this page: its status and tasks as the run's events arrive.
+      const tasks = new Map();
+      const stream = follow(`/missions/${encodeURIComponent(mission.id)}/events?runId=${encodeURIComponent(answer.latestRunId)}`, {
+        onEvent(event) {
+          const d = event.data || {};
+          if (event.type === "mission:status" || event.type === "mission:done") replace(badge, statusBadge(d.status));
+          if (event.type === "task:status") {
+            tasks.set(d.taskId, d.status);
+            const finished = [...tasks.values()].filter((s) => s === "completed").length;
+            progress.textContent = `${finished} of ${tasks.size} tasks seen completed; latest: ${d.title} → ${d.status}`;
+          }
+          if (event.type === "mission:status" && d.status === "paused") app.refreshAttention();
+        },
+        onState(value) {
+          if (value === "ended") streams.delete(stream);
+        },
+      });
+      streams.add(stream);
+    }
   };
   const approve = mission.pauseReason === "quality_gate" ? "Resume without retry" : "Approve and resume";
   actions.append(

@@ -31,17 +31,17 @@ export async function missionsPage(main) {
   let offset = 0;
   let generation = 0;
 
-  async function load(reset) {
+  async function load(reset, limit = PAGE) {
     const mine = ++generation;
     if (reset) offset = 0;
-    const query = { status: status.value, q: search.value.trim(), include: "lastRun,nextRunAt", limit: PAGE, offset };
+    const query = { status: status.value, q: search.value.trim(), include: "lastRun,nextRunAt", limit, offset };
     sessionStorage.setItem("missions.listFilter", new URLSearchParams({ status: status.value, q: query.q }).toString());
     const rows = await api("GET", withQuery("/missions", query));
     if (mine !== generation) return; // a newer filter has been asked for meanwhile
     if (reset) body.replaceChildren();
     for (const mission of rows) body.append(row(mission));
     offset += rows.length;
-    more.hidden = rows.length < PAGE;
+    more.hidden = rows.length < limit;
     empty.hidden = body.children.length > 0;
   }
 
@@ -101,7 +101,11 @@ export async function missionsPage(main) {
     more,
   );
   await Promise.all([load(true), loadAttention()]);
-  const refresh = setInterval(() => loadAttention().catch(() => {}), 10000);
+  // Statuses move while the page is open: read what is shown again every 10 s.
+  const refresh = setInterval(() => {
+    if (document.activeElement === search) return; // (not while the person is typing)
+    Promise.all([load(true, Math.min(1000, Math.max(PAGE, offset))), loadAttention()]).catch(() => {});
+  }, 10000);
   return { close: () => clearInterval(refresh) };
 }
 

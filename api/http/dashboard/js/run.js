@@ -88,7 +88,7 @@ export async function runPage(main, missionId, runId) {
         ),
       );
     }
-    if (!active) {
+    if (!active && isLatest) {
       actions.append(
         actionButton(
           "Execute again",
