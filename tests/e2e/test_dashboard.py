@@ -5,6 +5,7 @@ click, and check what the page shows."""
 from __future__ import annotations
 
 import re
+import signal
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,6 +23,7 @@ from tests.conftest import with_database
 from tests.e2e.conftest import running_stack
 from tests.e2e.scenarios import agent, mission
 from tests.support.browser import PageErrors, expect, launched_chromium
+from tests.support.sse import read_events
 from tests.support.stack import Stack, wait_for
 from workers.support.ids import hash_api_key
 
@@ -155,6 +157,30 @@ def test_the_page_is_served_with_a_strict_policy_and_the_root_redirects_to_it(st
     assert posted.headers["Allow"] == "GET, HEAD"
 
 
+def test_the_pages_event_stream_parser_follows_the_event_stream_format(page: Any, stack: Stack) -> None:
+    page.goto(f"{stack.url}/ui/")
+    parsed = page.evaluate(
+        r"""async () => {
+          const { EventStreamParser } = await import("/ui/js/sse.js");
+          const out = [];
+          const parser = new EventStreamParser((e) => out.push([e.type, e.id, e.data]));
+          // Split anywhere (a CRLF across two reads too), comments, multi-line data, a block
+          // without data, an id kept for later events, a bare field name.
+          for (const chunk of [": keep-alive\r\n\r", "\nretry: 2000\n\nid: 7\nevent: task:status\ndata: {\"a\":",
+                               "\n", "data: 1}\r\n\r\nevent: ping\nid: 8\n\ndata\n\n", "data: {\"x\": \"y\"}\n\n"]) {
+            parser.push(chunk);
+          }
+          return { out, retry: parser.retry, last: parser.lastEventId };
+        }"""
+    )
+    assert parsed["out"] == [
+        ["task:status", "7", {"a": 1}],
+        ["message", "8", {"raw": ""}],
+        ["message", "8", {"x": "y"}],
+    ]
+    assert parsed["retry"] == 2000 and parsed["last"] == "8"
+
+
 # -- signing in --------------------------------------------------------------------------------------
 
 
@@ -267,6 +293,35 @@ def test_executing_a_mission_turns_its_nodes_completed_without_a_reload(page: An
     assert page.evaluate("window.__sameDocument") is True  # the page was never reloaded
     assert page.locator("#timeline .tl-bar").count() >= 3
     assert page.inner_text("#live") == "ended"
+
+
+def test_the_stream_resumes_after_an_api_restart_with_no_event_missed_or_twice(page: Any, stack: Stack) -> None:
+    doc = mission(
+        unique("restart"),
+        [
+            {"title": "First", "assignTo": "a"},
+            {"title": "Second", "assignTo": "a", "dependsOn": ["First"]},
+            {"title": "Third", "assignTo": "a", "dependsOn": ["Second"]},
+        ],
+        [agent("a", {"output": "done", "delay": 1.5})],
+    )
+    created = stack.create(doc)
+    run = stack.execute(created["id"])
+    sign_in(page, stack, hash_=f"#/missions/{created['id']}/runs/{run['id']}")
+    page.wait_for_selector("#live[data-state=open]")
+    page.wait_for_selector("#graph a.node[data-status=running]")
+    stack.kill("api", signal.SIGTERM)
+    page.wait_for_selector("#live[data-state=reconnecting]")
+    stack.start_api()
+    page.wait_for_selector("#run-status .status[data-status=completed]")
+    expect(page.locator("#graph a.node[data-status=completed]")).to_have_count(3)
+    shown = [int(i) for i in page.eval_on_selector_all("#events li", "els => els.map(e => e.dataset.eventId)")]
+    expected = [
+        e.id
+        for e in read_events(f"{stack.url}/v1/missions/{created['id']}/events?runId={run['id']}", stack.headers)
+        if e.event != "task:output"
+    ]
+    assert sorted(shown) == sorted(expected) and len(set(shown)) == len(shown)
 
 
 def test_a_task_shows_its_output_streaming_and_then_its_assessment(page: Any, stack: Stack) -> None:

@@ -148,7 +148,7 @@ export async function runPage(main, missionId, runId) {
     else if (event.type === "checkpoint:waiting") what = `checkpoint ${d.name || d.checkpoint}: ${d.message || ""}`;
     else if (event.type === "mission:done") what = `done: ${d.status}`;
     else what = d.error || d.message || "";
-    return h("li", { class: `ev ev-${event.type.replace(":", "-")}` }, h("code", {}, event.type), " ", what);
+    return h("li", { class: `ev ev-${event.type.replace(":", "-")}`, "data-event-id": event.id }, h("code", {}, event.type), " ", what);
   };
 
   const titles = new Map(graphMission.tasks.map((t) => [t.id, t.title]));
