@@ -269,6 +269,31 @@ def test_a_blocked_gate_is_resumed_with_retry_from_the_inbox(page: Any, stack: S
     assert stack.tasks(final)["Build"]["score"] == 4.8
 
 
+def test_a_side_effect_of_unknown_outcome_is_run_again_from_the_inbox(page: Any, stack: Stack) -> None:
+    doc = mission(
+        unique("careful"),
+        [{"title": "Deploy", "assignTo": "a", "sideEffects": True}],
+        [agent("a", {"delay": 4, "output": "deployed"}, {"output": "deployed"})],
+    )
+    created = stack.create(doc)
+    stack.execute(created["id"])
+    wait_for(lambda: stack.tasks(stack.mission(created["id"]))["Deploy"]["status"] == "running", 30, "running", stack)
+    stack.kill("worker")
+    stack.start_worker()  # (the same name: the module's other tests keep their worker)
+    waiting = stack.wait_status(created["id"], "paused", "completed", "failed", timeout=60)
+    assert waiting["pauseReason"] == "approval"
+    sign_in(page, stack, hash_="#/inbox")
+    item = page.locator(f".inbox-item[data-mission-id='{created['id']}']")
+    item.wait_for()
+    cause = item.locator(".cause.approval")
+    assert "Deploy" in cause.inner_text()
+    assert "repeat its side effect" in item.locator(".choices").inner_text()
+    assert item.get_by_role("button", name="Approve and resume").count() == 0  # "false" would mark it failed
+    item.get_by_role("button", name="Run the task again").click()
+    expect(item.locator(".state .now .status")).to_have_text("completed")
+    assert stack.tasks(stack.mission(created["id"]))["Deploy"]["status"] == "completed"
+
+
 # -- a run, live -------------------------------------------------------------------------------------
 
 

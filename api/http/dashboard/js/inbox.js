@@ -7,7 +7,7 @@ import { app } from "./shell.js";
 import { h, replace } from "./dom.js";
 import { pauseLabel, score } from "./format.js";
 import { follow } from "./sse.js";
-import { actionButton, command, statusBadge } from "./widgets.js";
+import { actionButton, command, resumeChoices, statusBadge } from "./widgets.js";
 
 const streams = new Set(); // the runs followed after an action, closed with the page
 
@@ -130,15 +130,14 @@ function item(mission) {
       streams.add(stream);
     }
   };
-  const approve = mission.pauseReason === "quality_gate" ? "Resume without retry" : "Approve and resume";
   actions.append(
-    actionButton(approve, async () => done(await command(mission.id, "resume", { retryFailed: false }), "Resumed"), {
-      kind: "primary",
-      onError,
-    }),
-    actionButton("Resume, retry failed", async () => done(await command(mission.id, "resume", { retryFailed: true }), "Resumed with retry"), {
-      onError,
-    }),
+    ...resumeChoices(mission.pauseReason).map((choice) =>
+      actionButton(
+        choice.label,
+        async () => done(await command(mission.id, "resume", { retryFailed: choice.retryFailed }), choice.label),
+        { kind: choice.primary ? "primary" : "", onError, title: choice.help || undefined },
+      ),
+    ),
     actionButton(
       "Abort",
       async () => {
@@ -158,6 +157,13 @@ function item(mission) {
     mission.pauseMessage ? h("p", { class: "pause-message" }, mission.pauseMessage) : null,
     causes.length ? h("ul", { class: "causes" }, causes) : null,
     actions,
+    h(
+      "p",
+      { class: "help small choices" },
+      resumeChoices(mission.pauseReason)
+        .filter((c) => c.help)
+        .map((c) => [h("strong", {}, c.label), `: ${c.help} `]),
+    ),
     state,
     errorBox,
   );

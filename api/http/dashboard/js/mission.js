@@ -5,7 +5,7 @@ import { api, withQuery } from "./api.js";
 import { h, replace } from "./dom.js";
 import { ACTIVE, elapsed, money, pauseLabel, score, when } from "./format.js";
 import { app } from "./shell.js";
-import { actionButton, command, keyValue, statusBadge } from "./widgets.js";
+import { actionButton, command, keyValue, resumeChoices, statusBadge } from "./widgets.js";
 
 export async function missionPage(main, missionId) {
   const path = `/missions/${encodeURIComponent(missionId)}`;
@@ -49,17 +49,16 @@ export async function missionPage(main, missionId) {
     );
   }
   if (mission.status === "paused") {
-    actions.append(
-      actionButton("Resume", async () => (await command(mission.id, "resume", { retryFailed: false }), reload()), {
-        kind: "primary",
-        id: "resume",
-        onError,
-      }),
-      actionButton("Resume, retry failed", async () => (await command(mission.id, "resume", { retryFailed: true }), reload()), {
-        id: "resume-retry",
-        onError,
-      }),
-    );
+    for (const [i, choice] of resumeChoices(mission.pauseReason).entries()) {
+      actions.append(
+        actionButton(choice.label, async () => (await command(mission.id, "resume", { retryFailed: choice.retryFailed }), reload()), {
+          kind: choice.primary ? "primary" : "",
+          id: i === 0 ? "resume" : "resume-other",
+          title: choice.help || undefined,
+          onError,
+        }),
+      );
+    }
   }
   if (ACTIVE.has(mission.status)) {
     actions.append(

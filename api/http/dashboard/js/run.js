@@ -10,7 +10,7 @@ import { taskGraph } from "./graph.js";
 import { app } from "./shell.js";
 import { follow } from "./sse.js";
 import { timeline } from "./timeline.js";
-import { actionButton, command, statusBadge } from "./widgets.js";
+import { actionButton, command, resumeChoices, statusBadge } from "./widgets.js";
 
 const RECENT_EVENTS = 60;
 // The header's tokens and cost (the run's report: one row per task) are read at most this often.
@@ -71,10 +71,16 @@ export async function runPage(main, missionId, runId) {
     actions.replaceChildren();
     const active = ACTIVE.has(current.status);
     if (isLatest && current.status === "paused") {
-      actions.append(
-        actionButton("Resume", async () => setFrom(await command(missionId, "resume", { retryFailed: false })), { kind: "primary", id: "resume", onError }),
-        actionButton("Resume, retry failed", async () => setFrom(await command(missionId, "resume", { retryFailed: true })), { id: "resume-retry", onError }),
-      );
+      for (const [i, choice] of resumeChoices(current.pauseReason).entries()) {
+        actions.append(
+          actionButton(choice.label, async () => setFrom(await command(missionId, "resume", { retryFailed: choice.retryFailed })), {
+            kind: choice.primary ? "primary" : "",
+            id: i === 0 ? "resume" : "resume-other",
+            title: choice.help || undefined,
+            onError,
+          }),
+        );
+      }
     }
     if (isLatest && active) {
       actions.append(
