@@ -400,7 +400,10 @@ def screenshots(folder: Path) -> None:
         page.goto(f"{stack.url}/ui/#/new")
         page.wait_for_selector("#document")
         page.fill(
-            "#document", "name: broken\ntasks:\n  - title: Draft\n    assignTo: nobody\n    dependsOn: [Research]\n"
+            "#document",
+            "name: launch-plan\nqualityThreshold: 7\ntasks:\n  - title: Draft\n    description: Draft the plan.\n"
+            "    assignTo: planner\n    dependsOn: [Research]\nteam:\n  name: crew\n  volatile: true\n  agents:\n"
+            "    - {name: writer, role: Writes, model: scripted/demo}\n",
         )
         page.click("#save")
         page.wait_for_selector("#outline .invalid")
