@@ -4,6 +4,7 @@ click, and check what the page shows."""
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import uuid
@@ -490,6 +491,18 @@ def test_a_yaml_document_is_created_and_then_edited(page: Any, stack: Stack, tmp
     page.click("#save")
     page.wait_for_selector("#execute")
     assert stack.mission(created["id"])["prompt"] == "Say goodbye."
+    page.click("#edit")
+    editor = page.locator(".task-editor", has_text="Greet")
+    editor.locator("summary").click()
+    area = editor.locator("textarea")
+    task = json.loads(area.input_value())
+    area.fill(json.dumps({**task, "maxRetries": -1}))
+    editor.get_by_role("button", name="Save task").click()
+    expect(editor.locator(".error-list")).to_contain_text("maxRetries")
+    area.fill(json.dumps({**task, "description": "Write a warm greeting."}))
+    editor.get_by_role("button", name="Save task").click()
+    expect(editor.locator("p[role=alert]")).to_have_text("Saved.")
+    assert stack.tasks(stack.mission(created["id"]))["Greet"]["description"] == "Write a warm greeting."
 
 
 def test_the_pages_are_usable_on_a_narrow_screen_with_the_keyboard(page: Any, stack: Stack) -> None:
