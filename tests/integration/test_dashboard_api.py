@@ -371,6 +371,46 @@ def test_the_missions_list_with_its_last_runs_is_one_statement_reading_attempts_
     assert [r["run_id"] for r in rows] == [finished["run"]]
 
 
+def _scans(plan: Any) -> list[tuple[str, str]]:
+    """(node type, relation) of every scan in an EXPLAIN (FORMAT JSON) plan."""
+    found: list[tuple[str, str]] = []
+    if isinstance(plan, dict):
+        if "Relation Name" in plan:
+            found.append((plan["Node Type"], plan["Relation Name"]))
+        for value in plan.values():
+            found.extend(_scans(value))
+    elif isinstance(plan, list):
+        for item in plan:
+            found.extend(_scans(item))
+    return found
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("run_report", {"run_id": "RUN"}),
+        ("run_timeline", {"run_id": "RUN"}),
+        ("run_scores", {"run_ids": ["RUN"]}),
+        ("task_attempts_page", {"run_id": "RUN", "task_id": "TASK", "after": 0, "limit": 21}),
+        ("run_task_context", {"run_id": "RUN", "task_id": "TASK"}),
+        ("list_resumable_missions", {"project_id": "PROJECT", "detail": True}),
+    ],
+)
+def test_the_reads_of_a_run_find_its_rows_by_key_and_never_scan_a_whole_table(
+    finished: dict[str, Any], db: psycopg.Connection, name: str, params: dict[str, Any]
+) -> None:
+    from workers.store.queries import query
+
+    project = db.execute("SELECT project_id FROM missions").fetchone()["project_id"]
+    values = {"RUN": finished["run"], "TASK": finished["tasks"]["Draft"], "PROJECT": project}
+    bound = {k: [values[i] for i in v] if isinstance(v, list) else values.get(v, v) for k, v in params.items()}
+    db.execute("SET enable_seqscan = off")  # a seq scan that remains is one no index could replace
+    plan = db.execute("EXPLAIN (FORMAT JSON) " + query(name), bound).fetchone()["QUERY PLAN"]
+    scans = _scans(plan)
+    assert scans, plan
+    assert not [s for s in scans if s[0] == "Seq Scan"], scans
+
+
 # -- what needs a person ---------------------------------------------------------------------------
 
 
