@@ -190,6 +190,10 @@ class ResumableSchema(_Out):
     pauseMessage = fields.String(required=True, allow_none=True)
     runId = fields.String(metadata={"description": "With `include=waitingFor`: the paused run."})
     runNumber = fields.Integer(metadata={"description": "With `include=waitingFor`."})
+    pausedAt = fields.String(
+        allow_none=True,
+        metadata={"format": "date-time", "description": "With `include=waitingFor`: since when it waits for a person."},
+    )
     waitingFor = fields.List(
         fields.Nested("WaitingForSchema"),
         metadata={"description": "With `include=waitingFor`: every cause of the pause; one resume settles them all."},

@@ -163,8 +163,9 @@ def mission_detail(mission: StoredMission, usage: MissionUsage | None = None) ->
 
 
 def resumable(row: Mapping[str, Any], include: Collection[str] = ()) -> dict[str, Any]:
-    """A paused mission, in the public docs' shape; ``include`` adds ``waitingFor``: its paused
-    run (``runId``, ``runNumber``) and each cause of the pause (``orchestrator.report.waiting_for``)."""
+    """A paused mission, in the public docs' shape; ``include`` adds ``waitingFor``: its paused run
+    (``runId``, ``runNumber``), since when it waits (``pausedAt``) and each cause of the pause
+    (``orchestrator.report.waiting_for``)."""
     out: dict[str, Any] = {
         "id": row["id"],
         "name": row["name"],
@@ -175,6 +176,7 @@ def resumable(row: Mapping[str, Any], include: Collection[str] = ()) -> dict[str
     if "waitingFor" in include:
         out["runId"] = row["run_id"]
         out["runNumber"] = row["run_number"]
+        out["pausedAt"] = _ts(row["paused_at"])
         out["waitingFor"] = waiting_for(
             row["run_state"] or {}, row["gates"] or [], row["checkpoints"] or [], row["tasks"] or []
         )

@@ -10,6 +10,7 @@ import psycopg
 import pytest
 from flask.testing import FlaskClient
 
+from orchestrator.spec import format_timestamp
 from tests.support import shell
 from workers.execution.executor import Executor
 from workers.wiring import Services
@@ -438,6 +439,11 @@ def test_a_checkpoint_waiting_is_what_the_paused_mission_waits_for(
     }
     (item,) = client.get("/v1/missions/resumable?include=waitingFor", headers=auth).get_json()
     assert item["runNumber"] == 1 and item["runId"].startswith("run_")
+    paused_event = db.execute(
+        "SELECT created_at FROM events WHERE run_id = %s AND type = 'mission:status' AND data->>'status' = 'paused'",
+        (item["runId"],),
+    ).fetchone()
+    assert item["pausedAt"] == format_timestamp(paused_event["created_at"])
     assert item["waitingFor"] == [
         {
             "kind": "checkpoint",

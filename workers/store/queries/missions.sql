@@ -59,9 +59,17 @@ SELECT m.id, m.name, m.status, m.execution_count, m.document->'qualityThreshold'
 
 -- name: list_resumable_missions
 -- The project's paused missions, with why their latest run paused and, with %(detail)s, what it
--- waits for: its run-level state (gate and checkpoint statuses), its gates and checkpoints, and
--- the states of its tasks awaiting approval or that a gate judges (in the run's task order).
+-- waits for: its run-level state (gate and checkpoint statuses), its gates and checkpoints, the
+-- states of its tasks awaiting approval or that a gate judges (in the run's task order), and since
+-- when it has been paused (its first "paused" mission:status event after the last other one).
 SELECT m.id, m.name, m.status, r.pause_reason, r.pause_message, r.id AS run_id, r.number AS run_number,
+       CASE WHEN %(detail)s THEN
+           (SELECT min(e.created_at) FROM events e
+             WHERE e.run_id = r.id AND e.type = 'mission:status' AND e.data->>'status' = 'paused'
+               AND e.id > coalesce((SELECT max(x.id) FROM events x
+                                     WHERE x.run_id = r.id AND x.type = 'mission:status'
+                                       AND x.data->>'status' <> 'paused'), 0))
+       END AS paused_at,
        CASE WHEN %(detail)s THEN r.state END AS run_state,
        CASE WHEN %(detail)s THEN coalesce(r.spec->'qualityGates', '[]'::jsonb) END AS gates,
        CASE WHEN %(detail)s THEN coalesce(r.spec->'checkpoints', '[]'::jsonb) END AS checkpoints,
