@@ -1,6 +1,9 @@
-"""What a person reads about a run, in the public API's shapes: the attempts of one of its tasks and
-its report. The arithmetic (durations, totals, the average score, escalations) is
-``orchestrator.report``; this module reads the rows and hands them to it.
+"""What a person reads about a run, in the public API's shapes: the attempts of one of its tasks
+(``task_attempts``), its report (``run_report``), its attempts in brief and its graph for a run page
+(``run_details``), and the duration and average score of a page of runs (``run_summaries``). The
+arithmetic (durations, totals, the average score, escalations) is ``orchestrator.report``; this
+module reads the rows, a bounded number of statements whatever the size of the run, and hands
+them to it.
 
 ``run_report(conn, run_id)`` takes no project: it is also meant for the transaction that ends a
 run. A request scopes the run first with ``find_run``.
