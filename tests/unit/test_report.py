@@ -197,3 +197,29 @@ def test_a_paused_run_waits_for_its_blocked_gates_waiting_checkpoints_and_tasks_
 def test_a_cause_the_state_no_longer_holds_is_not_reported() -> None:
     header = {"gates": ["passed", "overridden"], "checkpoints": ["approved", "pending"]}
     assert waiting_for(header, GATES, CHECKPOINTS, STATES[:2]) == []
+
+
+@given(
+    failures=st.integers(0, 8),
+    max_retries=st.integers(0, 4),
+    fallback=st.sampled_from([None, "senior"]),
+    model=st.sampled_from([None, "openai/huge"]),
+    after=st.one_of(st.none(), st.integers(0, 4)),
+)
+def test_an_attempt_is_escalated_exactly_when_the_engine_assigned_it_past_its_escalation_point(
+    failures: int, max_retries: int, fallback: str | None, model: str | None, after: int | None
+) -> None:
+    from orchestrator.engine import assignment
+
+    policy: dict[str, object] = {}
+    if fallback:
+        policy["fallbackAgent"] = fallback
+    if model:
+        policy["escalateModel"] = model
+    if after is not None:
+        policy["escalateAfter"] = min(after, max_retries)
+    spec = task(maxRetries=max_retries, retryPolicy=policy)
+    agent, chosen = assignment(spec, failures, AGENTS)
+    # The policy as documented: escalate after escalateAfter failures, else after the whole budget.
+    point = None if not policy or set(policy) == {"escalateAfter"} else policy.get("escalateAfter", 1 + max_retries)
+    assert escalation(spec, AGENTS, agent, chosen)["escalated"] is (point is not None and failures >= point)
