@@ -427,6 +427,7 @@ def run_up(settings: Settings, workers: int, concurrency: int) -> int:
                 assert stack.supervisor is not None
                 url = stack.url
                 click.echo(f"Missions is ready at {url}  (data: {settings.data_dir})")
+                click.echo(f"  Dashboard: {url}/ui/  (sign in with the API key below)")
                 click.echo(f"  {services}")
                 click.echo(
                     f"  Redis at {instance.redact_url(stack.redis_url)}"

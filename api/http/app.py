@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Flask, Response, jsonify
 
-from api.http import errors, metrics
+from api.http import dashboard, errors, metrics
 from api.http.openapi import blueprint as docs_blueprint
 from api.http.routes import blueprint as missions_blueprint
 from config import Settings
@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         # Probes and scrapes would each start a trace; OTEL_PYTHON_FLASK_EXCLUDED_URLS overrides.
         excluded = os.environ.get("OTEL_PYTHON_FLASK_EXCLUDED_URLS", "healthz,readyz,metrics")
         FlaskInstrumentor().instrument_app(app, excluded_urls=excluded)  # type: ignore[no-untyped-call]
+    app.wsgi_app = dashboard.install(app.wsgi_app)  # type: ignore[method-assign]  # /, /ui/: the page for people
 
     @app.get("/healthz")
     def healthz() -> Response:

@@ -27,7 +27,7 @@ from marshmallow import EXCLUDE, Schema, fields, validate
 
 from api.http import schemas
 from api.http.limits import LIMIT_REQUEST_FIELD_SIZE, LIMIT_REQUEST_FIELDS, LIMIT_REQUEST_LINE
-from orchestrator.engine import MissionStatus, TaskStatus
+from orchestrator.engine import AttemptStatus, MissionStatus, TaskStatus
 
 TITLE = "Missions API"
 MISSION_STATUSES = [s.value for s in MissionStatus]
@@ -54,6 +54,14 @@ class _Out(Schema):
 
 def _nullable_text(description: str) -> fields.String:
     return fields.String(allow_none=True, metadata={"description": description})
+
+
+def _seconds(description: str) -> fields.Float:
+    return fields.Float(allow_none=True, metadata={"description": description})
+
+
+def _time(description: str) -> fields.String:
+    return fields.String(allow_none=True, metadata={"format": "date-time", "description": description})
 
 
 class ErrorSchema(_Out):
@@ -97,6 +105,24 @@ class MissionSummarySchema(_Out):
     executionCount = fields.Integer(required=True, metadata={"description": "How many runs the mission had."})
     qualityThreshold = fields.Float(required=True)
     taskCount = fields.Integer(required=True)
+    lastRun = fields.Nested(
+        "LastRunSchema",
+        allow_none=True,
+        metadata={"description": "With `include=lastRun`: the latest run, null before the first."},
+    )
+    nextRunAt = fields.String(
+        allow_none=True,
+        metadata={"format": "date-time", "description": "With `include=nextRunAt`: the next fire, null without one."},
+    )
+
+
+class LastRunSchema(_Out):
+    id = fields.String(required=True)
+    number = fields.Integer(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(MISSION_STATUSES))
+    startedAt = fields.String(allow_none=True, metadata={"format": "date-time"})
+    finishedAt = fields.String(allow_none=True, metadata={"format": "date-time"})
+    costUsd = fields.Float(required=True, metadata={"description": "Agents and judges of that run."})
 
 
 class _RunFields(_Out):
@@ -162,16 +188,70 @@ class ResumableSchema(_Out):
     status = fields.String(required=True, validate=validate.OneOf([MissionStatus.PAUSED.value]))
     pauseReason = fields.String(required=True, validate=validate.OneOf(PAUSE_REASONS))
     pauseMessage = fields.String(required=True, allow_none=True)
+    runId = fields.String(metadata={"description": "With `include=waitingFor`: the paused run."})
+    runNumber = fields.Integer(metadata={"description": "With `include=waitingFor`."})
+    pausedAt = fields.String(
+        allow_none=True,
+        metadata={"format": "date-time", "description": "With `include=waitingFor`: since when it waits for a person."},
+    )
+    waitingFor = fields.List(
+        fields.Nested("WaitingForSchema"),
+        metadata={"description": "With `include=waitingFor`: every cause of the pause; one resume settles them all."},
+    )
+
+
+class WaitingForSchema(_Out):
+    kind = fields.String(required=True, validate=validate.OneOf(PAUSE_REASONS))
+    index = fields.Integer(metadata={"description": "Gates and checkpoints: its position in the mission's list."})
+    name = _nullable_text("Gates and checkpoints: its name, when it has one.")
+    message = fields.String(metadata={"description": "A checkpoint's message."})
+    minScore = fields.Float(allow_none=True, metadata={"description": "A gate's `minScore`."})
+    requireAllPassed = fields.Boolean(metadata={"description": "A gate's `requireAllPassed`."})
+    score = fields.Float(
+        allow_none=True,
+        metadata={"description": "A gate: the mean score of its scored afterTasks (null: none scored)."},
+    )
+    afterTasks = fields.List(
+        fields.Raw(),
+        metadata={"description": "A gate: each afterTask with its status and score; a checkpoint: their titles."},
+    )
+    blocksTasks = fields.List(fields.String(), metadata={"description": "The titles it holds back."})
+    task = fields.Dict(metadata={"description": "An approval: the task awaiting it (`id`, `title`, `attempt`)."})
+    reason = _nullable_text("An approval: why the task waits (its worker was lost mid-run).")
 
 
 class RunTaskSchema(_TaskResults):
     id = fields.String(required=True)
     title = fields.String()
     status = fields.String(validate=validate.OneOf(TASK_STATUSES))
+    assignTo = fields.String(allow_none=True, metadata={"description": "With `include=graph`."})
+    dependsOn = fields.List(fields.String(), metadata={"description": "With `include=graph`: titles, as in its spec."})
+    attempts = fields.List(
+        fields.Nested("AttemptBriefSchema"),
+        metadata={"description": "With `include=attempts`: every attempt in brief, oldest first."},
+    )
 
 
-class RunSchema(_Out):
-    id = fields.String(required=True, metadata={"example": "run_0a1b2c3d4e5f6a7b8c9d0e1f"})
+class RunGateSchema(_Out):
+    index = fields.Integer(required=True)
+    name = fields.String()
+    afterTasks = fields.List(fields.String(), required=True)
+    blocksTasks = fields.List(fields.String())
+    minScore = fields.Float()
+    requireAllPassed = fields.Boolean()
+    message = fields.String(metadata={"description": "A checkpoint's."})
+    status = fields.String(
+        allow_none=True,
+        metadata={
+            "description": "A gate: `pending`, `passed`, `blocked`, `overridden`; a checkpoint: "
+            "`pending`, `waiting`, `approved`."
+        },
+    )
+
+
+class _RunHead(_Out):
+    """What a run and its report both start with."""
+
     missionId = fields.String(required=True)
     number = fields.Integer(required=True, metadata={"description": "1 for the first run of the mission."})
     status = fields.String(required=True, validate=validate.OneOf(MISSION_STATUSES))
@@ -181,8 +261,25 @@ class RunSchema(_Out):
     createdAt = fields.String(allow_none=True, metadata={"format": "date-time"})
     startedAt = fields.String(allow_none=True, metadata={"format": "date-time"})
     finishedAt = fields.String(allow_none=True, metadata={"format": "date-time"})
+
+
+class RunSchema(_RunHead):
+    id = fields.String(required=True, metadata={"example": "run_0a1b2c3d4e5f6a7b8c9d0e1f"})
     usage = fields.Nested(UsageSchema, metadata={"description": "Tokens and cost of this run."})
+    durationSeconds = _seconds("With `include=summary` (the run list): start to finish, or to now.")
+    averageScore = fields.Float(
+        allow_none=True,
+        metadata={"description": "With `include=summary`: mean score of its scored tasks (null: none), as its report."},
+    )
+    scoredTasks = fields.Integer(metadata={"description": "With `include=summary`."})
     tasks = fields.List(fields.Nested(RunTaskSchema), metadata={"description": "Absent in the run list."})
+    qualityGates = fields.List(
+        fields.Nested(RunGateSchema),
+        metadata={"description": "With `include=graph`: the run's gates and their status."},
+    )
+    checkpoints = fields.List(
+        fields.Nested(RunGateSchema), metadata={"description": "With `include=graph`: its checkpoints and status."}
+    )
 
 
 class FireSchema(_Out):
@@ -191,6 +288,122 @@ class FireSchema(_Out):
     reason = fields.String(metadata={"description": "Why a fire was skipped, e.g. a run was still active."})
     runId = fields.String(metadata={"description": "The run a started fire created."})
     recordedAt = fields.String(required=True, metadata={"format": "date-time"})
+
+
+class EscalationSchema(_Out):
+    escalated = fields.Boolean(required=True, metadata={"description": "A fallback agent or an escalated model ran."})
+    fallbackAgent = fields.Boolean(required=True, metadata={"description": "The attempt ran a `fallbackAgent`."})
+    escalatedModel = fields.Boolean(required=True, metadata={"description": "The attempt ran the `escalateModel`."})
+
+
+class CriterionResultSchema(_Out):
+    type = fields.String(required=True, metadata={"description": "`criterion`, `contains`, `regex`, `command`, ..."})
+    criterion = fields.String(required=True, metadata={"description": "The criterion, or the check's label."})
+    score = fields.Float(required=True, metadata={"description": "1-5 (a deterministic check scores 5 or 1)."})
+    reason = fields.String(required=True, metadata={"description": "The judge's (or the check's) reason."})
+    weight = fields.Float(required=True)
+
+
+class AssessmentSchema(_Out):
+    score = fields.Float(allow_none=True, metadata={"description": "The weighted score; null when it failed."})
+    threshold = fields.Float(required=True, metadata={"description": "The mission's `qualityThreshold`."})
+    passed = fields.Boolean(required=True)
+    error = _nullable_text("Why the assessment itself failed.")
+    judge = _nullable_text("The judge model, when a criterion needed one.")
+    criteria = fields.List(fields.Nested(CriterionResultSchema), required=True)
+
+
+class SpentSchema(_Out):
+    tokensIn = fields.Integer(required=True)
+    tokensOut = fields.Integer(required=True)
+    costUsd = fields.Float(required=True, metadata={"description": "Estimated from the price table."})
+
+
+class JudgeUsageSchema(SpentSchema):
+    model = _nullable_text("The judge model.")
+
+
+class AttemptBriefSchema(_Out):
+    """An attempt as a timeline draws it."""
+
+    attempt = fields.Integer(required=True, metadata={"description": "1 for the first attempt of the task in the run."})
+    status = fields.String(
+        required=True,
+        validate=validate.OneOf([s.value for s in AttemptStatus]),
+        metadata={"description": "An attempt never goes back: a failed one stays failed while its task is retried."},
+    )
+    agent = _nullable_text("The agent that ran it.")
+    model = _nullable_text("Its model (`provider/model`).")
+    escalation = fields.Nested(
+        EscalationSchema, allow_none=True, metadata={"description": "Null once the task left the run."}
+    )
+    error = _nullable_text("Why it failed or was cancelled.")
+    score = fields.Float(allow_none=True, metadata={"description": "Its assessment's score, once assessed."})
+    queuedAt = _time("Queued.")
+    startedAt = _time("Claimed by a worker: the agent started.")
+    assessingAt = _time("The agent finished and the assessment began (null without one).")
+    finishedAt = _time("The attempt ended (null while queued, running or assessing).")
+    queueSeconds = _seconds("From queued to started.")
+    agentSeconds = _seconds("From started to the agent's end.")
+    assessmentSeconds = _seconds("From the agent's end to the verdict.")
+    durationSeconds = _seconds("From started to finished.")
+
+
+class AttemptSchema(AttemptBriefSchema):
+    worker = _nullable_text("The worker that claimed it.")
+    prompt = _nullable_text("The prompt the agent was given (with earlier failures and feedback).")
+    output = _nullable_text("What the agent produced (untrusted text).")
+    lastSentAt = _time("Last sent to the broker (sent again while no worker claimed it).")
+    heartbeatAt = _time("The worker's last heartbeat.")
+    tokensIn = fields.Integer(required=True, metadata={"description": "The agent's own."})
+    tokensOut = fields.Integer(required=True)
+    costUsd = fields.Float(required=True, metadata={"description": "The agent's own, estimated from the price table."})
+    judge = fields.Nested(JudgeUsageSchema, required=True, metadata={"description": "What judging it cost."})
+    usage = fields.Nested(SpentSchema, required=True, metadata={"description": "Agent and judge together."})
+    files = fields.List(
+        fields.Dict(), required=True, metadata={"description": '`[{"type": "file", "path": ..., "characters": n}]`.'}
+    )
+    assessment = fields.Nested(AssessmentSchema, allow_none=True, metadata={"description": "Null until assessed."})
+
+
+class AttemptPageSchema(_Out):
+    attempts = fields.List(fields.Nested(AttemptSchema), required=True)
+    nextAfter = fields.Integer(
+        allow_none=True, metadata={"description": "Send as `after` for the next page; null on the last page."}
+    )
+
+
+class ReportTaskSchema(SpentSchema):
+    id = fields.String(required=True)
+    title = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(TASK_STATUSES))
+    attempts = fields.Integer(required=True)
+    score = fields.Float(allow_none=True, metadata={"description": "Its latest attempt's score."})
+    durationSeconds = _seconds("From its first attempt queued to its last attempt's end, retries included.")
+    workSeconds = fields.Float(required=True, metadata={"description": "Its attempts' time from start to end, summed."})
+
+
+class ReportTotalsSchema(SpentSchema):
+    tasks = fields.Integer(required=True)
+    tasksByStatus = fields.Dict(
+        keys=fields.String(),
+        values=fields.Integer(),
+        required=True,
+        metadata={"description": "Every status, 0 or more."},
+    )
+    scoredTasks = fields.Integer(required=True)
+    attempts = fields.Integer(required=True)
+    workSeconds = fields.Float(required=True)
+
+
+class ReportSchema(_RunHead):
+    runId = fields.String(required=True)
+    durationSeconds = _seconds("From start to finish, or to now while it has not finished.")
+    averageScore = fields.Float(
+        allow_none=True, metadata={"description": "Mean score of its scored tasks; null when none is scored."}
+    )
+    totals = fields.Nested(ReportTotalsSchema, required=True)
+    tasks = fields.List(fields.Nested(ReportTaskSchema), required=True, metadata={"description": "In spec order."})
 
 
 class HealthSchema(_Out):
@@ -288,8 +501,9 @@ HELLO_MISSION = {
 DOCS: dict[tuple[str, str], Doc] = {
     ("missions_v1.list_missions", "GET"): Doc(
         "List missions",
-        "Summaries of the project's missions, oldest first (by creation). Page with `limit` and either "
-        "`offset` or `after` (the `X-Next-Cursor` of the previous page: as fast deep in the list as at its start).",
+        "Summaries of the project's missions, oldest first (by creation); `q` searches names, `include` "
+        "adds the latest run and the next scheduled fire to each. Page with `limit` and either `offset` or "
+        "`after` (the `X-Next-Cursor` of the previous page: as fast deep in the list as at its start).",
         query=schemas.ListQuerySchema,
         paged=True,
         responses={200: ("The missions.", "MissionSummary[]")},
@@ -307,8 +521,12 @@ DOCS: dict[tuple[str, str], Doc] = {
     ),
     ("missions_v1.list_resumable", "GET"): Doc(
         "List paused missions",
-        "Missions waiting for `resume`, with why they paused.",
+        "Missions waiting for a person (`resume` or `abort`), with why they paused; `include=waitingFor` "
+        "adds each cause: a waiting checkpoint, a blocked gate with its afterTasks' scores against its "
+        "`minScore`, a task awaiting approval.",
+        query=schemas.ResumableQuerySchema,
         responses={200: ("The paused missions.", "Resumable[]")},
+        errors=(400,),
     ),
     ("missions_v1.get_mission", "GET"): Doc(
         "Get a mission",
@@ -433,10 +651,10 @@ DOCS: dict[tuple[str, str], Doc] = {
     ),
     ("missions_v1.list_runs", "GET"): Doc(
         "List runs",
-        "The mission's runs, newest first. Page with `limit` and either `offset` or `after` (the "
-        "`X-Next-Cursor` of the previous page).",
+        "The mission's runs, newest first; `include=summary` adds each one's duration and average score. "
+        "Page with `limit` and either `offset` or `after` (the `X-Next-Cursor` of the previous page).",
         tag="Runs",
-        query=schemas.PageQuerySchema,
+        query=schemas.RunListQuerySchema,
         paged=True,
         responses={200: ("The runs, without their tasks.", "Run[]")},
         errors=(400, 404),
@@ -453,9 +671,33 @@ DOCS: dict[tuple[str, str], Doc] = {
     ),
     ("missions_v1.get_run", "GET"): Doc(
         "Get a run",
-        "One run with the state of each task in it.",
+        "One run with the state of each task in it; `include=attempts` adds each task's attempts in "
+        "brief (for a timeline: phases, escalations), `include=graph` its `assignTo` and `dependsOn` and "
+        "the run's gates and checkpoints with their status (its own spec: tasks added while it ran included).",
         tag="Runs",
+        query=schemas.RunQuerySchema,
         responses={200: ("The run.", "Run")},
+        errors=(400, 404),
+    ),
+    ("missions_v1.list_attempts", "GET"): Doc(
+        "List a task's attempts in a run",
+        "Every attempt of the task in the run, oldest first: who ran it with which model, its prompt, "
+        "output and error, when it was queued, started, assessed and finished, tokens and cost (the "
+        "agent's and the judge's), the files it wrote, whether it escalated, and its assessment per "
+        "expectation. A task has at most `1 + maxRetries` attempts per try (plus one escalated) and a "
+        "resume with `retryFailed` gives it a fresh budget, so the list is paged by attempt number: "
+        "pass the answer's `nextAfter` as `after`. Prompts and outputs are untrusted text.",
+        tag="Runs",
+        query=schemas.AttemptsQuerySchema,
+        responses={200: ("A page of attempts.", "AttemptPage")},
+        errors=(400, 404),
+    ),
+    ("missions_v1.run_report", "GET"): Doc(
+        "Get a run's report",
+        "Per task (in the run's order): status, attempts, duration, score, tokens and cost (agents and "
+        "judges); the run's duration, totals, tasks by status and average score (over scored tasks).",
+        tag="Runs",
+        responses={200: ("The report.", "Report")},
         errors=(404,),
     ),
     ("healthz", "GET"): Doc(
@@ -570,6 +812,8 @@ def build_spec(app: Flask, *, strict: bool = False) -> dict[str, Any]:
         ("Run", RunSchema),
         ("Fire", FireSchema),
         ("Event", EventSchema),
+        ("AttemptPage", AttemptPageSchema),
+        ("Report", ReportSchema),
         ("Health", HealthSchema),
         ("Ready", ReadySchema),
     ):

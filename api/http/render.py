@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any
 
 from orchestrator.engine import RUNNING_MISSION_STATUSES, MissionStatus, TaskStatus
+from orchestrator.report import waiting_for
 from orchestrator.spec import DEFAULT_QUALITY_THRESHOLD, format_timestamp
 from workers.store.missions import StoredMission, StoredTask
 from workers.store.usage import MissionUsage
@@ -21,9 +22,12 @@ def quality_threshold(document: Mapping[str, Any]) -> float:
     return float(value) if value is not None else DEFAULT_QUALITY_THRESHOLD
 
 
-def mission_summary(row: Mapping[str, Any]) -> dict[str, Any]:
+def mission_summary(row: Mapping[str, Any], include: Collection[str] = ()) -> dict[str, Any]:
+    """A list item, in the public docs' shape; ``include`` adds ``lastRun`` (the latest run: id,
+    number, status, start, end and cost; null before the first) and ``nextRunAt`` (null without a
+    schedule)."""
     threshold = row.get("quality_threshold")
-    return {
+    out: dict[str, Any] = {
         "id": row["id"],
         "name": row["name"],
         "status": row["status"],
@@ -31,6 +35,21 @@ def mission_summary(row: Mapping[str, Any]) -> dict[str, Any]:
         "qualityThreshold": float(threshold) if threshold is not None else DEFAULT_QUALITY_THRESHOLD,
         "taskCount": row["task_count"],
     }
+    if "lastRun" in include:
+        out["lastRun"] = None
+        if row.get("run_id"):
+            cost = row.get("run_cost_usd")
+            out["lastRun"] = {
+                "id": row["run_id"],
+                "number": row["run_number"],
+                "status": row["run_status"],
+                "startedAt": _ts(row["run_started_at"]),
+                "finishedAt": _ts(row["run_finished_at"]),
+                "costUsd": round(float(cost), 6) if cost is not None else 0.0,
+            }
+    if "nextRunAt" in include:
+        out["nextRunAt"] = _ts(row.get("next_run_at"))
+    return out
 
 
 def task_statuses(mission: StoredMission) -> dict[str, Mapping[str, Any]]:
@@ -143,19 +162,41 @@ def mission_detail(mission: StoredMission, usage: MissionUsage | None = None) ->
     return out
 
 
-def resumable(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {
+def resumable(row: Mapping[str, Any], include: Collection[str] = ()) -> dict[str, Any]:
+    """A paused mission, in the public docs' shape; ``include`` adds ``waitingFor``: its paused run
+    (``runId``, ``runNumber``), since when it waits (``pausedAt``) and each cause of the pause
+    (``orchestrator.report.waiting_for``)."""
+    out: dict[str, Any] = {
         "id": row["id"],
         "name": row["name"],
         "status": row["status"],
         "pauseReason": row["pause_reason"],
         "pauseMessage": row["pause_message"],
     }
+    if "waitingFor" in include:
+        out["runId"] = row["run_id"]
+        out["runNumber"] = row["run_number"]
+        out["pausedAt"] = _ts(row["paused_at"])
+        out["waitingFor"] = waiting_for(
+            row["run_state"] or {}, row["gates"] or [], row["checkpoints"] or [], row["tasks"] or []
+        )
+    return out
 
 
-def run(row: Mapping[str, Any], *, with_tasks: bool = True, usage: MissionUsage | None = None) -> dict[str, Any]:
+def run(
+    row: Mapping[str, Any],
+    *,
+    with_tasks: bool = True,
+    usage: MissionUsage | None = None,
+    details: Mapping[str, Any] | None = None,
+    summary: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """A run: its status, why it paused or failed, tokens and cost, and (by default) every task's
-    state in it with its output, score and the judge's reasons."""
+    state in it with its output, score and the judge's reasons. ``details``
+    (``workers.store.reports.run_details``) adds each task's ``attempts`` in brief, and/or its
+    ``assignTo`` and ``dependsOn`` with the run's ``qualityGates`` and ``checkpoints``; ``summary``
+    (``workers.store.reports.run_summaries``) its duration and average score."""
+    details = details or {}
     out: dict[str, Any] = {
         "id": row["id"],
         "missionId": row["mission_id"],
@@ -172,6 +213,8 @@ def run(row: Mapping[str, Any], *, with_tasks: bool = True, usage: MissionUsage 
     out["finishedAt"] = _ts(row.get("finished_at"))
     if usage is not None:
         out["usage"] = usage.run(row["id"]).to_json()
+    if summary is not None:
+        out.update(summary)
     if with_tasks:
         tasks = []
         for task_id, state in _run_tasks(row.get("run_tasks")).items():
@@ -179,8 +222,15 @@ def run(row: Mapping[str, Any], *, with_tasks: bool = True, usage: MissionUsage 
             item.update(_task_results(state))
             if usage is not None:
                 item["usage"] = usage.task(row["id"], task_id).to_json()
+            if "tasks" in details:
+                item.update(details["tasks"].get(task_id, {"assignTo": None, "dependsOn": []}))
+            if "attempts" in details:
+                item["attempts"] = details["attempts"].get(task_id, [])
             tasks.append(item)
         out["tasks"] = tasks
+    for key in ("qualityGates", "checkpoints"):
+        if key in details:
+            out[key] = details[key]
     return out
 
 

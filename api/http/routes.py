@@ -13,10 +13,10 @@ from api.http.errors import error_response
 from workers.coordination import runs
 from workers.coordination.advance import UnitOfWork
 from workers.store import events as event_log
-from workers.store import missions, projects, schedules
+from workers.store import missions, projects, reports, schedules
 from workers.store.usage import mission_usage, runs_usage
 from workers.support.clock import utcnow
-from workers.support.errors import Invalid
+from workers.support.errors import Invalid, NotFound
 from workers.wiring import Services
 
 blueprint = Blueprint("missions_v1", __name__)
@@ -91,6 +91,7 @@ def json_body(schema: Schema, *, optional: bool = False) -> Any:
 def list_missions() -> Any:
     query = schemas.LIST_QUERY.load(request.args.to_dict())
     after = cursors.after_from(query, ("time", "str"))
+    include = query["include"]
     with services().transaction() as conn:
         rows = missions.list_missions(
             conn,
@@ -99,8 +100,11 @@ def list_missions() -> Any:
             limit=query["limit"],
             offset=query["offset"],
             after=after and (after[0], after[1]),
+            name_contains=query.get("q"),
+            with_cost="lastRun" in include,
         )
-    return cursors.page([render.mission_summary(row) for row in rows], rows, query["limit"], ("created_at", "id"))
+    items = [render.mission_summary(row, include) for row in rows]
+    return cursors.page(items, rows, query["limit"], ("created_at", "id"))
 
 
 @blueprint.post("/missions")
@@ -116,9 +120,10 @@ def create_mission() -> Any:
 
 @blueprint.get("/missions/resumable")
 def list_resumable() -> Any:
+    include = schemas.RESUMABLE_QUERY.load(request.args.to_dict())["include"]
     with services().transaction() as conn:
-        rows = missions.list_resumable(conn, g.project_id)
-    return jsonify([render.resumable(row) for row in rows])
+        rows = missions.list_resumable(conn, g.project_id, detail="waitingFor" in include)
+    return jsonify([render.resumable(row, include) for row in rows])
 
 
 @blueprint.get("/missions/<mission_id>")
@@ -245,14 +250,16 @@ def abort(mission_id: str) -> Any:
 
 @blueprint.get("/missions/<mission_id>/runs")
 def list_runs(mission_id: str) -> Any:
-    query = schemas.PAGE_QUERY.load(request.args.to_dict())
+    query = schemas.RUN_LIST_QUERY.load(request.args.to_dict())
     after = cursors.after_from(query, ("int",))
     with services().transaction() as conn:
         rows = runs.list_runs(
             conn, g.project_id, mission_id, query["limit"], query["offset"], after[0] if after else None
         )
-        usage = runs_usage(conn, [row["id"] for row in rows])  # the page's runs, not the mission's history
-    items = [render.run(row, with_tasks=False, usage=usage) for row in rows]
+        ids = [row["id"] for row in rows]
+        usage = runs_usage(conn, ids)  # the page's runs, not the mission's history
+        summaries = reports.run_summaries(conn, ids) if "summary" in query["include"] else {}
+    items = [render.run(row, with_tasks=False, usage=usage, summary=summaries.get(row["id"])) for row in rows]
     return cursors.page(items, rows, query["limit"], ("number",))
 
 
@@ -268,7 +275,28 @@ def list_fires(mission_id: str) -> Any:
 
 @blueprint.get("/missions/<mission_id>/runs/<run_id>")
 def get_run(mission_id: str, run_id: str) -> Any:
+    include = schemas.RUN_QUERY.load(request.args.to_dict())["include"]
     with services().transaction() as conn:
         row = runs.get_run(conn, g.project_id, mission_id, run_id)
-        body = render.run(row, usage=runs_usage(conn, [run_id]))  # (not the mission's whole history)
+        details = reports.run_details(conn, run_id, attempts="attempts" in include, graph="graph" in include)
+        body = render.run(row, usage=runs_usage(conn, [run_id]), details=details)  # (not the mission's history)
+    return jsonify(body)
+
+
+@blueprint.get("/missions/<mission_id>/runs/<run_id>/tasks/<task_id>/attempts")
+def list_attempts(mission_id: str, run_id: str, task_id: str) -> Any:
+    query = schemas.ATTEMPTS_QUERY.load(request.args.to_dict())
+    with services().transaction() as conn:
+        reports.find_run(conn, g.project_id, mission_id, run_id)
+        body = reports.task_attempts(conn, run_id, task_id, after=query["after"], limit=query["limit"])
+    return jsonify(body)
+
+
+@blueprint.get("/missions/<mission_id>/runs/<run_id>/report")
+def run_report(mission_id: str, run_id: str) -> Any:
+    with services().transaction() as conn:
+        reports.find_run(conn, g.project_id, mission_id, run_id)
+        body = reports.run_report(conn, run_id)
+    if body is None:  # (deleted between the two reads)
+        raise NotFound(f"run {run_id} not found in mission {mission_id}")
     return jsonify(body)

@@ -439,14 +439,64 @@ class ResumeSchema(Strict):
     retryFailed = StrictBoolean(load_default=False)
 
 
+class Include(fields.String):
+    """``?include=a,b``: extra fields a list answers with, out of ``choices``, loaded as a frozenset.
+
+    The public docs show list items with exactly their keys, so anything more is asked for by name
+    (as Stripe's ``expand``): a client that reads the documented shape never sees a key it does not
+    know.
+    """
+
+    def __init__(self, choices: tuple[str, ...], **kwargs: Any) -> None:
+        self.choices = choices
+        names = ", ".join(f"`{c}`" for c in choices)
+        kwargs.setdefault("load_default", frozenset)  # (a callable: apispec shows no default)
+        kwargs.setdefault("metadata", {})
+        kwargs["metadata"].setdefault("description", f"Comma-separated extra fields: {names}.")
+        super().__init__(validate=validate.Length(max=NAME_MAX), **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> frozenset[str]:  # type: ignore[override]
+        text = super()._deserialize(value, attr, data, **kwargs)
+        names = frozenset(n.strip() for n in text.split(",") if n.strip())
+        unknown = sorted(names - set(self.choices))
+        if unknown:
+            raise ValidationError(f"unknown {', '.join(unknown)}; choose from {', '.join(self.choices)}")
+        return names
+
+
+MISSION_LIST_EXTRAS = ("lastRun", "nextRunAt")
+RESUMABLE_EXTRAS = ("waitingFor",)
+RUN_EXTRAS = ("attempts", "graph")
+RUN_LIST_EXTRAS = ("summary",)
+
+
 class ListQuerySchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
     status = fields.String(validate=validate.OneOf([s.value for s in MissionStatus]))
+    q = fields.String(
+        validate=validate.Length(max=NAME_MAX),
+        metadata={"description": "Only missions whose name contains this text, ignoring case (empty: all)."},
+    )
+    include = Include(MISSION_LIST_EXTRAS)
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
     offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_OFFSET))
     after = fields.String(validate=validate.Length(min=1, max=MAX_CURSOR), metadata={"description": AFTER_TEXT})
+
+
+class ResumableQuerySchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    include = Include(RESUMABLE_EXTRAS)
+
+
+class RunQuerySchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    include = Include(RUN_EXTRAS)
 
 
 class PageQuerySchema(Schema):
@@ -468,6 +518,22 @@ class EventsPageQuerySchema(Schema):
     after = fields.String(validate=validate.Length(min=1, max=MAX_CURSOR), metadata={"description": AFTER_TEXT})
 
 
+class AttemptsQuerySchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    after = fields.Integer(
+        load_default=0,
+        validate=validate.Range(min=0, max=MAX_OFFSET),
+        metadata={"description": "Only attempts numbered above this: the `nextAfter` of the previous page."},
+    )
+    limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
+
+
+class RunListQuerySchema(PageQuerySchema):
+    include = Include(RUN_LIST_EXTRAS)
+
+
 MISSION = MissionSchema()
 MISSION_PATCH = MissionPatchSchema(partial=True)
 TASK = TaskCreateSchema()
@@ -476,3 +542,7 @@ RESUME = ResumeSchema()
 LIST_QUERY = ListQuerySchema()
 PAGE_QUERY = PageQuerySchema()
 EVENTS_PAGE_QUERY = EventsPageQuerySchema()
+RESUMABLE_QUERY = ResumableQuerySchema()
+RUN_QUERY = RunQuerySchema()
+RUN_LIST_QUERY = RunListQuerySchema()
+ATTEMPTS_QUERY = AttemptsQuerySchema()

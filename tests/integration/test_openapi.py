@@ -71,7 +71,7 @@ def test_request_bodies_are_the_schemas_the_routes_load_with(app: Flask) -> None
     assert create["security"] == [{"bearer": []}]
     assert spec["paths"]["/healthz"]["get"]["security"] == []
     list_params = {p["name"] for p in spec["paths"]["/v1/missions"]["get"]["parameters"]}
-    assert list_params == {"status", "limit", "offset", "after"}
+    assert list_params == {"status", "q", "include", "limit", "offset", "after"}
     for path in ("/v1/missions", "/v1/missions/{missionId}/runs", "/v1/missions/{missionId}/fires"):
         assert set(spec["paths"][path]["get"]["responses"]["200"]["headers"]) == {"X-Next-Cursor", "Link"}
 

@@ -260,6 +260,15 @@ def mission_to_run(
     return StoredMission(row=fields, tasks=tasks), frozenset(fields.pop("project_agents"))
 
 
+def name_pattern(text: str | None) -> str | None:
+    """An ILIKE pattern matching names that contain ``text`` as written (its ``%``, ``_`` and
+    ``\\`` escaped); None for no text (any name)."""
+    if not text:
+        return None
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
 def list_missions(
     conn: psycopg.Connection[Any],
     project_id: str,
@@ -268,10 +277,20 @@ def list_missions(
     limit: int,
     offset: int = 0,
     after: tuple[datetime, str] | None = None,
+    name_contains: str | None = None,
+    with_cost: bool = False,
 ) -> list[dict[str, Any]]:
-    """A page of the project's missions, oldest first: ``offset`` rows in, or (keyset) those after
-    the ``(created_at, id)`` of the last mission of the previous page."""
-    params: dict[str, Any] = {"project_id": project_id, "status": status, "limit": limit, "offset": offset}
+    """A page of the project's missions, oldest first, with their latest run: ``offset`` rows in,
+    or (keyset) those after the ``(created_at, id)`` of the last mission of the previous page;
+    ``with_cost`` adds what that run spent (``run_cost_usd``), a sum over its attempts."""
+    params: dict[str, Any] = {
+        "project_id": project_id,
+        "status": status,
+        "name_like": name_pattern(name_contains),
+        "with_cost": with_cost,
+        "limit": limit,
+        "offset": offset,
+    }
     if after is None:
         statement = LIST_MISSIONS if status is None else LIST_MISSIONS_WITH_STATUS
     else:
@@ -280,8 +299,9 @@ def list_missions(
     return [dict(row) for row in conn.execute(statement, params)]
 
 
-def list_resumable(conn: psycopg.Connection[Any], project_id: str) -> list[dict[str, Any]]:
-    return [dict(row) for row in conn.execute(LIST_RESUMABLE, {"project_id": project_id})]
+def list_resumable(conn: psycopg.Connection[Any], project_id: str, *, detail: bool = False) -> list[dict[str, Any]]:
+    """The project's paused missions; ``detail`` adds what each waits for (see the query)."""
+    return [dict(row) for row in conn.execute(LIST_RESUMABLE, {"project_id": project_id, "detail": detail})]
 
 
 def _ensure_not_running(mission: StoredMission, action: str) -> None:

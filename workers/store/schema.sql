@@ -138,6 +138,8 @@ CREATE INDEX run_tasks_changes ON run_tasks (run_id, version);
 -- task_id has no foreign key: the run's tasks are those of its spec. tokens_*/cost_usd are the
 -- agent's own usage; judge_* what judging the attempt cost (totals add both). outcomes lists the
 -- files the agent wrote through its tools: [{"type": "file", "path": ..., "characters": n}].
+-- created_at is when the attempt was queued, claimed_at when its agent started, finished_at when
+-- its agent finished (and its assessment began), assessed_at when the judge's verdict was recorded.
 CREATE TABLE attempts (
     run_id            text NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
     task_id           text NOT NULL,
@@ -164,6 +166,7 @@ CREATE TABLE attempts (
     judge_tokens_in   integer NOT NULL DEFAULT 0,
     judge_tokens_out  integer NOT NULL DEFAULT 0,
     judge_cost_usd    double precision NOT NULL DEFAULT 0,
+    assessed_at       timestamptz,
     PRIMARY KEY (run_id, task_id, attempt)
 );
 -- The beat tick's scans: running attempts whose heartbeat stopped, queued ones left waiting.

@@ -31,7 +31,7 @@ SELECT r.mission_id, r.status, r.state, r.version, r.spec_version, r.state_token
 WITH guard AS (
     UPDATE attempts SET status = %(attempt_status)s, score = %(score)s, assessment = %(assessment)s,
            heartbeat_at = %(now)s, judge_model = %(judge_model)s, judge_tokens_in = %(judge_tokens_in)s,
-           judge_tokens_out = %(judge_tokens_out)s, judge_cost_usd = %(judge_cost)s
+           judge_tokens_out = %(judge_tokens_out)s, judge_cost_usd = %(judge_cost)s, assessed_at = %(now)s
      WHERE run_id = %(run_id)s AND task_id = %(task_id)s AND attempt = %(attempt)s AND status = %(was)s
     RETURNING 1
 )
@@ -215,7 +215,7 @@ WITH current AS (
 ), guard AS (
     UPDATE attempts SET status = %(attempt_status)s, score = %(score)s, assessment = %(assessment)s,
            heartbeat_at = %(now)s, judge_model = %(judge_model)s, judge_tokens_in = %(judge_tokens_in)s,
-           judge_tokens_out = %(judge_tokens_out)s, judge_cost_usd = %(judge_cost)s
+           judge_tokens_out = %(judge_tokens_out)s, judge_cost_usd = %(judge_cost)s, assessed_at = %(now)s
      WHERE run_id = %(run_id)s AND task_id = %(task_id)s AND attempt = %(attempt)s AND status = %(was)s
        AND EXISTS (SELECT FROM current)
     RETURNING 1
