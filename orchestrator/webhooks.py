@@ -1,4 +1,4 @@
-"""Webhooks and per-run inputs: the rules, without I/O.
+"""Webhooks: the rules, without I/O.
 
 - ``EVENT_NAMES``: the events a webhook may subscribe to, the SSE event names (DESIGN §3).
 - ``retry_delay``: the wait before the next attempt of a delivery. Attempt ``n`` (1 based) that
@@ -8,8 +8,6 @@
 - ``gives_up``: a delivery is retried until it is older than the retry window (a day by default),
   then it is ``failed``: the attempt that would start after the window is not made.
 - ``payload``: the body of a delivery (the Standard Webhooks shape ``{type, timestamp, data}``).
-- ``merge_run_data``: the data a run sees, the mission's ``data`` with the run's own merged over it
-  at the top level (a key of the run's data replaces the mission's key of the same name whole).
 - ``parse_secret``: a signing secret is ``whsec_`` and the base64 of 24 to 64 random bytes.
 """
 
@@ -17,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -61,18 +58,6 @@ def gives_up(created_at: datetime, next_attempt_at: datetime, window_seconds: fl
 def payload(event_type: str, data: Any, at: datetime) -> dict[str, Any]:
     """The JSON body of one delivery: the event's name, when it happened and its data."""
     return {"type": event_type, "timestamp": format_timestamp(at), "data": data}
-
-
-def merge_run_data(mission_data: Any, run_data: Mapping[str, Any] | None) -> Any:
-    """The data a run sees; ``ValueError`` when there is run data and the mission's is not an object."""
-    if run_data is None:
-        return mission_data
-    if mission_data is None:
-        return dict(run_data)
-    if not isinstance(mission_data, Mapping):
-        kind = "an array" if isinstance(mission_data, list) else f"a {type(mission_data).__name__}"
-        raise ValueError(f"the mission's data is {kind}, not an object: per-run data merges into an object only")
-    return {**mission_data, **run_data}
 
 
 def parse_secret(secret: str) -> bytes:

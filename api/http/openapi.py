@@ -175,6 +175,7 @@ class RunSchema(_Out):
     createdAt = fields.String(allow_none=True, metadata={"format": "date-time"})
     startedAt = fields.String(allow_none=True, metadata={"format": "date-time"})
     finishedAt = fields.String(allow_none=True, metadata={"format": "date-time"})
+    data = fields.Raw(metadata={"description": "The run's own data, as given (absent: none was)."})
     usage = fields.Nested(UsageSchema, metadata={"description": "Tokens and cost of this run."})
     tasks = fields.List(fields.Nested(RunTaskSchema), metadata={"description": "Absent in the run list."})
 
@@ -382,9 +383,12 @@ DOCS: dict[tuple[str, str], Doc] = {
     ("missions_v1.execute", "POST"): Doc(
         "Execute a mission",
         "Starts a new run. With `Accept: text/event-stream` the response is the run's event stream; "
-        "otherwise 202 with the run. 409 while a run is active or paused.",
+        "otherwise 202 with the run. 409 while a run is active or paused. An optional `data` object is "
+        "this run's own input, merged over the mission's `data` at the top level for this run only.",
         tag="Runs",
+        body="Execute",
         body_required=False,
+        example={"data": {"branch": "main"}},
         headers=(
             {
                 "name": "Accept",
@@ -396,7 +400,7 @@ DOCS: dict[tuple[str, str], Doc] = {
             },
         ),
         responses={202: ("The run started; `Location` names it.", "Run"), 200: (EVENTS_TEXT, "sse")},
-        errors=(404, 409),
+        errors=(400, 404, 409, 415),
     ),
     ("missions_v1.events", "GET"): Doc(
         "Stream a run's events",
@@ -602,6 +606,7 @@ def build_spec(app: Flask, *, strict: bool = False) -> dict[str, Any]:
         ("TaskCreate", schemas.TASK),
         ("TaskPatch", schemas.TASK_PATCH),
         ("Resume", schemas.RESUME),
+        ("Execute", schemas.EXECUTE),
         ("WebhookCreate", WEBHOOK),
         ("WebhookPatch", WEBHOOK_PATCH),
         ("Webhook", WebhookOutSchema),

@@ -180,8 +180,9 @@ def wants_stream() -> bool:
 
 @blueprint.post("/missions/<mission_id>/execute")
 def execute(mission_id: str) -> Any:
+    data = json_body(schemas.EXECUTE, optional=True).get("data")
     with services().coordinator.transaction() as uow:
-        run_id, _, row, usage = runs.execute(uow, g.project_id, mission_id, limits(), utcnow())
+        run_id, _, row, usage = runs.execute(uow, g.project_id, mission_id, limits(), utcnow(), data)
     if wants_stream():
         return sse.stream_run(mission_id, run_id, None)
     # The run as this request committed it; workers may have moved it on since (GET its Location).
