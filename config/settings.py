@@ -155,6 +155,8 @@ SETTINGS_TABLE: tuple[Setting, ...] = (
             "over the built-in table."),
     Setting("MISSIONS_PRICES", "prices", validate_inline, None,
             "The same price JSON inline; wins over `MISSIONS_PRICES_FILE`."),
+    Setting("MISSIONS_MAX_WEBHOOKS", "max_webhooks", _int_range(1, 10_000), 50,
+            "Most webhooks one project may have (each adds work to every step of its runs)."),
     Setting("MISSIONS_WEBHOOK_TIMEOUT_SECONDS", "webhook_timeout_seconds", _float_range(0.1, 120), 10.0,
             "Longest wait for a webhook receiver to answer one delivery attempt (connect and response)."),
     Setting("MISSIONS_WEBHOOK_BACKOFF_SECONDS", "webhook_backoff_seconds", _float_range(0.01, 3600), 5.0,
@@ -208,6 +210,7 @@ class Settings:
     command_timeout_seconds: float = 60.0
     prices_file: Path | None = None
     prices: str | None = None
+    max_webhooks: int = 50
     webhook_timeout_seconds: float = 10.0
     webhook_backoff_seconds: float = 5.0
     webhook_backoff_max_seconds: float = 3600.0

@@ -156,6 +156,14 @@ class MissionsCollector:
         yield _histogram(
             "missions_assessment_score", "Assessment scores (1-5) of task attempts.", SCORE_BUCKETS, scores
         )
+        deliveries = {**dict.fromkeys(("pending", "delivered", "failed"), 0), **figures.deliveries}
+        yield _gauge("missions_webhook_deliveries", "Webhook deliveries by status.", "status", deliveries)
+        overdue = GaugeMetricFamily(
+            "missions_webhook_overdue_seconds",
+            "How overdue the oldest due pending webhook delivery is (0 when workers keep up).",
+        )
+        overdue.add_metric([], figures.deliveries_overdue)
+        yield overdue
         lag = GaugeMetricFamily(
             "missions_tick_lag_seconds", "How overdue the oldest due timer is (0 when the beat tick keeps up)."
         )

@@ -469,12 +469,12 @@ DOCS: dict[tuple[str, str], Doc] = {
         "Events of the project's runs (or only of `missionIds`) are POSTed to `url`, signed the Standard "
         "Webhooks way (`webhook-id`, `webhook-timestamp`, `webhook-signature`). The signing secret is "
         "answered here once. A URL whose host is loopback, private or link-local is refused unless the "
-        "operator allows it (`MISSIONS_EGRESS_ALLOW`).",
+        "operator allows it (`MISSIONS_EGRESS_ALLOW`). 409 when the project has `MISSIONS_MAX_WEBHOOKS` already.",
         tag="Webhooks",
         body="WebhookCreate",
         example={"url": "http://hooks.example.com/missions", "events": ["mission:done", "checkpoint:waiting"]},
         responses={201: ("Created, with its `secret`; `Location` names it.", "Webhook")},
-        errors=(400, 404, 413, 415),
+        errors=(400, 404, 409, 413, 415),
     ),
     ("webhooks_v1.list_webhooks", "GET"): Doc(
         "List webhooks",

@@ -76,7 +76,11 @@ def create_webhook() -> Any:
                 "description": body.get("description"),
             },
             utcnow(),
+            services().settings.max_webhooks,
         )
+        if row is None:
+            most = services().settings.max_webhooks
+            raise Conflict(f"the project has {most} webhooks, the most it may have; delete one first", {"max": most})
     response = jsonify(render.webhook(row, secret=secret))
     response.status_code = 201
     response.headers["Location"] = f"/v1/webhooks/{row['id']}"

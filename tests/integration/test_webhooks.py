@@ -175,6 +175,20 @@ def test_a_mission_filter_names_only_the_projects_own_missions(
     assert create_hook(client, auth, missionIds=[ours])["missionIds"] == [ours]
 
 
+def test_a_project_has_at_most_max_webhooks(
+    client: FlaskClient, auth: dict[str, str], other_key: str, app: Any, settings: Settings
+) -> None:
+    app.extensions["missions"].settings = settings.replace(max_webhooks=2)
+    create_hook(client, auth)
+    create_hook(client, auth)
+    answer = error(
+        client.post("/v1/webhooks", json={"url": "http://127.0.0.1:9/", "events": ["error"]}, headers=auth), 409
+    )
+    assert answer["details"] == {"max": 2}
+    assert len(client.get("/v1/webhooks", headers=auth).get_json()) == 2
+    create_hook(client, {"Authorization": f"Bearer {other_key}"})  # per project
+
+
 def test_patch_changes_only_what_it_names_and_rotates_the_secret(client: FlaskClient, auth: dict[str, str]) -> None:
     hook = create_hook(client, auth, description="first")
     base = f"/v1/webhooks/{hook['id']}"
@@ -357,3 +371,28 @@ def test_the_tick_sends_due_deliveries_whose_message_was_lost(
     assert tick.send_due_deliveries(services.coordinator, services.dispatcher, settings, later) == 0  # once
     (raw,) = services.redis.lrange(WEBHOOK_QUEUE, 0, -1)
     assert json.loads(raw)["headers"]["task"] == "missions.deliver_webhook"
+
+
+def test_metrics_count_deliveries_by_status_and_show_overdue_ones(
+    client: FlaskClient, auth: dict[str, str], db: psycopg.Connection
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        text = client.get("/metrics").get_data(as_text=True)
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+    assert scrape()[("missions_webhook_deliveries", (("status", "pending"),))] == 0
+    create_hook(client, auth, events=["mission:status", "mission:done"])
+    run_and_abort(client, auth)
+    pending = len(deliveries(db))
+    db.execute("UPDATE webhook_deliveries SET next_attempt_at = now() - interval '90 seconds'")
+    db.execute("UPDATE webhook_deliveries SET status = 'failed' WHERE type = 'mission:done'")
+    samples = scrape()
+    assert samples[("missions_webhook_deliveries", (("status", "pending"),))] == pending - 1
+    assert samples[("missions_webhook_deliveries", (("status", "failed"),))] == 1
+    assert samples[("missions_webhook_overdue_seconds", ())] >= 90

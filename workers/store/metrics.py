@@ -16,11 +16,13 @@ TASK_DURATIONS = query("task_durations")
 QUEUE_WAITS = query("queue_waits")
 SCORES = query("assessment_scores")
 TICK_LAG = query("tick_lag")
+WEBHOOK_DELIVERIES = query("webhook_deliveries_by_status")
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Counts by status, histogram rows (``bucket``, ``n``, ``total``) and the tick lag in seconds."""
+    """Counts by status, histogram rows (``bucket``, ``n``, ``total``), the tick lag in seconds, webhook
+    deliveries by status and how overdue the oldest due pending delivery is (seconds)."""
 
     missions: dict[str, int]
     tasks: dict[str, int]
@@ -29,6 +31,8 @@ class Snapshot:
     waits: list[dict[str, Any]]
     scores: list[dict[str, Any]]
     tick_lag: float
+    deliveries: dict[str, int]
+    deliveries_overdue: float
 
 
 def snapshot(
@@ -48,4 +52,16 @@ def snapshot(
         waits = [dict(r) for r in conn.execute(QUEUE_WAITS, {"bounds": list(wait_bounds)}).fetchall()]
         scores = [dict(r) for r in conn.execute(SCORES, {"bounds": list(score_bounds)}).fetchall()]
         lag_row = conn.execute(TICK_LAG).fetchone()
-    return Snapshot(missions, tasks, attempts, durations, waits, scores, float(lag_row["lag"]) if lag_row else 0.0)
+        hooks = conn.execute(WEBHOOK_DELIVERIES).fetchall()
+    overdue = next((float(r["overdue"]) for r in hooks if r["status"] == "pending"), 0.0)
+    return Snapshot(
+        missions,
+        tasks,
+        attempts,
+        durations,
+        waits,
+        scores,
+        float(lag_row["lag"]) if lag_row else 0.0,
+        {r["status"]: r["n"] for r in hooks},
+        overdue,
+    )

@@ -15,6 +15,7 @@ from typing import Any
 from workers.store.db import Connection
 from workers.store.queries import query
 
+LOCK_PROJECT = query("lock_project")
 INSERT = query("insert_webhook")
 LIST = query("list_webhooks")
 GET = query("get_webhook")
@@ -29,11 +30,15 @@ SETTLE = query("settle_delivery")
 TAKE_DUE = query("take_due_deliveries")
 
 
-def create(conn: Connection, project_id: str, webhook_id: str, fields: dict[str, Any], now: datetime) -> dict[str, Any]:
-    """Insert a webhook (``fields``: url, events, mission_ids, secret, enabled, description)."""
-    row = conn.execute(INSERT, {**fields, "id": webhook_id, "project_id": project_id, "now": now}).fetchone()
-    assert row is not None
-    return dict(row)
+def create(
+    conn: Connection, project_id: str, webhook_id: str, fields: dict[str, Any], now: datetime, max_webhooks: int
+) -> dict[str, Any] | None:
+    """Insert a webhook (``fields``: url, events, mission_ids, secret, enabled, description); None
+    when the project has ``max_webhooks`` already (inside the caller's transaction)."""
+    conn.execute(LOCK_PROJECT, {"project_id": project_id})
+    params = {**fields, "id": webhook_id, "project_id": project_id, "now": now, "max_webhooks": max_webhooks}
+    row = conn.execute(INSERT, params).fetchone()
+    return dict(row) if row is not None else None
 
 
 def list_all(conn: Connection, project_id: str) -> list[dict[str, Any]]:

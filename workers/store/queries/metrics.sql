@@ -36,3 +36,11 @@ SELECT width_bucket(score, %(bounds)s::float8[]) AS bucket, count(*) AS n, sum(s
 -- name: tick_lag
 -- How late the most overdue timer is: the beat tick should have fired it already.
 SELECT coalesce(extract(epoch FROM now() - min(due_at)), 0)::float8 AS lag FROM timers WHERE due_at <= now()
+
+-- name: webhook_deliveries_by_status
+-- Webhook deliveries by status (pending, delivered, failed), and how overdue the oldest due pending one is.
+SELECT status, count(*) AS n,
+       coalesce(extract(epoch FROM now() - min(next_attempt_at) FILTER (WHERE next_attempt_at <= now())), 0)::float8
+           AS overdue
+  FROM webhook_deliveries
+ GROUP BY status

@@ -1,10 +1,16 @@
 -- Webhooks and their outbox (workers/store/webhooks.py). The outbox rows are written by the
 -- statements that log run events (runs.sql); these statements read, claim and settle them.
 
+-- name: lock_project
+-- Creating a webhook takes the project's row lock, so that concurrent creates count one another.
+SELECT id FROM projects WHERE id = %(project_id)s FOR UPDATE
+
 -- name: insert_webhook
+-- No row when the project has %(max_webhooks)s webhooks already.
 INSERT INTO webhooks (id, project_id, url, events, mission_ids, secret, enabled, description, created_at, updated_at)
-VALUES (%(id)s, %(project_id)s, %(url)s, %(events)s, %(mission_ids)s, %(secret)s, %(enabled)s, %(description)s,
-        %(now)s, %(now)s)
+SELECT %(id)s, %(project_id)s, %(url)s, %(events)s, %(mission_ids)s, %(secret)s, %(enabled)s, %(description)s,
+       %(now)s, %(now)s
+ WHERE (SELECT count(*) FROM webhooks WHERE project_id = %(project_id)s) < %(max_webhooks)s
 RETURNING id, url, events, mission_ids, enabled, description, created_at, updated_at
 
 -- name: list_webhooks
