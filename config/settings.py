@@ -138,8 +138,8 @@ SETTINGS_TABLE: tuple[Setting, ...] = (
             "Let missions set an agent's `baseUrl`/`apiKeyEnv` themselves. Only for a server whose every API key "
             "holder is trusted with the workers' environment (docs/security.md)."),
     Setting("MISSIONS_EGRESS_ALLOW", "egress_allow", parse_host_list, (),
-            "Hosts, `host:port` entries or CIDR blocks that tools may reach although they are loopback, private "
-            "or link-local (comma-separated); metadata addresses stay refused unless listed exactly."),
+            "Hosts, `host:port` entries or CIDR blocks that tools and webhooks may reach although they are loopback, "
+            "private or link-local (comma-separated); metadata addresses stay refused unless listed exactly."),
     Setting("MISSIONS_PATTERN_TIMEOUT_SECONDS", "pattern_timeout_seconds", _float_range(0.01, 60), 1.0,
             "Longest time one `regex` expectation (or JSON-schema `pattern`) may take on an output before it fails."),
     Setting("MISSIONS_PROVIDER_TIMEOUT_SECONDS", "provider_timeout_seconds", _float_range(1, 3600), 300.0,
@@ -155,6 +155,17 @@ SETTINGS_TABLE: tuple[Setting, ...] = (
             "over the built-in table."),
     Setting("MISSIONS_PRICES", "prices", validate_inline, None,
             "The same price JSON inline; wins over `MISSIONS_PRICES_FILE`."),
+    Setting("MISSIONS_MAX_WEBHOOKS", "max_webhooks", _int_range(1, 10_000), 50,
+            "Most webhooks one project may have (each adds work to every step of its runs)."),
+    Setting("MISSIONS_WEBHOOK_TIMEOUT_SECONDS", "webhook_timeout_seconds", _float_range(0.1, 120), 10.0,
+            "Longest wait for a webhook receiver to answer one delivery attempt (connect and response)."),
+    Setting("MISSIONS_WEBHOOK_BACKOFF_SECONDS", "webhook_backoff_seconds", _float_range(0.01, 3600), 5.0,
+            "Wait after a webhook delivery's first failed attempt; it doubles after each one (with jitter: "
+            "50-100% of it), up to `MISSIONS_WEBHOOK_BACKOFF_MAX_SECONDS`."),
+    Setting("MISSIONS_WEBHOOK_BACKOFF_MAX_SECONDS", "webhook_backoff_max_seconds", _float_range(0.01, 86_400), 3600.0,
+            "Longest wait between two attempts of a webhook delivery."),
+    Setting("MISSIONS_WEBHOOK_RETRY_HOURS", "webhook_retry_hours", _float_range(0.0001, 24 * 30), 24.0,
+            "A webhook delivery is retried for this long after its event; then it is `failed`."),
     Setting("MISSIONS_TICK_SECONDS", "tick_seconds", _float_range(0.05, 60), 1.0,
             "How often beat runs the tick (timers, schedules, repair)."),
     Setting("MISSIONS_HEARTBEAT_SECONDS", "heartbeat_seconds", _float_range(0.1, 600), 2.0,
@@ -212,6 +223,11 @@ class Settings:
     command_timeout_seconds: float = 60.0
     prices_file: Path | None = None
     prices: str | None = None
+    max_webhooks: int = 50
+    webhook_timeout_seconds: float = 10.0
+    webhook_backoff_seconds: float = 5.0
+    webhook_backoff_max_seconds: float = 3600.0
+    webhook_retry_hours: float = 24.0
     tick_seconds: float = 1.0
     heartbeat_seconds: float = 2.0
     worker_lost_seconds: float = 20.0

@@ -10,7 +10,8 @@ creating ``Services`` connects to nothing:
 - ``dispatcher``: the after-commit sender (``workers.messaging.dispatch.Dispatcher``);
 - ``coordinator``: units of work on ``db`` that send through ``dispatcher``;
 - ``wakeups`` / ``wakeup_hub``: the wake-up publisher and the SSE streams' shared subscriber;
-- ``executor(worker)``: what runs attempts on a worker.
+- ``executor(worker)``: what runs attempts on a worker;
+- ``deliverer``: what sends webhook deliveries on a worker.
 
 It is also the ``-A`` target of Celery's own tools: ``celery -A workers.wiring inspect ping`` (and
 ``inspect active``, ``control``, ``events``, ``flower``, even ``worker``) finds the module attribute
@@ -37,6 +38,7 @@ from workers.coordination.advance import Coordinator
 from workers.coordination.tick import TickReport, tick
 from workers.execution.executor import Executor
 from workers.execution.providers import Providers
+from workers.execution.webhooks import Deliverer
 from workers.messaging.celery_app import create_celery, instrument_for_tracing, register_tasks
 from workers.messaging.dispatch import Dispatcher
 from workers.messaging.wakeups import WakeupHub, WakeupPublisher
@@ -64,6 +66,7 @@ class Services:
         self._hub: WakeupHub | None = None
         self._dispatcher: Dispatcher | None = None
         self._coordinator: Coordinator | None = None
+        self._deliverer: Deliverer | None = None
 
     def _once(self, attr: str, build: Callable[[], T]) -> T:
         """``self.<attr>``, built by ``build`` on first use, once however many threads ask (the lock
@@ -133,6 +136,11 @@ class Services:
     def coordinator(self) -> Coordinator:
         return self._once("_coordinator", lambda: Coordinator(self.db, self.dispatcher))
 
+    @property
+    def deliverer(self) -> Deliverer:
+        """What sends webhook deliveries (one attempt per call)."""
+        return self._once("_deliverer", lambda: Deliverer(self.settings, self.db))
+
     def executor(self, worker: str, providers: Providers | None = None) -> Executor:
         """An executor for the worker called ``worker`` (one per process)."""
         return Executor(self.settings, self.db, self.coordinator, self.dispatcher.cancel_flags, worker, providers)
@@ -153,6 +161,7 @@ class Services:
             yield conn
 
     def close(self) -> None:
+        self._deliverer = None
         self._coordinator = None
         self._dispatcher = None
         if self._hub is not None:
@@ -193,6 +202,9 @@ class _WorkerHandlers:
 
     def assess(self, run_id: str, task_id: str, attempt: int, hostname: str | None) -> object:
         return self._executor_for(hostname).assess(run_id, task_id, attempt)
+
+    def deliver_webhook(self, delivery_id: str) -> object:
+        return self.services.deliverer.deliver(delivery_id)
 
     def tick(self) -> object:
         try:

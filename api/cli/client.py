@@ -132,8 +132,9 @@ class Client:
     def delete_mission(self, mission_id: str) -> None:
         self.request("DELETE", f"/v1/missions/{mission_id}")
 
-    def execute(self, mission_id: str) -> dict[str, Any]:
-        return dict(self.request("POST", f"/v1/missions/{mission_id}/execute"))
+    def execute(self, mission_id: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
+        body = {"data": data} if data is not None else None
+        return dict(self.request("POST", f"/v1/missions/{mission_id}/execute", json_body=body))
 
     def resume(self, mission_id: str, retry_failed: bool = False) -> dict[str, Any]:
         return dict(self.request("POST", f"/v1/missions/{mission_id}/resume", json_body={"retryFailed": retry_failed}))

@@ -112,6 +112,26 @@ def read_mission_file(path: str) -> dict[str, Any]:
     return dict(plain(document))
 
 
+def read_run_data(value: str) -> dict[str, Any]:
+    """``--data``: a JSON object given inline, or ``@path`` to a file holding one."""
+    import json
+
+    text, where = value, "--data"
+    if value.startswith("@"):
+        where = value[1:]
+        try:
+            text = Path(where).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise click.BadParameter(f"cannot read {where}: {exc.strerror or exc}", param_hint="--data") from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise click.BadParameter(f"{where} is not valid JSON: {exc}", param_hint="--data") from None
+    if not isinstance(data, dict):
+        raise click.BadParameter(f"{where} must hold a JSON object", param_hint="--data")
+    return data
+
+
 def follow_run(
     client: Any, mission_id: str, run_id: str | None, *, json_output: bool, follow_output: bool, on_pause: Any = None
 ) -> int:
@@ -158,6 +178,13 @@ def resume_hint(mission_id: str, pause_reason: str | None, url_option: str = "")
 @click.option("--follow-output", is_flag=True, help="Also stream what the agents write.")
 @click.option("--json", "json_output", is_flag=True, help="Print every event as one JSON object per line.")
 @click.option("--detach", is_flag=True, help="Start the run, print its ids and return at once.")
+@click.option(
+    "--data",
+    "data_arg",
+    default=None,
+    metavar="JSON|@FILE",
+    help="This run's own data (a JSON object, or @file with one), merged over the mission's data for this run.",
+)
 def run_command(
     target: str,
     url: str | None,
@@ -166,11 +193,13 @@ def run_command(
     follow_output: bool,
     json_output: bool,
     detach: bool,
+    data_arg: str | None,
 ) -> None:
     """Create a mission from FILE (JSON or YAML) and execute it, showing it live.
 
     Given a mission id instead of a file, execute that mission again. Exit status: 0 completed,
     1 failed, 2 paused (resume it with `missions resume`), 3 cancelled, 4 client error."""
+    data = read_run_data(data_arg) if data_arg is not None else None
     client = make_client(url, key)
     with api_errors():
         if target.startswith("msn_") and not Path(target).exists():
@@ -180,7 +209,7 @@ def run_command(
             if name:
                 document["name"] = name
             mission_id = _create_or_explain(client, document)
-        run = client.execute(mission_id)
+        run = client.execute(mission_id, data)
     if detach:
         if json_output:
             echo_json({"missionId": mission_id, "runId": run["id"], "status": run["status"]})

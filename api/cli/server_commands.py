@@ -153,17 +153,18 @@ def _require_urls(settings: Settings, command: str) -> None:
 @click.option("--name", default=None, help="Node name (default: missions-<pid>).")
 @click.option(
     "--queues",
-    type=click.Choice(["all", "missions", "missions.control"]),
+    type=click.Choice(["all", "missions", "missions.control", "missions.webhooks"]),
     default="all",
     show_default=True,
-    help="`missions`: task attempts and assessments; `missions.control`: the beat tick. "
-    "A small control-only worker keeps ticks on time when long agent calls fill every slot.",
+    help="`missions`: task attempts and assessments; `missions.control`: the beat tick; "
+    "`missions.webhooks`: webhook deliveries. A small control-only worker keeps ticks on time when "
+    "long agent calls fill every slot.",
 )
 def worker_command(concurrency: int, pool: str, name: str | None, queues: str) -> None:
     """Run a Celery worker that executes task attempts, assessments and ticks."""
     settings = load_settings()
     _require_urls(settings, "worker")
-    from workers.messaging.dispatch import CONTROL_QUEUE, TASK_QUEUE
+    from workers.messaging.dispatch import CONTROL_QUEUE, TASK_QUEUE, WEBHOOK_QUEUE
     from workers.support.logs import configure_logging
     from workers.wiring import configure_tracing, worker_app
 
@@ -184,7 +185,7 @@ def worker_command(concurrency: int, pool: str, name: str | None, queues: str) -
             "--concurrency",
             str(concurrency),
             "--queues",
-            f"{TASK_QUEUE},{CONTROL_QUEUE}" if queues == "all" else queues,
+            f"{TASK_QUEUE},{CONTROL_QUEUE},{WEBHOOK_QUEUE}" if queues == "all" else queues,
             "--hostname",
             f"{node}@%h",
             "--without-gossip",

@@ -12,6 +12,7 @@ from flask import Flask, Response, jsonify
 from api.http import dashboard, errors, metrics
 from api.http.openapi import blueprint as docs_blueprint
 from api.http.routes import blueprint as missions_blueprint
+from api.http.webhooks import blueprint as webhooks_blueprint
 from config import Settings
 from workers.store.db import Database
 from workers.support import tracing
@@ -34,6 +35,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.extensions["missions"] = services or Services(settings)
     errors.register(app)
     app.register_blueprint(missions_blueprint, url_prefix="/v1")
+    app.register_blueprint(webhooks_blueprint, url_prefix="/v1")
     app.register_blueprint(docs_blueprint)  # /v1/openapi.json and /docs, without a key
     metrics.install(app, token=settings.metrics_token)  # /metrics, without an API key
     app.wsgi_app = _waiting_at_most(POOL_WAIT_SECONDS, app.wsgi_app)  # type: ignore[method-assign]

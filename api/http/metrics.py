@@ -148,6 +148,16 @@ class MissionsCollector:
         tasks = {**dict.fromkeys(TASK_STATUSES, 0), **figures.tasks}
         yield _gauge("missions_missions", "Missions by status.", "status", missions)
         yield _gauge("missions_tasks", "Tasks of active and paused runs, by status.", "status", tasks)
+        deliveries = {**dict.fromkeys(("pending", "failed"), 0), **figures.deliveries}
+        yield _gauge(
+            "missions_webhook_deliveries", "Webhook deliveries not delivered (pending, failed).", "status", deliveries
+        )
+        overdue = GaugeMetricFamily(
+            "missions_webhook_overdue_seconds",
+            "How overdue the oldest due pending webhook delivery is (0 when workers keep up).",
+        )
+        overdue.add_metric([], figures.deliveries_overdue)
+        yield overdue
         lag = GaugeMetricFamily(
             "missions_tick_lag_seconds", "How overdue the oldest due timer is (0 when the beat tick keeps up)."
         )

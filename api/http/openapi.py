@@ -27,23 +27,17 @@ from marshmallow import EXCLUDE, Schema, fields, validate
 
 from api.http import schemas
 from api.http.limits import LIMIT_REQUEST_FIELD_SIZE, LIMIT_REQUEST_FIELDS, LIMIT_REQUEST_LINE
+from api.http.routes import PARAM_NAMES
+from api.http.webhook_schemas import DELIVERIES_QUERY, WEBHOOK, WEBHOOK_PATCH
 from orchestrator.engine import AttemptStatus, MissionStatus, TaskStatus
+from orchestrator.webhooks import EVENT_NAMES as WEBHOOK_EVENT_NAMES
 
 TITLE = "Missions API"
 MISSION_STATUSES = [s.value for s in MissionStatus]
 TASK_STATUSES = [s.value for s in TaskStatus]
 PAUSE_REASONS = ["checkpoint", "quality_gate", "approval"]
 ERROR_CODES = ["bad_request", "unauthorized", "not_found", "conflict", "rate_limited", "unavailable", "internal_error"]
-EVENT_NAMES = [
-    "mission:status",
-    "task:status",
-    "task:output",
-    "task:assessment",
-    "gate:blocked",
-    "checkpoint:waiting",
-    "mission:done",
-    "error",
-]
+EVENT_NAMES = list(WEBHOOK_EVENT_NAMES)  # the SSE event names
 
 
 # -- Response schemas (documentation only: responses are rendered by api.http.render) ---------------
@@ -265,6 +259,7 @@ class _RunHead(_Out):
 
 class RunSchema(_RunHead):
     id = fields.String(required=True, metadata={"example": "run_0a1b2c3d4e5f6a7b8c9d0e1f"})
+    data = fields.Raw(metadata={"description": "The run's own data, as given (absent: none was)."})
     usage = fields.Nested(UsageSchema, metadata={"description": "Tokens and cost of this run."})
     durationSeconds = _seconds("With `include=summary` (the run list): start to finish, or to now.")
     averageScore = fields.Float(
@@ -404,6 +399,49 @@ class ReportSchema(_RunHead):
     )
     totals = fields.Nested(ReportTotalsSchema, required=True)
     tasks = fields.List(fields.Nested(ReportTaskSchema), required=True, metadata={"description": "In spec order."})
+
+
+class WebhookOutSchema(_Out):
+    id = fields.String(required=True, metadata={"example": "wh_4h2k9x7q0c1v2b3n4m5l6k7j"})
+    url = fields.String(required=True)
+    events = fields.List(fields.String(validate=validate.OneOf(EVENT_NAMES)), required=True)
+    missionIds = fields.List(fields.String(), allow_none=True, metadata={"description": "`null`: every mission."})
+    enabled = fields.Boolean(required=True)
+    description = fields.String(allow_none=True)
+    createdAt = fields.String(required=True, metadata={"format": "date-time"})
+    updatedAt = fields.String(required=True, metadata={"format": "date-time"})
+    secret = fields.String(
+        metadata={"description": "The signing secret: only in the answer that created or rotated it."}
+    )
+
+
+class DeliveryAttemptSchema(_Out):
+    attempt = fields.Integer(required=True)
+    startedAt = fields.String(required=True, metadata={"format": "date-time"})
+    durationMs = fields.Integer(required=True)
+    statusCode = fields.Integer(allow_none=True, metadata={"description": "The receiver's HTTP status."})
+    response = fields.String(allow_none=True, metadata={"description": "The first 500 characters of its body."})
+    error = fields.String(allow_none=True, metadata={"description": "Why no answer came (refused, timeout, ...)."})
+
+
+class DeliverySchema(_Out):
+    id = fields.String(required=True, metadata={"description": "The `webhook-id` header of every attempt."})
+    eventId = fields.Integer(required=True, metadata={"description": "The SSE `id:` of the event."})
+    type = fields.String(required=True, validate=validate.OneOf(EVENT_NAMES))
+    missionId = fields.String(required=True)
+    runId = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(["pending", "delivered", "failed"]))
+    attemptCount = fields.Integer(required=True)
+    nextAttemptAt = fields.String(allow_none=True, metadata={"format": "date-time"})
+    createdAt = fields.String(required=True, metadata={"format": "date-time"})
+    finishedAt = fields.String(allow_none=True, metadata={"format": "date-time"})
+    attempts = fields.List(fields.Nested(DeliveryAttemptSchema), required=True)
+
+
+class DeliveryPageSchema(_Out):
+    data = fields.List(fields.Nested(DeliverySchema), required=True)
+    hasMore = fields.Boolean(required=True)
+    nextCursor = fields.String(allow_none=True, metadata={"description": "Pass as `?cursor=` for the next page."})
 
 
 class HealthSchema(_Out):
@@ -582,9 +620,12 @@ DOCS: dict[tuple[str, str], Doc] = {
     ("missions_v1.execute", "POST"): Doc(
         "Execute a mission",
         "Starts a new run. With `Accept: text/event-stream` the response is the run's event stream; "
-        "otherwise 202 with the run. 409 while a run is active or paused.",
+        "otherwise 202 with the run. 409 while a run is active or paused. An optional `data` object is "
+        "this run's own input, merged over the mission's `data` at the top level for this run only.",
         tag="Runs",
+        body="Execute",
         body_required=False,
+        example={"data": {"branch": "main"}},
         headers=(
             {
                 "name": "Accept",
@@ -596,7 +637,7 @@ DOCS: dict[tuple[str, str], Doc] = {
             },
         ),
         responses={202: ("The run started; `Location` names it.", "Run"), 200: (EVENTS_TEXT, "sse")},
-        errors=(404, 409),
+        errors=(400, 404, 409, 415),
     ),
     ("missions_v1.events", "GET"): Doc(
         "Stream a run's events",
@@ -700,6 +741,61 @@ DOCS: dict[tuple[str, str], Doc] = {
         responses={200: ("The report.", "Report")},
         errors=(404,),
     ),
+    ("webhooks_v1.create_webhook", "POST"): Doc(
+        "Create a webhook",
+        "Events of the project's runs (or only of `missionIds`) are POSTed to `url`, signed the Standard "
+        "Webhooks way (`webhook-id`, `webhook-timestamp`, `webhook-signature`). The signing secret is "
+        "answered here once. A URL whose host is loopback, private or link-local is refused unless the "
+        "operator allows it (`MISSIONS_EGRESS_ALLOW`). 409 when the project has `MISSIONS_MAX_WEBHOOKS` already.",
+        tag="Webhooks",
+        body="WebhookCreate",
+        example={"url": "http://hooks.example.com/missions", "events": ["mission:done", "checkpoint:waiting"]},
+        responses={201: ("Created, with its `secret`; `Location` names it.", "Webhook")},
+        errors=(400, 404, 409, 413, 415),
+    ),
+    ("webhooks_v1.list_webhooks", "GET"): Doc(
+        "List webhooks",
+        "The project's webhooks, oldest first (without their secrets).",
+        tag="Webhooks",
+        responses={200: ("The webhooks.", "Webhook[]")},
+    ),
+    ("webhooks_v1.get_webhook", "GET"): Doc(
+        "Get a webhook", tag="Webhooks", responses={200: ("The webhook.", "Webhook")}, errors=(404,)
+    ),
+    ("webhooks_v1.patch_webhook", "PATCH"): Doc(
+        "Change a webhook",
+        "Changes only the fields given. `enabled: false` stops deliveries (pending ones wait until it is "
+        "enabled again); `rotateSecret: true` generates a new secret (answered once), `secret` sets one.",
+        tag="Webhooks",
+        body="WebhookPatch",
+        example={"enabled": False},
+        responses={200: ("The webhook (with `secret` after a rotation).", "Webhook")},
+        errors=(400, 404, 413, 415),
+    ),
+    ("webhooks_v1.delete_webhook", "DELETE"): Doc(
+        "Delete a webhook",
+        "Deletes it with its deliveries; nothing more is sent.",
+        tag="Webhooks",
+        responses={204: ("Deleted.", None)},
+        errors=(404,),
+    ),
+    ("webhooks_v1.list_deliveries", "GET"): Doc(
+        "List deliveries",
+        "The webhook's deliveries, newest first, each with its attempts (status code and the start of "
+        "the answer, or why none came). Keyset paging: pass `nextCursor` as `cursor`.",
+        tag="Webhooks",
+        query=DELIVERIES_QUERY,
+        responses={200: ("A page of deliveries.", "DeliveryPage")},
+        errors=(400, 404),
+    ),
+    ("webhooks_v1.resend_delivery", "POST"): Doc(
+        "Send a delivery again",
+        "Makes the delivery due now, whatever its status; it is sent with the same `webhook-id`. "
+        "409 while the webhook is disabled.",
+        tag="Webhooks",
+        responses={202: ("The delivery, due now.", "Delivery")},
+        errors=(404, 409),
+    ),
     ("healthz", "GET"): Doc(
         "Liveness",
         "200 while the process serves requests; checks nothing else.",
@@ -741,7 +837,7 @@ DOCS: dict[tuple[str, str], Doc] = {
 _ERROR_TEXT = {
     400: "Invalid request: `details.fields` names every offending field (or parameter).",
     401: "Missing or invalid API key.",
-    404: "No such mission, task or run in this project.",
+    404: "No such mission, task, run, webhook or delivery in this project.",
     409: "Conflicts with the mission's current state.",
     413: "Body larger than MISSIONS_MAX_BODY_BYTES.",
     415: "The body is not `application/json`.",
@@ -762,13 +858,12 @@ _PAGE_HEADERS = {
         "schema": {"type": "string"},
     },
 }
-_PARAM_NAMES = {"mission_id": "missionId", "task_id": "taskId", "run_id": "runId"}
 _RULE_PARAM = re.compile(r"<(?:[a-z_]+:)?([a-z_]+)>")
 
 
 def openapi_path(rule: str) -> str:
     """``/v1/missions/<mission_id>`` as ``/v1/missions/{missionId}``."""
-    return _RULE_PARAM.sub(lambda m: "{" + _PARAM_NAMES.get(m.group(1), m.group(1)) + "}", rule)
+    return _RULE_PARAM.sub(lambda m: "{" + PARAM_NAMES.get(m.group(1), m.group(1)) + "}", rule)
 
 
 class UndocumentedRoute(LookupError):
@@ -791,7 +886,7 @@ def build_spec(app: Flask, *, strict: bool = False) -> dict[str, Any]:
             f"over {LIMIT_REQUEST_LINE} bytes (414) and more than {LIMIT_REQUEST_FIELDS} headers or one over "
             f"{LIMIT_REQUEST_FIELD_SIZE} bytes (431), in the same shape."
         },
-        tags=[{"name": "Missions"}, {"name": "Tasks"}, {"name": "Runs"}, {"name": "Operations"}],
+        tags=[{"name": "Missions"}, {"name": "Tasks"}, {"name": "Runs"}, {"name": "Webhooks"}, {"name": "Operations"}],
     )
     assert plugin.converter is not None
     plugin.converter.add_attribute_function(_exclusive_bounds)  # type: ignore[no-untyped-call]
@@ -803,6 +898,12 @@ def build_spec(app: Flask, *, strict: bool = False) -> dict[str, Any]:
         ("TaskCreate", schemas.TASK),
         ("TaskPatch", schemas.TASK_PATCH),
         ("Resume", schemas.RESUME),
+        ("Execute", schemas.EXECUTE),
+        ("WebhookCreate", WEBHOOK),
+        ("WebhookPatch", WEBHOOK_PATCH),
+        ("Webhook", WebhookOutSchema),
+        ("Delivery", DeliverySchema),
+        ("DeliveryPage", DeliveryPageSchema),
         ("Error", ErrorSchema),
         ("MissionSummary", MissionSummarySchema),
         ("MissionCreated", MissionCreatedSchema),
@@ -860,7 +961,7 @@ def _operation(endpoint: str, arguments: Any, doc: Doc) -> dict[str, Any]:
     if doc.description:
         operation["description"] = doc.description
     parameters: list[Any] = [
-        {"name": _PARAM_NAMES.get(arg, arg), "in": "path", "required": True, "schema": {"type": "string"}}
+        {"name": PARAM_NAMES.get(arg, arg), "in": "path", "required": True, "schema": {"type": "string"}}
         for arg in sorted(arguments)
     ]
     if doc.query is not None:

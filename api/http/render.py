@@ -211,6 +211,8 @@ def run(
     out["createdAt"] = _ts(row.get("created_at"))
     out["startedAt"] = _ts(row.get("started_at"))
     out["finishedAt"] = _ts(row.get("finished_at"))
+    if row.get("input") is not None:
+        out["data"] = row["input"]  # the run's own data, as given (merged over the mission's for this run)
     if usage is not None:
         out["usage"] = usage.run(row["id"]).to_json()
     if summary is not None:
@@ -248,3 +250,47 @@ def fire(row: Mapping[str, Any]) -> dict[str, Any]:
         out["runId"] = row["run_id"]
     out["recordedAt"] = _ts(row["recorded_at"])
     return out
+
+
+def webhook(row: Mapping[str, Any], secret: str | None = None) -> dict[str, Any]:
+    """A webhook; ``secret`` only in the answer that created or rotated it (never again)."""
+    out: dict[str, Any] = {
+        "id": row["id"],
+        "url": row["url"],
+        "events": list(row["events"]),
+        "missionIds": list(row["mission_ids"]) if row["mission_ids"] is not None else None,
+        "enabled": row["enabled"],
+        "description": row["description"],
+        "createdAt": _ts(row["created_at"]),
+        "updatedAt": _ts(row["updated_at"]),
+    }
+    if secret is not None:
+        out["secret"] = secret
+    return out
+
+
+def delivery(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A webhook delivery with every attempt (status code, response excerpt or error)."""
+    return {
+        "id": row["id"],
+        "eventId": row["event_id"],
+        "type": row["type"],
+        "missionId": row["mission_id"],
+        "runId": row["run_id"],
+        "status": row["status"],
+        "attemptCount": row["attempts"],
+        "nextAttemptAt": _ts(row["next_attempt_at"]) if row["status"] == "pending" else None,
+        "createdAt": _ts(row["created_at"]),
+        "finishedAt": _ts(row["finished_at"]),
+        "attempts": [
+            {
+                "attempt": a["attempt"],
+                "startedAt": a["startedAt"],
+                "durationMs": a["durationMs"],
+                "statusCode": a["statusCode"],
+                "response": a["response"],
+                "error": a["error"],
+            }
+            for a in row["attempt_list"]
+        ],
+    }

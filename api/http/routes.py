@@ -36,7 +36,7 @@ def limits() -> missions.Limits:
 def check_url() -> None:
     """Path and query parameters hold text Postgres can store (no NUL, no unpaired surrogate): any
     other is a 400 naming the parameter, before it reaches a query."""
-    params = [(_PARAM_NAMES.get(k, k), v) for k, v in (request.view_args or {}).items()]
+    params = [(PARAM_NAMES.get(k, k), v) for k, v in (request.view_args or {}).items()]
     params += [(k, v) for k, values in request.args.lists() for v in (k, *values)]
     problems: dict[str, list[str]] = {}
     for name, value in params:
@@ -48,7 +48,13 @@ def check_url() -> None:
         raise Invalid(f"{first_field}: {first_messages[0]}", {"fields": problems})
 
 
-_PARAM_NAMES = {"mission_id": "missionId", "task_id": "taskId", "run_id": "runId"}
+PARAM_NAMES = {
+    "mission_id": "missionId",
+    "task_id": "taskId",
+    "run_id": "runId",
+    "webhook_id": "webhookId",
+    "delivery_id": "deliveryId",
+}
 
 
 @blueprint.before_request
@@ -186,8 +192,9 @@ def wants_stream() -> bool:
 
 @blueprint.post("/missions/<mission_id>/execute")
 def execute(mission_id: str) -> Any:
+    data = json_body(schemas.EXECUTE, optional=True).get("data")
     with services().coordinator.transaction() as uow:
-        run_id, _, row, usage = runs.execute(uow, g.project_id, mission_id, limits(), utcnow())
+        run_id, _, row, usage = runs.execute(uow, g.project_id, mission_id, limits(), utcnow(), data)
     if wants_stream():
         return sse.stream_run(mission_id, run_id, None)
     # The run as this request committed it; workers may have moved it on since (GET its Location).

@@ -394,14 +394,20 @@ class MissionSchema(Strict):
     catchUp = fields.String(validate=validate.OneOf(["skip", "latest"]), allow_none=True)
     deadlineAfter = StrictNumber(allow_none=True, validate=validate.Range(min=0, min_inclusive=False, max=366 * 86_400))
     budget = fields.Nested(BudgetSchema, allow_none=True)
+    scheduleData = fields.Dict(
+        allow_none=True,
+        metadata={
+            "description": "Per-run data for the runs the schedule starts, merged over `data` at the top level "
+            "(like `POST /execute`'s `data`)."
+        },
+    )
 
     @post_load
     def _clean(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
-        # `data` is free-form user JSON: its nulls are content, not absent fields.
-        payload = data.pop("data", None)
+        # `data` and `scheduleData` are free-form user JSON: their nulls are content, not absent fields.
+        payloads = {key: data.pop(key, None) for key in ("data", "scheduleData")}
         cleaned = _drop_nones(data)
-        if payload is not None:
-            cleaned["data"] = payload
+        cleaned.update({key: value for key, value in payloads.items() if value is not None})
         return dict(cleaned)
 
 
@@ -420,7 +426,7 @@ class MissionPatchSchema(MissionSchema):
     @post_load
     def _clean(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
         # Keep the nulls at the top level (they clear fields); clean nested documents.
-        return {k: (v if k == "data" else _drop_nones(v)) for k, v in data.items()}
+        return {k: (v if k in ("data", "scheduleData") else _drop_nones(v)) for k, v in data.items()}
 
 
 class TaskCreateSchema(TaskSchema):
@@ -468,6 +474,16 @@ MISSION_LIST_EXTRAS = ("lastRun", "nextRunAt")
 RESUMABLE_EXTRAS = ("waitingFor",)
 RUN_EXTRAS = ("attempts", "graph")
 RUN_LIST_EXTRAS = ("summary",)
+
+
+class ExecuteSchema(Strict):
+    data = fields.Dict(
+        allow_none=True,
+        metadata={
+            "description": "This run's own data, merged over the mission's `data` at the top level (each key "
+            "replaces the mission's key of that name); recorded on the run."
+        },
+    )
 
 
 class ListQuerySchema(Schema):
@@ -539,6 +555,7 @@ MISSION_PATCH = MissionPatchSchema(partial=True)
 TASK = TaskCreateSchema()
 TASK_PATCH = TaskPatchSchema(partial=True)
 RESUME = ResumeSchema()
+EXECUTE = ExecuteSchema()
 LIST_QUERY = ListQuerySchema()
 PAGE_QUERY = PageQuerySchema()
 EVENTS_PAGE_QUERY = EventsPageQuerySchema()

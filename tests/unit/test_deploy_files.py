@@ -118,11 +118,11 @@ def test_the_check_refuses_what_the_cli_would_refuse(argv: list[str]) -> None:
 
 
 def test_the_worker_queue_choices_are_the_queues_messages_are_sent_to() -> None:
-    from workers.messaging.dispatch import CONTROL_QUEUE, TASK_QUEUE
+    from workers.messaging.dispatch import CONTROL_QUEUE, TASK_QUEUE, WEBHOOK_QUEUE
 
     worker = main.commands["worker"]
     choices = next(p for p in worker.params if p.name == "queues").type.choices  # type: ignore[attr-defined]
-    assert set(choices) == {"all", TASK_QUEUE, CONTROL_QUEUE}
+    assert set(choices) == {"all", TASK_QUEUE, CONTROL_QUEUE, WEBHOOK_QUEUE}
     assert parse_with_cli(["missions", "worker", "--queues", CONTROL_QUEUE, "--concurrency", "2"]) == [
         "missions",
         "worker",

@@ -151,19 +151,29 @@ def step_if_current(
                 state.mission_id, run_id, status=str(state.status), ignored="guard matched nothing", stored=cached
             )
         out.stored, out.last_event_id, out.guard = written.stored, written.last_event_id, written.guard
+        out.deliveries = written.deliveries
         metrics.count_events(out.rows.event_types)
         out.rows = run_state.Rows()
         metrics.observe_step(time.perf_counter() - started)
         return out
 
 
-def begin(conn: Connection, run_id: str, number: int, spec: MissionSpec, mission_id: str, now: datetime) -> AfterCommit:
-    """Insert run ``number`` of a mission with its initial state, inside the caller's transaction."""
+def begin(
+    conn: Connection,
+    run_id: str,
+    number: int,
+    spec: MissionSpec,
+    mission_id: str,
+    now: datetime,
+    run_input: Mapping[str, Any] | None = None,
+) -> AfterCommit:
+    """Insert run ``number`` of a mission with its initial state, inside the caller's transaction
+    (``run_input``: the run's own data as given, recorded on the run; ``spec`` has it merged in)."""
     decision = engine.start_run(run_id, mission_id, spec, now)
     state = decision.state
     outcome, writes = _gather(state, decision.effects)
     _add_prompts(state, outcome.rows)
-    outcome.stored, outcome.last_event_id = run_state.create(
+    outcome.stored, outcome.last_event_id, outcome.deliveries = run_state.create(
         conn,
         state,
         number=number,
@@ -171,6 +181,7 @@ def begin(conn: Connection, run_id: str, number: int, spec: MissionSpec, mission
         now=now,
         terminal=state.status in TERMINAL_RUN_STATUSES,
         rows=outcome.rows,
+        run_input=run_input,
     )
     _write(conn, state.run_id, writes, now)  # timers (the deadline) refer to the run row, inserted just now
     metrics.count_events(outcome.rows.event_types)
@@ -188,7 +199,7 @@ def _persist(conn: Connection, before: run_state.Stored, decision: Decision, now
     _write(conn, state.run_id, writes, now)
     _add_prompts(state, outcome.rows)
     # The state, the attempts the step starts and its events go to Postgres in one statement.
-    outcome.stored, outcome.last_event_id = run_state.save(
+    outcome.stored, outcome.last_event_id, outcome.deliveries = run_state.save(
         conn, before, state, now, terminal=terminal, changed_ids=decision.changed_tasks, rows=outcome.rows
     )
     metrics.count_events(outcome.rows.event_types)
@@ -348,12 +359,20 @@ class UnitOfWork:
             outcome = _enforce_budget(self.conn, run_id, outcome, now, budget)
         return outcome
 
-    def begin_run(self, run_id: str, number: int, spec: MissionSpec, mission_id: str, now: datetime) -> AfterCommit:
+    def begin_run(
+        self,
+        run_id: str,
+        number: int,
+        spec: MissionSpec,
+        mission_id: str,
+        now: datetime,
+        run_input: Mapping[str, Any] | None = None,
+    ) -> AfterCommit:
         """Insert run ``number`` of the mission (a transaction's unit of work only)."""
         if not self.atomic:
             raise RuntimeError("a run begins inside a transaction (Coordinator.transaction())")
         with tracing.span("missions.step", {**tracing.ids(run_id, mission_id), "missions.event": "RunStarted"}):
-            outcome = begin(self.conn, run_id, number, spec, mission_id, now)
+            outcome = begin(self.conn, run_id, number, spec, mission_id, now, run_input)
         self._due.append((outcome, None))
         return outcome
 

@@ -16,7 +16,8 @@ AssessInline = Callable[[str, str, int], object]
 @dataclass
 class AfterCommit:
     """What a committed step asks of the outside world: attempts to send, assessments to run,
-    attempts to signal to stop, and the wake-up of the run's event streams."""
+    attempts to signal to stop, webhook deliveries to send, and the wake-up of the run's event
+    streams."""
 
     mission_id: str
     run_id: str
@@ -29,6 +30,7 @@ class AfterCommit:
     stored: run_state.Stored | None = None  # the state this step read or wrote, cached after commit
     rows: run_state.Rows = field(default_factory=run_state.Rows)  # attempts and events, not yet written
     guard: dict[str, Any] | None = None  # the row the step's guard returned
+    deliveries: list[str] = field(default_factory=list)  # webhook deliveries its events made, to send
 
     @property
     def state(self) -> RunState | None:
@@ -40,6 +42,7 @@ class AfterCommit:
         self.start += other.start
         self.assess += other.assess
         self.cancel += other.cancel
+        self.deliveries += other.deliveries
         if other.last_event_id is not None:
             self.last_event_id = max(self.last_event_id or 0, other.last_event_id)
         self.status = other.status or self.status
@@ -61,5 +64,7 @@ class Resender(Protocol):
     def send_attempts(self, run_id: str, attempts: list[tuple[str, int]]) -> bool: ...
 
     def send_assessment(self, run_id: str, task_id: str, attempt: int) -> bool: ...
+
+    def send_deliveries(self, delivery_ids: list[str]) -> bool: ...
 
     def queue_empty(self) -> bool: ...

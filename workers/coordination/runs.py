@@ -18,6 +18,7 @@ from orchestrator.engine import (
     TaskRemoved,
     TaskUpdated,
 )
+from orchestrator.inputs import merge_run_data
 from orchestrator.spec import MissionSpec
 from workers.coordination.advance import UnitOfWork
 from workers.coordination.outcome import AfterCommit
@@ -25,7 +26,7 @@ from workers.store import missions, runs
 from workers.store.db import Connection
 from workers.store.missions import Limits, StoredMission
 from workers.store.usage import MissionUsage, Totals
-from workers.support.errors import Conflict, NotFound
+from workers.support.errors import Conflict, Invalid, NotFound
 from workers.support.ids import new_id
 
 
@@ -62,8 +63,17 @@ class Started(NamedTuple):
     usage: MissionUsage
 
 
-def execute(uow: UnitOfWork, project_id: str, mission_id: str, limits: Limits, now: datetime) -> Started:
-    """Start a new run of the mission; ``Conflict`` while a run is active or paused."""
+def execute(
+    uow: UnitOfWork,
+    project_id: str,
+    mission_id: str,
+    limits: Limits,
+    now: datetime,
+    data: Mapping[str, Any] | None = None,
+) -> Started:
+    """Start a new run of the mission; ``Conflict`` while a run is active or paused. ``data``: the
+    run's own data, merged over the mission's for this run only (``orchestrator.inputs``) and
+    recorded on the run; ``Invalid`` when the mission's data is not an object to merge it into."""
     conn = uow.conn
     mission, project_agents = missions.mission_to_run(conn, project_id, mission_id)
     if mission.status in RUNNING_MISSION_STATUSES:
@@ -72,10 +82,15 @@ def execute(uow: UnitOfWork, project_id: str, mission_id: str, limits: Limits, n
             {"runId": mission.row["latest_run_id"]},
         )
     document = _with_project_agents(conn, project_id, mission.full_document(), project_agents)
+    if data is not None:
+        try:
+            document = {**document, "data": merge_run_data(document.get("data"), data)}
+        except ValueError as exc:
+            raise Invalid(f"data: {exc}", {"fields": {"data": [str(exc)]}}) from None
     spec = missions.validate_document(conn, project_id, document, limits, project_agents)
     run_id = new_id("run")
     number = int(mission.row["execution_count"]) + 1
-    outcome = uow.begin_run(run_id, number, spec, mission.id, now)
+    outcome = uow.begin_run(run_id, number, spec, mission.id, now, data)
     state = outcome.state
     assert state is not None
     row = {
@@ -89,6 +104,7 @@ def execute(uow: UnitOfWork, project_id: str, mission_id: str, limits: Limits, n
         "created_at": now,
         "started_at": now,
         "finished_at": now if state.status in TERMINAL_RUN_STATUSES else None,
+        "input": dict(data) if data is not None else None,
         "run_tasks": [
             state.tasks[t.id].to_json() for t in state.spec.tasks if t.id is not None and t.id in state.tasks
         ],

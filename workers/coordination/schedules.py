@@ -103,7 +103,9 @@ def _fire_one(uow: UnitOfWork, mission_id: str, limits: Limits, now: datetime, f
             continue
         try:
             with uow.savepoint():  # a mission that no longer validates skips this fire
-                run_id, outcome, *_ = runs.execute(uow, row["project_id"], mission_id, limits, now)
+                run_id, outcome, *_ = runs.execute(
+                    uow, row["project_id"], mission_id, limits, now, document.get("scheduleData")
+                )
         except MissionsError as exc:
             log.warning("scheduled fire of mission %s skipped: %s", mission_id, exc.message)
             schedules.skip_fire(conn, mission_id, fire.at, f"error: {exc.message}"[:500])

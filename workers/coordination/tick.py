@@ -9,6 +9,8 @@ coordinator step they feed; lost attempts are marked in the same transaction as 
   (``DeadlineReached``);
 - lost workers: a running attempt whose heartbeat is older than ``worker_lost_seconds``
   (``WorkerLost``); an assessment whose heartbeat stopped is simply run again;
+- webhook deliveries: a pending delivery that is due (its backoff passed, or its worker died
+  mid-attempt) and has no message on its way since ``requeue_seconds`` is sent (again);
 - retention, last: what the ``MISSIONS_RETAIN_*_DAYS`` settings no longer keep is deleted in small
   batches for at most ``retention_seconds`` (``workers.store.retention``; off by default);
 - lost messages: a queued attempt that no worker has claimed for ``requeue_seconds`` is sent again
@@ -45,7 +47,7 @@ from orchestrator.engine import TaskClaimed, WorkerLost, timer_event
 from workers.coordination import schedules
 from workers.coordination.advance import Coordinator
 from workers.coordination.outcome import Resender
-from workers.store import attempts, retention, timers
+from workers.store import attempts, retention, timers, webhooks
 from workers.store.db import is_transient
 from workers.store.missions import Limits
 from workers.support import metrics
@@ -67,6 +69,7 @@ class TickReport:
     reassessed: int = 0
     resent: int = 0
     pruned: int = 0  # rows retention deleted or cleared
+    webhooks: int = 0
     failed: int = 0  # items (or parts) that raised, were logged and skipped
 
 
@@ -232,6 +235,21 @@ def resend_lost_messages(
     return sent
 
 
+def send_due_deliveries(
+    coordinator: Coordinator, resender: Resender, settings: Settings, now: datetime, failures: Failures | None = None
+) -> int:
+    """Webhook deliveries that are due and have no message on its way are sent (their ``sent_at``
+    moved on when taken: a failed send is tried again ``requeue_seconds`` later)."""
+    failures = failures if failures is not None else Failures()
+    requeue = timedelta(seconds=settings.requeue_seconds)
+    with coordinator.db.transaction() as conn:
+        due = webhooks.take_due(conn, now, now - requeue, BATCH)
+    if due and not resender.send_deliveries(due):
+        failures.add("webhooks")
+        return 0
+    return len(due)
+
+
 def fire_schedules(
     coordinator: Coordinator, settings: Settings, now: datetime, failures: Failures | None = None
 ) -> int:
@@ -283,6 +301,9 @@ def tick(coordinator: Coordinator, resender: Resender, settings: Settings, now: 
     )
     report.resent = _part(
         failures, "lost_messages", lambda: resend_lost_messages(coordinator, resender, settings, now, failures)
+    )
+    report.webhooks = _part(
+        failures, "webhooks", lambda: send_due_deliveries(coordinator, resender, settings, now, failures)
     )
     # Last: what is left of the tick's time goes to deleting history (bounded by its own setting).
     report.pruned = _part(failures, "retention", lambda: apply_retention(coordinator, settings, now))

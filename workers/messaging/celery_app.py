@@ -1,7 +1,9 @@
-"""The Celery application factory and the three task names the system uses.
+"""The Celery application factory and the four task names the system uses.
 
 - ``missions.run_task(run_id, task_id, attempt)``: run one attempt (claim, agent, record, step);
 - ``missions.assess_task(run_id, task_id, attempt)``: score an attempt whose assessment was lost;
+- ``missions.deliver_webhook(delivery_id)``: one attempt of a webhook delivery (queue
+  ``missions.webhooks``, so slow receivers never hold agents or the tick back);
 - ``missions.tick()``: timers and repair, sent by beat every ``MISSIONS_TICK_SECONDS``.
 
 Tasks are thin: they pass ids to the handlers ``workers.wiring`` gives them, and the executor
@@ -19,7 +21,15 @@ from kombu import Queue
 
 from config import Settings
 from workers.messaging import broker
-from workers.messaging.dispatch import ASSESS_TASK, CONTROL_QUEUE, RUN_TASK, TASK_QUEUE, TICK
+from workers.messaging.dispatch import (
+    ASSESS_TASK,
+    CONTROL_QUEUE,
+    DELIVER_WEBHOOK,
+    RUN_TASK,
+    TASK_QUEUE,
+    TICK,
+    WEBHOOK_QUEUE,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +58,8 @@ def create_celery(settings: Settings) -> Celery:
         **DELIVERY_SETTINGS,
         broker_transport=broker.transport_for(settings.redis_url),
         task_default_queue=TASK_QUEUE,
-        task_queues=(Queue(TASK_QUEUE), Queue(CONTROL_QUEUE)),
-        task_routes={TICK: {"queue": CONTROL_QUEUE}},
+        task_queues=(Queue(TASK_QUEUE), Queue(CONTROL_QUEUE), Queue(WEBHOOK_QUEUE)),
+        task_routes={TICK: {"queue": CONTROL_QUEUE}, DELIVER_WEBHOOK: {"queue": WEBHOOK_QUEUE}},
         beat_schedule={
             "missions-tick": {
                 "task": TICK,
@@ -62,11 +72,13 @@ def create_celery(settings: Settings) -> Celery:
 
 
 class Handlers(Protocol):
-    """What the three tasks do (built by ``workers.wiring``): each returns what happened, for the log."""
+    """What the four tasks do (built by ``workers.wiring``): each returns what happened, for the log."""
 
     def run_attempt(self, run_id: str, task_id: str, attempt: int, hostname: str | None) -> object: ...
 
     def assess(self, run_id: str, task_id: str, attempt: int, hostname: str | None) -> object: ...
+
+    def deliver_webhook(self, delivery_id: str) -> object: ...
 
     def tick(self) -> object: ...
 
@@ -81,6 +93,10 @@ def register_tasks(app: Celery, handlers: Handlers) -> None:
     @app.task(name=ASSESS_TASK, bind=True)
     def assess_task(self: Any, run_id: str, task_id: str, attempt: int) -> object:
         return handlers.assess(run_id, task_id, int(attempt), self.request.hostname)
+
+    @app.task(name=DELIVER_WEBHOOK)
+    def deliver_webhook_task(delivery_id: str) -> object:
+        return handlers.deliver_webhook(str(delivery_id))
 
     @app.task(name=TICK)
     def tick_task() -> object:

@@ -17,9 +17,11 @@ log = logging.getLogger(__name__)
 
 TASK_QUEUE = "missions"
 CONTROL_QUEUE = "missions.control"
+WEBHOOK_QUEUE = "missions.webhooks"
 RUN_TASK = "missions.run_task"
 ASSESS_TASK = "missions.assess_task"
 TICK = "missions.tick"
+DELIVER_WEBHOOK = "missions.deliver_webhook"
 
 
 class SentTask:
@@ -86,6 +88,27 @@ class Dispatcher:
             log.exception("could not enqueue the assessment of %s/%s", run_id, task_id)
             return False
 
+    def send_deliveries(self, delivery_ids: list[str]) -> bool:
+        """Send one message per webhook delivery, in one broker round trip; a failure is left to the
+        tick, which sends due deliveries whose message went missing."""
+        if not delivery_ids:
+            return True
+        try:
+            with self.celery.producer_or_acquire() as producer, producer.batch():
+                for delivery_id in delivery_ids:
+                    self.celery.send_task(
+                        DELIVER_WEBHOOK,
+                        args=(delivery_id,),
+                        queue=WEBHOOK_QUEUE,
+                        producer=producer,
+                        argsrepr=repr((delivery_id,)),
+                        **LEAN_SEND,
+                    )
+            return True
+        except Exception:  # the broker may be down; the tick re-sends due deliveries
+            log.exception("could not enqueue %d webhook deliveries: %s", len(delivery_ids), ", ".join(delivery_ids))
+            return False
+
     def queue_empty(self) -> bool:
         """Whether the attempts queue of the broker is empty (False when the broker cannot say)."""
         try:
@@ -100,7 +123,7 @@ class Dispatcher:
 
     def send(self, outcome: AfterCommit, assess_inline: AssessInline | None = None) -> None:
         """Carry out what a committed step asks for: cancel flags, the attempts it started (one
-        broker round trip), the wake-up of its streams, and its assessments (in this thread with
+        broker round trip), its webhook deliveries, the wake-up of its streams, and its assessments (in this thread with
         ``assess_inline``, else as messages)."""
         for cancel in outcome.cancel:
             try:
@@ -108,6 +131,7 @@ class Dispatcher:
             except Exception:
                 log.exception("could not signal cancel of %s/%s", outcome.run_id, cancel.task_id)
         self.send_attempts(outcome.run_id, [(start.task_id, start.attempt) for start in outcome.start])
+        self.send_deliveries(outcome.deliveries)
         if outcome.last_event_id is not None:
             if self.wakeups is not None:
                 self.wakeups.publish(outcome.mission_id, outcome.run_id, outcome.last_event_id)

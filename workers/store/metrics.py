@@ -11,6 +11,7 @@ MISSIONS_BY_STATUS = query("missions_by_status")
 TASKS_BY_STATUS = query("tasks_by_status")
 TICK_LAG = query("tick_lag")
 QUEUED_ATTEMPTS = query("queued_attempts")
+WEBHOOK_DELIVERIES = query("webhook_deliveries_by_status")
 
 
 @dataclass(frozen=True)
@@ -34,12 +35,16 @@ def tick_lag(conn: Connection) -> float:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Missions and the tasks of live runs by status, the tick lag in seconds, the queue."""
+    """Missions and the tasks of live runs by status, the tick lag in seconds, the queue, webhook
+    deliveries not delivered (pending, failed) by status and how overdue the oldest due pending
+    delivery is (seconds)."""
 
     missions: dict[str, int]
     tasks: dict[str, int]
     tick_lag: float
     queue: QueueDepth
+    deliveries: dict[str, int]
+    deliveries_overdue: float
 
 
 def snapshot(db: Database, *, timeout: float = 5.0) -> Snapshot:
@@ -52,4 +57,6 @@ def snapshot(db: Database, *, timeout: float = 5.0) -> Snapshot:
         tasks = {r["status"]: r["n"] for r in conn.execute(TASKS_BY_STATUS).fetchall() if r["status"]}
         lag = tick_lag(conn)
         queue = queue_depth(conn)
-    return Snapshot(missions, tasks, lag, queue)
+        hooks = conn.execute(WEBHOOK_DELIVERIES).fetchall()
+    overdue = next((float(r["overdue"]) for r in hooks if r["status"] == "pending"), 0.0)
+    return Snapshot(missions, tasks, lag, queue, {r["status"]: r["n"] for r in hooks}, overdue)

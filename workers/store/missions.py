@@ -18,6 +18,7 @@ from psycopg.types.json import Jsonb
 
 from config import Settings
 from orchestrator.engine import RUNNING_MISSION_STATUSES, MissionStatus
+from orchestrator.inputs import merge_run_data
 from orchestrator.schedule import is_cron, next_fire
 from orchestrator.spec import MissionSpec, TaskSpec, parse_timestamp
 from orchestrator.validation import Problem, validate_mission
@@ -155,16 +156,20 @@ def validate_document(
     already hold); ``Invalid`` names every problem."""
     spec = MissionSpec.from_document(document)
     known = _project_agents(conn, project_id) if known_agents is None else known_agents
-    _raise_problems(
-        validate_mission(
-            spec,
-            known_agents=known,
-            allow_commands=limits.allow_commands,
-            max_tasks=limits.max_tasks,
-            profiles=limits.profiles,
-            allow_mission_endpoints=limits.allow_mission_endpoints,
-        )
+    problems = validate_mission(
+        spec,
+        known_agents=known,
+        allow_commands=limits.allow_commands,
+        max_tasks=limits.max_tasks,
+        profiles=limits.profiles,
+        allow_mission_endpoints=limits.allow_mission_endpoints,
     )
+    if document.get("scheduleData") is not None:
+        try:
+            merge_run_data(document.get("data"), document["scheduleData"])
+        except ValueError as exc:
+            problems = [*problems, Problem("scheduleData", str(exc))]
+    _raise_problems(problems)
     return spec
 
 

@@ -221,9 +221,11 @@ def create(
     now: datetime,
     terminal: bool,
     rows: Rows,
-) -> tuple[Stored, int | None]:
-    """Insert run ``number`` of its mission at version 0 with ``state`` and the first ``rows``;
-    returns the stored state (not yet known to be committed) and the last event id."""
+    run_input: Any = None,
+) -> tuple[Stored, int | None, list[str]]:
+    """Insert run ``number`` of its mission at version 0 with ``state`` and the first ``rows``
+    (``run_input``: the run's own data, as given); returns the stored state (not yet known to be
+    committed), the last event id and the webhook deliveries the events made."""
     token = new_token()
     row = conn.execute(
         _CREATE,
@@ -239,13 +241,14 @@ def create(
             "terminal": terminal,
             "failure_reason": state.failure_reason,
             "token": token,
+            "input": Jsonb(run_input) if run_input is not None else None,
             "tasks": tasks_param(list(state.tasks.values())),
             **rows.params(),
         },
     ).fetchone()
     stored = Stored(0, 0, state, token, confirmed=False)
     CACHE.put(state.run_id, stored)
-    return stored, _last_event_id(row)
+    return stored, _last_event_id(row), _deliveries(row)
 
 
 @dataclass
@@ -263,6 +266,12 @@ class Rows:
 def _last_event_id(row: Any) -> int | None:
     last = row["last_event_id"] if row is not None else None
     return int(last) if last is not None else None
+
+
+def _deliveries(row: Any) -> list[str]:
+    """The ids of the webhook deliveries (the outbox rows) a statement wrote with its events."""
+    ids = row["deliveries"] if row is not None else None
+    return list(ids) if ids else []
 
 
 def _changes(before: Stored, after: RunState, changed_ids: frozenset[str] | None) -> tuple[list[TaskState], list[str]]:
@@ -310,10 +319,11 @@ def save(
     terminal: bool,
     changed_ids: frozenset[str] | None = None,
     rows: Rows | None = None,
-) -> tuple[Stored, int | None]:
+) -> tuple[Stored, int | None, list[str]]:
     """Write what changed from ``before`` to ``after`` (the run row and the changed task rows)
-    together with the step's ``rows`` (attempts started, events), under the run lock the caller
-    holds; returns the stored state and the last event id."""
+    together with the step's ``rows`` (attempts started, events, and the webhook deliveries of
+    those events), under the run lock the caller holds; returns the stored state, the last event
+    id and the deliveries' ids."""
     changed, removed = _changes(before, after, changed_ids)
     if removed:
         conn.execute(_DELETE_TASKS, {"run_id": after.run_id, "ids": removed})
@@ -328,7 +338,7 @@ def save(
     row = conn.execute(_SAVE, _write_params(after, version, token, changed, now, terminal, rows)).fetchone()
     stored = Stored(version, spec_version, after, token, confirmed=False)
     CACHE.put(after.run_id, stored)  # usable by this process once the row shows the same token
-    return stored, _last_event_id(row)
+    return stored, _last_event_id(row), _deliveries(row)
 
 
 @dataclass(frozen=True)
@@ -339,6 +349,7 @@ class Written:
     stored: Stored | None
     guard: Any
     last_event_id: int | None
+    deliveries: list[str] = field(default_factory=list)
 
 
 def save_if_current(
@@ -383,7 +394,7 @@ def save_if_current(
         return Written(None, None, None)
     stored = Stored(version, before.spec_version, after, token)  # committed: the statement was its transaction
     CACHE.put(after.run_id, stored)
-    return Written(stored, row["guard"], _last_event_id(row))
+    return Written(stored, row["guard"], _last_event_id(row), _deliveries(row))
 
 
 def tasks_param(tasks: list[TaskState]) -> Jsonb:

@@ -88,7 +88,8 @@ CREATE INDEX tasks_mission_position ON tasks (mission_id, position);
 -- One execution of a mission. spec is the run's current mission document (tasks included), frozen
 -- at start and changed only when a task is added, changed or removed while running, which bumps
 -- spec_version. state holds the run-level fields of the run's state (its tasks' states are rows of
--- run_tasks). version counts the run's writes; state_token is a random token per write: a process
+-- run_tasks). input is the per-run data given to POST /execute or by the schedule (merged into
+-- spec's data). version counts the run's writes; state_token is a random token per write: a process
 -- may cache a state before its transaction commits and trusts it only once it finds the same
 -- token here, so a rolled-back write is never used.
 CREATE TABLE runs (
@@ -110,6 +111,7 @@ CREATE TABLE runs (
     state_token     text,
     events_pruned   boolean NOT NULL DEFAULT false,
     outputs_pruned  boolean NOT NULL DEFAULT false,
+    input           jsonb,
     UNIQUE (mission_id, number)
 );
 CREATE INDEX runs_mission_number ON runs (mission_id, number DESC);
@@ -218,6 +220,65 @@ CREATE TABLE schedule_fires (
 );
 -- Deleting a run (retention, or its mission) sets its fires' run_id to NULL through this index.
 CREATE INDEX schedule_fires_run ON schedule_fires (run_id) WHERE run_id IS NOT NULL;
+
+
+-- Webhooks ---------------------------------------------------------------------------------------
+
+-- Webhooks: signed deliveries of a project's run events to a URL of its own (docs/webhooks.md).
+-- events lists the event names to send; mission_ids narrows them to some missions (NULL: every
+-- mission). secret is the signing key (whsec_<base64>), needed in clear to sign each delivery.
+CREATE TABLE webhooks (
+    id           text PRIMARY KEY,
+    project_id   text NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
+    url          text NOT NULL,
+    events       text[] NOT NULL,
+    mission_ids  text[],
+    secret       text NOT NULL,
+    enabled      boolean NOT NULL DEFAULT true,
+    description  text,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    updated_at   timestamptz NOT NULL DEFAULT now()
+);
+-- The outbox insert of every coordinator step probes this for the run's project.
+CREATE INDEX webhooks_project_enabled ON webhooks (project_id) WHERE enabled;
+
+-- The outbox: one row per (webhook, event) to send, written by the statement that logs the event.
+-- id is the Standard Webhooks message id (webhook-id header, the same on every attempt); seq orders
+-- a webhook's deliveries for keyset paging. status: pending, delivered or failed. A pending row is
+-- due at next_attempt_at; sent_at is when a message for it last went to the broker.
+CREATE TABLE webhook_deliveries (
+    seq              bigserial NOT NULL UNIQUE,
+    id               text PRIMARY KEY,
+    webhook_id       text NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+    event_id         bigint NOT NULL,
+    run_id           text NOT NULL,
+    mission_id       text NOT NULL,
+    type             text NOT NULL,
+    data             jsonb NOT NULL,
+    status           text NOT NULL DEFAULT 'pending',
+    attempts         integer NOT NULL DEFAULT 0,
+    next_attempt_at  timestamptz,
+    sent_at          timestamptz,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    finished_at      timestamptz,
+    UNIQUE (webhook_id, event_id)
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_page ON webhook_deliveries (webhook_id, seq);
+-- /metrics counts the deliveries not delivered (pending, failed) through this, never the delivered bulk.
+CREATE INDEX webhook_deliveries_undelivered ON webhook_deliveries (status) WHERE status <> 'delivered';
+
+-- Each try of a delivery: the response status and the first characters of its body, or the error.
+CREATE TABLE webhook_attempts (
+    delivery_id  text NOT NULL REFERENCES webhook_deliveries (id) ON DELETE CASCADE,
+    attempt      integer NOT NULL,
+    started_at   timestamptz NOT NULL,
+    duration_ms  integer NOT NULL,
+    status_code  integer,
+    response     text,
+    error        text,
+    PRIMARY KEY (delivery_id, attempt)
+);
 
 
 -- Migration bookkeeping ---------------------------------------------------------------------------

@@ -54,6 +54,7 @@ ISOLATED_PARTS = (
     "lost_workers",
     "stale_assessments",
     "lost_messages",
+    "webhooks",
     "wakeup_hub",
     "retention",
 )

@@ -21,3 +21,14 @@ SELECT coalesce(extract(epoch FROM now() - min(due_at)), 0)::float8 AS lag FROM 
 -- waited: read from the partial index attempts_queued, so the cost follows the queue, not the history.
 SELECT count(*)::bigint AS n, coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS oldest
   FROM attempts WHERE status = 'queued'
+
+-- name: webhook_deliveries_by_status
+-- Webhook deliveries not delivered (pending, failed) by status, and how overdue the oldest due pending
+-- one is: read from the partial index webhook_deliveries_undelivered, so the delivered history (the
+-- bulk) is never counted.
+SELECT status, count(*) AS n,
+       coalesce(extract(epoch FROM now() - min(next_attempt_at) FILTER (WHERE next_attempt_at <= now())), 0)::float8
+           AS overdue
+  FROM webhook_deliveries
+ WHERE status <> 'delivered'
+ GROUP BY status

@@ -107,9 +107,20 @@ WITH changed AS (
     SELECT %(run_id)s, %(mission_id)s, e.item->>'type', e.item->'data', %(now)s
       FROM jsonb_array_elements(%(events)s) WITH ORDINALITY AS e(item, n)
      ORDER BY e.n
+    RETURNING id, type, data
+), outbox AS (
+    -- The webhooks of the run's project that want these events (the index probe finds none for a
+    -- project without webhooks): one delivery each, due now, its message sent after commit.
+    INSERT INTO webhook_deliveries (id, webhook_id, event_id, run_id, mission_id, type, data, next_attempt_at,
+                                    sent_at, created_at)
+    SELECT 'msg_' || replace(gen_random_uuid()::text, '-', ''), w.id, l.id, %(run_id)s, %(mission_id)s, l.type,
+           l.data, %(now)s, %(now)s, %(now)s
+      FROM webhooks w JOIN logged l ON l.type = ANY (w.events)
+     WHERE w.project_id = (SELECT m.project_id FROM missions m WHERE m.id = %(mission_id)s) AND w.enabled
+       AND (w.mission_ids IS NULL OR %(mission_id)s = ANY (w.mission_ids))
     RETURNING id
 )
-SELECT max(id) AS last_event_id FROM logged
+SELECT max(id) AS last_event_id, (SELECT array_agg(id) FROM outbox) AS deliveries FROM logged
 
 -- name: save_step_if_current
 -- A whole step in one statement that commits on its own, decided on the state this process holds of
@@ -153,10 +164,21 @@ WITH current AS (
       FROM jsonb_array_elements(%(events)s) WITH ORDINALITY AS e(item, n)
      WHERE EXISTS (SELECT FROM guard)
      ORDER BY e.n
+    RETURNING id, type, data
+), outbox AS (
+    -- The webhooks of the run's project that want these events (the index probe finds none for a
+    -- project without webhooks): one delivery each, due now, its message sent after commit.
+    INSERT INTO webhook_deliveries (id, webhook_id, event_id, run_id, mission_id, type, data, next_attempt_at,
+                                    sent_at, created_at)
+    SELECT 'msg_' || replace(gen_random_uuid()::text, '-', ''), w.id, l.id, %(run_id)s, %(mission_id)s, l.type,
+           l.data, %(now)s, %(now)s, %(now)s
+      FROM webhooks w JOIN logged l ON l.type = ANY (w.events)
+     WHERE w.project_id = (SELECT m.project_id FROM missions m WHERE m.id = %(mission_id)s) AND w.enabled
+       AND (w.mission_ids IS NULL OR %(mission_id)s = ANY (w.mission_ids))
     RETURNING id
 )
 SELECT EXISTS (SELECT FROM current) AS current, (SELECT to_jsonb(guard) FROM guard) AS guard,
-       (SELECT max(id) FROM logged) AS last_event_id
+       (SELECT max(id) FROM logged) AS last_event_id, (SELECT array_agg(id) FROM outbox) AS deliveries
 
 -- name: save_step_if_current_recording_result
 -- save_step_if_current, written only if the attempt's result was recorded too (it was still running).
@@ -201,10 +223,21 @@ WITH current AS (
       FROM jsonb_array_elements(%(events)s) WITH ORDINALITY AS e(item, n)
      WHERE EXISTS (SELECT FROM guard)
      ORDER BY e.n
+    RETURNING id, type, data
+), outbox AS (
+    -- The webhooks of the run's project that want these events (the index probe finds none for a
+    -- project without webhooks): one delivery each, due now, its message sent after commit.
+    INSERT INTO webhook_deliveries (id, webhook_id, event_id, run_id, mission_id, type, data, next_attempt_at,
+                                    sent_at, created_at)
+    SELECT 'msg_' || replace(gen_random_uuid()::text, '-', ''), w.id, l.id, %(run_id)s, %(mission_id)s, l.type,
+           l.data, %(now)s, %(now)s, %(now)s
+      FROM webhooks w JOIN logged l ON l.type = ANY (w.events)
+     WHERE w.project_id = (SELECT m.project_id FROM missions m WHERE m.id = %(mission_id)s) AND w.enabled
+       AND (w.mission_ids IS NULL OR %(mission_id)s = ANY (w.mission_ids))
     RETURNING id
 )
 SELECT EXISTS (SELECT FROM current) AS current, (SELECT to_jsonb(guard) FROM guard) AS guard,
-       (SELECT max(id) FROM logged) AS last_event_id
+       (SELECT max(id) FROM logged) AS last_event_id, (SELECT array_agg(id) FROM outbox) AS deliveries
 
 -- name: save_step_if_current_recording_score
 -- save_step_if_current, written only if the judge's verdict was recorded too (it was still assessing).
@@ -249,19 +282,30 @@ WITH current AS (
       FROM jsonb_array_elements(%(events)s) WITH ORDINALITY AS e(item, n)
      WHERE EXISTS (SELECT FROM guard)
      ORDER BY e.n
+    RETURNING id, type, data
+), outbox AS (
+    -- The webhooks of the run's project that want these events (the index probe finds none for a
+    -- project without webhooks): one delivery each, due now, its message sent after commit.
+    INSERT INTO webhook_deliveries (id, webhook_id, event_id, run_id, mission_id, type, data, next_attempt_at,
+                                    sent_at, created_at)
+    SELECT 'msg_' || replace(gen_random_uuid()::text, '-', ''), w.id, l.id, %(run_id)s, %(mission_id)s, l.type,
+           l.data, %(now)s, %(now)s, %(now)s
+      FROM webhooks w JOIN logged l ON l.type = ANY (w.events)
+     WHERE w.project_id = (SELECT m.project_id FROM missions m WHERE m.id = %(mission_id)s) AND w.enabled
+       AND (w.mission_ids IS NULL OR %(mission_id)s = ANY (w.mission_ids))
     RETURNING id
 )
 SELECT EXISTS (SELECT FROM current) AS current, (SELECT to_jsonb(guard) FROM guard) AS guard,
-       (SELECT max(id) FROM logged) AS last_event_id
+       (SELECT max(id) FROM logged) AS last_event_id, (SELECT array_agg(id) FROM outbox) AS deliveries
 
 -- name: create_run
 -- A new run in one round trip: its row, its task rows, the mission's pointer to it, its first attempts
 -- and its events; the last event id.
 WITH run AS (
     INSERT INTO runs (id, mission_id, number, status, spec, state, deadline_at, created_at, started_at,
-                      finished_at, failure_reason, state_token)
+                      finished_at, failure_reason, state_token, input)
     VALUES (%(run_id)s, %(mission_id)s, %(number)s, %(status)s, %(spec)s, %(state)s, %(deadline)s, %(now)s,
-            %(now)s, CASE WHEN %(terminal)s THEN %(now)s END, %(failure_reason)s, %(token)s)
+            %(now)s, CASE WHEN %(terminal)s THEN %(now)s END, %(failure_reason)s, %(token)s, %(input)s)
 ), tasks AS (
     INSERT INTO run_tasks (run_id, task_id, version, state)
     SELECT %(run_id)s, t.id, 0, t.state FROM jsonb_to_recordset(%(tasks)s) AS t(id text, state jsonb)
@@ -279,14 +323,25 @@ WITH run AS (
     SELECT %(run_id)s, %(mission_id)s, e.item->>'type', e.item->'data', %(now)s
       FROM jsonb_array_elements(%(events)s) WITH ORDINALITY AS e(item, n)
      ORDER BY e.n
+    RETURNING id, type, data
+), outbox AS (
+    -- The webhooks of the run's project that want these events (the index probe finds none for a
+    -- project without webhooks): one delivery each, due now, its message sent after commit.
+    INSERT INTO webhook_deliveries (id, webhook_id, event_id, run_id, mission_id, type, data, next_attempt_at,
+                                    sent_at, created_at)
+    SELECT 'msg_' || replace(gen_random_uuid()::text, '-', ''), w.id, l.id, %(run_id)s, %(mission_id)s, l.type,
+           l.data, %(now)s, %(now)s, %(now)s
+      FROM webhooks w JOIN logged l ON l.type = ANY (w.events)
+     WHERE w.project_id = (SELECT m.project_id FROM missions m WHERE m.id = %(mission_id)s) AND w.enabled
+       AND (w.mission_ids IS NULL OR %(mission_id)s = ANY (w.mission_ids))
     RETURNING id
 )
-SELECT max(id) AS last_event_id FROM logged
+SELECT max(id) AS last_event_id, (SELECT array_agg(id) FROM outbox) AS deliveries FROM logged
 
 -- name: get_run
 -- A run of a mission with its task states in the order of its spec.
 SELECT r.id, r.mission_id, r.number, r.status, r.pause_reason, r.pause_message, r.failure_reason,
-       r.created_at, r.started_at, r.finished_at,
+       r.created_at, r.started_at, r.finished_at, r.input,
        (SELECT jsonb_agg(rt.state ORDER BY s.n)
           FROM jsonb_array_elements(r.spec->'tasks') WITH ORDINALITY AS s(task, n)
           JOIN run_tasks rt ON rt.run_id = r.id AND rt.task_id = s.task->>'id') AS run_tasks
@@ -295,7 +350,7 @@ SELECT r.id, r.mission_id, r.number, r.status, r.pause_reason, r.pause_message, 
 -- name: list_runs
 -- A mission's runs, newest first.
 SELECT id, mission_id, number, status, pause_reason, pause_message, failure_reason, created_at,
-       started_at, finished_at
+       started_at, finished_at, input
   FROM runs WHERE mission_id = %(mission_id)s ORDER BY number DESC LIMIT %(limit)s OFFSET %(offset)s
 
 -- name: list_runs_after
