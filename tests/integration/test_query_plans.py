@@ -139,6 +139,8 @@ SELECT 'run_' || m.id || '_' || k, m.id, k, 'completed', '{}', '{}', now() - (k 
   FROM missions m, generate_series(1, 3) AS k WHERE m.id <> 'msn_plan_hot';
 INSERT INTO attempts (run_id, task_id, attempt, status, prompt, output)
 SELECT r.id, 't' || k, 1, 'completed', 'p', 'o' FROM runs r, generate_series(1, 2) AS k;
+INSERT INTO run_tasks (run_id, task_id, version, state)
+SELECT r.id, 't' || k, 1, jsonb_build_object('status', 'completed') FROM runs r, generate_series(1, 2) AS k;
 INSERT INTO events (run_id, mission_id, type, data)
 SELECT r.id, r.mission_id, CASE WHEN k = 12 THEN 'mission:done' ELSE 'task:output' END, '{}'
   FROM runs r, generate_series(1, 12) AS k;
@@ -149,26 +151,35 @@ ANALYZE;
 """
 BIG_TABLES = {"missions", "runs", "events", "attempts", "schedule_fires", "run_tasks", "tasks"}
 CURSOR_TIME = "2026-01-01T00:00:00+00:00"
+# The dashboard's list: every extra asked for (the latest run's cost reads its attempts by run).
+LIST_EXTRAS = {"name_like": None, "with_cost": True}
 HISTORY_PLANS: dict[str, tuple[str, dict[str, Any], set[str]]] = {
     # name: (statement, parameters, indexes it must use)
     "missions, first page": (
         "list_missions",
-        {"project_id": "prj_plan", "status": None, "limit": 100, "offset": 0},
+        {"project_id": "prj_plan", "status": None, "limit": 100, "offset": 0, **LIST_EXTRAS},
         {"missions_project_created"},
     ),
     "missions, first page of a status": (
         "list_missions_with_status",
-        {"project_id": "prj_plan", "status": "paused", "limit": 100, "offset": 0},
+        {"project_id": "prj_plan", "status": "paused", "limit": 100, "offset": 0, **LIST_EXTRAS},
         {"missions_project_status"},
     ),
     "missions after a cursor": (
         "list_missions_after",
-        {"project_id": "prj_plan", "created_at": CURSOR_TIME, "id": "msn_plan_500", "limit": 100},
+        {"project_id": "prj_plan", "created_at": CURSOR_TIME, "id": "msn_plan_500", "limit": 100, **LIST_EXTRAS},
         {"missions_project_created"},
     ),
     "missions of a status after a cursor": (
         "list_missions_with_status_after",
-        {"project_id": "prj_plan", "status": "completed", "created_at": CURSOR_TIME, "id": "msn_plan_5", "limit": 100},
+        {
+            "project_id": "prj_plan",
+            "status": "completed",
+            "created_at": CURSOR_TIME,
+            "id": "msn_plan_5",
+            "limit": 100,
+            **LIST_EXTRAS,
+        },
         {"missions_project_status"},
     ),
     "runs after a cursor": (
@@ -191,7 +202,11 @@ HISTORY_PLANS: dict[str, tuple[str, dict[str, Any], set[str]]] = {
         {"run_id": "run_hot_7", "event_id": 10**9},
         {"events_run_done"},
     ),
-    "resumable missions": ("list_resumable_missions", {"project_id": "prj_plan"}, {"missions_project_status"}),
+    "resumable missions": (
+        "list_resumable_missions",
+        {"project_id": "prj_plan", "detail": True},
+        {"missions_project_status"},
+    ),
     "runs whose events to prune": (
         "runs_with_events_to_prune",
         {"before": CURSOR_TIME, "runs": 100},
