@@ -298,7 +298,9 @@ class ScriptStepSchema(Strict):
     )
     delay = StrictNumber(allow_none=True, validate=validate.Range(min=0, max=86_400))
     fail = text(TEXT_MAX)
-    score = StrictNumber(allow_none=True)
+    # A scripted judge scores 1-5 and never invents a score: one outside that range is refused here,
+    # not found at run time.
+    score = StrictNumber(allow_none=True, validate=validate.Range(min=MIN_SCORE, max=MAX_SCORE))
     reason = text(TEXT_MAX)
 
 

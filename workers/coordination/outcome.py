@@ -29,6 +29,11 @@ class AfterCommit:
     stored: run_state.Stored | None = None  # the state this step read or wrote, cached after commit
     rows: run_state.Rows = field(default_factory=run_state.Rows)  # attempts and events, not yet written
     guard: dict[str, Any] | None = None  # the row the step's guard returned
+    # Project-wide agent slots (workers.store.slots): the reusable agents whose slots the step asked
+    # for or may have freed (granted after commit), and the started attempts that wait for a slot
+    # (sent only once granted). Both empty for a mission without shared agent limits.
+    slot_agents: set[str] = field(default_factory=set)
+    slot_starts: set[tuple[str, int]] = field(default_factory=set)
 
     @property
     def state(self) -> RunState | None:
@@ -40,6 +45,8 @@ class AfterCommit:
         self.start += other.start
         self.assess += other.assess
         self.cancel += other.cancel
+        self.slot_agents |= other.slot_agents
+        self.slot_starts |= other.slot_starts
         if other.last_event_id is not None:
             self.last_event_id = max(self.last_event_id or 0, other.last_event_id)
         self.status = other.status or self.status
