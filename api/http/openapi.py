@@ -28,6 +28,7 @@ from marshmallow import EXCLUDE, Schema, fields, validate
 from api.http import schemas
 from api.http.limits import LIMIT_REQUEST_FIELD_SIZE, LIMIT_REQUEST_FIELDS, LIMIT_REQUEST_LINE
 from orchestrator.engine import MissionStatus, TaskStatus
+from orchestrator.failures import NON_RETRYABLE, ErrorCode
 
 TITLE = "Missions API"
 MISSION_STATUSES = [s.value for s in MissionStatus]
@@ -247,6 +248,11 @@ SSE_EXAMPLE = (
 EVENTS_TEXT = (
     "A `text/event-stream`: every event has an `id:` (increasing), an `event:` name and a JSON `data:` "
     "object carrying `missionId` and `runId`. Names: " + ", ".join(f"`{n}`" for n in EVENT_NAMES) + ". "
+    "An `error` event (every failed attempt, and a run stopped by its deadline or budget) carries a stable "
+    "`code` (" + ", ".join(f"`{c.value}`" for c in ErrorCode) + ") and a human-readable `message`; about a task "
+    "also `taskId`, `title`, `attempt`, `agent`, `model` and `willRetry`. A task failing with "
+    + ", ".join(f"`{c.value}`" for c in ErrorCode if c in NON_RETRYABLE)
+    + " spends no retry on the same agent and model (it still escalates). "
     "The server sends `: keep-alive` comments every 15 s and ends the stream after `mission:done`. "
     "A client that reconnects with `Last-Event-ID` gets exactly the events after that id."
 )
