@@ -17,7 +17,7 @@ import re
 import sys
 from typing import Any
 
-from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, pre_load, validate
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, pre_load, validate, validates
 
 from orchestrator.engine import MissionStatus
 from orchestrator.spec import format_timestamp, parse_timestamp
@@ -32,6 +32,7 @@ from orchestrator.validation import (
     MAX_WEIGHT,
     MIN_SCORE,
 )
+from workers.execution.assessment import schema_problem
 from workers.support.errors import Invalid
 
 NAME_MAX = 200
@@ -258,6 +259,13 @@ class ExpectationSchema(Strict):
     )
     ignoreCase = StrictBoolean(allow_none=True)
     weight = StrictNumber(allow_none=True, metadata=checked(exclusiveMinimum=0, maximum=MAX_WEIGHT))
+
+    @validates("json_schema")
+    def _schema_can_check(self, value: Any, **_: Any) -> None:
+        """A schema that is no valid JSON schema would score every attempt 1: refused when written."""
+        problem = schema_problem(value) if isinstance(value, dict) else None
+        if problem is not None:
+            raise ValidationError(problem)
 
 
 class OutcomeSchema(Strict):

@@ -71,3 +71,17 @@ def test_a_criterion_a_scripted_judge_cannot_score_is_refused_when_a_task_is_add
     assert list(fields_of(changed)) == ["tasks[0].expectations[0]"]
     after = client.get(f"/v1/missions/{body['id']}", headers=auth).get_json()
     assert [t["title"] for t in after["tasks"]] == ["Write"] and "expectations" not in after["tasks"][0]
+
+
+def test_a_json_schema_expectation_whose_schema_is_invalid_is_refused_at_create(
+    client: FlaskClient, auth: dict[str, str]
+) -> None:
+    doc = mission()
+    doc["tasks"][0]["expectations"] = [{"type": "json_schema", "schema": {"type": "nonsense"}}]
+    fields = fields_of(client.post("/v1/missions", json=doc, headers=auth))
+    assert list(fields) == ["tasks[0].expectations[0].schema"]
+    assert "the schema is invalid" in fields["tasks[0].expectations[0].schema"][0]
+    doc["tasks"][0]["expectations"] = [{"type": "json_schema", "schema": {"properties": {"a": {"pattern": "(x"}}}}]
+    assert list(fields_of(client.post("/v1/missions", json=doc, headers=auth))) == ["tasks[0].expectations[0].schema"]
+    doc["tasks"][0]["expectations"] = [{"type": "json_schema", "schema": {"type": "object", "required": ["a"]}}]
+    assert client.post("/v1/missions", json=doc, headers=auth).status_code == 201

@@ -167,6 +167,22 @@ class _RemoteRef(Exception):
     pass
 
 
+def schema_problem(schema: Any) -> str | None:
+    """Why ``schema`` can never check an output (it is not a valid JSON schema of its draft, or one
+    of its patterns cannot compile), or None: what the API refuses when a mission is written, where
+    ``check_json_schema`` would otherwise score every attempt 1."""
+    try:
+        cls = patterns.validator_class(schema)
+        cls.check_schema(schema, format_checker=patterns.format_checker(cls.FORMAT_CHECKER))
+    except jsonschema.SchemaError as exc:
+        return f"the schema is invalid: {exc.message}"
+    except patterns.PatternError as exc:
+        return f"the schema is invalid: {exc}"
+    except RecursionError:
+        return "the schema is nested too deeply"
+    return None
+
+
 def check_json_schema(value: Any, schema: Any, pattern_timeout: float = patterns.DEFAULT_TIMEOUT) -> tuple[float, str]:
     """``value`` against a tenant's ``schema``: patterns bounded, no document fetched for a ``$ref``."""
     remote: list[str] = []
