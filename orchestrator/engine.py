@@ -21,7 +21,11 @@ A task's life: ``pending`` → ``queued`` (``StartTask``; attempt + 1) → ``run
 worker) → ``assessing`` (only with expectations; ``AssessTask``) → ``completed``. A failed attempt
 (error, timeout, or a score below the quality threshold) goes back to ``pending`` while its
 retry budget lasts, after the policy's backoff, and otherwise ends ``failed``; everything
-downstream of a failed task is ``skipped``. A worker lost mid-run re-runs the attempt without
+downstream of a failed task is ``skipped``. Every failure carries an ``ErrorCode``
+(``orchestrator.failures``): one no retry can fix (a missing key, rejected credentials, an unknown
+model, an invalid request) spends no retry on the same agent and model (``after_failure``), and
+each failed attempt is also published as an ``error`` event, as is a run stopped by its deadline
+or budget. A worker lost mid-run re-runs the attempt without
 counting it as a failure, unless the task has side effects: then it waits in
 ``awaiting_approval`` and the run pauses for a human.
 
