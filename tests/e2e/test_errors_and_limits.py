@@ -150,3 +150,29 @@ def test_two_missions_sharing_an_agent_with_max_concurrency_one_never_overlap(st
     assert len(calls) == 6
     for (_, end), (start, _) in itertools.pairwise(calls):
         assert start >= end, f"two calls of the shared agent overlapped: {calls}"
+
+
+def most_at_once(calls: list[tuple[float, float]]) -> int:
+    edges = sorted([(start, 1) for start, _ in calls] + [(end, -1) for _, end in calls])
+    now = peak = 0
+    for _, step in edges:  # (an end sorts before a start at the same instant)
+        now += step
+        peak = max(peak, now)
+    return peak
+
+
+def test_three_missions_sharing_an_agent_with_max_concurrency_two_run_two_at_a_time(
+    stack: Stack, llm: FakeLLM
+) -> None:
+    llm.script("pair", say("done", delay=0.4))
+    shared = {"name": "pair", "model": "openai/pair", "profile": "fake", "maxConcurrency": 2}
+    tasks = [{"title": f"T{i}", "description": "d", "assignTo": "pair"} for i in range(3)]
+    created = [stack.create({"name": "owner", "tasks": tasks, "team": {"name": "c", "agents": [shared]}})]
+    created += [stack.create({"name": f"borrower-{i}", "tasks": tasks}) for i in range(2)]
+    for mission in created:
+        stack.execute(mission["id"])
+    for mission in created:
+        assert stack.wait_status(mission["id"], "completed", "failed", timeout=90)["status"] == "completed"
+    calls = [(start, end) for model, start, end in llm.intervals if model == "pair"]
+    assert len(calls) == 9
+    assert most_at_once(calls) == 2  # never more than the limit, and the limit is used
