@@ -7,7 +7,8 @@ claimed, produced output, finished, failed, timed out, was scored; a human resum
 deadline passed; a worker was lost) comes in as an event, and the core answers with the new run
 state and the effects the shell must carry out (start a task, schedule a retry, cancel a task,
 pause, publish an event, finish the run). ``vocabulary`` holds the words the core and the shell
-share: the statuses it stores, the rules that give an attempt row its status, and timer keys.
+share: the statuses it stores, the rules that give an attempt row its status, and timer keys;
+``failures`` the stable error codes and the rule of which failures a retry cannot fix.
 
 Nothing in this package performs I/O, reads the clock, draws random numbers or reads the
 environment: time and ids are arguments. The same state and event always give the same decision,

@@ -21,7 +21,11 @@ A task's life: ``pending`` → ``queued`` (``StartTask``; attempt + 1) → ``run
 worker) → ``assessing`` (only with expectations; ``AssessTask``) → ``completed``. A failed attempt
 (error, timeout, or a score below the quality threshold) goes back to ``pending`` while its
 retry budget lasts, after the policy's backoff, and otherwise ends ``failed``; everything
-downstream of a failed task is ``skipped``. A worker lost mid-run re-runs the attempt without
+downstream of a failed task is ``skipped``. Every failure carries an ``ErrorCode``
+(``orchestrator.failures``): one no retry can fix (a missing key, rejected credentials, an unknown
+model, an invalid request) spends no retry on the same agent and model (``after_failure``), and
+each failed attempt is also published as an ``error`` event, as is a run stopped by its deadline
+or budget. A worker lost mid-run re-runs the attempt without
 counting it as a failure, unless the task has side effects: then it waits in
 ``awaiting_approval`` and the run pauses for a human.
 
@@ -74,6 +78,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Final, Protocol, TypeAlias, TypeVar, assert_never
 
+from orchestrator.failures import ErrorCode, after_failure, error_code
 from orchestrator.spec import (
     AgentSpec,
     GateSpec,
@@ -443,9 +448,13 @@ class TaskFinished:
 
 @dataclass(frozen=True)
 class TaskFailed:
+    """The attempt failed; ``code`` says why (``orchestrator.failures.ErrorCode``, classified by the
+    shell), which decides whether a retry is worth spending."""
+
     task_id: str
     attempt: int
     error: str
+    code: str = ErrorCode.AGENT_ERROR
 
 
 @dataclass(frozen=True)
@@ -471,6 +480,8 @@ class AssessmentScored:
     score: float | None
     criteria: tuple[Mapping[str, Any], ...] = ()
     error: str | None = None
+    # Why the judge failed, when it did (an ``ErrorCode``; None: ``assessment_failed``).
+    error_code: str | None = None
 
 
 @dataclass(frozen=True)
@@ -1021,7 +1032,7 @@ def _accept_final_output(step: _Step, task: TaskState, event: TaskFinished) -> N
 def _fail_with_error(step: _Step, task: TaskState, event: TaskFailed) -> None:
     """An attempt that reported an error is a failed attempt."""
     _disarm_timeout(step, task)
-    _record_failed_attempt(step, task, event.error)
+    _record_failed_attempt(step, task, event.error, code=error_code(event.code))
 
 
 def _fail_with_timeout(step: _Step, task: TaskState, event: TaskTimedOut) -> None:
@@ -1029,7 +1040,7 @@ def _fail_with_timeout(step: _Step, task: TaskState, event: TaskTimedOut) -> Non
     step.emit(CancelTask(task.task_id, task.attempt, "timeout"))
     timeout = step.index.tasks[task.task_id].timeout
     message = f"timed out after {timeout:g} seconds" if timeout is not None else "timed out"
-    _record_failed_attempt(step, task, message)
+    _record_failed_attempt(step, task, message, code=ErrorCode.TIMEOUT)
 
 
 def _apply_assessment(step: _Step, task: TaskState, event: AssessmentScored) -> None:
@@ -1053,13 +1064,16 @@ def _apply_assessment(step: _Step, task: TaskState, event: AssessmentScored) -> 
     if passed:
         step.put(replace(scored, status=TaskStatus.COMPLETED, error=None, finished_at=step.now))
         return
+    code = ErrorCode.ASSESSMENT_FAILED
     if event.error is not None:
         message = f"assessment failed: {event.error}"
+        code = error_code(event.error_code, ErrorCode.ASSESSMENT_FAILED)
     elif event.score is None:
         message = "assessment produced no score"
     else:
         message = f"assessment score {event.score:g} is below the quality threshold {threshold:g}"
-    _record_failed_attempt(step, scored, message, _judge_reasons(criteria))
+        code = ErrorCode.LOW_SCORE
+    _record_failed_attempt(step, scored, message, _judge_reasons(criteria), code=code)
 
 
 def _judge_reasons(criteria: Iterable[Mapping[str, Any]]) -> tuple[str, ...]:
@@ -1077,13 +1091,27 @@ def _judge_reasons(criteria: Iterable[Mapping[str, Any]]) -> tuple[str, ...]:
     return tuple(reasons)
 
 
-def _record_failed_attempt(step: _Step, task: TaskState, message: str, notes: tuple[str, ...] = ()) -> None:
-    """A failed attempt counts against the retry budget: retried (after backoff) while it lasts, else the task fails."""
+def _record_failed_attempt(
+    step: _Step, task: TaskState, message: str, notes: tuple[str, ...] = (), *, code: ErrorCode = ErrorCode.AGENT_ERROR
+) -> None:
+    """A failed attempt counts against the retry budget: retried (after backoff) while it lasts, else
+    the task fails; a failure no retry can fix spends no retry on the same agent and model
+    (``orchestrator.failures.after_failure``). Every failed attempt is also streamed as ``error``."""
     spec = step.index.tasks[task.task_id]
-    failed = task.failed_attempts + 1
+    verdict = after_failure(
+        code=code,
+        failed_before=task.failed_attempts,
+        budget=max_attempts(spec),
+        current=(task.agent, task.model),
+        escalation_point=_escalation_point(spec),
+        assignment_after=lambda failed: assignment(spec, failed, step.index.agents),
+    )
+    if verdict.note:
+        message = f"{message} ({verdict.note})"
     feedback = (*task.feedback, f"Attempt {task.attempt} failed: {message}", *notes)
-    failed_task = replace(task, failed_attempts=failed, error=message, feedback=feedback)
-    if failed >= max_attempts(spec):
+    failed_task = replace(task, failed_attempts=verdict.failed_attempts, error=message, feedback=feedback)
+    _publish_error(step, code, message, task, will_retry=not verdict.final)
+    if verdict.final:
         step.put(replace(failed_task, status=TaskStatus.FAILED, finished_at=step.now))
         return
     backoff = spec.retry_policy.backoff if spec.retry_policy is not None else 0.0
@@ -1091,6 +1119,24 @@ def _record_failed_attempt(step: _Step, task: TaskState, message: str, notes: tu
     step.put(replace(failed_task, status=TaskStatus.PENDING, retry_at=retry_at))
     if retry_at is not None:
         step.emit(ScheduleTimer.of(Timer.retry(task.task_id, task.attempt + 1), retry_at))
+
+
+def _publish_error(
+    step: _Step, code: ErrorCode, message: str, task: TaskState | None = None, *, will_retry: bool = False
+) -> None:
+    """The ``error`` event: a stable ``code``, a human ``message``, and the task and attempt it is
+    about (none for an error that stopped the run)."""
+    data: dict[str, Any] = {"code": code.value, "message": message}
+    if task is not None:
+        data.update(
+            taskId=task.task_id,
+            title=task.title,
+            attempt=task.attempt,
+            agent=task.agent,
+            model=task.model,
+            willRetry=will_retry,
+        )
+    step.publish("error", data)
 
 
 def _recover_lost_attempt(step: _Step, task: TaskState, event: WorkerLost) -> None:
@@ -1364,7 +1410,17 @@ def _stop_run(step: _Step, status: MissionStatus, reason: str) -> None:
         step.put(replace(task, status=TaskStatus.CANCELLED, retry_at=None, finished_at=step.now))
     if _has_deadline(step.spec) and reason != FAILURE_DEADLINE:
         step.emit(CancelTimer.of(Timer.deadline()))
+    stopped_by = _STOPPING_ERRORS.get(reason)
+    if stopped_by is not None:
+        _publish_error(step, *stopped_by)
     _end_run(step, status, reason)
+
+
+# The run-stopping reasons that are errors (an abort is a person's choice, not an error).
+_STOPPING_ERRORS: Final[Mapping[str, tuple[ErrorCode, str]]] = {
+    FAILURE_DEADLINE: (ErrorCode.DEADLINE_EXCEEDED, "the run reached its deadline and was stopped"),
+    FAILURE_BUDGET: (ErrorCode.BUDGET_EXCEEDED, "the run went over its budget and was stopped"),
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -1443,6 +1499,7 @@ def _decide_awaiting_approval(step: _Step, retry_failed: bool) -> None:
         if retry_failed:
             step.put(replace(task, status=TaskStatus.PENDING, error=None))
         else:
+            _publish_error(step, ErrorCode.OUTCOME_UNKNOWN, UNKNOWN_OUTCOME_ERROR, task)
             step.put(replace(task, status=TaskStatus.FAILED, error=UNKNOWN_OUTCOME_ERROR, finished_at=step.now))
 
 

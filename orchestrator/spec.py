@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 DEFAULT_QUALITY_THRESHOLD = 3.0
@@ -160,6 +161,9 @@ class TeamSpec:
     name: str
     volatile: bool = False
     agents: tuple[AgentSpec, ...] = ()
+    # The agents a run took from its project (reusable agents named by the mission, not defined by
+    # its team): set by the shell when a run starts, never by a client.
+    project_agents: tuple[str, ...] = ()
 
     @classmethod
     def from_document(cls, doc: Mapping[str, Any]) -> TeamSpec:
@@ -167,10 +171,23 @@ class TeamSpec:
             name=doc.get("name", ""),
             volatile=bool(doc.get("volatile", False)),
             agents=tuple(AgentSpec.from_document(a) for a in doc.get("agents") or ()),
+            project_agents=tuple(doc.get("projectAgents") or ()),
         )
 
     def to_document(self) -> dict[str, Any]:
-        return {"name": self.name, "volatile": self.volatile, "agents": [a.to_document() for a in self.agents]}
+        out: dict[str, Any] = {
+            "name": self.name,
+            "volatile": self.volatile,
+            "agents": [a.to_document() for a in self.agents],
+        }
+        if self.project_agents:
+            out["projectAgents"] = list(self.project_agents)
+        return out
+
+    def is_reusable(self, agent: str) -> bool:
+        """Whether ``agent`` is one of the project's reusable agents (a non-volatile team's, or one the
+        run took from the project), rather than one that exists for this run only."""
+        return not self.volatile or agent in self.project_agents
 
 
 @dataclass(frozen=True)
@@ -318,6 +335,20 @@ class MissionSpec:
 
     def agents_by_name(self) -> dict[str, AgentSpec]:
         return {a.name: a for a in self.team.agents} if self.team is not None else {}
+
+    @cached_property
+    def shared_agent_limits(self) -> Mapping[str, int]:
+        """The reusable agents with a ``maxConcurrency``, by name: their limit holds across every run
+        of the project (the shell leases their slots), where a volatile agent's holds in its run only.
+        Empty for most missions, so they pay nothing for it (computed once per spec object)."""
+        team = self.team
+        if team is None:
+            return {}
+        return {
+            a.name: max(1, a.max_concurrency)
+            for a in team.agents
+            if a.max_concurrency is not None and team.is_reusable(a.name)
+        }
 
     def task_by_title(self) -> dict[str, TaskSpec]:
         return {t.title: t for t in self.tasks}

@@ -14,6 +14,9 @@ What this module guarantees:
   that runs after the tasks it holds back.
 - A ``command`` expectation or an agent's ``shell`` tool is rejected unless the server allows
   commands: an API key alone must never be enough to run code on a worker.
+- What is known at create to fail at run time is rejected at create: a ``deadline`` already in
+  the past (when the caller gives ``now``), and a ``criterion`` whose judge is a ``scripted/``
+  model without a script that scores every assessment.
 
 Each rule is a small function whose docstring states the one thing it checks; the rule tables
 (``MISSION_RULES``, ``TASK_LIST_RULES``, ``TASK_RULES``, ``EXPECTATION_RULES``, ``AGENT_RULES``,
@@ -28,6 +31,7 @@ import json
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cached_property
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -85,6 +89,8 @@ def validate_mission(
     max_tasks: int = DEFAULT_MAX_TASKS,
     profiles: Mapping[str, str] | None = None,
     allow_mission_endpoints: bool = False,
+    judge_model: str | None = None,
+    now: datetime | None = None,
 ) -> list[Problem]:
     """Every problem of ``spec``, in document order; an empty list means the mission is valid.
 
@@ -92,7 +98,10 @@ def validate_mission(
     assigned to them as well as to the agents of ``spec.team``. ``profiles`` are the operator's
     provider profiles (name -> provider) an agent or the assessor may name with ``profile``;
     ``allow_mission_endpoints`` lets a mission set ``baseUrl``/``apiKeyEnv`` itself (a server whose
-    every key holder is trusted with the workers' environment).
+    every key holder is trusted with the workers' environment). ``judge_model`` is the server's
+    ``MISSIONS_JUDGE_MODEL`` (the judge of a mission without an ``assessor`` model). With ``now``,
+    a ``deadline`` must lie after it (create and patch give it; a run that starts after its
+    deadline is stopped at once instead).
     """
     context = _Context(
         spec=spec,
@@ -101,6 +110,8 @@ def validate_mission(
         max_tasks=max_tasks,
         profiles=dict(profiles or {}),
         allow_mission_endpoints=allow_mission_endpoints,
+        judge_model=judge_model or None,
+        now=now,
     )
     return list(_walk(context))
 
@@ -158,6 +169,8 @@ class _Context:
     max_tasks: int
     profiles: Mapping[str, str]
     allow_mission_endpoints: bool
+    judge_model: str | None = None
+    now: datetime | None = None
 
     @cached_property
     def titles(self) -> frozenset[str]:
@@ -318,6 +331,19 @@ def deadline_after_is_bounded(ctx: _Context) -> Iterator[Problem]:
         )
 
 
+def deadline_is_ahead(ctx: _Context) -> Iterator[Problem]:
+    """``deadline``, when given, lies in the future (checked when the caller gives ``now``): a run
+    started after it would be stopped at once. ``deadlineAfter`` gives a deadline relative to each
+    run's start."""
+    deadline = ctx.spec.deadline
+    if deadline is not None and ctx.now is not None and deadline <= ctx.now:
+        yield Problem(
+            "deadline",
+            f"deadline {deadline.isoformat()} is in the past; give a future time, or deadlineAfter (seconds "
+            "after each run starts) for a relative deadline",
+        )
+
+
 def budget_is_bounded(ctx: _Context) -> Iterator[Problem]:
     """A ``budget``'s ``maxCostUsd`` and ``maxTokens``, when given, are numbers in range."""
     budget = ctx.spec.budget or {}
@@ -354,6 +380,7 @@ MISSION_RULES: tuple[MissionRule, ...] = (
     timezone_exists,
     mission_concurrency_is_positive,
     deadline_after_is_bounded,
+    deadline_is_ahead,
     budget_is_bounded,
     assessor_model_is_provider_model,
     assessor_endpoint_is_the_operators,
@@ -531,6 +558,59 @@ def backoff_is_not_negative(ctx: _Context, path: str, task: TaskSpec) -> Iterato
         )
 
 
+def criteria_have_a_judge_that_can_score(ctx: _Context, path: str, task: TaskSpec) -> Iterator[Problem]:
+    """A ``criterion`` expectation has a judge that can score it: a ``scripted/`` judge (the mission's
+    ``assessor``, else the server's judge model, else the model of each agent the task may run on)
+    needs a ``script`` whose every step has a ``score`` between 1 and 5 (it never invents one)."""
+    criteria = [j for j, e in enumerate(task.expectations) if e.type == "criterion"]
+    if not criteria:
+        return
+    problem = _judge_problem(ctx, task)
+    if problem is not None:
+        for j in criteria:
+            yield Problem(f"{path}.expectations[{j}]", problem)
+
+
+def _judge_problem(ctx: _Context, task: TaskSpec) -> str | None:
+    """Why no judge of ``task``'s criteria can score, or None (as ``Executor._judge_of`` picks it)."""
+    assessor = ctx.spec.assessor or {}
+    if isinstance(assessor.get("model"), str) and assessor["model"]:
+        return _scripted_judge_problem(str(assessor["model"]), assessor, "the mission's assessor")
+    if ctx.judge_model is not None:
+        return _scripted_judge_problem(ctx.judge_model, {}, "the server's judge model (MISSIONS_JUDGE_MODEL)")
+    team = {a.name: a for a in ctx.spec.team.agents} if ctx.spec.team else {}
+    candidates: list[tuple[AgentSpec | None, str | None]] = [(team.get(task.assign_to), None)]
+    policy = task.retry_policy
+    if policy is not None and (policy.fallback_agent or policy.escalate_model):
+        candidates.append((team.get(policy.fallback_agent or task.assign_to), policy.escalate_model))
+    for agent, model in candidates:
+        if agent is None:
+            continue  # a project agent: its model is checked when the run starts
+        used = model or agent.model
+        config = agent.config if used.startswith("scripted/") else {}
+        problem = _scripted_judge_problem(used, config, f"agent {_quote(agent.name)}'s own model")
+        if problem is not None:
+            return problem
+    return None
+
+
+def _scripted_judge_problem(model: str, config: Mapping[str, object], who: str) -> str | None:
+    if not model.startswith("scripted/"):
+        return None
+    script = config.get("script")
+    hint = 'give the mission an "assessor" with {"model": "scripted/...", "script": [{"score": 4, "reason": "..."}]}'
+    if not isinstance(script, (list, tuple)) or not script:
+        return f"the judge is {who}, {model}, a scripted judge without a script cannot score; {hint}"
+    for i, step in enumerate(script):
+        score = step.get("score") if isinstance(step, Mapping) else None
+        if not isinstance(score, (int, float)) or not _is_number(score) or not MIN_SCORE <= score <= MAX_SCORE:
+            return (
+                f"the judge is {who}, {model}, and step {i + 1} of its script has no score between 1 and 5 "
+                f"(got {score!r}); every step of a scripted judge's script needs one, {hint}"
+            )
+    return None
+
+
 TASK_RULES: tuple[TaskRule, ...] = (
     title_is_not_blank,
     title_is_unique,
@@ -547,6 +627,7 @@ TASK_RULES: tuple[TaskRule, ...] = (
     escalation_comes_after_an_attempt,
     escalation_fits_the_retry_budget,
     backoff_is_not_negative,
+    criteria_have_a_judge_that_can_score,
 )
 
 

@@ -85,6 +85,7 @@ class TaskRow:
     attempt: int | None = None
     score: float | None = None
     error: str | None = None
+    error_code: str | None = None  # the code of the latest attempt's error event
     started: float | None = None
     finished: float | None = None
     output: str = ""
@@ -144,7 +145,9 @@ class RunView:
                     row.finished = now
                 text = f'task "{row.title}" {row.status}{self._task_detail(row, now)}'
                 if row.error and row.status in ("failed", "pending", "awaiting_approval"):
-                    text += f": {row.error}"
+                    tag = f"[{row.error_code}] " if row.error_code else ""
+                    text += f": {tag}{row.error}"
+                row.error_code = None
                 return [text]
             case "task:output":
                 row = self.task(data["taskId"])
@@ -178,7 +181,14 @@ class RunView:
                 self.pause_reason = self.pause_message = None
                 return []
             case "error":
-                return [f"error: {data.get('message') or data.get('error') or json.dumps(data)}"]
+                message = data.get("message") or data.get("error") or json.dumps(data)
+                code = data.get("code")
+                if data.get("taskId"):
+                    # The task's status change comes right after it, in the same step, with the
+                    # message: that line shows the code too, so this one says nothing on its own.
+                    self.task(data["taskId"], data.get("title")).error_code = code
+                    return []
+                return [f"error [{code}]: {message}" if code else f"error: {message}"]
             case _:
                 return []
 

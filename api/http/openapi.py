@@ -30,6 +30,7 @@ from api.http.limits import LIMIT_REQUEST_FIELD_SIZE, LIMIT_REQUEST_FIELDS, LIMI
 from api.http.routes import PARAM_NAMES
 from api.http.webhook_schemas import DELIVERIES_QUERY, WEBHOOK, WEBHOOK_PATCH
 from orchestrator.engine import AttemptStatus, MissionStatus, TaskStatus
+from orchestrator.failures import NON_RETRYABLE, ErrorCode
 from orchestrator.webhooks import EVENT_NAMES as WEBHOOK_EVENT_NAMES
 
 TITLE = "Missions API"
@@ -515,6 +516,11 @@ SSE_EXAMPLE = (
 EVENTS_TEXT = (
     "A `text/event-stream`: every event has an `id:` (increasing), an `event:` name and a JSON `data:` "
     "object carrying `missionId` and `runId`. Names: " + ", ".join(f"`{n}`" for n in EVENT_NAMES) + ". "
+    "An `error` event (every failed attempt, and a run stopped by its deadline or budget) carries a stable "
+    "`code` (" + ", ".join(f"`{c.value}`" for c in ErrorCode) + ") and a human-readable `message`; about a task "
+    "also `taskId`, `title`, `attempt`, `agent`, `model` and `willRetry`. A task failing with "
+    + ", ".join(f"`{c.value}`" for c in ErrorCode if c in NON_RETRYABLE)
+    + " spends no retry on the same agent and model (it still escalates). "
     "The server sends `: keep-alive` comments every 15 s and ends the stream after `mission:done`. "
     "A client that reconnects with `Last-Event-ID` gets exactly the events after that id."
 )

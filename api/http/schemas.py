@@ -17,7 +17,7 @@ import re
 import sys
 from typing import Any
 
-from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, pre_load, validate
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, pre_load, validate, validates
 
 from orchestrator.engine import MissionStatus
 from orchestrator.spec import format_timestamp, parse_timestamp
@@ -32,6 +32,7 @@ from orchestrator.validation import (
     MAX_WEIGHT,
     MIN_SCORE,
 )
+from workers.execution.assessment import schema_problem
 from workers.support.errors import Invalid
 
 NAME_MAX = 200
@@ -264,6 +265,13 @@ class ExpectationSchema(Strict):
     ignoreCase = StrictBoolean(allow_none=True)
     weight = StrictNumber(allow_none=True, metadata=checked(exclusiveMinimum=0, maximum=MAX_WEIGHT))
 
+    @validates("json_schema")
+    def _schema_can_check(self, value: Any, **_: Any) -> None:
+        """A schema that is no valid JSON schema would score every attempt 1: refused when written."""
+        problem = schema_problem(value) if isinstance(value, dict) else None
+        if problem is not None:
+            raise ValidationError(problem)
+
 
 class OutcomeSchema(Strict):
     name = text(NAME_MAX, required=True, allow_empty=False)
@@ -303,7 +311,9 @@ class ScriptStepSchema(Strict):
     )
     delay = StrictNumber(allow_none=True, validate=validate.Range(min=0, max=86_400))
     fail = text(TEXT_MAX)
-    score = StrictNumber(allow_none=True)
+    # A scripted judge scores 1-5 and never invents a score: one outside that range is refused here,
+    # not found at run time.
+    score = StrictNumber(allow_none=True, validate=validate.Range(min=MIN_SCORE, max=MAX_SCORE))
     reason = text(TEXT_MAX)
 
 

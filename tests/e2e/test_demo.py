@@ -26,7 +26,8 @@ def test_demo_on_its_own_private_stack_completes_every_task_and_cleans_up() -> N
     for title in titles:
         assert re.search(rf"✓ {re.escape(title)}\s+completed", out), title
     # What the demo is there to show: a retry, a gate resumed with retryFailed, a checkpoint approved.
-    assert 'task "Draft the announcement" pending (writer, attempt 1): the model provider timed out' in out
+    retry = 'task "Draft the announcement" pending (writer, attempt 1): [agent_error] the model provider timed out'
+    assert retry in out
     assert "quality gate draft quality blocked" in out and "retryFailed=true" in out
     assert 'task "Draft the announcement" completed (writer, attempt 3, score 4.7' in out
     assert "checkpoint reached: The reviewed announcement is ready" in out

@@ -41,6 +41,7 @@ DOCUMENT: dict[str, Any] = {
         {"title": "E", "description": "uses D", "assignTo": "a", "dependsOn": ["D"]},
     ],
     "team": {"name": "t", "volatile": True, "agents": [{"name": "a", "model": "scripted/x"}]},
+    "assessor": {"model": "scripted/judge", "script": [{"score": 4}]},
 }
 
 

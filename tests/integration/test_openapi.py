@@ -157,7 +157,7 @@ def probe_mission(name: str) -> dict[str, Any]:
             },
             {"title": "B", "description": "b", "assignTo": "w", "dependsOn": ["A"]},
         ],
-        "team": {"agents": [{"name": "w", "model": "scripted/x", "script": [{"output": "o"}]}]},
+        "team": {"agents": [{"name": "w", "model": "scripted/x", "script": [{"output": "o", "score": 4}]}]},
         "qualityGates": [{"afterTasks": ["A"], "blocksTasks": ["B"]}],
         "budget": {},
     }

@@ -13,6 +13,7 @@ import pytest
 
 from config import Settings
 from config.profiles import ProviderProfile
+from orchestrator.failures import ErrorCode
 from orchestrator.spec import AgentSpec
 from tests.support.fake_llm import FakeLLM, call, fail, hang, say
 from workers.execution.agents import AgentCall, AgentResult
@@ -179,6 +180,7 @@ def test_transient_errors_give_up_after_the_configured_retries(llm: FakeLLM, tmp
         result.error is not None and "answered HTTP 500: upstream exploded (tried 3 times; giving up)" in result.error
     )
     assert len(llm.seen(model)) == 3
+    assert result.error_code is ErrorCode.PROVIDER_UNAVAILABLE  # a task retry may still help
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -192,6 +194,7 @@ def test_a_rejected_key_fails_at_once_naming_the_variable(llm: FakeLLM, tmp_path
         f"(HTTP 401: invalid x-api-key); check {key}"
     )
     assert len(llm.seen(model)) == 1
+    assert result.error_code is ErrorCode.AUTH_FAILED
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -204,6 +207,18 @@ def test_an_invalid_request_fails_at_once_with_the_providers_message(
     assert (
         result.error is not None and "refused the request" in result.error and "max_tokens is too large" in result.error
     )
+    assert len(llm.seen(model)) == 1
+    assert result.error_code is ErrorCode.INVALID_REQUEST
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_an_unknown_model_is_classified_so_that_no_task_retry_is_spent_on_it(
+    llm: FakeLLM, tmp_path: Path, provider: str
+) -> None:
+    model = unique("nowhere", provider)
+    llm.script(model, fail(404, f"The model {model} does not exist"))
+    result, _ = run_agent(llm, tmp_path, provider, model)
+    assert result.error_code is ErrorCode.MODEL_NOT_FOUND and "check the model name" in (result.error or "")
     assert len(llm.seen(model)) == 1
 
 
@@ -221,6 +236,7 @@ def test_a_missing_key_fails_the_attempt_before_any_request(llm: FakeLLM, tmp_pa
         f"no API key for {provider}/any: its endpoint's key variable TEAM_KEY is not set in the workers' environment"
     )
     assert len(llm.requests) == before
+    assert result.error_code is ErrorCode.MISSING_KEY
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -413,6 +429,7 @@ def test_a_judge_the_provider_refuses_is_a_clear_assessment_error(llm: FakeLLM, 
     verdict = run_judge(llm, tmp_path, provider, model)
     assert verdict.score is None and verdict.error is not None
     assert f"judge {provider}/{model}: " in verdict.error and "no access to this model" in verdict.error
+    assert verdict.error_code is ErrorCode.AUTH_FAILED
 
 
 # ------------------------------------------------------------------------------- trust model

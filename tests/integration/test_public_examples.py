@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import copy
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
 
 from tests.fixtures.examples import CODE_REVIEW_PIPELINE, DEPLOY_PIPELINE
+from workers.support.clock import utcnow
 
 MISSION_ID = re.compile(r"^msn_[a-z0-9]{20,}$")
 TASK_ID = re.compile(r"^task_[a-z0-9]{20,}$")
@@ -104,16 +106,25 @@ def test_the_documented_deploy_pipeline_flow_works_request_by_request(
         for key, value in sent.items():
             assert served[key] == value, key
 
-    # 4. Update mission: only the fields given change
+    # 4. Update mission: only the fields given change. The documented deadline (2026-04-01) may be
+    # in the past by now, which is refused (a run would stop at once); the same request with a
+    # future date is accepted.
+    if utcnow() >= datetime(2026, 4, 1, tzinfo=UTC):
+        stale = client.patch(
+            f"/v1/missions/{mission_id}",
+            json={"qualityThreshold": 4.5, "deadline": "2026-04-01T00:00:00Z"},
+            headers=auth,
+        )
+        assert stale.status_code == 400 and list(stale.get_json()["details"]["fields"]) == ["deadline"]
     patched = client.patch(
         f"/v1/missions/{mission_id}",
-        json={"qualityThreshold": 4.5, "deadline": "2026-04-01T00:00:00Z"},
+        json={"qualityThreshold": 4.5, "deadline": "2099-04-01T00:00:00Z"},
         headers=auth,
     )
     assert patched.status_code == 200, patched.get_json()
     after = patched.get_json()
     assert after["qualityThreshold"] == 4.5
-    assert after["deadline"] == "2026-04-01T00:00:00Z"
+    assert after["deadline"] == "2099-04-01T00:00:00Z"
     assert client.get(f"/v1/missions/{mission_id}", headers=auth).get_json() == after
     unchanged = {k: v for k, v in before.items() if k not in ("qualityThreshold", "deadline", "updatedAt")}
     assert {k: after[k] for k in unchanged} == unchanged

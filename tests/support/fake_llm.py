@@ -119,6 +119,9 @@ class FakeLLM:
         self.requests: list[Seen] = []
         self.pages: dict[str, tuple[int, str]] = {}  # GET path -> (status, body), for http_request tools
         self.disconnects = 0  # streamed or delayed replies whose client went away
+        # (model, arrived, answered) of every model call answered in full, on time.monotonic()'s clock:
+        # when calls overlapped.
+        self.intervals: list[tuple[str, float, float]] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-llm", daemon=True)
@@ -400,19 +403,26 @@ def _handler(fake: FakeLLM) -> type[BaseHTTPRequestHandler]:
                 fake.record(Seen("get", self.path, dict(self.headers), body, time.monotonic()))
                 self._send(404, b'{"error": {"message": "no such route"}}', "application/json")
                 return
-            fake.record(Seen(api, self.path, dict(self.headers), body, time.monotonic()))
+            arrived = time.monotonic()
+            fake.record(Seen(api, self.path, dict(self.headers), body, arrived))
             model = str(body.get("model", ""))
+            if self._answer(api, body, model):
+                with fake._lock:
+                    fake.intervals.append((model, arrived, time.monotonic()))
+
+        def _answer(self, api: str, body: Mapping[str, Any], model: str) -> bool:
+            """Play the model's next reply; False when the client hung up before it was sent."""
             reply = fake.next_reply(model)
             if reply.after is not None:
                 deadline = time.monotonic() + 30
                 while not fake.seen(reply.after) and time.monotonic() < deadline:
                     time.sleep(0.02)
             if reply.delay and not self._wait(reply.delay):
-                return
+                return False
             if reply.status != 200:
                 payload = json.dumps(_error_body(api, reply.status, reply.error)).encode()
                 self._send(reply.status, payload, "application/json", reply.headers)
-                return
+                return True
             if body.get("stream"):
                 if api == "openai":
                     include = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -420,9 +430,10 @@ def _handler(fake: FakeLLM) -> type[BaseHTTPRequestHandler]:
                 else:
                     frames = ((name, data) for name, data in anthropic_events(reply, model))
                 self._stream(frames, reply.chunk_delay)
-                return
+                return True
             payload = openai_body(reply, model) if api == "openai" else anthropic_body(reply, model)
             self._send(200, json.dumps(payload).encode(), "application/json")
+            return True
 
         def _wait(self, seconds: float) -> bool:
             """Sleep, but notice a client that hung up (so tests can see a cancelled call)."""

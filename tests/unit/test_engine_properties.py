@@ -53,11 +53,13 @@ from orchestrator.engine import (
     max_attempts,
     start_run,
 )
+from orchestrator.failures import NON_RETRYABLE, ErrorCode
 from orchestrator.spec import MissionSpec, TaskSpec
 
 T0 = datetime(2026, 4, 1, 12, 0, tzinfo=UTC)
 AGENTS = ("dev", "senior", "ops")
 MAX_STEPS = 3000
+CODES = tuple(ErrorCode)
 PROPERTY_SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -234,7 +236,7 @@ class Shell:
             return TaskClaimed(task_id, attempt, "worker-1")
         if kind == "assess":
             if rng.random() < 0.1:
-                return AssessmentScored(task_id, attempt, None, (), "judge unavailable")
+                return AssessmentScored(task_id, attempt, None, (), "judge unavailable", rng.choice(CODES))
             score = round(rng.uniform(2.0, 5.0), 2)
             criteria = ({"criterion": "is good", "score": score, "reason": f"reason {score}"},)
             return AssessmentScored(task_id, attempt, score, criteria)
@@ -247,7 +249,8 @@ class Shell:
             self.losses += 1
             return WorkerLost(task_id, attempt)
         if roll < 0.4:
-            return TaskFailed(task_id, attempt, "agent error")
+            code = rng.choice(CODES) if rng.random() < 0.3 else ErrorCode.AGENT_ERROR
+            return TaskFailed(task_id, attempt, "agent error", code)
         return TaskFinished(task_id, attempt, f"output of {task_id}#{attempt}")
 
     def _change_tasks(self) -> Event:
@@ -391,7 +394,9 @@ def test_failed_attempts_never_exceed_the_retry_policy_budget(spec: MissionSpec,
         for task in state.tasks.values():
             assert task.failed_attempts <= max_attempts(by_id[task.task_id])
             if task.status is TaskStatus.FAILED and task.error != "outcome unknown after worker loss; not re-run":
-                assert task.failed_attempts == max_attempts(by_id[task.task_id])
+                # Only a failure no retry can fix ends a task before its budget is spent.
+                exhausted = task.failed_attempts == max_attempts(by_id[task.task_id])
+                assert exhausted or "not retried: " in (task.error or "")
 
 
 @PROPERTY_SETTINGS
@@ -477,3 +482,65 @@ def test_a_decision_names_every_task_it_changed_and_no_other(spec: MissionSpec, 
         # Every replaced task is named; a named task was replaced (possibly by an equal value).
         assert replaced <= t.decision.changed_tasks <= before.keys() | after.keys()
         assert all(before.get(i) is not after.get(i) for i in t.decision.changed_tasks)
+
+
+def _failure_code(event: Event, before: RunState, after: RunState) -> ErrorCode | None:
+    """The code of the failed attempt ``event`` reported, when the decision applied it as one."""
+    if isinstance(event, TaskFailed):
+        return ErrorCode(event.code)
+    if isinstance(event, TaskTimedOut):
+        return ErrorCode.TIMEOUT
+    if isinstance(event, AssessmentScored) and after.tasks[event.task_id].status is not TaskStatus.COMPLETED:
+        if event.error is not None:
+            return ErrorCode(event.error_code or ErrorCode.ASSESSMENT_FAILED)
+        return ErrorCode.LOW_SCORE if event.score is not None else ErrorCode.ASSESSMENT_FAILED
+    return None
+
+
+@PROPERTY_SETTINGS
+@given(missions(), seeds)
+def test_every_failed_attempt_is_streamed_as_one_error_event_with_its_code(spec: MissionSpec, seed: int) -> None:
+    for t in transitions(spec, seed):
+        errors = [e.data for e in t.decision.effects if isinstance(e, PublishEvent) and e.type == "error"]
+        code = None if t.decision.ignored else _failure_code(t.event, t.before, t.decision.state)
+        task_errors = [e for e in errors if "taskId" in e]
+        if isinstance(t.event, ResumeRequested) and not t.decision.ignored:
+            # A side-effecting task whose outcome is unknown, not approved again, fails with an error.
+            unapproved = {
+                task_id
+                for task_id, task in t.before.tasks.items()
+                if task.status is TaskStatus.AWAITING_APPROVAL and not t.event.retry_failed
+            }
+            assert {e["taskId"] for e in task_errors} == unapproved
+            assert all(e["code"] == ErrorCode.OUTCOME_UNKNOWN for e in task_errors)
+            continue
+        if code is None:
+            assert not task_errors
+            continue
+        task_id = t.event.task_id  # type: ignore[union-attr]
+        assert len(task_errors) == 1
+        (error,) = task_errors
+        assert error["code"] == code.value and error["taskId"] == task_id
+        assert error["attempt"] == t.before.tasks[task_id].attempt and error["message"]
+        assert error["willRetry"] == (t.decision.state.tasks[task_id].status is not TaskStatus.FAILED)
+
+
+@PROPERTY_SETTINGS
+@given(missions(), seeds)
+def test_a_failure_no_retry_can_fix_is_never_retried_with_the_same_agent_and_model(
+    spec: MissionSpec, seed: int
+) -> None:
+    retried_after: dict[str, tuple[str | None, str | None]] = {}  # task -> agent and model not to use again
+    for t in transitions(spec, seed):
+        after = t.decision.state
+        for effect in t.decision.effects:
+            if isinstance(effect, StartTask) and effect.task_id in retried_after:
+                assert (effect.agent, effect.model) != retried_after.pop(effect.task_id)
+        if isinstance(t.event, ResumeRequested):
+            retried_after.clear()  # a resume with retryFailed gives a fresh budget, on purpose
+        code = None if t.decision.ignored else _failure_code(t.event, t.before, after)
+        if code in NON_RETRYABLE:
+            task_id = t.event.task_id  # type: ignore[union-attr]
+            failed = t.before.tasks[task_id]
+            if after.tasks[task_id].status is not TaskStatus.FAILED:
+                retried_after[task_id] = (failed.agent, failed.model)

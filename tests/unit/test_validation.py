@@ -7,6 +7,7 @@ import graphlib
 import itertools
 import time
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -372,8 +373,59 @@ def test_mission_concurrency_must_be_at_least_one() -> None:
 # --- expectations --------------------------------------------------------------------------
 
 
+SCORING_ASSESSOR = {"model": "scripted/judge", "script": [{"score": 4, "reason": "fine"}]}
+
+
 def expecting(*expectations: dict[str, Any]) -> dict[str, Any]:
-    return with_task(a_mission(), 0, expectations=list(expectations))
+    return with_task(a_mission(assessor=SCORING_ASSESSOR), 0, expectations=list(expectations))
+
+
+# -- what can only fail at run time is rejected at create ------------------------------------------
+def test_a_criterion_judged_by_a_scripted_model_without_a_script_is_rejected() -> None:
+    doc = with_task(a_mission(), 0, expectations=[{"type": "contains", "value": "x"}, {"criterion": "ok"}])
+    problem = only_problem(doc)
+    assert problem.field == "tasks[0].expectations[1]"
+    assert 'agent "tester"\'s own model, scripted/tester, a scripted judge without a script cannot score' in (
+        problem.message
+    )
+
+
+def test_a_scripted_assessor_needs_a_score_in_every_step() -> None:
+    doc = with_task(
+        a_mission(assessor={"model": "scripted/judge", "script": [{"score": 4}, {"reason": "no score"}]}),
+        0,
+        expectations=[{"criterion": "ok"}],
+    )
+    problem = only_problem(doc)
+    assert problem.field == "tasks[0].expectations[0]"
+    assert "step 2 of its script has no score between 1 and 5" in problem.message
+
+
+def test_a_scripted_agent_whose_script_scores_can_judge_itself() -> None:
+    doc = with_agent(a_mission(), 0, script=[{"output": "ok", "score": 5}])
+    assert problems(with_task(doc, 0, expectations=[{"criterion": "ok"}])) == []
+
+
+def test_a_model_judge_or_the_servers_judge_model_is_not_second_guessed() -> None:
+    doc = with_task(a_mission(), 1, expectations=[{"criterion": "ok"}])  # deployer: openai/gpt-4o
+    assert problems(doc) == []
+    assert problems(with_task(a_mission(), 0, expectations=[{"criterion": "ok"}]), judge_model="openai/judge") == []
+    rejected = problems(doc, judge_model="scripted/judge")
+    assert [p.field for p in rejected] == ["tasks[1].expectations[0]"]
+    assert "MISSIONS_JUDGE_MODEL" in rejected[0].message
+
+
+def test_an_escalation_to_a_scripted_model_is_judged_by_it_too() -> None:
+    doc = with_task(a_mission(), 1, expectations=[{"criterion": "ok"}], retryPolicy={"escalateModel": "scripted/cheap"})
+    assert [p.field for p in problems(doc)] == ["tasks[1].expectations[0]"]
+
+
+def test_a_deadline_in_the_past_is_rejected_only_when_now_is_given() -> None:
+    doc = a_mission(deadline="2026-01-01T00:00:00Z")
+    assert problems(doc) == []
+    (problem,) = problems(doc, now=datetime(2026, 6, 1, tzinfo=UTC))
+    assert problem.field == "deadline" and "is in the past" in problem.message and "deadlineAfter" in problem.message
+    assert problems(doc, now=datetime(2025, 6, 1, tzinfo=UTC)) == []
 
 
 def test_every_kind_of_expectation_is_accepted_when_well_formed() -> None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -48,10 +48,12 @@ from orchestrator.engine import (
 from orchestrator.prompt import build_prompt
 from orchestrator.spec import MissionSpec
 from workers.coordination.outcome import AfterCommit, AssessInline, Sender
-from workers.store import attempts, run_state, timers, usage
+from workers.store import attempts, run_state, slots, timers, usage
 from workers.store.attempts import Guard
 from workers.store.db import Connection, Database
+from workers.store.slots import SlotRequest
 from workers.support import metrics, tracing
+from workers.support.clock import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +186,7 @@ def begin(
         run_input=run_input,
     )
     _write(conn, state.run_id, writes, now)  # timers (the deadline) refer to the run row, inserted just now
+    slots.request(conn, state.run_id, writes.slots, now)  # (after the attempt rows they refer to)
     metrics.count_events(outcome.rows.event_types)
     outcome.rows = run_state.Rows()
     return outcome
@@ -202,23 +205,26 @@ def _persist(conn: Connection, before: run_state.Stored, decision: Decision, now
     outcome.stored, outcome.last_event_id, outcome.deliveries = run_state.save(
         conn, before, state, now, terminal=terminal, changed_ids=decision.changed_tasks, rows=outcome.rows
     )
+    slots.request(conn, state.run_id, writes.slots, now)  # (after the attempt rows they refer to)
     metrics.count_events(outcome.rows.event_types)
     outcome.rows = run_state.Rows()
     return outcome
 
 
 class _Writes:
-    """What a step writes besides its state, attempts and events: timers (in the order decided) and
-    the attempts it cancels. A step with any of these cannot take the one-statement path."""
+    """What a step writes besides its state, attempts and events: timers (in the order decided),
+    the attempts it cancels, and the slots its attempts of shared-limit agents wait for. A step
+    with any of these cannot take the one-statement path."""
 
-    __slots__ = ("cancels", "timers")
+    __slots__ = ("cancels", "slots", "timers")
 
     def __init__(self) -> None:
         self.timers: list[timers.TimerChange] = []
         self.cancels: list[tuple[str, int, str]] = []
+        self.slots: list[SlotRequest] = []
 
     def __bool__(self) -> bool:
-        return bool(self.timers or self.cancels)
+        return bool(self.timers or self.cancels or self.slots)
 
 
 def _gather(state: RunState, effects: tuple[engine.Effect, ...]) -> tuple[AfterCommit, _Writes]:
@@ -227,6 +233,7 @@ def _gather(state: RunState, effects: tuple[engine.Effect, ...]) -> tuple[AfterC
     out = AfterCommit(state.mission_id, state.run_id, status=str(state.status))
     rows = out.rows
     writes = _Writes()
+    shared = state.spec.shared_agent_limits  # (empty for most missions: then nothing below looks)
     for effect in effects:
         match effect:
             case StartTask():
@@ -240,6 +247,11 @@ def _gather(state: RunState, effects: tuple[engine.Effect, ...]) -> tuple[AfterC
                     }
                 )
                 out.start.append(effect)
+                if shared and effect.agent in shared:
+                    limit = shared[effect.agent]
+                    writes.slots.append(SlotRequest(effect.agent, effect.task_id, effect.attempt, limit))
+                    out.slot_starts.add((effect.task_id, effect.attempt))
+                    out.slot_agents.add(effect.agent)
             case AssessTask():
                 out.assess.append(effect)
             case CancelTask():
@@ -252,9 +264,17 @@ def _gather(state: RunState, effects: tuple[engine.Effect, ...]) -> tuple[AfterC
             case PublishEvent():
                 rows.event_types.append(effect.type)
                 rows.event_data.append(dict(effect.data))
+                if shared and effect.type == "task:status" and effect.data.get("status") not in _HOLDING_SLOT:
+                    agent = effect.data.get("agent")
+                    if isinstance(agent, str) and agent in shared:
+                        out.slot_agents.add(agent)  # its attempt stopped holding a slot: grant the next
             case _:
                 raise AssertionError(f"unknown effect {effect!r}")
     return out, writes
+
+
+# A task in one of these holds its agent's slot (its attempt is queued or running).
+_HOLDING_SLOT = frozenset({"queued", "running"})
 
 
 def _write(conn: Connection, run_id: str, writes: _Writes, now: datetime) -> None:
@@ -452,4 +472,37 @@ class Coordinator:
             run_state.remember(outcome.run_id, outcome.stored)  # the state it wrote or read is committed
             if outcome.start:  # (/metrics: missions_attempts_total, missions_retries_total)
                 metrics.count_attempts(len(outcome.start), sum(1 for s in outcome.start if s.attempt > 1))
+            if outcome.slot_agents:
+                self._grant_slots(outcome)
             self.sender.send(outcome, assess_inline)
+
+    def _grant_slots(self, outcome: AfterCommit) -> None:
+        """Grant the free slots of the reusable agents the step touched (project-wide, so a waiter of
+        another run may get one), keep back the step's attempts still waiting, and send the granted
+        attempts of other runs. A grant that fails is logged: the tick grants what is free."""
+        try:
+            granted = grant_slots(self.db, outcome.run_id, outcome.slot_agents, utcnow())
+        except Exception:
+            log.exception("could not grant agent slots after a step of run %s; the tick will", outcome.run_id)
+            granted = []
+        mine = {(task_id, attempt) for run_id, task_id, attempt in granted if run_id == outcome.run_id}
+        waiting = outcome.slot_starts - mine
+        outcome.start = [s for s in outcome.start if (s.task_id, s.attempt) not in waiting]
+        starting = {(s.task_id, s.attempt) for s in outcome.start}
+        others: dict[str, list[StartTask]] = {}
+        for run_id, task_id, attempt in granted:
+            if run_id != outcome.run_id or (task_id, attempt) not in starting:
+                others.setdefault(run_id, []).append(StartTask(task_id, attempt, "", ""))
+        for run_id, start in others.items():
+            # Only the messages: the attempts and their events were committed by their own steps.
+            self.sender.send(AfterCommit(outcome.mission_id if run_id == outcome.run_id else "", run_id, start=start))
+
+
+def grant_slots(db: Database, run_id: str, agents: Iterable[str], now: datetime) -> list[slots.Key]:
+    """Grant the free project-wide slots of ``agents`` (agents of run ``run_id``) in one transaction;
+    the attempts granted, for the caller to send."""
+    with db.transaction() as conn:
+        project_id = slots.project_of(conn, run_id)
+        if project_id is None:
+            return []
+        return [key for agent in sorted(agents) for key in slots.grant(conn, project_id, agent, now)]

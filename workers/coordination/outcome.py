@@ -31,6 +31,11 @@ class AfterCommit:
     rows: run_state.Rows = field(default_factory=run_state.Rows)  # attempts and events, not yet written
     guard: dict[str, Any] | None = None  # the row the step's guard returned
     deliveries: list[str] = field(default_factory=list)  # webhook deliveries its events made, to send
+    # Project-wide agent slots (workers.store.slots): the reusable agents whose slots the step asked
+    # for or may have freed (granted after commit), and the started attempts that wait for a slot
+    # (sent only once granted). Both empty for a mission without shared agent limits.
+    slot_agents: set[str] = field(default_factory=set)
+    slot_starts: set[tuple[str, int]] = field(default_factory=set)
 
     @property
     def state(self) -> RunState | None:
@@ -43,6 +48,8 @@ class AfterCommit:
         self.assess += other.assess
         self.cancel += other.cancel
         self.deliveries += other.deliveries
+        self.slot_agents |= other.slot_agents
+        self.slot_starts |= other.slot_starts
         if other.last_event_id is not None:
             self.last_event_id = max(self.last_event_id or 0, other.last_event_id)
         self.status = other.status or self.status

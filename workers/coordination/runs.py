@@ -47,7 +47,10 @@ def _with_project_agents(
     if project_agents is not None:
         missing = [name for name in missing if name in project_agents]
     if missing:
-        team["agents"] = list(team.get("agents") or ()) + runs.project_agents(conn, project_id, missing)
+        found = runs.project_agents(conn, project_id, missing)
+        team["agents"] = list(team.get("agents") or ()) + found
+        # Marked, so the run knows them for the project's reusable agents (their limits are shared).
+        team["projectAgents"] = sorted(agent["name"] for agent in found)
         document = {**document, "team": team}
     return document
 

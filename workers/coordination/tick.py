@@ -9,6 +9,8 @@ coordinator step they feed; lost attempts are marked in the same transaction as 
   (``DeadlineReached``);
 - lost workers: a running attempt whose heartbeat is older than ``worker_lost_seconds``
   (``WorkerLost``); an assessment whose heartbeat stopped is simply run again;
+- agent slots: the free project-wide slots of reusable agents (``workers.store.slots``) go to their
+  waiters, in case the step that freed one committed but its grant never ran;
 - webhook deliveries: a pending delivery that is due (its backoff passed, or its worker died
   mid-attempt) and has no message on its way since ``requeue_seconds`` is sent (again);
 - retention, last: what the ``MISSIONS_RETAIN_*_DAYS`` settings no longer keep is deleted in small
@@ -47,7 +49,7 @@ from orchestrator.engine import TaskClaimed, WorkerLost, timer_event
 from workers.coordination import schedules
 from workers.coordination.advance import Coordinator
 from workers.coordination.outcome import Resender
-from workers.store import attempts, retention, timers, webhooks
+from workers.store import attempts, retention, slots, timers, webhooks
 from workers.store.db import is_transient
 from workers.store.missions import Limits
 from workers.support import metrics
@@ -68,6 +70,7 @@ class TickReport:
     lost: int = 0
     reassessed: int = 0
     resent: int = 0
+    granted: int = 0  # attempts given a project-wide agent slot
     pruned: int = 0  # rows retention deleted or cleared
     webhooks: int = 0
     failed: int = 0  # items (or parts) that raised, were logged and skipped
@@ -250,10 +253,39 @@ def send_due_deliveries(
     return len(due)
 
 
+def grant_waiting_slots(
+    coordinator: Coordinator, resender: Resender, now: datetime, failures: Failures | None = None
+) -> int:
+    """Grant the free slots of every reusable agent that has waiters, and send what was granted.
+    Normally the step that frees a slot grants it; this covers a process that died in between."""
+    failures = failures if failures is not None else Failures()
+    with coordinator.db.transaction() as conn:
+        pairs = slots.agents_waiting(conn, BATCH)
+    granted = 0
+    for project_id, agent in pairs:
+        try:
+            with coordinator.db.transaction() as conn:
+                keys = slots.grant(conn, project_id, agent, now)
+            by_run: dict[str, list[tuple[str, int]]] = {}
+            for run_id, task_id, attempt in keys:
+                by_run.setdefault(run_id, []).append((task_id, attempt))
+            for run_id, items in by_run.items():
+                resender.send_attempts(run_id, items)  # (a failed send is re-sent as a lost message)
+        except Exception as exc:
+            log.exception("tick: granting the slots of agent %s in project %s failed; skipped", agent, project_id)
+            failures.add("agent_slots")
+            if is_transient(exc):
+                break
+            continue
+        granted += len(keys)
+    return granted
+
+
 def fire_schedules(
     coordinator: Coordinator, settings: Settings, now: datetime, failures: Failures | None = None
 ) -> int:
-    limits = Limits(max_tasks=settings.max_tasks, allow_commands=settings.allow_commands)
+    # Every limit the API validates by (profiles, the judge model, ...): a fire must accept what create did.
+    limits = Limits.from_settings(settings)
     failed: list[str] = []
     try:
         return schedules.fire_due(coordinator, limits, now, failed=failed)
@@ -299,6 +331,7 @@ def tick(coordinator: Coordinator, resender: Resender, settings: Settings, now: 
         "stale_assessments",
         lambda: resend_stale_assessments(coordinator, resender, settings, now, failures),
     )
+    report.granted = _part(failures, "agent_slots", lambda: grant_waiting_slots(coordinator, resender, now, failures))
     report.resent = _part(
         failures, "lost_messages", lambda: resend_lost_messages(coordinator, resender, settings, now, failures)
     )

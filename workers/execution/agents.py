@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from orchestrator.failures import ErrorCode
 from orchestrator.spec import AgentSpec
 
 
@@ -41,6 +42,8 @@ class AgentCall:
 class AgentResult:
     output: str | None = None
     error: str | None = None
+    # Why it failed (``orchestrator.failures.ErrorCode``); decides whether a retry is spent on it.
+    error_code: ErrorCode = ErrorCode.AGENT_ERROR
     cancelled: bool = False
     tokens_in: int = 0
     tokens_out: int = 0
@@ -93,5 +96,6 @@ class UnavailableProvider:
     def run(self, call: AgentCall, cancel: threading.Event, emit: Emit) -> AgentResult:
         return AgentResult(
             error=f'provider "{self.provider}" is not available on this server (model {call.model}); '
-            "use anthropic/..., openai/... or scripted/... models"
+            "use anthropic/..., openai/... or scripted/... models",
+            error_code=ErrorCode.CONFIGURATION_ERROR,
         )

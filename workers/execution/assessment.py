@@ -42,6 +42,7 @@ import referencing.exceptions
 from referencing import Registry, Resource
 
 from config import Settings
+from orchestrator.failures import ErrorCode
 from orchestrator.prompt import outcome_kind
 from orchestrator.spec import Expectation
 from workers.execution import patterns
@@ -78,6 +79,8 @@ class Judgement:
     tokens_in: int = 0  # what the judge's calls used
     tokens_out: int = 0
     cost_usd: float = 0.0
+    # Why the judge failed, when it did: what decides whether a retry of the task is spent on it.
+    error_code: ErrorCode = ErrorCode.ASSESSMENT_FAILED
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,22 @@ class _RemoteRef(Exception):
     pass
 
 
+def schema_problem(schema: Any) -> str | None:
+    """Why ``schema`` can never check an output (it is not a valid JSON schema of its draft, or one
+    of its patterns cannot compile), or None: what the API refuses when a mission is written, where
+    ``check_json_schema`` would otherwise score every attempt 1."""
+    try:
+        cls = patterns.validator_class(schema)
+        cls.check_schema(schema, format_checker=patterns.format_checker(cls.FORMAT_CHECKER))
+    except jsonschema.SchemaError as exc:
+        return f"the schema is invalid: {exc.message}"
+    except patterns.PatternError as exc:
+        return f"the schema is invalid: {exc}"
+    except RecursionError:
+        return "the schema is nested too deeply"
+    return None
+
+
 def check_json_schema(value: Any, schema: Any, pattern_timeout: float = patterns.DEFAULT_TIMEOUT) -> tuple[float, str]:
     """``value`` against a tenant's ``schema``: patterns bounded, no document fetched for a ``$ref``."""
     remote: list[str] = []
@@ -205,7 +224,9 @@ def score_expectations(
     for expectation in expectations:
         if expectation.type == "criterion":
             if judge is None or judge.error is not None:
-                return Judgement(None, tuple(results), judge.error if judge else "no judge for the criteria")
+                if judge is None:
+                    return Judgement(None, tuple(results), "no judge for the criteria")
+                return Judgement(None, tuple(results), judge.error, error_code=judge.error_code)
             scored = next(judged, None)
             if scored is None:
                 return Judgement(None, tuple(results), "the judge returned fewer scores than criteria")
@@ -235,13 +256,20 @@ def scripted_judge(request: JudgeRequest) -> Judgement:
             None,
             error=f"scripted judge {request.model} has no script: give the mission an "
             '"assessor" with {"model": "scripted/...", "script": [{"score": 4, "reason": "..."}]}',
+            error_code=ErrorCode.CONFIGURATION_ERROR,
         )
     step = script[min(request.number, len(script)) - 1]
     if step.get("score") is None:
-        return Judgement(None, error=f"step {min(request.number, len(script))} of the scripted judge has no score")
+        return Judgement(
+            None,
+            error=f"step {min(request.number, len(script))} of the scripted judge has no score",
+            error_code=ErrorCode.CONFIGURATION_ERROR,
+        )
     score = float(step["score"])
     if not 1 <= score <= 5:
-        return Judgement(None, error=f"scripted judge gave {score:g}, outside 1-5")
+        return Judgement(
+            None, error=f"scripted judge gave {score:g}, outside 1-5", error_code=ErrorCode.CONFIGURATION_ERROR
+        )
     reason = str(step.get("reason", ""))
     return Judgement(score, tuple({"criterion": c, "score": score, "reason": reason} for c in request.criteria))
 
@@ -255,7 +283,11 @@ def judge(
         return scripted_judge(request)
 
     if provider not in MODEL_PROVIDERS:
-        return Judgement(None, error=f"judge model {request.model!r}: unknown provider {provider!r}")
+        return Judgement(
+            None,
+            error=f"judge model {request.model!r}: unknown provider {provider!r}",
+            error_code=ErrorCode.CONFIGURATION_ERROR,
+        )
     if providers is None:
         providers = Providers(Settings.from_env())
     try:
@@ -325,16 +357,19 @@ def model_judge(request: JudgeRequest, providers: Providers, cancel: threading.E
     usage = Usage()
 
     def verdict(
-        score: float | None, criteria: tuple[Mapping[str, Any], ...] = (), error: str | None = None
+        score: float | None,
+        criteria: tuple[Mapping[str, Any], ...] = (),
+        error: str | None = None,
+        code: ErrorCode = ErrorCode.ASSESSMENT_FAILED,
     ) -> Judgement:
         return Judgement(
-            score, criteria, error, usage.tokens_in, usage.tokens_out, providers.cost(request.model, usage)
+            score, criteria, error, usage.tokens_in, usage.tokens_out, providers.cost(request.model, usage), code
         )
 
     try:
         client = providers.client(request.model, request.config)
     except ProviderError as exc:
-        return verdict(None, error=f"judge: {exc.message}")
+        return verdict(None, error=f"judge: {exc.message}", code=exc.code)
     extra = str(request.config.get("systemPrompt") or "").strip()
     system = JUDGE_SYSTEM + ("\n\n" + extra if extra else "")
     tool = _submit_scores_tool(len(request.criteria))
@@ -378,7 +413,7 @@ def model_judge(request: JudgeRequest, providers: Providers, cancel: threading.E
     except Cancelled:
         return verdict(None, error="the assessment was cancelled")
     except ProviderError as exc:
-        return verdict(None, error=f"judge {request.model}: {exc.message}")
+        return verdict(None, error=f"judge {request.model}: {exc.message}", code=exc.code)
     finally:
         client.close()
     return verdict(None, error=f"judge {request.model} gave no usable scores, even after a repair request: {problem}")

@@ -39,6 +39,7 @@ from orchestrator.engine import (
     attempt_status_after_assessment,
     attempt_status_after_result,
 )
+from orchestrator.failures import ErrorCode
 from orchestrator.spec import AgentSpec
 from workers.coordination.advance import Coordinator, no_nul, prompts
 from workers.execution.agents import AgentCall, AgentResult, Emit
@@ -280,7 +281,7 @@ class Executor:
         if result.error is None:
             missing = missing_outcomes(task.expected_outcomes, result.output or "", workspace)
             if missing:
-                result = replace(result, error="; ".join(missing))
+                result = replace(result, error="; ".join(missing), error_code=ErrorCode.OUTCOME_MISSING)
         return self._record(run_id, claim, result, state.spec.budget, assessed=bool(task.expectations), model=model)
 
     def _agent(self, state: RunState, name: str) -> AgentSpec:
@@ -335,7 +336,7 @@ class Executor:
             outcomes=result.outcomes,
         )
         event = (
-            TaskFailed(task_id, attempt, result.error or "")
+            TaskFailed(task_id, attempt, result.error or "", result.error_code)
             if failed
             else TaskFinished(task_id, attempt, result.output or "")
         )
@@ -435,7 +436,14 @@ class Executor:
             judge_tokens_out=used.tokens_out,
             judge_cost=used.cost_usd,
         )
-        scored = AssessmentScored(task_id, attempt, result.score, tuple(result.criteria), result.error)
+        scored = AssessmentScored(
+            task_id,
+            attempt,
+            result.score,
+            tuple(result.criteria),
+            result.error,
+            result.error_code if result.error is not None else None,
+        )
 
         def record(tried: _Tried) -> str:
             with self.coordinator.steps() as uow:

@@ -57,6 +57,7 @@ class Limits:
     allow_commands: bool = False
     profiles: Mapping[str, str] = dataclass_field(default_factory=dict)  # provider profile name -> provider
     allow_mission_endpoints: bool = False
+    judge_model: str | None = None  # MISSIONS_JUDGE_MODEL: the judge of a mission without an assessor model
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
@@ -65,6 +66,7 @@ class Limits:
             allow_commands=settings.allow_commands,
             profiles={p.name: p.provider for p in settings.provider_profiles},
             allow_mission_endpoints=settings.allow_mission_endpoints,
+            judge_model=settings.judge_model or None,
         )
 
 
@@ -151,9 +153,11 @@ def validate_document(
     document: Mapping[str, Any],
     limits: Limits,
     known_agents: Collection[str] | None = None,
+    now: datetime | None = None,
 ) -> MissionSpec:
     """Validate a whole mission document against the project (whose agent names the caller may
-    already hold); ``Invalid`` names every problem."""
+    already hold); ``Invalid`` names every problem. With ``now`` (a create, or a patch that sets
+    the deadline) a deadline must lie after it."""
     spec = MissionSpec.from_document(document)
     known = _project_agents(conn, project_id) if known_agents is None else known_agents
     problems = validate_mission(
@@ -163,6 +167,8 @@ def validate_document(
         max_tasks=limits.max_tasks,
         profiles=limits.profiles,
         allow_mission_endpoints=limits.allow_mission_endpoints,
+        judge_model=limits.judge_model,
+        now=now,
     )
     if document.get("scheduleData") is not None:
         try:
@@ -196,7 +202,7 @@ def create_mission(
     conn: psycopg.Connection[Any], project_id: str, document: Mapping[str, Any], limits: Limits
 ) -> StoredMission:
     """Validate and insert a mission with its tasks; ``Conflict`` when the name is taken."""
-    validate_document(conn, project_id, document, limits)
+    validate_document(conn, project_id, document, limits, now=utcnow())
     mission_doc, task_docs = _split(document)
     first_fire = _next_run_at(mission_doc)
     mission_id = new_id("msn")
@@ -327,7 +333,7 @@ def patch_mission(
         else:
             merged[key] = value
     full = {**merged, "tasks": [{"id": t.id, **t.document} for t in mission.tasks]}
-    validate_document(conn, project_id, full, limits)
+    validate_document(conn, project_id, full, limits, now=utcnow() if "deadline" in changes else None)
     if merged["name"] != mission.row["name"]:
         taken = conn.execute(
             MISSION_NAME_TAKEN, {"project_id": project_id, "name": merged["name"], "mission_id": mission_id}
@@ -472,6 +478,7 @@ def delete_task(
         known_agents=_project_agents(conn, project_id),
         allow_commands=limits.allow_commands,
         max_tasks=limits.max_tasks,
+        judge_model=limits.judge_model,
     )
     if problems:
         fields: dict[str, list[str]] = {}

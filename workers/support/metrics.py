@@ -53,6 +53,7 @@ ISOLATED_PARTS = (
     "timers",
     "lost_workers",
     "stale_assessments",
+    "agent_slots",
     "lost_messages",
     "webhooks",
     "wakeup_hub",

@@ -28,6 +28,7 @@ from typing import Any
 
 from config import Settings
 from config.prices import PriceTable, load_prices
+from orchestrator.failures import ErrorCode
 from workers.execution.providers.base import ModelClient, ProviderError, RetryPolicy, Usage
 
 KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
@@ -96,17 +97,22 @@ class Providers:
         if (mission_url or mission_env) and not self.settings.allow_mission_endpoints:
             raise ProviderError(
                 "baseUrl and apiKeyEnv are chosen by this server's operator, not by a mission: name one of "
-                'the operator\'s provider profiles with "profile" (MISSIONS_PROVIDER_PROFILES)'
+                'the operator\'s provider profiles with "profile" (MISSIONS_PROVIDER_PROFILES)',
+                code=ErrorCode.CONFIGURATION_ERROR,
             )
         name = config.get("profile")
         if name:
             profile = self.settings.profile(str(name))
             if profile is None:
                 raise ProviderError(
-                    f"provider profile {name!r} is not defined on this worker (MISSIONS_PROVIDER_PROFILES)"
+                    f"provider profile {name!r} is not defined on this worker (MISSIONS_PROVIDER_PROFILES)",
+                    code=ErrorCode.CONFIGURATION_ERROR,
                 )
             if profile.provider != provider:
-                raise ProviderError(f"provider profile {name!r} is for {profile.provider} models, not {provider} ones")
+                raise ProviderError(
+                    f"provider profile {name!r} is for {profile.provider} models, not {provider} ones",
+                    code=ErrorCode.CONFIGURATION_ERROR,
+                )
             return Endpoint(
                 profile.base_url or self._default_base_url(provider),
                 profile.api_key_env or KEY_ENV[provider],
@@ -125,9 +131,12 @@ class Providers:
         """A client for ``provider/model``; ``ProviderError`` (not transient) when it cannot be made."""
         provider, name = split_model(model)
         if provider not in KEY_ENV:
-            raise ProviderError(f"model {model!r}: provider {provider!r} is not one of {', '.join(MODEL_PROVIDERS)}")
+            raise ProviderError(
+                f"model {model!r}: provider {provider!r} is not one of {', '.join(MODEL_PROVIDERS)}",
+                code=ErrorCode.CONFIGURATION_ERROR,
+            )
         if not name.strip():
-            raise ProviderError(f"model {model!r} names no model after the provider")
+            raise ProviderError(f"model {model!r} names no model after the provider", code=ErrorCode.MODEL_NOT_FOUND)
         endpoint = self.endpoint(provider, config)
         base_url, key_env = endpoint.base_url, endpoint.key_env
         key = (self.environ.get(key_env) or "").strip() if endpoint.key_allowed else ""
@@ -135,12 +144,14 @@ class Providers:
             if endpoint.key_named:
                 raise ProviderError(
                     f"no API key for {model}: its endpoint's key variable {key_env} is not set in the workers' "
-                    "environment"
+                    "environment",
+                    code=ErrorCode.MISSING_KEY,
                 )
             if base_url is None:
                 raise ProviderError(
                     f"no API key for {model}: set {key_env} in the workers' environment (or use a provider "
-                    "profile of this server whose endpoint needs none)"
+                    "profile of this server whose endpoint needs none)",
+                    code=ErrorCode.MISSING_KEY,
                 )
             key = NO_KEY
         timeout = self.settings.provider_timeout_seconds

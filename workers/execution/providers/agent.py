@@ -79,7 +79,7 @@ class ModelAgent:
         try:
             client = self.providers.client(call.model, endpoint_config(call.model, call.agent.model, config))
         except ProviderError as exc:
-            return result(error=exc.message)
+            return result(error=exc.message, error_code=exc.code)
         try:
             toolbox = self.toolbox(call)
             max_turns = max(1, int(config.get("maxTurns") or (DEFAULT_MAX_TURNS if toolbox else 1)))
@@ -113,7 +113,7 @@ class ModelAgent:
         except Cancelled:
             return result(cancelled=True)
         except ProviderError as exc:
-            return result(error=f"{call.model}: {exc.message}")
+            return result(error=f"{call.model}: {exc.message}", error_code=exc.code)
         except Exception as exc:  # an SDK surprise fails the attempt, never the worker
             log.exception("model call of %s/%s crashed", call.run_id, call.task_id)
             return result(error=f"{call.model}: unexpected error: {exc.__class__.__name__}: {exc}")

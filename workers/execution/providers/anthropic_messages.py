@@ -27,6 +27,7 @@ from workers.execution.providers.base import (
     Usage,
     UserMessage,
     error_message,
+    error_type,
     status_error,
 )
 
@@ -83,6 +84,7 @@ class AnthropicMessages:
                 exc.status_code,
                 error_message(exc.body, exc.message),
                 exc.response.headers,
+                error_type(exc.body),
             ) from None
         except anthropic.APITimeoutError:
             raise ProviderError(f"anthropic at {self.base_url} timed out", transient=True) from None

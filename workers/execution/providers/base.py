@@ -11,6 +11,9 @@ official SDK and answers with a ``Turn`` (text, tool calls, usage). What this mo
   call with exponential backoff (a ``retry-after`` header wins, capped at 60 s); the wait is
   interrupted by a cancel. Anything else (auth, invalid request, unknown model) fails at once
   with a message that says what to fix.
+- Every ``ProviderError`` carries its ``code`` (``orchestrator.failures.ErrorCode``): the core
+  spends no retry of the task on the codes no retry can fix (a missing key, 401/403, an unknown
+  model, 400/422).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias, TypeVar
 
+from orchestrator.failures import ErrorCode
 from workers.support import tracing
 
 log = logging.getLogger(__name__)
@@ -111,13 +115,22 @@ class Turn:
 
 
 class ProviderError(Exception):
-    """A model call failed; ``transient`` ones are worth retrying."""
+    """A model call failed; ``transient`` ones are worth retrying inside the call, and ``code``
+    says why (transient ones are ``provider_unavailable``)."""
 
-    def __init__(self, message: str, *, transient: bool = False, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        transient: bool = False,
+        retry_after: float | None = None,
+        code: ErrorCode = ErrorCode.PROVIDER_ERROR,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.transient = transient
         self.retry_after = retry_after
+        self.code = ErrorCode.PROVIDER_UNAVAILABLE if transient else code
 
 
 class Cancelled(Exception):
@@ -232,8 +245,11 @@ def status_error(
     status: int,
     message: str,
     headers: Mapping[str, str] | None,
+    error_type: str | None = None,
 ) -> ProviderError:
-    """The ``ProviderError`` for an HTTP error status of a provider, transient or not."""
+    """The ``ProviderError`` for an HTTP error status of a provider, transient or not, with its code:
+    401/403 ``auth_failed``; 404, or any status whose error type is ``model_not_found``,
+    ``model_not_found``; 400/422 ``invalid_request``; another 4xx ``provider_error``."""
     where = f"{provider} at {base_url}"
     if status in (408, 409, 429) or status >= 500:
         return ProviderError(
@@ -241,12 +257,32 @@ def status_error(
         )
     if status in (401, 403):
         fix = f"check {key_env}" if key_env else "check the API key"
-        return ProviderError(f"{where} rejected the credentials (HTTP {status}: {message}); {fix}")
-    if status == 404:
         return ProviderError(
-            f"{where} answered HTTP 404 for model {model!r} ({message}); check the model name and the base URL"
+            f"{where} rejected the credentials (HTTP {status}: {message}); {fix}", code=ErrorCode.AUTH_FAILED
         )
-    return ProviderError(f"{where} refused the request for model {model!r} (HTTP {status}): {message}")
+    if status == 404 or error_type in MODEL_NOT_FOUND_TYPES:
+        return ProviderError(
+            f"{where} answered HTTP {status} for model {model!r} ({message}); check the model name and the base URL",
+            code=ErrorCode.MODEL_NOT_FOUND,
+        )
+    code = ErrorCode.INVALID_REQUEST if status in (400, 422) else ErrorCode.PROVIDER_ERROR
+    return ProviderError(f"{where} refused the request for model {model!r} (HTTP {status}): {message}", code=code)
+
+
+# The error ``code``/``type`` a provider's body gives for an unknown model (OpenAI's, and
+# OpenAI-compatible servers', whatever status they send it with).
+MODEL_NOT_FOUND_TYPES = frozenset({"model_not_found", "not_found_error"})
+
+
+def error_type(body: object) -> str | None:
+    """The machine-readable ``code`` (else ``type``) inside a provider's JSON error body."""
+    if isinstance(body, Mapping):
+        inner = body.get("error", body)
+        if isinstance(inner, Mapping):
+            for key in ("code", "type"):
+                if isinstance(inner.get(key), str):
+                    return str(inner[key])
+    return None
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:

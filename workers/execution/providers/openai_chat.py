@@ -26,6 +26,7 @@ from workers.execution.providers.base import (
     Usage,
     UserMessage,
     error_message,
+    error_type,
     status_error,
 )
 
@@ -75,6 +76,7 @@ class OpenAIChat:
                 exc.status_code,
                 error_message(exc.body, exc.message),
                 exc.response.headers,
+                error_type(exc.body),
             ) from None
         except openai.APITimeoutError:
             raise ProviderError(f"openai at {self.base_url} timed out", transient=True) from None

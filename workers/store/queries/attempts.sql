@@ -67,14 +67,18 @@ RETURNING run_id, task_id, attempt
 -- sent again once its last send is older than the cutoff and than the time it had waited when last
 -- sent (capped by %(backoff_cap)s): the gaps between the re-sends of one attempt double, so a long
 -- queue is not flooded with duplicates of the attempts waiting in it. A zero cap re-sends every
--- attempt past the cutoff (an empty queue holds no message of any of them).
+-- attempt past the cutoff (an empty queue holds no message of any of them). An attempt waiting for
+-- a slot of its agent (agent_slots, not granted) was never sent on purpose: it goes when granted.
 UPDATE attempts SET sent_at = %(now)s
  WHERE (run_id, task_id, attempt) IN (
-    SELECT run_id, task_id, attempt FROM attempts
-     WHERE status = 'queued' AND coalesce(sent_at, created_at) < %(cutoff)s
-       AND coalesce(sent_at, created_at)
-           < %(now)s - least(%(backoff_cap)s::interval, coalesce(sent_at, created_at) - created_at)
-     ORDER BY created_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+    SELECT q.run_id, q.task_id, q.attempt FROM attempts q
+     WHERE q.status = 'queued' AND coalesce(q.sent_at, q.created_at) < %(cutoff)s
+       AND coalesce(q.sent_at, q.created_at)
+           < %(now)s - least(%(backoff_cap)s::interval, coalesce(q.sent_at, q.created_at) - q.created_at)
+       AND NOT EXISTS (SELECT 1 FROM agent_slots s
+                        WHERE s.run_id = q.run_id AND s.task_id = q.task_id AND s.attempt = q.attempt
+                          AND s.granted_at IS NULL)
+     ORDER BY q.created_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
 RETURNING run_id, task_id, attempt
 
 -- name: postpone_lost_attempt
