@@ -29,10 +29,12 @@ export async function runPage(main, missionId, runId) {
   const states = {};
   for (const task of run.tasks || []) states[task.id] = task.status;
   const known = new Set(mission.tasks.map((t) => t.id));
+  // A task the run does not hold (added since) is drawn as a draft, not with the latest run's status.
+  const inRun = (run.tasks || []).length > 0;
   const graphMission = {
     ...mission,
     tasks: [
-      ...mission.tasks,
+      ...mission.tasks.map((t) => ({ ...t, status: states[t.id] || (inRun ? "draft" : t.status) })),
       ...(run.tasks || []).filter((t) => !known.has(t.id)).map((t) => ({ id: t.id, title: t.title || t.id, assignTo: t.agent || "", dependsOn: [] })),
     ],
   };
