@@ -255,10 +255,15 @@ def test_a_checkpoint_is_approved_from_the_inbox_and_the_mission_moves_on(page: 
 def test_a_blocked_gate_is_resumed_with_retry_from_the_inbox(page: Any, stack: Stack) -> None:
     waiting = paused(stack, gated_mission(unique("gated")))
     assert waiting["pauseReason"] == "quality_gate"
-    sign_in(page, stack, hash_="#/inbox")
+    sign_in(page, stack, hash_=f"#/missions/{waiting['id']}/runs/{waiting['latestRunId']}")
+    expect(page.locator("#graph [data-mark='gate:0']")).to_have_class(re.compile(r"\bm-blocked\b"))
+    expect(page.locator("#graph a.node[data-status=pending]")).to_have_count(1)  # Ship, held by the gate
+    expect(page.locator("#timeline .tl-row")).to_have_count(1)  # Build's attempt; Ship never started
+    page.goto(f"{stack.url}/ui/#/inbox")
     item = page.locator(f".inbox-item[data-mission-id='{waiting['id']}']")
     item.wait_for()
     assert "Quality gate blocked" in item.inner_text()
+    assert "waiting since" in item.inner_text()
     gate = item.locator(".cause.gate")
     assert "score 2.5 against minScore 4" in gate.inner_text()
     build = gate.locator("tbody tr.low")  # below the gate's minScore

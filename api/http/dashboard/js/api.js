@@ -39,6 +39,11 @@ export function onUnauthorized(listener) {
   listeners.add(listener);
 }
 
+/** Tell the shell the server refused the key (also used by the event streams). */
+export function unauthorized(error) {
+  listeners.forEach((listener) => listener(error));
+}
+
 export function headers(extra = {}, key = apiKey()) {
   return { Authorization: `Bearer ${key}`, Accept: "application/json", ...extra };
 }
@@ -68,7 +73,7 @@ export async function api(method, path, body, { key } = {}) {
   }
   if (!response.ok) {
     const error = new ApiError(response.status, parsed);
-    if (response.status === 401 && !key) listeners.forEach((listener) => listener(error));
+    if (response.status === 401 && !key) unauthorized(error);
     throw error;
   }
   return parsed;

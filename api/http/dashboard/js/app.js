@@ -112,7 +112,10 @@ function signInView() {
   input.focus();
 }
 
+let navigation = 0; // which route() is the latest: a page that loads after the next one started is closed
+
 async function route() {
+  const mine = ++navigation;
   if (current && current.close) current.close();
   current = null;
   if (!apiKey()) {
@@ -148,8 +151,14 @@ async function route() {
     return;
   }
   try {
-    current = await page(main, ...params.map(decodeURIComponent));
+    const shown = await page(main, ...params.map(decodeURIComponent));
+    if (mine !== navigation) {
+      if (shown && shown.close) shown.close(); // the person has moved on meanwhile
+      return;
+    }
+    current = shown;
   } catch (exc) {
+    if (mine !== navigation) return;
     if (exc instanceof ApiError && exc.status === 401) return; // onUnauthorized shows the sign-in
     replace(
       main,

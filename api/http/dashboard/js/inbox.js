@@ -5,7 +5,7 @@
 import { api } from "./api.js";
 import { app } from "./shell.js";
 import { h, replace } from "./dom.js";
-import { pauseLabel, score } from "./format.js";
+import { pauseLabel, score, when } from "./format.js";
 import { follow } from "./sse.js";
 import { actionButton, command, resumeChoices, statusBadge } from "./widgets.js";
 
@@ -153,7 +153,12 @@ function item(mission) {
     { class: "card inbox-item", "data-mission-id": mission.id, "data-pause-reason": mission.pauseReason },
     h("h2", {}, h("a", { href }, mission.name)),
     runHref ? h("p", { class: "small" }, h("a", { href: runHref, class: "paused-run" }, `Run #${mission.runNumber}`)) : null,
-    h("p", {}, h("span", { class: ["pause", `p-${mission.pauseReason}`] }, pauseLabel(mission.pauseReason))),
+    h(
+      "p",
+      {},
+      h("span", { class: ["pause", `p-${mission.pauseReason}`] }, pauseLabel(mission.pauseReason)),
+      mission.pausedAt ? h("span", { class: "muted small waiting-since" }, ` · waiting since ${when(mission.pausedAt)}`) : null,
+    ),
     mission.pauseMessage ? h("p", { class: "pause-message" }, mission.pauseMessage) : null,
     causes.length ? h("ul", { class: "causes" }, causes) : null,
     actions,

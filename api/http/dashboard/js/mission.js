@@ -3,7 +3,7 @@
 
 import { api, withQuery } from "./api.js";
 import { h, replace } from "./dom.js";
-import { ACTIVE, elapsed, money, pauseLabel, score, when } from "./format.js";
+import { ACTIVE, elapsed, money, pauseLabel, score, seconds, when } from "./format.js";
 import { app } from "./shell.js";
 import { actionButton, command, keyValue, resumeChoices, statusBadge } from "./widgets.js";
 
@@ -11,7 +11,7 @@ export async function missionPage(main, missionId) {
   const path = `/missions/${encodeURIComponent(missionId)}`;
   const [mission, runs, fires] = await Promise.all([
     api("GET", path),
-    api("GET", withQuery(`${path}/runs`, { limit: 50 })),
+    api("GET", withQuery(`${path}/runs`, { limit: 50, include: "summary" })),
     api("GET", withQuery(`${path}/fires`, { limit: 50 })),
   ]);
   const href = `#/missions/${encodeURIComponent(mission.id)}`;
@@ -84,12 +84,12 @@ export async function missionPage(main, missionId) {
       h("td", {}, h("a", { href: `${href}/runs/${encodeURIComponent(run.id)}` }, `#${run.number}`)),
       h("td", {}, statusBadge(run.status), run.pauseReason ? h("span", { class: "muted small" }, " ", pauseLabel(run.pauseReason)) : null),
       h("td", {}, when(run.startedAt || run.createdAt)),
-      h("td", { class: "num" }, run.startedAt ? elapsed(run.startedAt, run.finishedAt) : "–"),
+      h("td", { class: "num" }, run.durationSeconds !== undefined ? seconds(run.durationSeconds) : run.startedAt ? elapsed(run.startedAt, run.finishedAt) : "–"),
       h("td", { class: "num" }, money(run.usage ? run.usage.costUsd : null)),
       h("td", { class: "num avg-score" }, run.averageScore !== undefined ? score(run.averageScore) : "…"),
     ),
   );
-  // The average score is the run report's (one request per shown run, at most 50).
+  // The average score comes with ?include=summary; a server without it is asked per run (its report).
   for (const [i, run] of runs.entries()) {
     if (run.averageScore !== undefined) continue;
     api("GET", `${path}/runs/${encodeURIComponent(run.id)}/report`)

@@ -13,29 +13,33 @@ import { timeline } from "./timeline.js";
 import { actionButton, command, resumeChoices, statusBadge } from "./widgets.js";
 
 const RECENT_EVENTS = 60;
-// The header's tokens and cost (the run's report: one row per task) are read at most this often.
+// The header's tokens and cost (the run's report) and the timeline's attempts (the run with its
+// attempts in brief), one row per task each, are read again at most this often while events arrive.
 const REPORT_EVERY_MS = 2000;
 const REPORT_EVERY_MS_LARGE = 10000; // (past 300 tasks)
 
 export async function runPage(main, missionId, runId) {
   const path = `/missions/${encodeURIComponent(missionId)}`;
-  const [mission, run] = await Promise.all([api("GET", path), api("GET", `${path}/runs/${encodeURIComponent(runId)}`)]);
+  const runPath = `${path}/runs/${encodeURIComponent(runId)}`;
+  const [mission, run] = await Promise.all([api("GET", path), api("GET", `${runPath}?include=attempts,graph`)]);
   const href = `#/missions/${encodeURIComponent(missionId)}`;
   const runHref = `${href}/runs/${encodeURIComponent(runId)}`;
   const taskLink = (taskId) => `${runHref}/tasks/${encodeURIComponent(taskId)}`;
   const isLatest = mission.latestRunId === run.id;
 
-  // The run's own tasks win over the mission's current ones (it may have been edited since).
+  // The graph is the run's own (its spec, as it ran: the mission may have been edited since).
+  const runTasks = run.tasks || [];
   const states = {};
-  for (const task of run.tasks || []) states[task.id] = task.status;
-  const known = new Set(mission.tasks.map((t) => t.id));
-  const graphMission = {
-    ...mission,
-    tasks: [
-      ...mission.tasks,
-      ...(run.tasks || []).filter((t) => !known.has(t.id)).map((t) => ({ id: t.id, title: t.title || t.id, assignTo: t.agent || "", dependsOn: [] })),
-    ],
-  };
+  for (const task of runTasks) states[task.id] = task.status;
+  const attemptsOf = (body) => Object.fromEntries((body.tasks || []).map((t) => [t.id, t.attempts || []]));
+  const graphMission = runTasks.length
+    ? {
+        name: mission.name,
+        tasks: runTasks.map((t) => ({ id: t.id, title: t.title || t.id, assignTo: t.assignTo || t.agent || "", dependsOn: t.dependsOn || [], status: t.status })),
+        qualityGates: run.qualityGates || [],
+        checkpoints: run.checkpoints || [],
+      }
+    : { ...mission, tasks: mission.tasks.map((t) => ({ ...t, status: "pending" })) };
   const graph = taskGraph(graphMission, states, taskLink);
 
   const status = h("span", { id: "run-status" });
@@ -129,8 +133,11 @@ export async function runPage(main, missionId, runId) {
   let reportTimer = null;
   async function readReport() {
     reportTimer = null;
+    api("GET", `${runPath}?include=attempts`)
+      .then((body) => tl.update(attemptsOf(body)))
+      .catch(() => {});
     try {
-      const report = await api("GET", `${path}/runs/${encodeURIComponent(runId)}/report`);
+      const report = await api("GET", `${runPath}/report`);
       const totals = report.totals || {};
       tokensEl.textContent = ((totals.tokensIn || 0) + (totals.tokensOut || 0)).toLocaleString();
       costEl.textContent = money(totals.costUsd);
@@ -158,13 +165,21 @@ export async function runPage(main, missionId, runId) {
   };
 
   const titles = new Map(graphMission.tasks.map((t) => [t.id, t.title]));
-  const tl = timeline(missionId, runId, graphMission.tasks, { link: taskLink });
+  const tl = timeline(graphMission.tasks, attemptsOf(run), { link: taskLink });
 
   // Events are applied once per animation frame: at hundreds a second the page draws each
   // task's latest status once, and the recent-events list only its newest lines.
   let queue = [];
   let frame = null;
   const held = new Map(); // the gates and checkpoints holding the run
+  for (const [kind, list] of [["gate", graphMission.qualityGates || []], ["checkpoint", graphMission.checkpoints || []]]) {
+    list.forEach((mark, i) => {
+      const index = mark.index ?? i;
+      if (!mark.status) return;
+      graph.setMark(kind, index, mark.status);
+      if (mark.status === "blocked" || mark.status === "waiting") held.set(`${kind}:${index}`, [kind, index]);
+    });
+  }
   function apply() {
     frame = null;
     const batch = queue;
@@ -175,7 +190,6 @@ export async function runPage(main, missionId, runId) {
       const d = event.data || {};
       if (event.type === "task:status") {
         statuses.set(d.taskId, d.status);
-        tl.changed(d.taskId);
       } else if (event.type === "mission:status") {
         current = { ...current, status: d.status, pauseReason: d.pauseReason, pauseMessage: d.pauseMessage };
         if (d.status === "active" && !current.startedAt) current.startedAt = new Date().toISOString();

@@ -4,7 +4,7 @@
 // dropped connection the stream is opened again with Last-Event-ID, so the server sends exactly
 // the events after the last one seen: none missed, none twice.
 
-import { headers } from "./api.js";
+import { ApiError, headers, unauthorized } from "./api.js";
 
 const DEFAULT_RETRY_MS = 2000;
 const MAX_RETRY_MS = 15000;
@@ -106,6 +106,7 @@ export function follow(path, { onEvent, onState = () => {}, lastEventId = null, 
             body = null;
           }
           onState("error", { status: response.status, body });
+          if (response.status === 401) unauthorized(new ApiError(401, body));
           if (response.status < 500 && response.status !== 429) return; // a key or id problem: retrying will not help
           throw new Error(`HTTP ${response.status}`);
         }

@@ -1,23 +1,22 @@
 // A timeline of attempts, in the manner of Temporal's: one row per task, one bar per attempt,
 // split into its phases (queued → running → assessing) and coloured by how it ended; retries are
 // the second and later bars of a row, escalations (a fallback agent or a stronger model) are
-// marked. Drawn in SVG from the API's attempts of each task (GET .../tasks/{id}/attempts).
+// marked. Drawn in SVG from the run's attempts in brief (GET .../runs/{runId}?include=attempts:
+// one request for the whole run), in rows of the tasks that have attempts, 40 at a time.
 
-import { api } from "./api.js";
 import { h, s } from "./dom.js";
 import { seconds } from "./format.js";
 
 const ROW = 26;
 const LABEL = 170;
 const PAGE_ROWS = 40;
-const PARALLEL = 6;
 
 const t = (iso) => (iso ? Date.parse(iso) : null);
 
-export function timeline(missionId, runId, tasks, { link }) {
-  const base = `/missions/${encodeURIComponent(missionId)}/runs/${encodeURIComponent(runId)}/tasks/`;
-  const attempts = new Map(); // taskId -> attempts
-  const shown = [];
+/** ``tasks`` [{id, title}] in the order to show; ``attemptsByTask`` {taskId: [attempt, ...]}. */
+export function timeline(tasks, attemptsByTask, { link }) {
+  let attempts = new Map(Object.entries(attemptsByTask || {}));
+  let limit = PAGE_ROWS;
   const wrap = h("div", { class: "timeline-wrap" });
   const more = h("button", { type: "button", id: "timeline-more", hidden: true }, "Show more tasks");
   const legend = h(
@@ -31,47 +30,15 @@ export function timeline(missionId, runId, tasks, { link }) {
     h("span", { class: "key escalated" }, "▲ escalated"),
   );
   const root = h("section", { class: "timeline", id: "timeline", "aria-label": "Attempts timeline" }, legend, wrap, more);
-  const pending = new Set();
-  let drawQueued = false;
-
-  async function fetchAttempts(taskId) {
-    const all = [];
-    let after = 0;
-    for (;;) {
-      const page = await api("GET", `${base}${encodeURIComponent(taskId)}/attempts?after=${after}&limit=100`);
-      all.push(...page.attempts);
-      if (page.nextAfter === null || page.nextAfter === undefined) break;
-      after = page.nextAfter;
-    }
-    attempts.set(taskId, all);
-  }
-
-  async function refresh(ids) {
-    const queue = [...ids];
-    const run = async () => {
-      while (queue.length) {
-        const id = queue.shift();
-        try {
-          await fetchAttempts(id);
-        } catch {
-          attempts.set(id, attempts.get(id) || []);
-        }
-      }
-    };
-    await Promise.all(Array.from({ length: PARALLEL }, run));
+  more.addEventListener("click", () => {
+    limit += PAGE_ROWS;
     draw();
-  }
-
-  function showMore() {
-    const next = tasks.slice(shown.length, shown.length + PAGE_ROWS);
-    shown.push(...next);
-    more.hidden = shown.length >= tasks.length;
-    return refresh(next.map((task) => task.id));
-  }
-  more.addEventListener("click", showMore);
+  });
 
   function draw() {
-    const rows = shown.filter((task) => (attempts.get(task.id) || []).length);
+    const all = tasks.filter((task) => (attempts.get(task.id) || []).length);
+    const rows = all.slice(0, limit);
+    more.hidden = all.length <= limit;
     if (!rows.length) {
       wrap.replaceChildren(h("p", { class: "empty" }, "No attempt yet."));
       return;
@@ -92,10 +59,11 @@ export function timeline(missionId, runId, tasks, { link }) {
     const svg = s("svg", { class: "timeline-svg", width, height: rows.length * ROW + 24, role: "list" });
     rows.forEach((task, i) => {
       const y = i * ROW + 4;
+      const title = String(task.title ?? task.id);
       const row = s(
         "g",
         { class: "tl-row", role: "listitem", "data-task-id": task.id },
-        s("a", { href: link(task.id) }, s("text", { x: 4, y: y + 15, class: "tl-label" }, task.title.length > 24 ? `${task.title.slice(0, 23)}…` : task.title)),
+        s("a", { href: link(task.id) }, s("text", { x: 4, y: y + 15, class: "tl-label" }, title.length > 24 ? `${title.slice(0, 23)}…` : title)),
       );
       for (const a of attempts.get(task.id)) {
         const q = t(a.queuedAt) ?? t(a.startedAt) ?? now;
@@ -104,9 +72,11 @@ export function timeline(missionId, runId, tasks, { link }) {
         const fin = t(a.finishedAt);
         const stop = fin ?? now;
         const escalated = a.escalation && a.escalation.escalated;
-        const tip = `attempt ${a.attempt} · ${a.agent || "?"} · ${a.model || "?"} · ${a.status}` +
+        const tip =
+          `attempt ${a.attempt} · ${a.agent || "?"} · ${a.model || "?"} · ${a.status}` +
           (a.durationSeconds !== null && a.durationSeconds !== undefined ? ` · ${seconds(a.durationSeconds)}` : "") +
-          (escalated ? " · escalated" : "") + (a.error ? ` · ${a.error}` : "");
+          (escalated ? " · escalated" : "") +
+          (a.error ? ` · ${a.error}` : "");
         const bar = s("g", { class: `tl-bar a-${a.status}${escalated ? " escalated" : ""}`, "data-attempt": a.attempt }, s("title", {}, tip));
         const seg = (from, to, cls) => {
           if (from === null || to === null) return;
@@ -128,18 +98,10 @@ export function timeline(missionId, runId, tasks, { link }) {
     wrap.replaceChildren(svg);
   }
 
-  /** The attempts of ``taskId`` changed (a task:status event): read them again, at most once a second. */
-  function changed(taskId) {
-    if (!shown.some((task) => task.id === taskId)) return;
-    pending.add(taskId);
-    if (drawQueued) return;
-    drawQueued = true;
-    setTimeout(() => {
-      drawQueued = false;
-      const ids = [...pending];
-      pending.clear();
-      refresh(ids);
-    }, 1000);
+  /** New attempts for the whole run ({taskId: [attempt, ...]}). */
+  function update(attemptsByTaskNow) {
+    attempts = new Map(Object.entries(attemptsByTaskNow || {}));
+    draw();
   }
 
   /** Running bars grow with the clock. */
@@ -147,6 +109,6 @@ export function timeline(missionId, runId, tasks, { link }) {
     if ([...attempts.values()].some((list) => list.some((a) => !a.finishedAt))) draw();
   }
 
-  showMore();
-  return { root, changed, tick };
+  draw();
+  return { root, update, tick };
 }
