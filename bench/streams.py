@@ -107,8 +107,9 @@ async def _clients(port: int, key: str, targets: list[tuple[str, str]], out: str
     tasks = [asyncio.create_task(_follow(port, key, m, r, e)) for (m, r), e in zip(targets, readies, strict=True)]
     await asyncio.wait_for(asyncio.gather(*(e.wait() for e in readies)), 120)
     print("ready", flush=True)
+    cpu = time.process_time()
     results = await asyncio.wait_for(asyncio.gather(*tasks), 600)
-    Path(out).write_text(json.dumps(results))
+    Path(out).write_text(json.dumps({"streams": results, "cpu": time.process_time() - cpu}))
 
 
 def client_main(argv: list[str]) -> int:
@@ -233,7 +234,8 @@ def measure(
                     time.sleep(pause)
         follower.wait(300)
         cpu1 = api.cpu()
-        results = json.loads(out.read_text())
+        received = json.loads(out.read_text())
+        results = received["streams"]
     finally:
         publisher.flush(2)
         api.stop()
@@ -256,6 +258,7 @@ def measure(
         "disordered": disordered,
         "cpu_per_event": (cpu1 - cpu0) / max(1, len(latencies)),
         "refused": refused,
+        "client_cpu_per_event": received["cpu"] / max(1, len(latencies)),
     }
 
 
@@ -292,7 +295,7 @@ def main() -> int:
         print(f"{args.runs} runs, {args.rate:g} event/s each for {args.seconds:g} s; logs in {logs}")
         print(
             f"{'tree':9} {'clients':>7} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'events':>7} "
-            f"{'missed':>6} {'order':>5} {'CPU us/event':>12} {'503s':>5}"
+            f"{'missed':>6} {'order':>5} {'CPU us/event':>12} {'503s':>5} {'client us':>9}"
         )
         for round_ in range(args.rounds):
             for clients in sizes:
@@ -303,7 +306,7 @@ def main() -> int:
                     print(
                         f"{label:9} {clients:7d} {f['p50'] * 1e3:8.1f} {f['p95'] * 1e3:8.1f} {f['max'] * 1e3:8.1f} "
                         f"{f['delivered']:7d} {f['missed']:6d} {f['disordered']:5d} {f['cpu_per_event'] * 1e6:12.1f} "
-                        f"{f['refused']:5d}",
+                        f"{f['refused']:5d} {f['client_cpu_per_event'] * 1e6:9.1f}",
                         flush=True,
                     )
         print("\nranges over the rounds (p95 ms; max ms; CPU us per delivered event):")
