@@ -53,8 +53,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from overhead import DEFAULT_DATABASE_URL, free_port, independent_doc, pct, wait_for, with_path  # noqa: E402
-from sse_streams import children, process_cpu  # noqa: E402
+from overhead import DEFAULT_DATABASE_URL, free_port, independent_doc, pct, wait_for  # noqa: E402
+from sse_streams import children, create_database, drop_database, process_cpu  # noqa: E402
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/9"
 CHUNK = "x" * 120  # about the size of a streamed output chunk
@@ -277,12 +277,9 @@ def main() -> int:
     trees = [("this", ROOT)] + ([("baseline", args.baseline.resolve())] if args.baseline else [])
     admin_url = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
     redis_url = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
-    name = f"bench17_{uuid.uuid4().hex[:10]}"
-    db_url = with_path(admin_url, "/" + name)
     rds = redis.Redis.from_url(redis_url)
     rds.flushdb()
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+    name, db_url = create_database(admin_url, "bench17_")
     logs = Path(tempfile.mkdtemp(prefix="bench-streams-"))
     figures: dict[tuple[str, int], list[dict[str, Any]]] = {}
     try:
@@ -322,8 +319,7 @@ def main() -> int:
                 f"CPU {span('cpu_per_event', 1e6)}; missed or out of order: {bad}"
             )
     finally:
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_database(admin_url, name)
         rds.flushdb()
     return 0
 
