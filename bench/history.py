@@ -46,7 +46,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -60,7 +59,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from overhead import DEFAULT_DATABASE_URL, independent_doc, pct, with_path  # noqa: E402
+from overhead import DEFAULT_DATABASE_URL, independent_doc, pct  # noqa: E402
+from sse_streams import create_database, drop_database  # noqa: E402
 from streams import Api  # noqa: E402
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/10"
@@ -222,8 +222,7 @@ class Target:
 
     def __init__(self, label: str, admin_url: str, redis_url: str, logs: Path) -> None:
         self.label = label
-        self.name = f"bench17_{label}_{uuid.uuid4().hex[:8]}"
-        self.url = with_path(admin_url, "/" + self.name)
+        self.name, self.url = create_database(admin_url, f"bench17_{label}_")
         self.redis_url = redis_url
         self.logs = logs
         self.api: Api | None = None
@@ -474,12 +473,12 @@ def main() -> int:
     rds = redis.Redis.from_url(redis_url)
     rds.flushdb()
     logs = Path(tempfile.mkdtemp(prefix="bench-history-"))
-    small = Target("small", admin_url, redis_url, logs)
-    filled = Target("filled", admin_url, redis_url, logs)
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        for target in (small, filled):
-            conn.execute(f'CREATE DATABASE "{target.name}"')  # type: ignore[arg-type]
+    targets: list[Target] = []
     try:
+        small = Target("small", admin_url, redis_url, logs)
+        targets.append(small)
+        filled = Target("filled", admin_url, redis_url, logs)
+        targets.append(filled)
         small.prepare(200, args.attempts, args.events)
         filled.prepare(args.runs, args.attempts, args.events)
         for target in (small, filled):
@@ -532,11 +531,10 @@ def main() -> int:
     finally:
         for services in _SERVICES.values():
             services.close()
-        for target in (small, filled):
+        for target in targets:
             target.stop()
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            for target in (small, filled):
-                conn.execute(f'DROP DATABASE IF EXISTS "{target.name}" WITH (FORCE)')  # type: ignore[arg-type]
+        for target in targets:
+            drop_database(admin_url, target.name)
         rds.flushdb()
     return 0
 

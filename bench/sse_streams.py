@@ -52,6 +52,19 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def create_database(admin_url: str, prefix: str) -> tuple[str, str]:
+    """A new database ``<prefix><random>`` on the server of ``admin_url``: its name and URL."""
+    name = f"{prefix}{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]  # (a name made above)
+    return name, with_path(admin_url, "/" + name)
+
+
+def drop_database(admin_url: str, name: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+
+
 def transactions(conn: psycopg.Connection, name: str) -> int:
     row = conn.execute(
         "SELECT xact_commit + xact_rollback AS n FROM pg_stat_database WHERE datname = %s", (name,)
@@ -83,13 +96,10 @@ def main() -> int:
     args = parser.parse_args()
     admin_url = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
     redis_url = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
-    name = f"bench_{uuid.uuid4().hex[:10]}"
-    db_url = with_path(admin_url, "/" + name)
     port = free_port()
     rds = redis.Redis.from_url(redis_url)
     rds.flushdb()
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+    name, db_url = create_database(admin_url, "bench_")
     api = None
     stop = threading.Event()
     try:
@@ -160,8 +170,7 @@ def main() -> int:
         if api is not None:
             os.killpg(api.pid, signal.SIGKILL)
             api.wait(10)
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_database(admin_url, name)
         rds.flushdb()
     return 0
 

@@ -235,3 +235,29 @@ def test_without_an_explicit_json_accept_the_events_route_still_streams(
         answer = client.get(f"/v1/missions/{mission['id']}/events", headers=headers)
         assert answer.mimetype == "text/event-stream", accept
         assert "event:mission:done" in answer.get_data(as_text=True).replace(": ", ":")
+
+
+def test_usage_is_the_missions_over_all_runs_and_each_listed_runs_own(
+    client: FlaskClient,
+    auth: dict[str, str],
+    db: psycopg.Connection,
+    mission: dict[str, Any],
+    history: Callable[[int], None],
+) -> None:
+    history(3)
+    task_id = db.execute("SELECT id FROM tasks WHERE mission_id = %s ORDER BY position LIMIT 1", (mission["id"],))
+    task = task_id.fetchone()["id"]
+    for number in (1, 2, 3):
+        db.execute(
+            "INSERT INTO attempts (run_id, task_id, attempt, status, tokens_in, cost_usd) "
+            "SELECT %s, %s, k, 'completed', %s, 0.5 FROM generate_series(1, %s) AS k",
+            (f"run_paged_{number:03d}", task, 10 * number, number),
+        )
+
+    detail = client.get(f"/v1/missions/{mission['id']}", headers=auth).get_json()
+    runs = client.get(f"/v1/missions/{mission['id']}/runs?limit=2", headers=auth).get_json()
+    one = client.get(f"/v1/missions/{mission['id']}/runs/run_paged_001", headers=auth).get_json()
+
+    assert detail["usage"]["attempts"] == 6 and detail["usage"]["tokensIn"] == 10 + 40 + 90
+    assert [(r["number"], r["usage"]["attempts"], r["usage"]["tokensIn"]) for r in runs] == [(3, 3, 90), (2, 2, 40)]
+    assert (one["usage"]["attempts"], one["usage"]["tokensIn"]) == (1, 10)

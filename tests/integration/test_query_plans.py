@@ -197,6 +197,7 @@ HISTORY_PLANS: dict[str, tuple[str, dict[str, Any], set[str]]] = {
         {"run_ids": [f"run_hot_{n}" for n in range(1, 51)]},
         {"attempts_pkey"},
     ),
+    "a mission's usage": ("mission_usage", {"mission_id": HOT}, {"attempts_pkey", "missions_pkey"}),
     "a replay's end check": (
         "done_event_at_or_before",
         {"run_id": "run_hot_7", "event_id": 10**9},

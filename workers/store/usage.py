@@ -2,7 +2,8 @@
 
 Every attempt row carries its agent's ``tokens_in``/``tokens_out``/``cost_usd`` and its judge's
 ``judge_tokens_in``/``judge_tokens_out``/``judge_cost_usd``; a total adds both. ``mission_usage``
-answers every total of a mission in one query (``GROUPING SETS``), for the API to render.
+answers a mission's total and its latest run's totals in one query, ``runs_usage`` those of some
+runs (a page of them), for the API to render.
 A budget applies to each run: ``{"maxCostUsd": n}`` and/or ``{"maxTokens": n}`` (in + out).
 """
 
@@ -66,7 +67,8 @@ def run_totals(conn: psycopg.Connection[Any], run_id: str) -> Totals:
 
 
 def mission_usage(conn: psycopg.Connection[Any], mission_id: str) -> MissionUsage:
-    """Totals of a mission, of each of its runs and of each task in each run, in one query.
+    """Totals of a mission over all its runs, and of its latest run and each task in it, in one
+    query (a page of runs, or another run, is ``runs_usage``).
 
     Expects dict rows (the pools of ``workers.store.db`` make them).
     """
