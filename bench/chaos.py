@@ -906,10 +906,14 @@ class Chaos:
         # SSE: every follower's ids against the events table of its run.
         followed = [f.run_id for f in self.followers]
         table: dict[str, dict[int, dict[str, Any]]] = collections.defaultdict(dict)
+        from orchestrator.spec import format_timestamp
+
         for row in self.query(
-            "SELECT id, run_id, type, data FROM events WHERE run_id = ANY(%s) ORDER BY id", (followed,)
+            "SELECT id, run_id, type, data, created_at FROM events WHERE run_id = ANY(%s) ORDER BY id", (followed,)
         ):
-            table[row["run_id"]][row["id"]] = {"type": row["type"], "data": row["data"]}
+            # What a stream sends: the stored payload and the time of its step (workers/store/events.py).
+            data = {**row["data"], "timestamp": format_timestamp(row["created_at"])}
+            table[row["run_id"]][row["id"]] = {"type": row["type"], "data": data}
         gaps: list[str] = []  # one line per follower with missing ids
         skipped_ids = 0  # ids below the highest one a follower received that it never received
         tail_ids = 0  # ids after the last one a follower received, still missing after the catch-up

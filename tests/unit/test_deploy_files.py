@@ -77,10 +77,12 @@ def test_compose_runs_postgres_redis_a_migration_api_worker_and_beat() -> None:
         "api": ["api"],
         "worker": ["worker"],
         "beat": ["beat"],
+        "flower": ["flower"],
     }
+    assert compose()["services"]["flower"]["profiles"] == ["ops"]  # started only when asked for
 
 
-@pytest.mark.parametrize("service", ["migrate", "api", "worker", "beat"])
+@pytest.mark.parametrize("service", ["migrate", "api", "worker", "beat", "flower"])
 def test_every_compose_command_parses_with_the_cli(service: str) -> None:
     parse_with_cli(compose_commands()[service])
 
