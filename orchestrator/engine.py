@@ -129,6 +129,14 @@ FAILURE_TASK_FAILED: Final = "task_failed"
 FAILURE_DEADLINE: Final = "deadline_exceeded"
 FAILURE_ABORTED: Final = "aborted"
 FAILURE_BUDGET: Final = "budget_exceeded"
+FAILURE_TASK_CANCELLED: Final = "task_cancelled"
+# The end reasons of a failed run that an operator may continue (``resume`` with ``retryFailed``,
+# or the retry of one task): its tasks failed or were cancelled one by one, so running them again
+# can still complete the run. An aborted run (cancelled), a deadline that passed, a budget that is
+# spent (and a review that rejected the work) are decisions about the whole run: a new run is
+# the way on.
+CONTINUABLE_FAILURES: Final = frozenset({FAILURE_TASK_FAILED, FAILURE_TASK_CANCELLED})
+CANCELLED_BY_OPERATOR: Final = "cancelled by an operator"
 UNKNOWN_OUTCOME_ERROR: Final = "outcome unknown after worker loss; not re-run"
 
 
@@ -518,6 +526,21 @@ class TaskRemoved:
     task_id: str
 
 
+@dataclass(frozen=True)
+class TaskRetryRequested:
+    """An operator asks for one task to run again with a fresh retry budget: a failed or cancelled
+    task itself, or, for a skipped task, the failed or cancelled tasks it was skipped because of."""
+
+    task_id: str
+
+
+@dataclass(frozen=True)
+class TaskCancelRequested:
+    """An operator stops one unfinished task: its attempt is cancelled and its dependents skipped."""
+
+    task_id: str
+
+
 Event: TypeAlias = (
     TaskClaimed
     | TaskOutputProduced
@@ -534,6 +557,8 @@ Event: TypeAlias = (
     | TaskAdded
     | TaskUpdated
     | TaskRemoved
+    | TaskRetryRequested
+    | TaskCancelRequested
 )
 
 
@@ -681,6 +706,8 @@ def _has_deadline(spec: MissionSpec) -> bool:
 def decide(state: RunState, event: Event, now: datetime) -> Decision:
     """Apply one observed event to a run: the next state and the effects to carry out."""
     _require_aware(now)
+    if state.status is MissionStatus.FAILED and isinstance(event, (ResumeRequested, TaskRetryRequested)):
+        return _continue_failed_run(state, event, now)
     if state.status not in LIVE_RUN_STATUSES:
         return _ignored(state, f"the run is {state.status.value}")
     match event:
@@ -722,6 +749,10 @@ def decide(state: RunState, event: Event, now: datetime) -> Decision:
             return _update_task(state, event, now)
         case TaskRemoved():
             return _remove_task(state, event, now)
+        case TaskRetryRequested():
+            return _retry_task(state, event, now)
+        case TaskCancelRequested():
+            return _cancel_task(state, event, now)
         case _:
             assert_never(event)
 
@@ -1138,6 +1169,7 @@ def _settle(step: _Step) -> None:
         return
     if step.reachability_changed:
         _skip_unreachable_tasks(step)
+        _lift_pause_with_no_cause_left(step)
     _judge_gates(step)
     _reach_checkpoints(step)
     _start_ready_tasks(step)
@@ -1190,7 +1222,8 @@ def _gate_verdict(gate: GateSpec, after: list[TaskState]) -> tuple[bool, float |
 
 
 def _judge_gates(step: _Step) -> None:
-    """A gate is judged once, when all its afterTasks are terminal; a failing gate blocks and pauses the run."""
+    """A gate is judged once, when all its afterTasks are terminal; a failing gate blocks and pauses
+    the run, unless every task it blocks has already ended (see ``_gate_holds_tasks``)."""
     for i, gate in enumerate(step.spec.quality_gates):
         if step.gates[i] is not GateStatus.PENDING:
             continue
@@ -1215,7 +1248,41 @@ def _judge_gates(step: _Step) -> None:
                 "reason": reason,
             },
         )
-        step.pause(PauseReason.QUALITY_GATE, f"Quality gate {_label(gate.name, i)} blocked: {reason}")
+        if _gate_holds_tasks(step, i):
+            step.pause(PauseReason.QUALITY_GATE, f"Quality gate {_label(gate.name, i)} blocked: {reason}")
+
+
+def _gate_holds_tasks(step: _Step, i: int) -> bool:
+    """Whether blocked gate ``i`` holds back a task that could still run.
+
+    A task a gate blocks depends (transitively) on the gate's afterTasks, so when an afterTask failed
+    for good every blocked task was skipped before the gate was judged: the gate then holds
+    nothing, and pausing for it would wait for a person with nothing to decide. The run goes on
+    and ends ``failed`` (DESIGN §4: a task that exhausted its retries fails the mission); a resume
+    with ``retryFailed`` of that failed run re-runs the afterTask and judges the gate again.
+    """
+    blocked = step.spec.quality_gates[i].blocks_tasks
+    return any(step.tasks[step.index.id_by_title[title]].status not in TERMINAL_TASK_STATUSES for title in blocked)
+
+
+def _lift_pause_with_no_cause_left(step: _Step) -> None:
+    """A paused run none of whose causes is left is active again, so it can go on or finish: every
+    blocked gate holds nothing any more (its blocked tasks were skipped since, because another
+    afterTask or dependency failed), no checkpoint is waiting and no task awaits approval (an
+    operator cancelled it).
+    """
+    if step.status is not MissionStatus.PAUSED:
+        return
+    if any(status is CheckpointStatus.WAITING for status in step.checkpoints):
+        return
+    if step.tally.count(TaskStatus.AWAITING_APPROVAL):
+        return
+    if any(status is GateStatus.BLOCKED and _gate_holds_tasks(step, i) for i, status in enumerate(step.gates)):
+        return
+    step.status = MissionStatus.ACTIVE
+    step.pause_reason = None
+    step.pause_message = None
+    step.publish_mission_status()
 
 
 def _reach_checkpoints(step: _Step) -> None:
@@ -1330,7 +1397,10 @@ def _finish_when_nothing_left(step: _Step) -> None:
         return
     all_completed = tally.count(TaskStatus.COMPLETED) == len(step.tasks)
     status = MissionStatus.COMPLETED if all_completed else MissionStatus.FAILED
-    reason = None if all_completed else FAILURE_TASK_FAILED
+    reason = None
+    if not all_completed:
+        only_cancelled = tally.count(TaskStatus.CANCELLED) and not tally.count(TaskStatus.FAILED)
+        reason = FAILURE_TASK_CANCELLED if only_cancelled else FAILURE_TASK_FAILED
     _end_run(step, status, reason)
     if _has_deadline(step.spec):
         step.emit(CancelTimer.of(Timer.deadline()))
@@ -1376,25 +1446,40 @@ def _resume(state: RunState, event: ResumeRequested, now: datetime) -> Decision:
     if state.status is not MissionStatus.PAUSED:
         return _ignored(state, "the run is not paused")
     step = _Step(state, now)
+    _reactivate(step)
+    _approve_waiting_checkpoints(step)
+    _settle_failures(step, event.retry_failed)
+    _settle(step)
+    return step.decision()
+
+
+def _reactivate(step: _Step) -> None:
+    """The run is active again (after a pause, or a failure an operator continues)."""
     step.status = MissionStatus.ACTIVE
     step.pause_reason = None
     step.pause_message = None
+    step.failure_reason = None
+    step.finished_at = None
     step.publish_mission_status()
-    _approve_waiting_checkpoints(step)
-    rerun = _reopen_blocked_gates(step, event.retry_failed)
-    if event.retry_failed:
+
+
+def _settle_failures(step: _Step, retry_failed: bool) -> None:
+    """What a resume does with what went wrong: with ``retry_failed`` every failed task, and the
+    failed or low-scoring afterTasks of a blocked gate, re-run with a fresh budget and what was
+    skipped because of them is pending again; without it blocked gates are overridden. A task
+    awaiting approval runs again with ``retry_failed`` and fails otherwise."""
+    rerun = _reopen_blocked_gates(step, retry_failed)
+    if retry_failed:
         for task_id in step.index.tasks:
             if step.tasks[task_id].status is TaskStatus.FAILED:
                 rerun.setdefault(task_id, ())
-    _decide_awaiting_approval(step, event.retry_failed)
+    _decide_awaiting_approval(step, retry_failed)
     for task_id in step.index.tasks:
         if task_id in rerun:
             _give_fresh_budget(step, step.tasks[task_id], rerun[task_id])
-    if event.retry_failed:
+    if retry_failed:
         _unskip_reachable_tasks(step)
     step.reachability_changed = True
-    _settle(step)
-    return step.decision()
 
 
 def _approve_waiting_checkpoints(step: _Step) -> None:
@@ -1467,6 +1552,128 @@ def _unskip_reachable_tasks(step: _Step) -> None:
         task = step.tasks[task_id]
         if task.status is TaskStatus.SKIPPED and _unreachable_because(step, task_id) is None:
             step.put(replace(task, status=TaskStatus.PENDING, error=None, finished_at=None))
+
+
+# --------------------------------------------------------------------------------------------
+# Operator commands on one task, and continuing a failed run
+
+
+def _continue_failed_run(state: RunState, event: ResumeRequested | TaskRetryRequested, now: datetime) -> Decision:
+    """A run that failed because tasks failed (``CONTINUABLE_FAILURES``) becomes active again: a
+    resume with ``retryFailed`` re-runs every failed task (and the failed or low-scoring afterTasks
+    of blocked gates), the retry of one task only that one; completed tasks keep their outputs and
+    are not run again, and what was skipped because of the re-run tasks is pending again. The
+    deadline timer is armed again (a run whose deadline has passed is not continued)."""
+    if isinstance(event, ResumeRequested) and not event.retry_failed:
+        return _ignored(state, "a failed run is continued only with retryFailed=true (it re-runs the failed tasks)")
+    if state.failure_reason not in CONTINUABLE_FAILURES:
+        return _ignored(
+            state,
+            f"the run ended {state.failure_reason}; only a run that failed because tasks failed or were "
+            "cancelled can be continued (execute the mission to start a new run)",
+        )
+    deadline = run_deadline(state.spec, state.started_at) if state.started_at is not None else None
+    if deadline is not None and deadline <= now:
+        return _ignored(state, f"the run's deadline {format_timestamp(deadline)} has passed")
+    if isinstance(event, ResumeRequested) and not (
+        any(t.status is TaskStatus.FAILED for t in state.tasks.values())
+        or any(g is GateStatus.BLOCKED for g in state.gates)
+    ):
+        return _ignored(
+            state, "no task of the run failed, so there is nothing to re-run (retry a cancelled task by itself)"
+        )
+    step = _Step(state, now)
+    if isinstance(event, TaskRetryRequested):
+        causes = _retry_causes(step, event.task_id)
+        if isinstance(causes, str):
+            return _ignored(state, causes)
+        _reactivate(step)
+        _rerun_tasks(step, causes)
+    else:
+        _reactivate(step)
+        _settle_failures(step, retry_failed=True)
+    if deadline is not None:
+        step.emit(ScheduleTimer.of(Timer.deadline(), deadline))
+    _settle(step)
+    return step.decision()
+
+
+def _retry_task(state: RunState, event: TaskRetryRequested, now: datetime) -> Decision:
+    """The retry of one task of a live run: it (or what it was skipped because of) re-runs with a
+    fresh budget as soon as it is ready; nothing else changes."""
+    step = _Step(state, now)
+    causes = _retry_causes(step, event.task_id)
+    if isinstance(causes, str):
+        return _ignored(state, causes)
+    _rerun_tasks(step, causes)
+    _settle(step)
+    return step.decision()
+
+
+def _retry_causes(step: _Step, task_id: str) -> list[str] | str:
+    """The tasks a retry of ``task_id`` re-runs (in topological order), or why there are none: the
+    task itself when it failed or was cancelled; for a skipped task, every failed or cancelled task
+    upstream of it (through dependencies and unreachable checkpoints) that made it skip."""
+    task = step.tasks.get(task_id)
+    if task is None:
+        return f"unknown task {task_id!r}"
+    if task.status in (TaskStatus.FAILED, TaskStatus.CANCELLED):
+        return [task_id]
+    if task.status is not TaskStatus.SKIPPED:
+        return f'task "{task.title}" is {task.status.value}; only a failed, cancelled or skipped task can be retried'
+    roots: set[str] = set()
+    seen = {task_id}
+    todo = [task_id]
+    while todo:
+        current = todo.pop()
+        upstream = list(step.index.dependencies[current])
+        for i in step.index.checkpoints_blocking.get(current, ()):
+            if step.checkpoints[i] is CheckpointStatus.PENDING:
+                upstream.extend(step.index.checkpoint_after[i])
+        for dep in upstream:
+            status = step.tasks[dep].status
+            if status in (TaskStatus.FAILED, TaskStatus.CANCELLED):
+                roots.add(dep)
+            elif status is TaskStatus.SKIPPED and dep not in seen:
+                seen.add(dep)
+                todo.append(dep)
+    if not roots:
+        return f'task "{task.title}" was not skipped because of a failed or cancelled task'
+    return [t for t in step.index.topological if t in roots]
+
+
+def _rerun_tasks(step: _Step, task_ids: Iterable[str]) -> None:
+    """Failed or cancelled tasks start over with a fresh budget; a blocked gate after one of them is
+    judged again, and what was skipped because of them is pending again."""
+    rerun = set(task_ids)
+    for task_id in step.index.topological:
+        if task_id in rerun:
+            _give_fresh_budget(step, step.tasks[task_id], ())
+    for i, status in enumerate(step.gates):
+        if status is GateStatus.BLOCKED and rerun.intersection(step.index.gate_after[i]):
+            step.gates[i] = GateStatus.PENDING
+    _unskip_reachable_tasks(step)
+    step.reachability_changed = True
+
+
+def _cancel_task(state: RunState, event: TaskCancelRequested, now: datetime) -> Decision:
+    """An operator's cancel stops the task's attempt at once (its agent, or its judge), disarms its
+    timers and marks it cancelled; its dependents are skipped while independent branches go on. A
+    cancelled task that awaited approval no longer holds the run paused."""
+    task = state.tasks.get(event.task_id)
+    if task is None:
+        return _ignored(state, f"unknown task {event.task_id!r}")
+    if task.status in TERMINAL_TASK_STATUSES:
+        return _ignored(state, f'task "{task.title}" is already {task.status.value}')
+    step = _Step(state, now)
+    if task.status in _IN_FLIGHT:
+        step.emit(CancelTask(task.task_id, task.attempt, "cancelled"))
+    _disarm_timeout(step, task)
+    if task.status is TaskStatus.PENDING and task.retry_at is not None:
+        step.emit(CancelTimer.of(Timer.retry(task.task_id, task.attempt + 1)))
+    step.put(replace(task, status=TaskStatus.CANCELLED, error=CANCELLED_BY_OPERATOR, retry_at=None, finished_at=now))
+    _settle(step)
+    return step.decision()
 
 
 # --------------------------------------------------------------------------------------------

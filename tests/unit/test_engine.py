@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from orchestrator.engine import (
+    CANCELLED_BY_OPERATOR,
     UNKNOWN_OUTCOME_ERROR,
     AbortRequested,
     AssessmentScored,
@@ -30,11 +31,13 @@ from orchestrator.engine import (
     ScheduleTimer,
     StartTask,
     TaskAdded,
+    TaskCancelRequested,
     TaskClaimed,
     TaskFailed,
     TaskFinished,
     TaskOutputProduced,
     TaskRemoved,
+    TaskRetryRequested,
     TaskState,
     TaskStatus,
     TaskTimedOut,
@@ -129,9 +132,9 @@ def of(decision: Decision, kind: type) -> list[Any]:
     return [e for e in decision.effects if isinstance(e, kind)]
 
 
-def assert_ignored(run: Run, event: Event) -> None:
+def assert_ignored(run: Run, event: Event, *, after: float = 0) -> None:
     before = run.state
-    decision = run.send(event)
+    decision = run.send(event, after=after)
     assert decision.ignored
     assert decision.effects == ()
     assert decision.state is before
@@ -631,14 +634,69 @@ def test_gate_with_min_score_blocks_when_no_after_task_has_a_score() -> None:
     assert run.state.status is MissionStatus.PAUSED
 
 
-def test_gate_requiring_all_passed_blocks_when_an_after_task_failed() -> None:
+def test_a_gate_after_a_task_that_exhausted_its_retries_does_not_pause_and_the_run_fails() -> None:
+    # The gate blocks only "c", which was skipped because "b" failed for good: there is nothing to
+    # hold, so the gate must not turn the failure into a pause (DESIGN §4: the mission fails).
     run = Run(gated(min_score=None, require_all=True, maxRetries=0))
     run.complete("a", 5.0)
     run.finish("b")
     decision = run.score("b", 1.0)
     assert run.task("b").status is TaskStatus.FAILED and run.task("c").status is TaskStatus.SKIPPED
     assert '"b" failed' in published(decision, "gate:blocked")[0]["reason"]
-    assert run.state.status is MissionStatus.PAUSED
+    assert run.state.gates[0] == "blocked"
+    assert run.state.status is MissionStatus.FAILED and run.state.failure_reason == "task_failed"
+    assert [d["status"] for d in published(decision, "mission:status")] == ["failed"]
+    assert published(decision, "mission:done")[0]["status"] == "failed"
+
+
+def test_the_public_deploy_pipeline_without_a_provider_key_ends_failed_not_paused() -> None:
+    # DEPLOY_PIPELINE's shape: every attempt of "Run tests" fails (no provider key), its gate
+    # (minScore, requireAllPassed) blocks "Deploy to staging", already skipped.
+    spec = mission(
+        {"id": "tests", "maxRetries": 2, "expectations": JUDGED},
+        {"id": "deploy", "dependsOn": ["tests"], "sideEffects": True},
+        qualityThreshold=4.0,
+        qualityGates=[{"afterTasks": ["tests"], "blocksTasks": ["deploy"], "minScore": 4.0, "requireAllPassed": True}],
+    )
+    run = Run(spec)
+    for _ in range(3):
+        decision = run.fail("tests", "ANTHROPIC_API_KEY is not set")
+    assert run.statuses() == {"tests": "failed", "deploy": "skipped"}
+    assert run.state.status is MissionStatus.FAILED
+    assert published(decision, "mission:done")[0]["reason"] == "task_failed"
+
+
+def test_a_gate_pause_is_lifted_when_the_tasks_it_holds_are_skipped_for_another_reason() -> None:
+    spec = mission(
+        {"id": "a", "expectations": JUDGED},
+        {"id": "d", "maxRetries": 0},
+        {"id": "c", "dependsOn": ["a", "d"]},
+        qualityGates=[{"afterTasks": ["a"], "blocksTasks": ["c"], "minScore": 4.0}],
+    )
+    run = Run(spec)
+    run.complete("a", 3.0)
+    assert run.state.status is MissionStatus.PAUSED  # "c" could still run once a person decides
+    decision = run.fail("d")
+    assert run.task("c").status is TaskStatus.SKIPPED
+    assert [d["status"] for d in published(decision, "mission:status")] == ["active", "failed"]
+    assert run.state.status is MissionStatus.FAILED
+
+
+def test_a_gate_pause_stays_while_a_checkpoint_also_waits() -> None:
+    spec = mission(
+        {"id": "a", "expectations": JUDGED},
+        {"id": "d", "maxRetries": 0},
+        {"id": "e"},
+        {"id": "c", "dependsOn": ["a", "d"]},
+        {"id": "f", "dependsOn": ["e"]},
+        qualityGates=[{"afterTasks": ["a"], "blocksTasks": ["c"], "minScore": 4.0}],
+        checkpoints=[{"afterTasks": ["e"], "blocksTasks": ["f"], "message": "look at e"}],
+    )
+    run = Run(spec)
+    run.complete("e")
+    run.complete("a", 3.0)
+    run.fail("d")
+    assert run.state.status is MissionStatus.PAUSED and run.state.checkpoints[0] == "waiting"
 
 
 def test_gate_waits_until_every_after_task_is_terminal() -> None:
@@ -1136,3 +1194,211 @@ def test_a_two_thousand_task_mission_costs_little_per_decision(shape: Any) -> No
     assert run.state.status is MissionStatus.COMPLETED and steps == 4000
     # About 0.05 ms per decision here; a scan of every task per decision would be 1 ms and more.
     assert elapsed / steps < 0.002, f"{elapsed / steps * 1000:.2f} ms per decision"
+
+
+# ---------------------------------------------------------------- operator commands on one task
+
+
+def branches() -> MissionSpec:
+    return mission(
+        {"id": "a", "maxRetries": 0},
+        {"id": "a2", "dependsOn": ["a"]},
+        {"id": "b"},
+        {"id": "b2", "dependsOn": ["b"]},
+    )
+
+
+def test_cancelling_a_running_task_stops_its_attempt_and_skips_its_dependents_while_the_sibling_branch_goes_on() -> (
+    None
+):
+    run = Run(
+        mission(
+            {"id": "a", "timeout": 60}, {"id": "a2", "dependsOn": ["a"]}, {"id": "b"}, {"id": "b2", "dependsOn": ["b"]}
+        )
+    )
+    run.claim("a")
+    decision = run.send(TaskCancelRequested("a"))
+    assert of(decision, CancelTask) == [CancelTask("a", 1, "cancelled")]
+    assert of(decision, CancelTimer) == [CancelTimer("timeout", "a:1")]
+    assert run.task("a").status is TaskStatus.CANCELLED and run.task("a").error == CANCELLED_BY_OPERATOR
+    assert run.task("a2").status is TaskStatus.SKIPPED
+    assert run.state.status is MissionStatus.ACTIVE
+    run.complete("b")
+    decision = run.complete("b2")
+    assert run.state.status is MissionStatus.FAILED and run.state.failure_reason == "task_cancelled"
+    assert published(decision, "mission:done")[0]["summary"]["cancelled"] == 1
+
+
+def test_cancelling_a_pending_retry_disarms_its_backoff_timer() -> None:
+    run = Run(mission({"id": "a", "maxRetries": 1, "retryPolicy": {"backoff": 30}}, {"id": "b"}))
+    run.fail("a")
+    decision = run.send(TaskCancelRequested("a"))
+    assert of(decision, CancelTimer) == [CancelTimer("retry", "a:2")]
+    assert of(decision, CancelTask) == []
+
+
+def test_cancelling_a_task_being_assessed_stops_its_judge() -> None:
+    run = Run(mission({"id": "a", "expectations": JUDGED}, {"id": "b"}))
+    run.finish("a")
+    decision = run.send(TaskCancelRequested("a"))
+    assert of(decision, CancelTask) == [CancelTask("a", 1, "cancelled")]
+    assert_ignored(run, AssessmentScored("a", 1, 5.0))  # the verdict comes too late
+
+
+def test_cancelling_the_task_awaiting_approval_lifts_the_pause() -> None:
+    run = Run(mission({"id": "deploy", "sideEffects": True}, {"id": "notify", "dependsOn": ["deploy"]}, {"id": "x"}))
+    run.claim("deploy")
+    run.send(WorkerLost("deploy", 1))
+    assert run.state.status is MissionStatus.PAUSED
+    decision = run.send(TaskCancelRequested("deploy"))
+    assert run.task("notify").status is TaskStatus.SKIPPED
+    assert [d["status"] for d in published(decision, "mission:status")] == ["active"]
+    run.complete("x")
+    assert run.state.status is MissionStatus.FAILED
+
+
+def test_cancelling_a_finished_or_unknown_task_is_ignored_with_a_reason() -> None:
+    run = Run(branches())
+    run.complete("b")
+    assert_ignored(run, TaskCancelRequested("b"))
+    assert "already completed" in (run.last.ignored or "")
+    assert_ignored(run, TaskCancelRequested("ghost"))
+
+
+def test_retrying_a_failed_task_gives_it_a_fresh_budget_and_unskips_its_dependents() -> None:
+    run = Run(branches())
+    run.fail("a")
+    assert run.statuses()["a2"] == "skipped"
+    decision = run.send(TaskRetryRequested("a"))
+    assert started(decision) == [StartTask("a", 2, "dev", "scripted/dev")]
+    assert run.task("a").failed_attempts == 0 and run.task("a2").status is P
+    assert "Attempt 1 failed: boom" in run.task("a").feedback  # what went wrong still reaches the prompt
+    run.complete("a")
+    run.complete("a2")
+    run.complete("b")
+    run.complete("b2")
+    assert run.state.status is MissionStatus.COMPLETED
+
+
+def test_retrying_a_skipped_task_reruns_the_failed_task_it_was_skipped_because_of() -> None:
+    run = Run(
+        mission(
+            {"id": "a", "maxRetries": 0},
+            {"id": "a2", "dependsOn": ["a"]},
+            {"id": "a3", "dependsOn": ["a2"]},
+            {"id": "b"},
+        )
+    )
+    run.fail("a")
+    decision = run.send(TaskRetryRequested("a3"))
+    assert started(decision) == [StartTask("a", 2, "dev", "scripted/dev")]
+    assert run.statuses() == {"a": "queued", "a2": "pending", "a3": "pending", "b": "queued"}
+
+
+def test_retrying_a_cancelled_task_runs_it_again() -> None:
+    run = Run(branches())
+    run.claim("a")
+    run.send(TaskCancelRequested("a"))
+    decision = run.send(TaskRetryRequested("a"))
+    assert started(decision) == [StartTask("a", 2, "dev", "scripted/dev")]
+
+
+def test_retrying_a_task_that_did_not_fail_is_ignored_with_a_reason() -> None:
+    run = Run(branches())
+    assert_ignored(run, TaskRetryRequested("b"))
+    assert "only a failed, cancelled or skipped task can be retried" in (run.last.ignored or "")
+    run.complete("b")
+    assert_ignored(run, TaskRetryRequested("b"))
+
+
+def test_retrying_a_failed_after_task_of_a_blocked_gate_judges_the_gate_again() -> None:
+    run = Run(gated(min_score=None, require_all=True, maxRetries=0))
+    run.complete("a", 5.0)
+    run.finish("b")
+    run.score("b", 1.0)
+    assert run.state.status is MissionStatus.FAILED and run.state.gates[0] == "blocked"
+    run.send(TaskRetryRequested("b"))
+    assert run.state.gates[0] == "pending" and run.state.status is MissionStatus.ACTIVE
+    decision = run.complete("b", 4.0)
+    assert run.state.gates[0] == "passed"
+    assert started(decision) == [StartTask("c", 1, "dev", "scripted/dev")]
+
+
+# -------------------------------------------------------------------- continuing a failed run
+
+
+def failed_run() -> Run:
+    run = Run(branches())
+    run.fail("a")
+    run.complete("b")
+    run.complete("b2")
+    assert run.state.status is MissionStatus.FAILED
+    return run
+
+
+def test_resume_with_retry_failed_continues_a_run_that_failed_because_a_task_failed() -> None:
+    run = failed_run()
+    before_b = run.task("b")
+    decision = run.send(ResumeRequested(retry_failed=True))
+    assert run.state.status is MissionStatus.ACTIVE and run.state.failure_reason is None
+    assert run.state.finished_at is None
+    assert published(decision, "mission:status")[0]["status"] == "active"
+    assert started(decision) == [StartTask("a", 2, "dev", "scripted/dev")]  # b and b2 are not paid again
+    assert run.task("b") == before_b
+    run.complete("a")
+    decision = run.complete("a2")
+    assert run.state.status is MissionStatus.COMPLETED
+    assert published(decision, "mission:done")[0]["summary"]["completed"] == 4
+
+
+def test_continuing_a_failed_run_arms_its_deadline_again() -> None:
+    run = Run(mission({"id": "a", "maxRetries": 0}, deadlineAfter=600))
+    run.fail("a")
+    assert of(run.last, CancelTimer) == [CancelTimer("deadline", "run")]
+    decision = run.send(ResumeRequested(retry_failed=True), after=60)
+    assert of(decision, ScheduleTimer) == [ScheduleTimer("deadline", "run", T0 + timedelta(seconds=600))]
+
+
+def test_a_failed_run_past_its_deadline_is_not_continued() -> None:
+    run = Run(mission({"id": "a", "maxRetries": 0}, deadlineAfter=600))
+    run.fail("a")
+    assert_ignored(run, ResumeRequested(retry_failed=True), after=601)
+    assert "deadline" in (run.last.ignored or "")
+
+
+def test_a_failed_run_is_continued_only_with_retry_failed() -> None:
+    run = failed_run()
+    assert_ignored(run, ResumeRequested(retry_failed=False))
+    assert "retryFailed" in (run.last.ignored or "")
+
+
+@pytest.mark.parametrize("stop", [AbortRequested(), DeadlineReached()], ids=["aborted", "deadline"])
+def test_an_aborted_or_deadline_stopped_run_is_not_continued(stop: Event) -> None:
+    run = Run(mission({"id": "a"}, deadlineAfter=600))
+    run.send(stop)
+    assert_ignored(run, ResumeRequested(retry_failed=True))
+    assert_ignored(run, TaskRetryRequested("a"))
+
+
+def test_a_run_with_only_cancelled_tasks_is_continued_by_retrying_the_task_not_by_resume() -> None:
+    run = Run(branches())
+    run.claim("a")
+    run.send(TaskCancelRequested("a"))
+    run.complete("b")
+    run.complete("b2")
+    assert run.state.failure_reason == "task_cancelled"
+    assert_ignored(run, ResumeRequested(retry_failed=True))
+    decision = run.send(TaskRetryRequested("a"))
+    assert run.state.status is MissionStatus.ACTIVE
+    assert started(decision) == [StartTask("a", 2, "dev", "scripted/dev")]
+
+
+def test_retrying_one_task_of_a_failed_run_continues_it_with_only_that_task() -> None:
+    run = Run(mission({"id": "a", "maxRetries": 0}, {"id": "b", "maxRetries": 0}, {"id": "c"}))
+    run.fail("a")
+    run.fail("b")
+    run.complete("c")
+    decision = run.send(TaskRetryRequested("b"))
+    assert started(decision) == [StartTask("b", 2, "dev", "scripted/dev")]
+    run.complete("b")
+    assert run.state.status is MissionStatus.FAILED and run.task("a").status is TaskStatus.FAILED

@@ -4,8 +4,9 @@ A random mission (a DAG of at most 12 tasks, with random expectations, retry pol
 effects, timeouts, concurrency limits, quality gates and checkpoints) is run by a simulated shell:
 every ``StartTask`` is claimed and then finished, failed, streamed or lost; every ``AssessTask``
 gets a random score or a judge error; timers fire; a paused run is resumed with a random
-``retryFailed``; sometimes a task is added, changed or removed, or the run is aborted. Each
-property watches every transition of those runs.
+``retryFailed``; sometimes a task is added, changed or removed, an operator cancels or retries one
+task, a failed run is continued, or the run is aborted. Each property watches every transition of
+those runs.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestrator.engine import (
+    CONTINUABLE_FAILURES,
     TERMINAL_RUN_STATUSES,
     TERMINAL_TASK_STATUSES,
     AbortRequested,
@@ -39,11 +41,13 @@ from orchestrator.engine import (
     ScheduleTimer,
     StartTask,
     TaskAdded,
+    TaskCancelRequested,
     TaskClaimed,
     TaskFailed,
     TaskFinished,
     TaskOutputProduced,
     TaskRemoved,
+    TaskRetryRequested,
     TaskStatus,
     TaskTimedOut,
     TaskUpdated,
@@ -165,6 +169,8 @@ class Shell:
     losses: int = 0
     chunks: int = 0
     changes: int = 0
+    operations: int = 0
+    continues: int = 0
 
     def absorb(self, decision: Decision) -> None:
         for effect in decision.effects:
@@ -200,6 +206,11 @@ class Shell:
             return ResumeRequested(retry_failed=rng.random() < 0.5)
         if live and self.changes < 3 and rng.random() < 0.05:
             return self._change_tasks()
+        if live and self.operations < 3 and rng.random() < 0.03:
+            return self._operate()
+        if continuable(self.state) and self.continues < 2 and rng.random() < 0.5:
+            self.continues += 1
+            return self._continue()
         # Retry timers fire like any job; timeouts and the deadline are rarer, so runs get far.
         retries = sorted(k for k in self.timers if k[0] == "retry")
         alarms = sorted(k for k in self.timers if k[0] != "retry")
@@ -250,6 +261,19 @@ class Shell:
             return TaskFailed(task_id, attempt, "agent error")
         return TaskFinished(task_id, attempt, f"output of {task_id}#{attempt}")
 
+    def _operate(self) -> Event:
+        """An operator cancels or retries one task (often one where it does not apply)."""
+        self.operations += 1
+        target = self.rng.choice(sorted(self.state.tasks))
+        return TaskCancelRequested(target) if self.rng.random() < 0.5 else TaskRetryRequested(target)
+
+    def _continue(self) -> Event:
+        """An operator continues a failed run: a resume with retryFailed, or the retry of one task."""
+        dead = sorted(t.task_id for t in self.state.tasks.values() if t.status in _DEAD)
+        if dead and self.rng.random() < 0.5:
+            return TaskRetryRequested(self.rng.choice(dead))
+        return ResumeRequested(retry_failed=True)
+
     def _change_tasks(self) -> Event:
         self.changes += 1
         rng = self.rng
@@ -266,6 +290,14 @@ class Shell:
             return TaskRemoved(target.task_id)
         current = next(t for t in self.state.spec.tasks if t.id == target.task_id)
         return TaskUpdated(TaskSpec.from_document({**current.to_document(), "priority": rng.randint(0, 5)}))
+
+
+_DEAD = frozenset({TaskStatus.FAILED, TaskStatus.SKIPPED, TaskStatus.CANCELLED})
+
+
+def continuable(state: RunState) -> bool:
+    """A run an operator may continue: it failed because tasks failed or were cancelled."""
+    return state.status is MissionStatus.FAILED and state.failure_reason in CONTINUABLE_FAILURES
 
 
 def _task(task_id: str, deps: list[str], rng: random.Random) -> TaskSpec:
@@ -350,6 +382,8 @@ def arbitrary_events(task_ids: list[str]) -> st.SearchStrategy[Event]:
         st.just(AbortRequested()),
         st.just(DeadlineReached()),
         st.builds(TaskRemoved, ids),
+        st.builds(TaskRetryRequested, ids),
+        st.builds(TaskCancelRequested, ids),
         ids.map(lambda i: TaskAdded(TaskSpec(title=f"new {i}", description="", assign_to="dev", id=f"new-{i}"))),
         ids.map(
             lambda i: TaskUpdated(TaskSpec(title=f"changed {i}", description="", assign_to="dev", id=i, priority=7))
@@ -360,6 +394,7 @@ def arbitrary_events(task_ids: list[str]) -> st.SearchStrategy[Event]:
 @PROPERTY_SETTINGS
 @given(missions(), seeds, st.data())
 def test_a_finished_run_stays_finished_under_any_event(spec: MissionSpec, seed: int, data: st.DataObject) -> None:
+    """...except the two commands that continue a run which failed because tasks failed."""
     shell = run_mission(spec, seed)
     state = shell.state
     if state.status not in TERMINAL_RUN_STATUSES:
@@ -367,7 +402,27 @@ def test_a_finished_run_stays_finished_under_any_event(spec: MissionSpec, seed: 
     events = data.draw(st.lists(arbitrary_events(list(state.tasks)), max_size=20))
     for event in events:
         decision = decide(state, event, shell.now)
+        continues = isinstance(event, TaskRetryRequested) or event == ResumeRequested(retry_failed=True)
+        if continuable(state) and continues and not decision.ignored:
+            assert decision.state.status is MissionStatus.ACTIVE or decision.state.status in TERMINAL_RUN_STATUSES
+            continue
         assert decision.ignored and decision.effects == () and decision.state is state
+
+
+@PROPERTY_SETTINGS
+@given(missions(), seeds)
+def test_continuing_a_failed_run_never_runs_a_completed_task_again(spec: MissionSpec, seed: int) -> None:
+    for t in transitions(spec, seed):
+        if t.before.status is not MissionStatus.FAILED or t.decision.ignored:
+            continue
+        assert t.before.failure_reason in CONTINUABLE_FAILURES
+        for task_id, before in t.before.tasks.items():
+            if before.status is TaskStatus.COMPLETED:
+                assert t.decision.state.tasks[task_id] == before
+        assert not any(
+            isinstance(e, StartTask) and t.before.tasks[e.task_id].status is TaskStatus.COMPLETED
+            for e in t.decision.effects
+        )
 
 
 @PROPERTY_SETTINGS
