@@ -342,6 +342,27 @@ DOCS: dict[tuple[str, str], Doc] = {
         responses={204: ("Removed.", None)},
         errors=(404, 409),
     ),
+    ("tasks_v1.retry_task", "POST"): Doc(
+        "Retry one task",
+        "Runs one task of the latest run again with a fresh retry budget: a `failed` or `cancelled` task, "
+        "or, for a `skipped` one, the failed or cancelled tasks it was skipped because of; what was "
+        "skipped because of them is `pending` again. Completed tasks keep their outputs. On a mission "
+        "whose run `failed` because tasks failed or were cancelled, that run becomes active again "
+        "(not after an abort, a deadline or a spent budget). 409 when the task's state does not allow it.",
+        tag="Tasks",
+        responses={200: ("The task as it now stands.", "TaskDetail")},
+        errors=(404, 409),
+    ),
+    ("tasks_v1.cancel_task", "POST"): Doc(
+        "Cancel one task",
+        "Stops one unfinished task of the live run at once (its agent, or its judge, within a second), "
+        "marks it `cancelled` and skips its dependents; independent branches go on. A run whose only "
+        "problem is a cancelled task ends `failed` with reason `task_cancelled` (retry the task to go "
+        "on). 409 for a task that already ended or a mission that is not running.",
+        tag="Tasks",
+        responses={200: ("The task as it now stands.", "TaskDetail")},
+        errors=(404, 409),
+    ),
     ("missions_v1.execute", "POST"): Doc(
         "Execute a mission",
         "Starts a new run. With `Accept: text/event-stream` the response is the run's event stream; "
@@ -381,10 +402,14 @@ DOCS: dict[tuple[str, str], Doc] = {
         errors=(400, 404),
     ),
     ("missions_v1.resume", "POST"): Doc(
-        "Resume a paused mission",
+        "Resume a paused mission, or continue a failed one",
         "Settles every cause of the pause: approves waiting checkpoints; a blocked quality gate is judged "
         "again after its failed or low-scoring tasks re-run (`retryFailed: true`) or is overridden "
-        "(`false`); a task awaiting approval runs again (`true`) or fails (`false`).",
+        "(`false`); a task awaiting approval runs again (`true`) or fails (`false`). With "
+        "`retryFailed: true` it also continues a `failed` mission whose run ended because tasks failed "
+        "(reason `task_failed`): the same run becomes active again, completed tasks keep their outputs "
+        "and are not run again, failed tasks (and what was skipped because of them) re-run with a fresh "
+        "budget. A run that was aborted, passed its deadline or spent its budget is not continued (409).",
         tag="Runs",
         body="Resume",
         body_required=False,

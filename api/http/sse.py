@@ -103,8 +103,9 @@ event_stream = EventStream("events", __name__)
 
 def stream_run(mission_id: str, run_id: str, last_event_id: int | None) -> flask.Response:
     """A ``text/event-stream`` response with the events of ``run_id`` after ``last_event_id``,
-    then its live events, ending after ``mission:done``. A client whose ``last_event_id`` is at or
-    past the run's ``mission:done`` gets 204 No Content: there is nothing more to send."""
+    then its live events, ending after ``mission:done`` (the latest one: a run continued after it
+    failed has one per time it ended). A client whose ``last_event_id`` is at or past the run's
+    latest event, a ``mission:done``, gets 204 No Content: there is nothing more to send."""
     return event_stream.stream_run(mission_id, run_id, last_event_id)
 
 
@@ -144,18 +145,21 @@ def _frames(
         while True:
             if read_due:
                 last_read = time.monotonic()
+                last_type = None
                 while True:
                     with db.transaction() as conn:
                         page = event_log.fetch_events(conn, run_id, last_id, PAGE_SIZE)
                     # The connection is back in the pool before a slow client can hold us up.
                     for event in page:
                         yield _format(event)
-                        last_id = event.id
-                        if event.type == event_log.MISSION_DONE:
-                            return
+                        last_id, last_type = event.id, event.type
                     if page:
                         last_sent = time.monotonic()
                     if len(page) < PAGE_SIZE:
+                        # A run an operator continued after it failed has a mission:done before
+                        # its later events: the stream ends at the one that is the latest.
+                        if last_type == event_log.MISSION_DONE:
+                            return
                         break
             now = time.monotonic()
             if now - last_sent >= heartbeat_seconds:

@@ -6,16 +6,19 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from orchestrator.engine import (
     RUNNING_MISSION_STATUSES,
     TERMINAL_RUN_STATUSES,
     AbortRequested,
+    Event,
     MissionStatus,
     ResumeRequested,
     TaskAdded,
+    TaskCancelRequested,
     TaskRemoved,
+    TaskRetryRequested,
     TaskUpdated,
 )
 from orchestrator.spec import MissionSpec
@@ -98,24 +101,57 @@ def execute(uow: UnitOfWork, project_id: str, mission_id: str, limits: Limits, n
     return Started(run_id, outcome, row, usage)
 
 
-def _active_run(mission: StoredMission, wanted: Collection[str], action: str) -> str:
-    if mission.status not in wanted:
-        raise Conflict(f"cannot {action}: the mission is {mission.status}")
-    return str(mission.row["latest_run_id"])
-
-
 def resume(uow: UnitOfWork, project_id: str, mission_id: str, retry_failed: bool, now: datetime) -> AfterCommit:
+    """Resume the paused run, or, with ``retry_failed``, continue the latest run when it failed
+    because tasks failed (the engine decides which ended runs may go on: ``CONTINUABLE_FAILURES``)."""
     mission = missions.get_mission(uow.conn, project_id, mission_id, for_update=True)
-    run_id = _active_run(mission, (MissionStatus.PAUSED,), "resume")
+    run_id = _latest_run(mission, _RESUMABLE, "resume")
     outcome = uow.advance(run_id, ResumeRequested(retry_failed), now)
     if outcome is None or outcome.ignored:
         raise Conflict(f"cannot resume: {outcome.ignored if outcome else 'the run is gone'}")
     return outcome
 
 
+# A mission whose latest run may take a resume with retryFailed: paused, or ended (``scheduled``
+# after a run when it has fires left) with a run the engine may continue.
+_RESUMABLE: Final = (MissionStatus.PAUSED, MissionStatus.FAILED, MissionStatus.SCHEDULED)
+
+
+def _latest_run(mission: StoredMission, wanted: Collection[str], action: str) -> str:
+    if mission.status not in wanted or not mission.row["latest_run_id"]:
+        raise Conflict(f"cannot {action}: the mission is {mission.status}")
+    return str(mission.row["latest_run_id"])
+
+
+def retry_task(uow: UnitOfWork, project_id: str, mission_id: str, task_id: str, now: datetime) -> AfterCommit:
+    """Run one failed or cancelled task of the latest run again (for a skipped task, what it was
+    skipped because of), with a fresh retry budget; a run that failed because of it goes on."""
+    return _task_command(uow, project_id, mission_id, task_id, TaskRetryRequested(task_id), "retry", now)
+
+
+def cancel_task(uow: UnitOfWork, project_id: str, mission_id: str, task_id: str, now: datetime) -> AfterCommit:
+    """Stop one unfinished task of the live run; its dependents are skipped."""
+    return _task_command(uow, project_id, mission_id, task_id, TaskCancelRequested(task_id), "cancel", now)
+
+
+def _task_command(
+    uow: UnitOfWork, project_id: str, mission_id: str, task_id: str, event: Event, action: str, now: datetime
+) -> AfterCommit:
+    mission = missions.get_mission(uow.conn, project_id, mission_id, for_update=True)
+    if not any(t.id == task_id for t in mission.tasks):
+        raise NotFound(f"task {task_id} not found in mission {mission_id}")
+    if not mission.row["latest_run_id"]:
+        raise Conflict(f"cannot {action} the task: the mission has not run yet")
+    run_id = str(mission.row["latest_run_id"])
+    outcome = uow.advance(run_id, event, now)
+    if outcome is None or outcome.ignored:
+        raise Conflict(f"cannot {action} the task: {outcome.ignored if outcome else 'the run is gone'}")
+    return outcome
+
+
 def abort(uow: UnitOfWork, project_id: str, mission_id: str, now: datetime) -> AfterCommit:
     mission = missions.get_mission(uow.conn, project_id, mission_id, for_update=True)
-    run_id = _active_run(mission, RUNNING_MISSION_STATUSES, "abort")
+    run_id = _latest_run(mission, RUNNING_MISSION_STATUSES, "abort")
     outcome = uow.advance(run_id, AbortRequested(), now)
     if outcome is None or outcome.ignored:
         raise Conflict(f"cannot abort: {outcome.ignored if outcome else 'the run is gone'}")

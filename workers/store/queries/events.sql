@@ -9,9 +9,12 @@ SELECT id, type, data
  LIMIT %(limit)s
 
 -- name: done_event_at_or_before
+-- A mission:done at or before the id, and nothing after it (a run continued after it failed has
+-- events after its first mission:done).
 SELECT 1
   FROM events
  WHERE run_id = %(run_id)s AND type = %(type)s AND id <= %(event_id)s
+   AND NOT EXISTS (SELECT 1 FROM events later WHERE later.run_id = %(run_id)s AND later.id > %(event_id)s)
  LIMIT 1
 
 -- name: latest_event_ids

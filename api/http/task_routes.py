@@ -1,0 +1,46 @@
+"""The /v1 routes that act on one task of a mission's latest run: retry, cancel (and, in the
+same room, what follows from them). Thin: call the shell, render the task as it now stands."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from flask import Blueprint, g, jsonify
+
+from api.http import render
+from api.http.routes import authenticate, check_url, services
+from workers.coordination import runs
+from workers.coordination.advance import UnitOfWork
+from workers.store import missions
+from workers.store.usage import mission_usage
+from workers.support.clock import utcnow
+
+blueprint = Blueprint("tasks_v1", __name__)
+blueprint.before_request(check_url)
+blueprint.before_request(authenticate)
+
+Command = Callable[[UnitOfWork, str, str, str, Any], object]
+
+
+def _task_command(mission_id: str, task_id: str, command: Command) -> Any:
+    """Apply a command to one task of the mission's latest run (sent after commit), answer with the
+    task as it now stands."""
+    svc = services()
+    with svc.coordinator.transaction() as uow:
+        command(uow, g.project_id, mission_id, task_id, utcnow())
+    with svc.transaction() as conn:
+        mission = missions.get_mission(conn, g.project_id, mission_id)
+        task = next(t for t in mission.tasks if t.id == task_id)
+        body = render.task_detail(mission, task, render.task_statuses(mission), mission_usage(conn, mission_id))
+    return jsonify(body)
+
+
+@blueprint.post("/missions/<mission_id>/tasks/<task_id>/retry")
+def retry_task(mission_id: str, task_id: str) -> Any:
+    return _task_command(mission_id, task_id, runs.retry_task)
+
+
+@blueprint.post("/missions/<mission_id>/tasks/<task_id>/cancel")
+def cancel_task(mission_id: str, task_id: str) -> Any:
+    return _task_command(mission_id, task_id, runs.cancel_task)
