@@ -1,5 +1,5 @@
 """Client commands: talk to a running server over HTTP (``run``, ``demo``, ``list``, ``show``,
-``resume``, ``abort``, ``events``)."""
+``resume``, ``abort``, ``task retry|cancel``, ``events``)."""
 
 from __future__ import annotations
 
@@ -284,7 +284,11 @@ def show_command(mission_id: str, url: str | None, key: str | None, json_output:
 @click.command("resume")
 @click.argument("mission_id")
 @client_options
-@click.option("--retry-failed", is_flag=True, help="Re-run failed and low-scoring tasks (gates, approvals).")
+@click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="Re-run failed and low-scoring tasks (gates, approvals); continues a failed mission's run.",
+)
 @click.option("--follow", is_flag=True, help="Then show the run live (exit status as for `run`).")
 @click.option("--follow-output", is_flag=True, help="With --follow, also stream what the agents write.")
 @click.option("--json", "json_output", is_flag=True, help="Print JSON.")
@@ -297,7 +301,9 @@ def resume_command(
     follow_output: bool,
     json_output: bool,
 ) -> None:
-    """Resume a paused mission (checkpoint, quality gate or approval)."""
+    """Resume a paused mission (checkpoint, quality gate or approval); with --retry-failed, also
+    continue a failed mission whose tasks failed: the same run goes on, completed tasks are not run
+    again."""
     client = make_client(url, key)
     with api_errors():
         mission = client.resume(mission_id, retry_failed)
@@ -311,6 +317,54 @@ def resume_command(
         echo_json(mission)
     else:
         click.echo(f"{mission_id} {mission['status']}")
+
+
+@click.group("task")
+def task_group() -> None:
+    """Act on one task of a mission's latest run."""
+
+
+def _task_action(action: str, help_text: str) -> Any:
+    @click.command(action, help=help_text)
+    @click.argument("mission_id")
+    @click.argument("task")
+    @client_options
+    @click.option("--json", "json_output", is_flag=True, help="Print the API's JSON.")
+    def command(mission_id: str, task: str, url: str | None, key: str | None, json_output: bool) -> None:
+        client = make_client(url, key)
+        with api_errors():
+            task_id = _task_id(client.get_mission(mission_id), task)
+            answer = client.task_command(mission_id, task_id, action)
+        if json_output:
+            echo_json(answer)
+        else:
+            click.echo(f'{mission_id} task "{answer["title"]}" {answer["status"]}')
+
+    return command
+
+
+def _task_id(mission: dict[str, Any], task: str) -> str:
+    """TASK is a task id or a title of the mission."""
+    for item in mission.get("tasks") or ():
+        if task in (item.get("id"), item.get("title")):
+            return str(item["id"])
+    raise click.BadParameter(f"the mission has no task with id or title {task!r}", param_hint="TASK")
+
+
+task_group.add_command(
+    _task_action(
+        "retry",
+        "Run a failed or cancelled task again with a fresh retry budget (for a skipped task: what it was "
+        "skipped because of). TASK is its id or title. A run that failed because of it goes on.",
+    )
+)
+task_group.add_command(
+    _task_action(
+        "cancel",
+        "Stop one unfinished task now; its dependents are skipped, independent branches go on. "
+        "TASK is its id or title.",
+    )
+)
 
 
 @click.command("abort")

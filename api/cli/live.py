@@ -407,10 +407,12 @@ def watch(
     view = RunView.of(mission)
     display.start(view)
     try:
+        ended: str | None = None
         for event in client.follow(mission_id, run_id, on_reconnect=display.note):
             display.event(event)
-            if event.type == "mission:done":
-                return str(event.data["status"])
+            # The stream ends after the run's latest mission:done; one followed by more events
+            # was replayed from a run that an operator continued after it failed.
+            ended = str(event.data["status"]) if event.type == "mission:done" else None
             if event.type == "mission:status" and event.data.get("status") == "paused":
                 current = client.get_mission(mission_id)
                 if current.get("status") != "paused" or current.get("latestRunId") != event.data.get("runId"):
@@ -418,6 +420,6 @@ def watch(
                 if on_pause is not None and on_pause(event.data):
                     continue
                 return "paused"
-        return str(client.get_mission(mission_id)["status"])
+        return ended or str(client.get_mission(mission_id)["status"])
     finally:
         display.stop()
