@@ -15,10 +15,12 @@ from orchestrator.engine import (
     CANCELLED_BY_OPERATOR,
     UNKNOWN_OUTCOME_ERROR,
     AbortRequested,
+    ApprovalTimedOut,
     AssessmentScored,
     AssessTask,
     CancelTask,
     CancelTimer,
+    CheckpointTimedOut,
     DeadlineReached,
     Decision,
     Event,
@@ -27,6 +29,8 @@ from orchestrator.engine import (
     PublishEvent,
     ResumeRequested,
     RetryDue,
+    ReviewDecision,
+    ReviewSubmitted,
     RunState,
     ScheduleTimer,
     StartTask,
@@ -45,6 +49,7 @@ from orchestrator.engine import (
     WorkerLost,
     decide,
     start_run,
+    timer_event,
 )
 from orchestrator.spec import MissionSpec, TaskSpec
 
@@ -1402,3 +1407,285 @@ def test_retrying_one_task_of_a_failed_run_continues_it_with_only_that_task() ->
     assert started(decision) == [StartTask("b", 2, "dev", "scripted/dev")]
     run.complete("b")
     assert run.state.status is MissionStatus.FAILED and run.task("a").status is TaskStatus.FAILED
+
+
+# -------------------------------------------------------------- reviews at checkpoints and approvals
+
+
+def reviewed() -> MissionSpec:
+    return mission(
+        {"id": "draft"},
+        {"id": "facts"},
+        {"id": "publish", "dependsOn": ["draft", "facts"]},
+        checkpoints=[
+            {"name": "edit", "afterTasks": ["draft", "facts"], "blocksTasks": ["publish"], "message": "Edit?"}
+        ],
+    )
+
+
+def at_checkpoint() -> Run:
+    run = Run(reviewed())
+    run.complete("draft")
+    run.complete("facts")
+    assert run.state.status is MissionStatus.PAUSED and run.state.checkpoints[0] == "waiting"
+    return run
+
+
+def review(decision: str, feedback: str | None = None, *redo: str) -> ReviewSubmitted:
+    return ReviewSubmitted(ReviewDecision(decision), feedback, redo, "key_1", "ana")
+
+
+def test_approving_a_checkpoint_goes_on_and_is_recorded_and_streamed() -> None:
+    run = at_checkpoint()
+    decision = run.send(review("approve"), after=5)
+    assert run.state.status is MissionStatus.ACTIVE and run.state.checkpoints[0] == "approved"
+    assert started(decision) == [StartTask("publish", 1, "dev", "scripted/dev")]
+    (recorded,) = run.state.reviews
+    assert (recorded.decision, recorded.reviewer_id, recorded.reviewer_name) == ("approve", "key_1", "ana")
+    assert recorded.at == T0 + timedelta(seconds=5) and recorded.checkpoints == ('"edit"',)
+    assert published(decision, "review:decided") == [{"missionId": "msn_1", "runId": "run_1", **recorded.to_json()}]
+
+
+def test_requesting_changes_reruns_the_named_after_task_with_the_feedback_and_reaches_the_checkpoint_again() -> None:
+    run = at_checkpoint()
+    decision = run.send(review("request_changes", "cite your sources", "draft"))
+    assert started(decision) == [StartTask("draft", 2, "dev", "scripted/dev")]
+    assert run.state.checkpoints[0] == "pending" and run.state.status is MissionStatus.ACTIVE
+    assert run.task("draft").review == ("The reviewer ana asked for changes: cite your sources",)
+    assert run.task("facts").attempt == 1  # not named: kept
+    assert run.state.reviews[0].redo == ("draft",)
+    decision = run.complete("draft")
+    assert run.state.status is MissionStatus.PAUSED and run.state.checkpoints[0] == "waiting"
+    assert len(published(decision, "checkpoint:waiting")) == 1
+    run.send(review("approve"))
+    run.complete("publish")
+    assert run.state.status is MissionStatus.COMPLETED and len(run.state.reviews) == 2
+
+
+def test_requesting_changes_without_naming_tasks_redoes_every_after_task_of_the_checkpoint() -> None:
+    run = at_checkpoint()
+    decision = run.send(review("request_changes", "shorter"))
+    assert sorted(s.task_id for s in started(decision)) == ["draft", "facts"]
+
+
+def test_requesting_changes_needs_feedback_and_may_only_redo_an_after_task_of_a_waiting_checkpoint() -> None:
+    run = at_checkpoint()
+    assert_ignored(run, review("request_changes", "  "))
+    assert "needs feedback" in (run.last.ignored or "")
+    assert_ignored(run, review("request_changes", "x", "publish"))
+    assert "not an afterTask of a waiting checkpoint" in (run.last.ignored or "")
+
+
+def test_rejecting_at_a_checkpoint_fails_the_mission_with_reason_rejected_and_the_feedback_recorded() -> None:
+    run = at_checkpoint()
+    decision = run.send(review("reject", "wrong audience"))
+    assert run.state.status is MissionStatus.FAILED and run.state.failure_reason == "rejected"
+    assert run.task("publish").status is TaskStatus.CANCELLED
+    assert run.state.reviews[0].feedback == "wrong audience"
+    assert published(decision, "mission:done")[0]["reason"] == "rejected"
+    assert_ignored(run, ResumeRequested(retry_failed=True))  # a rejected run is not continued
+
+
+def test_a_review_while_nothing_waits_for_a_person_is_ignored() -> None:
+    run = Run(reviewed())
+    assert_ignored(run, review("approve"))
+    gated_run = Run(gated(min_score=4.0))
+    gated_run.complete("a", 3.0)
+    gated_run.complete("b", 3.0)
+    assert_ignored(gated_run, review("approve"))
+    assert "quality gate" in (gated_run.last.ignored or "")
+
+
+def approval_run(**fields: Any) -> Run:
+    run = Run(mission({"id": "deploy", "sideEffects": True}, {"id": "notify", "dependsOn": ["deploy"]}, **fields))
+    run.claim("deploy")
+    run.send(WorkerLost("deploy", 1))
+    assert run.task("deploy").status is TaskStatus.AWAITING_APPROVAL
+    return run
+
+
+def test_approving_a_side_effect_approval_runs_the_task_again() -> None:
+    run = approval_run()
+    decision = run.send(review("approve"))
+    assert started(decision) == [StartTask("deploy", 2, "dev", "scripted/dev")]
+    assert run.state.reviews[0].tasks == ("deploy",)
+
+
+def test_requesting_changes_at_an_approval_reruns_the_task_with_the_feedback() -> None:
+    run = approval_run()
+    run.send(review("request_changes", "deploy to the canary first"))
+    assert run.task("deploy").status is Q
+    assert run.task("deploy").review == ("The reviewer ana asked for changes: deploy to the canary first",)
+
+
+# ----------------------------------------------------------------------------- timeouts for people
+
+
+def test_a_checkpoint_with_a_timeout_arms_its_timer_when_reached_and_a_decision_disarms_it() -> None:
+    spec = mission(
+        {"id": "a"},
+        {"id": "b", "dependsOn": ["a"]},
+        checkpoints=[{"afterTasks": ["a"], "blocksTasks": ["b"], "timeout": 60, "onTimeout": "approve"}],
+    )
+    run = Run(spec)
+    decision = run.complete("a")
+    assert of(decision, ScheduleTimer) == [ScheduleTimer("checkpoint", "0", T0 + timedelta(seconds=60))]
+    waiting = published(decision, "checkpoint:waiting")[0]
+    assert waiting["timeoutAt"] == "2026-04-01T12:01:00Z" and waiting["onTimeout"] == "approve"
+    decision = run.send(ResumeRequested(retry_failed=False))
+    assert of(decision, CancelTimer) == [CancelTimer("checkpoint", "0")]
+
+
+@pytest.mark.parametrize("on_timeout", ["approve", "reject", "fail"])
+def test_a_checkpoint_nobody_decides_in_time_does_what_its_on_timeout_says(on_timeout: str) -> None:
+    spec = mission(
+        {"id": "a"},
+        {"id": "b", "dependsOn": ["a"]},
+        {"id": "c"},
+        checkpoints=[{"afterTasks": ["a"], "blocksTasks": ["b"], "timeout": 60, "onTimeout": on_timeout}],
+    )
+    run = Run(spec)
+    run.complete("c")
+    run.complete("a")
+    decision = run.send(timer_event("checkpoint", "0") or DeadlineReached(), after=60)
+    (recorded,) = run.state.reviews
+    assert recorded.decision == on_timeout and recorded.timed_out and recorded.reviewer_id is None
+    assert published(decision, "review:decided")[0]["timedOut"] is True
+    if on_timeout == "approve":
+        assert started(decision) == [StartTask("b", 1, "dev", "scripted/dev")]
+        run.complete("b")
+        assert run.state.status is MissionStatus.COMPLETED
+    elif on_timeout == "reject":
+        assert run.state.status is MissionStatus.FAILED and run.state.failure_reason == "rejected"
+    else:
+        assert run.state.checkpoints[0] == "failed"
+        assert run.task("b").status is TaskStatus.SKIPPED and run.task("b").error == "checkpoint #1 timed out"
+        assert run.state.status is MissionStatus.FAILED and run.state.failure_reason == "task_failed"
+
+
+def test_a_checkpoint_timeout_that_fires_after_a_decision_is_ignored() -> None:
+    spec = mission({"id": "a"}, {"id": "b", "dependsOn": ["a"]}, checkpoints=[{"afterTasks": ["a"], "timeout": 60}])
+    run = Run(spec)
+    run.complete("a")
+    run.send(review("approve"))
+    assert_ignored(run, CheckpointTimedOut(0), after=60)
+
+
+@pytest.mark.parametrize(
+    ("fields", "on_timeout"),
+    [
+        ({"approvalTimeout": 600, "onApprovalTimeout": "approve"}, "approve"),
+        ({"approvalTimeout": 600}, "fail"),
+        ({"approvalTimeout": 600, "onApprovalTimeout": "reject"}, "reject"),
+    ],
+)
+def test_a_side_effect_approval_nobody_decides_in_time_does_what_its_on_approval_timeout_says(
+    fields: dict[str, Any], on_timeout: str
+) -> None:
+    run = Run(mission({"id": "deploy", "sideEffects": True}, {"id": "notify", "dependsOn": ["deploy"]}, **fields))
+    run.claim("deploy")
+    decision = run.send(WorkerLost("deploy", 1))
+    assert of(decision, ScheduleTimer) == [ScheduleTimer("approval", "deploy:1", T0 + timedelta(seconds=600))]
+    decision = run.send(ApprovalTimedOut("deploy", 1), after=600)
+    assert run.state.reviews[0].decision == on_timeout
+    if on_timeout == "approve":
+        assert started(decision) == [StartTask("deploy", 2, "dev", "scripted/dev")]
+    elif on_timeout == "fail":
+        assert run.task("deploy").status is TaskStatus.FAILED and "approval timed out" in (
+            run.task("deploy").error or ""
+        )
+        assert run.task("notify").status is TaskStatus.SKIPPED and run.state.status is MissionStatus.FAILED
+    else:
+        assert run.state.failure_reason == "rejected"
+
+
+def test_a_tasks_retry_policy_approval_timeout_wins_over_the_missions() -> None:
+    policy = {"approvalTimeout": 30, "onApprovalTimeout": "approve"}
+    run = Run(
+        mission(
+            {"id": "deploy", "sideEffects": True, "retryPolicy": policy},
+            approvalTimeout=600,
+            onApprovalTimeout="reject",
+        )
+    )
+    run.claim("deploy")
+    decision = run.send(WorkerLost("deploy", 1))
+    assert of(decision, ScheduleTimer) == [ScheduleTimer("approval", "deploy:1", T0 + timedelta(seconds=30))]
+    decision = run.send(ResumeRequested(retry_failed=True))
+    assert of(decision, CancelTimer) == [CancelTimer("approval", "deploy:1")]
+
+
+# ------------------------------------------------------------------------------------------ delays
+
+
+def delayed(duration: Any = "PT10M") -> MissionSpec:
+    return mission(
+        {"id": "build"},
+        {"id": "deploy", "dependsOn": ["build"]},
+        {"id": "other"},
+        delays=[{"name": "cool-off", "afterTasks": ["build"], "blocksTasks": ["deploy"], "duration": duration}],
+    )
+
+
+def test_a_delay_holds_its_blocked_task_for_its_duration_once_its_after_tasks_completed() -> None:
+    run = Run(delayed())
+    assert run.state.delays[0].status == "pending"
+    run.now += timedelta(seconds=1)
+    decision = run.complete("build")
+    until = T0 + timedelta(seconds=601)
+    assert of(decision, ScheduleTimer) == [ScheduleTimer("delay", "0", until)]
+    assert started(decision) == []
+    assert published(decision, "delay:started") == [
+        {
+            "missionId": "msn_1",
+            "runId": "run_1",
+            "delay": 0,
+            "name": "cool-off",
+            "afterTasks": ["build"],
+            "blocksTasks": ["deploy"],
+            "seconds": 600.0,
+            "until": "2026-04-01T12:10:01Z",
+        }
+    ]
+    assert run.state.delays[0].status == "waiting" and run.state.delays[0].until == until
+    run.complete("other")
+    assert run.state.status is MissionStatus.ACTIVE  # waiting for the delay, nothing in flight
+    decision = run.send(timer_event("delay", "0") or DeadlineReached(), after=600)
+    assert published(decision, "delay:ended")[0]["blocksTasks"] == ["deploy"]
+    assert started(decision) == [StartTask("deploy", 1, "dev", "scripted/dev")]
+    assert run.state.delays[0].status == "elapsed"
+
+
+def test_a_delay_of_seconds_is_the_same_as_its_iso_duration() -> None:
+    run = Run(delayed(90))
+    decision = run.complete("build")
+    assert of(decision, ScheduleTimer) == [ScheduleTimer("delay", "0", T0 + timedelta(seconds=90))]
+
+
+def test_a_delay_that_can_no_longer_start_skips_its_blocked_tasks() -> None:
+    run = Run(
+        mission(
+            {"id": "a", "maxRetries": 0},
+            {"id": "b"},
+            {"id": "c", "dependsOn": ["a", "b"]},
+            delays=[{"afterTasks": ["b"], "blocksTasks": ["c"], "duration": 60}],
+        )
+    )
+    run.fail("a")
+    assert run.task("c").status is TaskStatus.SKIPPED
+
+
+def test_an_abort_cancels_a_waiting_delay_timer() -> None:
+    run = Run(delayed())
+    run.complete("build")
+    decision = run.send(AbortRequested())
+    assert CancelTimer("delay", "0") in of(decision, CancelTimer)
+
+
+def test_delays_and_reviews_round_trip_through_the_run_state_json() -> None:
+    run = at_checkpoint()
+    run.send(review("request_changes", "again", "draft"))
+    delayed_run = Run(delayed())
+    delayed_run.complete("build")
+    for state in (run.state, delayed_run.state):
+        assert RunState.from_json(json.loads(json.dumps(state.to_json()))) == state

@@ -26,17 +26,23 @@ from orchestrator.engine import (
     TERMINAL_RUN_STATUSES,
     TERMINAL_TASK_STATUSES,
     AbortRequested,
+    ApprovalTimedOut,
     AssessmentScored,
     AssessTask,
     CancelTask,
     CancelTimer,
+    CheckpointTimedOut,
     DeadlineReached,
     Decision,
+    DelayElapsed,
+    DelayStatus,
     Event,
     MissionStatus,
     PublishEvent,
     ResumeRequested,
     RetryDue,
+    ReviewDecision,
+    ReviewSubmitted,
     RunState,
     ScheduleTimer,
     StartTask,
@@ -56,6 +62,7 @@ from orchestrator.engine import (
     decide,
     max_attempts,
     start_run,
+    timer_event,
 )
 from orchestrator.spec import MissionSpec, TaskSpec
 
@@ -110,14 +117,21 @@ def missions(draw: st.DrawFn) -> MissionSpec:
             after = draw(st.lists(st.sampled_from(ids), unique=True, min_size=1, max_size=3))
             downstream = [t for t in ids if set(after) <= ancestors[t]]
             blocks = draw(st.lists(st.sampled_from(downstream), unique=True, max_size=3)) if downstream else []
+            if kind == "delay" and not blocks:
+                continue  # a delay must block a task
             item: dict[str, Any] = {"name": f"{kind}{i}", "afterTasks": after, "blocksTasks": blocks}
             if kind == "gate":
                 min_score = draw(st.sampled_from([None, 3.0, 4.0]))
                 if min_score is not None:
                     item["minScore"] = min_score
                 item["requireAllPassed"] = draw(st.booleans())
+            elif kind == "delay":
+                item["duration"] = draw(st.sampled_from([5, "PT1M", "PT10M"]))
             else:
                 item["message"] = f"review {i}"
+                if draw(st.booleans()):
+                    item["timeout"] = 300
+                    item["onTimeout"] = draw(st.sampled_from(["approve", "reject", "fail"]))
             out.append(item)
         return out
 
@@ -135,7 +149,11 @@ def missions(draw: st.DrawFn) -> MissionSpec:
         "tasks": tasks,
         "qualityGates": guarded("gate"),
         "checkpoints": guarded("checkpoint"),
+        "delays": guarded("delay"),
     }
+    if draw(st.booleans()):
+        doc["approvalTimeout"] = 600
+        doc["onApprovalTimeout"] = draw(st.sampled_from(["approve", "reject", "fail"]))
     concurrency = draw(st.sampled_from([None, 1, 2, 4]))
     if concurrency is not None:
         doc["maxConcurrency"] = concurrency
@@ -203,6 +221,8 @@ class Shell:
         paused = self.state.status is MissionStatus.PAUSED
         if paused and self.resumes < 3 and (not self.pending_work() or rng.random() < 0.1):
             self.resumes += 1
+            if rng.random() < 0.5:
+                return self._review()
             return ResumeRequested(retry_failed=rng.random() < 0.5)
         if live and self.changes < 3 and rng.random() < 0.05:
             return self._change_tasks()
@@ -226,13 +246,11 @@ class Shell:
     def _fire(self, timer: tuple[str, str]) -> Event:
         kind, key = timer
         self.now = max(self.now, self.timers.pop(timer))
-        if kind == "deadline":
-            return DeadlineReached()
-        task_id, attempt = key.rsplit(":", 1)
-        if kind == "retry":
-            return RetryDue(task_id, int(attempt))
-        self.jobs = [j for j in self.jobs if j != ("running", task_id, attempt)]
-        return TaskTimedOut(task_id, int(attempt))
+        event = timer_event(kind, key)
+        assert event is not None, timer
+        if isinstance(event, TaskTimedOut):
+            self.jobs = [j for j in self.jobs if j != ("running", event.task_id, str(event.attempt))]
+        return event
 
     def _work_on(self, job: tuple[str, ...]) -> Event:
         """The agent (or judge) reports on one attempt."""
@@ -260,6 +278,14 @@ class Shell:
         if roll < 0.4:
             return TaskFailed(task_id, attempt, "agent error")
         return TaskFinished(task_id, attempt, f"output of {task_id}#{attempt}")
+
+    def _review(self) -> Event:
+        """A person decides at what waits (often the redo of a task a checkpoint does not wait for)."""
+        rng = self.rng
+        decision = rng.choice([ReviewDecision.APPROVE, ReviewDecision.REQUEST_CHANGES, ReviewDecision.REJECT])
+        titles = [t.title for t in self.state.spec.tasks]
+        redo = tuple(rng.sample(titles, k=1)) if rng.random() < 0.3 else ()
+        return ReviewSubmitted(decision, "make it better" if rng.random() < 0.9 else None, redo, "key_1", "ops")
 
     def _operate(self) -> Event:
         """An operator cancels or retries one task (often one where it does not apply)."""
@@ -384,6 +410,10 @@ def arbitrary_events(task_ids: list[str]) -> st.SearchStrategy[Event]:
         st.builds(TaskRemoved, ids),
         st.builds(TaskRetryRequested, ids),
         st.builds(TaskCancelRequested, ids),
+        st.builds(ReviewSubmitted, st.sampled_from(list(ReviewDecision)), st.none() | st.text(max_size=5)),
+        st.builds(CheckpointTimedOut, st.integers(-1, 3)),
+        st.builds(ApprovalTimedOut, ids, attempts),
+        st.builds(DelayElapsed, st.integers(-1, 3)),
         ids.map(lambda i: TaskAdded(TaskSpec(title=f"new {i}", description="", assign_to="dev", id=f"new-{i}"))),
         ids.map(
             lambda i: TaskUpdated(TaskSpec(title=f"changed {i}", description="", assign_to="dev", id=i, priority=7))
@@ -470,7 +500,9 @@ def test_an_active_run_always_has_work_in_flight(spec: MissionSpec, seed: int) -
         state = t.decision.state
         if state.status is MissionStatus.ACTIVE:
             busy = {TaskStatus.QUEUED, TaskStatus.RUNNING, TaskStatus.ASSESSING}
-            assert any(task.status in busy or task.retry_at is not None for task in state.tasks.values())
+            assert any(task.status in busy or task.retry_at is not None for task in state.tasks.values()) or any(
+                d.status is DelayStatus.WAITING for d in state.delays
+            )
         assert (state.status is MissionStatus.PAUSED) == (state.pause_reason is not None)
 
     run_mission(spec, seed, watch)
