@@ -9,9 +9,9 @@ from typing import Any
 from flask import Flask, Response, jsonify
 
 from api.http import errors, metrics
+from api.http.control_routes import blueprint as control_blueprint
 from api.http.openapi import blueprint as docs_blueprint
 from api.http.routes import blueprint as missions_blueprint
-from api.http.task_routes import blueprint as tasks_blueprint
 from config import Settings
 from workers.store.db import Database
 from workers.support.errors import Unavailable
@@ -33,7 +33,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.extensions["missions"] = services or Services(settings)
     errors.register(app)
     app.register_blueprint(missions_blueprint, url_prefix="/v1")
-    app.register_blueprint(tasks_blueprint, url_prefix="/v1")
+    app.register_blueprint(control_blueprint, url_prefix="/v1")
     app.register_blueprint(docs_blueprint)  # /v1/openapi.json and /docs, without a key
     metrics.install(app)  # /metrics, without a key
     app.wsgi_app = _waiting_at_most(POOL_WAIT_SECONDS, app.wsgi_app)  # type: ignore[method-assign]

@@ -43,6 +43,9 @@ EVENT_NAMES = [
     "checkpoint:waiting",
     "mission:done",
     "error",
+    "review:decided",
+    "delay:started",
+    "delay:ended",
 ]
 
 
@@ -170,6 +173,36 @@ class RunTaskSchema(_TaskResults):
     status = fields.String(validate=validate.OneOf(TASK_STATUSES))
 
 
+class ReviewerSchema(_Out):
+    id = fields.String(required=True, metadata={"description": "The id of the API key that decided."})
+    name = fields.String(required=True, metadata={"description": "The name the key is shown by (its prefix)."})
+
+
+class ReviewRecordSchema(_Out):
+    decision = fields.String(
+        required=True,
+        validate=validate.OneOf(["approve", "request_changes", "reject", "fail"]),
+        metadata={"description": "`fail` only by a timeout whose `onTimeout` is `fail`."},
+    )
+    at = fields.String(required=True, metadata={"format": "date-time"})
+    reviewer = fields.Nested(ReviewerSchema, allow_none=True, metadata={"description": "None for a timeout."})
+    feedback = fields.String(allow_none=True)
+    redo = fields.List(fields.String(), metadata={"description": "Titles re-run with the feedback."})
+    checkpoints = fields.List(fields.String(), metadata={"description": "The checkpoints it decided."})
+    tasks = fields.List(fields.String(), metadata={"description": "The tasks awaiting approval it decided."})
+    timedOut = fields.Boolean(required=True)
+
+
+class RunDelaySchema(schemas.DelaySchema):
+    """A delay as the mission gives it, and where it is in the run."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    status = fields.String(required=True, validate=validate.OneOf(["pending", "waiting", "elapsed"]))
+    until = fields.String(allow_none=True, metadata={"format": "date-time", "description": "Set once it waits."})
+
+
 class RunSchema(_Out):
     id = fields.String(required=True, metadata={"example": "run_0a1b2c3d4e5f6a7b8c9d0e1f"})
     missionId = fields.String(required=True)
@@ -183,6 +216,11 @@ class RunSchema(_Out):
     finishedAt = fields.String(allow_none=True, metadata={"format": "date-time"})
     usage = fields.Nested(UsageSchema, metadata={"description": "Tokens and cost of this run."})
     tasks = fields.List(fields.Nested(RunTaskSchema), metadata={"description": "Absent in the run list."})
+    reviews = fields.List(
+        fields.Nested(ReviewRecordSchema),
+        metadata={"description": "Every decision taken at a checkpoint or an approval, in order (absent in the list)."},
+    )
+    delays = fields.List(fields.Nested(RunDelaySchema), metadata={"description": "Absent in the run list."})
 
 
 class FireSchema(_Out):
@@ -342,7 +380,7 @@ DOCS: dict[tuple[str, str], Doc] = {
         responses={204: ("Removed.", None)},
         errors=(404, 409),
     ),
-    ("tasks_v1.retry_task", "POST"): Doc(
+    ("control_v1.retry_task", "POST"): Doc(
         "Retry one task",
         "Runs one task of the latest run again with a fresh retry budget: a `failed` or `cancelled` task, "
         "or, for a `skipped` one, the failed or cancelled tasks it was skipped because of; what was "
@@ -353,7 +391,7 @@ DOCS: dict[tuple[str, str], Doc] = {
         responses={200: ("The task as it now stands.", "TaskDetail")},
         errors=(404, 409),
     ),
-    ("tasks_v1.cancel_task", "POST"): Doc(
+    ("control_v1.cancel_task", "POST"): Doc(
         "Cancel one task",
         "Stops one unfinished task of the live run at once (its agent, or its judge, within a second), "
         "marks it `cancelled` and skips its dependents; independent branches go on. A run whose only "
@@ -362,6 +400,24 @@ DOCS: dict[tuple[str, str], Doc] = {
         tag="Tasks",
         responses={200: ("The task as it now stands.", "TaskDetail")},
         errors=(404, 409),
+    ),
+    ("control_v1.review", "POST"): Doc(
+        "Review a checkpoint or an approval",
+        "A person's decision at what waits for one in the paused run (every waiting checkpoint and every "
+        "task awaiting approval): `approve` goes on (a task awaiting approval runs again); "
+        "`request_changes` (with `feedback`) re-runs the waiting checkpoints' afterTasks named in `redo` "
+        "(all of them when empty) and the tasks awaiting approval, with the feedback and their previous "
+        "output in their prompts, and the checkpoint is reached again after them; `reject` fails the "
+        "mission with reason `rejected`. Each decision is recorded on the run (`reviews` in `GET .../runs/"
+        "{runId}`: who, when, feedback) and streamed as `review:decided`. 400 for a `redo` title the mission "
+        "does not have or `request_changes` without feedback; 409 when nothing waits for a review (a run "
+        "paused only for a quality gate is resumed with `resume`) or a `redo` task is not an afterTask of a "
+        "waiting checkpoint.",
+        tag="Runs",
+        body="Review",
+        example={"decision": "request_changes", "feedback": "Cite your sources.", "redo": ["Draft"]},
+        responses={200: ("The mission.", "MissionDetail")},
+        errors=(400, 404, 409, 415),
     ),
     ("missions_v1.execute", "POST"): Doc(
         "Execute a mission",
@@ -536,6 +592,7 @@ def build_spec(app: Flask, *, strict: bool = False) -> dict[str, Any]:
         ("TaskCreate", schemas.TASK),
         ("TaskPatch", schemas.TASK_PATCH),
         ("Resume", schemas.RESUME),
+        ("Review", schemas.REVIEW),
         ("Error", ErrorSchema),
         ("MissionSummary", MissionSummarySchema),
         ("MissionCreated", MissionCreatedSchema),

@@ -17,7 +17,7 @@ import re
 import sys
 from typing import Any
 
-from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, pre_load, validate
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, pre_load, validate, validates_schema
 
 from orchestrator.engine import MissionStatus
 from orchestrator.spec import ON_TIMEOUT_CHOICES, duration_seconds, format_timestamp, parse_timestamp
@@ -486,6 +486,27 @@ class ResumeSchema(Strict):
     retryFailed = StrictBoolean(load_default=False)
 
 
+class ReviewSchema(Strict):
+    """A person's decision at a checkpoint or a side-effect approval."""
+
+    decision = fields.String(required=True, validate=validate.OneOf(["approve", "request_changes", "reject"]))
+    feedback = text(TEXT_MAX)  # required to request changes; recorded with every decision
+    redo = titles(
+        allow_none=True,
+        metadata={
+            "description": "With request_changes: which afterTasks of the waiting checkpoint re-run (default all)."
+        },
+    )
+
+    @validates_schema
+    def _feedback_and_redo(self, data: dict[str, Any], **_: Any) -> None:
+        decision = data.get("decision")
+        if decision == "request_changes" and not (data.get("feedback") or "").strip():
+            raise ValidationError("request_changes needs feedback: what should change", "feedback")
+        if data.get("redo") and decision != "request_changes":
+            raise ValidationError("redo goes with request_changes", "redo")
+
+
 class ListQuerySchema(Schema):
     class Meta:
         unknown = EXCLUDE
@@ -508,5 +529,6 @@ MISSION_PATCH = MissionPatchSchema(partial=True)
 TASK = TaskCreateSchema()
 TASK_PATCH = TaskPatchSchema(partial=True)
 RESUME = ResumeSchema()
+REVIEW = ReviewSchema()
 LIST_QUERY = ListQuerySchema()
 PAGE_QUERY = PageQuerySchema()

@@ -1,9 +1,12 @@
-"""Operator commands on one task of a run (retry, cancel) and continuing a failed run, over the
-HTTP API against real Postgres and Redis; attempts are run in the test's thread by a real executor."""
+"""Operator control over the HTTP API against real Postgres and Redis: commands on one task of a
+run (retry, cancel), continuing a failed run, reviews at checkpoints, timeouts for people and
+delays (their timers fired by the tick's ``fire_timers``); attempts are run in the test's thread by
+a real executor."""
 
 from __future__ import annotations
 
 import copy
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -13,6 +16,7 @@ from flask.testing import FlaskClient
 from tests.fixtures.examples import DEPLOY_PIPELINE
 from tests.support import shell
 from tests.support.sse import iter_sse
+from workers.coordination.tick import fire_timers
 from workers.execution.executor import Executor
 from workers.execution.providers import Providers
 from workers.messaging.dispatch import cancel_key
@@ -238,3 +242,154 @@ def test_the_public_deploy_pipeline_without_a_provider_key_ends_failed_and_its_s
     stream = list(iter_sse(ops.events().get_data(as_text=True).splitlines()))  # it ends (no keep-alive forever)
     assert stream[-1].event == "mission:done"
     assert "ANTHROPIC_API_KEY" in ops.task("Run tests")["error"]
+
+
+# --------------------------------------------------------------------------- reviews, timeouts, delays
+
+REVIEWED = _doc(
+    [
+        {"title": "Draft", "assignTo": "writer"},
+        {"title": "Publish", "assignTo": "writer", "dependsOn": ["Draft"]},
+    ],
+    {"writer": [{"output": "first draft"}, {"output": "second draft"}]},
+)
+REVIEWED["checkpoints"] = [{"name": "edit", "afterTasks": ["Draft"], "blocksTasks": ["Publish"], "message": "Edit?"}]
+
+
+@pytest.fixture
+def at_checkpoint(client: FlaskClient, auth: dict[str, str], executor: Executor) -> Ops:
+    ops = Ops(client, auth, executor, REVIEWED)
+    ops.execute()
+    assert ops.run("Draft") == "finished"
+    assert ops.status() == "paused"
+    return ops
+
+
+def _run(ops: Ops) -> dict[str, Any]:
+    return dict(ops.client.get(f"/v1/missions/{ops.id}/runs/{ops.run_id}", headers=ops.auth).get_json())
+
+
+def test_request_changes_reruns_the_task_with_the_feedback_in_its_prompt_and_records_who_decided(
+    at_checkpoint: Ops, db: psycopg.Connection, api_key: str
+) -> None:
+    ops = at_checkpoint
+    answer = ops.post(
+        "/review", json={"decision": "request_changes", "feedback": "Cite your sources.", "redo": ["Draft"]}
+    )
+    assert answer.status_code == 200, answer.get_json()
+    assert answer.get_json()["status"] == "active"
+    prompt = db.execute(
+        "SELECT prompt FROM attempts WHERE run_id = %s AND task_id = %s AND attempt = 2", (ops.run_id, ops.ids["Draft"])
+    ).fetchone()["prompt"]
+    assert "# Your previous output\nfirst draft" in prompt
+    assert "asked for changes: Cite your sources." in prompt
+    (recorded,) = _run(ops)["reviews"]
+    key_id = db.execute(
+        "SELECT id, prefix FROM api_keys WHERE prefix = %s", (api_key[: len(recorded["reviewer"]["name"])],)
+    ).fetchone()
+    assert recorded["reviewer"] == {"id": key_id["id"], "name": key_id["prefix"]}
+    assert (recorded["decision"], recorded["feedback"], recorded["redo"]) == (
+        "request_changes",
+        "Cite your sources.",
+        ["Draft"],
+    )
+    assert ops.run("Draft") == "finished"
+    assert ops.status() == "paused"  # the checkpoint is reached again
+    assert ops.post("/review", json={"decision": "approve"}).status_code == 200
+    assert ops.run("Publish") == "finished"
+    assert ops.status() == "completed"
+    assert [r["decision"] for r in _run(ops)["reviews"]] == ["request_changes", "approve"]
+    stream = list(iter_sse(ops.events().get_data(as_text=True).splitlines()))
+    assert [e.data["decision"] for e in stream if e.event == "review:decided" and isinstance(e.data, dict)] == [
+        "request_changes",
+        "approve",
+    ]
+
+
+def test_reject_fails_the_mission_with_reason_rejected(at_checkpoint: Ops) -> None:
+    answer = at_checkpoint.post("/review", json={"decision": "reject", "feedback": "Off topic."})
+    assert answer.status_code == 200
+    body = answer.get_json()
+    assert body["status"] == "failed" and body["failureReason"] == "rejected"
+    assert _run(at_checkpoint)["reviews"][0]["feedback"] == "Off topic."
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"decision": "request_changes"}, "feedback"),
+        ({"decision": "request_changes", "feedback": "   "}, "feedback"),
+        ({"decision": "approve", "redo": ["Draft"]}, "redo"),
+        ({"decision": "maybe"}, "decision"),
+        ({"decision": "request_changes", "feedback": "x", "redo": ["Nope"]}, "redo[0]"),
+    ],
+)
+def test_a_malformed_review_is_a_400_naming_the_field_and_changes_nothing(
+    at_checkpoint: Ops, body: dict[str, Any], field: str
+) -> None:
+    answer = at_checkpoint.post("/review", json=body)
+    assert answer.status_code == 400, answer.get_json()
+    assert field in answer.get_json()["details"]["fields"]
+    assert at_checkpoint.status() == "paused" and _run(at_checkpoint)["reviews"] == []
+
+
+def test_a_review_the_run_cannot_take_is_a_conflict(at_checkpoint: Ops, client: FlaskClient, other_key: str) -> None:
+    redo_blocked = at_checkpoint.post(
+        "/review", json={"decision": "request_changes", "feedback": "x", "redo": ["Publish"]}
+    )
+    assert (
+        redo_blocked.status_code == 409
+        and "not an afterTask of a waiting checkpoint" in redo_blocked.get_json()["error"]
+    )
+    other = {"Authorization": f"Bearer {other_key}"}
+    assert (
+        client.post(f"/v1/missions/{at_checkpoint.id}/review", json={"decision": "approve"}, headers=other).status_code
+        == 404
+    )
+    assert at_checkpoint.post("/review", json={"decision": "approve"}).status_code == 200
+    again = at_checkpoint.post("/review", json={"decision": "approve"})
+    assert again.status_code == 409 and again.get_json()["code"] == "conflict"
+
+
+@pytest.mark.parametrize(("on_timeout", "status"), [("approve", "active"), ("reject", "failed"), ("fail", "failed")])
+def test_a_checkpoint_timeout_is_a_timer_row_fired_by_the_tick(
+    client: FlaskClient, auth: dict[str, str], executor: Executor, db: psycopg.Connection, on_timeout: str, status: str
+) -> None:
+    doc = copy.deepcopy(REVIEWED)
+    doc["checkpoints"][0].update(timeout=60, onTimeout=on_timeout)
+    ops = Ops(client, auth, executor, doc)
+    ops.execute()
+    ops.run("Draft")
+    timer = db.execute("SELECT kind, key, due_at FROM timers WHERE run_id = %s", (ops.run_id,)).fetchone()
+    assert (timer["kind"], timer["key"]) == ("checkpoint", "0")
+    assert fire_timers(executor.coordinator, timer["due_at"] - timedelta(seconds=1)) == 0
+    assert fire_timers(executor.coordinator, timer["due_at"] + timedelta(seconds=1)) == 1
+    run = _run(ops)
+    assert run["status"] == status and run["reviews"][0]["timedOut"] is True
+    assert run["reviews"][0]["decision"] == on_timeout and run["reviews"][0]["reviewer"] is None
+    publish = next(t for t in run["tasks"] if t["title"] == "Publish")
+    assert publish["status"] == {"approve": "queued", "reject": "cancelled", "fail": "skipped"}[on_timeout]
+    if on_timeout != "approve":
+        assert run["failureReason"] == {"reject": "rejected", "fail": "task_failed"}[on_timeout]
+
+
+def test_a_delay_holds_its_blocked_task_until_its_timer_fires(
+    client: FlaskClient, auth: dict[str, str], executor: Executor, db: psycopg.Connection
+) -> None:
+    doc = copy.deepcopy(REVIEWED)
+    del doc["checkpoints"]
+    doc["delays"] = [{"name": "cool-off", "afterTasks": ["Draft"], "blocksTasks": ["Publish"], "duration": "PT10M"}]
+    ops = Ops(client, auth, executor, doc)
+    assert ops.mission["status"] == "draft"
+    shown = client.get(f"/v1/missions/{ops.id}", headers=auth).get_json()
+    assert shown["delays"] == doc["delays"]
+    ops.execute()
+    ops.run("Draft")
+    delays = _run(ops)["delays"]
+    assert [(d["name"], d["status"], d["duration"]) for d in delays] == [("cool-off", "waiting", "PT10M")]
+    assert ops.task("Publish")["status"] == "pending"
+    timer = db.execute("SELECT kind, key, due_at FROM timers WHERE run_id = %s", (ops.run_id,)).fetchone()
+    assert (timer["kind"], timer["key"]) == ("delay", "0")
+    assert fire_timers(executor.coordinator, timer["due_at"] + timedelta(seconds=1)) == 1
+    assert ops.task("Publish")["status"] == "queued"
+    assert _run(ops)["delays"][0]["status"] == "elapsed"

@@ -15,6 +15,8 @@ from orchestrator.engine import (
     Event,
     MissionStatus,
     ResumeRequested,
+    ReviewDecision,
+    ReviewSubmitted,
     TaskAdded,
     TaskCancelRequested,
     TaskRemoved,
@@ -28,7 +30,7 @@ from workers.store import missions, runs
 from workers.store.db import Connection
 from workers.store.missions import Limits, StoredMission
 from workers.store.usage import MissionUsage, Totals
-from workers.support.errors import Conflict, NotFound
+from workers.support.errors import Conflict, Invalid, NotFound
 from workers.support.ids import new_id
 
 
@@ -121,6 +123,34 @@ def _latest_run(mission: StoredMission, wanted: Collection[str], action: str) ->
     if mission.status not in wanted or not mission.row["latest_run_id"]:
         raise Conflict(f"cannot {action}: the mission is {mission.status}")
     return str(mission.row["latest_run_id"])
+
+
+def review(
+    uow: UnitOfWork,
+    project_id: str,
+    mission_id: str,
+    decision: ReviewDecision,
+    feedback: str | None,
+    redo: tuple[str, ...],
+    reviewer: tuple[str, str],
+    now: datetime,
+) -> AfterCommit:
+    """A person's decision at what waits for one in the paused run (waiting checkpoints, tasks
+    awaiting approval), recorded with ``reviewer`` (the API key's id and name). ``redo`` names
+    tasks of the mission (400 otherwise, naming the entry); the run decides whether it waits for
+    them (409 otherwise)."""
+    mission = missions.get_mission(uow.conn, project_id, mission_id, for_update=True)
+    titles = {t.title for t in mission.tasks}
+    unknown = {f"redo[{i}]": [f"unknown task {title!r}"] for i, title in enumerate(redo) if title not in titles}
+    if unknown:
+        first = next(iter(unknown))
+        raise Invalid(f"{first}: {unknown[first][0]}", {"fields": unknown})
+    run_id = _latest_run(mission, (MissionStatus.PAUSED,), "review")
+    event = ReviewSubmitted(decision, feedback, redo, reviewer_id=reviewer[0], reviewer_name=reviewer[1])
+    outcome = uow.advance(run_id, event, now)
+    if outcome is None or outcome.ignored:
+        raise Conflict(f"cannot review: {outcome.ignored if outcome else 'the run is gone'}")
+    return outcome
 
 
 def retry_task(uow: UnitOfWork, project_id: str, mission_id: str, task_id: str, now: datetime) -> AfterCommit:

@@ -284,9 +284,11 @@ WITH run AS (
 SELECT max(id) AS last_event_id FROM logged
 
 -- name: get_run
--- A run of a mission with its task states in the order of its spec.
+-- A run of a mission with its task states in the order of its spec, its reviews, and its delays
+-- (as the spec gives them, and where each is).
 SELECT r.id, r.mission_id, r.number, r.status, r.pause_reason, r.pause_message, r.failure_reason,
        r.created_at, r.started_at, r.finished_at,
+       r.state->'reviews' AS reviews, r.state->'delays' AS delays, r.spec->'delays' AS delay_specs,
        (SELECT jsonb_agg(rt.state ORDER BY s.n)
           FROM jsonb_array_elements(r.spec->'tasks') WITH ORDINALITY AS s(task, n)
           JOIN run_tasks rt ON rt.run_id = r.id AND rt.task_id = s.task->>'id') AS run_tasks

@@ -1,5 +1,6 @@
-"""The /v1 routes that act on one task of a mission's latest run: retry, cancel (and, in the
-same room, what follows from them). Thin: call the shell, render the task as it now stands."""
+"""The /v1 routes an operator steers a run with, besides resume and abort: act on one task of the
+mission's latest run (retry, cancel) and decide at a checkpoint or a side-effect approval
+(review). Thin: parse, call the shell, render."""
 
 from __future__ import annotations
 
@@ -8,15 +9,16 @@ from typing import Any
 
 from flask import Blueprint, g, jsonify
 
-from api.http import render
-from api.http.routes import authenticate, check_url, services
+from api.http import render, schemas
+from api.http.routes import authenticate, check_url, json_body, mission_command, services
+from orchestrator.engine import ReviewDecision
 from workers.coordination import runs
 from workers.coordination.advance import UnitOfWork
 from workers.store import missions
 from workers.store.usage import mission_usage
 from workers.support.clock import utcnow
 
-blueprint = Blueprint("tasks_v1", __name__)
+blueprint = Blueprint("control_v1", __name__)
 blueprint.before_request(check_url)
 blueprint.before_request(authenticate)
 
@@ -44,3 +46,13 @@ def retry_task(mission_id: str, task_id: str) -> Any:
 @blueprint.post("/missions/<mission_id>/tasks/<task_id>/cancel")
 def cancel_task(mission_id: str, task_id: str) -> Any:
     return _task_command(mission_id, task_id, runs.cancel_task)
+
+
+@blueprint.post("/missions/<mission_id>/review")
+def review(mission_id: str) -> Any:
+    body = json_body(schemas.REVIEW)
+    decision, feedback, redo = ReviewDecision(body["decision"]), body.get("feedback"), tuple(body.get("redo") or ())
+    who = (g.key.key_id, g.key.name)
+    return mission_command(
+        mission_id, lambda uow: runs.review(uow, g.project_id, mission_id, decision, feedback, redo, who, utcnow())
+    )
