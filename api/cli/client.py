@@ -138,6 +138,16 @@ class Client:
     def resume(self, mission_id: str, retry_failed: bool = False) -> dict[str, Any]:
         return dict(self.request("POST", f"/v1/missions/{mission_id}/resume", json_body={"retryFailed": retry_failed}))
 
+    def review(
+        self, mission_id: str, decision: str, feedback: str | None = None, redo: tuple[str, ...] = ()
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"decision": decision}
+        if feedback is not None:
+            body["feedback"] = feedback
+        if redo:
+            body["redo"] = list(redo)
+        return dict(self.request("POST", f"/v1/missions/{mission_id}/review", json_body=body))
+
     def task_command(self, mission_id: str, task_id: str, action: str) -> dict[str, Any]:
         """``action`` (retry, cancel) on one task of the mission's latest run; the task as it now stands."""
         return dict(self.request("POST", f"/v1/missions/{mission_id}/tasks/{task_id}/{action}"))

@@ -1,5 +1,5 @@
 """Client commands: talk to a running server over HTTP (``run``, ``demo``, ``list``, ``show``,
-``resume``, ``abort``, ``task retry|cancel``, ``events``)."""
+``resume``, ``review``, ``abort``, ``task retry|cancel``, ``events``)."""
 
 from __future__ import annotations
 
@@ -313,6 +313,46 @@ def resume_command(
                 client, mission_id, mission.get("latestRunId"), json_output=json_output, follow_output=follow_output
             )
         )
+    if json_output:
+        echo_json(mission)
+    else:
+        click.echo(f"{mission_id} {mission['status']}")
+
+
+@click.command("review")
+@click.argument("mission_id")
+@client_options
+@click.option("--approve", "approve", is_flag=True, help="Go on (a task awaiting approval runs again).")
+@click.option("--request-changes", "changes", metavar="FEEDBACK", default=None, help="Send work back with FEEDBACK.")
+@click.option("--redo", multiple=True, metavar="TASK", help="With --request-changes: an afterTask to redo (repeat it).")
+@click.option("--reject", "rejection", metavar="FEEDBACK", default=None, help="Fail the mission (reason rejected).")
+@click.option("--json", "json_output", is_flag=True, help="Print the API's JSON.")
+def review_command(
+    mission_id: str,
+    url: str | None,
+    key: str | None,
+    approve: bool,
+    changes: str | None,
+    redo: tuple[str, ...],
+    rejection: str | None,
+    json_output: bool,
+) -> None:
+    """Decide at a waiting checkpoint or side-effect approval: --approve, --request-changes FEEDBACK
+    [--redo TASK ...] (those tasks re-run with the feedback, and the checkpoint is reached again),
+    or --reject FEEDBACK."""
+    chosen = [
+        name
+        for name, given in (("--approve", approve), ("--request-changes", changes), ("--reject", rejection))
+        if given not in (None, False)
+    ]
+    if len(chosen) != 1:
+        raise click.UsageError("give exactly one of --approve, --request-changes FEEDBACK, --reject FEEDBACK")
+    if redo and changes is None:
+        raise click.UsageError("--redo goes with --request-changes")
+    decision = "approve" if approve else "request_changes" if changes is not None else "reject"
+    client = make_client(url, key)
+    with api_errors():
+        mission = client.review(mission_id, decision, changes if changes is not None else rejection, redo)
     if json_output:
         echo_json(mission)
     else:

@@ -1,5 +1,6 @@
-"""End to end, operator control of a run: cancel one task, retry one, continue a failed run, and
-the public deploy-pipeline without a provider key. Real API, worker and beat processes."""
+"""End to end, operator control of a run: cancel one task, continue a failed run, request changes
+at a checkpoint, checkpoints timing out, delays, and the public deploy-pipeline without a provider
+key. Real API, worker and beat processes."""
 
 from __future__ import annotations
 
@@ -141,3 +142,87 @@ def test_the_public_deploy_pipeline_without_a_provider_key_ends_failed_and_its_s
             "Run tests": "failed",
             "Deploy to staging": "skipped",
         }
+
+
+def test_request_changes_at_a_checkpoint_reaches_the_agents_prompt(llm_stack: Stack, llm: FakeLLM) -> None:
+    stack = llm_stack
+    llm.script("writer", say("a draft without sources"), say("a draft citing three sources"))
+    llm.script("publisher", say("published"))
+    doc = mission(
+        "review",
+        [
+            {"title": "Draft", "assignTo": "writer"},
+            {"title": "Publish", "assignTo": "publisher", "dependsOn": ["Draft"]},
+        ],
+        [fake_agent("writer"), fake_agent("publisher")],
+        checkpoints=[{"name": "edit", "afterTasks": ["Draft"], "blocksTasks": ["Publish"], "message": "Edit?"}],
+    )
+    created = stack.create(doc)
+    stack.execute(created["id"])
+    stack.wait_status(created["id"], "paused")
+    body = {"decision": "request_changes", "feedback": "Cite your sources.", "redo": ["Draft"]}
+    answer = stack.request("POST", f"/v1/missions/{created['id']}/review", json=body)
+    assert answer.status_code == 200, answer.text
+    wait_for(lambda: len(llm.seen("writer")) == 2, 30, "the draft to be redone", stack)
+    redo_prompt = llm.seen("writer")[1].text
+    assert "a draft without sources" in redo_prompt and "Cite your sources." in redo_prompt
+    paused = stack.wait_status(created["id"], "paused")
+    assert stack.tasks(paused)["Draft"]["output"] == "a draft citing three sources"
+    assert stack.request("POST", f"/v1/missions/{created['id']}/review", json={"decision": "approve"}).ok
+    final = stack.wait_status(created["id"], "completed", "failed")
+    assert final["status"] == "completed"
+    run = stack.request("GET", f"/v1/missions/{created['id']}/runs/{final['latestRunId']}").json()
+    assert [r["decision"] for r in run["reviews"]] == ["request_changes", "approve"]
+    assert run["reviews"][0]["reviewer"]["id"] and stack.key.startswith(run["reviews"][0]["reviewer"]["name"])
+
+
+@pytest.mark.parametrize(
+    ("on_timeout", "status", "publish"),
+    [("approve", "completed", "completed"), ("reject", "failed", "cancelled"), ("fail", "failed", "skipped")],
+)
+def test_a_checkpoint_nobody_answers_times_out_into_its_on_timeout(
+    stack: Stack, on_timeout: str, status: str, publish: str
+) -> None:
+    doc = mission(
+        f"timeout-{on_timeout}",
+        [{"title": "Draft", "assignTo": "a"}, {"title": "Publish", "assignTo": "a", "dependsOn": ["Draft"]}],
+        [agent("a", {"output": "ok"})],
+        checkpoints=[{"afterTasks": ["Draft"], "blocksTasks": ["Publish"], "timeout": 1, "onTimeout": on_timeout}],
+    )
+    created = stack.create(doc)
+    stack.execute(created["id"])
+    stack.wait_status(created["id"], "paused")
+    final = stack.wait_status(created["id"], "completed", "failed", "cancelled", timeout=30)
+    assert final["status"] == status
+    assert stack.tasks(final)["Publish"]["status"] == publish
+    run = stack.request("GET", f"/v1/missions/{created['id']}/runs/{final['latestRunId']}").json()
+    assert [(r["decision"], r["timedOut"]) for r in run["reviews"]] == [(on_timeout, True)]
+
+
+def test_a_delay_holds_its_blocked_task_for_its_duration(stack: Stack) -> None:
+    doc = mission(
+        "cool-off",
+        [{"title": "Build", "assignTo": "a"}, {"title": "Deploy", "assignTo": "a", "dependsOn": ["Build"]}],
+        [agent("a", {"output": "ok"})],
+        delays=[{"name": "soak", "afterTasks": ["Build"], "blocksTasks": ["Deploy"], "duration": "PT3S"}],
+    )
+    created = stack.create(doc)
+    events = stack.execute_streaming(created["id"])
+    assert events[-1].data["status"] == "completed", stack.log_tail()
+    names = [e.event for e in events]
+    started = next(e for e in events if e.event == "delay:started")
+    ended = next(e for e in events if e.event == "delay:ended")
+    assert started.data["seconds"] == 3.0 and started.data["name"] == "soak"
+    assert names.index("delay:started") < names.index("delay:ended")
+    run = stack.request("GET", f"/v1/missions/{created['id']}/runs/{events[-1].data['runId']}").json()
+    tasks = {t["title"]: t for t in stack.mission(created["id"])["tasks"]}
+    assert tasks["Deploy"]["status"] == "completed"
+    assert run["delays"][0]["status"] == "elapsed"
+    with psycopg.connect(stack.env["DATABASE_URL"]) as conn:
+        build_done, deploy_start = conn.execute(
+            "SELECT (SELECT finished_at FROM attempts WHERE task_id = %s),"
+            " (SELECT created_at FROM attempts WHERE task_id = %s)",
+            (tasks["Build"]["id"], tasks["Deploy"]["id"]),
+        ).fetchone()
+    assert (deploy_start - build_done).total_seconds() >= 3.0  # held for its whole duration
+    assert ended.id is not None and started.id is not None and ended.id > started.id
