@@ -612,6 +612,14 @@ class TaskRetryRequested:
 
 
 @dataclass(frozen=True)
+class ReassessRequested:
+    """An operator asks for the last output of a task that failed its assessment to be scored again
+    (e.g. after the judge was fixed); the agent does not run again."""
+
+    task_id: str
+
+
+@dataclass(frozen=True)
 class TaskCancelRequested:
     """An operator stops one unfinished task: its attempt is cancelled and its dependents skipped."""
 
@@ -671,6 +679,7 @@ Event: TypeAlias = (
     | TaskRemoved
     | TaskRetryRequested
     | TaskCancelRequested
+    | ReassessRequested
     | ReviewSubmitted
     | CheckpointTimedOut
     | ApprovalTimedOut
@@ -833,7 +842,9 @@ def _has_deadline(spec: MissionSpec) -> bool:
 def decide(state: RunState, event: Event, now: datetime) -> Decision:
     """Apply one observed event to a run: the next state and the effects to carry out."""
     _require_aware(now)
-    if state.status is MissionStatus.FAILED and isinstance(event, (ResumeRequested, TaskRetryRequested)):
+    if state.status is MissionStatus.FAILED and isinstance(
+        event, (ResumeRequested, TaskRetryRequested, ReassessRequested)
+    ):
         return _continue_failed_run(state, event, now)
     if state.status not in LIVE_RUN_STATUSES:
         return _ignored(state, f"the run is {state.status.value}")
@@ -880,6 +891,8 @@ def decide(state: RunState, event: Event, now: datetime) -> Decision:
             return _retry_task(state, event, now)
         case TaskCancelRequested():
             return _cancel_task(state, event, now)
+        case ReassessRequested():
+            return _reassess(state, event, now)
         case ReviewSubmitted():
             return _review(state, event, now)
         case CheckpointTimedOut():
@@ -1771,7 +1784,9 @@ def _unskip_reachable_tasks(step: _Step) -> None:
 # Operator commands on one task, and continuing a failed run
 
 
-def _continue_failed_run(state: RunState, event: ResumeRequested | TaskRetryRequested, now: datetime) -> Decision:
+def _continue_failed_run(
+    state: RunState, event: ResumeRequested | TaskRetryRequested | ReassessRequested, now: datetime
+) -> Decision:
     """A run that failed because tasks failed (``CONTINUABLE_FAILURES``) becomes active again: a
     resume with ``retryFailed`` re-runs every failed task (and the failed or low-scoring afterTasks
     of blocked gates), the retry of one task only that one; completed tasks keep their outputs and
@@ -1796,7 +1811,13 @@ def _continue_failed_run(state: RunState, event: ResumeRequested | TaskRetryRequ
             state, "no task of the run failed, so there is nothing to re-run (retry a cancelled task by itself)"
         )
     step = _Step(state, now)
-    if isinstance(event, TaskRetryRequested):
+    if isinstance(event, ReassessRequested):
+        why = _why_not_reassessed(state, event.task_id)
+        if why is not None:
+            return _ignored(state, why)
+        _reactivate(step)
+        _assess_again(step, step.tasks[event.task_id])
+    elif isinstance(event, TaskRetryRequested):
         causes = _retry_causes(step, event.task_id)
         if isinstance(causes, str):
             return _ignored(state, causes)
@@ -1867,6 +1888,47 @@ def _rerun_tasks(step: _Step, task_ids: Iterable[str]) -> None:
             step.gates[i] = GateStatus.PENDING
     _unskip_reachable_tasks(step)
     step.reachability_changed = True
+
+
+def _reassess(state: RunState, event: ReassessRequested, now: datetime) -> Decision:
+    """The last output of a task that failed its assessment is scored again (``AssessTask`` for
+    the same attempt): the task is ``assessing``, that verdict no longer counts against its retry
+    budget, and what was skipped because of it waits for the new verdict."""
+    why = _why_not_reassessed(state, event.task_id)
+    if why is not None:
+        return _ignored(state, why)
+    step = _Step(state, now)
+    _assess_again(step, step.tasks[event.task_id])
+    _settle(step)
+    return step.decision()
+
+
+def _why_not_reassessed(state: RunState, task_id: str) -> str | None:
+    """None when ``task_id`` is a failed task whose last attempt failed its assessment."""
+    task = state.tasks.get(task_id)
+    if task is None:
+        return f"unknown task {task_id!r}"
+    assessed = task.score is not None or bool(task.criteria) or (task.error or "").startswith("assessment")
+    if task.status is not TaskStatus.FAILED or not assessed or task.output is None:
+        return (
+            f'task "{task.title}" is {task.status.value}; only a failed task whose last attempt failed its '
+            "assessment can be reassessed (retry it to run the agent again)"
+        )
+    return None
+
+
+def _assess_again(step: _Step, task: TaskState) -> None:
+    step.put(
+        replace(
+            task,
+            status=TaskStatus.ASSESSING,
+            failed_attempts=max(0, task.failed_attempts - 1),
+            error=None,
+            finished_at=None,
+        )
+    )
+    step.emit(AssessTask(task.task_id, task.attempt, task.output or ""))
+    _unskip_reachable_tasks(step)
 
 
 def _cancel_task(state: RunState, event: TaskCancelRequested, now: datetime) -> Decision:

@@ -1,5 +1,5 @@
 """Client commands: talk to a running server over HTTP (``run``, ``demo``, ``list``, ``show``,
-``resume``, ``review``, ``abort``, ``task retry|cancel``, ``events``)."""
+``resume``, ``review``, ``abort``, ``task retry|reassess|cancel``, ``events``)."""
 
 from __future__ import annotations
 
@@ -396,6 +396,13 @@ task_group.add_command(
         "retry",
         "Run a failed or cancelled task again with a fresh retry budget (for a skipped task: what it was "
         "skipped because of). TASK is its id or title. A run that failed because of it goes on.",
+    )
+)
+task_group.add_command(
+    _task_action(
+        "reassess",
+        "Score the last output of a task that failed its assessment again (after the judge was fixed); "
+        "the agent does not run. TASK is its id or title.",
     )
 )
 task_group.add_command(

@@ -1,5 +1,5 @@
 """The /v1 routes an operator steers a run with, besides resume and abort: act on one task of the
-mission's latest run (retry, cancel) and decide at a checkpoint or a side-effect approval
+mission's latest run (retry, reassess, cancel) and decide at a checkpoint or a side-effect approval
 (review). Thin: parse, call the shell, render."""
 
 from __future__ import annotations
@@ -41,6 +41,11 @@ def _task_command(mission_id: str, task_id: str, command: Command) -> Any:
 @blueprint.post("/missions/<mission_id>/tasks/<task_id>/retry")
 def retry_task(mission_id: str, task_id: str) -> Any:
     return _task_command(mission_id, task_id, runs.retry_task)
+
+
+@blueprint.post("/missions/<mission_id>/tasks/<task_id>/reassess")
+def reassess_task(mission_id: str, task_id: str) -> Any:
+    return _task_command(mission_id, task_id, runs.reassess_task)
 
 
 @blueprint.post("/missions/<mission_id>/tasks/<task_id>/cancel")

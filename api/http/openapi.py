@@ -391,6 +391,16 @@ DOCS: dict[tuple[str, str], Doc] = {
         responses={200: ("The task as it now stands.", "TaskDetail")},
         errors=(404, 409),
     ),
+    ("control_v1.reassess_task", "POST"): Doc(
+        "Reassess one task",
+        "Scores the last output of a `failed` task whose last attempt failed its assessment again (e.g. after "
+        "the judge was fixed); the agent does not run. The task is `assessing`; that verdict no longer counts "
+        "against its retry budget; what was skipped because of it is `pending` until the new verdict. A run "
+        "that failed because of it becomes active again. 409 for any other task.",
+        tag="Tasks",
+        responses={200: ("The task as it now stands.", "TaskDetail")},
+        errors=(404, 409),
+    ),
     ("control_v1.cancel_task", "POST"): Doc(
         "Cancel one task",
         "Stops one unfinished task of the live run at once (its agent, or its judge, within a second), "

@@ -393,3 +393,38 @@ def test_a_delay_holds_its_blocked_task_until_its_timer_fires(
     assert fire_timers(executor.coordinator, timer["due_at"] + timedelta(seconds=1)) == 1
     assert ops.task("Publish")["status"] == "queued"
     assert _run(ops)["delays"][0]["status"] == "elapsed"
+
+
+def test_reassessing_scores_the_last_output_again_without_running_the_agent(
+    client: FlaskClient, auth: dict[str, str], executor: Executor, db: psycopg.Connection
+) -> None:
+    doc = _doc(
+        [
+            {"title": "Graded", "assignTo": "w", "maxRetries": 0, "expectations": [{"criterion": "is right"}]},
+            {"title": "Next", "assignTo": "w", "dependsOn": ["Graded"]},
+        ],
+        {"w": [{"output": "the answer"}]},
+    )
+    doc["assessor"] = {
+        "model": "scripted/judge",
+        "script": [{"score": 1, "reason": "judge misconfigured"}, {"score": 5}],
+    }
+    ops = Ops(client, auth, executor, doc)
+    ops.execute()
+    ops.run("Graded")
+    if ops.task("Graded")["status"] == "assessing":
+        executor.assess(ops.run_id, ops.ids["Graded"], 1)
+    assert ops.task("Graded")["status"] == "failed" and ops.status() == "failed"
+    conflict = ops.post(f"/tasks/{ops.ids['Next']}/reassess")
+    assert (
+        conflict.status_code == 409
+        and "only a failed task whose last attempt failed its assessment" in (conflict.get_json()["error"])
+    )
+    answer = ops.post(f"/tasks/{ops.ids['Graded']}/reassess")
+    assert answer.status_code == 200, answer.get_json()
+    assert answer.get_json()["status"] == "assessing" and ops.status() == "active"
+    executor.assess(ops.run_id, ops.ids["Graded"], 1)
+    graded = ops.task("Graded")
+    assert (graded["status"], graded["score"], graded["attempt"]) == ("completed", 5.0, 1)
+    assert ops.task("Next")["status"] == "queued"
+    assert _attempts(db, ops.run_id) == [("Graded", 1, "completed"), ("Next", 1, "queued")]  # one agent call

@@ -27,6 +27,7 @@ from orchestrator.engine import (
     MissionStatus,
     PauseReason,
     PublishEvent,
+    ReassessRequested,
     ResumeRequested,
     RetryDue,
     ReviewDecision,
@@ -1689,3 +1690,56 @@ def test_delays_and_reviews_round_trip_through_the_run_state_json() -> None:
     delayed_run.complete("build")
     for state in (run.state, delayed_run.state):
         assert RunState.from_json(json.loads(json.dumps(state.to_json()))) == state
+
+
+# ---------------------------------------------------------------------------------------- reassess
+
+
+def judged_failure() -> Run:
+    run = Run(
+        mission({"id": "a", "expectations": JUDGED, "maxRetries": 0}, {"id": "b", "dependsOn": ["a"]}, {"id": "c"})
+    )
+    run.finish("a", "the output")
+    run.score("a", None, error="judge unreachable")
+    assert run.task("a").status is TaskStatus.FAILED and run.task("b").status is TaskStatus.SKIPPED
+    return run
+
+
+def test_reassessing_scores_the_last_output_again_and_a_pass_unskips_its_dependents() -> None:
+    run = judged_failure()
+    decision = run.send(ReassessRequested("a"))
+    assert of(decision, AssessTask) == [AssessTask("a", 1, "the output")]
+    assert started(decision) == []  # the agent does not run again
+    assert run.task("a").status is TaskStatus.ASSESSING and run.task("a").failed_attempts == 0
+    assert run.task("b").status is P
+    decision = run.score("a", 4.0)
+    assert run.task("a").status is TaskStatus.COMPLETED
+    assert started(decision) == [StartTask("b", 1, "dev", "scripted/dev")]
+
+
+def test_a_reassessment_that_fails_again_fails_the_task_again_within_its_budget() -> None:
+    run = judged_failure()
+    run.send(ReassessRequested("a"))
+    run.score("a", 1.0)
+    assert run.task("a").status is TaskStatus.FAILED and run.task("a").failed_attempts == 1
+    assert run.task("b").status is TaskStatus.SKIPPED
+
+
+def test_reassessing_continues_a_run_that_failed_on_that_assessment() -> None:
+    run = judged_failure()
+    run.complete("c")
+    assert run.state.status is MissionStatus.FAILED
+    run.send(ReassessRequested("a"))
+    assert run.state.status is MissionStatus.ACTIVE
+    run.score("a", 5.0)
+    run.complete("b")
+    assert run.state.status is MissionStatus.COMPLETED
+
+
+def test_only_a_task_that_failed_its_assessment_can_be_reassessed() -> None:
+    run = Run(mission({"id": "a", "maxRetries": 0}, {"id": "c", "expectations": JUDGED}))
+    run.fail("a")
+    assert_ignored(run, ReassessRequested("a"))  # its agent failed: nothing was assessed
+    assert "only a failed task whose last attempt failed its assessment" in (run.last.ignored or "")
+    run.complete("c", 4.0)
+    assert_ignored(run, ReassessRequested("c"))

@@ -39,6 +39,7 @@ from orchestrator.engine import (
     Event,
     MissionStatus,
     PublishEvent,
+    ReassessRequested,
     ResumeRequested,
     RetryDue,
     ReviewDecision,
@@ -291,13 +292,17 @@ class Shell:
         """An operator cancels or retries one task (often one where it does not apply)."""
         self.operations += 1
         target = self.rng.choice(sorted(self.state.tasks))
-        return TaskCancelRequested(target) if self.rng.random() < 0.5 else TaskRetryRequested(target)
+        roll = self.rng.random()
+        if roll < 0.2:
+            return ReassessRequested(target)
+        return TaskCancelRequested(target) if roll < 0.6 else TaskRetryRequested(target)
 
     def _continue(self) -> Event:
         """An operator continues a failed run: a resume with retryFailed, or the retry of one task."""
         dead = sorted(t.task_id for t in self.state.tasks.values() if t.status in _DEAD)
         if dead and self.rng.random() < 0.5:
-            return TaskRetryRequested(self.rng.choice(dead))
+            target = self.rng.choice(dead)
+            return ReassessRequested(target) if self.rng.random() < 0.3 else TaskRetryRequested(target)
         return ResumeRequested(retry_failed=True)
 
     def _change_tasks(self) -> Event:
@@ -410,6 +415,7 @@ def arbitrary_events(task_ids: list[str]) -> st.SearchStrategy[Event]:
         st.builds(TaskRemoved, ids),
         st.builds(TaskRetryRequested, ids),
         st.builds(TaskCancelRequested, ids),
+        st.builds(ReassessRequested, ids),
         st.builds(ReviewSubmitted, st.sampled_from(list(ReviewDecision)), st.none() | st.text(max_size=5)),
         st.builds(CheckpointTimedOut, st.integers(-1, 3)),
         st.builds(ApprovalTimedOut, ids, attempts),
@@ -432,7 +438,9 @@ def test_a_finished_run_stays_finished_under_any_event(spec: MissionSpec, seed: 
     events = data.draw(st.lists(arbitrary_events(list(state.tasks)), max_size=20))
     for event in events:
         decision = decide(state, event, shell.now)
-        continues = isinstance(event, TaskRetryRequested) or event == ResumeRequested(retry_failed=True)
+        continues = isinstance(event, (TaskRetryRequested, ReassessRequested)) or event == ResumeRequested(
+            retry_failed=True
+        )
         if continuable(state) and continues and not decision.ignored:
             assert decision.state.status is MissionStatus.ACTIVE or decision.state.status in TERMINAL_RUN_STATUSES
             continue

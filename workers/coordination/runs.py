@@ -14,6 +14,7 @@ from orchestrator.engine import (
     AbortRequested,
     Event,
     MissionStatus,
+    ReassessRequested,
     ResumeRequested,
     ReviewDecision,
     ReviewSubmitted,
@@ -26,7 +27,7 @@ from orchestrator.engine import (
 from orchestrator.spec import MissionSpec
 from workers.coordination.advance import UnitOfWork
 from workers.coordination.outcome import AfterCommit
-from workers.store import missions, runs
+from workers.store import attempts, missions, runs
 from workers.store.db import Connection
 from workers.store.missions import Limits, StoredMission
 from workers.store.usage import MissionUsage, Totals
@@ -159,19 +160,37 @@ def retry_task(uow: UnitOfWork, project_id: str, mission_id: str, task_id: str, 
     return _task_command(uow, project_id, mission_id, task_id, TaskRetryRequested(task_id), "retry", now)
 
 
+def reassess_task(uow: UnitOfWork, project_id: str, mission_id: str, task_id: str, now: datetime) -> AfterCommit:
+    """Score the last output of a task that failed its assessment again (the judge is sent after
+    commit; the agent does not run). Its attempt row is ``assessing`` again in the same transaction
+    (a conflict raised after the step rolls the step back too: nothing is sent)."""
+    outcome = _task_command(uow, project_id, mission_id, task_id, ReassessRequested(task_id), "reassess", now)
+    state = outcome.state
+    attempt = state.tasks[task_id].attempt if state is not None else 0
+    if not attempts.reopen_for_assessment(uow.conn, outcome.run_id, task_id, attempt, now):
+        raise Conflict(f"cannot reassess the task: attempt {attempt} has no assessed output")
+    return outcome
+
+
 def cancel_task(uow: UnitOfWork, project_id: str, mission_id: str, task_id: str, now: datetime) -> AfterCommit:
     """Stop one unfinished task of the live run; its dependents are skipped."""
     return _task_command(uow, project_id, mission_id, task_id, TaskCancelRequested(task_id), "cancel", now)
 
 
-def _task_command(
-    uow: UnitOfWork, project_id: str, mission_id: str, task_id: str, event: Event, action: str, now: datetime
-) -> AfterCommit:
+def _mission_with_task(uow: UnitOfWork, project_id: str, mission_id: str, task_id: str, action: str) -> StoredMission:
+    """The mission (locked), 404 unless it has the task, 409 before its first run."""
     mission = missions.get_mission(uow.conn, project_id, mission_id, for_update=True)
     if not any(t.id == task_id for t in mission.tasks):
         raise NotFound(f"task {task_id} not found in mission {mission_id}")
     if not mission.row["latest_run_id"]:
         raise Conflict(f"cannot {action} the task: the mission has not run yet")
+    return mission
+
+
+def _task_command(
+    uow: UnitOfWork, project_id: str, mission_id: str, task_id: str, event: Event, action: str, now: datetime
+) -> AfterCommit:
+    mission = _mission_with_task(uow, project_id, mission_id, task_id, action)
     run_id = str(mission.row["latest_run_id"])
     outcome = uow.advance(run_id, event, now)
     if outcome is None or outcome.ignored:

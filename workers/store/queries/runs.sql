@@ -30,8 +30,11 @@ SELECT r.mission_id, r.status, r.state, r.version, r.spec_version, r.state_token
 -- The run row locked together with the judge's verdict on an assessing attempt.
 WITH guard AS (
     UPDATE attempts SET status = %(attempt_status)s, score = %(score)s, assessment = %(assessment)s,
-           heartbeat_at = %(now)s, judge_model = %(judge_model)s, judge_tokens_in = %(judge_tokens_in)s,
-           judge_tokens_out = %(judge_tokens_out)s, judge_cost_usd = %(judge_cost)s
+           heartbeat_at = %(now)s, judge_model = %(judge_model)s,
+           -- added up: an attempt reassessed by an operator is judged (and paid) again
+           judge_tokens_in = judge_tokens_in + %(judge_tokens_in)s,
+           judge_tokens_out = judge_tokens_out + %(judge_tokens_out)s,
+           judge_cost_usd = judge_cost_usd + %(judge_cost)s
      WHERE run_id = %(run_id)s AND task_id = %(task_id)s AND attempt = %(attempt)s AND status = %(was)s
     RETURNING 1
 )
@@ -214,8 +217,11 @@ WITH current AS (
        FOR UPDATE
 ), guard AS (
     UPDATE attempts SET status = %(attempt_status)s, score = %(score)s, assessment = %(assessment)s,
-           heartbeat_at = %(now)s, judge_model = %(judge_model)s, judge_tokens_in = %(judge_tokens_in)s,
-           judge_tokens_out = %(judge_tokens_out)s, judge_cost_usd = %(judge_cost)s
+           heartbeat_at = %(now)s, judge_model = %(judge_model)s,
+           -- added up: an attempt reassessed by an operator is judged (and paid) again
+           judge_tokens_in = judge_tokens_in + %(judge_tokens_in)s,
+           judge_tokens_out = judge_tokens_out + %(judge_tokens_out)s,
+           judge_cost_usd = judge_cost_usd + %(judge_cost)s
      WHERE run_id = %(run_id)s AND task_id = %(task_id)s AND attempt = %(attempt)s AND status = %(was)s
        AND EXISTS (SELECT FROM current)
     RETURNING 1
