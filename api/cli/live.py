@@ -160,6 +160,20 @@ class RunView:
                 return []
             case "error":
                 return [f"error: {data.get('message') or data.get('error') or json.dumps(data)}"]
+            case "review:decided":
+                reviewer = data.get("reviewer") or {}
+                who = (
+                    "a timeout" if data.get("timedOut") else reviewer.get("name") or reviewer.get("id") or "a reviewer"
+                )
+                text = f"review: {data.get('decision')} by {who}"
+                if data.get("redo"):
+                    text += " (redo " + ", ".join(f'"{t}"' for t in data["redo"]) + ")"
+                return [text + (f": {data['feedback']}" if data.get("feedback") else "")]
+            case "delay:started":
+                blocked = ", ".join(f'"{t}"' for t in data.get("blocksTasks") or ())
+                return [f"delay {_delay_name(data)}: {blocked} wait until {data.get('until')}"]
+            case "delay:ended":
+                return [f"delay {_delay_name(data)} is over"]
             case _:
                 return []
 
@@ -318,7 +332,7 @@ class LiveDisplay:
         # The table shows the state; what a person must read (why something failed, blocked or
         # waits) also scrolls above it.
         if (
-            event.type in ("gate:blocked", "checkpoint:waiting", "error")
+            event.type in ("gate:blocked", "checkpoint:waiting", "error", "review:decided", "delay:started")
             or (event.type == "task:status" and event.data.get("error"))
             or (event.type == "task:assessment" and not event.data.get("passed"))
         ):
@@ -423,3 +437,7 @@ def watch(
         return ended or str(client.get_mission(mission_id)["status"])
     finally:
         display.stop()
+
+
+def _delay_name(data: Mapping[str, Any]) -> str:
+    return str(data.get("name") or f"#{int(data.get('delay', 0)) + 1}")
