@@ -80,6 +80,7 @@ from typing import Any, Final, Protocol, TypeAlias, TypeVar, assert_never
 
 from orchestrator.failures import ErrorCode, after_failure, error_code
 from orchestrator.spec import (
+    DEFAULT_ON_TIMEOUT,
     AgentSpec,
     GateSpec,
     MissionSpec,
@@ -99,9 +100,11 @@ from orchestrator.vocabulary import TERMINAL_RUN_STATUSES as TERMINAL_RUN_STATUS
 from orchestrator.vocabulary import TERMINAL_TASK_STATUSES as TERMINAL_TASK_STATUSES
 from orchestrator.vocabulary import AttemptStatus as AttemptStatus
 from orchestrator.vocabulary import CheckpointStatus as CheckpointStatus
+from orchestrator.vocabulary import DelayStatus as DelayStatus
 from orchestrator.vocabulary import GateStatus as GateStatus
 from orchestrator.vocabulary import MissionStatus as MissionStatus
 from orchestrator.vocabulary import PauseReason as PauseReason
+from orchestrator.vocabulary import ReviewDecision as ReviewDecision
 from orchestrator.vocabulary import TaskStatus as TaskStatus
 from orchestrator.vocabulary import Timer as Timer
 from orchestrator.vocabulary import TimerKind as TimerKind
@@ -134,6 +137,15 @@ FAILURE_TASK_FAILED: Final = "task_failed"
 FAILURE_DEADLINE: Final = "deadline_exceeded"
 FAILURE_ABORTED: Final = "aborted"
 FAILURE_BUDGET: Final = "budget_exceeded"
+FAILURE_TASK_CANCELLED: Final = "task_cancelled"
+FAILURE_REJECTED: Final = "rejected"
+# The end reasons of a failed run that an operator may continue (``resume`` with ``retryFailed``,
+# or the retry of one task): its tasks failed or were cancelled one by one, so running them again
+# can still complete the run. An aborted run (cancelled), a deadline that passed, a budget that is
+# spent (and a review that rejected the work) are decisions about the whole run: a new run is
+# the way on.
+CONTINUABLE_FAILURES: Final = frozenset({FAILURE_TASK_FAILED, FAILURE_TASK_CANCELLED})
+CANCELLED_BY_OPERATOR: Final = "cancelled by an operator"
 UNKNOWN_OUTCOME_ERROR: Final = "outcome unknown after worker loss; not re-run"
 
 
@@ -159,6 +171,7 @@ class TaskState:
     finished_at: datetime | None = None  # the task reached a terminal status
     worker: str | None = None  # worker that claimed the latest attempt
     criteria: tuple[Mapping[str, Any], ...] = ()  # per-expectation results of the latest assessment
+    review: tuple[str, ...] = ()  # changes reviewers asked for; the next attempt's prompt carries them
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -178,6 +191,7 @@ class TaskState:
             "finishedAt": _format_time(self.finished_at),
             "worker": self.worker,
             "criteria": [dict(c) for c in self.criteria],
+            "review": list(self.review),
         }
 
     @classmethod
@@ -199,6 +213,7 @@ class TaskState:
             finished_at=_parse_time(data.get("finishedAt")),
             worker=data.get("worker"),
             criteria=tuple(dict(c) for c in data.get("criteria") or ()),
+            review=tuple(data.get("review") or ()),
         )
 
 
@@ -218,6 +233,8 @@ class _SpecIndex:
     gates_blocking: Mapping[str, tuple[int, ...]]
     checkpoints_blocking: Mapping[str, tuple[int, ...]]
     agents: Mapping[str, AgentSpec]
+    delay_after: tuple[tuple[str, ...], ...] = ()
+    delays_blocking: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
 
 
 def _dependencies_completed(tasks: Mapping[str, TaskState], index: _SpecIndex, task_id: str) -> bool:
@@ -320,6 +337,66 @@ def _bump(counts: dict[Any, int], key: Any, delta: int) -> None:
 
 
 @dataclass(frozen=True)
+class DelayState:
+    """Where one delay of the spec is: ``until`` is set once it started waiting."""
+
+    status: DelayStatus = DelayStatus.PENDING
+    until: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"status": self.status.value, "until": _format_time(self.until)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> DelayState:
+        return cls(DelayStatus(data["status"]), _parse_time(data.get("until")))
+
+
+@dataclass(frozen=True)
+class Review:
+    """One decision taken at a checkpoint or a side-effect approval, by a person or a timeout."""
+
+    decision: ReviewDecision
+    at: datetime
+    reviewer_id: str | None = None  # the API key that decided (None: a timeout)
+    reviewer_name: str | None = None
+    feedback: str | None = None
+    redo: tuple[str, ...] = ()  # titles re-run with the feedback
+    checkpoints: tuple[str, ...] = ()  # labels of the checkpoints it decided
+    tasks: tuple[str, ...] = ()  # titles of the tasks awaiting approval it decided
+    timed_out: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        reviewer = None
+        if self.reviewer_id is not None or self.reviewer_name is not None:
+            reviewer = {"id": self.reviewer_id, "name": self.reviewer_name}
+        return {
+            "decision": self.decision.value,
+            "at": format_timestamp(self.at),
+            "reviewer": reviewer,
+            "feedback": self.feedback,
+            "redo": list(self.redo),
+            "checkpoints": list(self.checkpoints),
+            "tasks": list(self.tasks),
+            "timedOut": self.timed_out,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Review:
+        reviewer = data.get("reviewer") or {}
+        return cls(
+            decision=ReviewDecision(data["decision"]),
+            at=parse_timestamp(data["at"]),
+            reviewer_id=reviewer.get("id"),
+            reviewer_name=reviewer.get("name"),
+            feedback=data.get("feedback"),
+            redo=tuple(data.get("redo") or ()),
+            checkpoints=tuple(data.get("checkpoints") or ()),
+            tasks=tuple(data.get("tasks") or ()),
+            timed_out=bool(data.get("timedOut", False)),
+        )
+
+
+@dataclass(frozen=True)
 class RunState:
     run_id: str
     mission_id: str
@@ -333,6 +410,8 @@ class RunState:
     checkpoints: tuple[CheckpointStatus, ...] = ()  # one per spec.checkpoints
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    delays: tuple[DelayState, ...] = ()  # one per spec.delays
+    reviews: tuple[Review, ...] = ()  # every decision taken at a checkpoint or an approval, in order
     # Derived from ``spec``; never compared or serialised, rebuilt when the spec object changes.
     _index: _SpecIndex | None = field(default=None, compare=False, repr=False)
     _tally: _Tally | None = field(default=None, compare=False, repr=False)
@@ -342,6 +421,8 @@ class RunState:
             raise ValueError("RunState.gates must have one status per quality gate of the spec")
         if len(self.checkpoints) != len(self.spec.checkpoints):
             raise ValueError("RunState.checkpoints must have one status per checkpoint of the spec")
+        if len(self.delays) != len(self.spec.delays):
+            raise ValueError("RunState.delays must have one state per delay of the spec")
 
     @property
     def is_terminal(self) -> bool:
@@ -392,6 +473,8 @@ class RunState:
             "checkpoints": [c.value for c in self.checkpoints],
             "startedAt": _format_time(self.started_at),
             "finishedAt": _format_time(self.finished_at),
+            "delays": [d.to_json() for d in self.delays],
+            "reviews": [r.to_json() for r in self.reviews],
         }
 
     @classmethod
@@ -416,6 +499,8 @@ class RunState:
             checkpoints=tuple(CheckpointStatus(c) for c in header.get("checkpoints") or ()),
             started_at=_parse_time(header.get("startedAt")),
             finished_at=_parse_time(header.get("finishedAt")),
+            delays=tuple(DelayState.from_json(d) for d in header.get("delays") or ()),
+            reviews=tuple(Review.from_json(r) for r in header.get("reviews") or ()),
         )
 
 
@@ -529,6 +614,64 @@ class TaskRemoved:
     task_id: str
 
 
+@dataclass(frozen=True)
+class TaskRetryRequested:
+    """An operator asks for one task to run again with a fresh retry budget: a failed or cancelled
+    task itself, or, for a skipped task, the failed or cancelled tasks it was skipped because of."""
+
+    task_id: str
+
+
+@dataclass(frozen=True)
+class ReassessRequested:
+    """An operator asks for the last output of a task that failed its assessment to be scored again
+    (e.g. after the judge was fixed); the agent does not run again."""
+
+    task_id: str
+
+
+@dataclass(frozen=True)
+class TaskCancelRequested:
+    """An operator stops one unfinished task: its attempt is cancelled and its dependents skipped."""
+
+    task_id: str
+
+
+@dataclass(frozen=True)
+class ReviewSubmitted:
+    """A person decided at a checkpoint or a side-effect approval: ``approve``, ``request_changes``
+    (``feedback`` required; ``redo``: titles of the waiting checkpoints' afterTasks to re-run, all
+    of them when empty) or ``reject``. ``reviewer_id``/``reviewer_name``: who (the API key)."""
+
+    decision: ReviewDecision
+    feedback: str | None = None
+    redo: tuple[str, ...] = ()
+    reviewer_id: str | None = None
+    reviewer_name: str | None = None
+
+
+@dataclass(frozen=True)
+class CheckpointTimedOut:
+    """Waiting checkpoint ``checkpoint`` (its position) got no answer within its ``timeout``."""
+
+    checkpoint: int
+
+
+@dataclass(frozen=True)
+class ApprovalTimedOut:
+    """The side-effect approval of ``attempt`` got no answer within its timeout."""
+
+    task_id: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class DelayElapsed:
+    """Delay ``delay`` (its position) is over: its blocked tasks may start."""
+
+    delay: int
+
+
 Event: TypeAlias = (
     TaskClaimed
     | TaskOutputProduced
@@ -545,13 +688,24 @@ Event: TypeAlias = (
     | TaskAdded
     | TaskUpdated
     | TaskRemoved
+    | TaskRetryRequested
+    | TaskCancelRequested
+    | ReassessRequested
+    | ReviewSubmitted
+    | CheckpointTimedOut
+    | ApprovalTimedOut
+    | DelayElapsed
 )
 
 
-def timer_event(kind: str, key: str) -> DeadlineReached | RetryDue | TaskTimedOut | None:
+TimerEvent: TypeAlias = DeadlineReached | RetryDue | TaskTimedOut | ApprovalTimedOut | CheckpointTimedOut | DelayElapsed
+
+
+def timer_event(kind: str, key: str) -> TimerEvent | None:
     """The event a fired timer stands for, from its stored ``timers.kind`` and ``timers.key``:
-    ``DeadlineReached``, ``RetryDue`` or ``TaskTimedOut`` of the attempt in the key; None for a
-    row no ``ScheduleTimer`` of the engine writes (see ``Timer.parse``), which the shell drops.
+    ``DeadlineReached``; ``RetryDue``, ``TaskTimedOut`` or ``ApprovalTimedOut`` of the attempt in
+    the key; ``CheckpointTimedOut`` or ``DelayElapsed`` of the index in the key; None for a row no
+    ``ScheduleTimer`` of the engine writes (see ``Timer.parse``), which the shell drops.
     """
     match Timer.parse(kind, key):
         case Timer(kind=TimerKind.DEADLINE):
@@ -560,6 +714,12 @@ def timer_event(kind: str, key: str) -> DeadlineReached | RetryDue | TaskTimedOu
             return RetryDue(task_id, attempt)
         case Timer(kind=TimerKind.TIMEOUT, task_id=str(task_id), attempt=int(attempt)):
             return TaskTimedOut(task_id, attempt)
+        case Timer(kind=TimerKind.APPROVAL, task_id=str(task_id), attempt=int(attempt)):
+            return ApprovalTimedOut(task_id, attempt)
+        case Timer(kind=TimerKind.CHECKPOINT, index=int(index)):
+            return CheckpointTimedOut(index)
+        case Timer(kind=TimerKind.DELAY, index=int(index)):
+            return DelayElapsed(index)
     return None
 
 
@@ -663,6 +823,7 @@ def start_run(run_id: str, mission_id: str, spec: MissionSpec, now: datetime) ->
         gates=(GateStatus.PENDING,) * len(spec.quality_gates),
         checkpoints=(CheckpointStatus.PENDING,) * len(spec.checkpoints),
         started_at=now,
+        delays=(DelayState(),) * len(spec.delays),
         _index=index,
     )
     step = _Step(state, now)
@@ -692,6 +853,10 @@ def _has_deadline(spec: MissionSpec) -> bool:
 def decide(state: RunState, event: Event, now: datetime) -> Decision:
     """Apply one observed event to a run: the next state and the effects to carry out."""
     _require_aware(now)
+    if state.status is MissionStatus.FAILED and isinstance(
+        event, (ResumeRequested, TaskRetryRequested, ReassessRequested)
+    ):
+        return _continue_failed_run(state, event, now)
     if state.status not in LIVE_RUN_STATUSES:
         return _ignored(state, f"the run is {state.status.value}")
     match event:
@@ -733,6 +898,20 @@ def decide(state: RunState, event: Event, now: datetime) -> Decision:
             return _update_task(state, event, now)
         case TaskRemoved():
             return _remove_task(state, event, now)
+        case TaskRetryRequested():
+            return _retry_task(state, event, now)
+        case TaskCancelRequested():
+            return _cancel_task(state, event, now)
+        case ReassessRequested():
+            return _reassess(state, event, now)
+        case ReviewSubmitted():
+            return _review(state, event, now)
+        case CheckpointTimedOut():
+            return _checkpoint_timed_out(state, event, now)
+        case ApprovalTimedOut():
+            return _approval_timed_out(state, event, now)
+        case DelayElapsed():
+            return _delay_elapsed(state, event, now)
         case _:
             assert_never(event)
 
@@ -837,6 +1016,8 @@ class _Step:
         self.failure_reason = state.failure_reason
         self.gates = list(state.gates)
         self.checkpoints = list(state.checkpoints)
+        self.delays = list(state.delays)
+        self.reviews = list(state.reviews)
         self.started_at = state.started_at
         self.finished_at = state.finished_at
         self.effects: list[Effect] = []
@@ -922,6 +1103,8 @@ class _Step:
             checkpoints=tuple(self.checkpoints),
             started_at=self.started_at,
             finished_at=self.finished_at,
+            delays=tuple(self.delays),
+            reviews=tuple(self.reviews),
             _index=self.index,
             _tally=self.tally,
         )
@@ -1151,6 +1334,11 @@ def _recover_lost_attempt(step: _Step, task: TaskState, event: WorkerLost) -> No
     spec = step.index.tasks[task.task_id]
     if spec.side_effects and task.status is TaskStatus.RUNNING:
         step.put(replace(task, status=TaskStatus.AWAITING_APPROVAL, error="worker lost; outcome unknown"))
+        waits = step.spec.approval_timeout_of(spec)
+        if waits is not None:
+            step.emit(
+                ScheduleTimer.of(Timer.approval(task.task_id, task.attempt), step.now + timedelta(seconds=waits[0]))
+            )
         step.pause(
             PauseReason.APPROVAL,
             f'Task "{task.title}" has side effects and its worker was lost during attempt '
@@ -1184,8 +1372,10 @@ def _settle(step: _Step) -> None:
         return
     if step.reachability_changed:
         _skip_unreachable_tasks(step)
+        _lift_pause_with_no_cause_left(step)
     _judge_gates(step)
     _reach_checkpoints(step)
+    _start_delays(step)
     _start_ready_tasks(step)
     _finish_when_nothing_left(step)
 
@@ -1198,10 +1388,18 @@ def _unreachable_because(step: _Step, task_id: str) -> str | None:
         if upstream.status in _DEAD:
             return f'dependency "{upstream.title}" {upstream.status.value}'
     for i in step.index.checkpoints_blocking.get(task_id, ()):
+        label = _label(step.spec.checkpoints[i].name, i)
+        if step.checkpoints[i] is CheckpointStatus.FAILED:
+            return f"checkpoint {label} timed out"
         if step.checkpoints[i] is CheckpointStatus.PENDING and any(
             tasks[t].status in _DEAD for t in step.index.checkpoint_after[i]
         ):
-            return f"checkpoint {_label(step.spec.checkpoints[i].name, i)} can no longer be reached"
+            return f"checkpoint {label} can no longer be reached"
+    for i in step.index.delays_blocking.get(task_id, ()):
+        if step.delays[i].status is DelayStatus.PENDING and any(
+            tasks[t].status in _DEAD for t in step.index.delay_after[i]
+        ):
+            return f"delay {_label(step.spec.delays[i].name, i)} can no longer start"
     return None
 
 
@@ -1236,7 +1434,8 @@ def _gate_verdict(gate: GateSpec, after: list[TaskState]) -> tuple[bool, float |
 
 
 def _judge_gates(step: _Step) -> None:
-    """A gate is judged once, when all its afterTasks are terminal; a failing gate blocks and pauses the run."""
+    """A gate is judged once, when all its afterTasks are terminal; a failing gate blocks and pauses
+    the run, unless every task it blocks has already ended (see ``_gate_holds_tasks``)."""
     for i, gate in enumerate(step.spec.quality_gates):
         if step.gates[i] is not GateStatus.PENDING:
             continue
@@ -1261,7 +1460,51 @@ def _judge_gates(step: _Step) -> None:
                 "reason": reason,
             },
         )
-        step.pause(PauseReason.QUALITY_GATE, f"Quality gate {_label(gate.name, i)} blocked: {reason}")
+        if _gate_holds_tasks(step, i):
+            step.pause(PauseReason.QUALITY_GATE, f"Quality gate {_label(gate.name, i)} blocked: {reason}")
+
+
+def _gate_holds_tasks(step: _Step, i: int) -> bool:
+    """Whether blocked gate ``i`` holds back a task that could still run.
+
+    A task a gate blocks depends (transitively) on the gate's afterTasks, so when an afterTask failed
+    for good every blocked task was skipped before the gate was judged: the gate then holds
+    nothing, and pausing for it would wait for a person with nothing to decide. The run goes on
+    and ends ``failed`` (DESIGN §4: a task that exhausted its retries fails the mission); a resume
+    with ``retryFailed`` of that failed run re-runs the afterTask and judges the gate again.
+    """
+    blocked = step.spec.quality_gates[i].blocks_tasks
+    return any(step.tasks[step.index.id_by_title[title]].status not in TERMINAL_TASK_STATUSES for title in blocked)
+
+
+def _lift_pause_with_no_cause_left(step: _Step) -> None:
+    """A paused run none of whose causes is left is active again, so it can go on or finish: every
+    blocked gate holds nothing any more (its blocked tasks were skipped since, because another
+    afterTask or dependency failed), no checkpoint is waiting and no task awaits approval (a
+    review decided it, or an operator cancelled it). While a cause is left the run stays paused,
+    and when the cause it shows was settled it shows one that is left.
+    """
+    if step.status is not MissionStatus.PAUSED:
+        return
+    waiting = next((i for i, c in enumerate(step.checkpoints) if c is CheckpointStatus.WAITING), None)
+    awaiting = next((t for t in step.index.tasks if step.tasks[t].status is TaskStatus.AWAITING_APPROVAL), None)
+    gate = next((i for i, g in enumerate(step.gates) if g is GateStatus.BLOCKED and _gate_holds_tasks(step, i)), None)
+    left: dict[PauseReason, str] = {}
+    if waiting is not None:
+        left[PauseReason.CHECKPOINT] = step.spec.checkpoints[waiting].message
+    if awaiting is not None:
+        title = step.tasks[awaiting].title
+        left[PauseReason.APPROVAL] = f'Task "{title}" has side effects and its outcome is unknown: it awaits approval.'
+    if gate is not None:
+        left[PauseReason.QUALITY_GATE] = f"Quality gate {_label(step.spec.quality_gates[gate].name, gate)} is blocked."
+    if not left:
+        step.status = MissionStatus.ACTIVE
+        step.pause_reason = None
+        step.pause_message = None
+        step.publish_mission_status()
+    elif step.pause_reason not in left:
+        reason, message = next(iter(left.items()))
+        step.pause(reason, message)
 
 
 def _reach_checkpoints(step: _Step) -> None:
@@ -1272,16 +1515,43 @@ def _reach_checkpoints(step: _Step) -> None:
         if any(step.tasks[t].status is not TaskStatus.COMPLETED for t in step.index.checkpoint_after[i]):
             continue
         step.checkpoints[i] = CheckpointStatus.WAITING
+        data: dict[str, Any] = {
+            "checkpoint": i,
+            "name": checkpoint.name,
+            "message": checkpoint.message,
+            "afterTasks": list(checkpoint.after_tasks),
+        }
+        if checkpoint.timeout is not None:
+            due = step.now + timedelta(seconds=checkpoint.timeout)
+            step.emit(ScheduleTimer.of(Timer.checkpoint(i), due))
+            data["timeoutAt"] = format_timestamp(due)
+            data["onTimeout"] = checkpoint.on_timeout or DEFAULT_ON_TIMEOUT
+        step.publish("checkpoint:waiting", data)
+        step.pause(PauseReason.CHECKPOINT, checkpoint.message)
+
+
+def _start_delays(step: _Step) -> None:
+    """A delay starts once, when all its afterTasks completed: its blocked tasks wait its duration
+    (a timer row), announced by ``delay:started``."""
+    for i, delay in enumerate(step.spec.delays):
+        if step.delays[i].status is not DelayStatus.PENDING:
+            continue
+        if any(step.tasks[t].status is not TaskStatus.COMPLETED for t in step.index.delay_after[i]):
+            continue
+        until = step.now + timedelta(seconds=delay.seconds)
+        step.delays[i] = DelayState(DelayStatus.WAITING, until)
+        step.emit(ScheduleTimer.of(Timer.delay(i), until))
         step.publish(
-            "checkpoint:waiting",
+            "delay:started",
             {
-                "checkpoint": i,
-                "name": checkpoint.name,
-                "message": checkpoint.message,
-                "afterTasks": list(checkpoint.after_tasks),
+                "delay": i,
+                "name": delay.name,
+                "afterTasks": list(delay.after_tasks),
+                "blocksTasks": list(delay.blocks_tasks),
+                "seconds": delay.seconds,
+                "until": format_timestamp(until),
             },
         )
-        step.pause(PauseReason.CHECKPOINT, checkpoint.message)
 
 
 def _is_ready(step: _Step, task: TaskState) -> bool:
@@ -1298,6 +1568,8 @@ def _is_ready(step: _Step, task: TaskState) -> bool:
         step.gates[i] not in (GateStatus.PASSED, GateStatus.OVERRIDDEN)
         for i in index.gates_blocking.get(task.task_id, ())
     ):
+        return False
+    if any(step.delays[i].status is not DelayStatus.ELAPSED for i in index.delays_blocking.get(task.task_id, ())):
         return False
     return all(
         step.checkpoints[i] is CheckpointStatus.APPROVED for i in index.checkpoints_blocking.get(task.task_id, ())
@@ -1376,7 +1648,10 @@ def _finish_when_nothing_left(step: _Step) -> None:
         return
     all_completed = tally.count(TaskStatus.COMPLETED) == len(step.tasks)
     status = MissionStatus.COMPLETED if all_completed else MissionStatus.FAILED
-    reason = None if all_completed else FAILURE_TASK_FAILED
+    reason = None
+    if not all_completed:
+        only_cancelled = tally.count(TaskStatus.CANCELLED) and not tally.count(TaskStatus.FAILED)
+        reason = FAILURE_TASK_CANCELLED if only_cancelled else FAILURE_TASK_FAILED
     _end_run(step, status, reason)
     if _has_deadline(step.spec):
         step.emit(CancelTimer.of(Timer.deadline()))
@@ -1405,9 +1680,16 @@ def _stop_run(step: _Step, status: MissionStatus, reason: str) -> None:
         if task.status in _IN_FLIGHT:
             step.emit(CancelTask(task_id, task.attempt, reason))
         _disarm_timeout(step, task)
+        _disarm_approval(step, task)
         if task.status is TaskStatus.PENDING and task.retry_at is not None:
             step.emit(CancelTimer.of(Timer.retry(task_id, task.attempt + 1)))
         step.put(replace(task, status=TaskStatus.CANCELLED, retry_at=None, finished_at=step.now))
+    for i, checkpoint in enumerate(step.checkpoints):
+        if checkpoint is CheckpointStatus.WAITING:
+            _disarm_checkpoint(step, i)
+    for i, delay in enumerate(step.delays):
+        if delay.status is DelayStatus.WAITING:
+            step.emit(CancelTimer.of(Timer.delay(i)))
     if _has_deadline(step.spec) and reason != FAILURE_DEADLINE:
         step.emit(CancelTimer.of(Timer.deadline()))
     stopped_by = _STOPPING_ERRORS.get(reason)
@@ -1423,6 +1705,18 @@ _STOPPING_ERRORS: Final[Mapping[str, tuple[ErrorCode, str]]] = {
 }
 
 
+def _disarm_checkpoint(step: _Step, i: int) -> None:
+    """A waiting checkpoint that was decided (or whose run ended) no longer needs its timeout."""
+    if step.spec.checkpoints[i].timeout is not None:
+        step.emit(CancelTimer.of(Timer.checkpoint(i)))
+
+
+def _disarm_approval(step: _Step, task: TaskState) -> None:
+    """A task that no longer awaits approval no longer needs its approval timeout."""
+    if task.status is TaskStatus.AWAITING_APPROVAL and step.spec.approval_timeout_of(step.index.tasks[task.task_id]):
+        step.emit(CancelTimer.of(Timer.approval(task.task_id, task.attempt)))
+
+
 # --------------------------------------------------------------------------------------------
 # Resume
 
@@ -1432,31 +1726,47 @@ def _resume(state: RunState, event: ResumeRequested, now: datetime) -> Decision:
     if state.status is not MissionStatus.PAUSED:
         return _ignored(state, "the run is not paused")
     step = _Step(state, now)
+    _reactivate(step)
+    _approve_waiting_checkpoints(step)
+    _settle_failures(step, event.retry_failed)
+    _settle(step)
+    return step.decision()
+
+
+def _reactivate(step: _Step) -> None:
+    """The run is active again (after a pause, or a failure an operator continues)."""
     step.status = MissionStatus.ACTIVE
     step.pause_reason = None
     step.pause_message = None
+    step.failure_reason = None
+    step.finished_at = None
     step.publish_mission_status()
-    _approve_waiting_checkpoints(step)
-    rerun = _reopen_blocked_gates(step, event.retry_failed)
-    if event.retry_failed:
+
+
+def _settle_failures(step: _Step, retry_failed: bool) -> None:
+    """What a resume does with what went wrong: with ``retry_failed`` every failed task, and the
+    failed or low-scoring afterTasks of a blocked gate, re-run with a fresh budget and what was
+    skipped because of them is pending again; without it blocked gates are overridden. A task
+    awaiting approval runs again with ``retry_failed`` and fails otherwise."""
+    rerun = _reopen_blocked_gates(step, retry_failed)
+    if retry_failed:
         for task_id in step.index.tasks:
             if step.tasks[task_id].status is TaskStatus.FAILED:
                 rerun.setdefault(task_id, ())
-    _decide_awaiting_approval(step, event.retry_failed)
+    _decide_awaiting_approval(step, retry_failed)
     for task_id in step.index.tasks:
         if task_id in rerun:
             _give_fresh_budget(step, step.tasks[task_id], rerun[task_id])
-    if event.retry_failed:
+    if retry_failed:
         _unskip_reachable_tasks(step)
     step.reachability_changed = True
-    _settle(step)
-    return step.decision()
 
 
 def _approve_waiting_checkpoints(step: _Step) -> None:
     """A resume approves every checkpoint that was waiting."""
     for i, status in enumerate(step.checkpoints):
         if status is CheckpointStatus.WAITING:
+            _disarm_checkpoint(step, i)
             step.checkpoints[i] = CheckpointStatus.APPROVED
 
 
@@ -1496,6 +1806,7 @@ def _decide_awaiting_approval(step: _Step, retry_failed: bool) -> None:
         task = step.tasks[task_id]
         if task.status is not TaskStatus.AWAITING_APPROVAL:
             continue
+        _disarm_approval(step, task)
         if retry_failed:
             step.put(replace(task, status=TaskStatus.PENDING, error=None))
         else:
@@ -1524,6 +1835,332 @@ def _unskip_reachable_tasks(step: _Step) -> None:
         task = step.tasks[task_id]
         if task.status is TaskStatus.SKIPPED and _unreachable_because(step, task_id) is None:
             step.put(replace(task, status=TaskStatus.PENDING, error=None, finished_at=None))
+
+
+# --------------------------------------------------------------------------------------------
+# Operator commands on one task, and continuing a failed run
+
+
+def _continue_failed_run(
+    state: RunState, event: ResumeRequested | TaskRetryRequested | ReassessRequested, now: datetime
+) -> Decision:
+    """A run that failed because tasks failed (``CONTINUABLE_FAILURES``) becomes active again: a
+    resume with ``retryFailed`` re-runs every failed task (and the failed or low-scoring afterTasks
+    of blocked gates), the retry of one task only that one; completed tasks keep their outputs and
+    are not run again, and what was skipped because of the re-run tasks is pending again. The
+    deadline timer is armed again (a run whose deadline has passed is not continued)."""
+    if isinstance(event, ResumeRequested) and not event.retry_failed:
+        return _ignored(state, "a failed run is continued only with retryFailed=true (it re-runs the failed tasks)")
+    if state.failure_reason not in CONTINUABLE_FAILURES:
+        return _ignored(
+            state,
+            f"the run ended {state.failure_reason}; only a run that failed because tasks failed or were "
+            "cancelled can be continued (execute the mission to start a new run)",
+        )
+    deadline = run_deadline(state.spec, state.started_at) if state.started_at is not None else None
+    if deadline is not None and deadline <= now:
+        return _ignored(state, f"the run's deadline {format_timestamp(deadline)} has passed")
+    if isinstance(event, ResumeRequested) and not (
+        any(t.status is TaskStatus.FAILED for t in state.tasks.values())
+        or any(g is GateStatus.BLOCKED for g in state.gates)
+    ):
+        return _ignored(
+            state, "no task of the run failed, so there is nothing to re-run (retry a cancelled task by itself)"
+        )
+    step = _Step(state, now)
+    if isinstance(event, ReassessRequested):
+        why = _why_not_reassessed(state, event.task_id)
+        if why is not None:
+            return _ignored(state, why)
+        _reactivate(step)
+        _assess_again(step, step.tasks[event.task_id])
+    elif isinstance(event, TaskRetryRequested):
+        causes = _retry_causes(step, event.task_id)
+        if isinstance(causes, str):
+            return _ignored(state, causes)
+        _reactivate(step)
+        _rerun_tasks(step, causes)
+    else:
+        _reactivate(step)
+        _settle_failures(step, retry_failed=True)
+    if deadline is not None:
+        step.emit(ScheduleTimer.of(Timer.deadline(), deadline))
+    _settle(step)
+    return step.decision()
+
+
+def _retry_task(state: RunState, event: TaskRetryRequested, now: datetime) -> Decision:
+    """The retry of one task of a live run: it (or what it was skipped because of) re-runs with a
+    fresh budget as soon as it is ready; nothing else changes."""
+    step = _Step(state, now)
+    causes = _retry_causes(step, event.task_id)
+    if isinstance(causes, str):
+        return _ignored(state, causes)
+    _rerun_tasks(step, causes)
+    _settle(step)
+    return step.decision()
+
+
+def _retry_causes(step: _Step, task_id: str) -> list[str] | str:
+    """The tasks a retry of ``task_id`` re-runs (in topological order), or why there are none: the
+    task itself when it failed or was cancelled; for a skipped task, every failed or cancelled task
+    upstream of it (through dependencies and unreachable checkpoints) that made it skip."""
+    task = step.tasks.get(task_id)
+    if task is None:
+        return f"unknown task {task_id!r}"
+    if task.status in (TaskStatus.FAILED, TaskStatus.CANCELLED):
+        return [task_id]
+    if task.status is not TaskStatus.SKIPPED:
+        return f'task "{task.title}" is {task.status.value}; only a failed, cancelled or skipped task can be retried'
+    roots: set[str] = set()
+    seen = {task_id}
+    todo = [task_id]
+    while todo:
+        current = todo.pop()
+        upstream = list(step.index.dependencies[current])
+        for i in step.index.checkpoints_blocking.get(current, ()):
+            if step.checkpoints[i] is CheckpointStatus.PENDING:
+                upstream.extend(step.index.checkpoint_after[i])
+        for dep in upstream:
+            status = step.tasks[dep].status
+            if status in (TaskStatus.FAILED, TaskStatus.CANCELLED):
+                roots.add(dep)
+            elif status is TaskStatus.SKIPPED and dep not in seen:
+                seen.add(dep)
+                todo.append(dep)
+    if not roots:
+        return f'task "{task.title}" was not skipped because of a failed or cancelled task'
+    return [t for t in step.index.topological if t in roots]
+
+
+def _rerun_tasks(step: _Step, task_ids: Iterable[str]) -> None:
+    """Failed or cancelled tasks start over with a fresh budget; a blocked gate after one of them is
+    judged again, and what was skipped because of them is pending again."""
+    rerun = set(task_ids)
+    for task_id in step.index.topological:
+        if task_id in rerun:
+            _give_fresh_budget(step, step.tasks[task_id], ())
+    for i, status in enumerate(step.gates):
+        if status is GateStatus.BLOCKED and rerun.intersection(step.index.gate_after[i]):
+            step.gates[i] = GateStatus.PENDING
+    _unskip_reachable_tasks(step)
+    step.reachability_changed = True
+
+
+def _reassess(state: RunState, event: ReassessRequested, now: datetime) -> Decision:
+    """The last output of a task that failed its assessment is scored again (``AssessTask`` for
+    the same attempt): the task is ``assessing``, that verdict no longer counts against its retry
+    budget, and what was skipped because of it waits for the new verdict."""
+    why = _why_not_reassessed(state, event.task_id)
+    if why is not None:
+        return _ignored(state, why)
+    step = _Step(state, now)
+    _assess_again(step, step.tasks[event.task_id])
+    _settle(step)
+    return step.decision()
+
+
+def _why_not_reassessed(state: RunState, task_id: str) -> str | None:
+    """None when ``task_id`` is a failed task whose last attempt failed its assessment."""
+    task = state.tasks.get(task_id)
+    if task is None:
+        return f"unknown task {task_id!r}"
+    assessed = task.score is not None or bool(task.criteria) or (task.error or "").startswith("assessment")
+    if task.status is not TaskStatus.FAILED or not assessed or task.output is None:
+        return (
+            f'task "{task.title}" is {task.status.value}; only a failed task whose last attempt failed its '
+            "assessment can be reassessed (retry it to run the agent again)"
+        )
+    return None
+
+
+def _assess_again(step: _Step, task: TaskState) -> None:
+    step.put(
+        replace(
+            task,
+            status=TaskStatus.ASSESSING,
+            failed_attempts=max(0, task.failed_attempts - 1),
+            error=None,
+            finished_at=None,
+        )
+    )
+    step.emit(AssessTask(task.task_id, task.attempt, task.output or ""))
+    _unskip_reachable_tasks(step)
+
+
+def _cancel_task(state: RunState, event: TaskCancelRequested, now: datetime) -> Decision:
+    """An operator's cancel stops the task's attempt at once (its agent, or its judge), disarms its
+    timers and marks it cancelled; its dependents are skipped while independent branches go on. A
+    cancelled task that awaited approval no longer holds the run paused."""
+    task = state.tasks.get(event.task_id)
+    if task is None:
+        return _ignored(state, f"unknown task {event.task_id!r}")
+    if task.status in TERMINAL_TASK_STATUSES:
+        return _ignored(state, f'task "{task.title}" is already {task.status.value}')
+    step = _Step(state, now)
+    if task.status in _IN_FLIGHT:
+        step.emit(CancelTask(task.task_id, task.attempt, "cancelled"))
+    _disarm_timeout(step, task)
+    _disarm_approval(step, task)
+    if task.status is TaskStatus.PENDING and task.retry_at is not None:
+        step.emit(CancelTimer.of(Timer.retry(task.task_id, task.attempt + 1)))
+    step.put(replace(task, status=TaskStatus.CANCELLED, error=CANCELLED_BY_OPERATOR, retry_at=None, finished_at=now))
+    _settle(step)
+    return step.decision()
+
+
+# --------------------------------------------------------------------------------------------
+# Reviews at checkpoints and approvals, timeouts for people, delays
+
+
+def _review(state: RunState, event: ReviewSubmitted, now: datetime) -> Decision:
+    """A person's decision on what waits for one (every waiting checkpoint and every task awaiting
+    approval): approve lets it go on; request changes re-runs the named afterTasks of the waiting
+    checkpoints (all of them when none is named) and every task awaiting approval with the
+    feedback in their prompts, and the checkpoint is reached again after them; reject fails the
+    mission (``rejected``). The decision is recorded on the run and streamed (``review:decided``)."""
+    if state.status is not MissionStatus.PAUSED:
+        return _ignored(state, f"nothing awaits a review: the run is {state.status.value}")
+    waiting = [i for i, c in enumerate(state.checkpoints) if c is CheckpointStatus.WAITING]
+    index = state._derived()
+    awaiting = [t for t in index.tasks if state.tasks[t].status is TaskStatus.AWAITING_APPROVAL]
+    if not waiting and not awaiting:
+        return _ignored(state, "nothing awaits a review: the run is paused for a quality gate (resume it)")
+    feedback = (event.feedback or "").strip() or None
+    if event.decision is ReviewDecision.REQUEST_CHANGES and feedback is None:
+        return _ignored(state, "request_changes needs feedback: what should change")
+    if event.decision is ReviewDecision.FAIL:
+        return _ignored(state, "fail is what a timeout decides; a person approves, requests changes or rejects")
+    after = [t for i in waiting for t in index.checkpoint_after[i]]
+    redo: list[str] = []
+    for title in event.redo:
+        task_id = index.id_by_title.get(title)
+        if task_id is None or task_id not in after:
+            return _ignored(state, f'"{title}" is not an afterTask of a waiting checkpoint, so it cannot be redone')
+        redo.append(task_id)
+    if event.decision is ReviewDecision.REQUEST_CHANGES and not redo:
+        redo = list(dict.fromkeys(after))
+    step = _Step(state, now)
+    _record_review(
+        step,
+        Review(
+            decision=event.decision,
+            at=now,
+            reviewer_id=event.reviewer_id,
+            reviewer_name=event.reviewer_name,
+            feedback=feedback,
+            redo=tuple(state.tasks[t].title for t in redo),
+            checkpoints=tuple(_label(state.spec.checkpoints[i].name, i) for i in waiting),
+            tasks=tuple(state.tasks[t].title for t in awaiting),
+        ),
+    )
+    if event.decision is ReviewDecision.REJECT:
+        _stop_run(step, MissionStatus.FAILED, FAILURE_REJECTED)
+        return step.decision()
+    note = None
+    if feedback is not None and event.decision is ReviewDecision.REQUEST_CHANGES:
+        who = f" {event.reviewer_name}" if event.reviewer_name else ""
+        note = f"The reviewer{who} asked for changes: {feedback}"
+    for i in waiting:
+        _disarm_checkpoint(step, i)
+        redone = note is not None and any(t in redo for t in index.checkpoint_after[i])
+        step.checkpoints[i] = CheckpointStatus.PENDING if redone else CheckpointStatus.APPROVED
+    for task_id in redo:
+        task = step.tasks[task_id]
+        _give_fresh_budget(step, replace(task, review=(*task.review, note or "")), ())
+    for task_id in awaiting:
+        task = step.tasks[task_id]
+        _disarm_approval(step, task)
+        notes = (*task.review, note) if note is not None else task.review
+        step.put(replace(task, status=TaskStatus.PENDING, error=None, review=notes))
+    _lift_pause_with_no_cause_left(step)
+    step.reachability_changed = True
+    _settle(step)
+    return step.decision()
+
+
+def _record_review(step: _Step, review: Review) -> None:
+    step.reviews.append(review)
+    step.publish("review:decided", review.to_json())
+
+
+def _checkpoint_timed_out(state: RunState, event: CheckpointTimedOut, now: datetime) -> Decision:
+    """A checkpoint nobody decided within its ``timeout`` does what its ``onTimeout`` says: approve
+    (it goes on), reject (the mission fails, ``rejected``) or fail (its blocked tasks are skipped;
+    the rest of the run finishes and the mission ends failed)."""
+    i = event.checkpoint
+    if not 0 <= i < len(state.checkpoints) or state.checkpoints[i] is not CheckpointStatus.WAITING:
+        return _ignored(state, f"checkpoint #{i + 1} is not waiting")
+    checkpoint = state.spec.checkpoints[i]
+    choice = ReviewDecision(checkpoint.on_timeout or DEFAULT_ON_TIMEOUT)
+    step = _Step(state, now)
+    _record_review(
+        step,
+        Review(
+            decision=choice,
+            at=now,
+            feedback=f"no decision within {checkpoint.timeout:g} seconds" if checkpoint.timeout else None,
+            checkpoints=(_label(checkpoint.name, i),),
+            timed_out=True,
+        ),
+    )
+    if choice is ReviewDecision.REJECT:
+        _stop_run(step, MissionStatus.FAILED, FAILURE_REJECTED)
+        return step.decision()
+    approved = choice is ReviewDecision.APPROVE
+    step.checkpoints[i] = CheckpointStatus.APPROVED if approved else CheckpointStatus.FAILED
+    _lift_pause_with_no_cause_left(step)
+    step.reachability_changed = True
+    _settle(step)
+    return step.decision()
+
+
+def _approval_timed_out(state: RunState, event: ApprovalTimedOut, now: datetime) -> Decision:
+    """A side-effect approval nobody decided in time does what its ``onApprovalTimeout`` says:
+    approve (the task runs again), reject (the mission fails, ``rejected``) or fail (the task fails
+    without being re-run, its dependents are skipped)."""
+    task = state.tasks.get(event.task_id)
+    if task is None or task.status is not TaskStatus.AWAITING_APPROVAL or task.attempt != event.attempt:
+        return _ignored(state, f"no approval of attempt {event.attempt} of task {event.task_id!r} is waiting")
+    waits = state.spec.approval_timeout_of(state.task_spec(task.task_id))
+    seconds, on_timeout = waits if waits is not None else (0.0, DEFAULT_ON_TIMEOUT)
+    choice = ReviewDecision(on_timeout)
+    step = _Step(state, now)
+    _record_review(
+        step,
+        Review(
+            decision=choice,
+            at=now,
+            feedback=f"no decision within {seconds:g} seconds",
+            tasks=(task.title,),
+            timed_out=True,
+        ),
+    )
+    if choice is ReviewDecision.REJECT:
+        _stop_run(step, MissionStatus.FAILED, FAILURE_REJECTED)
+        return step.decision()
+    if choice is ReviewDecision.APPROVE:
+        step.put(replace(task, status=TaskStatus.PENDING, error=None))
+    else:
+        error = f"approval timed out after {seconds:g} seconds; {UNKNOWN_OUTCOME_ERROR}"
+        step.put(replace(task, status=TaskStatus.FAILED, error=error, finished_at=now))
+    _lift_pause_with_no_cause_left(step)
+    step.reachability_changed = True
+    _settle(step)
+    return step.decision()
+
+
+def _delay_elapsed(state: RunState, event: DelayElapsed, now: datetime) -> Decision:
+    """A waiting delay whose time is up lets its blocked tasks start (``delay:ended``)."""
+    i = event.delay
+    if not 0 <= i < len(state.delays) or state.delays[i].status is not DelayStatus.WAITING:
+        return _ignored(state, f"delay #{i + 1} is not waiting")
+    step = _Step(state, now)
+    step.delays[i] = replace(state.delays[i], status=DelayStatus.ELAPSED)
+    delay = state.spec.delays[i]
+    step.publish("delay:ended", {"delay": i, "name": delay.name, "blocksTasks": list(delay.blocks_tasks)})
+    _settle(step)
+    return step.decision()
 
 
 # --------------------------------------------------------------------------------------------
@@ -1644,11 +2281,15 @@ def _index_spec(spec: MissionSpec) -> _SpecIndex:
     checkpoint_blocks = tuple(
         resolve(c.blocks_tasks, f"checkpoint {_label(c.name, i)}") for i, c in enumerate(spec.checkpoints)
     )
+    delay_after = tuple(resolve(d.after_tasks, f"delay {_label(d.name, i)}") for i, d in enumerate(spec.delays))
+    delay_blocks = tuple(resolve(d.blocks_tasks, f"delay {_label(d.name, i)}") for i, d in enumerate(spec.delays))
     gates_blocking: dict[str, list[int]] = {}
     checkpoints_blocking: dict[str, list[int]] = {}
+    delays_blocking: dict[str, list[int]] = {}
     for kind, afters, blocks in (
         (gates_blocking, gate_after, gate_blocks),
         (checkpoints_blocking, checkpoint_after, checkpoint_blocks),
+        (delays_blocking, delay_after, delay_blocks),
     ):
         for i, (after, blocked) in enumerate(zip(afters, blocks, strict=False)):
             for tid in blocked:
@@ -1689,6 +2330,8 @@ def _index_spec(spec: MissionSpec) -> _SpecIndex:
         gates_blocking={tid: tuple(v) for tid, v in gates_blocking.items()},
         checkpoints_blocking={tid: tuple(v) for tid, v in checkpoints_blocking.items()},
         agents=spec.agents_by_name(),
+        delay_after=delay_after,
+        delays_blocking={tid: tuple(v) for tid, v in delays_blocking.items()},
     )
 
 

@@ -33,10 +33,18 @@ def describe_outcome(outcome: Mapping[str, Any]) -> str:
     return f"- {outcome.get('name')} ({kind}{where}{required}){description}"
 
 
-def build_prompt(spec: MissionSpec, task: TaskSpec, outputs: Mapping[str, str], feedback: Sequence[str] = ()) -> str:
+def build_prompt(
+    spec: MissionSpec,
+    task: TaskSpec,
+    outputs: Mapping[str, str],
+    feedback: Sequence[str] = (),
+    review: Sequence[str] = (),
+    previous_output: str | None = None,
+) -> str:
     """The mission prompt and data, the task with its expectations and expected outcomes, the
-    outputs of its dependencies by title (each cut at ``DEPENDENCY_OUTPUT_LIMIT``) and, on a
-    retry, why the earlier attempts failed."""
+    outputs of its dependencies by title (each cut at ``DEPENDENCY_OUTPUT_LIMIT``), on a retry
+    why the earlier attempts failed, and when a reviewer asked for changes (``review``) the
+    task's previous output and what the reviewer said."""
     parts: list[str] = []
     if spec.prompt:
         parts.append(f"# Mission\n{spec.prompt}")
@@ -48,13 +56,17 @@ def build_prompt(spec: MissionSpec, task: TaskSpec, outputs: Mapping[str, str], 
         parts.append("# Expectations\n" + "\n".join(f"- {c}" for c in criteria))
     if task.expected_outcomes:
         parts.append("# Expected outcomes\n" + "\n".join(describe_outcome(o) for o in task.expected_outcomes))
-    for title in task.depends_on:
-        text = outputs.get(title, "")
-        if len(text) > DEPENDENCY_OUTPUT_LIMIT:
-            text = (
-                text[:DEPENDENCY_OUTPUT_LIMIT] + f"\n[... cut: {len(text) - DEPENDENCY_OUTPUT_LIMIT} more characters]"
-            )
-        parts.append(f"# Output of {title!r}\n{text}")
+    parts.extend(f"# Output of {title!r}\n{_cut(outputs.get(title, ''))}" for title in task.depends_on)
     if feedback:
         parts.append("# Earlier attempts failed\n" + "\n".join(f"- {f}" for f in feedback))
+    if review:
+        if previous_output:
+            parts.append(f"# Your previous output\n{_cut(previous_output)}")
+        parts.append("# A reviewer asked for changes\n" + "\n".join(f"- {r}" for r in review))
     return "\n\n".join(parts)
+
+
+def _cut(text: str) -> str:
+    if len(text) <= DEPENDENCY_OUTPUT_LIMIT:
+        return text
+    return text[:DEPENDENCY_OUTPUT_LIMIT] + f"\n[... cut: {len(text) - DEPENDENCY_OUTPUT_LIMIT} more characters]"

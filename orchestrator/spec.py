@@ -8,14 +8,21 @@ the spec never disagree. Nothing here validates cross references: that is ``vali
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
-from typing import Any
+from typing import Any, Final
 
 DEFAULT_QUALITY_THRESHOLD = 3.0
 DEFAULT_MAX_RETRIES = 2
+# What happens when a person does not answer in time (a checkpoint's ``onTimeout``, an approval's
+# ``onApprovalTimeout``): "approve" goes on, "reject" fails the mission (reason "rejected"), and
+# "fail" fails only what waited (the checkpoint's blocked tasks are skipped, the task awaiting
+# approval fails) while the rest of the run finishes.
+ON_TIMEOUT_CHOICES: Final = ("approve", "reject", "fail")
+DEFAULT_ON_TIMEOUT: Final = "fail"
 
 
 @dataclass(frozen=True)
@@ -46,15 +53,20 @@ class RetryPolicy:
     escalate_model: str | None = None
     escalate_after: int | None = None
     backoff: float = 0.0
+    approval_timeout: float | None = None  # seconds a side-effect approval may wait for a person
+    on_approval_timeout: str | None = None  # one of ON_TIMEOUT_CHOICES (None: the mission's)
 
     @classmethod
     def from_document(cls, doc: Mapping[str, Any]) -> RetryPolicy:
         after = doc.get("escalateAfter")
+        approval = doc.get("approvalTimeout")
         return cls(
             fallback_agent=doc.get("fallbackAgent"),
             escalate_model=doc.get("escalateModel"),
             escalate_after=int(after) if after is not None else None,
             backoff=float(doc.get("backoff") or 0.0),
+            approval_timeout=float(approval) if approval is not None else None,
+            on_approval_timeout=doc.get("onApprovalTimeout"),
         )
 
     def to_document(self) -> dict[str, Any]:
@@ -67,6 +79,10 @@ class RetryPolicy:
             out["escalateAfter"] = self.escalate_after
         if self.backoff:
             out["backoff"] = self.backoff
+        if self.approval_timeout is not None:
+            out["approvalTimeout"] = self.approval_timeout
+        if self.on_approval_timeout is not None:
+            out["onApprovalTimeout"] = self.on_approval_timeout
         return out
 
 
@@ -227,14 +243,19 @@ class CheckpointSpec:
     blocks_tasks: tuple[str, ...] = ()
     message: str = ""
     name: str | None = None
+    timeout: float | None = None  # seconds the checkpoint waits for a person once reached
+    on_timeout: str | None = None  # one of ON_TIMEOUT_CHOICES (None: DEFAULT_ON_TIMEOUT)
 
     @classmethod
     def from_document(cls, doc: Mapping[str, Any]) -> CheckpointSpec:
+        timeout = doc.get("timeout")
         return cls(
             name=doc.get("name"),
             after_tasks=tuple(doc.get("afterTasks") or ()),
             blocks_tasks=tuple(doc.get("blocksTasks") or ()),
             message=doc.get("message", ""),
+            timeout=float(timeout) if timeout is not None else None,
+            on_timeout=doc.get("onTimeout"),
         )
 
     def to_document(self) -> dict[str, Any]:
@@ -245,7 +266,69 @@ class CheckpointSpec:
         if self.blocks_tasks:
             out["blocksTasks"] = list(self.blocks_tasks)
         out["message"] = self.message
+        if self.timeout is not None:
+            out["timeout"] = self.timeout
+        if self.on_timeout is not None:
+            out["onTimeout"] = self.on_timeout
         return out
+
+
+@dataclass(frozen=True)
+class DelaySpec:
+    """Once every ``after_tasks`` completed, ``blocks_tasks`` wait ``seconds`` before they may start.
+    ``duration`` is kept as the document gave it (an ISO 8601 duration or a number of seconds)."""
+
+    after_tasks: tuple[str, ...]
+    blocks_tasks: tuple[str, ...]
+    duration: str | float
+    name: str | None = None
+
+    @property
+    def seconds(self) -> float:
+        return duration_seconds(self.duration)
+
+    @classmethod
+    def from_document(cls, doc: Mapping[str, Any]) -> DelaySpec:
+        duration = doc["duration"]
+        return cls(
+            name=doc.get("name"),
+            after_tasks=tuple(doc.get("afterTasks") or ()),
+            blocks_tasks=tuple(doc.get("blocksTasks") or ()),
+            duration=duration if isinstance(duration, str) else float(duration),
+        )
+
+    def to_document(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.name is not None:
+            out["name"] = self.name
+        out["afterTasks"] = list(self.after_tasks)
+        out["blocksTasks"] = list(self.blocks_tasks)
+        out["duration"] = self.duration
+        return out
+
+
+# ISO 8601 durations of fixed length: weeks, days, hours, minutes, seconds (``PT10M``, ``P1DT2H``,
+# ``PT1.5S``). Years and months have no fixed length, so a delay may not use them. Written out
+# here because the core imports only the standard library (and croniter), and this is all of it.
+_DURATION = re.compile(
+    r"P(?!$)(?:(?P<weeks>\d+(?:\.\d+)?)W)?(?:(?P<days>\d+(?:\.\d+)?)D)?"
+    r"(?:T(?=\d)(?:(?P<hours>\d+(?:\.\d+)?)H)?(?:(?P<minutes>\d+(?:\.\d+)?)M)?(?:(?P<seconds>\d+(?:\.\d+)?)S)?)?",
+    re.ASCII,
+)
+_UNIT_SECONDS: Final = {"weeks": 604_800.0, "days": 86_400.0, "hours": 3_600.0, "minutes": 60.0, "seconds": 1.0}
+
+
+def duration_seconds(value: str | float) -> float:
+    """Seconds of a duration: a number of seconds, or an ISO 8601 duration of weeks, days, hours,
+    minutes and seconds (``PT10M`` is 600). Raises ValueError for anything else."""
+    if not isinstance(value, str):
+        return float(value)
+    match = _DURATION.fullmatch(value.strip().upper())
+    if match is None:
+        raise ValueError(
+            f"{value!r} is not an ISO 8601 duration of weeks, days, hours, minutes and seconds (e.g. PT10M, P1DT2H)"
+        )
+    return sum(float(v) * _UNIT_SECONDS[unit] for unit, v in match.groupdict().items() if v is not None)
 
 
 @dataclass(frozen=True)
@@ -267,6 +350,9 @@ class MissionSpec:
     catch_up: str = "skip"  # after downtime: "skip" missed fires, or run the "latest" one once
     deadline_after: float | None = None  # seconds after each run starts
     budget: Mapping[str, Any] | None = None  # {"maxCostUsd": n, "maxTokens": n}
+    delays: tuple[DelaySpec, ...] = ()
+    approval_timeout: float | None = None  # default for tasks whose retryPolicy sets none
+    on_approval_timeout: str | None = None  # one of ON_TIMEOUT_CHOICES (None: DEFAULT_ON_TIMEOUT)
 
     @classmethod
     def from_document(cls, doc: Mapping[str, Any]) -> MissionSpec:
@@ -277,6 +363,7 @@ class MissionSpec:
         if isinstance(end_date, str):
             end_date = parse_timestamp(end_date)
         deadline_after = doc.get("deadlineAfter")
+        approval = doc.get("approvalTimeout")
         team = doc.get("team")
         limit = doc.get("maxConcurrency")
         return cls(
@@ -297,6 +384,9 @@ class MissionSpec:
             catch_up=str(doc.get("catchUp") or "skip"),
             deadline_after=float(deadline_after) if deadline_after is not None else None,
             budget=dict(doc["budget"]) if doc.get("budget") is not None else None,
+            delays=tuple(DelaySpec.from_document(d) for d in doc.get("delays") or ()),
+            approval_timeout=float(approval) if approval is not None else None,
+            on_approval_timeout=doc.get("onApprovalTimeout"),
         )
 
     def to_document(self) -> dict[str, Any]:
@@ -330,8 +420,26 @@ class MissionSpec:
             out["deadlineAfter"] = self.deadline_after
         if self.budget is not None:
             out["budget"] = dict(self.budget)
+        if self.delays:
+            out["delays"] = [d.to_document() for d in self.delays]
+        if self.approval_timeout is not None:
+            out["approvalTimeout"] = self.approval_timeout
+        if self.on_approval_timeout is not None:
+            out["onApprovalTimeout"] = self.on_approval_timeout
         out["tasks"] = [t.to_document() for t in self.tasks]
         return out
+
+    def approval_timeout_of(self, task: TaskSpec) -> tuple[float, str] | None:
+        """How long a side-effect approval of ``task`` waits, and what then happens: the task's
+        ``retryPolicy`` first, else the mission's default; None when it waits for ever."""
+        policy = task.retry_policy
+        seconds = policy.approval_timeout if policy is not None and policy.approval_timeout is not None else None
+        if seconds is None:
+            seconds = self.approval_timeout
+        if seconds is None:
+            return None
+        choice = (policy.on_approval_timeout if policy is not None else None) or self.on_approval_timeout
+        return seconds, choice or DEFAULT_ON_TIMEOUT
 
     def agents_by_name(self) -> dict[str, AgentSpec]:
         return {a.name: a for a in self.team.agents} if self.team is not None else {}

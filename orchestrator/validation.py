@@ -8,10 +8,10 @@ What this module guarantees:
   document order, and the same spec always gives the same list. An empty list means the mission
   can be stored.
 - An accepted mission has unique task titles, resolvable references (``dependsOn``, ``assignTo``,
-  ``retryPolicy.fallbackAgent``, gate and checkpoint tasks), no dependency cycle, numbers in range,
-  a parseable schedule and timezone, and every task blocked by a gate or checkpoint depends
-  (transitively) on all of that barrier's ``afterTasks``, so a barrier can never wait on work
-  that runs after the tasks it holds back.
+  ``retryPolicy.fallbackAgent``, gate, checkpoint and delay tasks), no dependency cycle, numbers in
+  range, a parseable schedule, timezone and delay duration, and every task blocked by a gate,
+  checkpoint or delay depends (transitively) on all of that barrier's ``afterTasks``, so a barrier
+  can never wait on work that runs after the tasks it holds back.
 - A ``command`` expectation or an agent's ``shell`` tool is rejected unless the server allows
   commands: an API key alone must never be enough to run code on a worker.
 - What is known at create to fail at run time is rejected at create: a ``deadline`` already in
@@ -55,6 +55,7 @@ MAX_TASK_TIMEOUT = 30 * DAY  # seconds an attempt may run
 MAX_BACKOFF = DAY  # seconds between two attempts of a task
 MAX_COMMAND_TIMEOUT = DAY  # seconds one command expectation may run
 MAX_DEADLINE_AFTER = 366 * DAY  # seconds after a run starts
+MAX_WAIT = 366 * DAY  # a delay's duration, a checkpoint's or an approval's timeout (seconds)
 MAX_PRIORITY = 1_000_000  # |priority|
 MAX_WEIGHT = 1_000.0
 MAX_CONCURRENCY = 100_000  # a mission's or an agent's maxConcurrency
@@ -284,6 +285,8 @@ def _barriers(spec: MissionSpec) -> Iterator[_Barrier]:
         yield _Barrier(f"qualityGates[{i}]", "gate", gate.after_tasks, gate.blocks_tasks, True, gate.min_score)
     for i, checkpoint in enumerate(spec.checkpoints):
         yield _Barrier(f"checkpoints[{i}]", "checkpoint", checkpoint.after_tasks, checkpoint.blocks_tasks, False)
+    for i, delay in enumerate(spec.delays):
+        yield _Barrier(f"delays[{i}]", "delay", delay.after_tasks, delay.blocks_tasks, True)
 
 
 # --- mission rules -------------------------------------------------------------------------
@@ -374,6 +377,26 @@ def assessor_model_is_provider_model(ctx: _Context) -> Iterator[Problem]:
             yield Problem("assessor.model", message)
 
 
+def waits_are_bounded(ctx: _Context) -> Iterator[Problem]:
+    """A delay's ``duration``, a checkpoint's ``timeout`` and an approval timeout (the mission's
+    ``approvalTimeout`` and each ``retryPolicy.approvalTimeout``) are more than 0 and at most
+    ``MAX_WAIT`` seconds, and a delay's duration parses (seconds, or an ISO 8601 duration)."""
+    spec = ctx.spec
+    waits: list[tuple[str, float | None]] = [("approvalTimeout", spec.approval_timeout)]
+    for i, delay in enumerate(spec.delays):
+        try:
+            waits.append((f"delays[{i}].duration", delay.seconds))
+        except ValueError as exc:
+            yield Problem(f"delays[{i}].duration", str(exc))
+    waits += [(f"checkpoints[{i}].timeout", c.timeout) for i, c in enumerate(spec.checkpoints)]
+    for i, task in enumerate(spec.tasks):
+        if task.retry_policy is not None:
+            waits.append((f"tasks[{i}].retryPolicy.approvalTimeout", task.retry_policy.approval_timeout))
+    for path, seconds in waits:
+        if seconds is not None and not 0 < seconds <= MAX_WAIT:
+            yield Problem(path, f"must be more than 0 and at most {MAX_WAIT} seconds, got {_num(seconds)}")
+
+
 MISSION_RULES: tuple[MissionRule, ...] = (
     quality_threshold_is_a_score,
     schedule_parses,
@@ -381,6 +404,7 @@ MISSION_RULES: tuple[MissionRule, ...] = (
     mission_concurrency_is_positive,
     deadline_after_is_bounded,
     deadline_is_ahead,
+    waits_are_bounded,
     budget_is_bounded,
     assessor_model_is_provider_model,
     assessor_endpoint_is_the_operators,

@@ -83,9 +83,25 @@ class GateStatus(StrEnum):
 
 
 class CheckpointStatus(StrEnum):
-    PENDING = "pending"  # its afterTasks have not all completed
-    WAITING = "waiting"  # reached; the run is paused until a resume
+    PENDING = "pending"  # its afterTasks have not all completed (or a reviewer asked to redo them)
+    WAITING = "waiting"  # reached; the run is paused until a resume or a review
     APPROVED = "approved"
+    FAILED = "failed"  # nobody answered in time and its onTimeout is "fail": its blocked tasks are skipped
+
+
+class DelayStatus(StrEnum):
+    PENDING = "pending"  # its afterTasks have not all completed
+    WAITING = "waiting"  # every afterTask completed; its blocked tasks wait until ``until``
+    ELAPSED = "elapsed"  # its blocked tasks may start
+
+
+class ReviewDecision(StrEnum):
+    """What a person (or a timeout) decided at a checkpoint or a side-effect approval."""
+
+    APPROVE = "approve"
+    REQUEST_CHANGES = "request_changes"
+    REJECT = "reject"
+    FAIL = "fail"  # only by a timeout whose onTimeout is "fail"
 
 
 # --------------------------------------------------------------------------------------------
@@ -154,6 +170,13 @@ class TimerKind(StrEnum):
     RETRY = "retry"  # the backoff before an attempt is over (fires ``RetryDue``)
     TIMEOUT = "timeout"  # a running attempt ran out of time (fires ``TaskTimedOut``)
     DEADLINE = "deadline"  # the run's deadline passed (fires ``DeadlineReached``)
+    CHECKPOINT = "checkpoint"  # a waiting checkpoint's timeout (fires ``CheckpointTimedOut``)
+    APPROVAL = "approval"  # a side-effect approval's timeout (fires ``ApprovalTimedOut``)
+    DELAY = "delay"  # a delay is over (fires ``DelayElapsed``)
+
+
+# Timers of one checkpoint or delay of the spec, keyed by its position.
+_INDEXED: Final = frozenset({TimerKind.CHECKPOINT, TimerKind.DELAY})
 
 
 # The key of the one deadline timer of a run.
@@ -171,8 +194,9 @@ def attempt_key(task_id: str, attempt: int) -> str:
 
 @dataclass(frozen=True)
 class Timer:
-    """One timer of a run, as the engine arms and cancels it: a deadline (no task, no attempt),
-    or the retry or timeout of one attempt of one task.
+    """One timer of a run, as the engine arms and cancels it: a deadline (no task, no attempt);
+    the retry, timeout or approval timeout of one attempt of one task; or the timeout of one
+    checkpoint or the end of one delay (``index``: its position in the spec).
 
     Guarantees: ``kind`` and ``key`` are exactly what the shell stores in ``timers``, and
     ``Timer.parse(t.kind, t.key) == t`` for every timer ``t``; ``parse`` accepts no other text.
@@ -181,12 +205,16 @@ class Timer:
     kind: TimerKind
     task_id: str | None = None
     attempt: int | None = None
+    index: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind is TimerKind.DEADLINE:
-            if self.task_id is not None or self.attempt is not None:
-                raise ValueError("a deadline timer has no task and no attempt")
-        elif self.task_id is None or self.attempt is None or self.attempt < 0:
+            if self.task_id is not None or self.attempt is not None or self.index is not None:
+                raise ValueError("a deadline timer has no task, no attempt and no index")
+        elif self.kind in _INDEXED:
+            if self.task_id is not None or self.attempt is not None or self.index is None or self.index < 0:
+                raise ValueError(f"a {self.kind} timer needs an index >= 0 and no task or attempt")
+        elif self.task_id is None or self.attempt is None or self.attempt < 0 or self.index is not None:
             raise ValueError(f"a {self.kind} timer needs a task id and an attempt number >= 0")
 
     @classmethod
@@ -203,9 +231,27 @@ class Timer:
         """The timeout of ``attempt``, armed when it is claimed."""
         return cls(TimerKind.TIMEOUT, task_id, attempt)
 
+    @classmethod
+    def approval(cls, task_id: str, attempt: int) -> Timer:
+        """How long the side-effect approval of ``attempt`` (its outcome unknown) may wait."""
+        return cls(TimerKind.APPROVAL, task_id, attempt)
+
+    @classmethod
+    def checkpoint(cls, index: int) -> Timer:
+        """How long checkpoint ``index`` may wait for a person once reached."""
+        return cls(TimerKind.CHECKPOINT, index=index)
+
+    @classmethod
+    def delay(cls, index: int) -> Timer:
+        """The end of delay ``index``, armed once its afterTasks completed."""
+        return cls(TimerKind.DELAY, index=index)
+
     @property
     def key(self) -> str:
-        """The stored ``timers.key``: ``"run"`` for the deadline, else ``attempt_key``."""
+        """The stored ``timers.key``: ``"run"`` for the deadline, the index for a checkpoint or a
+        delay, else ``attempt_key``."""
+        if self.index is not None:
+            return str(self.index)
         if self.task_id is None or self.attempt is None:
             return DEADLINE_KEY
         return attempt_key(self.task_id, self.attempt)
@@ -221,9 +267,15 @@ class Timer:
             return None
         if timer_kind is TimerKind.DEADLINE:
             return cls(timer_kind) if key == DEADLINE_KEY else None
+        if timer_kind in _INDEXED:
+            return cls(timer_kind, index=int(key)) if _plain_number(key) else None
         task_id, colon, number = key.rpartition(":")
-        # Only what str(int) writes: ASCII digits without leading zeros, so the key round-trips
-        # (``str.isdigit`` alone accepts "²", which int() rejects, and "٣", which it reads as 3).
-        if not colon or not (number.isascii() and number.isdigit()) or str(int(number)) != number:
+        if not colon or not _plain_number(number):
             return None
         return cls(timer_kind, task_id, int(number))
+
+
+def _plain_number(text: str) -> bool:
+    """Only what str(int) writes: ASCII digits without leading zeros, so a key round-trips
+    (``str.isdigit`` alone accepts "²", which int() rejects, and "٣", which it reads as 3)."""
+    return text.isascii() and text.isdigit() and str(int(text)) == text

@@ -29,6 +29,10 @@ EVENT_NAMES: tuple[str, ...] = (
     "checkpoint:waiting",
     "mission:done",
     "error",
+    # ours, for operator control: a person's decision at a review, and a delay starting and ending
+    "review:decided",
+    "delay:started",
+    "delay:ended",
 )
 
 SECRET_PREFIX = "whsec_"

@@ -139,6 +139,20 @@ class Client:
     def resume(self, mission_id: str, retry_failed: bool = False) -> dict[str, Any]:
         return dict(self.request("POST", f"/v1/missions/{mission_id}/resume", json_body={"retryFailed": retry_failed}))
 
+    def review(
+        self, mission_id: str, decision: str, feedback: str | None = None, redo: tuple[str, ...] = ()
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"decision": decision}
+        if feedback is not None:
+            body["feedback"] = feedback
+        if redo:
+            body["redo"] = list(redo)
+        return dict(self.request("POST", f"/v1/missions/{mission_id}/review", json_body=body))
+
+    def task_command(self, mission_id: str, task_id: str, action: str) -> dict[str, Any]:
+        """``action`` (retry, cancel) on one task of the mission's latest run; the task as it now stands."""
+        return dict(self.request("POST", f"/v1/missions/{mission_id}/tasks/{task_id}/{action}"))
+
     def abort(self, mission_id: str) -> dict[str, Any]:
         return dict(self.request("POST", f"/v1/missions/{mission_id}/abort"))
 
@@ -157,7 +171,8 @@ class Client:
         *,
         on_reconnect: Callable[[str], None] | None = None,
     ) -> Iterator[Event]:
-        """The run's events after ``last_event_id``, live, up to and including ``mission:done``.
+        """The run's events after ``last_event_id``, live, up to and including its latest
+        ``mission:done`` (the server closes the stream after it).
 
         Without ``run_id`` the latest run is followed (pinned to the first event's run, so a
         reconnect cannot jump to a newer run)."""
@@ -194,15 +209,19 @@ class Client:
                         )
                     else:
                         failing_since, backoff = None, self.reconnect_delay
+                        last_type = None
                         for event in parse_events(_chunks(response)):
                             if event.id is not None:
                                 if last_id is not None and event.id <= last_id:
                                     continue  # already yielded before a reconnect
                                 last_id = event.id
                             run_id = run_id or event.data.get("runId")
+                            last_type = event.type
                             yield event
-                            if event.type == "mission:done":
-                                return
+                        # The server ends the stream after the run's latest mission:done (a run
+                        # continued after it failed has an earlier one, with more events after it).
+                        if last_type == "mission:done":
+                            return
                         problem = "the server closed the stream"
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
                 problem = f"connection lost ({exc.__class__.__name__})"

@@ -1,5 +1,5 @@
 """Client commands: talk to a running server over HTTP (``run``, ``demo``, ``list``, ``show``,
-``resume``, ``abort``, ``events``)."""
+``resume``, ``review``, ``abort``, ``task retry|reassess|cancel``, ``events``)."""
 
 from __future__ import annotations
 
@@ -356,7 +356,11 @@ def show_command(mission_id: str, url: str | None, key: str | None, json_output:
 @click.command("resume")
 @click.argument("mission_id")
 @client_options
-@click.option("--retry-failed", is_flag=True, help="Re-run failed and low-scoring tasks (gates, approvals).")
+@click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="Re-run failed and low-scoring tasks (gates, approvals); continues a failed mission's run.",
+)
 @click.option("--follow", is_flag=True, help="Then show the run live (exit status as for `run`).")
 @click.option("--follow-output", is_flag=True, help="With --follow, also stream what the agents write.")
 @click.option("--json", "json_output", is_flag=True, help="Print JSON.")
@@ -369,7 +373,9 @@ def resume_command(
     follow_output: bool,
     json_output: bool,
 ) -> None:
-    """Resume a paused mission (checkpoint, quality gate or approval)."""
+    """Resume a paused mission (checkpoint, quality gate or approval); with --retry-failed, also
+    continue a failed mission whose tasks failed: the same run goes on, completed tasks are not run
+    again."""
     client = make_client(url, key)
     with api_errors():
         mission = client.resume(mission_id, retry_failed)
@@ -383,6 +389,101 @@ def resume_command(
         echo_json(mission)
     else:
         click.echo(f"{mission_id} {mission['status']}")
+
+
+@click.command("review")
+@click.argument("mission_id")
+@client_options
+@click.option("--approve", "approve", is_flag=True, help="Go on (a task awaiting approval runs again).")
+@click.option("--request-changes", "changes", metavar="FEEDBACK", default=None, help="Send work back with FEEDBACK.")
+@click.option("--redo", multiple=True, metavar="TASK", help="With --request-changes: an afterTask to redo (repeat it).")
+@click.option("--reject", "rejection", metavar="FEEDBACK", default=None, help="Fail the mission (reason rejected).")
+@click.option("--json", "json_output", is_flag=True, help="Print the API's JSON.")
+def review_command(
+    mission_id: str,
+    url: str | None,
+    key: str | None,
+    approve: bool,
+    changes: str | None,
+    redo: tuple[str, ...],
+    rejection: str | None,
+    json_output: bool,
+) -> None:
+    """Decide at a waiting checkpoint or side-effect approval: --approve, --request-changes FEEDBACK
+    [--redo TASK ...] (those tasks re-run with the feedback, and the checkpoint is reached again),
+    or --reject FEEDBACK."""
+    chosen = [
+        name
+        for name, given in (("--approve", approve), ("--request-changes", changes), ("--reject", rejection))
+        if given not in (None, False)
+    ]
+    if len(chosen) != 1:
+        raise click.UsageError("give exactly one of --approve, --request-changes FEEDBACK, --reject FEEDBACK")
+    if redo and changes is None:
+        raise click.UsageError("--redo goes with --request-changes")
+    decision = "approve" if approve else "request_changes" if changes is not None else "reject"
+    client = make_client(url, key)
+    with api_errors():
+        mission = client.review(mission_id, decision, changes if changes is not None else rejection, redo)
+    if json_output:
+        echo_json(mission)
+    else:
+        click.echo(f"{mission_id} {mission['status']}")
+
+
+@click.group("task")
+def task_group() -> None:
+    """Act on one task of a mission's latest run."""
+
+
+def _task_action(action: str, help_text: str) -> Any:
+    @click.command(action, help=help_text)
+    @click.argument("mission_id")
+    @click.argument("task")
+    @client_options
+    @click.option("--json", "json_output", is_flag=True, help="Print the API's JSON.")
+    def command(mission_id: str, task: str, url: str | None, key: str | None, json_output: bool) -> None:
+        client = make_client(url, key)
+        with api_errors():
+            task_id = _task_id(client.get_mission(mission_id), task)
+            answer = client.task_command(mission_id, task_id, action)
+        if json_output:
+            echo_json(answer)
+        else:
+            click.echo(f'{mission_id} task "{answer["title"]}" {answer["status"]}')
+
+    return command
+
+
+def _task_id(mission: dict[str, Any], task: str) -> str:
+    """TASK is a task id or a title of the mission."""
+    for item in mission.get("tasks") or ():
+        if task in (item.get("id"), item.get("title")):
+            return str(item["id"])
+    raise click.BadParameter(f"the mission has no task with id or title {task!r}", param_hint="TASK")
+
+
+task_group.add_command(
+    _task_action(
+        "retry",
+        "Run a failed or cancelled task again with a fresh retry budget (for a skipped task: what it was "
+        "skipped because of). TASK is its id or title. A run that failed because of it goes on.",
+    )
+)
+task_group.add_command(
+    _task_action(
+        "reassess",
+        "Score the last output of a task that failed its assessment again (after the judge was fixed); "
+        "the agent does not run. TASK is its id or title.",
+    )
+)
+task_group.add_command(
+    _task_action(
+        "cancel",
+        "Stop one unfinished task now; its dependents are skipped, independent branches go on. "
+        "TASK is its id or title.",
+    )
+)
 
 
 @click.command("abort")

@@ -189,6 +189,20 @@ class RunView:
                     self.task(data["taskId"], data.get("title")).error_code = code
                     return []
                 return [f"error [{code}]: {message}" if code else f"error: {message}"]
+            case "review:decided":
+                reviewer = data.get("reviewer") or {}
+                who = (
+                    "a timeout" if data.get("timedOut") else reviewer.get("name") or reviewer.get("id") or "a reviewer"
+                )
+                text = f"review: {data.get('decision')} by {who}"
+                if data.get("redo"):
+                    text += " (redo " + ", ".join(f'"{t}"' for t in data["redo"]) + ")"
+                return [text + (f": {data['feedback']}" if data.get("feedback") else "")]
+            case "delay:started":
+                blocked = ", ".join(f'"{t}"' for t in data.get("blocksTasks") or ())
+                return [f"delay {_delay_name(data)}: {blocked} wait until {data.get('until')}"]
+            case "delay:ended":
+                return [f"delay {_delay_name(data)} is over"]
             case _:
                 return []
 
@@ -347,7 +361,7 @@ class LiveDisplay:
         # The table shows the state; what a person must read (why something failed, blocked or
         # waits) also scrolls above it.
         if (
-            event.type in ("gate:blocked", "checkpoint:waiting", "error")
+            event.type in ("gate:blocked", "checkpoint:waiting", "error", "review:decided", "delay:started")
             or (event.type == "task:status" and event.data.get("error"))
             or (event.type == "task:assessment" and not event.data.get("passed"))
         ):
@@ -436,10 +450,12 @@ def watch(
     view = RunView.of(mission)
     display.start(view)
     try:
+        ended: str | None = None
         for event in client.follow(mission_id, run_id, on_reconnect=display.note):
             display.event(event)
-            if event.type == "mission:done":
-                return str(event.data["status"])
+            # The stream ends after the run's latest mission:done; one followed by more events
+            # was replayed from a run that an operator continued after it failed.
+            ended = str(event.data["status"]) if event.type == "mission:done" else None
             if event.type == "mission:status" and event.data.get("status") == "paused":
                 current = client.get_mission(mission_id)
                 if current.get("status") != "paused" or current.get("latestRunId") != event.data.get("runId"):
@@ -447,6 +463,10 @@ def watch(
                 if on_pause is not None and on_pause(event.data):
                     continue
                 return "paused"
-        return str(client.get_mission(mission_id)["status"])
+        return ended or str(client.get_mission(mission_id)["status"])
     finally:
         display.stop()
+
+
+def _delay_name(data: Mapping[str, Any]) -> str:
+    return str(data.get("name") or f"#{int(data.get('delay', 0)) + 1}")

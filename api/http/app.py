@@ -10,6 +10,7 @@ from typing import Any
 from flask import Flask, Response, jsonify
 
 from api.http import dashboard, errors, metrics
+from api.http.control_routes import blueprint as control_blueprint
 from api.http.openapi import blueprint as docs_blueprint
 from api.http.routes import blueprint as missions_blueprint
 from api.http.webhooks import blueprint as webhooks_blueprint
@@ -36,6 +37,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     errors.register(app)
     app.register_blueprint(missions_blueprint, url_prefix="/v1")
     app.register_blueprint(webhooks_blueprint, url_prefix="/v1")
+    app.register_blueprint(control_blueprint, url_prefix="/v1")
     app.register_blueprint(docs_blueprint)  # /v1/openapi.json and /docs, without a key
     metrics.install(app, token=settings.metrics_token)  # /metrics, without an API key
     app.wsgi_app = _waiting_at_most(POOL_WAIT_SECONDS, app.wsgi_app)  # type: ignore[method-assign]

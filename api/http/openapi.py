@@ -244,6 +244,36 @@ class RunGateSchema(_Out):
     )
 
 
+class ReviewerSchema(_Out):
+    id = fields.String(required=True, metadata={"description": "The id of the API key that decided."})
+    name = fields.String(required=True, metadata={"description": "The name the key is shown by (its prefix)."})
+
+
+class ReviewRecordSchema(_Out):
+    decision = fields.String(
+        required=True,
+        validate=validate.OneOf(["approve", "request_changes", "reject", "fail"]),
+        metadata={"description": "`fail` only by a timeout whose `onTimeout` is `fail`."},
+    )
+    at = fields.String(required=True, metadata={"format": "date-time"})
+    reviewer = fields.Nested(ReviewerSchema, allow_none=True, metadata={"description": "None for a timeout."})
+    feedback = fields.String(allow_none=True)
+    redo = fields.List(fields.String(), metadata={"description": "Titles re-run with the feedback."})
+    checkpoints = fields.List(fields.String(), metadata={"description": "The checkpoints it decided."})
+    tasks = fields.List(fields.String(), metadata={"description": "The tasks awaiting approval it decided."})
+    timedOut = fields.Boolean(required=True)
+
+
+class RunDelaySchema(schemas.DelaySchema):
+    """A delay as the mission gives it, and where it is in the run."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    status = fields.String(required=True, validate=validate.OneOf(["pending", "waiting", "elapsed"]))
+    until = fields.String(allow_none=True, metadata={"format": "date-time", "description": "Set once it waits."})
+
+
 class _RunHead(_Out):
     """What a run and its report both start with."""
 
@@ -276,6 +306,11 @@ class RunSchema(_RunHead):
     checkpoints = fields.List(
         fields.Nested(RunGateSchema), metadata={"description": "With `include=graph`: its checkpoints and status."}
     )
+    reviews = fields.List(
+        fields.Nested(ReviewRecordSchema),
+        metadata={"description": "Every decision taken at a checkpoint or an approval, in order (absent in the list)."},
+    )
+    delays = fields.List(fields.Nested(RunDelaySchema), metadata={"description": "Absent in the run list."})
 
 
 class FireSchema(_Out):
@@ -623,6 +658,55 @@ DOCS: dict[tuple[str, str], Doc] = {
         responses={204: ("Removed.", None)},
         errors=(404, 409),
     ),
+    ("control_v1.retry_task", "POST"): Doc(
+        "Retry one task",
+        "Runs one task of the latest run again with a fresh retry budget: a `failed` or `cancelled` task, "
+        "or, for a `skipped` one, the failed or cancelled tasks it was skipped because of; what was "
+        "skipped because of them is `pending` again. Completed tasks keep their outputs. On a mission "
+        "whose run `failed` because tasks failed or were cancelled, that run becomes active again "
+        "(not after an abort, a deadline or a spent budget). 409 when the task's state does not allow it.",
+        tag="Tasks",
+        responses={200: ("The task as it now stands.", "TaskDetail")},
+        errors=(404, 409),
+    ),
+    ("control_v1.reassess_task", "POST"): Doc(
+        "Reassess one task",
+        "Scores the last output of a `failed` task whose last attempt failed its assessment again (e.g. after "
+        "the judge was fixed); the agent does not run. The task is `assessing`; that verdict no longer counts "
+        "against its retry budget; what was skipped because of it is `pending` until the new verdict. A run "
+        "that failed because of it becomes active again. 409 for any other task.",
+        tag="Tasks",
+        responses={200: ("The task as it now stands.", "TaskDetail")},
+        errors=(404, 409),
+    ),
+    ("control_v1.cancel_task", "POST"): Doc(
+        "Cancel one task",
+        "Stops one unfinished task of the live run at once (its agent, or its judge, within a second), "
+        "marks it `cancelled` and skips its dependents; independent branches go on. A run whose only "
+        "problem is a cancelled task ends `failed` with reason `task_cancelled` (retry the task to go "
+        "on). 409 for a task that already ended or a mission that is not running.",
+        tag="Tasks",
+        responses={200: ("The task as it now stands.", "TaskDetail")},
+        errors=(404, 409),
+    ),
+    ("control_v1.review", "POST"): Doc(
+        "Review a checkpoint or an approval",
+        "A person's decision at what waits for one in the paused run (every waiting checkpoint and every "
+        "task awaiting approval): `approve` goes on (a task awaiting approval runs again); "
+        "`request_changes` (with `feedback`) re-runs the waiting checkpoints' afterTasks named in `redo` "
+        "(all of them when empty) and the tasks awaiting approval, with the feedback and their previous "
+        "output in their prompts, and the checkpoint is reached again after them; `reject` fails the "
+        "mission with reason `rejected`. Each decision is recorded on the run (`reviews` in `GET .../runs/"
+        "{runId}`: who, when, feedback) and streamed as `review:decided`. 400 for a `redo` title the mission "
+        "does not have or `request_changes` without feedback; 409 when nothing waits for a review (a run "
+        "paused only for a quality gate is resumed with `resume`) or a `redo` task is not an afterTask of a "
+        "waiting checkpoint.",
+        tag="Runs",
+        body="Review",
+        example={"decision": "request_changes", "feedback": "Cite your sources.", "redo": ["Draft"]},
+        responses={200: ("The mission.", "MissionDetail")},
+        errors=(400, 404, 409, 415),
+    ),
     ("missions_v1.execute", "POST"): Doc(
         "Execute a mission",
         "Starts a new run. With `Accept: text/event-stream` the response is the run's event stream; "
@@ -677,10 +761,14 @@ DOCS: dict[tuple[str, str], Doc] = {
         errors=(400, 404),
     ),
     ("missions_v1.resume", "POST"): Doc(
-        "Resume a paused mission",
+        "Resume a paused mission, or continue a failed one",
         "Settles every cause of the pause: approves waiting checkpoints; a blocked quality gate is judged "
         "again after its failed or low-scoring tasks re-run (`retryFailed: true`) or is overridden "
-        "(`false`); a task awaiting approval runs again (`true`) or fails (`false`).",
+        "(`false`); a task awaiting approval runs again (`true`) or fails (`false`). With "
+        "`retryFailed: true` it also continues a `failed` mission whose run ended because tasks failed "
+        "(reason `task_failed`): the same run becomes active again, completed tasks keep their outputs "
+        "and are not run again, failed tasks (and what was skipped because of them) re-run with a fresh "
+        "budget. A run that was aborted, passed its deadline or spent its budget is not continued (409).",
         tag="Runs",
         body="Resume",
         body_required=False,
@@ -910,6 +998,7 @@ def build_spec(app: Flask, *, strict: bool = False) -> dict[str, Any]:
         ("Webhook", WebhookOutSchema),
         ("Delivery", DeliverySchema),
         ("DeliveryPage", DeliveryPageSchema),
+        ("Review", schemas.REVIEW),
         ("Error", ErrorSchema),
         ("MissionSummary", MissionSummarySchema),
         ("MissionCreated", MissionCreatedSchema),

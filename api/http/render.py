@@ -218,6 +218,9 @@ def run(
     if summary is not None:
         out.update(summary)
     if with_tasks:
+        out["reviews"] = list(row.get("reviews") or ())
+        states = row.get("delays") or ()
+        out["delays"] = [{**spec, **state} for spec, state in zip(row.get("delay_specs") or (), states, strict=False)]
         tasks = []
         for task_id, state in _run_tasks(row.get("run_tasks")).items():
             item: dict[str, Any] = {"id": task_id, "title": state.get("title"), "status": state.get("status")}

@@ -64,10 +64,10 @@ def authenticate() -> Response | None:
     if scheme.lower() != "bearer" or not secret.strip():
         return _unauthorized("missing API key: send Authorization: Bearer sk_live_...")
     with services().autocommit() as conn:  # one read: no BEGIN/COMMIT round trips
-        project_id = projects.project_for_key(conn, secret.strip())
-    if project_id is None:
+        key = projects.key_for_secret(conn, secret.strip())
+    if key is None:
         return _unauthorized("invalid API key")
-    g.project_id = project_id
+    g.project_id, g.key = key.project_id, key
     return None
 
 
@@ -232,7 +232,7 @@ def wants_json() -> bool:
     return best == "application/json" and "application/json" in request.headers.get("Accept", "")
 
 
-def _command(mission_id: str, apply: Callable[[UnitOfWork], object]) -> Any:
+def mission_command(mission_id: str, apply: Callable[[UnitOfWork], object]) -> Any:
     """Apply a command to the mission's run (its unit of work sends what it asks for after commit),
     answer with the mission as it now stands."""
     svc = services()
@@ -247,12 +247,12 @@ def _command(mission_id: str, apply: Callable[[UnitOfWork], object]) -> Any:
 @blueprint.post("/missions/<mission_id>/resume")
 def resume(mission_id: str) -> Any:
     retry_failed = json_body(schemas.RESUME, optional=True)["retryFailed"]
-    return _command(mission_id, lambda uow: runs.resume(uow, g.project_id, mission_id, retry_failed, utcnow()))
+    return mission_command(mission_id, lambda uow: runs.resume(uow, g.project_id, mission_id, retry_failed, utcnow()))
 
 
 @blueprint.post("/missions/<mission_id>/abort")
 def abort(mission_id: str) -> Any:
-    return _command(mission_id, lambda uow: runs.abort(uow, g.project_id, mission_id, utcnow()))
+    return mission_command(mission_id, lambda uow: runs.abort(uow, g.project_id, mission_id, utcnow()))
 
 
 @blueprint.get("/missions/<mission_id>/runs")

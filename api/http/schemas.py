@@ -17,10 +17,21 @@ import re
 import sys
 from typing import Any
 
-from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, pre_load, validate, validates
+from marshmallow import (
+    EXCLUDE,
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    post_load,
+    pre_load,
+    validate,
+    validates,
+    validates_schema,
+)
 
 from orchestrator.engine import MissionStatus
-from orchestrator.spec import format_timestamp, parse_timestamp
+from orchestrator.spec import ON_TIMEOUT_CHOICES, duration_seconds, format_timestamp, parse_timestamp
 from orchestrator.validation import (
     MAX_BUDGET_TOKENS,
     MAX_BUDGET_USD,
@@ -29,6 +40,7 @@ from orchestrator.validation import (
     MAX_RETRIES_LIMIT,
     MAX_SCORE,
     MAX_TASK_TIMEOUT,
+    MAX_WAIT,
     MAX_WEIGHT,
     MIN_SCORE,
 )
@@ -221,6 +233,43 @@ class Timestamp(fields.String):
             raise self.make_error("invalid") from None
 
 
+MAX_WAIT_SECONDS = MAX_WAIT  # a person's timeout, a delay (orchestrator.validation checks it too)
+
+
+class Duration(fields.Field):  # type: ignore[type-arg]
+    """A delay's length: a JSON number of seconds, or an ISO 8601 duration string of weeks, days,
+    hours, minutes and seconds (``PT10M``); more than 0 and at most 366 days. Kept as given."""
+
+    default_error_messages = {
+        "invalid": "Not a duration: give seconds (a number) or an ISO 8601 duration such as PT10M.",
+        "range": f"Must be more than 0 seconds and at most {MAX_WAIT_SECONDS} (366 days).",
+    }
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float, str))
+            or (isinstance(value, str) and len(value) > 64)
+        ):
+            raise self.make_error("invalid")
+        try:
+            seconds = duration_seconds(value)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+        if not (0 < seconds <= MAX_WAIT_SECONDS):
+            raise self.make_error("range")
+        return value
+
+
+def wait_seconds() -> fields.Float:
+    """How long something may wait for a person: more than 0 seconds, at most 366 days."""
+    return StrictNumber(allow_none=True, validate=validate.Range(min=0, min_inclusive=False, max=MAX_WAIT_SECONDS))
+
+
+def on_timeout() -> fields.String:
+    return fields.String(validate=validate.OneOf(ON_TIMEOUT_CHOICES), allow_none=True)
+
+
 def _not_blank(value: str) -> None:
     if value and not value.strip():
         raise ValidationError("Must not be only whitespace.")
@@ -288,6 +337,8 @@ class RetryPolicySchema(Strict):
         allow_none=True, metadata={**checked(minimum=1), "description": "At most the task's `maxRetries`."}
     )
     backoff = StrictNumber(allow_none=True, validate=validate.Range(min=0, max=86_400))
+    approvalTimeout = wait_seconds()
+    onApprovalTimeout = on_timeout()
 
 
 class TaskSchema(Strict):
@@ -364,6 +415,15 @@ class CheckpointSchema(Strict):
     afterTasks = titles(required=True)
     blocksTasks = titles(allow_none=True)
     message = text(TEXT_MAX)
+    timeout = wait_seconds()
+    onTimeout = on_timeout()
+
+
+class DelaySchema(Strict):
+    name = text(NAME_MAX)
+    afterTasks = titles(required=True)
+    blocksTasks = titles(required=True)
+    duration = Duration(required=True)
 
 
 def _drop_nones(value: Any) -> Any:
@@ -411,6 +471,9 @@ class MissionSchema(Strict):
             "(like `POST /execute`'s `data`)."
         },
     )
+    delays = fields.List(fields.Nested(DelaySchema), validate=validate.Length(max=LIST_MAX), allow_none=True)
+    approvalTimeout = wait_seconds()
+    onApprovalTimeout = on_timeout()
 
     @post_load
     def _clean(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
@@ -496,6 +559,27 @@ class ExecuteSchema(Strict):
     )
 
 
+class ReviewSchema(Strict):
+    """A person's decision at a checkpoint or a side-effect approval."""
+
+    decision = fields.String(required=True, validate=validate.OneOf(["approve", "request_changes", "reject"]))
+    feedback = text(TEXT_MAX)  # required to request changes; recorded with every decision
+    redo = titles(
+        allow_none=True,
+        metadata={
+            "description": "With request_changes: which afterTasks of the waiting checkpoint re-run (default all)."
+        },
+    )
+
+    @validates_schema
+    def _feedback_and_redo(self, data: dict[str, Any], **_: Any) -> None:
+        decision = data.get("decision")
+        if decision == "request_changes" and not (data.get("feedback") or "").strip():
+            raise ValidationError("request_changes needs feedback: what should change", "feedback")
+        if data.get("redo") and decision != "request_changes":
+            raise ValidationError("redo goes with request_changes", "redo")
+
+
 class ListQuerySchema(Schema):
     class Meta:
         unknown = EXCLUDE
@@ -566,6 +650,7 @@ TASK = TaskCreateSchema()
 TASK_PATCH = TaskPatchSchema(partial=True)
 RESUME = ResumeSchema()
 EXECUTE = ExecuteSchema()
+REVIEW = ReviewSchema()
 LIST_QUERY = ListQuerySchema()
 PAGE_QUERY = PageQuerySchema()
 EVENTS_PAGE_QUERY = EventsPageQuerySchema()

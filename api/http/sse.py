@@ -121,8 +121,9 @@ def _feeds() -> RunFeeds:
 
 def stream_run(mission_id: str, run_id: str, last_event_id: int | None) -> flask.Response:
     """A ``text/event-stream`` response with the events of ``run_id`` after ``last_event_id``,
-    then its live events, ending after ``mission:done``. A client whose ``last_event_id`` is at or
-    past the run's ``mission:done`` gets 204 No Content: there is nothing more to send."""
+    then its live events, ending after ``mission:done`` (the latest one: a run continued after it
+    failed has one per time it ended). A client whose ``last_event_id`` is at or past the run's
+    latest event, a ``mission:done``, gets 204 No Content: there is nothing more to send."""
     return event_stream.stream_run(mission_id, run_id, last_event_id)
 
 
@@ -296,6 +297,7 @@ def _frames(
         while True:
             if read_due:
                 last_read = time.monotonic()
+                last_done = False
                 while True:
                     # No pooled connection is held past a read, so a slow client holds up no one.
                     fresh = feed.events_after(db, last_id, announced)
@@ -307,14 +309,15 @@ def _frames(
                         if len(fresh) < PAGE_SIZE:  # caught up: what it read may start the feed
                             feed.seed(last_id, fresh)
                     if fresh:
-                        end = next((n + 1 for n, frame in enumerate(fresh) if frame.done), len(fresh))
-                        yield "".join(frame.text for frame in fresh[:end])
-                        last_id = fresh[end - 1].id
+                        yield "".join(frame.text for frame in fresh)
+                        last_id, last_done = fresh[-1].id, fresh[-1].done
                         last_sent = time.monotonic()
-                        if fresh[end - 1].done:
-                            return
                     # The feed's answer is complete; a page of its own may have a next one.
                     if not own or len(fresh) < PAGE_SIZE:
+                        # A run an operator continued after it failed has a mission:done before
+                        # its later events: the stream ends at the one that is the latest.
+                        if last_done:
+                            return
                         break
             now = time.monotonic()
             if now - last_sent >= heartbeat_seconds:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.fake_llm import FakeLLM
 from tests.support.stack import Stack
 
 
@@ -57,3 +58,10 @@ def running_stack(
 def stack(database_url: str, redis_url: str, tmp_path: Path) -> Iterator[Stack]:
     with running_stack(database_url, redis_url, tmp_path) as running:
         yield running
+
+
+@pytest.fixture
+def llm() -> Iterator[FakeLLM]:
+    """The loopback fake of the OpenAI and Anthropic APIs (``tests/support/fake_llm.py``)."""
+    with FakeLLM() as fake:
+        yield fake

@@ -1,4 +1,4 @@
-"""The client commands (`missions run|list|show|resume|abort|events`) and `/metrics`, against real
+"""The client commands (`missions run|list|show|resume|review|task|abort|events`) and `/metrics`, against real
 API, worker and beat processes. One stack serves the whole module."""
 
 from __future__ import annotations
@@ -162,6 +162,50 @@ def test_each_example_runs_with_missions_run(shared_stack: Stack, name: str) -> 
         assert f"missions resume {mission_id} --url {shared_stack.url} --follow" in result.stderr
         resumed = cli(shared_stack, "resume", mission_id, "--follow")
         assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+
+
+def test_a_failed_mission_is_continued_by_resume_retry_failed_follow_and_a_task_by_task_retry(
+    shared_stack: Stack, tmp_path: Path
+) -> None:
+    doc = mission(
+        unique("again"),
+        [
+            {"title": "Flaky", "assignTo": "f", "maxRetries": 0},
+            {"title": "After", "assignTo": "a", "dependsOn": ["Flaky"]},
+            {"title": "Steady", "assignTo": "a"},
+        ],
+        [agent("f", {"fail": "first try breaks"}, {"fail": "second try breaks"}, {"output": "fixed"}), agent("a")],
+    )
+    assert cli(shared_stack, "run", write(tmp_path, "again", doc)).returncode == 1
+    mission_id = next(m["id"] for m in shared_stack.request("GET", "/v1/missions").json() if m["name"] == doc["name"])
+    retried = cli(shared_stack, "task", "retry", mission_id, "Flaky")
+    assert retried.returncode == 0 and retried.stdout.strip() == f'{mission_id} task "Flaky" queued', retried.stderr
+    shared_stack.wait_status(mission_id, "failed")  # the second try breaks too
+    resumed = cli(shared_stack, "resume", mission_id, "--retry-failed", "--follow")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr  # followed past the earlier mission:done
+    assert 'task "After" completed' in resumed.stdout
+    final = shared_stack.mission(mission_id)
+    assert final["status"] == "completed" and final["executionCount"] == 1
+    assert shared_stack.tasks(final)["Steady"]["attempt"] == 1  # completed before: not run again
+
+
+def test_review_requests_changes_then_approves(shared_stack: Stack, tmp_path: Path) -> None:
+    doc = mission(
+        unique("reviewed"),
+        [{"title": "Draft", "assignTo": "a"}, {"title": "Publish", "assignTo": "a", "dependsOn": ["Draft"]}],
+        [agent("a", {"output": "v1"}, {"output": "v2"})],
+        checkpoints=[{"afterTasks": ["Draft"], "blocksTasks": ["Publish"], "message": "Good to publish?"}],
+    )
+    assert cli(shared_stack, "run", write(tmp_path, "reviewed", doc)).returncode == 2
+    mission_id = next(m["id"] for m in shared_stack.request("GET", "/v1/missions").json() if m["name"] == doc["name"])
+    bad = cli(shared_stack, "review", mission_id, "--approve", "--reject", "no")
+    assert bad.returncode == 2 and "exactly one of" in bad.stderr
+    sent_back = cli(shared_stack, "review", mission_id, "--request-changes", "Shorter, please.", "--redo", "Draft")
+    assert sent_back.returncode == 0 and sent_back.stdout.strip() == f"{mission_id} active", sent_back.stderr
+    paused = shared_stack.wait_status(mission_id, "paused")
+    assert shared_stack.tasks(paused)["Draft"]["output"] == "v2"
+    assert cli(shared_stack, "review", mission_id, "--approve").returncode == 0
+    assert shared_stack.wait_status(mission_id, "completed", "failed")["status"] == "completed"
 
 
 def test_run_exits_3_when_the_mission_is_aborted(shared_stack: Stack, tmp_path: Path) -> None:

@@ -17,7 +17,6 @@ from psycopg.rows import dict_row
 
 from tests.e2e.conftest import running_stack
 from tests.support.fake_llm import FakeLLM, call, fail, say
-from tests.support.sse import read_events
 from tests.support.stack import Stack, wait_for
 from workers.store.usage import mission_usage
 
@@ -27,12 +26,6 @@ PRICES = (
     '{"openai/reviewer": {"input": 3, "output": 15}, "anthropic/lead": {"input": 1, "output": 5}, '
     '"openai/judge": {"input": 0.5, "output": 1.5}}'
 )
-
-
-@pytest.fixture
-def llm() -> Iterator[FakeLLM]:
-    with FakeLLM() as fake:
-        yield fake
 
 
 @pytest.fixture
@@ -133,12 +126,7 @@ def test_a_review_pipeline_on_real_sdks_uses_tools_passes_output_downstream_and_
         "assessor": {"model": "openai/judge", "profile": "fake-openai"},
     }
     created = stack.create(document)
-    events = read_events(
-        f"{stack.url}/v1/missions/{created['id']}/execute",
-        {**stack.headers, "Accept": "text/event-stream"},
-        method="POST",
-        timeout=60,
-    )
+    events = stack.execute_streaming(created["id"])
     assert events[-1].event == "mission:done" and events[-1].data["status"] == "completed", stack.log_tail()
     run_id = events[-1].data["runId"]
     ids = {t["title"]: t["id"] for t in stack.mission(created["id"])["tasks"]}
@@ -275,12 +263,7 @@ def test_going_over_the_budget_stops_the_run_like_an_abort_and_cuts_the_streamin
         ),
     }
     created = stack.create(document)
-    events = read_events(
-        f"{stack.url}/v1/missions/{created['id']}/execute",
-        {**stack.headers, "Accept": "text/event-stream"},
-        method="POST",
-        timeout=60,
-    )
+    events = stack.execute_streaming(created["id"])
     stopped = time.monotonic()
     done = events[-1]
     assert done.event == "mission:done" and done.data["status"] == "failed" and done.data["reason"] == "budget_exceeded"

@@ -461,13 +461,28 @@ def test_the_stream_ends_right_after_mission_done(
 ) -> None:
     append(db, "task:status")
     append(db, "mission:done")
-    append(db, "task:status", {"note": "written after the end; never sent"})
 
     stream = open_stream()
     events = stream.rest(timeout=5)
 
     assert stream.ended
     assert [e.event for e in events] == ["task:status", "mission:done"]
+
+
+@pytest.mark.usefixtures("runs")
+def test_the_stream_of_a_run_continued_after_it_failed_ends_at_its_latest_mission_done(
+    db: psycopg.Connection, open_stream: Callable[..., OpenStream]
+) -> None:
+    append(db, "mission:done", {"status": "failed"})
+    append(db, "mission:status", {"status": "active"})  # an operator continued the run
+    append(db, "task:status")
+    append(db, "mission:done", {"status": "completed"})
+
+    stream = open_stream()
+    events = stream.rest(timeout=5)
+
+    assert stream.ended
+    assert [e.event for e in events] == ["mission:done", "mission:status", "task:status", "mission:done"]
 
 
 @pytest.mark.usefixtures("runs")

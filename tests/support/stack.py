@@ -16,6 +16,8 @@ from typing import Any
 
 import requests
 
+from tests.support.sse import SseEvent, read_events
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -105,6 +107,15 @@ class Stack:
         response = self.request("POST", f"/v1/missions/{mission_id}/execute")
         assert response.status_code == 202, response.text
         return dict(response.json())
+
+    def execute_streaming(self, mission_id: str, timeout: float = 60) -> list[SseEvent]:
+        """Execute with ``Accept: text/event-stream`` and read the run's stream to its ``mission:done``."""
+        return read_events(
+            f"{self.url}/v1/missions/{mission_id}/execute",
+            {**self.headers, "Accept": "text/event-stream"},
+            method="POST",
+            timeout=timeout,
+        )
 
     def mission(self, mission_id: str) -> dict[str, Any]:
         response = self.request("GET", f"/v1/missions/{mission_id}")

@@ -12,29 +12,37 @@ from typing import Any
 import pytest
 
 from orchestrator.engine import (
+    CANCELLED_BY_OPERATOR,
     UNKNOWN_OUTCOME_ERROR,
     AbortRequested,
+    ApprovalTimedOut,
     AssessmentScored,
     AssessTask,
     CancelTask,
     CancelTimer,
+    CheckpointTimedOut,
     DeadlineReached,
     Decision,
     Event,
     MissionStatus,
     PauseReason,
     PublishEvent,
+    ReassessRequested,
     ResumeRequested,
     RetryDue,
+    ReviewDecision,
+    ReviewSubmitted,
     RunState,
     ScheduleTimer,
     StartTask,
     TaskAdded,
+    TaskCancelRequested,
     TaskClaimed,
     TaskFailed,
     TaskFinished,
     TaskOutputProduced,
     TaskRemoved,
+    TaskRetryRequested,
     TaskState,
     TaskStatus,
     TaskTimedOut,
@@ -42,6 +50,7 @@ from orchestrator.engine import (
     WorkerLost,
     decide,
     start_run,
+    timer_event,
 )
 from orchestrator.spec import MissionSpec, TaskSpec
 
@@ -129,9 +138,9 @@ def of(decision: Decision, kind: type) -> list[Any]:
     return [e for e in decision.effects if isinstance(e, kind)]
 
 
-def assert_ignored(run: Run, event: Event) -> None:
+def assert_ignored(run: Run, event: Event, *, after: float = 0) -> None:
     before = run.state
-    decision = run.send(event)
+    decision = run.send(event, after=after)
     assert decision.ignored
     assert decision.effects == ()
     assert decision.state is before
@@ -631,14 +640,69 @@ def test_gate_with_min_score_blocks_when_no_after_task_has_a_score() -> None:
     assert run.state.status is MissionStatus.PAUSED
 
 
-def test_gate_requiring_all_passed_blocks_when_an_after_task_failed() -> None:
+def test_a_gate_after_a_task_that_exhausted_its_retries_does_not_pause_and_the_run_fails() -> None:
+    # The gate blocks only "c", which was skipped because "b" failed for good: there is nothing to
+    # hold, so the gate must not turn the failure into a pause (DESIGN §4: the mission fails).
     run = Run(gated(min_score=None, require_all=True, maxRetries=0))
     run.complete("a", 5.0)
     run.finish("b")
     decision = run.score("b", 1.0)
     assert run.task("b").status is TaskStatus.FAILED and run.task("c").status is TaskStatus.SKIPPED
     assert '"b" failed' in published(decision, "gate:blocked")[0]["reason"]
-    assert run.state.status is MissionStatus.PAUSED
+    assert run.state.gates[0] == "blocked"
+    assert run.state.status is MissionStatus.FAILED and run.state.failure_reason == "task_failed"
+    assert [d["status"] for d in published(decision, "mission:status")] == ["failed"]
+    assert published(decision, "mission:done")[0]["status"] == "failed"
+
+
+def test_the_public_deploy_pipeline_without_a_provider_key_ends_failed_not_paused() -> None:
+    # DEPLOY_PIPELINE's shape: every attempt of "Run tests" fails (no provider key), its gate
+    # (minScore, requireAllPassed) blocks "Deploy to staging", already skipped.
+    spec = mission(
+        {"id": "tests", "maxRetries": 2, "expectations": JUDGED},
+        {"id": "deploy", "dependsOn": ["tests"], "sideEffects": True},
+        qualityThreshold=4.0,
+        qualityGates=[{"afterTasks": ["tests"], "blocksTasks": ["deploy"], "minScore": 4.0, "requireAllPassed": True}],
+    )
+    run = Run(spec)
+    for _ in range(3):
+        decision = run.fail("tests", "ANTHROPIC_API_KEY is not set")
+    assert run.statuses() == {"tests": "failed", "deploy": "skipped"}
+    assert run.state.status is MissionStatus.FAILED
+    assert published(decision, "mission:done")[0]["reason"] == "task_failed"
+
+
+def test_a_gate_pause_is_lifted_when_the_tasks_it_holds_are_skipped_for_another_reason() -> None:
+    spec = mission(
+        {"id": "a", "expectations": JUDGED},
+        {"id": "d", "maxRetries": 0},
+        {"id": "c", "dependsOn": ["a", "d"]},
+        qualityGates=[{"afterTasks": ["a"], "blocksTasks": ["c"], "minScore": 4.0}],
+    )
+    run = Run(spec)
+    run.complete("a", 3.0)
+    assert run.state.status is MissionStatus.PAUSED  # "c" could still run once a person decides
+    decision = run.fail("d")
+    assert run.task("c").status is TaskStatus.SKIPPED
+    assert [d["status"] for d in published(decision, "mission:status")] == ["active", "failed"]
+    assert run.state.status is MissionStatus.FAILED
+
+
+def test_a_gate_pause_stays_while_a_checkpoint_also_waits() -> None:
+    spec = mission(
+        {"id": "a", "expectations": JUDGED},
+        {"id": "d", "maxRetries": 0},
+        {"id": "e"},
+        {"id": "c", "dependsOn": ["a", "d"]},
+        {"id": "f", "dependsOn": ["e"]},
+        qualityGates=[{"afterTasks": ["a"], "blocksTasks": ["c"], "minScore": 4.0}],
+        checkpoints=[{"afterTasks": ["e"], "blocksTasks": ["f"], "message": "look at e"}],
+    )
+    run = Run(spec)
+    run.complete("e")
+    run.complete("a", 3.0)
+    run.fail("d")
+    assert run.state.status is MissionStatus.PAUSED and run.state.checkpoints[0] == "waiting"
 
 
 def test_gate_waits_until_every_after_task_is_terminal() -> None:
@@ -1136,3 +1200,546 @@ def test_a_two_thousand_task_mission_costs_little_per_decision(shape: Any) -> No
     assert run.state.status is MissionStatus.COMPLETED and steps == 4000
     # About 0.05 ms per decision here; a scan of every task per decision would be 1 ms and more.
     assert elapsed / steps < 0.002, f"{elapsed / steps * 1000:.2f} ms per decision"
+
+
+# ---------------------------------------------------------------- operator commands on one task
+
+
+def branches() -> MissionSpec:
+    return mission(
+        {"id": "a", "maxRetries": 0},
+        {"id": "a2", "dependsOn": ["a"]},
+        {"id": "b"},
+        {"id": "b2", "dependsOn": ["b"]},
+    )
+
+
+def test_cancelling_a_running_task_stops_its_attempt_and_skips_its_dependents_while_the_sibling_branch_goes_on() -> (
+    None
+):
+    run = Run(
+        mission(
+            {"id": "a", "timeout": 60}, {"id": "a2", "dependsOn": ["a"]}, {"id": "b"}, {"id": "b2", "dependsOn": ["b"]}
+        )
+    )
+    run.claim("a")
+    decision = run.send(TaskCancelRequested("a"))
+    assert of(decision, CancelTask) == [CancelTask("a", 1, "cancelled")]
+    assert of(decision, CancelTimer) == [CancelTimer("timeout", "a:1")]
+    assert run.task("a").status is TaskStatus.CANCELLED and run.task("a").error == CANCELLED_BY_OPERATOR
+    assert run.task("a2").status is TaskStatus.SKIPPED
+    assert run.state.status is MissionStatus.ACTIVE
+    run.complete("b")
+    decision = run.complete("b2")
+    assert run.state.status is MissionStatus.FAILED and run.state.failure_reason == "task_cancelled"
+    assert published(decision, "mission:done")[0]["summary"]["cancelled"] == 1
+
+
+def test_cancelling_a_pending_retry_disarms_its_backoff_timer() -> None:
+    run = Run(mission({"id": "a", "maxRetries": 1, "retryPolicy": {"backoff": 30}}, {"id": "b"}))
+    run.fail("a")
+    decision = run.send(TaskCancelRequested("a"))
+    assert of(decision, CancelTimer) == [CancelTimer("retry", "a:2")]
+    assert of(decision, CancelTask) == []
+
+
+def test_cancelling_a_task_being_assessed_stops_its_judge() -> None:
+    run = Run(mission({"id": "a", "expectations": JUDGED}, {"id": "b"}))
+    run.finish("a")
+    decision = run.send(TaskCancelRequested("a"))
+    assert of(decision, CancelTask) == [CancelTask("a", 1, "cancelled")]
+    assert_ignored(run, AssessmentScored("a", 1, 5.0))  # the verdict comes too late
+
+
+def test_cancelling_the_task_awaiting_approval_lifts_the_pause() -> None:
+    run = Run(mission({"id": "deploy", "sideEffects": True}, {"id": "notify", "dependsOn": ["deploy"]}, {"id": "x"}))
+    run.claim("deploy")
+    run.send(WorkerLost("deploy", 1))
+    assert run.state.status is MissionStatus.PAUSED
+    decision = run.send(TaskCancelRequested("deploy"))
+    assert run.task("notify").status is TaskStatus.SKIPPED
+    assert [d["status"] for d in published(decision, "mission:status")] == ["active"]
+    run.complete("x")
+    assert run.state.status is MissionStatus.FAILED
+
+
+def test_cancelling_a_finished_or_unknown_task_is_ignored_with_a_reason() -> None:
+    run = Run(branches())
+    run.complete("b")
+    assert_ignored(run, TaskCancelRequested("b"))
+    assert "already completed" in (run.last.ignored or "")
+    assert_ignored(run, TaskCancelRequested("ghost"))
+
+
+def test_retrying_a_failed_task_gives_it_a_fresh_budget_and_unskips_its_dependents() -> None:
+    run = Run(branches())
+    run.fail("a")
+    assert run.statuses()["a2"] == "skipped"
+    decision = run.send(TaskRetryRequested("a"))
+    assert started(decision) == [StartTask("a", 2, "dev", "scripted/dev")]
+    assert run.task("a").failed_attempts == 0 and run.task("a2").status is P
+    assert "Attempt 1 failed: boom" in run.task("a").feedback  # what went wrong still reaches the prompt
+    run.complete("a")
+    run.complete("a2")
+    run.complete("b")
+    run.complete("b2")
+    assert run.state.status is MissionStatus.COMPLETED
+
+
+def test_retrying_a_skipped_task_reruns_the_failed_task_it_was_skipped_because_of() -> None:
+    run = Run(
+        mission(
+            {"id": "a", "maxRetries": 0},
+            {"id": "a2", "dependsOn": ["a"]},
+            {"id": "a3", "dependsOn": ["a2"]},
+            {"id": "b"},
+        )
+    )
+    run.fail("a")
+    decision = run.send(TaskRetryRequested("a3"))
+    assert started(decision) == [StartTask("a", 2, "dev", "scripted/dev")]
+    assert run.statuses() == {"a": "queued", "a2": "pending", "a3": "pending", "b": "queued"}
+
+
+def test_retrying_a_cancelled_task_runs_it_again() -> None:
+    run = Run(branches())
+    run.claim("a")
+    run.send(TaskCancelRequested("a"))
+    decision = run.send(TaskRetryRequested("a"))
+    assert started(decision) == [StartTask("a", 2, "dev", "scripted/dev")]
+
+
+def test_retrying_a_task_that_did_not_fail_is_ignored_with_a_reason() -> None:
+    run = Run(branches())
+    assert_ignored(run, TaskRetryRequested("b"))
+    assert "only a failed, cancelled or skipped task can be retried" in (run.last.ignored or "")
+    run.complete("b")
+    assert_ignored(run, TaskRetryRequested("b"))
+
+
+def test_retrying_a_failed_after_task_of_a_blocked_gate_judges_the_gate_again() -> None:
+    run = Run(gated(min_score=None, require_all=True, maxRetries=0))
+    run.complete("a", 5.0)
+    run.finish("b")
+    run.score("b", 1.0)
+    assert run.state.status is MissionStatus.FAILED and run.state.gates[0] == "blocked"
+    run.send(TaskRetryRequested("b"))
+    assert run.state.gates[0] == "pending" and run.state.status is MissionStatus.ACTIVE
+    decision = run.complete("b", 4.0)
+    assert run.state.gates[0] == "passed"
+    assert started(decision) == [StartTask("c", 1, "dev", "scripted/dev")]
+
+
+# -------------------------------------------------------------------- continuing a failed run
+
+
+def failed_run() -> Run:
+    run = Run(branches())
+    run.fail("a")
+    run.complete("b")
+    run.complete("b2")
+    assert run.state.status is MissionStatus.FAILED
+    return run
+
+
+def test_resume_with_retry_failed_continues_a_run_that_failed_because_a_task_failed() -> None:
+    run = failed_run()
+    before_b = run.task("b")
+    decision = run.send(ResumeRequested(retry_failed=True))
+    assert run.state.status is MissionStatus.ACTIVE and run.state.failure_reason is None
+    assert run.state.finished_at is None
+    assert published(decision, "mission:status")[0]["status"] == "active"
+    assert started(decision) == [StartTask("a", 2, "dev", "scripted/dev")]  # b and b2 are not paid again
+    assert run.task("b") == before_b
+    run.complete("a")
+    decision = run.complete("a2")
+    assert run.state.status is MissionStatus.COMPLETED
+    assert published(decision, "mission:done")[0]["summary"]["completed"] == 4
+
+
+def test_continuing_a_failed_run_arms_its_deadline_again() -> None:
+    run = Run(mission({"id": "a", "maxRetries": 0}, deadlineAfter=600))
+    run.fail("a")
+    assert of(run.last, CancelTimer) == [CancelTimer("deadline", "run")]
+    decision = run.send(ResumeRequested(retry_failed=True), after=60)
+    assert of(decision, ScheduleTimer) == [ScheduleTimer("deadline", "run", T0 + timedelta(seconds=600))]
+
+
+def test_a_failed_run_past_its_deadline_is_not_continued() -> None:
+    run = Run(mission({"id": "a", "maxRetries": 0}, deadlineAfter=600))
+    run.fail("a")
+    assert_ignored(run, ResumeRequested(retry_failed=True), after=601)
+    assert "deadline" in (run.last.ignored or "")
+
+
+def test_a_failed_run_is_continued_only_with_retry_failed() -> None:
+    run = failed_run()
+    assert_ignored(run, ResumeRequested(retry_failed=False))
+    assert "retryFailed" in (run.last.ignored or "")
+
+
+@pytest.mark.parametrize("stop", [AbortRequested(), DeadlineReached()], ids=["aborted", "deadline"])
+def test_an_aborted_or_deadline_stopped_run_is_not_continued(stop: Event) -> None:
+    run = Run(mission({"id": "a"}, deadlineAfter=600))
+    run.send(stop)
+    assert_ignored(run, ResumeRequested(retry_failed=True))
+    assert_ignored(run, TaskRetryRequested("a"))
+
+
+def test_a_run_with_only_cancelled_tasks_is_continued_by_retrying_the_task_not_by_resume() -> None:
+    run = Run(branches())
+    run.claim("a")
+    run.send(TaskCancelRequested("a"))
+    run.complete("b")
+    run.complete("b2")
+    assert run.state.failure_reason == "task_cancelled"
+    assert_ignored(run, ResumeRequested(retry_failed=True))
+    decision = run.send(TaskRetryRequested("a"))
+    assert run.state.status is MissionStatus.ACTIVE
+    assert started(decision) == [StartTask("a", 2, "dev", "scripted/dev")]
+
+
+def test_retrying_one_task_of_a_failed_run_continues_it_with_only_that_task() -> None:
+    run = Run(mission({"id": "a", "maxRetries": 0}, {"id": "b", "maxRetries": 0}, {"id": "c"}))
+    run.fail("a")
+    run.fail("b")
+    run.complete("c")
+    decision = run.send(TaskRetryRequested("b"))
+    assert started(decision) == [StartTask("b", 2, "dev", "scripted/dev")]
+    run.complete("b")
+    assert run.state.status is MissionStatus.FAILED and run.task("a").status is TaskStatus.FAILED
+
+
+# -------------------------------------------------------------- reviews at checkpoints and approvals
+
+
+def reviewed() -> MissionSpec:
+    return mission(
+        {"id": "draft"},
+        {"id": "facts"},
+        {"id": "publish", "dependsOn": ["draft", "facts"]},
+        checkpoints=[
+            {"name": "edit", "afterTasks": ["draft", "facts"], "blocksTasks": ["publish"], "message": "Edit?"}
+        ],
+    )
+
+
+def at_checkpoint() -> Run:
+    run = Run(reviewed())
+    run.complete("draft")
+    run.complete("facts")
+    assert run.state.status is MissionStatus.PAUSED and run.state.checkpoints[0] == "waiting"
+    return run
+
+
+def review(decision: str, feedback: str | None = None, *redo: str) -> ReviewSubmitted:
+    return ReviewSubmitted(ReviewDecision(decision), feedback, redo, "key_1", "ana")
+
+
+def test_approving_a_checkpoint_goes_on_and_is_recorded_and_streamed() -> None:
+    run = at_checkpoint()
+    decision = run.send(review("approve"), after=5)
+    assert run.state.status is MissionStatus.ACTIVE and run.state.checkpoints[0] == "approved"
+    assert started(decision) == [StartTask("publish", 1, "dev", "scripted/dev")]
+    (recorded,) = run.state.reviews
+    assert (recorded.decision, recorded.reviewer_id, recorded.reviewer_name) == ("approve", "key_1", "ana")
+    assert recorded.at == T0 + timedelta(seconds=5) and recorded.checkpoints == ('"edit"',)
+    assert published(decision, "review:decided") == [{"missionId": "msn_1", "runId": "run_1", **recorded.to_json()}]
+
+
+def test_requesting_changes_reruns_the_named_after_task_with_the_feedback_and_reaches_the_checkpoint_again() -> None:
+    run = at_checkpoint()
+    decision = run.send(review("request_changes", "cite your sources", "draft"))
+    assert started(decision) == [StartTask("draft", 2, "dev", "scripted/dev")]
+    assert run.state.checkpoints[0] == "pending" and run.state.status is MissionStatus.ACTIVE
+    assert run.task("draft").review == ("The reviewer ana asked for changes: cite your sources",)
+    assert run.task("facts").attempt == 1  # not named: kept
+    assert run.state.reviews[0].redo == ("draft",)
+    decision = run.complete("draft")
+    assert run.state.status is MissionStatus.PAUSED and run.state.checkpoints[0] == "waiting"
+    assert len(published(decision, "checkpoint:waiting")) == 1
+    run.send(review("approve"))
+    run.complete("publish")
+    assert run.state.status is MissionStatus.COMPLETED and len(run.state.reviews) == 2
+
+
+def test_requesting_changes_without_naming_tasks_redoes_every_after_task_of_the_checkpoint() -> None:
+    run = at_checkpoint()
+    decision = run.send(review("request_changes", "shorter"))
+    assert sorted(s.task_id for s in started(decision)) == ["draft", "facts"]
+
+
+def test_requesting_changes_needs_feedback_and_may_only_redo_an_after_task_of_a_waiting_checkpoint() -> None:
+    run = at_checkpoint()
+    assert_ignored(run, review("request_changes", "  "))
+    assert "needs feedback" in (run.last.ignored or "")
+    assert_ignored(run, review("request_changes", "x", "publish"))
+    assert "not an afterTask of a waiting checkpoint" in (run.last.ignored or "")
+
+
+def test_rejecting_at_a_checkpoint_fails_the_mission_with_reason_rejected_and_the_feedback_recorded() -> None:
+    run = at_checkpoint()
+    decision = run.send(review("reject", "wrong audience"))
+    assert run.state.status is MissionStatus.FAILED and run.state.failure_reason == "rejected"
+    assert run.task("publish").status is TaskStatus.CANCELLED
+    assert run.state.reviews[0].feedback == "wrong audience"
+    assert published(decision, "mission:done")[0]["reason"] == "rejected"
+    assert_ignored(run, ResumeRequested(retry_failed=True))  # a rejected run is not continued
+
+
+def test_a_review_while_nothing_waits_for_a_person_is_ignored() -> None:
+    run = Run(reviewed())
+    assert_ignored(run, review("approve"))
+    gated_run = Run(gated(min_score=4.0))
+    gated_run.complete("a", 3.0)
+    gated_run.complete("b", 3.0)
+    assert_ignored(gated_run, review("approve"))
+    assert "quality gate" in (gated_run.last.ignored or "")
+
+
+def approval_run(**fields: Any) -> Run:
+    run = Run(mission({"id": "deploy", "sideEffects": True}, {"id": "notify", "dependsOn": ["deploy"]}, **fields))
+    run.claim("deploy")
+    run.send(WorkerLost("deploy", 1))
+    assert run.task("deploy").status is TaskStatus.AWAITING_APPROVAL
+    return run
+
+
+def test_approving_a_side_effect_approval_runs_the_task_again() -> None:
+    run = approval_run()
+    decision = run.send(review("approve"))
+    assert started(decision) == [StartTask("deploy", 2, "dev", "scripted/dev")]
+    assert run.state.reviews[0].tasks == ("deploy",)
+
+
+def test_requesting_changes_at_an_approval_reruns_the_task_with_the_feedback() -> None:
+    run = approval_run()
+    run.send(review("request_changes", "deploy to the canary first"))
+    assert run.task("deploy").status is Q
+    assert run.task("deploy").review == ("The reviewer ana asked for changes: deploy to the canary first",)
+
+
+# ----------------------------------------------------------------------------- timeouts for people
+
+
+def test_a_checkpoint_with_a_timeout_arms_its_timer_when_reached_and_a_decision_disarms_it() -> None:
+    spec = mission(
+        {"id": "a"},
+        {"id": "b", "dependsOn": ["a"]},
+        checkpoints=[{"afterTasks": ["a"], "blocksTasks": ["b"], "timeout": 60, "onTimeout": "approve"}],
+    )
+    run = Run(spec)
+    decision = run.complete("a")
+    assert of(decision, ScheduleTimer) == [ScheduleTimer("checkpoint", "0", T0 + timedelta(seconds=60))]
+    waiting = published(decision, "checkpoint:waiting")[0]
+    assert waiting["timeoutAt"] == "2026-04-01T12:01:00Z" and waiting["onTimeout"] == "approve"
+    decision = run.send(ResumeRequested(retry_failed=False))
+    assert of(decision, CancelTimer) == [CancelTimer("checkpoint", "0")]
+
+
+@pytest.mark.parametrize("on_timeout", ["approve", "reject", "fail"])
+def test_a_checkpoint_nobody_decides_in_time_does_what_its_on_timeout_says(on_timeout: str) -> None:
+    spec = mission(
+        {"id": "a"},
+        {"id": "b", "dependsOn": ["a"]},
+        {"id": "c"},
+        checkpoints=[{"afterTasks": ["a"], "blocksTasks": ["b"], "timeout": 60, "onTimeout": on_timeout}],
+    )
+    run = Run(spec)
+    run.complete("c")
+    run.complete("a")
+    decision = run.send(timer_event("checkpoint", "0") or DeadlineReached(), after=60)
+    (recorded,) = run.state.reviews
+    assert recorded.decision == on_timeout and recorded.timed_out and recorded.reviewer_id is None
+    assert published(decision, "review:decided")[0]["timedOut"] is True
+    if on_timeout == "approve":
+        assert started(decision) == [StartTask("b", 1, "dev", "scripted/dev")]
+        run.complete("b")
+        assert run.state.status is MissionStatus.COMPLETED
+    elif on_timeout == "reject":
+        assert run.state.status is MissionStatus.FAILED and run.state.failure_reason == "rejected"
+    else:
+        assert run.state.checkpoints[0] == "failed"
+        assert run.task("b").status is TaskStatus.SKIPPED and run.task("b").error == "checkpoint #1 timed out"
+        assert run.state.status is MissionStatus.FAILED and run.state.failure_reason == "task_failed"
+
+
+def test_a_checkpoint_timeout_that_fires_after_a_decision_is_ignored() -> None:
+    spec = mission({"id": "a"}, {"id": "b", "dependsOn": ["a"]}, checkpoints=[{"afterTasks": ["a"], "timeout": 60}])
+    run = Run(spec)
+    run.complete("a")
+    run.send(review("approve"))
+    assert_ignored(run, CheckpointTimedOut(0), after=60)
+
+
+@pytest.mark.parametrize(
+    ("fields", "on_timeout"),
+    [
+        ({"approvalTimeout": 600, "onApprovalTimeout": "approve"}, "approve"),
+        ({"approvalTimeout": 600}, "fail"),
+        ({"approvalTimeout": 600, "onApprovalTimeout": "reject"}, "reject"),
+    ],
+)
+def test_a_side_effect_approval_nobody_decides_in_time_does_what_its_on_approval_timeout_says(
+    fields: dict[str, Any], on_timeout: str
+) -> None:
+    run = Run(mission({"id": "deploy", "sideEffects": True}, {"id": "notify", "dependsOn": ["deploy"]}, **fields))
+    run.claim("deploy")
+    decision = run.send(WorkerLost("deploy", 1))
+    assert of(decision, ScheduleTimer) == [ScheduleTimer("approval", "deploy:1", T0 + timedelta(seconds=600))]
+    decision = run.send(ApprovalTimedOut("deploy", 1), after=600)
+    assert run.state.reviews[0].decision == on_timeout
+    if on_timeout == "approve":
+        assert started(decision) == [StartTask("deploy", 2, "dev", "scripted/dev")]
+    elif on_timeout == "fail":
+        assert run.task("deploy").status is TaskStatus.FAILED and "approval timed out" in (
+            run.task("deploy").error or ""
+        )
+        assert run.task("notify").status is TaskStatus.SKIPPED and run.state.status is MissionStatus.FAILED
+    else:
+        assert run.state.failure_reason == "rejected"
+
+
+def test_a_tasks_retry_policy_approval_timeout_wins_over_the_missions() -> None:
+    policy = {"approvalTimeout": 30, "onApprovalTimeout": "approve"}
+    run = Run(
+        mission(
+            {"id": "deploy", "sideEffects": True, "retryPolicy": policy},
+            approvalTimeout=600,
+            onApprovalTimeout="reject",
+        )
+    )
+    run.claim("deploy")
+    decision = run.send(WorkerLost("deploy", 1))
+    assert of(decision, ScheduleTimer) == [ScheduleTimer("approval", "deploy:1", T0 + timedelta(seconds=30))]
+    decision = run.send(ResumeRequested(retry_failed=True))
+    assert of(decision, CancelTimer) == [CancelTimer("approval", "deploy:1")]
+
+
+# ------------------------------------------------------------------------------------------ delays
+
+
+def delayed(duration: Any = "PT10M") -> MissionSpec:
+    return mission(
+        {"id": "build"},
+        {"id": "deploy", "dependsOn": ["build"]},
+        {"id": "other"},
+        delays=[{"name": "cool-off", "afterTasks": ["build"], "blocksTasks": ["deploy"], "duration": duration}],
+    )
+
+
+def test_a_delay_holds_its_blocked_task_for_its_duration_once_its_after_tasks_completed() -> None:
+    run = Run(delayed())
+    assert run.state.delays[0].status == "pending"
+    run.now += timedelta(seconds=1)
+    decision = run.complete("build")
+    until = T0 + timedelta(seconds=601)
+    assert of(decision, ScheduleTimer) == [ScheduleTimer("delay", "0", until)]
+    assert started(decision) == []
+    assert published(decision, "delay:started") == [
+        {
+            "missionId": "msn_1",
+            "runId": "run_1",
+            "delay": 0,
+            "name": "cool-off",
+            "afterTasks": ["build"],
+            "blocksTasks": ["deploy"],
+            "seconds": 600.0,
+            "until": "2026-04-01T12:10:01Z",
+        }
+    ]
+    assert run.state.delays[0].status == "waiting" and run.state.delays[0].until == until
+    run.complete("other")
+    assert run.state.status is MissionStatus.ACTIVE  # waiting for the delay, nothing in flight
+    decision = run.send(timer_event("delay", "0") or DeadlineReached(), after=600)
+    assert published(decision, "delay:ended")[0]["blocksTasks"] == ["deploy"]
+    assert started(decision) == [StartTask("deploy", 1, "dev", "scripted/dev")]
+    assert run.state.delays[0].status == "elapsed"
+
+
+def test_a_delay_of_seconds_is_the_same_as_its_iso_duration() -> None:
+    run = Run(delayed(90))
+    decision = run.complete("build")
+    assert of(decision, ScheduleTimer) == [ScheduleTimer("delay", "0", T0 + timedelta(seconds=90))]
+
+
+def test_a_delay_that_can_no_longer_start_skips_its_blocked_tasks() -> None:
+    run = Run(
+        mission(
+            {"id": "a", "maxRetries": 0},
+            {"id": "b"},
+            {"id": "c", "dependsOn": ["a", "b"]},
+            delays=[{"afterTasks": ["b"], "blocksTasks": ["c"], "duration": 60}],
+        )
+    )
+    run.fail("a")
+    assert run.task("c").status is TaskStatus.SKIPPED
+
+
+def test_an_abort_cancels_a_waiting_delay_timer() -> None:
+    run = Run(delayed())
+    run.complete("build")
+    decision = run.send(AbortRequested())
+    assert CancelTimer("delay", "0") in of(decision, CancelTimer)
+
+
+def test_delays_and_reviews_round_trip_through_the_run_state_json() -> None:
+    run = at_checkpoint()
+    run.send(review("request_changes", "again", "draft"))
+    delayed_run = Run(delayed())
+    delayed_run.complete("build")
+    for state in (run.state, delayed_run.state):
+        assert RunState.from_json(json.loads(json.dumps(state.to_json()))) == state
+
+
+# ---------------------------------------------------------------------------------------- reassess
+
+
+def judged_failure() -> Run:
+    run = Run(
+        mission({"id": "a", "expectations": JUDGED, "maxRetries": 0}, {"id": "b", "dependsOn": ["a"]}, {"id": "c"})
+    )
+    run.finish("a", "the output")
+    run.score("a", None, error="judge unreachable")
+    assert run.task("a").status is TaskStatus.FAILED and run.task("b").status is TaskStatus.SKIPPED
+    return run
+
+
+def test_reassessing_scores_the_last_output_again_and_a_pass_unskips_its_dependents() -> None:
+    run = judged_failure()
+    decision = run.send(ReassessRequested("a"))
+    assert of(decision, AssessTask) == [AssessTask("a", 1, "the output")]
+    assert started(decision) == []  # the agent does not run again
+    assert run.task("a").status is TaskStatus.ASSESSING and run.task("a").failed_attempts == 0
+    assert run.task("b").status is P
+    decision = run.score("a", 4.0)
+    assert run.task("a").status is TaskStatus.COMPLETED
+    assert started(decision) == [StartTask("b", 1, "dev", "scripted/dev")]
+
+
+def test_a_reassessment_that_fails_again_fails_the_task_again_within_its_budget() -> None:
+    run = judged_failure()
+    run.send(ReassessRequested("a"))
+    run.score("a", 1.0)
+    assert run.task("a").status is TaskStatus.FAILED and run.task("a").failed_attempts == 1
+    assert run.task("b").status is TaskStatus.SKIPPED
+
+
+def test_reassessing_continues_a_run_that_failed_on_that_assessment() -> None:
+    run = judged_failure()
+    run.complete("c")
+    assert run.state.status is MissionStatus.FAILED
+    run.send(ReassessRequested("a"))
+    assert run.state.status is MissionStatus.ACTIVE
+    run.score("a", 5.0)
+    run.complete("b")
+    assert run.state.status is MissionStatus.COMPLETED
+
+
+def test_only_a_task_that_failed_its_assessment_can_be_reassessed() -> None:
+    run = Run(mission({"id": "a", "maxRetries": 0}, {"id": "c", "expectations": JUDGED}))
+    run.fail("a")
+    assert_ignored(run, ReassessRequested("a"))  # its agent failed: nothing was assessed
+    assert "only a failed task whose last attempt failed its assessment" in (run.last.ignored or "")
+    run.complete("c", 4.0)
+    assert_ignored(run, ReassessRequested("c"))

@@ -4,8 +4,9 @@ A random mission (a DAG of at most 12 tasks, with random expectations, retry pol
 effects, timeouts, concurrency limits, quality gates and checkpoints) is run by a simulated shell:
 every ``StartTask`` is claimed and then finished, failed, streamed or lost; every ``AssessTask``
 gets a random score or a judge error; timers fire; a paused run is resumed with a random
-``retryFailed``; sometimes a task is added, changed or removed, or the run is aborted. Each
-property watches every transition of those runs.
+``retryFailed``; sometimes a task is added, changed or removed, an operator cancels or retries one
+task, a failed run is continued, or the run is aborted. Each property watches every transition of
+those runs.
 """
 
 from __future__ import annotations
@@ -21,29 +22,39 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestrator.engine import (
+    CONTINUABLE_FAILURES,
     TERMINAL_RUN_STATUSES,
     TERMINAL_TASK_STATUSES,
     AbortRequested,
+    ApprovalTimedOut,
     AssessmentScored,
     AssessTask,
     CancelTask,
     CancelTimer,
+    CheckpointTimedOut,
     DeadlineReached,
     Decision,
+    DelayElapsed,
+    DelayStatus,
     Event,
     MissionStatus,
     PublishEvent,
+    ReassessRequested,
     ResumeRequested,
     RetryDue,
+    ReviewDecision,
+    ReviewSubmitted,
     RunState,
     ScheduleTimer,
     StartTask,
     TaskAdded,
+    TaskCancelRequested,
     TaskClaimed,
     TaskFailed,
     TaskFinished,
     TaskOutputProduced,
     TaskRemoved,
+    TaskRetryRequested,
     TaskStatus,
     TaskTimedOut,
     TaskUpdated,
@@ -52,6 +63,7 @@ from orchestrator.engine import (
     decide,
     max_attempts,
     start_run,
+    timer_event,
 )
 from orchestrator.failures import NON_RETRYABLE, ErrorCode
 from orchestrator.spec import MissionSpec, TaskSpec
@@ -108,14 +120,21 @@ def missions(draw: st.DrawFn) -> MissionSpec:
             after = draw(st.lists(st.sampled_from(ids), unique=True, min_size=1, max_size=3))
             downstream = [t for t in ids if set(after) <= ancestors[t]]
             blocks = draw(st.lists(st.sampled_from(downstream), unique=True, max_size=3)) if downstream else []
+            if kind == "delay" and not blocks:
+                continue  # a delay must block a task
             item: dict[str, Any] = {"name": f"{kind}{i}", "afterTasks": after, "blocksTasks": blocks}
             if kind == "gate":
                 min_score = draw(st.sampled_from([None, 3.0, 4.0]))
                 if min_score is not None:
                     item["minScore"] = min_score
                 item["requireAllPassed"] = draw(st.booleans())
+            elif kind == "delay":
+                item["duration"] = draw(st.sampled_from([5, "PT1M", "PT10M"]))
             else:
                 item["message"] = f"review {i}"
+                if draw(st.booleans()):
+                    item["timeout"] = 300
+                    item["onTimeout"] = draw(st.sampled_from(["approve", "reject", "fail"]))
             out.append(item)
         return out
 
@@ -133,7 +152,11 @@ def missions(draw: st.DrawFn) -> MissionSpec:
         "tasks": tasks,
         "qualityGates": guarded("gate"),
         "checkpoints": guarded("checkpoint"),
+        "delays": guarded("delay"),
     }
+    if draw(st.booleans()):
+        doc["approvalTimeout"] = 600
+        doc["onApprovalTimeout"] = draw(st.sampled_from(["approve", "reject", "fail"]))
     concurrency = draw(st.sampled_from([None, 1, 2, 4]))
     if concurrency is not None:
         doc["maxConcurrency"] = concurrency
@@ -167,6 +190,8 @@ class Shell:
     losses: int = 0
     chunks: int = 0
     changes: int = 0
+    operations: int = 0
+    continues: int = 0
 
     def absorb(self, decision: Decision) -> None:
         for effect in decision.effects:
@@ -199,9 +224,16 @@ class Shell:
         paused = self.state.status is MissionStatus.PAUSED
         if paused and self.resumes < 3 and (not self.pending_work() or rng.random() < 0.1):
             self.resumes += 1
+            if rng.random() < 0.5:
+                return self._review()
             return ResumeRequested(retry_failed=rng.random() < 0.5)
         if live and self.changes < 3 and rng.random() < 0.05:
             return self._change_tasks()
+        if live and self.operations < 3 and rng.random() < 0.03:
+            return self._operate()
+        if continuable(self.state) and self.continues < 2 and rng.random() < 0.5:
+            self.continues += 1
+            return self._continue()
         # Retry timers fire like any job; timeouts and the deadline are rarer, so runs get far.
         retries = sorted(k for k in self.timers if k[0] == "retry")
         alarms = sorted(k for k in self.timers if k[0] != "retry")
@@ -217,13 +249,11 @@ class Shell:
     def _fire(self, timer: tuple[str, str]) -> Event:
         kind, key = timer
         self.now = max(self.now, self.timers.pop(timer))
-        if kind == "deadline":
-            return DeadlineReached()
-        task_id, attempt = key.rsplit(":", 1)
-        if kind == "retry":
-            return RetryDue(task_id, int(attempt))
-        self.jobs = [j for j in self.jobs if j != ("running", task_id, attempt)]
-        return TaskTimedOut(task_id, int(attempt))
+        event = timer_event(kind, key)
+        assert event is not None, timer
+        if isinstance(event, TaskTimedOut):
+            self.jobs = [j for j in self.jobs if j != ("running", event.task_id, str(event.attempt))]
+        return event
 
     def _work_on(self, job: tuple[str, ...]) -> Event:
         """The agent (or judge) reports on one attempt."""
@@ -253,6 +283,31 @@ class Shell:
             return TaskFailed(task_id, attempt, "agent error", code)
         return TaskFinished(task_id, attempt, f"output of {task_id}#{attempt}")
 
+    def _review(self) -> Event:
+        """A person decides at what waits (often the redo of a task a checkpoint does not wait for)."""
+        rng = self.rng
+        decision = rng.choice([ReviewDecision.APPROVE, ReviewDecision.REQUEST_CHANGES, ReviewDecision.REJECT])
+        titles = [t.title for t in self.state.spec.tasks]
+        redo = tuple(rng.sample(titles, k=1)) if rng.random() < 0.3 else ()
+        return ReviewSubmitted(decision, "make it better" if rng.random() < 0.9 else None, redo, "key_1", "ops")
+
+    def _operate(self) -> Event:
+        """An operator cancels or retries one task (often one where it does not apply)."""
+        self.operations += 1
+        target = self.rng.choice(sorted(self.state.tasks))
+        roll = self.rng.random()
+        if roll < 0.2:
+            return ReassessRequested(target)
+        return TaskCancelRequested(target) if roll < 0.6 else TaskRetryRequested(target)
+
+    def _continue(self) -> Event:
+        """An operator continues a failed run: a resume with retryFailed, or the retry of one task."""
+        dead = sorted(t.task_id for t in self.state.tasks.values() if t.status in _DEAD)
+        if dead and self.rng.random() < 0.5:
+            target = self.rng.choice(dead)
+            return ReassessRequested(target) if self.rng.random() < 0.3 else TaskRetryRequested(target)
+        return ResumeRequested(retry_failed=True)
+
     def _change_tasks(self) -> Event:
         self.changes += 1
         rng = self.rng
@@ -269,6 +324,14 @@ class Shell:
             return TaskRemoved(target.task_id)
         current = next(t for t in self.state.spec.tasks if t.id == target.task_id)
         return TaskUpdated(TaskSpec.from_document({**current.to_document(), "priority": rng.randint(0, 5)}))
+
+
+_DEAD = frozenset({TaskStatus.FAILED, TaskStatus.SKIPPED, TaskStatus.CANCELLED})
+
+
+def continuable(state: RunState) -> bool:
+    """A run an operator may continue: it failed because tasks failed or were cancelled."""
+    return state.status is MissionStatus.FAILED and state.failure_reason in CONTINUABLE_FAILURES
 
 
 def _task(task_id: str, deps: list[str], rng: random.Random) -> TaskSpec:
@@ -353,6 +416,13 @@ def arbitrary_events(task_ids: list[str]) -> st.SearchStrategy[Event]:
         st.just(AbortRequested()),
         st.just(DeadlineReached()),
         st.builds(TaskRemoved, ids),
+        st.builds(TaskRetryRequested, ids),
+        st.builds(TaskCancelRequested, ids),
+        st.builds(ReassessRequested, ids),
+        st.builds(ReviewSubmitted, st.sampled_from(list(ReviewDecision)), st.none() | st.text(max_size=5)),
+        st.builds(CheckpointTimedOut, st.integers(-1, 3)),
+        st.builds(ApprovalTimedOut, ids, attempts),
+        st.builds(DelayElapsed, st.integers(-1, 3)),
         ids.map(lambda i: TaskAdded(TaskSpec(title=f"new {i}", description="", assign_to="dev", id=f"new-{i}"))),
         ids.map(
             lambda i: TaskUpdated(TaskSpec(title=f"changed {i}", description="", assign_to="dev", id=i, priority=7))
@@ -363,6 +433,7 @@ def arbitrary_events(task_ids: list[str]) -> st.SearchStrategy[Event]:
 @PROPERTY_SETTINGS
 @given(missions(), seeds, st.data())
 def test_a_finished_run_stays_finished_under_any_event(spec: MissionSpec, seed: int, data: st.DataObject) -> None:
+    """...except the two commands that continue a run which failed because tasks failed."""
     shell = run_mission(spec, seed)
     state = shell.state
     if state.status not in TERMINAL_RUN_STATUSES:
@@ -370,7 +441,29 @@ def test_a_finished_run_stays_finished_under_any_event(spec: MissionSpec, seed: 
     events = data.draw(st.lists(arbitrary_events(list(state.tasks)), max_size=20))
     for event in events:
         decision = decide(state, event, shell.now)
+        continues = isinstance(event, (TaskRetryRequested, ReassessRequested)) or event == ResumeRequested(
+            retry_failed=True
+        )
+        if continuable(state) and continues and not decision.ignored:
+            assert decision.state.status is MissionStatus.ACTIVE or decision.state.status in TERMINAL_RUN_STATUSES
+            continue
         assert decision.ignored and decision.effects == () and decision.state is state
+
+
+@PROPERTY_SETTINGS
+@given(missions(), seeds)
+def test_continuing_a_failed_run_never_runs_a_completed_task_again(spec: MissionSpec, seed: int) -> None:
+    for t in transitions(spec, seed):
+        if t.before.status is not MissionStatus.FAILED or t.decision.ignored:
+            continue
+        assert t.before.failure_reason in CONTINUABLE_FAILURES
+        for task_id, before in t.before.tasks.items():
+            if before.status is TaskStatus.COMPLETED:
+                assert t.decision.state.tasks[task_id] == before
+        assert not any(
+            isinstance(e, StartTask) and t.before.tasks[e.task_id].status is TaskStatus.COMPLETED
+            for e in t.decision.effects
+        )
 
 
 @PROPERTY_SETTINGS
@@ -420,7 +513,9 @@ def test_an_active_run_always_has_work_in_flight(spec: MissionSpec, seed: int) -
         state = t.decision.state
         if state.status is MissionStatus.ACTIVE:
             busy = {TaskStatus.QUEUED, TaskStatus.RUNNING, TaskStatus.ASSESSING}
-            assert any(task.status in busy or task.retry_at is not None for task in state.tasks.values())
+            assert any(task.status in busy or task.retry_at is not None for task in state.tasks.values()) or any(
+                d.status is DelayStatus.WAITING for d in state.delays
+            )
         assert (state.status is MissionStatus.PAUSED) == (state.pause_reason is not None)
 
     run_mission(spec, seed, watch)

@@ -86,3 +86,14 @@ def test_an_outcome_without_a_type_is_a_file_when_it_has_a_path_else_text() -> N
 def test_the_same_inputs_give_the_same_prompt() -> None:
     s = spec({"title": "A"}, {"title": "B", "dependsOn": ["A"]}, prompt="p", data={"k": 1})
     assert build_prompt(s, s.tasks[1], {"A": "out"}, ("f",)) == build_prompt(s, s.tasks[1], {"A": "out"}, ("f",))
+
+
+def test_a_task_a_reviewer_sent_back_sees_its_previous_output_and_what_the_reviewer_asked() -> None:
+    s = spec({"title": "A"})
+    prompt = build_prompt(s, s.tasks[0], {}, (), ("The reviewer ana asked for changes: cite sources",), "draft one")
+    assert sections(prompt) == ["# Your task: A", "# Your previous output", "# A reviewer asked for changes"]
+    assert prompt.endswith(
+        "# Your previous output\ndraft one\n\n"
+        "# A reviewer asked for changes\n- The reviewer ana asked for changes: cite sources"
+    )
+    assert "# Your previous output" not in build_prompt(s, s.tasks[0], {}, (), (), "draft one")

@@ -571,6 +571,59 @@ def test_checkpoint_blocking_a_task_that_does_not_depend_on_its_after_tasks_is_r
     assert only_problem(doc).message == ('"Run tests" is blocked by this checkpoint but does not depend on "Deploy"')
 
 
+def test_checkpoint_timeout_and_on_timeout_are_accepted_and_round_trip() -> None:
+    checkpoint = {"afterTasks": ["Run tests"], "message": "Approve?", "timeout": 600, "onTimeout": "approve"}
+    doc = a_mission(checkpoints=[checkpoint])
+    assert problems(doc) == []
+    assert MissionSpec.from_document(doc).to_document()["checkpoints"] == [checkpoint]
+
+
+@pytest.mark.parametrize("timeout", [0, -1, 366 * 86_400 + 1])
+def test_a_checkpoint_timeout_out_of_range_is_rejected(timeout: float) -> None:
+    doc = a_mission(checkpoints=[{"afterTasks": ["Run tests"], "timeout": timeout}])
+    assert only_problem(doc).field == "checkpoints[0].timeout"
+
+
+def test_approval_timeouts_are_checked_on_the_mission_and_in_each_retry_policy() -> None:
+    doc = with_task(a_mission(approvalTimeout=0), 1, retryPolicy={"approvalTimeout": -5})
+    assert fields(doc) == ["approvalTimeout", "tasks[1].retryPolicy.approvalTimeout"]
+
+
+# --- delays --------------------------------------------------------------------------------
+
+
+def delay(**fields: Any) -> dict[str, Any]:
+    return {"name": "cool-off", "afterTasks": ["Run tests"], "blocksTasks": ["Deploy"], "duration": "PT10M", **fields}
+
+
+@pytest.mark.parametrize("duration", ["PT10M", "P1DT2H", "PT0.5S", 30, 1.5])
+def test_a_delay_is_accepted_and_kept_as_given(duration: Any) -> None:
+    doc = a_mission(delays=[delay(duration=duration)])
+    assert problems(doc) == []
+    assert MissionSpec.from_document(doc).to_document()["delays"] == [delay(duration=duration)]
+
+
+@pytest.mark.parametrize("duration", ["10 minutes", "P1M", "P1Y", "PT", "P", 0, -3])
+def test_a_delay_whose_duration_is_not_a_fixed_positive_duration_is_rejected(duration: Any) -> None:
+    assert only_problem(a_mission(delays=[delay(duration=duration)])).field == "delays[0].duration"
+
+
+def test_a_delay_is_validated_like_a_checkpoint() -> None:
+    assert only_problem(a_mission(delays=[delay(afterTasks=[])])) == Problem(
+        "delays[0].afterTasks", "a delay needs at least one task in afterTasks"
+    )
+    assert only_problem(a_mission(delays=[delay(blocksTasks=[])])) == Problem(
+        "delays[0].blocksTasks", "a delay needs at least one task in blocksTasks"
+    )
+    assert only_problem(a_mission(delays=[delay(blocksTasks=["Ship"])])) == Problem(
+        "delays[0].blocksTasks[0]", 'unknown task "Ship"'
+    )
+    reversed_delay = delay(afterTasks=["Deploy"], blocksTasks=["Run tests"])
+    assert only_problem(a_mission(delays=[reversed_delay])).message == (
+        '"Run tests" is blocked by this delay but does not depend on "Deploy"'
+    )
+
+
 # --- schedule and timezone -----------------------------------------------------------------
 
 

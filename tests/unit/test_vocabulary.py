@@ -95,7 +95,7 @@ def test_stored_values_do_not_change() -> None:
         "cancelled",
         "lost",
     ]
-    assert [k.value for k in TimerKind] == ["retry", "timeout", "deadline"]
+    assert [k.value for k in TimerKind] == ["retry", "timeout", "deadline", "checkpoint", "approval", "delay"]
     assert DEADLINE_KEY == "run"
     assert [s.value for s in MissionStatus] == [
         "draft",
@@ -235,6 +235,9 @@ def test_timer_keys_are_the_stored_strings() -> None:
     assert (Timer.retry("t1", 2).kind, Timer.retry("t1", 2).key) == ("retry", "t1:2")
     assert (Timer.timeout("t1", 1).kind, Timer.timeout("t1", 1).key) == ("timeout", "t1:1")
     assert Timer.retry("a:b", 3).key == attempt_key("a:b", 3) == "a:b:3"
+    assert (Timer.approval("t1", 2).kind, Timer.approval("t1", 2).key) == ("approval", "t1:2")
+    assert (Timer.checkpoint(0).kind, Timer.checkpoint(0).key) == ("checkpoint", "0")
+    assert (Timer.delay(12).kind, Timer.delay(12).key) == ("delay", "12")
 
 
 @pytest.mark.parametrize(
@@ -245,6 +248,10 @@ def test_timer_keys_are_the_stored_strings() -> None:
         (TimerKind.RETRY, None, 1),
         (TimerKind.RETRY, "t1", None),
         (TimerKind.TIMEOUT, "t1", -1),
+        (TimerKind.APPROVAL, None, 1),
+        (TimerKind.CHECKPOINT, None, None),
+        (TimerKind.CHECKPOINT, "t1", 1),
+        (TimerKind.DELAY, None, 1),
     ],
 )
 def test_a_timer_is_either_the_deadline_or_one_attempt_s(
@@ -252,6 +259,14 @@ def test_a_timer_is_either_the_deadline_or_one_attempt_s(
 ) -> None:
     with pytest.raises(ValueError, match="timer"):
         Timer(kind, task_id, attempt)
+
+
+@pytest.mark.parametrize("kind", [TimerKind.DEADLINE, TimerKind.RETRY, TimerKind.APPROVAL])
+def test_only_checkpoint_and_delay_timers_have_an_index(kind: TimerKind) -> None:
+    with pytest.raises(ValueError, match="timer"):
+        Timer(kind, "t1" if kind is not TimerKind.DEADLINE else None, 1 if kind is not TimerKind.DEADLINE else None, 0)
+    with pytest.raises(ValueError, match="timer"):
+        Timer(TimerKind.DELAY, index=-1)
 
 
 @pytest.mark.parametrize(
@@ -263,6 +278,9 @@ def test_a_timer_is_either_the_deadline_or_one_attempt_s(
         ("retry", "a:b:3", Timer.retry("a:b", 3)),  # a task id with ':' splits at the last one
         ("retry", ":3", Timer.retry("", 3)),  # the core allows an empty task id
         ("timeout", "t1:0", Timer.timeout("t1", 0)),
+        ("approval", "t1:3", Timer.approval("t1", 3)),
+        ("checkpoint", "2", Timer.checkpoint(2)),
+        ("delay", "0", Timer.delay(0)),
     ],
 )
 def test_parse(kind: str, key: str, expected: Timer) -> None:
@@ -286,6 +304,11 @@ def test_parse(kind: str, key: str, expected: Timer) -> None:
         ("timeout", "t1:²"),  # str.isdigit() says yes, int() says no
         ("timeout", "t1:٣"),  # str.isdigit() says yes, int() reads 3: not what attempt_key writes
         ("retry", ""),
+        ("checkpoint", "t1:1"),
+        ("checkpoint", "01"),
+        ("delay", "-1"),
+        ("delay", ""),
+        ("approval", "3"),
     ],
 )
 def test_parse_rejects_what_no_timer_is_stored_as(kind: str, key: str) -> None:
@@ -295,7 +318,9 @@ def test_parse_rejects_what_no_timer_is_stored_as(kind: str, key: str) -> None:
 
 task_ids = st.text(alphabet=st.sampled_from("ab:_-0123²٣ é"), max_size=10) | st.text(max_size=10)
 per_attempt = st.builds(Timer, st.sampled_from([TimerKind.RETRY, TimerKind.TIMEOUT]), task_ids, st.integers(0, 10**12))
-any_timer = per_attempt | st.just(Timer.deadline())
+approvals = st.builds(Timer.approval, task_ids, st.integers(0, 10**12))
+indexed = st.builds(Timer.checkpoint, st.integers(0, 10**6)) | st.builds(Timer.delay, st.integers(0, 10**6))
+any_timer = per_attempt | approvals | indexed | st.just(Timer.deadline())
 
 
 @given(any_timer)
@@ -304,7 +329,7 @@ def test_every_timer_parses_back_from_its_stored_kind_and_key(timer: Timer) -> N
 
 
 @given(
-    kind=st.sampled_from(["retry", "timeout", "deadline", "run", "Retry", ""]),
+    kind=st.sampled_from(["retry", "timeout", "deadline", "approval", "checkpoint", "delay", "run", "Retry", ""]),
     key=st.text(alphabet=st.sampled_from("ab:0123²٣-+ "), max_size=8) | st.sampled_from(["run", "t1:1"]),
 )
 def test_parse_accepts_only_what_a_timer_is_stored_as(kind: str, key: str) -> None:
@@ -333,7 +358,7 @@ def _shell_timer_event(kind: str, key: str) -> Event | None:
     return None
 
 
-@given(any_timer.filter(lambda t: t.task_id != ""))
+@given((per_attempt | st.just(Timer.deadline())).filter(lambda t: t.task_id != ""))
 def test_timer_event_fires_what_the_shell_s_rule_fired_for_every_stored_timer(timer: Timer) -> None:
     assert timer_event(timer.kind.value, timer.key) == _shell_timer_event(timer.kind.value, timer.key)
 

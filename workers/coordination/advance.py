@@ -292,13 +292,15 @@ def _add_prompts(state: RunState, rows: run_state.Rows) -> None:
 def prompts(state: RunState, task_ids: list[str]) -> dict[str, str]:
     """The prompt of the next attempt of each task (DESIGN §4 "Data flow"), from ``state``: a task
     starts once its dependencies completed, and a completed task's state holds the output of the
-    attempt that completed it."""
+    attempt that completed it (and, for a task a reviewer sent back, its own previous output)."""
     tasks = [state.task_spec(task_id) for task_id in task_ids]
     outputs = {title: state.task_by_title(title).output or "" for task in tasks for title in task.depends_on}
-    return {
-        task.id or "": no_nul(build_prompt(state.spec, task, outputs, state.tasks[task.id or ""].feedback))
-        for task in tasks
-    }
+    prompts: dict[str, str] = {}
+    for task in tasks:
+        current = state.tasks[task.id or ""]
+        text = build_prompt(state.spec, task, outputs, current.feedback, current.review, current.output)
+        prompts[task.id or ""] = no_nul(text)
+    return prompts
 
 
 def no_nul(text: str) -> str:

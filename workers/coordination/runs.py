@@ -6,23 +6,29 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from orchestrator.engine import (
     RUNNING_MISSION_STATUSES,
     TERMINAL_RUN_STATUSES,
     AbortRequested,
+    Event,
     MissionStatus,
+    ReassessRequested,
     ResumeRequested,
+    ReviewDecision,
+    ReviewSubmitted,
     TaskAdded,
+    TaskCancelRequested,
     TaskRemoved,
+    TaskRetryRequested,
     TaskUpdated,
 )
 from orchestrator.inputs import merge_run_data
 from orchestrator.spec import MissionSpec
 from workers.coordination.advance import UnitOfWork
 from workers.coordination.outcome import AfterCommit
-from workers.store import missions, runs
+from workers.store import attempts, missions, runs
 from workers.store.db import Connection
 from workers.store.missions import Limits, StoredMission
 from workers.store.usage import MissionUsage, Totals
@@ -117,24 +123,103 @@ def execute(
     return Started(run_id, outcome, row, usage)
 
 
-def _active_run(mission: StoredMission, wanted: Collection[str], action: str) -> str:
-    if mission.status not in wanted:
-        raise Conflict(f"cannot {action}: the mission is {mission.status}")
-    return str(mission.row["latest_run_id"])
-
-
 def resume(uow: UnitOfWork, project_id: str, mission_id: str, retry_failed: bool, now: datetime) -> AfterCommit:
+    """Resume the paused run, or, with ``retry_failed``, continue the latest run when it failed
+    because tasks failed (the engine decides which ended runs may go on: ``CONTINUABLE_FAILURES``)."""
     mission = missions.get_mission(uow.conn, project_id, mission_id, for_update=True)
-    run_id = _active_run(mission, (MissionStatus.PAUSED,), "resume")
+    run_id = _latest_run(mission, _RESUMABLE, "resume")
     outcome = uow.advance(run_id, ResumeRequested(retry_failed), now)
     if outcome is None or outcome.ignored:
         raise Conflict(f"cannot resume: {outcome.ignored if outcome else 'the run is gone'}")
     return outcome
 
 
+# A mission whose latest run may take a resume with retryFailed: paused, or ended (``scheduled``
+# after a run when it has fires left) with a run the engine may continue.
+_RESUMABLE: Final = (MissionStatus.PAUSED, MissionStatus.FAILED, MissionStatus.SCHEDULED)
+
+
+def _latest_run(mission: StoredMission, wanted: Collection[str], action: str) -> str:
+    if mission.status not in wanted or not mission.row["latest_run_id"]:
+        raise Conflict(f"cannot {action}: the mission is {mission.status}")
+    return str(mission.row["latest_run_id"])
+
+
+def review(
+    uow: UnitOfWork,
+    project_id: str,
+    mission_id: str,
+    decision: ReviewDecision,
+    feedback: str | None,
+    redo: tuple[str, ...],
+    reviewer: tuple[str, str],
+    now: datetime,
+) -> AfterCommit:
+    """A person's decision at what waits for one in the paused run (waiting checkpoints, tasks
+    awaiting approval), recorded with ``reviewer`` (the API key's id and name). ``redo`` names
+    tasks of the mission (400 otherwise, naming the entry); the run decides whether it waits for
+    them (409 otherwise)."""
+    mission = missions.get_mission(uow.conn, project_id, mission_id, for_update=True)
+    titles = {t.title for t in mission.tasks}
+    unknown = {f"redo[{i}]": [f"unknown task {title!r}"] for i, title in enumerate(redo) if title not in titles}
+    if unknown:
+        first = next(iter(unknown))
+        raise Invalid(f"{first}: {unknown[first][0]}", {"fields": unknown})
+    run_id = _latest_run(mission, (MissionStatus.PAUSED,), "review")
+    event = ReviewSubmitted(decision, feedback, redo, reviewer_id=reviewer[0], reviewer_name=reviewer[1])
+    outcome = uow.advance(run_id, event, now)
+    if outcome is None or outcome.ignored:
+        raise Conflict(f"cannot review: {outcome.ignored if outcome else 'the run is gone'}")
+    return outcome
+
+
+def retry_task(uow: UnitOfWork, project_id: str, mission_id: str, task_id: str, now: datetime) -> AfterCommit:
+    """Run one failed or cancelled task of the latest run again (for a skipped task, what it was
+    skipped because of), with a fresh retry budget; a run that failed because of it goes on."""
+    return _task_command(uow, project_id, mission_id, task_id, TaskRetryRequested(task_id), "retry", now)
+
+
+def reassess_task(uow: UnitOfWork, project_id: str, mission_id: str, task_id: str, now: datetime) -> AfterCommit:
+    """Score the last output of a task that failed its assessment again (the judge is sent after
+    commit; the agent does not run). Its attempt row is ``assessing`` again in the same transaction
+    (a conflict raised after the step rolls the step back too: nothing is sent)."""
+    outcome = _task_command(uow, project_id, mission_id, task_id, ReassessRequested(task_id), "reassess", now)
+    state = outcome.state
+    attempt = state.tasks[task_id].attempt if state is not None else 0
+    if not attempts.reopen_for_assessment(uow.conn, outcome.run_id, task_id, attempt, now):
+        raise Conflict(f"cannot reassess the task: attempt {attempt} has no assessed output")
+    return outcome
+
+
+def cancel_task(uow: UnitOfWork, project_id: str, mission_id: str, task_id: str, now: datetime) -> AfterCommit:
+    """Stop one unfinished task of the live run; its dependents are skipped."""
+    return _task_command(uow, project_id, mission_id, task_id, TaskCancelRequested(task_id), "cancel", now)
+
+
+def _mission_with_task(uow: UnitOfWork, project_id: str, mission_id: str, task_id: str, action: str) -> StoredMission:
+    """The mission (locked), 404 unless it has the task, 409 before its first run."""
+    mission = missions.get_mission(uow.conn, project_id, mission_id, for_update=True)
+    if not any(t.id == task_id for t in mission.tasks):
+        raise NotFound(f"task {task_id} not found in mission {mission_id}")
+    if not mission.row["latest_run_id"]:
+        raise Conflict(f"cannot {action} the task: the mission has not run yet")
+    return mission
+
+
+def _task_command(
+    uow: UnitOfWork, project_id: str, mission_id: str, task_id: str, event: Event, action: str, now: datetime
+) -> AfterCommit:
+    mission = _mission_with_task(uow, project_id, mission_id, task_id, action)
+    run_id = str(mission.row["latest_run_id"])
+    outcome = uow.advance(run_id, event, now)
+    if outcome is None or outcome.ignored:
+        raise Conflict(f"cannot {action} the task: {outcome.ignored if outcome else 'the run is gone'}")
+    return outcome
+
+
 def abort(uow: UnitOfWork, project_id: str, mission_id: str, now: datetime) -> AfterCommit:
     mission = missions.get_mission(uow.conn, project_id, mission_id, for_update=True)
-    run_id = _active_run(mission, RUNNING_MISSION_STATUSES, "abort")
+    run_id = _latest_run(mission, RUNNING_MISSION_STATUSES, "abort")
     outcome = uow.advance(run_id, AbortRequested(), now)
     if outcome is None or outcome.ignored:
         raise Conflict(f"cannot abort: {outcome.ignored if outcome else 'the run is gone'}")

@@ -5,7 +5,8 @@ Run every second or so (``missions.tick``). First it fires due schedules
 timers are taken with ``FOR UPDATE SKIP LOCKED`` and deleted in the same transaction as the
 coordinator step they feed; lost attempts are marked in the same transaction as their event.
 
-- due timers: retry backoff (``RetryDue``), task timeouts (``TaskTimedOut``), deadlines
+- due timers (``orchestrator.engine.timer_event``): retry backoff (``RetryDue``), task timeouts
+  (``TaskTimedOut``), checkpoint and approval timeouts, delays (``DelayElapsed``), deadlines
   (``DeadlineReached``);
 - lost workers: a running attempt whose heartbeat is older than ``worker_lost_seconds``
   (``WorkerLost``); an assessment whose heartbeat stopped is simply run again;

@@ -25,6 +25,7 @@ from workers.store.queries import query
 CLAIM = query("claim_attempt")
 STORE_PROMPT = query("store_attempt_prompt")
 DROP_ASSESSMENT = query("drop_assessment")
+REOPEN_FOR_ASSESSMENT = query("reopen_for_assessment")
 RECORD_CANCELLED_USAGE = query("record_cancelled_usage")
 BEAT = query("beat_attempts")
 TO_ASSESS = query("attempt_to_assess")
@@ -180,6 +181,23 @@ def to_assess(conn: Connection, run_id: str, task_id: str, attempt: int) -> dict
         TO_ASSESS, {"run_id": run_id, "task_id": task_id, "attempt": attempt, "was": AttemptStatus.ASSESSING.value}
     ).fetchone()
     return dict(row) if row is not None else None
+
+
+def reopen_for_assessment(conn: Connection, run_id: str, task_id: str, attempt: int, now: datetime) -> bool:
+    """Make a judged attempt (``completed`` or ``failed`` with an output) ``assessing`` again, for an
+    operator's reassessment (in the transaction that applies it); False when it is not such an attempt."""
+    row = conn.execute(
+        REOPEN_FOR_ASSESSMENT,
+        {
+            "run_id": run_id,
+            "task_id": task_id,
+            "attempt": attempt,
+            "now": now,
+            "assessing": AttemptStatus.ASSESSING.value,
+            "was": [AttemptStatus.COMPLETED.value, AttemptStatus.FAILED.value],
+        },
+    ).fetchone()
+    return row is not None
 
 
 def drop_assessment(conn: Connection, run_id: str, task_id: str, attempt: int, now: datetime) -> None:

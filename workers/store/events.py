@@ -53,8 +53,9 @@ def list_events(conn: Connection, run_id: str, after_id: int, limit: int) -> lis
 
 
 def ended_at_or_before(conn: Connection, run_id: str, event_id: int) -> bool:
-    """True when the run's ``mission:done`` event has an id of at most ``event_id``: a client that
-    has seen ``event_id`` has seen the whole run."""
+    """True when a ``mission:done`` event of the run has an id of at most ``event_id`` and no event
+    came after ``event_id``: a client that has seen ``event_id`` has seen the whole run (a run
+    continued after it failed has events after its first ``mission:done``)."""
     with conn.cursor() as cursor:
         cursor.execute(DONE_EVENT_AT_OR_BEFORE, {"run_id": run_id, "event_id": event_id})  # (MISSION_DONE)
         return cursor.fetchone() is not None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hmac
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 
@@ -41,16 +41,32 @@ def create_key(conn: psycopg.Connection[Any], project_name: str) -> str:
     return secret
 
 
-def project_for_key(conn: psycopg.Connection[Any], secret: str) -> str | None:
-    """The project a live key belongs to, or None. The lookup is by digest; the final comparison
-    is constant-time so that timing says nothing about how much of a digest matched."""
+class ApiKey(NamedTuple):
+    """A live key as a request presents it: its project, its id and the name it is shown by (the
+    prefix kept to recognise it: keys have no other name)."""
+
+    project_id: str
+    key_id: str
+    name: str
+
+
+def key_for_secret(conn: psycopg.Connection[Any], secret: str) -> ApiKey | None:
+    """The live key a secret is, or None. The lookup is by digest; the final comparison is
+    constant-time so that timing says nothing about how much of a digest matched."""
     if not secret.startswith(KEY_PREFIX):
         return None
     digest = hash_api_key(secret)
     row = conn.execute(LIVE_API_KEY, {"key_hash": digest}).fetchone()
     if row is None:
         return None
-    stored = row["key_hash"] if isinstance(row, dict) else row[1]
+    values = tuple(row.values()) if isinstance(row, dict) else tuple(row)
+    project_id, stored, key_id, prefix = values
     if not hmac.compare_digest(bytes(stored), digest):
         return None
-    return str(row["project_id"] if isinstance(row, dict) else row[0])
+    return ApiKey(str(project_id), str(key_id), str(prefix))
+
+
+def project_for_key(conn: psycopg.Connection[Any], secret: str) -> str | None:
+    """The project a live key belongs to, or None (``key_for_secret``)."""
+    key = key_for_secret(conn, secret)
+    return key.project_id if key is not None else None

@@ -27,6 +27,14 @@ SELECT a.output, a.agent, a.model, r.status AS run_status,
   FROM attempts a JOIN runs r ON r.id = a.run_id
  WHERE a.run_id = %(run_id)s AND a.task_id = %(task_id)s AND a.attempt = %(attempt)s AND a.status = %(was)s
 
+-- name: reopen_for_assessment
+-- An operator asked for an assessed attempt's output to be judged again: it is assessing once more
+-- (heart-beaten now, so the reaper of stale assessments leaves it to the judge it is sent to).
+UPDATE attempts SET status = %(assessing)s, heartbeat_at = %(now)s
+ WHERE run_id = %(run_id)s AND task_id = %(task_id)s AND attempt = %(attempt)s
+   AND status = ANY(%(was)s) AND output IS NOT NULL
+RETURNING 1
+
 -- name: drop_assessment
 -- The run ended (abort, deadline, budget) while this attempt waited for its judge: do not judge it.
 UPDATE attempts SET status = 'cancelled', error = coalesce(error, 'the run ended before the assessment'),

@@ -18,10 +18,12 @@ SELECT id, type, data, created_at
 
 -- name: done_event_at_or_before
 -- The type is written out, not a parameter: that is what lets a cached (generic) plan use the
--- partial index events_run_done.
+-- partial index events_run_done. Nothing may follow it (a run continued after it failed has
+-- events after its first mission:done).
 SELECT 1
   FROM events
  WHERE run_id = %(run_id)s AND type = 'mission:done' AND id <= %(event_id)s
+   AND NOT EXISTS (SELECT 1 FROM events later WHERE later.run_id = %(run_id)s AND later.id > %(event_id)s)
  LIMIT 1
 
 -- name: latest_event_ids

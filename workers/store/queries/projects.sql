@@ -13,4 +13,4 @@ INSERT INTO api_keys (id, project_id, key_hash, prefix) VALUES (%(id)s, %(projec
 
 -- name: live_api_key
 -- A key that is not revoked, looked up by its digest (the caller compares the digest in constant time).
-SELECT project_id, key_hash FROM api_keys WHERE key_hash = %(key_hash)s AND revoked_at IS NULL
+SELECT project_id, key_hash, id, prefix FROM api_keys WHERE key_hash = %(key_hash)s AND revoked_at IS NULL

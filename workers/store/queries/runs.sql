@@ -30,8 +30,11 @@ SELECT r.mission_id, r.status, r.state, r.version, r.spec_version, r.state_token
 -- The run row locked together with the judge's verdict on an assessing attempt.
 WITH guard AS (
     UPDATE attempts SET status = %(attempt_status)s, score = %(score)s, assessment = %(assessment)s,
-           heartbeat_at = %(now)s, judge_model = %(judge_model)s, judge_tokens_in = %(judge_tokens_in)s,
-           judge_tokens_out = %(judge_tokens_out)s, judge_cost_usd = %(judge_cost)s, assessed_at = %(now)s
+           heartbeat_at = %(now)s, judge_model = %(judge_model)s, assessed_at = %(now)s,
+           -- added up: an attempt reassessed by an operator is judged (and paid) again
+           judge_tokens_in = judge_tokens_in + %(judge_tokens_in)s,
+           judge_tokens_out = judge_tokens_out + %(judge_tokens_out)s,
+           judge_cost_usd = judge_cost_usd + %(judge_cost)s
      WHERE run_id = %(run_id)s AND task_id = %(task_id)s AND attempt = %(attempt)s AND status = %(was)s
     RETURNING 1
 )
@@ -247,8 +250,11 @@ WITH current AS (
        FOR UPDATE
 ), guard AS (
     UPDATE attempts SET status = %(attempt_status)s, score = %(score)s, assessment = %(assessment)s,
-           heartbeat_at = %(now)s, judge_model = %(judge_model)s, judge_tokens_in = %(judge_tokens_in)s,
-           judge_tokens_out = %(judge_tokens_out)s, judge_cost_usd = %(judge_cost)s, assessed_at = %(now)s
+           heartbeat_at = %(now)s, judge_model = %(judge_model)s, assessed_at = %(now)s,
+           -- added up: an attempt reassessed by an operator is judged (and paid) again
+           judge_tokens_in = judge_tokens_in + %(judge_tokens_in)s,
+           judge_tokens_out = judge_tokens_out + %(judge_tokens_out)s,
+           judge_cost_usd = judge_cost_usd + %(judge_cost)s
      WHERE run_id = %(run_id)s AND task_id = %(task_id)s AND attempt = %(attempt)s AND status = %(was)s
        AND EXISTS (SELECT FROM current)
     RETURNING 1
@@ -339,9 +345,11 @@ WITH run AS (
 SELECT max(id) AS last_event_id, (SELECT array_agg(id) FROM outbox) AS deliveries FROM logged
 
 -- name: get_run
--- A run of a mission with its task states in the order of its spec.
+-- A run of a mission with its task states in the order of its spec, its reviews, and its delays
+-- (as the spec gives them, and where each is).
 SELECT r.id, r.mission_id, r.number, r.status, r.pause_reason, r.pause_message, r.failure_reason,
        r.created_at, r.started_at, r.finished_at, r.input,
+       r.state->'reviews' AS reviews, r.state->'delays' AS delays, r.spec->'delays' AS delay_specs,
        (SELECT jsonb_agg(rt.state ORDER BY s.n)
           FROM jsonb_array_elements(r.spec->'tasks') WITH ORDINALITY AS s(task, n)
           JOIN run_tasks rt ON rt.run_id = r.id AND rt.task_id = s.task->>'id') AS run_tasks
