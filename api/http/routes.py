@@ -8,8 +8,9 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from marshmallow import Schema
 
-from api.http import render, schemas, sse
+from api.http import idempotency, ratelimit, render, schemas, sse
 from api.http.errors import error_response
+from api.http.limits import open_stream
 from workers.coordination import runs
 from workers.coordination.advance import UnitOfWork
 from workers.store import missions, projects, schedules
@@ -31,7 +32,6 @@ def limits() -> missions.Limits:
     return missions.Limits.from_settings(settings)
 
 
-@blueprint.before_request
 def check_url() -> None:
     """Path and query parameters hold text Postgres can store (no NUL, no unpaired surrogate): any
     other is a 400 naming the parameter, before it reaches a query."""
@@ -47,21 +47,35 @@ def check_url() -> None:
         raise Invalid(f"{first_field}: {first_messages[0]}", {"fields": problems})
 
 
-_PARAM_NAMES = {"mission_id": "missionId", "task_id": "taskId", "run_id": "runId"}
+_PARAM_NAMES = {"mission_id": "missionId", "task_id": "taskId", "run_id": "runId", "key_id": "keyId"}
 
 
-@blueprint.before_request
 def authenticate() -> Response | None:
+    """The key of every request is looked up in Postgres (one read; no cache), so a revoked key is
+    refused at once by every API process."""
     header = request.headers.get("Authorization", "")
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
         return _unauthorized("missing API key: send Authorization: Bearer sk_live_...")
     with services().autocommit() as conn:  # one read: no BEGIN/COMMIT round trips
-        project_id = projects.project_for_key(conn, secret.strip())
-    if project_id is None:
+        identity = projects.identify(conn, secret.strip())
+    if identity is None:
         return _unauthorized("invalid API key")
-    g.project_id = project_id
+    g.identity = identity
+    g.project_id = identity.project_id
     return None
+
+
+def protect(bp: Blueprint) -> None:
+    """The hooks of every /v1 blueprint, in order: parameters checked, key authenticated, request
+    counted against the key's rate limit, ``Idempotency-Key`` honoured."""
+    bp.before_request(check_url)
+    bp.before_request(authenticate)
+    bp.before_request(ratelimit.check)
+    idempotency.install(bp)
+
+
+protect(blueprint)
 
 
 def _unauthorized(message: str) -> Response:
@@ -174,15 +188,36 @@ def wants_stream() -> bool:
 
 @blueprint.post("/missions/<mission_id>/execute")
 def execute(mission_id: str) -> Any:
+    if wants_stream():
+        return open_stream(lambda: _execute(mission_id, stream=True))
+    return _execute(mission_id, stream=False)
+
+
+def _execute(mission_id: str, *, stream: bool) -> Response:
     with services().coordinator.transaction() as uow:
         run_id, _, row, usage = runs.execute(uow, g.project_id, mission_id, limits(), utcnow())
-    if wants_stream():
-        return sse.stream_run(mission_id, run_id, None)
     # The run as this request committed it; workers may have moved it on since (GET its Location).
     response = jsonify(render.run(row, usage=usage))
     response.status_code = 202
     response.headers["Location"] = f"/v1/missions/{mission_id}/runs/{run_id}"
-    return response
+    if not stream:
+        return response
+    # A repeat with the same Idempotency-Key streams this run again (``_replay_execute``).
+    kept = {name: response.headers[name] for name in idempotency.KEPT_HEADERS}
+    idempotency.store_instead(202, response.get_data(), kept)
+    return sse.stream_run(mission_id, run_id, None)
+
+
+def _replay_execute(stored: Any) -> Response | None:
+    """A repeated streamed execute streams the run the first request started, from its start."""
+    if stored.status != 202 or not wants_stream():
+        return None
+    mission_id = (request.view_args or {})["mission_id"]
+    run_id = str(idempotency.json_body(stored)["id"])  # type: ignore[index]
+    return open_stream(lambda: sse.stream_run(mission_id, run_id, None))
+
+
+idempotency.replay_with("missions_v1.execute", _replay_execute)
 
 
 @blueprint.get("/missions/<mission_id>/events")
@@ -194,7 +229,7 @@ def events(mission_id: str) -> Any:
             runs.get_run(conn, g.project_id, mission_id, run_id)
         else:
             run_id = runs.latest_run_id(conn, g.project_id, mission_id)
-    return sse.stream_run(mission_id, run_id, last_event_id)
+    return open_stream(lambda: sse.stream_run(mission_id, run_id, last_event_id))
 
 
 def _command(mission_id: str, apply: Callable[[UnitOfWork], object]) -> Any:

@@ -155,7 +155,8 @@ def probe_mission(name: str) -> dict[str, Any]:
             },
             {"title": "B", "description": "b", "assignTo": "w", "dependsOn": ["A"]},
         ],
-        "team": {"agents": [{"name": "w", "model": "scripted/x", "script": [{"output": "o"}]}]},
+        # Volatile: each probe gives the agent other numbers, which a kept agent "w" would refuse (409).
+        "team": {"volatile": True, "agents": [{"name": "w", "model": "scripted/x", "script": [{"output": "o"}]}]},
         "qualityGates": [{"afterTasks": ["A"], "blocksTasks": ["B"]}],
         "budget": {},
     }

@@ -14,7 +14,10 @@ coordinator step they feed; lost attempts are marked in the same transaction as 
   queue is not empty the attempt may just be waiting in it, so the gaps between the re-sends of one
   attempt double (``attempts.take_unsent``): a lost message goes again after about as long as its
   attempt had already waited, and a long, healthy queue gets a few duplicates per attempt, not one
-  per tick.
+  per tick;
+- expired idempotency keys: stored responses past their time are deleted in small batches
+  (``IDEMPOTENCY_BATCH`` rows a statement, at most ``IDEMPOTENCY_BATCHES`` statements a tick), so
+  that a backlog never makes one tick long.
 
 **One failing item never stops the others.** Each part runs in its own guard, and within a part
 each item (a timer, a lost attempt, a mission's fire, a re-send) in its own: an exception is logged
@@ -43,7 +46,7 @@ from orchestrator.engine import TaskClaimed, WorkerLost, timer_event
 from workers.coordination import schedules
 from workers.coordination.advance import Coordinator
 from workers.coordination.outcome import Resender
-from workers.store import attempts, timers
+from workers.store import attempts, idempotency, timers
 from workers.store.db import is_transient
 from workers.store.missions import Limits
 from workers.support import metrics
@@ -55,6 +58,8 @@ FAILED_TIMER_DELAY = timedelta(seconds=60)  # a timer whose step raised is taken
 # While the broker queue is not empty, the gap between two re-sends of one queued attempt doubles up
 # to this many ``requeue_seconds`` (320 s by default): a lost message waits at most that long.
 RESEND_BACKOFF_LIMIT = 32
+IDEMPOTENCY_BATCH = 500  # expired idempotency keys deleted by one statement
+IDEMPOTENCY_BATCHES = 4  # statements a tick at most
 
 
 @dataclass
@@ -64,6 +69,7 @@ class TickReport:
     lost: int = 0
     reassessed: int = 0
     resent: int = 0
+    expired_keys: int = 0
     failed: int = 0  # items (or parts) that raised, were logged and skipped
 
 
@@ -241,6 +247,19 @@ def fire_schedules(
             failures.count += len(failed)  # (logged and counted by part there)
 
 
+def delete_expired_idempotency_keys(coordinator: Coordinator, now: datetime) -> int:
+    """Expired idempotency keys, in batches of ``IDEMPOTENCY_BATCH`` (each its own commit, so no
+    long lock), until a batch comes back short or ``IDEMPOTENCY_BATCHES`` ran."""
+    deleted = 0
+    for _ in range(IDEMPOTENCY_BATCHES):
+        with coordinator.db.autocommit() as conn:
+            batch = idempotency.delete_expired(conn, now, IDEMPOTENCY_BATCH)
+        deleted += batch
+        if batch < IDEMPOTENCY_BATCH:
+            break
+    return deleted
+
+
 def _part(failures: Failures, part: str, run: Callable[[], int]) -> int:
     """Run one part of the tick in its own guard: when it raises (its items are guarded on their
     own, so this is its scan failing), the next part still runs."""
@@ -266,5 +285,6 @@ def tick(coordinator: Coordinator, resender: Resender, settings: Settings, now: 
     report.resent = _part(
         failures, "lost_messages", lambda: resend_lost_messages(coordinator, resender, settings, now, failures)
     )
+    report.expired_keys = _part(failures, "idempotency_keys", lambda: delete_expired_idempotency_keys(coordinator, now))
     report.failed = failures.count
     return report
