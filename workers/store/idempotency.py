@@ -20,6 +20,7 @@ from psycopg.types.json import Jsonb
 from workers.store.queries import query
 
 CLAIM = query("claim_idempotency_key")
+CLAIM_ASYNC = query("claim_commits_asynchronously")
 SELECT = query("select_idempotency_key")
 FINISH = query("finish_idempotency_key")
 RELEASE = query("release_idempotency_key")
@@ -48,26 +49,35 @@ def claim(
 ) -> Stored | None:
     """Claim ``key`` for this request: None when claimed (run the request, then ``finish`` or
     ``release``), else what holds the key. ``conn`` must be in autocommit: the claim commits at once."""
-    for _ in range(3):  # (a key deleted between the two statements, by expiry: claim it again)
-        params = {
-            "project_id": project_id,
-            "key": key,
-            "request_hash": request_hash,
-            "lease": lease_seconds,
-            "ttl": ttl_seconds,
-        }
-        if conn.execute(CLAIM, params).fetchone() is not None:
+    key_params = {"project_id": project_id, "key": key}
+    params = {**key_params, "request_hash": request_hash, "lease": lease_seconds, "ttl": ttl_seconds}
+    for _ in range(3):  # (a key deleted between two statements, by expiry: look again)
+        # A repeat (a replay, or a 409) is answered by a read, without a write or a commit to wait for.
+        held = _held(conn.execute(SELECT, key_params).fetchone())
+        if held is not None and not (held.status is None and not held.locked and held.request_hash == request_hash):
+            return held
+        with conn.transaction():
+            conn.execute(CLAIM_ASYNC)
+            claimed = conn.execute(CLAIM, params).fetchone() is not None
+        if claimed:
             return None
-        row = conn.execute(SELECT, {"project_id": project_id, "key": key}).fetchone()
-        if row is not None and row["live"]:
-            return Stored(
-                request_hash=bytes(row["request_hash"]),
-                status=row["status"],
-                headers=dict(row["headers"]),
-                body=bytes(row["body"]) if row["body"] is not None else None,
-                locked=bool(row["locked"]),
-            )
+        held = _held(conn.execute(SELECT, key_params).fetchone())
+        if held is not None:
+            return held
     raise RuntimeError(f"could not claim idempotency key {key!r}")  # pragma: no cover - needs a 3-way race
+
+
+def _held(row: Any) -> Stored | None:
+    """What a live row holds (None: no row, or an expired one, which a claim takes over)."""
+    if row is None or not row["live"]:
+        return None
+    return Stored(
+        request_hash=bytes(row["request_hash"]),
+        status=row["status"],
+        headers=dict(row["headers"]),
+        body=bytes(row["body"]) if row["body"] is not None else None,
+        locked=bool(row["locked"]),
+    )
 
 
 def finish(

@@ -15,6 +15,12 @@ ON CONFLICT (project_id, key) DO UPDATE
     OR (k.status IS NULL AND k.locked_until <= now() AND k.request_hash = EXCLUDED.request_hash)
 RETURNING k.key
 
+-- name: claim_commits_asynchronously
+-- The claim's commit need not wait for its WAL to reach the disk: if the request's work commits,
+-- that (synchronous) commit flushes the claim's WAL before it; if the request writes nothing, the
+-- answer is stored with a synchronous commit. A claim lost by a Postgres crash had nothing after it.
+SET LOCAL synchronous_commit = off
+
 -- name: select_idempotency_key
 SELECT request_hash, status, headers, body, locked_until > now() AS locked, expires_at > now() AS live
   FROM idempotency_keys
