@@ -64,7 +64,8 @@ def replay_with(endpoint: str, replayer: Replayer) -> None:
 
 
 def store_instead(status: int, body: bytes, headers: dict[str, str]) -> None:
-    """Store this answer for the current request's key instead of its response (a stream)."""
+    """Store this answer for the current request's key instead of its response (a stream, or an
+    answer holding a secret that must not be stored). Does nothing for a request without a key."""
     g.idempotent_result = (status, headers, body)
 
 

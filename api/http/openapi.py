@@ -208,7 +208,13 @@ class ApiKeySchema(_Out):
 
 
 class ApiKeyCreatedSchema(ApiKeySchema):
-    key = fields.String(required=True, metadata={"description": "The secret (`sk_live_...`), shown this once."})
+    key = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={
+            "description": "The secret (`sk_live_...`), shown this once (`null` when an Idempotency-Key replays)."
+        },
+    )
 
 
 class AgentOutSchema(schemas.AgentSchema):

@@ -120,3 +120,18 @@ def test_the_cli_refuses_an_unknown_project_or_key(database_url: str) -> None:
     missions("keys", "create", "--project", "acme", DATABASE_URL=database_url)
     bad = missions("keys", "revoke", "--project", "acme", "key_nope", DATABASE_URL=database_url)
     assert bad.returncode != 0 and "not found" in bad.stderr
+
+
+def test_a_repeated_create_with_an_idempotency_key_creates_no_second_key_and_never_stores_the_secret(
+    client: FlaskClient, auth: dict[str, str], db: psycopg.Connection
+) -> None:
+    headers = {**auth, "Idempotency-Key": "new-key"}
+    first = client.post("/v1/keys", json={"name": "ci"}, headers=headers)
+    assert first.status_code == 201
+    secret = first.get_json()["key"]
+    again = client.post("/v1/keys", json={"name": "ci"}, headers=headers)
+    assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.get_json() == {**first.get_json(), "key": None}
+    assert len(client.get("/v1/keys", headers=auth).get_json()) == 2  # the fixture's and this one
+    stored = db.execute("SELECT body FROM idempotency_keys").fetchone()["body"]
+    assert secret.encode() not in bytes(stored)
