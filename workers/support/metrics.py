@@ -31,7 +31,15 @@ STEP_KEY = "missions:metrics:coordinator_step"  # hash: "le:<bucket>" (not cumul
 EVENTS_KEY = "missions:metrics:events"  # hash: event type -> count
 ISOLATED_KEY = "missions:metrics:isolated_failures"  # hash: part -> count
 # The parts whose failures are isolated: the tick's (workers.coordination.tick), the SSE wake-up hub's.
-ISOLATED_PARTS = ("schedules", "timers", "lost_workers", "stale_assessments", "lost_messages", "wakeup_hub")
+ISOLATED_PARTS = (
+    "schedules",
+    "timers",
+    "lost_workers",
+    "stale_assessments",
+    "lost_messages",
+    "idempotency_keys",
+    "wakeup_hub",
+)
 FLUSH_SECONDS = 1.0
 
 
