@@ -90,3 +90,26 @@ def test_a_get_carries_no_idempotency_key(served: str, api_key: str) -> None:
     client, adapter = client_losing(served, api_key, lose=0)
     client.list_missions()
     assert adapter.sent == [("GET", None)]
+
+
+def test_a_rate_limited_request_is_sent_again_after_retry_after(
+    settings: Any, api_key: str, db: psycopg.Connection
+) -> None:
+    from api.http.app import create_app
+    from workers.wiring import Services
+
+    limited = settings.replace(rate_limit=1, rate_limit_burst=1)
+    services = Services(limited)
+    server = make_server("127.0.0.1", 0, create_app(limited, services), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        client, adapter = client_losing(f"http://127.0.0.1:{server.server_port}", api_key, lose=0)
+        client.list_missions()  # the one request of this second
+        created = client.create_mission(copy.deepcopy(DEPLOY_PIPELINE))  # 429 first, then sent again
+        assert created["name"] == DEPLOY_PIPELINE["name"]
+        assert len(adapter.sent) >= 3 and len({key for method, key in adapter.sent if method == "POST"}) == 1
+        assert db.execute("SELECT count(*) AS n FROM missions").fetchone()["n"] == 1
+    finally:
+        server.shutdown()
+        services.close()
