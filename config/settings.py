@@ -190,6 +190,18 @@ SETTINGS_TABLE: tuple[Setting, ...] = (
             "Rows retention deletes or clears per transaction (the beat tick runs the batches)."),
     Setting("MISSIONS_RETENTION_SECONDS", "retention_seconds", _float_range(0.01, 60), 0.1,
             "Time retention may take per tick, between batches."),
+    Setting("MISSIONS_RATE_LIMIT", "rate_limit", _int_range(1, 1_000_000), 10,
+            "Requests a second one API key may make on average (a project may have its own: "
+            "`missions project limits`)."),
+    Setting("MISSIONS_RATE_LIMIT_BURST", "rate_limit_burst", _int_range(1, 10_000_000), 20,
+            "Requests one API key may make at once: any window of ceil(burst/rate) seconds holds at most this many."),
+    Setting("MISSIONS_MAX_STREAMS_PER_KEY", "max_streams_per_key", _int_range(1, 1_000_000), 20,
+            "Event streams one API key may hold open at once (across all API processes); one more gets 429."),
+    Setting("MISSIONS_IDEMPOTENCY_TTL_SECONDS", "idempotency_ttl_seconds", _float_range(60, 30 * 86_400), 86_400.0,
+            "How long the response to a request sent with an `Idempotency-Key` is kept and replayed."),
+    Setting("MISSIONS_IDEMPOTENCY_LEASE_SECONDS", "idempotency_lease_seconds", _float_range(1, 3600), 60.0,
+            "How long a request in progress holds its `Idempotency-Key`; a repeat after that (the first "
+            "request's process died) runs it again."),
     Setting("MISSIONS_LOG_LEVEL", "log_level", _choice("debug", "info", "warning", "error"), "info",
             "Log level of every process."),
     Setting("MISSIONS_LOG_FORMAT", "log_format", _choice("text", "json"), "text",
@@ -239,6 +251,11 @@ class Settings:
     retain_runs_days: float | None = None
     retention_batch: int = 1000
     retention_seconds: float = 0.1
+    rate_limit: int = 10
+    rate_limit_burst: int = 20
+    max_streams_per_key: int = 20
+    idempotency_ttl_seconds: float = 86_400.0
+    idempotency_lease_seconds: float = 60.0
     log_level: str = "info"
     log_format: str = "text"
 

@@ -37,7 +37,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter  # type: ignore[import-untyped,unused-ignore]
 
-from orchestrator.spec import AgentSpec, Expectation, MissionSpec, TaskSpec, parse_timestamp
+from orchestrator.spec import AgentSpec, Expectation, MissionSpec, TaskSpec, TeamSpec, parse_timestamp
 
 PROVIDERS = ("anthropic", "openai", "scripted")
 EXPECTATION_TYPES = ("criterion", "contains", "regex", "json_schema", "command")
@@ -115,6 +115,31 @@ def validate_mission(
         now=now,
     )
     return list(_walk(context))
+
+
+def validate_agent(
+    agent: AgentSpec,
+    *,
+    allow_commands: bool = False,
+    profiles: Mapping[str, str] | None = None,
+    allow_mission_endpoints: bool = False,
+) -> list[Problem]:
+    """Every problem of one reusable agent on its own (``PUT /agents/{name}``): the rules an agent of
+    a team must follow, with fields named relative to the agent (``model``, ``tools[0]``)."""
+    context = _Context(
+        spec=MissionSpec(name="", tasks=(), team=TeamSpec(name="", volatile=True, agents=(agent,))),
+        known_agents=frozenset(),
+        allow_commands=allow_commands,
+        max_tasks=DEFAULT_MAX_TASKS,
+        profiles=dict(profiles or {}),
+        allow_mission_endpoints=allow_mission_endpoints,
+    )
+    prefix = "team.agents[0]"
+    return [
+        Problem(problem.field.removeprefix(prefix).removeprefix(".") or "body", problem.message)
+        for rule in AGENT_RULES
+        for problem in rule(context, prefix, agent)
+    ]
 
 
 def find_cycle(edges: Mapping[str, Sequence[str]]) -> list[str] | None:

@@ -108,9 +108,20 @@ def redis_url(redis_server_url: str) -> str:
     return redis_server_url
 
 
+# Tests that are not about rate limits send requests as fast as they can from one key: they get a
+# limit they never reach (tests/integration/test_rate_limits.py sets its own).
+UNREACHED_RATE_LIMIT = 1_000_000
+
+
 @pytest.fixture
 def settings(database_url: str, redis_url: str, tmp_path: Path) -> Settings:
-    return Settings(database_url=database_url, redis_url=redis_url, data_dir=tmp_path / "data")
+    return Settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        data_dir=tmp_path / "data",
+        rate_limit=UNREACHED_RATE_LIMIT,
+        rate_limit_burst=UNREACHED_RATE_LIMIT,
+    )
 
 
 @pytest.fixture

@@ -10,6 +10,8 @@ creating ``Services`` connects to nothing:
 - ``dispatcher``: the after-commit sender (``workers.messaging.dispatch.Dispatcher``);
 - ``coordinator``: units of work on ``db`` that send through ``dispatcher``;
 - ``wakeups`` / ``wakeup_hub``: the wake-up publisher and the SSE streams' shared subscriber;
+- ``limits_redis``: a Redis client with short timeouts for the per-request checks (the rate
+  limiter's storage, ``stream_slots``: open event streams per key);
 - ``executor(worker)``: what runs attempts on a worker;
 - ``deliverer``: what sends webhook deliveries on a worker.
 
@@ -41,6 +43,7 @@ from workers.execution.providers import Providers
 from workers.execution.webhooks import Deliverer
 from workers.messaging.celery_app import create_celery, instrument_for_tracing, register_tasks
 from workers.messaging.dispatch import Dispatcher
+from workers.messaging.streams import StreamSlots
 from workers.messaging.wakeups import WakeupHub, WakeupPublisher
 from workers.store.db import Connection, Database, ensure_database, open_database
 from workers.store.events import latest_event_ids
@@ -48,6 +51,8 @@ from workers.support import embedded, instance, metrics, tracing
 from workers.support.clock import utcnow
 
 T = TypeVar("T")
+
+LIMITS_REDIS_TIMEOUT = 0.5  # seconds a per-request Redis check may wait before it fails open
 
 
 class Services:
@@ -67,6 +72,8 @@ class Services:
         self._dispatcher: Dispatcher | None = None
         self._coordinator: Coordinator | None = None
         self._deliverer: Deliverer | None = None
+        self._limits_redis: redis.Redis | None = None
+        self._stream_slots: StreamSlots | None = None
 
     def _once(self, attr: str, build: Callable[[], T]) -> T:
         """``self.<attr>``, built by ``build`` on first use, once however many threads ask (the lock
@@ -101,8 +108,32 @@ class Services:
         return client
 
     @property
+    def limits_redis(self) -> redis.Redis:
+        """A client for checks every request makes (rate limits, stream counts): a Redis that does not
+        answer costs a request at most ``LIMITS_REDIS_TIMEOUT`` before the check gives up (fails open)."""
+
+        def connect() -> redis.Redis:
+            if not self.settings.redis_url:
+                raise ValueError("REDIS_URL is not set (use `missions up` for the embedded default)")
+            client: redis.Redis = redis.Redis.from_url(
+                self.settings.redis_url,
+                socket_connect_timeout=LIMITS_REDIS_TIMEOUT,
+                socket_timeout=LIMITS_REDIS_TIMEOUT,
+                health_check_interval=30,
+            )
+            return client
+
+        return self._once("_limits_redis", connect)
+
+    @property
     def redis(self) -> redis.Redis:
         return self._once("_redis", self._connect_redis)
+
+    @property
+    def stream_slots(self) -> StreamSlots:
+        """Open event streams per API key, across processes; a slot lives while its stream refreshes it."""
+        ttl = max(30.0, 4 * self.settings.sse_heartbeat_seconds)  # (a stream sends at least every heartbeat)
+        return self._once("_stream_slots", lambda: StreamSlots(self.limits_redis, ttl))
 
     @property
     def celery(self) -> Celery:
@@ -176,6 +207,10 @@ class Services:
         if self._redis is not None:
             self._redis.close()
             self._redis = None
+        self._stream_slots = None
+        if self._limits_redis is not None:
+            self._limits_redis.close()
+            self._limits_redis = None
         if self._celery is not None:
             self._celery.close()
             self._celery = None

@@ -8,6 +8,13 @@ than ``read_timeout`` although the server sends a comment every 15 s), it reconn
 any event at or below that id is dropped here as well, so a caller never sees an event twice or
 misses one. It gives up (``StreamLost``) only after ``give_up_after`` seconds without a working
 connection.
+
+Every POST, PATCH and DELETE carries an ``Idempotency-Key`` (a new one per call), so the JSON
+routes may be sent again safely: when the answer is lost after the request left (the connection
+dropped or the read timed out), or the server asks for a retry (429, 503, or a 409 saying the same
+request is still in progress), the same request goes again with the same key, up to ``RETRIES``
+times, after ``Retry-After`` (at most ``MAX_RETRY_WAIT`` seconds); the server runs it at most once
+and a repeat gets the first answer. A server that cannot be reached at all fails at once.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import codecs
 import json
 import re
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +32,9 @@ import requests
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 USER_AGENT = "missions-cli"
+RETRIES = 3  # sends of one JSON request after the first
+MAX_RETRY_WAIT = 10.0  # seconds: a longer Retry-After is not waited for
+MUTATING = frozenset({"POST", "PATCH", "DELETE"})
 
 
 class ApiError(Exception):
@@ -95,14 +106,25 @@ class Client:
         params: Mapping[str, Any] | None = None,
         expect: tuple[int, ...] = (200, 201, 202, 204),
     ) -> Any:
-        try:
-            response = self.session.request(
-                method, f"{self.base}{path}", json=json_body, params=params, timeout=self.timeout
-            )
-        except requests.RequestException as exc:
-            raise ApiError(
-                f"cannot reach {self.base} ({_why(exc)}); is the server running? (`missions up`, or pass --url)"
-            ) from None
+        headers = {"Idempotency-Key": f"missions-cli-{uuid.uuid4()}"} if method in MUTATING else {}
+        for attempt in range(RETRIES + 1):
+            last = attempt == RETRIES
+            try:
+                response = self.session.request(
+                    method, f"{self.base}{path}", json=json_body, params=params, headers=headers, timeout=self.timeout
+                )
+            except requests.RequestException as exc:
+                if last or not _maybe_sent(exc):  # (a GET is safe to send again; the rest carry a key)
+                    raise ApiError(
+                        f"cannot reach {self.base} ({_why(exc)}); is the server running? (`missions up`, or pass --url)"
+                    ) from None
+                time.sleep(self.reconnect_delay * 2**attempt)
+                continue
+            wait = _retry_after(response)
+            if last or wait is None:
+                break
+            response.close()
+            time.sleep(wait)
         if response.status_code not in expect:
             raise _error_of(response)
         if response.status_code == 204 or not response.content:
@@ -236,6 +258,36 @@ class Client:
                 on_reconnect(f"{problem}; reconnecting after event {last_id}")
             time.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
+
+
+def _maybe_sent(exc: requests.RequestException) -> bool:
+    """Whether the request may have reached the server (its answer was lost), not refused at connect."""
+    if isinstance(exc, (requests.ConnectTimeout, requests.exceptions.SSLError)):
+        return False
+    if isinstance(exc, (requests.ReadTimeout, requests.exceptions.ChunkedEncodingError)):
+        return True
+    text = str(exc)
+    return isinstance(exc, requests.ConnectionError) and not any(
+        needle in text for needle in ("Connection refused", "Name or service not known", "NewConnectionError")
+    )
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    """Seconds to wait before sending the request again, when the server asks for that; else None."""
+    in_progress = False
+    if response.status_code == 409:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        in_progress = isinstance(body, Mapping) and (body.get("details") or {}).get("reason") == "in_progress"
+    if response.status_code not in (429, 503) and not in_progress:
+        return None
+    try:
+        seconds = float(response.headers.get("Retry-After", "1"))
+    except ValueError:
+        seconds = 1.0
+    return max(0.0, seconds) if seconds <= MAX_RETRY_WAIT else None
 
 
 def _why(exc: requests.RequestException) -> str:

@@ -18,6 +18,7 @@ def main() -> None:
 
 main.add_command(server_commands.db)
 main.add_command(server_commands.keys)
+main.add_command(server_commands.project)
 main.add_command(server_commands.api_command)
 main.add_command(server_commands.worker_command)
 main.add_command(server_commands.beat_command)

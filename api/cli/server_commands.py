@@ -7,7 +7,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -83,24 +86,121 @@ def _bytes(n: int) -> str:
 
 @click.group()
 def keys() -> None:
-    """API keys."""
+    """API keys of a project (on the server's database; the API has /v1/keys too)."""
+
+
+def _project_name(project: str) -> str:
+    if not project.strip() or len(project) > 200:
+        raise click.BadParameter("a project name has 1 to 200 characters", param_hint="--project")
+    return project.strip()
+
+
+@contextmanager
+def _database() -> Iterator[Any]:
+    """A connection to the server's database, migrated first; store errors as CLI errors."""
+    from workers.store.db import connect, upgrade
+    from workers.support.errors import MissionsError
+
+    url = database_url(load_settings())
+    upgrade(url)
+    try:
+        with connect(url) as conn:
+            yield conn
+    except MissionsError as exc:
+        raise click.ClickException(exc.message) from None
+
+
+def _project_id(conn: Any, project: str) -> str:
+    from workers.store.projects import project_by_name
+
+    return str(project_by_name(conn, _project_name(project))["id"])
 
 
 @keys.command("create")
 @click.option("--project", required=True, help="Project the key belongs to (created if new).")
-def keys_create(project: str) -> None:
+@click.option("--name", default=None, help="A name to tell the key apart by (e.g. ci, laptop).")
+def keys_create(project: str, name: str | None) -> None:
     """Create an API key; the key is the last line of output."""
-    from workers.store.db import connect, upgrade
     from workers.store.projects import create_key
 
-    if not project.strip() or len(project) > 200:
-        raise click.BadParameter("a project name has 1 to 200 characters", param_hint="--project")
-    url = database_url(load_settings())
-    upgrade(url)
-    with connect(url) as conn:
-        secret = create_key(conn, project.strip())
+    with _database() as conn:
+        secret = create_key(conn, _project_name(project), name)
     click.echo(f"created a key for project {project.strip()!r}; it is shown only once:", err=False)
     click.echo(secret)
+
+
+@keys.command("list")
+@click.option("--project", required=True, help="The project whose keys to list.")
+def keys_list(project: str) -> None:
+    """The project's keys: id, prefix, name, created, last used, revoked (never a secret)."""
+    from workers.store.projects import list_keys
+
+    with _database() as conn:
+        rows = list_keys(conn, _project_id(conn, project))
+    click.echo(f"{'id':<33} {'prefix':<13} {'name':<16} {'created':<20} {'last used':<20} revoked")
+    for row in rows:
+        click.echo(
+            f"{row['id']:<33} {row['prefix']:<13} {row['name'] or '-':<16} {_when(row['created_at']):<20} "
+            f"{_when(row['last_used_at']):<20} {_when(row['revoked_at'])}"
+        )
+
+
+def _when(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else "-"
+
+
+@keys.command("revoke")
+@click.option("--project", required=True, help="The project the key belongs to.")
+@click.argument("key_id")
+def keys_revoke(project: str, key_id: str) -> None:
+    """Revoke the key KEY_ID (see `keys list`): refused by the very next request."""
+    from workers.store.projects import revoke_key
+
+    with _database() as conn:
+        revoke_key(conn, _project_id(conn, project), key_id)
+    click.echo(f"revoked {key_id}")
+
+
+@keys.command("rotate")
+@click.option("--project", required=True, help="The project the key belongs to.")
+@click.argument("key_id")
+def keys_rotate(project: str, key_id: str) -> None:
+    """Revoke KEY_ID and create its successor (same name) at once; the new key is the last line."""
+    from workers.store.projects import rotate_key
+
+    with _database() as conn:
+        created = rotate_key(conn, _project_id(conn, project), key_id)
+    click.echo(f"revoked {key_id}; its successor {created.row['id']} is shown only once:")
+    click.echo(created.secret)
+
+
+@click.group()
+def project() -> None:
+    """Projects (on the server's database)."""
+
+
+@project.command("limits")
+@click.option("--project", "name", required=True, help="The project.")
+@click.option("--rate", type=click.IntRange(1, 1_000_000), default=None, help="Requests a second per key.")
+@click.option("--burst", type=click.IntRange(1, 10_000_000), default=None, help="Requests at once per key.")
+@click.option("--default", "use_default", is_flag=True, help="Use the server's MISSIONS_RATE_LIMIT(_BURST) again.")
+def project_limits(name: str, rate: int | None, burst: int | None, use_default: bool) -> None:
+    """Show or set the project's own rate limit per API key (takes effect on the next request)."""
+    from workers.store.projects import project_by_name, set_rate_limit
+
+    if use_default and (rate is not None or burst is not None):
+        raise click.UsageError("--default sets both back; give it without --rate or --burst")
+    with _database() as conn:
+        row = project_by_name(conn, _project_name(name))
+        if use_default or rate is not None or burst is not None:
+            new_rate = None if use_default else (rate if rate is not None else row["rate_limit"])
+            new_burst = None if use_default else (burst if burst is not None else row["rate_limit_burst"])
+            row = set_rate_limit(conn, row["name"], new_rate, new_burst)
+    settings = load_settings()
+    rate_now = row["rate_limit"] or settings.rate_limit
+    burst_now = max(row["rate_limit_burst"] or settings.rate_limit_burst, rate_now)
+    source = "the project's own" if row["rate_limit"] or row["rate_limit_burst"] else "the server's"
+    click.echo(f"project {row['name']!r}: {rate_now} requests/s per key, bursts of {burst_now} ({source})")
 
 
 @click.command("api")

@@ -9,8 +9,10 @@ from typing import Any
 
 from flask import Flask, Response, jsonify
 
-from api.http import dashboard, errors, metrics
+from api.http import dashboard, errors, metrics, ratelimit
+from api.http.agents import blueprint as agents_blueprint
 from api.http.control_routes import blueprint as control_blueprint
+from api.http.keys import blueprint as keys_blueprint
 from api.http.openapi import blueprint as docs_blueprint
 from api.http.routes import blueprint as missions_blueprint
 from api.http.webhooks import blueprint as webhooks_blueprint
@@ -33,11 +35,14 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app = Flask("missions", static_folder=None)  # (Flask would serve ./static from the working directory)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["missions"] = services or Services(settings)
+    app.extensions["missions"] = services = services or Services(settings)
     errors.register(app)
+    ratelimit.install(app, services)
     app.register_blueprint(missions_blueprint, url_prefix="/v1")
     app.register_blueprint(webhooks_blueprint, url_prefix="/v1")
     app.register_blueprint(control_blueprint, url_prefix="/v1")
+    app.register_blueprint(keys_blueprint, url_prefix="/v1")
+    app.register_blueprint(agents_blueprint, url_prefix="/v1")
     app.register_blueprint(docs_blueprint)  # /v1/openapi.json and /docs, without a key
     metrics.install(app, token=settings.metrics_token)  # /metrics, without an API key
     app.wsgi_app = _waiting_at_most(POOL_WAIT_SECONDS, app.wsgi_app)  # type: ignore[method-assign]

@@ -10,7 +10,7 @@ from typing import Any
 from flask import Blueprint, g, jsonify
 
 from api.http import render, schemas
-from api.http.routes import authenticate, check_url, json_body, mission_command, services
+from api.http.routes import json_body, mission_command, protect, services
 from orchestrator.engine import ReviewDecision
 from workers.coordination import runs
 from workers.coordination.advance import UnitOfWork
@@ -19,8 +19,7 @@ from workers.store.usage import mission_usage
 from workers.support.clock import utcnow
 
 blueprint = Blueprint("control_v1", __name__)
-blueprint.before_request(check_url)
-blueprint.before_request(authenticate)
+protect(blueprint)  # parameters, key, rate limit, Idempotency-Key: as every /v1 blueprint
 
 Command = Callable[[UnitOfWork, str, str, str, Any], object]
 
@@ -57,7 +56,7 @@ def cancel_task(mission_id: str, task_id: str) -> Any:
 def review(mission_id: str) -> Any:
     body = json_body(schemas.REVIEW)
     decision, feedback, redo = ReviewDecision(body["decision"]), body.get("feedback"), tuple(body.get("redo") or ())
-    who = (g.key.key_id, g.key.name)
+    who = (g.identity.key_id, g.identity.name)
     return mission_command(
         mission_id, lambda uow: runs.review(uow, g.project_id, mission_id, decision, feedback, redo, who, utcnow())
     )

@@ -26,6 +26,8 @@ from flask import Blueprint, Flask, Response, current_app, jsonify
 from marshmallow import EXCLUDE, Schema, fields, validate
 
 from api.http import schemas
+from api.http.agents import AGENT_PUT
+from api.http.keys import KEY_CREATE
 from api.http.limits import LIMIT_REQUEST_FIELD_SIZE, LIMIT_REQUEST_FIELDS, LIMIT_REQUEST_LINE
 from api.http.routes import PARAM_NAMES
 from api.http.webhook_schemas import DELIVERIES_QUERY, WEBHOOK, WEBHOOK_PATCH
@@ -480,6 +482,37 @@ class DeliveryPageSchema(_Out):
     nextCursor = fields.String(allow_none=True, metadata={"description": "Pass as `?cursor=` for the next page."})
 
 
+class ApiKeySchema(_Out):
+    id = fields.String(required=True, metadata={"example": "key_4h2k9x7q0c1v2b3n4m5l6k7j"})
+    prefix = fields.String(required=True, metadata={"description": "The first characters of the secret."})
+    name = fields.String(required=True, allow_none=True)
+    createdAt = fields.String(required=True, metadata={"format": "date-time"})
+    lastUsedAt = fields.String(
+        required=True, allow_none=True, metadata={"format": "date-time", "description": "To the minute."}
+    )
+    revoked = fields.Boolean(required=True)
+    revokedAt = fields.String(required=True, allow_none=True, metadata={"format": "date-time"})
+
+
+class ApiKeyCreatedSchema(ApiKeySchema):
+    key = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={
+            "description": "The secret (`sk_live_...`), shown this once (`null` when an Idempotency-Key replays)."
+        },
+    )
+
+
+class AgentOutSchema(schemas.AgentSchema):
+    """A reusable agent as stored, with when it last changed."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    updatedAt = fields.String(required=True, metadata={"format": "date-time"})
+
+
 class HealthSchema(_Out):
     status = fields.String(required=True, validate=validate.OneOf(["ok"]))
 
@@ -890,6 +923,60 @@ DOCS: dict[tuple[str, str], Doc] = {
         responses={202: ("The delivery, due now.", "Delivery")},
         errors=(404, 409),
     ),
+    ("keys_v1.list_keys", "GET"): Doc(
+        "List API keys",
+        "The project's keys, oldest first, revoked ones included. Secrets are never shown again (only "
+        "their SHA-256 digest is stored); `prefix` tells keys apart. `lastUsedAt` is updated at most once "
+        "a minute.",
+        tag="Keys",
+        responses={200: ("The keys.", "ApiKey[]")},
+    ),
+    ("keys_v1.create_key", "POST"): Doc(
+        "Create an API key",
+        "A new key of the project. The response holds its secret (`key`): the only time it is shown.",
+        tag="Keys",
+        body="KeyCreate",
+        body_required=False,
+        example={"name": "ci"},
+        responses={201: ("The key, with its secret; `Location` names it.", "ApiKeyCreated")},
+        errors=(400, 413, 415),
+    ),
+    ("keys_v1.revoke_key", "DELETE"): Doc(
+        "Revoke an API key",
+        "Revokes the key at once on every API process (its next request is a 401). Revoking a revoked "
+        "key changes nothing. The key stays listed, with `revokedAt`.",
+        tag="Keys",
+        responses={200: ("The revoked key.", "ApiKey")},
+        errors=(404,),
+    ),
+    ("agents_v1.list_agents", "GET"): Doc(
+        "List reusable agents",
+        "The project's agents, kept from non-volatile teams or put here, by name.",
+        tag="Agents",
+        responses={200: ("The agents.", "ReusableAgent[]")},
+    ),
+    ("agents_v1.get_agent", "GET"): Doc(
+        "Get a reusable agent", tag="Agents", responses={200: ("The agent.", "ReusableAgent")}, errors=(404,)
+    ),
+    ("agents_v1.put_agent", "PUT"): Doc(
+        "Create or replace a reusable agent",
+        "Validated as a team's agent is (model, profile, tools, endpoints). Missions that name the agent use "
+        "this configuration from their next run on; a run keeps the configuration it started with. A "
+        "mission whose non-volatile team defines this agent differently is refused with a 409 until the "
+        "two agree.",
+        tag="Agents",
+        body="ReusableAgentPut",
+        example={"role": "Writes", "model": "scripted/demo"},
+        responses={200: ("Replaced.", "ReusableAgent"), 201: ("Created.", "ReusableAgent")},
+        errors=(400, 413, 415),
+    ),
+    ("agents_v1.delete_agent", "DELETE"): Doc(
+        "Delete a reusable agent",
+        "409 naming the missions that still need it (their tasks name it and their own team does not define it).",
+        tag="Agents",
+        responses={204: ("Deleted.", None)},
+        errors=(404, 409),
+    ),
     ("healthz", "GET"): Doc(
         "Liveness",
         "200 while the process serves requests; checks nothing else.",
@@ -935,6 +1022,9 @@ _ERROR_TEXT = {
     409: "Conflicts with the mission's current state.",
     413: "Body larger than MISSIONS_MAX_BODY_BYTES.",
     415: "The body is not `application/json`.",
+    429: "Rate limited: this key made more requests than its limit allows (`X-RateLimit-*` say how many and "
+    "when there is room again), or holds as many event streams as it may. Nothing was done; send the request "
+    "again after `Retry-After` seconds.",
     503: "Unavailable: Postgres cannot be reached now (down, restarting, or no connection free within a few "
     "seconds); send the request again after `Retry-After` seconds.",
 }
@@ -951,6 +1041,23 @@ _PAGE_HEADERS = {
         "description": 'On a full page only: `<URL of the next page>; rel="next"`.',
         "schema": {"type": "string"},
     },
+}
+_RATE_LIMIT_HEADERS = {
+    "X-RateLimit-Limit": {
+        "description": "Requests this key may make in one window (`MISSIONS_RATE_LIMIT_BURST` by default).",
+        "schema": {"type": "integer"},
+    },
+    "X-RateLimit-Remaining": {"description": "Requests left in the current window.", "schema": {"type": "integer"}},
+    "X-RateLimit-Reset": {"description": "Unix time when the window has room again.", "schema": {"type": "integer"}},
+}
+IDEMPOTENCY_HEADER = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x21-\\x7e]+$"},
+    "description": "Makes a retry safe: the first response to this key (per project) is kept for 24 h and a "
+    "repeat of the same request gets it again (`Idempotent-Replayed: true`) without doing anything again. The "
+    "same key with another request, or while the first is in progress, is a 409.",
 }
 _RULE_PARAM = re.compile(r"<(?:[a-z_]+:)?([a-z_]+)>")
 
@@ -980,7 +1087,15 @@ def build_spec(app: Flask, *, strict: bool = False) -> dict[str, Any]:
             f"over {LIMIT_REQUEST_LINE} bytes (414) and more than {LIMIT_REQUEST_FIELDS} headers or one over "
             f"{LIMIT_REQUEST_FIELD_SIZE} bytes (431), in the same shape."
         },
-        tags=[{"name": "Missions"}, {"name": "Tasks"}, {"name": "Runs"}, {"name": "Webhooks"}, {"name": "Operations"}],
+        tags=[
+            {"name": "Missions"},
+            {"name": "Tasks"},
+            {"name": "Runs"},
+            {"name": "Webhooks"},
+            {"name": "Keys"},
+            {"name": "Agents"},
+            {"name": "Operations"},
+        ],
     )
     assert plugin.converter is not None
     plugin.converter.add_attribute_function(_exclusive_bounds)  # type: ignore[no-untyped-call]
@@ -1010,6 +1125,11 @@ def build_spec(app: Flask, *, strict: bool = False) -> dict[str, Any]:
         ("Event", EventSchema),
         ("AttemptPage", AttemptPageSchema),
         ("Report", ReportSchema),
+        ("KeyCreate", KEY_CREATE),
+        ("ApiKey", ApiKeySchema),
+        ("ApiKeyCreated", ApiKeyCreatedSchema),
+        ("ReusableAgentPut", AGENT_PUT),
+        ("ReusableAgent", AgentOutSchema),
         ("Health", HealthSchema),
         ("Ready", ReadySchema),
     ):
@@ -1019,8 +1139,10 @@ def build_spec(app: Flask, *, strict: bool = False) -> dict[str, Any]:
             "description": text,
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
         }
-        if status == 503:
+        if status in (429, 503):
             response["headers"] = _RETRY_AFTER
+        if status == 429:
+            response["headers"] = {**_RETRY_AFTER, **_RATE_LIMIT_HEADERS}
         spec.components.response(f"E{status}", response)
 
     by_path: dict[str, dict[str, Any]] = {}
@@ -1039,13 +1161,13 @@ def build_spec(app: Flask, *, strict: bool = False) -> dict[str, Any]:
                     "responses": {"default": {"description": "Undocumented."}},
                 }
                 continue
-            by_path.setdefault(path, {})[method.lower()] = _operation(rule.endpoint, rule.arguments, doc)
+            by_path.setdefault(path, {})[method.lower()] = _operation(rule.endpoint, rule.arguments, doc, method)
     for path, operations in by_path.items():
         spec.path(path=path, operations=operations)
     return spec.to_dict()
 
 
-def _operation(endpoint: str, arguments: Any, doc: Doc) -> dict[str, Any]:
+def _operation(endpoint: str, arguments: Any, doc: Doc, method: str) -> dict[str, Any]:
     name = endpoint.rsplit(".", 1)[-1]
     operation: dict[str, Any] = {
         "operationId": re.sub(r"_([a-z])", lambda m: m.group(1).upper(), name),
@@ -1062,6 +1184,8 @@ def _operation(endpoint: str, arguments: Any, doc: Doc) -> dict[str, Any]:
     if doc.query is not None:
         parameters.append({"in": "query", "schema": doc.query})
     parameters.extend(doc.headers)
+    if doc.auth and method in ("POST", "PATCH", "DELETE"):
+        parameters.append(IDEMPOTENCY_HEADER)
     if parameters:
         operation["parameters"] = parameters
     if doc.body:
@@ -1071,16 +1195,20 @@ def _operation(endpoint: str, arguments: Any, doc: Doc) -> dict[str, Any]:
         operation["requestBody"] = {"required": doc.body_required, "content": {"application/json": media}}
     for status, (text, schema) in sorted(doc.responses.items()):
         operation["responses"][str(status)] = _response(text, schema)
+        if doc.auth:
+            operation["responses"][str(status)]["headers"] = dict(_RATE_LIMIT_HEADERS)
     if doc.json_alternative is not None:
         alternative = _response("", doc.json_alternative)["content"]
         operation["responses"]["200"].setdefault("content", {}).update(alternative)
     if doc.paged:
-        operation["responses"]["200"]["headers"] = _PAGE_HEADERS
+        operation["responses"]["200"].setdefault("headers", {}).update(_PAGE_HEADERS)
     errors = doc.errors
     if arguments or doc.query is not None:
         errors = (*errors, 400)  # a parameter the server refuses (a NUL character, a bound)
     if doc.auth:
-        errors = (*errors, 401, 503)  # (the key is looked up in Postgres)
+        errors = (*errors, 401, 429, 503)  # (the key is looked up in Postgres; every key is rate limited)
+    if doc.auth and method in ("POST", "PATCH", "DELETE"):
+        errors = (*errors, 400, 409)  # (a malformed Idempotency-Key; the key reused or in progress)
     for status in sorted(set(errors)):
         operation["responses"][str(status)] = {"$ref": f"#/components/responses/E{status}"}
     operation["security"] = [{"bearer": []}] if doc.auth else []

@@ -297,3 +297,21 @@ def delivery(row: Mapping[str, Any]) -> dict[str, Any]:
             for a in row["attempt_list"]
         ],
     }
+
+
+def api_key(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A key as listed: never its secret (only its digest is stored)."""
+    return {
+        "id": row["id"],
+        "prefix": row["prefix"],
+        "name": row["name"],
+        "createdAt": _ts(row["created_at"]),
+        "lastUsedAt": _ts(row["last_used_at"]),
+        "revoked": row["revoked_at"] is not None,
+        "revokedAt": _ts(row["revoked_at"]),
+    }
+
+
+def agent(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A reusable agent: its configuration as stored, and when it last changed."""
+    return {**row["document"], "name": row["name"], "updatedAt": _ts(row["updated_at"])}

@@ -8,8 +8,9 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from marshmallow import Schema
 
-from api.http import cursors, render, schemas, sse
+from api.http import cursors, idempotency, ratelimit, render, schemas, sse
 from api.http.errors import error_response
+from api.http.limits import open_stream
 from workers.coordination import runs
 from workers.coordination.advance import UnitOfWork
 from workers.store import events as event_log
@@ -32,7 +33,6 @@ def limits() -> missions.Limits:
     return missions.Limits.from_settings(settings)
 
 
-@blueprint.before_request
 def check_url() -> None:
     """Path and query parameters hold text Postgres can store (no NUL, no unpaired surrogate): any
     other is a 400 naming the parameter, before it reaches a query."""
@@ -54,21 +54,36 @@ PARAM_NAMES = {
     "run_id": "runId",
     "webhook_id": "webhookId",
     "delivery_id": "deliveryId",
+    "key_id": "keyId",
 }
 
 
-@blueprint.before_request
 def authenticate() -> Response | None:
+    """The key of every request is looked up in Postgres (one read; no cache), so a revoked key is
+    refused at once by every API process."""
     header = request.headers.get("Authorization", "")
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
         return _unauthorized("missing API key: send Authorization: Bearer sk_live_...")
     with services().autocommit() as conn:  # one read: no BEGIN/COMMIT round trips
-        key = projects.key_for_secret(conn, secret.strip())
-    if key is None:
+        identity = projects.identify(conn, secret.strip())
+    if identity is None:
         return _unauthorized("invalid API key")
-    g.project_id, g.key = key.project_id, key
+    g.identity = identity
+    g.project_id = identity.project_id
     return None
+
+
+def protect(bp: Blueprint) -> None:
+    """The hooks of every /v1 blueprint, in order: parameters checked, key authenticated, request
+    counted against the key's rate limit, ``Idempotency-Key`` honoured."""
+    bp.before_request(check_url)
+    bp.before_request(authenticate)
+    bp.before_request(ratelimit.check)
+    idempotency.install(bp)
+
+
+protect(blueprint)
 
 
 def _unauthorized(message: str) -> Response:
@@ -193,15 +208,36 @@ def wants_stream() -> bool:
 @blueprint.post("/missions/<mission_id>/execute")
 def execute(mission_id: str) -> Any:
     data = json_body(schemas.EXECUTE, optional=True).get("data")
+    if wants_stream():
+        return open_stream(lambda: _execute(mission_id, data, stream=True))
+    return _execute(mission_id, data, stream=False)
+
+
+def _execute(mission_id: str, data: dict[str, Any] | None, *, stream: bool) -> Response:
     with services().coordinator.transaction() as uow:
         run_id, _, row, usage = runs.execute(uow, g.project_id, mission_id, limits(), utcnow(), data)
-    if wants_stream():
-        return sse.stream_run(mission_id, run_id, None)
     # The run as this request committed it; workers may have moved it on since (GET its Location).
     response = jsonify(render.run(row, usage=usage))
     response.status_code = 202
     response.headers["Location"] = f"/v1/missions/{mission_id}/runs/{run_id}"
-    return response
+    if not stream:
+        return response
+    # A repeat with the same Idempotency-Key streams this run again (``_replay_execute``).
+    kept = {name: response.headers[name] for name in idempotency.KEPT_HEADERS}
+    idempotency.store_instead(202, response.get_data(), kept)
+    return sse.stream_run(mission_id, run_id, None)
+
+
+def _replay_execute(stored: Any) -> Response | None:
+    """A repeated streamed execute streams the run the first request started, from its start."""
+    if stored.status != 202 or not wants_stream():
+        return None
+    mission_id = (request.view_args or {})["mission_id"]
+    run_id = str(idempotency.json_body(stored)["id"])  # type: ignore[index]
+    return open_stream(lambda: sse.stream_run(mission_id, run_id, None))
+
+
+idempotency.replay_with("missions_v1.execute", _replay_execute)
 
 
 @blueprint.get("/missions/<mission_id>/events")
@@ -222,7 +258,7 @@ def events(mission_id: str) -> Any:
             rows = event_log.list_events(conn, run_id, start, query["limit"])
     if page:
         return cursors.page([render.event(row) for row in rows], rows, query["limit"], ("id",))
-    return sse.stream_run(mission_id, run_id, last_event_id)
+    return open_stream(lambda: sse.stream_run(mission_id, run_id, last_event_id))
 
 
 def wants_json() -> bool:

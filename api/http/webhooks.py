@@ -13,7 +13,7 @@ from typing import Any
 from flask import Blueprint, g, jsonify, request
 
 from api.http import render
-from api.http.routes import authenticate, check_url, json_body, services
+from api.http.routes import json_body, protect, services
 from api.http.webhook_schemas import DELIVERIES_QUERY, WEBHOOK, WEBHOOK_PATCH
 from orchestrator.webhooks import SECRET_MIN_BYTES, make_secret
 from workers.execution import egress
@@ -23,8 +23,7 @@ from workers.support.errors import Conflict, Invalid, NotFound
 from workers.support.ids import new_id
 
 blueprint = Blueprint("webhooks_v1", __name__)
-blueprint.before_request(check_url)
-blueprint.before_request(authenticate)
+protect(blueprint)  # parameters, key, rate limit, Idempotency-Key: as every /v1 blueprint
 
 
 def _vetted_url(url: str) -> None:

@@ -23,6 +23,9 @@ def stack_env(database_url: str, redis_url: str, data_dir: Path) -> dict[str, st
             "MISSIONS_WORKER_LOST_SECONDS": "3",
             "MISSIONS_REQUEUE_SECONDS": "2",
             "MISSIONS_LOG_LEVEL": "info",
+            # (Tests poll as fast as they like; tests/e2e/test_clients.py sets a real limit.)
+            "MISSIONS_RATE_LIMIT": "1000000",
+            "MISSIONS_RATE_LIMIT_BURST": "1000000",
         }
     )
     return env

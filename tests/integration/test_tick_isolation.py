@@ -311,3 +311,27 @@ def test_isolated_failures_are_exposed_on_the_metrics(client: FlaskClient, servi
     assert samples[("missions_isolated_failures_total", (("part", "timers"),))] == 2
     assert samples[("missions_isolated_failures_total", (("part", "wakeup_hub"),))] == 1
     assert samples[("missions_isolated_failures_total", (("part", "lost_messages"),))] == 0  # every part shown
+
+
+def test_the_tick_deletes_expired_idempotency_keys_and_a_failure_there_is_isolated(
+    services: Services, executor: Executor, db: psycopg.Connection, monkeypatch: pytest.MonkeyPatch, counted: None
+) -> None:
+    project = db.execute("INSERT INTO projects (id, name) VALUES ('prj_i', 'i') RETURNING id").fetchone()["id"]
+    db.execute(
+        "INSERT INTO idempotency_keys (project_id, key, request_hash, status, expires_at)"
+        " SELECT %s, 'k' || n, '\\x00', 200, now() - interval '1 second' FROM generate_series(1, 3) n",
+        (project,),
+    )
+    report = tick.tick(executor.coordinator, executor.coordinator.sender, services.settings, utcnow())
+    assert report.expired_keys == 3 and report.failed == 0
+    assert db.execute("SELECT count(*) AS n FROM idempotency_keys").fetchone()["n"] == 0
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("delete failed")
+
+    monkeypatch.setattr(tick.idempotency, "delete_expired", broken)
+    _start(services, "unsent", {}, [{"output": "ok"}])
+    later = utcnow() + timedelta(seconds=services.settings.requeue_seconds + 1)
+    report = tick.tick(executor.coordinator, executor.coordinator.sender, services.settings, later)
+    assert report.failed == 1 and report.resent == 1
+    assert _isolated()["idempotency_keys"] == 1

@@ -815,3 +815,14 @@ def test_gate_dependency_check_matches_reachability_even_with_cycles(
     doc["qualityGates"] = [{"afterTasks": [f"n{after}"], "blocksTasks": [f"n{blocked}"]}]
     gate_problems = [p for p in problems(doc) if p.field.startswith("qualityGates")]
     assert (gate_problems == []) == reaches(edges_of(doc), f"n{blocked}", f"n{after}")
+
+
+def test_a_reusable_agent_is_validated_like_a_team_agent_with_fields_named_on_it() -> None:
+    from orchestrator.spec import AgentSpec
+    from orchestrator.validation import validate_agent
+
+    agent = AgentSpec.from_document({"name": "a", "model": "gpt-4", "tools": ["shell", "nope"], "apiKeyEnv": "X"})
+    problems = validate_agent(agent)
+    assert [p.field for p in problems] == ["model", "apiKeyEnv", "tools[1]", "tools[0]"]
+    assert validate_agent(agent, allow_commands=True, allow_mission_endpoints=True)[0].field == "model"
+    assert validate_agent(AgentSpec.from_document({"name": "a", "model": "scripted/x"})) == []

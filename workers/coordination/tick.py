@@ -21,7 +21,10 @@ coordinator step they feed; lost attempts are marked in the same transaction as 
   queue is not empty the attempt may just be waiting in it, so the gaps between the re-sends of one
   attempt double (``attempts.take_unsent``): a lost message goes again after about as long as its
   attempt had already waited, and a long, healthy queue gets a few duplicates per attempt, not one
-  per tick.
+  per tick;
+- expired idempotency keys: stored responses past their time are deleted in small batches
+  (``IDEMPOTENCY_BATCH`` rows a statement, at most ``IDEMPOTENCY_BATCHES`` statements a tick), so
+  that a backlog never makes one tick long.
 
 **One failing item never stops the others.** Each part runs in its own guard, and within a part
 each item (a timer, a lost attempt, a mission's fire, a re-send) in its own: an exception is logged
@@ -50,7 +53,7 @@ from orchestrator.engine import TaskClaimed, WorkerLost, timer_event
 from workers.coordination import schedules
 from workers.coordination.advance import Coordinator
 from workers.coordination.outcome import Resender
-from workers.store import attempts, retention, slots, timers, webhooks
+from workers.store import attempts, idempotency, retention, slots, timers, webhooks
 from workers.store.db import is_transient
 from workers.store.missions import Limits
 from workers.support import metrics
@@ -62,6 +65,8 @@ FAILED_TIMER_DELAY = timedelta(seconds=60)  # a timer whose step raised is taken
 # While the broker queue is not empty, the gap between two re-sends of one queued attempt doubles up
 # to this many ``requeue_seconds`` (320 s by default): a lost message waits at most that long.
 RESEND_BACKOFF_LIMIT = 32
+IDEMPOTENCY_BATCH = 500  # expired idempotency keys deleted by one statement
+IDEMPOTENCY_BATCHES = 4  # statements a tick at most
 
 
 @dataclass
@@ -72,6 +77,7 @@ class TickReport:
     reassessed: int = 0
     resent: int = 0
     granted: int = 0  # attempts given a project-wide agent slot
+    expired_keys: int = 0
     pruned: int = 0  # rows retention deleted or cleared
     webhooks: int = 0
     failed: int = 0  # items (or parts) that raised, were logged and skipped
@@ -295,6 +301,19 @@ def fire_schedules(
             failures.count += len(failed)  # (logged and counted by part there)
 
 
+def delete_expired_idempotency_keys(coordinator: Coordinator, now: datetime) -> int:
+    """Expired idempotency keys, in batches of ``IDEMPOTENCY_BATCH`` (each its own commit, so no
+    long lock), until a batch comes back short or ``IDEMPOTENCY_BATCHES`` ran."""
+    deleted = 0
+    for _ in range(IDEMPOTENCY_BATCHES):
+        with coordinator.db.autocommit() as conn:
+            batch = idempotency.delete_expired(conn, now, IDEMPOTENCY_BATCH)
+        deleted += batch
+        if batch < IDEMPOTENCY_BATCH:
+            break
+    return deleted
+
+
 def apply_retention(coordinator: Coordinator, settings: Settings, now: datetime) -> int:
     """Delete what the retention settings no longer keep, for at most ``retention_seconds``
     (``workers.store.retention``); a failed batch rolls back alone and the next tick goes on."""
@@ -339,6 +358,7 @@ def tick(coordinator: Coordinator, resender: Resender, settings: Settings, now: 
     report.webhooks = _part(
         failures, "webhooks", lambda: send_due_deliveries(coordinator, resender, settings, now, failures)
     )
+    report.expired_keys = _part(failures, "idempotency_keys", lambda: delete_expired_idempotency_keys(coordinator, now))
     # Last: what is left of the tick's time goes to deleting history (bounded by its own setting).
     report.pruned = _part(failures, "retention", lambda: apply_retention(coordinator, settings, now))
     report.failed = failures.count

@@ -22,6 +22,7 @@ from orchestrator.inputs import merge_run_data
 from orchestrator.schedule import is_cron, next_fire
 from orchestrator.spec import MissionSpec, TaskSpec, parse_timestamp
 from orchestrator.validation import Problem, validate_mission
+from workers.store.agents import keep_team_agents
 from workers.store.queries import query
 from workers.support.clock import utcnow
 from workers.support.errors import Conflict, Invalid, NotFound
@@ -46,7 +47,6 @@ DELETE_MISSION = query("delete_mission")
 UPDATE_TASK = query("update_task")
 DELETE_TASK = query("delete_task")
 PROJECT_AGENT_NAMES = query("project_agent_names")
-UPSERT_AGENT = query("upsert_agent")
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,7 @@ def _status_for(document: Mapping[str, Any]) -> str:
     return (MissionStatus.SCHEDULED if document.get("schedule") else MissionStatus.DRAFT).value
 
 
-def _raise_problems(problems: list[Problem]) -> None:
+def raise_problems(problems: list[Problem]) -> None:
     if not problems:
         return
     fields: dict[str, list[str]] = {}
@@ -175,21 +175,12 @@ def validate_document(
             merge_run_data(document.get("data"), document["scheduleData"])
         except ValueError as exc:
             problems = [*problems, Problem("scheduleData", str(exc))]
-    _raise_problems(problems)
+    raise_problems(problems)
     return spec
 
 
 def _project_agents(conn: psycopg.Connection[Any], project_id: str) -> Collection[str]:
     return {row["name"] for row in conn.execute(PROJECT_AGENT_NAMES, {"project_id": project_id})}
-
-
-def _remember_agents(conn: psycopg.Connection[Any], project_id: str, document: Mapping[str, Any]) -> None:
-    """Agents of a non-volatile team are kept in the project, reusable by name from other missions."""
-    team = document.get("team")
-    if not team or team.get("volatile"):
-        return
-    for agent in team.get("agents") or ():
-        conn.execute(UPSERT_AGENT, {"project_id": project_id, "name": agent["name"], "document": Jsonb(agent)})
 
 
 def _split(document: Mapping[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -223,7 +214,7 @@ def create_mission(
             {"fields": {"name": ["already used by another mission in this project"]}},
         )
     _insert_tasks(conn, mission_id, task_docs, start=0)
-    _remember_agents(conn, project_id, mission_doc)
+    keep_team_agents(conn, project_id, mission_doc)
     return get_mission(conn, project_id, mission_id)
 
 
@@ -361,7 +352,8 @@ def patch_mission(
             "mission_id": mission_id,
         },
     )
-    _remember_agents(conn, project_id, merged)
+    if "team" in changes:  # (an unchanged team was checked when it was set)
+        keep_team_agents(conn, project_id, merged)
     return get_mission(conn, project_id, mission_id)
 
 

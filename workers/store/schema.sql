@@ -20,22 +20,30 @@
 -- Projects and their API keys ---------------------------------------------------------------------
 
 -- A tenant: every mission, agent and key belongs to one project.
+-- rate_limit (requests a second) and rate_limit_burst override the server's MISSIONS_RATE_LIMIT and
+-- MISSIONS_RATE_LIMIT_BURST for the project's keys (NULL: the server's).
 CREATE TABLE projects (
-    id          text PRIMARY KEY,
-    name        text NOT NULL UNIQUE,
-    created_at  timestamptz NOT NULL DEFAULT now()
+    id                text PRIMARY KEY,
+    name              text NOT NULL UNIQUE,
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    rate_limit        integer,
+    rate_limit_burst  integer
 );
 
 -- The API keys of a project. Only the SHA-256 digest of the secret is stored; the prefix tells
--- keys apart in lists. A revoked key keeps its row, with revoked_at set.
+-- keys apart in lists. A revoked key keeps its row, with revoked_at set. last_used_at is updated at
+-- most once a minute (workers/store/keys.py), so that authenticating a request costs no write.
 CREATE TABLE api_keys (
-    id          text PRIMARY KEY,
-    project_id  text NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
-    key_hash    bytea NOT NULL UNIQUE,
-    prefix      text NOT NULL,
-    created_at  timestamptz NOT NULL DEFAULT now(),
-    revoked_at  timestamptz
+    id            text PRIMARY KEY,
+    project_id    text NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
+    key_hash      bytea NOT NULL UNIQUE,
+    prefix        text NOT NULL,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    revoked_at    timestamptz,
+    name          text,
+    last_used_at  timestamptz
 );
+CREATE INDEX api_keys_project ON api_keys (project_id, created_at);
 
 -- The project's non-volatile team agents, assignable by name from any of its missions.
 CREATE TABLE agents (
@@ -45,6 +53,25 @@ CREATE TABLE agents (
     updated_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (project_id, name)
 );
+
+
+-- The first response to each Idempotency-Key of a project (api/http/idempotency.py). A row with
+-- status NULL is a request still in progress: it holds the key until locked_until (a lease, so
+-- that a crashed request does not hold it for ever). request_hash is SHA-256 of the method, path
+-- and body: the same key with another request is refused. The tick deletes rows past expires_at.
+CREATE TABLE idempotency_keys (
+    project_id    text NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
+    key           text NOT NULL,
+    request_hash  bytea NOT NULL,
+    status        integer,
+    headers       jsonb NOT NULL DEFAULT '{}',
+    body          bytea,
+    locked_until  timestamptz,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    expires_at    timestamptz NOT NULL,
+    PRIMARY KEY (project_id, key)
+);
+CREATE INDEX idempotency_keys_expires_at ON idempotency_keys (expires_at);
 
 
 -- Missions and their tasks ------------------------------------------------------------------------

@@ -56,6 +56,7 @@ ISOLATED_PARTS = (
     "agent_slots",
     "lost_messages",
     "webhooks",
+    "idempotency_keys",
     "wakeup_hub",
     "retention",
 )

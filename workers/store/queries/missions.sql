@@ -178,8 +178,3 @@ DELETE FROM tasks WHERE id = %(task_id)s AND mission_id = %(mission_id)s
 
 -- name: project_agent_names
 SELECT name FROM agents WHERE project_id = %(project_id)s
-
--- name: upsert_agent
--- An agent of a non-volatile team, kept in the project (reusable by name from other missions).
-INSERT INTO agents (project_id, name, document) VALUES (%(project_id)s, %(name)s, %(document)s)
-ON CONFLICT (project_id, name) DO UPDATE SET document = EXCLUDED.document, updated_at = now()
