@@ -85,7 +85,12 @@ def test_a_missing_key_and_a_failing_assessment_are_streamed_as_error_events(sta
     assert "below the quality threshold" in judged[0]["message"]
     # The error comes with the task's own status change, in the same step: never after it.
     kinds = [(e.event, (e.data or {}).get("title")) for e in events]
-    assert kinds.index(("error", "Call OpenAI")) < kinds.index(("task:status", "Call OpenAI"), 4)
+    failed_at = next(
+        n
+        for n, e in enumerate(events)
+        if e.event == "task:status" and (e.data or {}).get("title") == "Call OpenAI" and e.data["status"] == "failed"
+    )
+    assert kinds.index(("error", "Call OpenAI")) < failed_at
     assert events[-1].event == "mission:done" and events[-1].data["status"] == "failed"
     tasks = {t["title"]: t for t in stack.mission(created["id"])["tasks"]}
     assert (tasks["Call OpenAI"]["status"], tasks["Write well"]["status"]) == ("failed", "completed")

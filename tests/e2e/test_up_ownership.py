@@ -89,7 +89,7 @@ def test_status_reports_what_runs_where(running: Running) -> None:
     assert ":***@127.0.0.1:" in redis["url"]
     [worker] = report["workers"]
     assert worker["concurrency"] == 2 and worker["pool"] == "thread"
-    assert set(worker["queues"]) == {"missions", "missions.control"}
+    assert set(worker["queues"]) == {"missions", "missions.control", "missions.webhooks"}
     assert report["queues"]["missions"]["queuedAttempts"] == 0
     assert report["queues"]["missions"]["brokerMessages"] == 0
     assert report["queues"]["missions.control"]["brokerMessages"] >= 0
