@@ -9,7 +9,8 @@ A full page carries the cursor of its last row in the ``X-Next-Cursor`` header (
 <...>; rel="next"`` with the URL of the next page); a page with fewer rows than ``limit`` is the
 last one and has neither. Send it back as ``?after=``. The cursor is opaque to clients: URL-safe
 base64 of a small JSON array, checked on the way in (a cursor that does not decode to the shape the
-list expects is a 400 naming ``after``). ``offset`` keeps working; a request may not give both.
+list expects is a 400 naming ``after``). Where a list also takes ``offset``, a request may not give
+both.
 """
 
 from __future__ import annotations
@@ -64,12 +65,16 @@ def decode(text: str, kinds: Sequence[str]) -> tuple[Any, ...]:
         raise Invalid(message, {"fields": {"after": [message]}}) from None
 
 
-def after_from(query: Mapping[str, Any], kinds: Sequence[str], instead: str = "offset") -> tuple[Any, ...] | None:
+def after_from(
+    query: Mapping[str, Any], kinds: Sequence[str], instead: str | None = "offset"
+) -> tuple[Any, ...] | None:
     """The decoded ``?after=`` of a loaded query (None without one); a 400 when ``instead`` (the
-    other way to say where a page starts) is also given."""
+    other way to say where a page starts; None for a list that has no other) is also given."""
     text = query.get("after")
     if text is None:
         return None
+    if instead is None:
+        return decode(text, kinds)
     if instead in request.args or (instead == "lastEventId" and request.headers.get("Last-Event-ID", "").strip()):
         message = f"give either {instead} or after, not both"
         raise Invalid(message, {"fields": {instead: [message], "after": [message]}})

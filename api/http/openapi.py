@@ -399,13 +399,6 @@ class AttemptSchema(AttemptBriefSchema):
     assessment = fields.Nested(AssessmentSchema, allow_none=True, metadata={"description": "Null until assessed."})
 
 
-class AttemptPageSchema(_Out):
-    attempts = fields.List(fields.Nested(AttemptSchema), required=True)
-    nextAfter = fields.Integer(
-        allow_none=True, metadata={"description": "Send as `after` for the next page; null on the last page."}
-    )
-
-
 class ReportTaskSchema(SpentSchema):
     id = fields.String(required=True)
     title = fields.String(required=True)
@@ -476,12 +469,6 @@ class DeliverySchema(_Out):
     attempts = fields.List(fields.Nested(DeliveryAttemptSchema), required=True)
 
 
-class DeliveryPageSchema(_Out):
-    data = fields.List(fields.Nested(DeliverySchema), required=True)
-    hasMore = fields.Boolean(required=True)
-    nextCursor = fields.String(allow_none=True, metadata={"description": "Pass as `?cursor=` for the next page."})
-
-
 class ApiKeySchema(_Out):
     id = fields.String(required=True, metadata={"example": "key_4h2k9x7q0c1v2b3n4m5l6k7j"})
     prefix = fields.String(required=True, metadata={"description": "The first characters of the secret."})
@@ -543,10 +530,7 @@ class EventsQuerySchema(Schema):
         validate=validate.Range(min=1, max=1000),
         metadata={"description": "The JSON page only: at most this many events (default 100)."},
     )
-    after = fields.String(
-        validate=validate.Length(min=1, max=schemas.MAX_CURSOR),
-        metadata={"description": "The JSON page only: " + schemas.AFTER_TEXT.replace("offset", "Last-Event-ID")},
-    )
+    after = schemas.after_field("The JSON page only: " + schemas.AFTER_TEXT.replace("offset", "Last-Event-ID"))
 
 
 class EventSchema(_Out):
@@ -854,10 +838,11 @@ DOCS: dict[tuple[str, str], Doc] = {
         "agent's and the judge's), the files it wrote, whether it escalated, and its assessment per "
         "expectation. A task has at most `1 + maxRetries` attempts per try (plus one escalated) and a "
         "resume with `retryFailed` gives it a fresh budget, so the list is paged by attempt number: "
-        "pass the answer's `nextAfter` as `after`. Prompts and outputs are untrusted text.",
+        "`limit` and `after` (the `X-Next-Cursor` of the previous page). Prompts and outputs are untrusted text.",
         tag="Runs",
         query=schemas.AttemptsQuerySchema,
-        responses={200: ("A page of attempts.", "AttemptPage")},
+        paged=True,
+        responses={200: ("A page of attempts, oldest first.", "Attempt[]")},
         errors=(400, 404),
     ),
     ("missions_v1.run_report", "GET"): Doc(
@@ -909,10 +894,11 @@ DOCS: dict[tuple[str, str], Doc] = {
     ("webhooks_v1.list_deliveries", "GET"): Doc(
         "List deliveries",
         "The webhook's deliveries, newest first, each with its attempts (status code and the start of "
-        "the answer, or why none came). Keyset paging: pass `nextCursor` as `cursor`.",
+        "the answer, or why none came). Page with `limit` and `after` (the `X-Next-Cursor` of the previous page).",
         tag="Webhooks",
         query=DELIVERIES_QUERY,
-        responses={200: ("A page of deliveries.", "DeliveryPage")},
+        paged=True,
+        responses={200: ("A page of deliveries, newest first.", "Delivery[]")},
         errors=(400, 404),
     ),
     ("webhooks_v1.resend_delivery", "POST"): Doc(
@@ -1112,7 +1098,6 @@ def build_spec(app: Flask, *, strict: bool = False) -> dict[str, Any]:
         ("WebhookPatch", WEBHOOK_PATCH),
         ("Webhook", WebhookOutSchema),
         ("Delivery", DeliverySchema),
-        ("DeliveryPage", DeliveryPageSchema),
         ("Review", schemas.REVIEW),
         ("Error", ErrorSchema),
         ("MissionSummary", MissionSummarySchema),
@@ -1123,7 +1108,7 @@ def build_spec(app: Flask, *, strict: bool = False) -> dict[str, Any]:
         ("Run", RunSchema),
         ("Fire", FireSchema),
         ("Event", EventSchema),
-        ("AttemptPage", AttemptPageSchema),
+        ("Attempt", AttemptSchema),
         ("Report", ReportSchema),
         ("KeyCreate", KEY_CREATE),
         ("ApiKey", ApiKeySchema),

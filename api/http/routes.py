@@ -329,10 +329,11 @@ def get_run(mission_id: str, run_id: str) -> Any:
 @blueprint.get("/missions/<mission_id>/runs/<run_id>/tasks/<task_id>/attempts")
 def list_attempts(mission_id: str, run_id: str, task_id: str) -> Any:
     query = schemas.ATTEMPTS_QUERY.load(request.args.to_dict())
+    after = cursors.after_from(query, ("int",), instead=None)
     with services().transaction() as conn:
         reports.find_run(conn, g.project_id, mission_id, run_id)
-        body = reports.task_attempts(conn, run_id, task_id, after=query["after"], limit=query["limit"])
-    return jsonify(body)
+        items = reports.task_attempts(conn, run_id, task_id, after=after[0] if after else 0, limit=query["limit"])
+    return cursors.page(items, items, query["limit"], ("attempt",))
 
 
 @blueprint.get("/missions/<mission_id>/runs/<run_id>/report")

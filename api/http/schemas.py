@@ -54,12 +54,18 @@ LIST_MAX = 1_000
 TITLES_MAX = 100_000  # the server's MISSIONS_MAX_TASKS rule is the real bound
 MAX_DEPTH = 64  # objects and arrays inside each other, the body itself included
 MAX_CURSOR = 400  # ?after= (a cursor from X-Next-Cursor is far shorter)
-AFTER_TEXT = (
+CURSOR_TEXT = (
     "A cursor from the previous page's X-Next-Cursor header: the page after it, read in index order "
-    "(as cheap deep in the list as at its start). Not together with offset."
+    "(as cheap deep in the list as at its start)."
 )
+AFTER_TEXT = CURSOR_TEXT + " Not together with offset."
 MAX_OFFSET = 2**31 - 1  # ?offset= (Postgres takes a bigint; no list is anywhere near this long)
 _FIELDS_REPORTED = 20  # at most this many offending fields are named in one answer
+
+
+def after_field(description: str = AFTER_TEXT) -> fields.String:
+    """The ``?after=`` of a keyset-paged list: a cursor, decoded by ``api.http.cursors.after_from``."""
+    return fields.String(validate=validate.Length(min=1, max=MAX_CURSOR), metadata={"description": description})
 
 
 # -- The JSON layer: what a body may hold at all ----------------------------------------------
@@ -592,7 +598,7 @@ class ListQuerySchema(Schema):
     include = Include(MISSION_LIST_EXTRAS)
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
     offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_OFFSET))
-    after = fields.String(validate=validate.Length(min=1, max=MAX_CURSOR), metadata={"description": AFTER_TEXT})
+    after = after_field()
 
 
 class ResumableQuerySchema(Schema):
@@ -615,7 +621,7 @@ class PageQuerySchema(Schema):
 
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=1000))
     offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_OFFSET))
-    after = fields.String(validate=validate.Length(min=1, max=MAX_CURSOR), metadata={"description": AFTER_TEXT})
+    after = after_field()
 
 
 class EventsPageQuerySchema(Schema):
@@ -625,18 +631,14 @@ class EventsPageQuerySchema(Schema):
         unknown = EXCLUDE
 
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
-    after = fields.String(validate=validate.Length(min=1, max=MAX_CURSOR), metadata={"description": AFTER_TEXT})
+    after = after_field()
 
 
 class AttemptsQuerySchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    after = fields.Integer(
-        load_default=0,
-        validate=validate.Range(min=0, max=MAX_OFFSET),
-        metadata={"description": "Only attempts numbered above this: the `nextAfter` of the previous page."},
-    )
+    after = after_field(CURSOR_TEXT)
     limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
 
 

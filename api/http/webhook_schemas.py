@@ -6,7 +6,7 @@ from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate
 
-from api.http.schemas import NAME_MAX, Strict, StrictBoolean, text
+from api.http.schemas import CURSOR_TEXT, NAME_MAX, Strict, StrictBoolean, after_field, text
 from orchestrator.webhooks import EVENT_NAMES, parse_secret
 
 URL_MAX = 2_000
@@ -74,10 +74,7 @@ class DeliveriesQuerySchema(Schema):
         unknown = EXCLUDE
 
     limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=PAGE_MAX))
-    cursor = fields.String(
-        validate=validate.Regexp(r"^[0-9]{1,18}$", error="Not a cursor this server gave."),
-        metadata={"description": "`nextCursor` of the previous page."},
-    )
+    after = after_field(CURSOR_TEXT)
 
 
 WEBHOOK = WebhookCreateSchema()

@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import Blueprint, g, jsonify, request
 
-from api.http import render
+from api.http import cursors, render
 from api.http.routes import json_body, protect, services
 from api.http.webhook_schemas import DELIVERIES_QUERY, WEBHOOK, WEBHOOK_PATCH
 from orchestrator.webhooks import SECRET_MIN_BYTES, make_secret
@@ -139,20 +139,11 @@ def delete_webhook(webhook_id: str) -> Any:
 @blueprint.get("/webhooks/<webhook_id>/deliveries")
 def list_deliveries(webhook_id: str) -> Any:
     query = DELIVERIES_QUERY.load(request.args.to_dict())
-    before = int(query["cursor"]) if "cursor" in query else None
-    limit = query["limit"]
+    after = cursors.after_from(query, ("id",), instead=None)
     with services().transaction() as conn:
         _webhook(conn, webhook_id)
-        rows = store.deliveries(conn, webhook_id, before, limit + 1)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return jsonify(
-        {
-            "data": [render.delivery(row) for row in rows],
-            "hasMore": more,
-            "nextCursor": str(rows[-1]["seq"]) if more else None,
-        }
-    )
+        rows = store.deliveries(conn, webhook_id, after[0] if after else None, query["limit"])
+    return cursors.page([render.delivery(row) for row in rows], rows, query["limit"], ("seq",))
 
 
 @blueprint.post("/webhooks/<webhook_id>/deliveries/<delivery_id>/resend")

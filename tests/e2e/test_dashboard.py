@@ -182,6 +182,36 @@ def test_the_pages_event_stream_parser_follows_the_event_stream_format(page: Any
     assert parsed["retry"] == 2000 and parsed["last"] == "8"
 
 
+def test_the_pages_list_reader_follows_every_cursor_and_reports_a_refusal(page: Any, stack: Stack) -> None:
+    prefix = unique("paged")
+    for n in range(5):
+        stack.create(mission(f"{prefix}-{n}", [{"title": "A", "assignTo": "a"}], [agent("a")]))
+    every = [m["id"] for m in stack.request("GET", f"/v1/missions?q={prefix}&limit=1000").json()]
+    assert len(every) == 5
+    sign_in(page, stack)
+    read = page.evaluate(
+        """async (prefix) => {
+          const { apiPages, ApiError } = await import("/ui/js/api.js");
+          const items = await apiPages(`/missions?q=${prefix}&limit=2`);
+          let refused = null;
+          try {
+            await apiPages("/missions?limit=2&after=not-a-cursor");
+          } catch (exc) {
+            refused = { isApiError: exc instanceof ApiError, status: exc.status, code: exc.code, fields: exc.fields };
+          }
+          return { ids: items.map((m) => m.id), refused };
+        }""",
+        prefix,
+    )
+    assert read["ids"] == every  # three pages (2, 2, 1), each mission once, in the list's order
+    assert read["refused"] == {
+        "isApiError": True,
+        "status": 400,
+        "code": "bad_request",
+        "fields": {"after": ["after must be a cursor from the X-Next-Cursor header of the previous page"]},
+    }
+
+
 # -- signing in --------------------------------------------------------------------------------------
 
 

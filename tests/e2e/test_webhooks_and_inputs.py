@@ -55,7 +55,7 @@ def scripted(name: str) -> dict[str, Any]:
 def deliveries(stack: Stack, webhook_id: str) -> list[dict[str, Any]]:
     answer = stack.request("GET", f"/v1/webhooks/{webhook_id}/deliveries")
     assert answer.status_code == 200, answer.text
-    return list(answer.json()["data"])
+    return list(answer.json())
 
 
 def test_a_receiver_that_was_down_still_gets_a_signed_mission_done(stack: Stack) -> None:

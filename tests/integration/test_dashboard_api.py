@@ -10,6 +10,7 @@ import psycopg
 import pytest
 from flask.testing import FlaskClient
 
+from api.http.cursors import encode
 from orchestrator.spec import format_timestamp
 from tests.support import shell
 from workers.execution.executor import Executor
@@ -118,8 +119,8 @@ def test_every_attempt_of_a_task_shows_who_ran_it_what_it_produced_and_why_it_fa
     answer = client.get(attempts_url(finished), headers=auth)
     assert answer.status_code == 200
     body = answer.get_json()
-    first, second = body["attempts"]
-    assert body["nextAfter"] is None
+    first, second = body  # a JSON array, oldest first
+    assert "X-Next-Cursor" not in answer.headers  # fewer than the default limit: the last page
     assert (first["attempt"], first["status"], first["agent"], first["model"]) == (
         1,
         "failed",
@@ -140,7 +141,7 @@ def test_every_attempt_of_a_task_shows_who_ran_it_what_it_produced_and_why_it_fa
 def test_an_attempts_assessment_lists_each_expectation_with_its_score_reason_and_weight(
     client: FlaskClient, auth: dict[str, str], finished: dict[str, Any]
 ) -> None:
-    second = client.get(attempts_url(finished), headers=auth).get_json()["attempts"][1]
+    second = client.get(attempts_url(finished), headers=auth).get_json()[1]
     assessment = second["assessment"]
     assert assessment["passed"] is True and assessment["threshold"] == 3.5 and assessment["error"] is None
     assert assessment["score"] == pytest.approx((4.0 * 1 + 5.0 * 3) / 4)
@@ -156,7 +157,7 @@ def test_an_attempts_assessment_lists_each_expectation_with_its_score_reason_and
 def test_an_attempts_timestamps_follow_its_phases_and_give_their_durations(
     client: FlaskClient, auth: dict[str, str], finished: dict[str, Any]
 ) -> None:
-    first, second = client.get(attempts_url(finished), headers=auth).get_json()["attempts"]
+    first, second = client.get(attempts_url(finished), headers=auth).get_json()
     for attempt in (first, second):
         assert attempt["queuedAt"] <= attempt["startedAt"] <= attempt["finishedAt"]
         assert attempt["queueSeconds"] >= 0 and attempt["agentSeconds"] >= 0
@@ -171,15 +172,34 @@ def test_attempts_are_paged_by_attempt_number(
     client: FlaskClient, auth: dict[str, str], finished: dict[str, Any]
 ) -> None:
     url = attempts_url(finished)
-    page = client.get(url + "?limit=1", headers=auth).get_json()
-    assert [a["attempt"] for a in page["attempts"]] == [1] and page["nextAfter"] == 1
-    page = client.get(f"{url}?limit=1&after={page['nextAfter']}", headers=auth).get_json()
-    assert [a["attempt"] for a in page["attempts"]] == [2] and page["nextAfter"] is None
-    assert client.get(url + "?after=2", headers=auth).get_json() == {"attempts": [], "nextAfter": None}
+    seen, cursor = [], None
+    for _ in range(4):
+        page = client.get(f"{url}?limit=1" + (f"&after={cursor}" if cursor else ""), headers=auth)
+        assert page.status_code == 200, page.get_json()
+        seen.append([a["attempt"] for a in page.get_json()])
+        cursor = page.headers.get("X-Next-Cursor")
+        if cursor is None:
+            assert "Link" not in page.headers
+            break
+        assert page.headers["Link"] == f'<{url}?limit=1&after={cursor}>; rel="next"'
+    assert seen == [[1], [2], []]  # a full page has a cursor; the page after the last attempt is empty
+    assert client.get(f"{url}?after={encode([2])}", headers=auth).get_json() == []
+    assert [a["attempt"] for a in client.get(f"{url}?after={encode([1])}", headers=auth).get_json()] == [2]
 
 
 @pytest.mark.parametrize(
-    ("query", "field"), [("limit=0", "limit"), ("limit=101", "limit"), ("after=-1", "after"), ("after=x", "after")]
+    ("query", "field"),
+    [
+        ("limit=0", "limit"),
+        ("limit=101", "limit"),
+        ("after=-1", "after"),
+        ("after=x", "after"),
+        ("after=2", "after"),  # the attempt number itself is not a cursor
+        (f"after={encode(['x'])}", "after"),
+        (f"after={encode([-1])}", "after"),
+        (f"after={encode([1, 2])}", "after"),
+        ("after=" + "W" * 401, "after"),
+    ],
 )
 def test_a_bad_attempts_query_is_a_bad_request_naming_the_parameter(
     client: FlaskClient, auth: dict[str, str], finished: dict[str, Any], query: str, field: str
@@ -392,7 +412,7 @@ def _scans(plan: Any) -> list[tuple[str, str]]:
         ("run_report", {"run_id": "RUN"}),
         ("run_timeline", {"run_id": "RUN"}),
         ("run_scores", {"run_ids": ["RUN"]}),
-        ("task_attempts_page", {"run_id": "RUN", "task_id": "TASK", "after": 0, "limit": 21}),
+        ("task_attempts_page", {"run_id": "RUN", "task_id": "TASK", "after": 0, "limit": 20}),
         ("run_task_context", {"run_id": "RUN", "task_id": "TASK"}),
         ("list_resumable_missions", {"project_id": "PROJECT", "detail": True}),
     ],
@@ -538,7 +558,7 @@ def test_a_run_keeps_its_shape_unless_its_attempts_or_graph_are_asked_for(
         (1, "failed", False),
         (2, "completed", True),
     ]
-    full = client.get(attempts_url(finished), headers=auth).get_json()["attempts"]
+    full = client.get(attempts_url(finished), headers=auth).get_json()
     for brief, attempt in zip(draft["attempts"], full, strict=True):
         assert "prompt" not in brief and "output" not in brief
         assert {k: attempt[k] for k in brief} == brief  # the same facts as the attempts endpoint

@@ -74,6 +74,19 @@ def test_request_bodies_are_the_schemas_the_routes_load_with(app: Flask) -> None
     assert list_params == {"status", "q", "include", "limit", "offset", "after"}
     for path in ("/v1/missions", "/v1/missions/{missionId}/runs", "/v1/missions/{missionId}/fires"):
         assert {"X-Next-Cursor", "Link"} <= set(spec["paths"][path]["get"]["responses"]["200"]["headers"])
+    for path, item in (
+        ("/v1/missions/{missionId}/runs/{runId}/tasks/{taskId}/attempts", "Attempt"),
+        ("/v1/webhooks/{webhookId}/deliveries", "Delivery"),
+    ):
+        operation = spec["paths"][path]["get"]
+        ok = operation["responses"]["200"]
+        assert {"X-Next-Cursor", "Link"} <= set(ok["headers"])
+        assert ok["content"]["application/json"]["schema"] == {
+            "type": "array",
+            "items": {"$ref": f"#/components/schemas/{item}"},
+        }
+        assert {p["name"] for p in operation["parameters"] if p["in"] == "query"} == {"limit", "after"}
+    assert not {"AttemptPage", "DeliveryPage"} & set(spec["components"]["schemas"])
 
 
 def test_the_spec_and_the_docs_page_are_served_without_a_key(client: FlaskClient) -> None:

@@ -13,6 +13,7 @@ import pytest
 from flask.testing import FlaskClient
 from standardwebhooks.webhooks import Webhook
 
+from api.http.cursors import encode
 from config import Settings
 from tests.support.receiver import Receiver
 from workers.coordination import tick
@@ -258,8 +259,7 @@ def test_a_delivery_is_signed_and_verifies_with_the_secret(
     assert got.headers["webhook-id"] == deliveries(db)[0]["id"]
     with pytest.raises(Exception, match="signature"):
         Webhook(SECRET).verify(got.body, got.headers)
-    page = client.get(f"/v1/webhooks/{hook['id']}/deliveries", headers=auth).get_json()
-    (item,) = page["data"]
+    (item,) = client.get(f"/v1/webhooks/{hook['id']}/deliveries", headers=auth).get_json()
     assert item["status"] == "delivered" and item["attemptCount"] == 1 and item["nextAttemptAt"] is None
     assert item["attempts"][0]["statusCode"] == 200 and item["attempts"][0]["response"] == "answered 200"
 
@@ -282,10 +282,10 @@ def test_a_failed_attempt_is_retried_after_a_backoff_then_given_up(
         db.execute("UPDATE webhook_deliveries SET next_attempt_at = now(), created_at = now() - interval '1 hour'")
         receiver.statuses = [502]
         assert services.deliverer.deliver(delivery["id"]) == "attempt 3: 502 -> failed"
-    page = client.get(f"/v1/webhooks/{hook['id']}/deliveries", headers=auth).get_json()
-    attempts = page["data"][0]["attempts"]
+    (item,) = client.get(f"/v1/webhooks/{hook['id']}/deliveries", headers=auth).get_json()
+    attempts = item["attempts"]
     assert [a["statusCode"] for a in attempts] == [500, 503, 502]
-    assert attempts[0]["response"] == "answered 500" and page["data"][0]["status"] == "failed"
+    assert attempts[0]["response"] == "answered 500" and item["status"] == "failed"
 
 
 def test_the_url_is_checked_again_when_sent(
@@ -343,19 +343,26 @@ def test_deliveries_are_paged_by_keyset(client: FlaskClient, auth: dict[str, str
     run_and_abort(client, auth)
     every = [r["id"] for r in reversed(deliveries(db))]
     assert len(every) >= 5
+    base = f"/v1/webhooks/{hook['id']}/deliveries"
     seen: list[str] = []
-    cursor = None
-    while True:
-        query = f"?limit=2&cursor={cursor}" if cursor else "?limit=2"
-        page = client.get(f"/v1/webhooks/{hook['id']}/deliveries{query}", headers=auth).get_json()
-        seen += [d["id"] for d in page["data"]]
-        if not page["hasMore"]:
-            assert page["nextCursor"] is None
+    url = f"{base}?limit=2"
+    for _ in range(len(every)):
+        answer = client.get(url, headers=auth)
+        assert answer.status_code == 200, answer.get_json()
+        page = answer.get_json()
+        assert len(page) <= 2
+        seen += [d["id"] for d in page]
+        cursor = answer.headers.get("X-Next-Cursor")
+        if cursor is None:
+            assert "Link" not in answer.headers and len(page) < 2
             break
-        cursor = page["nextCursor"]
-    assert seen == every
-    error(client.get(f"/v1/webhooks/{hook['id']}/deliveries?cursor=abc", headers=auth), 400)
-    error(client.get(f"/v1/webhooks/{hook['id']}/deliveries?limit=0", headers=auth), 400)
+        assert len(page) == 2 and answer.headers["Link"] == f'<{base}?limit=2&after={cursor}>; rel="next"'
+        url = f"{base}?limit=2&after={cursor}"
+    assert seen == every  # each delivery once, newest first
+    for after in ("abc", "2", encode(["x"]), encode([2**63]), encode([1, 2]), "W" * 401):
+        body = error(client.get(f"{base}?after={after}", headers=auth), 400)
+        assert list(body["details"]["fields"]) == ["after"]
+    error(client.get(f"{base}?limit=0", headers=auth), 400)
 
 
 def test_the_tick_sends_due_deliveries_whose_message_was_lost(

@@ -43,10 +43,10 @@ def find_run(conn: Connection, project_id: str, mission_id: str, run_id: str) ->
     return dict(row)
 
 
-def task_attempts(conn: Connection, run_id: str, task_id: str, *, after: int, limit: int) -> dict[str, Any]:
-    """``{"attempts": [...], "nextAfter": n | None}``: up to ``limit`` attempts of the task in the
-    run with a number above ``after``, oldest first; ``nextAfter`` is the cursor of the next page.
-    ``NotFound`` for a task the run neither has nor ran."""
+def task_attempts(conn: Connection, run_id: str, task_id: str, *, after: int, limit: int) -> list[dict[str, Any]]:
+    """Up to ``limit`` attempts of the task in the run numbered above ``after`` (0: from the first),
+    oldest first, each with its number as ``attempt`` (the keyset of the next page). ``NotFound``
+    for a task the run neither has nor ran."""
     context = conn.execute(RUN_TASK_CONTEXT, {"run_id": run_id, "task_id": task_id}).fetchone()
     if context is None or (context["task"] is None and context["state"] is None and not context["attempted"]):
         raise NotFound(f"task {task_id} not found in run {run_id}")
@@ -54,13 +54,8 @@ def task_attempts(conn: Connection, run_id: str, task_id: str, *, after: int, li
     agents = _agents(context["agents"])
     threshold = context["quality_threshold"]
     threshold = float(threshold) if threshold is not None else DEFAULT_QUALITY_THRESHOLD
-    params = {"run_id": run_id, "task_id": task_id, "after": after, "limit": limit + 1}
-    rows = [dict(r) for r in conn.execute(TASK_ATTEMPTS_PAGE, params).fetchall()]
-    page = rows[:limit]
-    return {
-        "attempts": [_attempt(row, task, agents, threshold) for row in page],
-        "nextAfter": page[-1]["attempt"] if len(rows) > limit else None,
-    }
+    params = {"run_id": run_id, "task_id": task_id, "after": after, "limit": limit}
+    return [_attempt(row, task, agents, threshold) for row in conn.execute(TASK_ATTEMPTS_PAGE, params)]
 
 
 def _attempt_brief(row: Mapping[str, Any], task: TaskSpec | None, agents: Mapping[str, AgentSpec]) -> dict[str, Any]:

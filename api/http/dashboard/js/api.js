@@ -48,8 +48,9 @@ export function headers(extra = {}, key = apiKey()) {
   return { Authorization: `Bearer ${key}`, Accept: "application/json", ...extra };
 }
 
-/** ``method`` ``/v1{path}`` with an optional JSON body; the parsed answer, or throws ApiError. */
-export async function api(method, path, body, { key } = {}) {
+/** ``method`` ``/v1{path}`` with an optional JSON body: ``{response, parsed}`` (the fetch Response
+ *  and its JSON, null for a 204 or an empty body), or throws ApiError. What ``api`` and ``apiPages`` share. */
+async function request(method, path, body, key) {
   const init = { method, headers: headers({}, key || apiKey()), cache: "no-store", credentials: "omit" };
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
@@ -61,9 +62,8 @@ export async function api(method, path, body, { key } = {}) {
   } catch (exc) {
     throw new ApiError(0, { error: `the server cannot be reached (${exc.message})`, code: "unavailable" });
   }
-  if (response.status === 204) return null;
   let parsed = null;
-  const text = await response.text();
+  const text = response.status === 204 ? "" : await response.text();
   if (text) {
     try {
       parsed = JSON.parse(text);
@@ -76,7 +76,27 @@ export async function api(method, path, body, { key } = {}) {
     if (response.status === 401 && !key) unauthorized(error);
     throw error;
   }
-  return parsed;
+  return { response, parsed };
+}
+
+/** ``method`` ``/v1{path}`` with an optional JSON body; the parsed answer, or throws ApiError. */
+export async function api(method, path, body, { key } = {}) {
+  return (await request(method, path, body, key)).parsed;
+}
+
+/** Every item of a keyset-paged list (``GET /v1{path}``, a JSON array per page): follows each
+ *  page's ``X-Next-Cursor`` as ``?after=`` until a page has none; throws ApiError like ``api``. */
+export async function apiPages(path) {
+  const items = [];
+  const separator = path.includes("?") ? "&" : "?";
+  let after = null;
+  for (;;) {
+    const { response, parsed } = await request("GET", after === null ? path : `${path}${separator}after=${encodeURIComponent(after)}`);
+    if (!Array.isArray(parsed)) throw new ApiError(response.status, { error: `GET ${path}: the answer was not a list` });
+    items.push(...parsed);
+    after = response.headers.get("X-Next-Cursor");
+    if (!after) return items;
+  }
 }
 
 /** ``/path?a=1&b=2`` leaving out empty values. */

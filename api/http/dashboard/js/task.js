@@ -2,7 +2,7 @@
 // while it runs), error, phases, tokens and cost, files written, and its assessment per
 // expectation (criterion, score, reason, weight).
 
-import { api } from "./api.js";
+import { api, apiPages } from "./api.js";
 import { h, replace } from "./dom.js";
 import { money, score, seconds, when } from "./format.js";
 import { follow } from "./sse.js";
@@ -30,15 +30,7 @@ export async function taskPage(main, missionId, runId, taskId) {
   let attempts = [];
 
   async function readAttempts() {
-    const all = [];
-    let after = 0;
-    for (;;) {
-      const page = await api("GET", `${attemptsPath}?after=${after}&limit=100`);
-      all.push(...page.attempts);
-      if (page.nextAfter === null || page.nextAfter === undefined) break;
-      after = page.nextAfter;
-    }
-    attempts = all;
+    attempts = await apiPages(`${attemptsPath}?limit=100`);
     draw();
   }
 
