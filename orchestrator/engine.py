@@ -2143,6 +2143,7 @@ def _approval_timed_out(state: RunState, event: ApprovalTimedOut, now: datetime)
         step.put(replace(task, status=TaskStatus.PENDING, error=None))
     else:
         error = f"approval timed out after {seconds:g} seconds; {UNKNOWN_OUTCOME_ERROR}"
+        _publish_error(step, ErrorCode.OUTCOME_UNKNOWN, error, task)  # (as a person's "do not re-run")
         step.put(replace(task, status=TaskStatus.FAILED, error=error, finished_at=now))
     _lift_pause_with_no_cause_left(step)
     step.reachability_changed = True

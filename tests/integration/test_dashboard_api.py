@@ -281,6 +281,31 @@ def test_a_runs_report_gives_each_task_and_the_runs_totals(
     assert report["durationSeconds"] >= 0 and report["finishedAt"] is not None
 
 
+def test_mission_done_carries_the_runs_report_as_it_ended(
+    client: FlaskClient, auth: dict[str, str], finished: dict[str, Any], db: psycopg.Connection
+) -> None:
+    done = db.execute(
+        "SELECT data FROM events WHERE run_id = %s AND type = 'mission:done'", (finished["run"],)
+    ).fetchall()
+    assert len(done) == 1
+    served = client.get(f"/v1/missions/{finished['mission']}/runs/{finished['run']}/report", headers=auth)
+    carried = done[0]["data"]["report"]
+    assert carried == served.get_json()  # the run ended: its report no longer changes
+    assert [t["title"] for t in carried["tasks"]] == ["Draft", "Review"]
+    assert carried["status"] == "completed" and carried["totals"]["attempts"] == 3
+
+
+def test_an_aborted_runs_mission_done_carries_its_report_too(
+    client: FlaskClient, auth: dict[str, str], db: psycopg.Connection
+) -> None:
+    mission_id = create(client, auth, mission("aborted-report"))
+    run_id = execute(client, auth, mission_id)
+    assert client.post(f"/v1/missions/{mission_id}/abort", headers=auth).status_code == 200
+    (row,) = db.execute("SELECT data FROM events WHERE run_id = %s AND type = 'mission:done'", (run_id,)).fetchall()
+    report = row["data"]["report"]
+    assert report["status"] == "cancelled" and report["totals"]["tasksByStatus"]["cancelled"] == 2
+
+
 def test_the_report_of_a_run_under_way_counts_its_unstarted_tasks_and_runs_its_clock_to_now(
     client: FlaskClient, auth: dict[str, str]
 ) -> None:

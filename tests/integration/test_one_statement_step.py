@@ -262,14 +262,17 @@ def test_outputs_and_announcements_need_no_guard_and_write_what_the_locking_step
     assert written[True].count('"type": "task:output"') == 2
 
 
-def test_a_run_that_ended_is_mirrored_on_its_mission_by_the_one_statement(
+def test_the_step_that_ends_a_run_takes_the_lock_so_its_mission_done_carries_the_report(
     services: Services, db: psycopg.Connection
 ) -> None:
     run_id, ids = _start(services, {**DOCUMENT, "tasks": DOCUMENT["tasks"][:1]})
     now = T0 + timedelta(seconds=1)
     _claim(db, run_id, ids["A"], 1, now)
     outcome, fast = _record(services, run_id, TaskFinished(ids["A"], 1, "alpha"), now, one_statement=True)
-    assert fast and outcome is not None and outcome.status == "completed"
+    # The report reads the step's own writes (a second statement): not the one-statement path.
+    assert not fast and outcome is not None and outcome.status == "completed"
+    (done,) = db.execute("SELECT data FROM events WHERE run_id = %s AND type = 'mission:done'", (run_id,)).fetchall()
+    assert done["data"]["report"]["tasks"][0]["status"] == "completed"
     row = db.execute(
         "SELECT r.status, r.finished_at, m.status AS mission FROM runs r JOIN missions m"
         " ON m.id = r.mission_id WHERE r.id = %s",

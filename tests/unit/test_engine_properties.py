@@ -25,6 +25,7 @@ from orchestrator.engine import (
     CONTINUABLE_FAILURES,
     TERMINAL_RUN_STATUSES,
     TERMINAL_TASK_STATUSES,
+    UNKNOWN_OUTCOME_ERROR,
     AbortRequested,
     ApprovalTimedOut,
     AssessmentScored,
@@ -486,7 +487,8 @@ def test_failed_attempts_never_exceed_the_retry_policy_budget(spec: MissionSpec,
         by_id = {task.id: task for task in state.spec.tasks}
         for task in state.tasks.values():
             assert task.failed_attempts <= max_attempts(by_id[task.task_id])
-            if task.status is TaskStatus.FAILED and task.error != "outcome unknown after worker loss; not re-run":
+            # (a side effect whose outcome is unknown fails by a person's or a timeout's decision)
+            if task.status is TaskStatus.FAILED and not (task.error or "").endswith(UNKNOWN_OUTCOME_ERROR):
                 # Only a failure no retry can fix ends a task before its budget is spent.
                 exhausted = task.failed_attempts == max_attempts(by_id[task.task_id])
                 assert exhausted or "not retried: " in (task.error or "")
@@ -607,6 +609,17 @@ def test_every_failed_attempt_is_streamed_as_one_error_event_with_its_code(spec:
                 if task.status is TaskStatus.AWAITING_APPROVAL and not t.event.retry_failed
             }
             assert {e["taskId"] for e in task_errors} == unapproved
+            assert all(e["code"] == ErrorCode.OUTCOME_UNKNOWN for e in task_errors)
+            continue
+        if isinstance(t.event, ApprovalTimedOut) and not t.decision.ignored:
+            # An approval that timed out into "fail" is that same decision, taken by the clock.
+            failed = {
+                task_id
+                for task_id, task in t.before.tasks.items()
+                if task.status is TaskStatus.AWAITING_APPROVAL
+                and t.decision.state.tasks[task_id].status is TaskStatus.FAILED
+            }
+            assert {e["taskId"] for e in task_errors} == failed
             assert all(e["code"] == ErrorCode.OUTCOME_UNKNOWN for e in task_errors)
             continue
         if code is None:

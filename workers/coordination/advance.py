@@ -48,7 +48,7 @@ from orchestrator.engine import (
 from orchestrator.prompt import build_prompt
 from orchestrator.spec import MissionSpec
 from workers.coordination.outcome import AfterCommit, AssessInline, Sender
-from workers.store import attempts, run_state, slots, timers, usage
+from workers.store import attempts, reports, run_state, slots, timers, usage
 from workers.store.attempts import Guard
 from workers.store.db import Connection, Database
 from workers.store.slots import SlotRequest
@@ -126,7 +126,7 @@ def step_if_current(
         if decision.ignored is not None or after.spec is not state.spec or not after.tasks.keys() >= state.tasks.keys():
             return None
         out, writes = _gather(after, decision.effects)
-        if writes:
+        if writes or _ends_run(state, after):
             return None
         _add_prompts(after, out.rows)
         written = run_state.save_if_current(
@@ -187,6 +187,8 @@ def begin(
     )
     _write(conn, state.run_id, writes, now)  # timers (the deadline) refer to the run row, inserted just now
     slots.request(conn, state.run_id, writes.slots, now)  # (after the attempt rows they refer to)
+    if state.status in TERMINAL_RUN_STATUSES:  # (a run with nothing it can start ends at once)
+        reports.attach_report_to_done(conn, state.run_id)
     metrics.count_events(outcome.rows.event_types)
     outcome.rows = run_state.Rows()
     return outcome
@@ -206,9 +208,17 @@ def _persist(conn: Connection, before: run_state.Stored, decision: Decision, now
         conn, before, state, now, terminal=terminal, changed_ids=decision.changed_tasks, rows=outcome.rows
     )
     slots.request(conn, state.run_id, writes.slots, now)  # (after the attempt rows they refer to)
+    if _ends_run(before.state, state):
+        reports.attach_report_to_done(conn, state.run_id)  # (after the step's attempt rows and events)
     metrics.count_events(outcome.rows.event_types)
     outcome.rows = run_state.Rows()
     return outcome
+
+
+def _ends_run(before: RunState, after: RunState) -> bool:
+    """Whether a step ends the run (its ``mission:done`` then carries the run's report, which reads
+    the step's own writes: a second statement, so such a step takes the locking path)."""
+    return after.status in TERMINAL_RUN_STATUSES and after.status is not before.status
 
 
 class _Writes:

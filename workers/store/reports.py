@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from psycopg.types.json import Jsonb
+
 from orchestrator.engine import AttemptStatus, assessment_passes
 from orchestrator.report import AttemptTimes, TaskLine, average_score, escalation, run_summary, seconds_between
 from orchestrator.spec import DEFAULT_QUALITY_THRESHOLD, AgentSpec, TaskSpec, format_timestamp
@@ -27,6 +29,7 @@ TASK_ATTEMPTS_PAGE = query("task_attempts_page")
 RUN_REPORT = query("run_report")
 RUN_TIMELINE = query("run_timeline")
 RUN_SPEC_PARTS = query("run_spec_parts")
+ATTACH_REPORT_TO_DONE = query("attach_report_to_done")
 RUN_SCORES = query("run_scores")
 
 
@@ -245,3 +248,12 @@ def run_summaries(conn: Connection, run_ids: Sequence[str]) -> dict[str, dict[st
             "scoredTasks": len(scores),
         }
     return out
+
+
+def attach_report_to_done(conn: Connection, run_id: str) -> None:
+    """Put the run's report into the ``mission:done`` event the caller's step has just written (and
+    into its webhook deliveries), in the caller's transaction: every reader of the event, live or
+    later, gets the run as it ended with its per-task figures (DESIGN: the run report)."""
+    report = run_report(conn, run_id)
+    if report is not None:
+        conn.execute(ATTACH_REPORT_TO_DONE, {"run_id": run_id, "report": Jsonb(report)})

@@ -81,3 +81,14 @@ SELECT r.id, r.started_at, r.finished_at, statement_timestamp() AS now,
        ARRAY(SELECT (rt.state->>'score')::double precision FROM run_tasks rt
               WHERE rt.run_id = r.id AND jsonb_typeof(rt.state->'score') = 'number') AS scores
   FROM runs r WHERE r.id = ANY(%(run_ids)s)
+
+-- name: attach_report_to_done
+-- The report of a run that just ended goes into its latest mission:done event (written by the same
+-- transaction's step, so no reader has seen it yet), and into the webhook deliveries of that event.
+WITH done AS (
+    UPDATE events SET data = data || jsonb_build_object('report', %(report)s::jsonb)
+     WHERE id = (SELECT max(id) FROM events WHERE run_id = %(run_id)s AND type = 'mission:done')
+    RETURNING id
+)
+UPDATE webhook_deliveries d SET data = d.data || jsonb_build_object('report', %(report)s::jsonb)
+  FROM done WHERE d.event_id = done.id
