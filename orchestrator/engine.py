@@ -1886,7 +1886,7 @@ def _retry_causes(step: _Step, task_id: str) -> list[str] | str:
             status = step.tasks[dep].status
             if status in (TaskStatus.FAILED, TaskStatus.CANCELLED):
                 roots.add(dep)
-            elif status is TaskStatus.SKIPPED and dep not in seen:
+            if status in _DEAD and dep not in seen:  # (a root's own upstream may be dead too)
                 seen.add(dep)
                 todo.append(dep)
     if not roots:
