@@ -1655,6 +1655,9 @@ def _finish_when_nothing_left(step: _Step) -> None:
     _end_run(step, status, reason)
     if _has_deadline(step.spec):
         step.emit(CancelTimer.of(Timer.deadline()))
+    for i, delay in enumerate(step.delays):
+        if delay.status is DelayStatus.WAITING:  # its blocked tasks were skipped meanwhile
+            step.emit(CancelTimer.of(Timer.delay(i)))
 
 
 def _end_run(step: _Step, status: MissionStatus, reason: str | None) -> None:
@@ -1830,11 +1833,18 @@ def _give_fresh_budget(step: _Step, task: TaskState, notes: tuple[str, ...]) -> 
 
 
 def _unskip_reachable_tasks(step: _Step) -> None:
-    """A skipped task whose dependencies can complete again goes back to pending."""
+    """A skipped task whose dependencies can complete again goes back to pending; a blocked gate one
+    of whose afterTasks is no longer terminal (re-run, reassessed, unskipped) is judged again once
+    they all end again."""
     for task_id in step.index.topological:
         task = step.tasks[task_id]
         if task.status is TaskStatus.SKIPPED and _unreachable_because(step, task_id) is None:
             step.put(replace(task, status=TaskStatus.PENDING, error=None, finished_at=None))
+    for i, gate in enumerate(step.gates):
+        if gate is GateStatus.BLOCKED and any(
+            step.tasks[t].status not in TERMINAL_TASK_STATUSES for t in step.index.gate_after[i]
+        ):
+            step.gates[i] = GateStatus.PENDING
 
 
 # --------------------------------------------------------------------------------------------
@@ -1885,6 +1895,10 @@ def _continue_failed_run(
         _settle_failures(step, retry_failed=True)
     if deadline is not None:
         step.emit(ScheduleTimer.of(Timer.deadline(), deadline))
+    for i, delay in enumerate(step.delays):
+        if delay.status is DelayStatus.WAITING and delay.until is not None:
+            # disarmed when the run ended (``_finish_when_nothing_left``); a past time fires at once
+            step.emit(ScheduleTimer.of(Timer.delay(i), delay.until))
     _settle(step)
     return step.decision()
 
@@ -1903,29 +1917,33 @@ def _retry_task(state: RunState, event: TaskRetryRequested, now: datetime) -> De
 
 def _retry_causes(step: _Step, task_id: str) -> list[str] | str:
     """The tasks a retry of ``task_id`` re-runs (in topological order), or why there are none: the
-    task itself when it failed or was cancelled; for a skipped task, every failed or cancelled task
-    upstream of it (through dependencies and unreachable checkpoints) that made it skip."""
+    task itself when it failed or was cancelled, and every failed or cancelled task upstream of it
+    (through dependencies, skipped tasks and unreachable checkpoints) that would keep it from
+    running."""
     task = step.tasks.get(task_id)
     if task is None:
         return f"unknown task {task_id!r}"
-    if task.status in (TaskStatus.FAILED, TaskStatus.CANCELLED):
-        return [task_id]
-    if task.status is not TaskStatus.SKIPPED:
+    if task.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.SKIPPED):
         return f'task "{task.title}" is {task.status.value}; only a failed, cancelled or skipped task can be retried'
-    roots: set[str] = set()
+    # The task itself, and what upstream of it cannot complete (a task cancelled while its
+    # dependency was failing would otherwise be skipped again at once).
+    roots: set[str] = {task_id} if task.status is not TaskStatus.SKIPPED else set()
     seen = {task_id}
     todo = [task_id]
     while todo:
         current = todo.pop()
         upstream = list(step.index.dependencies[current])
         for i in step.index.checkpoints_blocking.get(current, ()):
+            if step.checkpoints[i] is CheckpointStatus.FAILED:
+                label = _label(step.spec.checkpoints[i].name, i)
+                return f'task "{task.title}" cannot run in this run: checkpoint {label} timed out'
             if step.checkpoints[i] is CheckpointStatus.PENDING:
                 upstream.extend(step.index.checkpoint_after[i])
         for dep in upstream:
             status = step.tasks[dep].status
             if status in (TaskStatus.FAILED, TaskStatus.CANCELLED):
                 roots.add(dep)
-            elif status is TaskStatus.SKIPPED and dep not in seen:
+            if status in _DEAD and dep not in seen:  # (a root's own upstream may be dead too)
                 seen.add(dep)
                 todo.append(dep)
     if not roots:
@@ -1940,9 +1958,6 @@ def _rerun_tasks(step: _Step, task_ids: Iterable[str]) -> None:
     for task_id in step.index.topological:
         if task_id in rerun:
             _give_fresh_budget(step, step.tasks[task_id], ())
-    for i, status in enumerate(step.gates):
-        if status is GateStatus.BLOCKED and rerun.intersection(step.index.gate_after[i]):
-            step.gates[i] = GateStatus.PENDING
     _unskip_reachable_tasks(step)
     step.reachability_changed = True
 

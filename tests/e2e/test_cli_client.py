@@ -201,7 +201,9 @@ def test_review_requests_changes_then_approves(shared_stack: Stack, tmp_path: Pa
     bad = cli(shared_stack, "review", mission_id, "--approve", "--reject", "no")
     assert bad.returncode == 2 and "exactly one of" in bad.stderr
     sent_back = cli(shared_stack, "review", mission_id, "--request-changes", "Shorter, please.", "--redo", "Draft")
-    assert sent_back.returncode == 0 and sent_back.stdout.strip() == f"{mission_id} active", sent_back.stderr
+    # (the redo may already have reached the checkpoint again when the answer is rendered)
+    assert sent_back.returncode == 0, sent_back.stderr
+    assert sent_back.stdout.strip() in (f"{mission_id} active", f"{mission_id} paused")
     paused = shared_stack.wait_status(mission_id, "paused")
     assert shared_stack.tasks(paused)["Draft"]["output"] == "v2"
     assert cli(shared_stack, "review", mission_id, "--approve").returncode == 0

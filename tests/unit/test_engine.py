@@ -23,6 +23,7 @@ from orchestrator.engine import (
     CheckpointTimedOut,
     DeadlineReached,
     Decision,
+    DelayElapsed,
     Event,
     MissionStatus,
     PauseReason,
@@ -1743,3 +1744,49 @@ def test_only_a_task_that_failed_its_assessment_can_be_reassessed() -> None:
     assert "only a failed task whose last attempt failed its assessment" in (run.last.ignored or "")
     run.complete("c", 4.0)
     assert_ignored(run, ReassessRequested("c"))
+
+
+def test_a_run_that_ends_while_a_delay_waits_disarms_the_delay() -> None:
+    run = Run(
+        mission(
+            {"id": "a"},
+            {"id": "x", "maxRetries": 0},
+            {"id": "b", "dependsOn": ["a", "x"]},
+            delays=[{"afterTasks": ["a"], "blocksTasks": ["b"], "duration": 60}],
+        )
+    )
+    run.complete("a")
+    decision = run.fail("x")  # "b" is skipped: nothing waits for the delay any more
+    assert run.state.status is MissionStatus.FAILED
+    assert CancelTimer("delay", "0") in of(decision, CancelTimer)
+
+
+def test_continuing_a_run_that_ended_while_a_delay_waited_arms_the_delay_again() -> None:
+    run = Run(
+        mission(
+            {"id": "a"},
+            {"id": "x", "maxRetries": 0},
+            {"id": "b", "dependsOn": ["a", "x"]},
+            delays=[{"afterTasks": ["a"], "blocksTasks": ["b"], "duration": 60}],
+        )
+    )
+    run.complete("a")
+    run.fail("x")
+    decision = run.send(TaskRetryRequested("x"))
+    assert ScheduleTimer("delay", "0", T0 + timedelta(seconds=60)) in of(decision, ScheduleTimer)
+    run.complete("x")
+    decision = run.send(DelayElapsed(0), after=60)
+    assert started(decision) == [StartTask("b", 1, "dev", "scripted/dev")]
+
+
+def test_reassessing_a_failed_after_task_of_a_blocked_gate_judges_the_gate_again() -> None:
+    run = Run(gated(min_score=None, require_all=True, maxRetries=0))
+    run.complete("a", 5.0)
+    run.finish("b")
+    run.score("b", 1.0)
+    assert run.state.gates[0] == "blocked" and run.state.status is MissionStatus.FAILED
+    run.send(ReassessRequested("b"))
+    assert run.state.gates[0] == "pending"
+    decision = run.score("b", 4.0)
+    assert run.state.gates[0] == "passed"
+    assert started(decision) == [StartTask("c", 1, "dev", "scripted/dev")]
