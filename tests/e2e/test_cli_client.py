@@ -284,6 +284,7 @@ def scrape(stack: Stack) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def test_metrics_move_while_missions_run(shared_stack: Stack) -> None:
+    time.sleep(1.5)  # the counters of the tests before have reached Redis (flushed once a second)
     before = scrape(shared_stack)
     doc = mission(
         unique("measured"),
@@ -315,9 +316,14 @@ def test_metrics_move_while_missions_run(shared_stack: Stack) -> None:
 
     def counted() -> bool:  # the workers flush their counters to Redis once a second
         after.update(scrape(shared_stack))
-        return (
-            after[("missions_assessment_score_count", ())] > before[("missions_assessment_score_count", ())]
-            and after[("missions_attempts_total", ())] >= before[("missions_attempts_total", ())] + 2
+        return all(
+            after[(name, ())] >= before[(name, ())] + n
+            for name, n in (
+                ("missions_assessment_score_count", 1),
+                ("missions_attempts_total", 2),
+                ("missions_task_duration_seconds_count", 2),
+                ("missions_task_queue_wait_seconds_count", 2),
+            )
         )
 
     wait_for(counted, 10, "the workers' counters to reach /metrics", shared_stack)
