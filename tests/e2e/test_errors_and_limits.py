@@ -21,12 +21,6 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def llm() -> Iterator[FakeLLM]:
-    with FakeLLM() as fake:
-        yield fake
-
-
-@pytest.fixture
 def stack(database_url: str, redis_url: str, tmp_path: Path, llm: FakeLLM) -> Iterator[Stack]:
     """The operator's profile "fake" points at the OpenAI fake and needs no key; the default OpenAI
     endpoint has no key in the workers' environment."""

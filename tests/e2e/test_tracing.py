@@ -29,12 +29,6 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture
-def llm() -> Iterator[FakeLLM]:
-    with FakeLLM() as fake:
-        yield fake
-
-
-@pytest.fixture
 def traced(database_url: str, redis_url: str, tmp_path: Path, receiver: Receiver, llm: FakeLLM) -> Iterator[Stack]:
     env = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,

@@ -21,12 +21,6 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def llm() -> Iterator[FakeLLM]:
-    with FakeLLM() as fake:
-        yield fake
-
-
-@pytest.fixture
 def stack(database_url: str, redis_url: str, tmp_path: Path, llm: FakeLLM) -> Iterator[Stack]:
     env = {
         "OPENAI_API_KEY": "sk-test-openai",
