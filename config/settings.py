@@ -175,6 +175,9 @@ SETTINGS_TABLE: tuple[Setting, ...] = (
     Setting("MISSIONS_REQUEUE_SECONDS", "requeue_seconds", _float_range(0.5, 3600), 10.0,
             "A queued attempt unclaimed this long is sent again; while the broker queue is not empty, again only "
             "after waiting as long as it had (at most 32 times this)."),
+    Setting("MISSIONS_EAGER_HANDOFF_SECONDS", "eager_handoff_seconds", _float_range(0, 3600), 2.0,
+            "Eager hand-off: a worker thread that starts a dependent with the step it ran runs it itself (no broker "
+            "round trip) while it has worked on one message for less than this; 0 turns it off."),
     Setting("MISSIONS_SSE_HEARTBEAT_SECONDS", "sse_heartbeat_seconds", _float_range(0.1, 3600), 15.0,
             "Interval of the SSE comment heartbeat."),
     Setting("MISSIONS_METRICS_TOKEN", "metrics_token", _text, None,
@@ -244,6 +247,7 @@ class Settings:
     heartbeat_seconds: float = 2.0
     worker_lost_seconds: float = 20.0
     requeue_seconds: float = 10.0
+    eager_handoff_seconds: float = 2.0
     sse_heartbeat_seconds: float = 15.0
     metrics_token: str | None = field(default=None, repr=False)
     retain_events_days: float | None = None

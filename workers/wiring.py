@@ -34,6 +34,7 @@ from typing import TypeVar
 
 import redis
 from celery import Celery
+from celery.signals import worker_shutting_down
 
 from config import ConfigError, Settings
 from workers.coordination.advance import Coordinator
@@ -235,6 +236,14 @@ class _WorkerHandlers:
     def run_attempt(self, run_id: str, task_id: str, attempt: int, hostname: str | None) -> object:
         return self._executor_for(hostname).run_attempt(run_id, task_id, attempt)
 
+    def shutting_down(self, **_: object) -> None:
+        """Celery's ``worker_shutting_down`` (sent in the worker's main process: the threads and solo
+        pools' attempts run there): no more eager hand-offs, so a warm shutdown waits only for the
+        attempts running. A prefork child does not get it; its window
+        (``MISSIONS_EAGER_HANDOFF_SECONDS``) bounds what it takes."""
+        if self._executor is not None:
+            self._executor.stop_handing_off()
+
     def assess(self, run_id: str, task_id: str, attempt: int, hostname: str | None) -> object:
         return self._executor_for(hostname).assess(run_id, task_id, attempt)
 
@@ -256,7 +265,9 @@ def worker_app(settings: Settings) -> tuple[Celery, Services]:
     counters go to the services' Redis (``/metrics`` reads them)."""
     app = create_celery(settings)
     services = Services(settings, celery=app)  # the worker's own app sends what its steps start
-    register_tasks(app, _WorkerHandlers(services))
+    handlers = _WorkerHandlers(services)
+    register_tasks(app, handlers)
+    worker_shutting_down.connect(handlers.shutting_down)  # (a weak reference: gone with the app)
     metrics.configure(lambda: services.redis)
     return app, services
 

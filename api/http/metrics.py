@@ -216,6 +216,12 @@ class MissionsCollector:
             "Attempts after the first one of a task (retries, escalations, re-runs).",
             value=attempts.get("retries", 0),
         )
+        yield CounterMetricFamily(
+            "missions_attempts_handed_off",
+            "Attempts a worker thread ran itself right after the step that started them (eager hand-off: "
+            "no broker round trip).",
+            value=attempts.get("handed_off", 0),
+        )
         for name, family, text in HISTOGRAMS:
             yield _redis_histogram(
                 family, text, worker_metrics.HISTOGRAMS[name], worker_metrics.read_histogram(client, name)

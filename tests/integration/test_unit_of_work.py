@@ -11,7 +11,7 @@ import pytest
 from orchestrator.engine import AbortRequested, TaskClaimed, TaskOutputProduced
 from workers.coordination import runs
 from workers.coordination.advance import Coordinator
-from workers.coordination.outcome import AfterCommit, AssessInline
+from workers.coordination.outcome import AfterCommit, Inline
 from workers.store import missions, run_state
 from workers.store.projects import ensure_project
 from workers.support.clock import utcnow
@@ -33,7 +33,7 @@ class Recorder:
         self.database_url = database_url
         self.sent: list[tuple[AfterCommit, bool]] = []
 
-    def send(self, outcome: AfterCommit, assess_inline: AssessInline | None = None) -> None:
+    def send(self, outcome: AfterCommit, inline: Inline | None = None) -> None:
         with psycopg.connect(self.database_url) as conn:  # another session: sees committed rows only
             row = conn.execute("SELECT version FROM runs WHERE id = %s", (outcome.run_id,)).fetchone()
         stored = outcome.stored

@@ -4,7 +4,7 @@ and units of work on a connection the test holds."""
 from __future__ import annotations
 
 from workers.coordination.advance import Coordinator, UnitOfWork
-from workers.coordination.outcome import AfterCommit, AssessInline
+from workers.coordination.outcome import AfterCommit, Inline
 from workers.execution.executor import Executor
 from workers.execution.providers import Providers
 from workers.messaging.dispatch import Dispatcher
@@ -21,11 +21,15 @@ def coordinator(services: Services) -> Coordinator:
     return Coordinator(services.db, dispatcher(services))
 
 
-def executor(services: Services, worker: str = "test-worker", providers: Providers | None = None) -> Executor:
+def executor(
+    services: Services, worker: str = "test-worker", providers: Providers | None = None, *, eager: bool = False
+) -> Executor:
+    """An executor on ``services``; one ``run_attempt`` runs that one attempt (the tests step a run
+    attempt by attempt), unless ``eager``: then it also runs what its steps hand off to it, with the
+    services' ``eager_handoff_seconds`` (tests/integration/test_eager_handoff.py)."""
     sender = dispatcher(services)
-    return Executor(
-        services.settings, services.db, Coordinator(services.db, sender), sender.cancel_flags, worker, providers
-    )
+    settings = services.settings if eager else services.settings.replace(eager_handoff_seconds=0.0)
+    return Executor(settings, services.db, Coordinator(services.db, sender), sender.cancel_flags, worker, providers)
 
 
 def uow(conn: Connection) -> UnitOfWork:
@@ -37,7 +41,7 @@ def uow(conn: Connection) -> UnitOfWork:
 class Discard:
     """A sender that sends nothing (a test that only looks at what was written)."""
 
-    def send(self, outcome: AfterCommit, assess_inline: AssessInline | None = None) -> None:
+    def send(self, outcome: AfterCommit, inline: Inline | None = None) -> None:
         return None
 
 

@@ -47,7 +47,7 @@ from orchestrator.engine import (
 )
 from orchestrator.prompt import build_prompt
 from orchestrator.spec import MissionSpec
-from workers.coordination.outcome import AfterCommit, AssessInline, Sender
+from workers.coordination.outcome import AfterCommit, Inline, Sender
 from workers.store import attempts, reports, run_state, slots, timers, usage
 from workers.store.attempts import Guard
 from workers.store.db import Connection, Database
@@ -344,7 +344,7 @@ class UnitOfWork:
     def __init__(self, conn: Connection, *, atomic: bool) -> None:
         self.conn = conn
         self.atomic = atomic
-        self._due: list[tuple[AfterCommit, AssessInline | None]] = []
+        self._due: list[tuple[AfterCommit, Inline | None]] = []
 
     def advance(
         self,
@@ -355,13 +355,14 @@ class UnitOfWork:
         guard: Guard | None = None,
         before: Before = (),
         budget: Mapping[str, Any] | None = None,
-        assess_inline: AssessInline | None = None,
+        inline: Inline | None = None,
     ) -> AfterCommit | None:
         """Apply ``event`` (after the events of ``before``) to the run and return what the step did;
         None when the run no longer exists. With a ``guard`` the event applies only when the guard
         matched (``AfterCommit.guard`` is its row). With a ``budget``, a run whose recorded usage
-        went over it stops in the same transaction. ``assess_inline`` runs the assessments the step
-        asks for in this thread (after commit) instead of sending them to the broker."""
+        went over it stops in the same transaction. ``inline`` (a worker thread) runs the assessments
+        the step asks for in this thread after commit, and may take a started attempt to run next
+        (``workers.messaging.dispatch.Dispatcher.send``), instead of sending them to the broker."""
         with tracing.span("missions.step", {**tracing.ids(run_id), "missions.event": type(event).__name__}):
             outcome = None
             if not self.atomic:
@@ -374,7 +375,7 @@ class UnitOfWork:
                 outcome = self._locking(run_id, event, now, guard, before, budget)
             if outcome is not None:
                 tracing.annotate({"missions.mission_id": outcome.mission_id})
-                self._due.append((outcome, assess_inline))
+                self._due.append((outcome, inline))
             return outcome
 
     def _locking(
@@ -419,7 +420,7 @@ class UnitOfWork:
             del self._due[queued:]
             raise
 
-    def _take_due(self) -> list[tuple[AfterCommit, AssessInline | None]]:
+    def _take_due(self) -> list[tuple[AfterCommit, Inline | None]]:
         due, self._due = self._due, []
         return due
 
@@ -444,7 +445,7 @@ class Coordinator:
     def steps(self) -> Iterator[UnitOfWork]:
         """Changes that each commit on their own (``uow.conn`` in autocommit); what they ask for is
         sent when the block ends, also when it raises (they committed)."""
-        due: list[tuple[AfterCommit, AssessInline | None]] = []
+        due: list[tuple[AfterCommit, Inline | None]] = []
         try:
             with self.db.autocommit() as conn:
                 uow = UnitOfWork(conn, atomic=False)
@@ -464,29 +465,27 @@ class Coordinator:
         guard: Guard | None = None,
         before: Before = (),
         budget: Mapping[str, Any] | None = None,
-        assess_inline: AssessInline | None = None,
+        inline: Inline | None = None,
     ) -> AfterCommit | None:
         """``UnitOfWork.advance`` as a change of its own, sent as soon as it committed."""
         with self.steps() as uow:
-            return uow.advance(
-                run_id, event, now, guard=guard, before=before, budget=budget, assess_inline=assess_inline
-            )
+            return uow.advance(run_id, event, now, guard=guard, before=before, budget=budget, inline=inline)
 
-    def after_commit(self, outcome: AfterCommit | None, assess_inline: AssessInline | None = None) -> None:
+    def after_commit(self, outcome: AfterCommit | None, inline: Inline | None = None) -> None:
         """Send what a step committed by a caller's own transaction asks for (``step`` and ``begin``
         called directly, as the tests of the write paths do); everything else goes through a unit
         of work, which sends on its own."""
         if outcome is not None:
-            self._send([(outcome, assess_inline)])
+            self._send([(outcome, inline)])
 
-    def _send(self, due: list[tuple[AfterCommit, AssessInline | None]]) -> None:
-        for outcome, assess_inline in due:
+    def _send(self, due: list[tuple[AfterCommit, Inline | None]]) -> None:
+        for outcome, inline in due:
             run_state.remember(outcome.run_id, outcome.stored)  # the state it wrote or read is committed
             if outcome.start:  # (/metrics: missions_attempts_total, missions_retries_total)
                 metrics.count_attempts(len(outcome.start), sum(1 for s in outcome.start if s.attempt > 1))
             if outcome.slot_agents:
                 self._grant_slots(outcome)
-            self.sender.send(outcome, assess_inline)
+            self.sender.send(outcome, inline)
 
     def _grant_slots(self, outcome: AfterCommit) -> None:
         """Grant the free slots of the reusable agents the step touched (project-wide, so a waiter of

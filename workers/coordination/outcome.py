@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from orchestrator.engine import AssessTask, CancelTask, RunState, StartTask
 from workers.store import run_state
 
-# Runs an assessment in the calling thread: (run_id, task_id, attempt) -> what happened.
-AssessInline = Callable[[str, str, int], object]
+
+class Inline(Protocol):
+    """Work the worker thread that ran a step does itself once the step has committed, instead of
+    sending it to the broker (``workers.execution.executor.Executor``)."""
+
+    def assess(self, run_id: str, task_id: str, attempt: int) -> object:
+        """Run the assessment the step asked for, in this thread; what happened."""
+        ...
+
+    def take(self, run_id: str, task_id: str, attempt: int) -> bool:
+        """Eager hand-off: True when this thread runs the started (committed, queued) attempt
+        itself once it is free, so its message is not sent; False to send it."""
+        ...
 
 
 @dataclass
@@ -62,7 +72,7 @@ class Sender(Protocol):
     """Carries out a committed ``AfterCommit`` (``workers.messaging.dispatch.Dispatcher``). A failure
     to send is logged, never raised: the tick repairs what was not sent."""
 
-    def send(self, outcome: AfterCommit, assess_inline: AssessInline | None = None) -> None: ...
+    def send(self, outcome: AfterCommit, inline: Inline | None = None) -> None: ...
 
 
 class Resender(Protocol):

@@ -10,6 +10,13 @@ Model output is coalesced by an ``OutputBatcher`` into at most one ``task:output
 ``OUTPUT_INTERVAL`` per attempt (each event is a coordinator step under the run lock). After an
 attempt or its assessment is recorded, a mission ``budget`` is checked against the run's totals
 in the same transaction, and a run over it is stopped with ``BudgetExceeded``.
+
+Eager hand-off (Temporal's eager activity dispatch is the precedent): when the step that records a
+result (or a verdict) starts a dependent, the thread that ran it runs that attempt next itself
+instead of sending it through the broker (``Executor.take``), while it has worked on one delivered
+message for less than ``MISSIONS_EAGER_HANDOFF_SECONDS`` and its worker is not shutting down. The
+attempt row is committed first and claimed as any other, so a thread that dies in between leaves a
+queued attempt the tick sends again, and a duplicate delivery finds it claimed.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from orchestrator.engine import (
     AttemptStatus,
     Event,
     RunState,
+    StartTask,
     TaskClaimed,
     TaskFailed,
     TaskFinished,
@@ -42,6 +50,7 @@ from orchestrator.engine import (
 from orchestrator.failures import ErrorCode
 from orchestrator.spec import AgentSpec
 from workers.coordination.advance import Coordinator, no_nul, prompts
+from workers.coordination.outcome import AfterCommit
 from workers.execution.agents import AgentCall, AgentResult, Emit
 from workers.execution.assessment import (
     AssessmentContext,
@@ -160,6 +169,15 @@ class _Claim:
 
 
 @dataclass
+class _HandOff:
+    """The attempt a step handed to the thread that ran it (``Executor.take``), to run next."""
+
+    until: float  # time.monotonic() after which the thread takes no more
+    next: tuple[str, str, int] | None = None
+    taken: int = 0
+
+
+@dataclass
 class _Tried:
     """How recording one result went so far (see ``Executor._durably``)."""
 
@@ -187,6 +205,8 @@ class Executor:
         self.providers = providers if providers is not None else Providers(settings)
         self.heartbeats = Heartbeats(db, cancel_flags, settings.heartbeat_seconds)
         self._workspaces: dict[str, Path] = {}  # the runs whose workspace this process already created
+        self._handoff = threading.local()  # .current: the thread's _HandOff while it works on a message
+        self._stopping = False  # the worker is shutting down: no more hand-offs
 
     def _workspace(self, run_id: str) -> Path:
         """The run's workspace, created on first use by this process (not stat-ed per attempt)."""
@@ -201,7 +221,11 @@ class Executor:
 
     # -- one attempt ---------------------------------------------------------------------------
     def run_attempt(self, run_id: str, task_id: str, attempt: int) -> str:
-        """Claim, run and record one attempt; returns what happened, for the Celery result log."""
+        """Claim, run and record one attempt, then the attempts its steps handed to this thread;
+        returns what happened, for the Celery result log."""
+        return self._handing_off(lambda: self._attempt(run_id, task_id, attempt))
+
+    def _attempt(self, run_id: str, task_id: str, attempt: int) -> str:
         with (
             log_ids(run_id=run_id, task_id=task_id, attempt=attempt),
             tracing.span(
@@ -209,6 +233,53 @@ class Executor:
             ),
         ):
             return self._run_attempt(run_id, task_id, attempt)
+
+    # -- eager hand-off ------------------------------------------------------------------------
+    def take(self, run_id: str, task_id: str, attempt: int) -> bool:
+        """``Inline.take``: this thread runs the started attempt next, when it works on a delivered
+        message (not an inline call of another thread), has nothing taken yet, is within its window
+        and its worker is not stopping."""
+        handoff: _HandOff | None = getattr(self._handoff, "current", None)
+        if handoff is None or handoff.next is not None or self._stopping or time.monotonic() >= handoff.until:
+            return False
+        handoff.next = (run_id, task_id, attempt)
+        return True
+
+    def stop_handing_off(self) -> None:
+        """The worker is shutting down: the attempts its steps start go to the broker, so a warm
+        shutdown waits for the attempts running, not for chains of them."""
+        self._stopping = True
+
+    def _handing_off(self, work: Callable[[], str]) -> str:
+        """``work()`` (one delivered message's attempt or assessment), then the attempts handed to
+        this thread, one after the other. An attempt taken but not run (what ran before it raised)
+        is sent after all; so is one whose run raised (a duplicate of a claimed attempt is a no-op)."""
+        window = self.settings.eager_handoff_seconds
+        if window <= 0 or getattr(self._handoff, "current", None) is not None:
+            return work()
+        handoff = _HandOff(time.monotonic() + window)
+        self._handoff.current = handoff
+        try:
+            what = work()
+            while handoff.next is not None:
+                (run_id, task_id, attempt), handoff.next = handoff.next, None
+                handoff.taken += 1
+                try:
+                    self._attempt(run_id, task_id, attempt)
+                except BaseException:
+                    self._send_again(run_id, task_id, attempt)
+                    raise
+            metrics.count_handoffs(handoff.taken)
+            return what if not handoff.taken else f"{what}; then {handoff.taken} attempt(s) handed off to this thread"
+        finally:
+            self._handoff.current = None
+            if handoff.next is not None:
+                self._send_again(*handoff.next)
+
+    def _send_again(self, run_id: str, task_id: str, attempt: int) -> None:
+        """Send a handed-off attempt's message after all (a sender logs its failures; the tick
+        re-sends what it could not)."""
+        self.coordinator.sender.send(AfterCommit("", run_id, start=[StartTask(task_id, attempt, "", "")]))
 
     def _run_attempt(self, run_id: str, task_id: str, attempt: int) -> str:
         now = utcnow()
@@ -345,7 +416,7 @@ class Executor:
             # What the step asks for is sent when the block ends, after the claim's lock is released.
             with self.coordinator.steps() as uow, claim.lock:
                 outcome = uow.advance(
-                    run_id, event, now, before=claim.pending(), guard=recorded, budget=budget, assess_inline=self.assess
+                    run_id, event, now, before=claim.pending(), guard=recorded, budget=budget, inline=self
                 )
                 tried.committed = True
                 if outcome is None:
@@ -364,7 +435,11 @@ class Executor:
 
     # -- assessment ----------------------------------------------------------------------------
     def assess(self, run_id: str, task_id: str, attempt: int) -> str:
-        """Score an attempt's output against its task's expectations and feed the verdict back."""
+        """Score an attempt's output against its task's expectations and feed the verdict back (as
+        ``Inline.assess``, in the thread of the step that asked; as a message's work, with hand-off)."""
+        return self._handing_off(lambda: self._traced_assess(run_id, task_id, attempt))
+
+    def _traced_assess(self, run_id: str, task_id: str, attempt: int) -> str:
         with (
             log_ids(run_id=run_id, task_id=task_id, attempt=attempt),
             tracing.span("missions.assessment", tracing.ids(run_id, None, task_id, attempt)),
@@ -447,9 +522,7 @@ class Executor:
 
         def record(tried: _Tried) -> str:
             with self.coordinator.steps() as uow:
-                outcome = uow.advance(
-                    run_id, scored, now, guard=recorded, budget=state.spec.budget, assess_inline=self.assess
-                )
+                outcome = uow.advance(run_id, scored, now, guard=recorded, budget=state.spec.budget, inline=self)
                 tried.committed = True
             if outcome is not None and outcome.guard is None:
                 if tried.retried:

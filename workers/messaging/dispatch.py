@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from workers.coordination.outcome import AfterCommit, AssessInline
+from workers.coordination.outcome import AfterCommit, Inline
 from workers.messaging.wakeups import WakeupPublisher, publish_wakeup
 
 log = logging.getLogger(__name__)
@@ -121,16 +121,24 @@ class Dispatcher:
         flags = self.redis.mget([cancel_key(*key) for key in keys])
         return [flag is not None for flag in flags]
 
-    def send(self, outcome: AfterCommit, assess_inline: AssessInline | None = None) -> None:
+    def send(self, outcome: AfterCommit, inline: Inline | None = None) -> None:
         """Carry out what a committed step asks for: cancel flags, the attempts it started (one
-        broker round trip), its webhook deliveries, the wake-up of its streams, and its assessments (in this thread with
-        ``assess_inline``, else as messages)."""
+        broker round trip), its webhook deliveries, the wake-up of its streams, and its assessments.
+
+        With ``inline`` (the worker thread that ran the step), the assessments run in this thread,
+        and, when the step asks for none, its first started attempt is offered to the thread
+        (``Inline.take``, the eager hand-off): taken, it is not sent; the thread runs it once this
+        returns. Its row is committed and queued, so a thread that dies before claiming it leaves
+        it to the tick's re-send of lost messages, and a late duplicate finds it claimed."""
         for cancel in outcome.cancel:
             try:
                 self.redis.set(cancel_key(outcome.run_id, cancel.task_id, cancel.attempt), cancel.reason, ex=3600)
             except Exception:
                 log.exception("could not signal cancel of %s/%s", outcome.run_id, cancel.task_id)
-        self.send_attempts(outcome.run_id, [(start.task_id, start.attempt) for start in outcome.start])
+        starts = [(start.task_id, start.attempt) for start in outcome.start]
+        if inline is not None and starts and not outcome.assess and inline.take(outcome.run_id, *starts[0]):
+            del starts[0]
+        self.send_attempts(outcome.run_id, starts)
         self.send_deliveries(outcome.deliveries)
         if outcome.last_event_id is not None:
             if self.wakeups is not None:
@@ -138,7 +146,7 @@ class Dispatcher:
             else:
                 publish_wakeup(self.redis, outcome.mission_id, outcome.run_id, outcome.last_event_id)
         for assess in outcome.assess:
-            if assess_inline is not None:
-                assess_inline(outcome.run_id, assess.task_id, assess.attempt)
+            if inline is not None:
+                inline.assess(outcome.run_id, assess.task_id, assess.attempt)
             else:
                 self.send_assessment(outcome.run_id, assess.task_id, assess.attempt)

@@ -37,7 +37,8 @@ ISOLATED_KEY = "missions:metrics:isolated_failures"  # hash: part -> count
 USAGE_KEY = "missions:metrics:usage"  # hash: "<provider/model>\t<tokens_in|tokens_out|cost_usd>" -> total
 TICKS_KEY = "missions:metrics:ticks"  # hash: "ok" | "failed" -> count
 USAGE_FIELDS = ("tokens_in", "tokens_out", "cost_usd")
-ATTEMPTS_KEY = "missions:metrics:attempts"  # hash: "started", "retries" (started with attempt > 1) -> count
+# hash: "started", "retries" (started with attempt > 1), "handed_off" (eager hand-offs) -> count
+ATTEMPTS_KEY = "missions:metrics:attempts"
 # Histograms of what workers observe, each kept like the step histogram (non-cumulative "le:<bound>",
 # "le:+Inf", count, sum) under HISTOGRAM_KEY + name: how long attempts ran (claimed -> agent
 # finished), how long they waited (queued -> claimed), and the assessment scores.
@@ -129,6 +130,13 @@ class Recorder:
         with self._lock:
             self._attempts["started"] = self._attempts.get("started", 0) + started
             self._attempts["retries"] = self._attempts.get("retries", 0) + retries
+        self._ensure_flusher()
+
+    def count_handoffs(self, taken: int) -> None:
+        if not taken:
+            return
+        with self._lock:
+            self._attempts["handed_off"] = self._attempts.get("handed_off", 0) + taken
         self._ensure_flusher()
 
     def observe(self, name: str, value: float) -> None:
@@ -256,6 +264,11 @@ def count_usage(model: str, tokens_in: int, tokens_out: int, cost_usd: float) ->
 def count_attempts(started: int, retries: int) -> None:
     """Count attempts a committed step started (``retries``: those after their task's first)."""
     _recorder.count_attempts(started, retries)
+
+
+def count_handoffs(taken: int) -> None:
+    """Attempts a worker thread ran itself, handed off by the step it ran (no broker round trip)."""
+    _recorder.count_handoffs(taken)
 
 
 def observe(name: str, value: float) -> None:
