@@ -27,6 +27,7 @@ is a function call and a test of a module flag (``bench/tracing_overhead.py``).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Iterator, Mapping
@@ -173,6 +174,67 @@ def restored(captured: Any) -> Iterator[None]:
         yield
     finally:
         context.detach(token)
+
+
+def traceparent() -> str | None:
+    """The W3C ``traceparent`` of the current span, to store with what outlives it (a run begun
+    under it, so that its later work can be ``continued`` in the same trace). None while tracing is
+    off, with no span current, or when the current trace is not sampled (the beat tick's: a run a
+    schedule fired has no trace to continue)."""
+    if not _state.enabled:
+        return None
+    from opentelemetry import trace
+
+    if not trace.get_current_span().get_span_context().trace_flags.sampled:
+        return None
+    carrier: dict[str, str] = {}
+    _propagator().inject(carrier)
+    return carrier.get("traceparent")
+
+
+def continued(
+    stored: str | None, name: str, attributes: Mapping[str, Any] | None = None
+) -> AbstractContextManager[Any]:
+    """A span in the trace ``stored`` names (a ``traceparent`` as ``traceparent`` gave it), for work
+    on a run that the run's own messages did not start: the beat tick's timers and repairs, a later
+    request on the run. Its parent is the stored context, so what the block publishes (Celery's
+    instrumentation injects the current context) and the attempts those messages start are in the
+    run's trace. It is linked to the span current when it starts (a request's), and that span to
+    it, so each trace points at the other. The shared no-op while tracing is off or nothing is
+    stored; a plain child of the current span when the stored value cannot be read."""
+    if not _state.enabled or not stored:
+        return _NOOP
+    return _continued(stored, name, attributes)
+
+
+@contextmanager
+def _continued(stored: str, name: str, attributes: Mapping[str, Any] | None) -> Iterator[Any]:
+    from opentelemetry import trace
+
+    parent = _propagator().extract({"traceparent": stored})
+    run = trace.get_current_span(parent).get_span_context()
+    if not run.is_valid:
+        log.debug("unreadable stored trace context %r; the span stays in the current trace", stored)
+        with _span(name, attributes) as current:
+            yield current
+        return
+    caller = trace.get_current_span()
+    here = caller.get_span_context()
+    linked = caller.is_recording() and here.trace_id != run.trace_id  # (the tick's spans are not recorded)
+    clean = {k: v for k, v in (attributes or {}).items() if v is not None}
+    links = [trace.Link(here)] if linked else None
+    with trace.get_tracer("missions").start_as_current_span(name, parent, attributes=clean, links=links) as current:
+        if linked:
+            caller.add_link(current.get_span_context())
+        yield current
+
+
+@functools.cache
+def _propagator() -> Any:
+    """W3C trace context whatever ``OTEL_PROPAGATORS`` says: what is stored is a ``traceparent``."""
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    return TraceContextTextMapPropagator()
 
 
 def annotate(attributes: Mapping[str, Any]) -> None:
