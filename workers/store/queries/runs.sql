@@ -309,9 +309,10 @@ SELECT EXISTS (SELECT FROM current) AS current, (SELECT to_jsonb(guard) FROM gua
 -- and its events; the last event id.
 WITH run AS (
     INSERT INTO runs (id, mission_id, number, status, spec, state, deadline_at, created_at, started_at,
-                      finished_at, failure_reason, state_token, input)
+                      finished_at, failure_reason, state_token, input, traceparent)
     VALUES (%(run_id)s, %(mission_id)s, %(number)s, %(status)s, %(spec)s, %(state)s, %(deadline)s, %(now)s,
-            %(now)s, CASE WHEN %(terminal)s THEN %(now)s END, %(failure_reason)s, %(token)s, %(input)s)
+            %(now)s, CASE WHEN %(terminal)s THEN %(now)s END, %(failure_reason)s, %(token)s, %(input)s,
+            %(traceparent)s)
 ), tasks AS (
     INSERT INTO run_tasks (run_id, task_id, version, state)
     SELECT %(run_id)s, t.id, 0, t.state FROM jsonb_to_recordset(%(tasks)s) AS t(id text, state jsonb)
