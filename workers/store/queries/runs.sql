@@ -371,3 +371,8 @@ SELECT id, mission_id, number, status, pause_reason, pause_message, failure_reas
 -- name: project_agents_named
 -- The documents of the project's reusable agents with these names (frozen into a run's team).
 SELECT name, document FROM agents WHERE project_id = %(project_id)s AND name = ANY(%(names)s)
+
+-- name: run_traces
+-- The trace contexts of runs, by id (those that have one): the tick's grants of agent slots send
+-- the attempts of several runs at once.
+SELECT id, traceparent FROM runs WHERE id = ANY(%(run_ids)s) AND traceparent IS NOT NULL
