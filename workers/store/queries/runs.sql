@@ -372,6 +372,12 @@ SELECT id, mission_id, number, status, pause_reason, pause_message, failure_reas
 -- The documents of the project's reusable agents with these names (frozen into a run's team).
 SELECT name, document FROM agents WHERE project_id = %(project_id)s AND name = ANY(%(names)s)
 
+-- name: latest_run_trace
+-- The latest run of a project's mission with its trace context: read, while tracing is on, by a
+-- request that acts on the run (workers/coordination/runs.py, in_run_trace).
+SELECT r.id, r.status, r.traceparent FROM missions m JOIN runs r ON r.id = m.latest_run_id
+ WHERE m.id = %(mission_id)s AND m.project_id = %(project_id)s
+
 -- name: run_traces
 -- The trace contexts of runs, by id (those that have one): the tick's grants of agent slots send
 -- the attempts of several runs at once.
