@@ -21,8 +21,21 @@ and not the beat tick, which would add a trace a second. A run's work sent from 
 attempt continues that trace: the request that executes a mission, the messages it publishes, the
 attempts, their steps and the messages those publish, down to the end of the run.
 
-While tracing is off, ``span`` returns one shared no-op context manager: the cost on the hot path
-is a function call and a test of a module flag (``bench/tracing_overhead.py``).
+Work on a run that none of its messages started joins its trace through the run's row: the run
+stores the ``traceparent`` of the step that began it (``traceparent()``, written by the statement
+that inserts the run; NULL while tracing is off or outside a sampled trace, as for a run a
+schedule fires). The beat tick's timers (``missions.timer``: a retry after its backoff, people's
+timeouts, delays, the deadline) and repairs (``missions.repair``: lost workers, stale
+assessments, lost messages, agent-slot grants), and a later request's command on the run
+(``missions.command``: resume, abort, review, a task's retry, reassess or cancel, task edits while
+it runs) run in ``continued(stored, ...)``: a span whose parent is the stored context, so that the
+messages it publishes and the attempts they start are the run's. It is linked with the span current
+when it starts, both ways (a request's: its own trace and the run's point at each other; the tick's
+spans are not recorded, so nothing is linked there).
+
+While tracing is off, ``span`` and ``continued`` return one shared no-op context manager: the cost
+on the hot path is a function call and a test of a module flag (``bench/tracing_overhead.py``); the
+run stores NULL in the statement that inserts it, and the tick's statements do not read it.
 """
 
 from __future__ import annotations
