@@ -24,11 +24,11 @@ protect(blueprint)  # parameters, key, rate limit, Idempotency-Key: as every /v1
 Command = Callable[[UnitOfWork, str, str, str, Any], object]
 
 
-def _task_command(mission_id: str, task_id: str, command: Command) -> Any:
-    """Apply a command to one task of the mission's latest run (sent after commit), answer with the
-    task as it now stands."""
+def _task_command(mission_id: str, task_id: str, name: str, command: Command) -> Any:
+    """Apply a command to one task of the mission's latest run (sent after commit, in the run's
+    trace while tracing is on: ``runs.in_run_trace``), answer with the task as it now stands."""
     svc = services()
-    with svc.coordinator.transaction() as uow:
+    with runs.in_run_trace(svc.db, g.project_id, mission_id, name), svc.coordinator.transaction() as uow:
         command(uow, g.project_id, mission_id, task_id, utcnow())
     with svc.transaction() as conn:
         mission = missions.get_mission(conn, g.project_id, mission_id)
@@ -39,17 +39,17 @@ def _task_command(mission_id: str, task_id: str, command: Command) -> Any:
 
 @blueprint.post("/missions/<mission_id>/tasks/<task_id>/retry")
 def retry_task(mission_id: str, task_id: str) -> Any:
-    return _task_command(mission_id, task_id, runs.retry_task)
+    return _task_command(mission_id, task_id, "retry_task", runs.retry_task)
 
 
 @blueprint.post("/missions/<mission_id>/tasks/<task_id>/reassess")
 def reassess_task(mission_id: str, task_id: str) -> Any:
-    return _task_command(mission_id, task_id, runs.reassess_task)
+    return _task_command(mission_id, task_id, "reassess_task", runs.reassess_task)
 
 
 @blueprint.post("/missions/<mission_id>/tasks/<task_id>/cancel")
 def cancel_task(mission_id: str, task_id: str) -> Any:
-    return _task_command(mission_id, task_id, runs.cancel_task)
+    return _task_command(mission_id, task_id, "cancel_task", runs.cancel_task)
 
 
 @blueprint.post("/missions/<mission_id>/review")
@@ -58,5 +58,7 @@ def review(mission_id: str) -> Any:
     decision, feedback, redo = ReviewDecision(body["decision"]), body.get("feedback"), tuple(body.get("redo") or ())
     who = (g.identity.key_id, g.identity.name)
     return mission_command(
-        mission_id, lambda uow: runs.review(uow, g.project_id, mission_id, decision, feedback, redo, who, utcnow())
+        mission_id,
+        "review",
+        lambda uow: runs.review(uow, g.project_id, mission_id, decision, feedback, redo, who, utcnow()),
     )

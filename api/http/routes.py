@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
@@ -174,7 +175,7 @@ def delete_mission(mission_id: str) -> Any:
 @blueprint.post("/missions/<mission_id>/tasks")
 def add_task(mission_id: str) -> Any:
     document = json_body(schemas.TASK)
-    with services().coordinator.transaction() as uow:
+    with _task_edit(mission_id, "add_task") as uow:
         mission, task_id, _ = runs.add_task(uow, g.project_id, mission_id, document, limits(), utcnow())
     states = render.task_statuses(mission)
     task = next(t for t in mission.tasks if t.id == task_id)
@@ -186,7 +187,7 @@ def add_task(mission_id: str) -> Any:
 @blueprint.patch("/missions/<mission_id>/tasks/<task_id>")
 def update_task(mission_id: str, task_id: str) -> Any:
     changes = json_body(schemas.TASK_PATCH)
-    with services().coordinator.transaction() as uow:
+    with _task_edit(mission_id, "update_task") as uow:
         mission, _ = runs.update_task(uow, g.project_id, mission_id, task_id, changes, limits(), utcnow())
     states = render.task_statuses(mission)
     task = next(t for t in mission.tasks if t.id == task_id)
@@ -195,9 +196,21 @@ def update_task(mission_id: str, task_id: str) -> Any:
 
 @blueprint.delete("/missions/<mission_id>/tasks/<task_id>")
 def delete_task(mission_id: str, task_id: str) -> Any:
-    with services().coordinator.transaction() as uow:
+    with _task_edit(mission_id, "delete_task") as uow:
         runs.delete_task(uow, g.project_id, mission_id, task_id, limits(), utcnow())
     return "", 204
+
+
+@contextmanager
+def _task_edit(mission_id: str, command: str) -> Iterator[UnitOfWork]:
+    """The unit of work of a change to the mission's tasks, in the trace of the run it changes
+    while one is active or paused (the change joins that run: ``runs.in_run_trace``)."""
+    svc = services()
+    with (
+        runs.in_run_trace(svc.db, g.project_id, mission_id, command, ended_too=False),
+        svc.coordinator.transaction() as uow,
+    ):
+        yield uow
 
 
 def wants_stream() -> bool:
@@ -268,11 +281,11 @@ def wants_json() -> bool:
     return best == "application/json" and "application/json" in request.headers.get("Accept", "")
 
 
-def mission_command(mission_id: str, apply: Callable[[UnitOfWork], object]) -> Any:
-    """Apply a command to the mission's run (its unit of work sends what it asks for after commit),
-    answer with the mission as it now stands."""
+def mission_command(mission_id: str, command: str, apply: Callable[[UnitOfWork], object]) -> Any:
+    """Apply a command to the mission's run (its unit of work sends what it asks for after commit,
+    in the run's trace while tracing is on), answer with the mission as it now stands."""
     svc = services()
-    with svc.coordinator.transaction() as uow:
+    with runs.in_run_trace(svc.db, g.project_id, mission_id, command), svc.coordinator.transaction() as uow:
         apply(uow)
     with svc.transaction() as conn:
         mission = missions.get_mission(conn, g.project_id, mission_id)
@@ -283,12 +296,14 @@ def mission_command(mission_id: str, apply: Callable[[UnitOfWork], object]) -> A
 @blueprint.post("/missions/<mission_id>/resume")
 def resume(mission_id: str) -> Any:
     retry_failed = json_body(schemas.RESUME, optional=True)["retryFailed"]
-    return mission_command(mission_id, lambda uow: runs.resume(uow, g.project_id, mission_id, retry_failed, utcnow()))
+    return mission_command(
+        mission_id, "resume", lambda uow: runs.resume(uow, g.project_id, mission_id, retry_failed, utcnow())
+    )
 
 
 @blueprint.post("/missions/<mission_id>/abort")
 def abort(mission_id: str) -> Any:
-    return mission_command(mission_id, lambda uow: runs.abort(uow, g.project_id, mission_id, utcnow()))
+    return mission_command(mission_id, "abort", lambda uow: runs.abort(uow, g.project_id, mission_id, utcnow()))
 
 
 @blueprint.get("/missions/<mission_id>/runs")

@@ -1,7 +1,9 @@
 """Traces through real processes: with ``OTEL_EXPORTER_OTLP_ENDPOINT`` set, the API and the worker
 export spans (OTLP over HTTP, to a receiver in this test); one run is one trace, from the request
 through Celery's publish and execution (the context carried in the message headers) to each
-attempt, its provider call, its assessment and the coordinator steps, with the run's ids."""
+attempt, its provider call, its assessment and the coordinator steps, with the run's ids. Work the
+beat tick starts (a retry after its backoff) and a later request on the run (a resume) continue
+the run's trace from the context stored on the run, the request's own trace linked with it."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import running_stack
+from tests.e2e.scenarios import agent, mission
 from tests.support.fake_llm import FakeLLM, say
 from tests.support.otlp import Receiver, Span, otlp_receiver
 from tests.support.stack import Stack
@@ -127,3 +130,72 @@ def test_one_run_is_one_trace_from_the_request_to_the_provider_call(
     # Nothing of the run went to another trace, and the beat tick started none.
     assert {s.trace_id for s in spans if s.attributes.get("missions.run_id") == run_id} == {request.trace_id}
     assert not [s for s in spans if s.name.endswith("/missions.tick")]
+
+
+def ancestors(span: Span, by_id: dict[str, Span]) -> list[Span]:
+    """The span's parent, its parent's parent... as far as they were exported."""
+    chain = []
+    while span.parent_id in by_id:
+        span = by_id[span.parent_id]
+        chain.append(span)
+    return chain
+
+
+def test_a_retry_after_its_backoff_is_in_the_runs_trace(traced: Stack, receiver: Receiver) -> None:
+    doc = mission(
+        "retried",
+        [{"title": "Flaky", "assignTo": "a", "maxRetries": 1, "retryPolicy": {"backoff": 1}}],
+        [agent("a", {"fail": "boom"}, {"output": "fine"})],
+    )
+    mission_id = traced.create(doc)["id"]
+    run_id = traced.execute(mission_id)["id"]
+    assert traced.wait_status(mission_id, "completed", "failed")["status"] == "completed"
+
+    spans = wait_for_spans(receiver, {"missions.attempt", "missions.timer"}, run_id)
+    by_id = {s.span_id: s for s in spans}
+    [request] = [s for s in spans if s.kind == SERVER and "/execute" in s.name]
+    attempts = {s.attributes["missions.attempt"]: s for s in spans if s.name == "missions.attempt"}
+    assert set(attempts) == {1, 2}
+    # The backoff timer fired in the worker's tick, in the run's trace; the retry came from it.
+    [timer] = [s for s in spans if s.name == "missions.timer" and s.attributes.get("missions.run_id") == run_id]
+    assert timer.attributes["missions.timer"] == "retry" and timer.service == "missions-worker"
+    assert timer.trace_id == request.trace_id
+    assert timer in ancestors(attempts[2], by_id)
+    assert by_id[attempts[2].parent_id].name == "run/missions.run_task"
+    assert {s.trace_id for s in spans if s.attributes.get("missions.run_id") == run_id} == {request.trace_id}
+    assert not [s for s in spans if s.name.endswith("/missions.tick")]  # the tick's own spans still start none
+
+
+def test_the_tasks_after_a_resume_are_in_the_runs_trace_and_the_resume_request_is_linked(
+    traced: Stack, receiver: Receiver
+) -> None:
+    doc = mission(
+        "resumed",
+        [{"title": "Stage", "assignTo": "ops"}, {"title": "Prod", "assignTo": "ops", "dependsOn": ["Stage"]}],
+        [agent("ops", {"output": "ok"})],
+        checkpoints=[{"afterTasks": ["Stage"], "blocksTasks": ["Prod"], "message": "Ship?"}],
+    )
+    mission_id = traced.create(doc)["id"]
+    run_id = traced.execute(mission_id)["id"]
+    traced.wait_status(mission_id, "paused")
+    response = traced.request("POST", f"/v1/missions/{mission_id}/resume", json={"retryFailed": False})
+    assert response.status_code == 200, response.text
+    assert traced.wait_status(mission_id, "completed", "failed")["status"] == "completed"
+    tasks = {t["title"]: t["id"] for t in traced.mission(mission_id)["tasks"]}
+
+    spans = wait_for_spans(receiver, {"missions.attempt", "missions.command"}, run_id)
+    by_id = {s.span_id: s for s in spans}
+    [execute] = [s for s in spans if s.kind == SERVER and "/execute" in s.name]
+    [resume] = [s for s in spans if s.kind == SERVER and s.name.startswith("POST") and "/resume" in s.name]
+    [command] = [s for s in spans if s.name == "missions.command"]
+    assert command.attributes["missions.command"] == "resume"
+    assert command.attributes["missions.run_id"] == run_id and command.service == "missions-api"
+    # The command is in the run's trace, and the request's own trace and the run's point at each other.
+    assert command.trace_id == execute.trace_id != resume.trace_id
+    assert (resume.trace_id, resume.span_id) in command.links
+    assert (command.trace_id, command.span_id) in resume.links
+    # The task the resume released ran in the run's trace, from the resume's message.
+    [prod] = [s for s in spans if s.name == "missions.attempt" and s.attributes["missions.task_id"] == tasks["Prod"]]
+    assert prod.trace_id == execute.trace_id
+    assert command in ancestors(prod, by_id)
+    assert {s.trace_id for s in spans if s.attributes.get("missions.run_id") == run_id} == {execute.trace_id}

@@ -25,6 +25,7 @@ class Span:
     parent_id: str
     kind: int
     attributes: dict[str, Any]
+    links: tuple[tuple[str, str], ...] = ()  # (trace id, span id) of each span it links to
 
 
 def _value(any_value: Any) -> Any:
@@ -73,6 +74,7 @@ class Receiver:
                     parent_id=span.parent_span_id.hex(),
                     kind=span.kind,
                     attributes={a.key: _value(a.value) for a in span.attributes},
+                    links=tuple((link.trace_id.hex(), link.span_id.hex()) for link in span.links),
                 )
                 for scope_spans in resource_spans.scope_spans
                 for span in scope_spans.spans

@@ -1,10 +1,12 @@
 """Runs of a mission as the API sees them: start, resume, abort, change tasks while running, and
 read run history. Each command works in the caller's unit of work (``Coordinator.transaction()``),
-which sends what the change asks for once its transaction has committed."""
+which sends what the change asks for once its transaction has committed; the caller wraps that
+unit of work in ``in_run_trace``, so that what it sends joins the run's trace."""
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Final, NamedTuple
 
@@ -29,9 +31,10 @@ from orchestrator.spec import MissionSpec
 from workers.coordination.advance import UnitOfWork
 from workers.coordination.outcome import AfterCommit
 from workers.store import attempts, missions, runs
-from workers.store.db import Connection
+from workers.store.db import Connection, Database
 from workers.store.missions import Limits, StoredMission
 from workers.store.usage import MissionUsage, Totals
+from workers.support import tracing
 from workers.support.errors import Conflict, Invalid, NotFound
 from workers.support.ids import new_id
 
@@ -121,6 +124,26 @@ def execute(
     started = {(run_id, s.task_id): Totals(attempts=1) for s in outcome.start}  # queued, nothing spent
     usage = MissionUsage(runs={run_id: Totals(attempts=len(started))}, tasks=started)
     return Started(run_id, outcome, row, usage)
+
+
+def in_run_trace(
+    db: Database, project_id: str, mission_id: str, command: str, *, ended_too: bool = True
+) -> AbstractContextManager[Any]:
+    """The span a request's ``command`` on the mission's latest run works in, wrapped around its
+    unit of work: in the run's trace (``tracing.continued``), linked both ways with the request's
+    span, so that the steps, the messages sent after commit and the attempts they start are the
+    run's. Without ``ended_too``, only while that run is active or paused (a task edited between
+    runs changes no run). One read before the command while tracing is on; nothing while it is off.
+    (A run begun between the read and the command's lock, by another request, is rare enough for
+    its command to land in the previous run's trace.)"""
+    if not tracing.enabled():
+        return tracing.continued(None, "missions.command")
+    with db.autocommit() as conn:
+        latest = runs.latest_run_trace(conn, project_id, mission_id)
+    if latest is None or not (ended_too or latest["status"] not in TERMINAL_RUN_STATUSES):
+        return tracing.continued(None, "missions.command")
+    attributes = {**tracing.ids(latest["id"], mission_id), "missions.command": command}
+    return tracing.continued(latest["traceparent"], "missions.command", attributes)
 
 
 def resume(uow: UnitOfWork, project_id: str, mission_id: str, retry_failed: bool, now: datetime) -> AfterCommit:

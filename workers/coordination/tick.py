@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -53,10 +54,10 @@ from orchestrator.engine import TaskClaimed, WorkerLost, timer_event
 from workers.coordination import schedules
 from workers.coordination.advance import Coordinator
 from workers.coordination.outcome import Resender
-from workers.store import attempts, idempotency, retention, slots, timers, webhooks
+from workers.store import attempts, idempotency, retention, runs, slots, timers, webhooks
 from workers.store.db import is_transient
 from workers.store.missions import Limits
-from workers.support import metrics
+from workers.support import metrics, tracing
 
 log = logging.getLogger(__name__)
 
@@ -103,17 +104,27 @@ def fire_timers(coordinator: Coordinator, now: datetime, limit: int = BATCH, fai
     is scheduled again ``FAILED_TIMER_DELAY`` from now in the same transaction (which holds it, so
     no other tick takes it meanwhile), so the next due timers go on and it does not come first
     again next tick. On a transient database failure the whole transaction rolls back (the timer
-    stays due) and the timers wait for the next tick."""
+    stays due) and the timers wait for the next tick.
+
+    While tracing is on, each timer's step and what it sends after commit are in its run's trace
+    (``tracing.continued``): the span opens once the timer is taken, and closes after the send."""
     failures = failures if failures is not None else Failures()
     fired = 0
     for _ in range(limit):
         taken: dict[str, Any] | None = None
         try:
-            with coordinator.transaction() as uow:
+            with ExitStack() as in_run_trace, coordinator.transaction() as uow:
                 taken = timers.take_due(uow.conn, now)
                 if taken is None:
                     break
                 run_id, kind, key = taken["run_id"], taken["kind"], taken["key"]
+                in_run_trace.enter_context(
+                    tracing.continued(
+                        taken["traceparent"],
+                        "missions.timer",
+                        {**tracing.ids(run_id), "missions.timer": kind, "missions.timer_key": key},
+                    )
+                )
                 event = timer_event(kind, key)
                 try:
                     with uow.savepoint():  # (drops the sends the step queued, with its writes)
@@ -155,7 +166,7 @@ def reap_lost_workers(
     for row in candidates:
         run_id, task_id, attempt = row["run_id"], row["task_id"], row["attempt"]
         try:
-            with coordinator.transaction() as uow:
+            with _repair(row, "lost_worker"), coordinator.transaction() as uow:
                 # Marked in the statement that locks the run, like a claim; a racing tick's mark matches
                 # nothing. The attempt row says it was claimed; its worker may have died before telling
                 # the run (executor._Claim), so the claim goes first: a started side-effecting task
@@ -205,7 +216,8 @@ def resend_stale_assessments(
     for row in rows:
         run_id, task_id, attempt = row["run_id"], row["task_id"], row["attempt"]
         try:
-            resender.send_assessment(run_id, task_id, attempt)
+            with _repair(row, "stale_assessment"):
+                resender.send_assessment(run_id, task_id, attempt)
         except Exception:
             log.exception(
                 "tick: re-sending the assessment of attempt %s of %s in run %s failed; skipped",
@@ -234,7 +246,8 @@ def resend_lost_messages(
     for row in rows:
         run_id, task_id, attempt = row["run_id"], row["task_id"], row["attempt"]
         try:
-            resender.send_attempts(run_id, [(task_id, attempt)])
+            with _repair(row, "lost_message"):
+                resender.send_attempts(run_id, [(task_id, attempt)])
         except Exception:  # (its sent_at moved on: it goes again after its backoff)
             log.exception("tick: re-sending attempt %s of %s in run %s failed; skipped", attempt, task_id, run_id)
             failures.add("lost_messages")
@@ -264,20 +277,24 @@ def grant_waiting_slots(
     coordinator: Coordinator, resender: Resender, now: datetime, failures: Failures | None = None
 ) -> int:
     """Grant the free slots of every reusable agent that has waiters, and send what was granted.
-    Normally the step that frees a slot grants it; this covers a process that died in between."""
+    Normally the step that frees a slot grants it; this covers a process that died in between.
+    While tracing is on, each run's attempts are sent in its trace (its runs' trace contexts are
+    read in the grant's transaction)."""
     failures = failures if failures is not None else Failures()
     with coordinator.db.transaction() as conn:
         pairs = slots.agents_waiting(conn, BATCH)
     granted = 0
     for project_id, agent in pairs:
         try:
+            by_run: dict[str, list[tuple[str, int]]] = {}
             with coordinator.db.transaction() as conn:
                 keys = slots.grant(conn, project_id, agent, now)
-            by_run: dict[str, list[tuple[str, int]]] = {}
-            for run_id, task_id, attempt in keys:
-                by_run.setdefault(run_id, []).append((task_id, attempt))
+                for run_id, task_id, attempt in keys:
+                    by_run.setdefault(run_id, []).append((task_id, attempt))
+                traces = runs.run_traces(conn, list(by_run)) if by_run and tracing.enabled() else {}
             for run_id, items in by_run.items():
-                resender.send_attempts(run_id, items)  # (a failed send is re-sent as a lost message)
+                with tracing.continued(traces.get(run_id), "missions.repair", _repair_ids(run_id, "agent_slot")):
+                    resender.send_attempts(run_id, items)  # (a failed send is re-sent as a lost message)
         except Exception as exc:
             log.exception("tick: granting the slots of agent %s in project %s failed; skipped", agent, project_id)
             failures.add("agent_slots")
@@ -327,6 +344,21 @@ def apply_retention(coordinator: Coordinator, settings: Settings, now: datetime)
             pruned.batches,
         )
     return pruned.total
+
+
+def _repair(row: dict[str, Any], repair: str) -> AbstractContextManager[Any]:
+    """The span of one repair of an attempt (its step, or its message sent again), in its run's
+    trace (``tracing.continued``, from the ``traceparent`` the tick's statement read with it):
+    the attempt that message starts joins the run's trace."""
+    return tracing.continued(
+        row["traceparent"],
+        "missions.repair",
+        {**_repair_ids(row["run_id"], repair), "missions.task_id": row["task_id"], "missions.attempt": row["attempt"]},
+    )
+
+
+def _repair_ids(run_id: str, repair: str) -> dict[str, Any]:
+    return {**tracing.ids(run_id), "missions.repair": repair}
 
 
 def _part(failures: Failures, part: str, run: Callable[[], int]) -> int:

@@ -21,6 +21,7 @@ from psycopg.types.json import Jsonb
 from orchestrator.engine import LIVE_ATTEMPT_STATUSES, AttemptStatus
 from workers.store.db import Connection
 from workers.store.queries import query
+from workers.support import tracing
 
 CLAIM = query("claim_attempt")
 STORE_PROMPT = query("store_attempt_prompt")
@@ -218,13 +219,17 @@ def beat(conn: Connection, watched: Sequence[Mapping[str, Any]]) -> set[tuple[st
 
 
 def lost_running(conn: Connection, cutoff: datetime, limit: int) -> list[dict[str, Any]]:
-    """Running attempts whose heartbeat is older than ``cutoff``, oldest first."""
-    return [dict(r) for r in conn.execute(LOST_RUNNING, {"cutoff": cutoff, "limit": limit})]
+    """Running attempts whose heartbeat is older than ``cutoff``, oldest first (with the
+    ``traceparent`` of their run while tracing is on, None otherwise)."""
+    params = {"cutoff": cutoff, "limit": limit, "traced": tracing.enabled()}
+    return [dict(r) for r in conn.execute(LOST_RUNNING, params)]
 
 
 def take_stale_assessing(conn: Connection, cutoff: datetime, now: datetime, limit: int) -> list[dict[str, Any]]:
-    """Assessing attempts whose judge went silent before ``cutoff``, touched so another tick skips them."""
-    return [dict(r) for r in conn.execute(STALE_ASSESSING, {"cutoff": cutoff, "now": now, "limit": limit})]
+    """Assessing attempts whose judge went silent before ``cutoff``, touched so another tick skips
+    them (with their run's ``traceparent`` while tracing is on)."""
+    params = {"cutoff": cutoff, "now": now, "limit": limit, "traced": tracing.enabled()}
+    return [dict(r) for r in conn.execute(STALE_ASSESSING, params)]
 
 
 def take_unsent(
@@ -237,8 +242,9 @@ def take_unsent(
     one attempt double up to the cap. An attempt created at ``t`` is then re-sent at about
     ``t + r``, ``t + 2r``, ``t + 4r``... (``r = now - cutoff``), so one that waits in a long but
     healthy queue gets a few duplicates, and one whose message was lost waits at most about as long
-    again as it had already waited (and never more than the cap) before its message goes again."""
-    params = {"cutoff": cutoff, "now": now, "limit": limit, "backoff_cap": backoff_cap}
+    again as it had already waited (and never more than the cap) before its message goes again.
+    While tracing is on, each row has its run's ``traceparent``."""
+    params = {"cutoff": cutoff, "now": now, "limit": limit, "backoff_cap": backoff_cap, "traced": tracing.enabled()}
     return [dict(r) for r in conn.execute(UNSENT, params)]
 
 

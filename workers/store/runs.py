@@ -12,6 +12,8 @@ GET_RUN = query("get_run")
 LIST_RUNS = query("list_runs")
 LIST_RUNS_AFTER = query("list_runs_after")
 PROJECT_AGENTS_NAMED = query("project_agents_named")
+LATEST_RUN_TRACE = query("latest_run_trace")
+RUN_TRACES = query("run_traces")
 
 
 def get_run(conn: Connection, mission_id: str, run_id: str) -> dict[str, Any] | None:
@@ -36,3 +38,16 @@ def project_agents(conn: Connection, project_id: str, names: Sequence[str]) -> l
     """The documents of the project's agents called ``names`` (those that exist)."""
     rows = conn.execute(PROJECT_AGENTS_NAMED, {"project_id": project_id, "names": list(names)}).fetchall()
     return [dict(r["document"]) for r in rows]
+
+
+def latest_run_trace(conn: Connection, project_id: str, mission_id: str) -> dict[str, Any] | None:
+    """The ``id``, ``status`` and ``traceparent`` of the mission's latest run; None before its first
+    run (or for another project's mission)."""
+    row = conn.execute(LATEST_RUN_TRACE, {"project_id": project_id, "mission_id": mission_id}).fetchone()
+    return dict(row) if row is not None else None
+
+
+def run_traces(conn: Connection, run_ids: Sequence[str]) -> dict[str, str]:
+    """The ``traceparent`` of each of ``run_ids`` that has one."""
+    rows = conn.execute(RUN_TRACES, {"run_ids": list(run_ids)}).fetchall()
+    return {str(r["id"]): str(r["traceparent"]) for r in rows}

@@ -139,6 +139,8 @@ CREATE TABLE runs (
     events_pruned   boolean NOT NULL DEFAULT false,
     outputs_pruned  boolean NOT NULL DEFAULT false,
     input           jsonb,
+    -- The W3C traceparent of the step that began the run, when traced (workers/support/tracing.py).
+    traceparent     text,
     UNIQUE (mission_id, number)
 );
 CREATE INDEX runs_mission_number ON runs (mission_id, number DESC);

@@ -9,6 +9,7 @@ from typing import Any
 
 from workers.store.db import Connection
 from workers.store.queries import query
+from workers.support import tracing
 
 SCHEDULE = query("schedule_timer")
 CANCEL = query("cancel_timer")
@@ -36,6 +37,7 @@ def apply(conn: Connection, run_id: str, changes: Sequence[TimerChange]) -> None
 
 
 def take_due(conn: Connection, now: datetime) -> dict[str, Any] | None:
-    """One timer due at ``now`` (``run_id``, ``kind``, ``key``), deleted in the caller's transaction."""
-    row = conn.execute(TAKE_DUE, {"now": now}).fetchone()
+    """One timer due at ``now`` (``run_id``, ``kind``, ``key``, and its run's ``traceparent`` while
+    tracing is on), deleted in the caller's transaction."""
+    row = conn.execute(TAKE_DUE, {"now": now, "traced": tracing.enabled()}).fetchone()
     return dict(row) if row is not None else None

@@ -21,12 +21,26 @@ and not the beat tick, which would add a trace a second. A run's work sent from 
 attempt continues that trace: the request that executes a mission, the messages it publishes, the
 attempts, their steps and the messages those publish, down to the end of the run.
 
-While tracing is off, ``span`` returns one shared no-op context manager: the cost on the hot path
-is a function call and a test of a module flag (``bench/tracing_overhead.py``).
+Work on a run that none of its messages started joins its trace through the run's row: the run
+stores the ``traceparent`` of the step that began it (``traceparent()``, written by the statement
+that inserts the run; NULL while tracing is off or outside a sampled trace, as for a run a
+schedule fires). The beat tick's timers (``missions.timer``: a retry after its backoff, people's
+timeouts, delays, the deadline) and repairs (``missions.repair``: lost workers, stale
+assessments, lost messages, agent-slot grants), and a later request's command on the run
+(``missions.command``: resume, abort, review, a task's retry, reassess or cancel, task edits while
+it runs) run in ``continued(stored, ...)``: a span whose parent is the stored context, so that the
+messages it publishes and the attempts they start are the run's. It is linked with the span current
+when it starts, both ways (a request's: its own trace and the run's point at each other; the tick's
+spans are not recorded, so nothing is linked there).
+
+While tracing is off, ``span`` and ``continued`` return one shared no-op context manager: the cost
+on the hot path is a function call and a test of a module flag (``bench/tracing_overhead.py``); the
+run stores NULL in the statement that inserts it, and the tick's statements do not read it.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Iterator, Mapping
@@ -173,6 +187,67 @@ def restored(captured: Any) -> Iterator[None]:
         yield
     finally:
         context.detach(token)
+
+
+def traceparent() -> str | None:
+    """The W3C ``traceparent`` of the current span, to store with what outlives it (a run begun
+    under it, so that its later work can be ``continued`` in the same trace). None while tracing is
+    off, with no span current, or when the current trace is not sampled (the beat tick's: a run a
+    schedule fired has no trace to continue)."""
+    if not _state.enabled:
+        return None
+    from opentelemetry import trace
+
+    if not trace.get_current_span().get_span_context().trace_flags.sampled:
+        return None
+    carrier: dict[str, str] = {}
+    _propagator().inject(carrier)
+    return carrier.get("traceparent")
+
+
+def continued(
+    stored: str | None, name: str, attributes: Mapping[str, Any] | None = None
+) -> AbstractContextManager[Any]:
+    """A span in the trace ``stored`` names (a ``traceparent`` as ``traceparent`` gave it), for work
+    on a run that the run's own messages did not start: the beat tick's timers and repairs, a later
+    request on the run. Its parent is the stored context, so what the block publishes (Celery's
+    instrumentation injects the current context) and the attempts those messages start are in the
+    run's trace. It is linked to the span current when it starts (a request's), and that span to
+    it, so each trace points at the other. The shared no-op while tracing is off or nothing is
+    stored; a plain child of the current span when the stored value cannot be read."""
+    if not _state.enabled or not stored:
+        return _NOOP
+    return _continued(stored, name, attributes)
+
+
+@contextmanager
+def _continued(stored: str, name: str, attributes: Mapping[str, Any] | None) -> Iterator[Any]:
+    from opentelemetry import trace
+
+    parent = _propagator().extract({"traceparent": stored})
+    run = trace.get_current_span(parent).get_span_context()
+    if not run.is_valid:
+        log.debug("unreadable stored trace context %r; the span stays in the current trace", stored)
+        with _span(name, attributes) as current:
+            yield current
+        return
+    caller = trace.get_current_span()
+    here = caller.get_span_context()
+    linked = caller.is_recording() and here.trace_id != run.trace_id  # (the tick's spans are not recorded)
+    clean = {k: v for k, v in (attributes or {}).items() if v is not None}
+    links = [trace.Link(here)] if linked else None
+    with trace.get_tracer("missions").start_as_current_span(name, parent, attributes=clean, links=links) as current:
+        if linked:
+            caller.add_link(current.get_span_context())
+        yield current
+
+
+@functools.cache
+def _propagator() -> Any:
+    """W3C trace context whatever ``OTEL_PROPAGATORS`` says: what is stored is a ``traceparent``."""
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    return TraceContextTextMapPropagator()
 
 
 def annotate(attributes: Mapping[str, Any]) -> None:

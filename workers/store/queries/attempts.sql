@@ -56,19 +56,24 @@ UPDATE attempts a SET heartbeat_at = now()
 RETURNING a.run_id, a.task_id, a.attempt
 
 -- name: lost_running_attempts
--- Running attempts whose worker stopped heart-beating, oldest first.
-SELECT run_id, task_id, attempt, worker, claimed_at FROM attempts
+-- Running attempts whose worker stopped heart-beating, oldest first; with %(traced)s, with their
+-- run's trace context (as take_due_timer).
+SELECT run_id, task_id, attempt, worker, claimed_at,
+       CASE WHEN %(traced)s THEN (SELECT r.traceparent FROM runs r WHERE r.id = attempts.run_id) END AS traceparent
+  FROM attempts
  WHERE status = 'running' AND heartbeat_at < %(cutoff)s
  ORDER BY heartbeat_at LIMIT %(limit)s
 
 -- name: stale_assessing_attempts
--- Assessments whose worker went silent; touched, so that a concurrent tick skips them.
+-- Assessments whose worker went silent; touched, so that a concurrent tick skips them. With
+-- %(traced)s, with their run's trace context (as take_due_timer).
 UPDATE attempts SET heartbeat_at = %(now)s
  WHERE (run_id, task_id, attempt) IN (
     SELECT run_id, task_id, attempt FROM attempts
      WHERE status = 'assessing' AND coalesce(heartbeat_at, finished_at) < %(cutoff)s
      LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
-RETURNING run_id, task_id, attempt
+RETURNING run_id, task_id, attempt,
+          CASE WHEN %(traced)s THEN (SELECT r.traceparent FROM runs r WHERE r.id = attempts.run_id) END AS traceparent
 
 -- name: unsent_attempts
 -- Queued attempts no worker claimed: their message was never sent, or the broker lost it. Each is
@@ -77,6 +82,7 @@ RETURNING run_id, task_id, attempt
 -- queue is not flooded with duplicates of the attempts waiting in it. A zero cap re-sends every
 -- attempt past the cutoff (an empty queue holds no message of any of them). An attempt waiting for
 -- a slot of its agent (agent_slots, not granted) was never sent on purpose: it goes when granted.
+-- With %(traced)s, with their run's trace context (as take_due_timer).
 UPDATE attempts SET sent_at = %(now)s
  WHERE (run_id, task_id, attempt) IN (
     SELECT q.run_id, q.task_id, q.attempt FROM attempts q
@@ -87,7 +93,8 @@ UPDATE attempts SET sent_at = %(now)s
                         WHERE s.run_id = q.run_id AND s.task_id = q.task_id AND s.attempt = q.attempt
                           AND s.granted_at IS NULL)
      ORDER BY q.created_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
-RETURNING run_id, task_id, attempt
+RETURNING run_id, task_id, attempt,
+          CASE WHEN %(traced)s THEN (SELECT r.traceparent FROM runs r WHERE r.id = attempts.run_id) END AS traceparent
 
 -- name: postpone_lost_attempt
 -- A lost attempt the tick could not reap (its step failed): looked at again once its heartbeat,

@@ -309,9 +309,10 @@ SELECT EXISTS (SELECT FROM current) AS current, (SELECT to_jsonb(guard) FROM gua
 -- and its events; the last event id.
 WITH run AS (
     INSERT INTO runs (id, mission_id, number, status, spec, state, deadline_at, created_at, started_at,
-                      finished_at, failure_reason, state_token, input)
+                      finished_at, failure_reason, state_token, input, traceparent)
     VALUES (%(run_id)s, %(mission_id)s, %(number)s, %(status)s, %(spec)s, %(state)s, %(deadline)s, %(now)s,
-            %(now)s, CASE WHEN %(terminal)s THEN %(now)s END, %(failure_reason)s, %(token)s, %(input)s)
+            %(now)s, CASE WHEN %(terminal)s THEN %(now)s END, %(failure_reason)s, %(token)s, %(input)s,
+            %(traceparent)s)
 ), tasks AS (
     INSERT INTO run_tasks (run_id, task_id, version, state)
     SELECT %(run_id)s, t.id, 0, t.state FROM jsonb_to_recordset(%(tasks)s) AS t(id text, state jsonb)
@@ -370,3 +371,14 @@ SELECT id, mission_id, number, status, pause_reason, pause_message, failure_reas
 -- name: project_agents_named
 -- The documents of the project's reusable agents with these names (frozen into a run's team).
 SELECT name, document FROM agents WHERE project_id = %(project_id)s AND name = ANY(%(names)s)
+
+-- name: latest_run_trace
+-- The latest run of a project's mission with its trace context: read, while tracing is on, by a
+-- request that acts on the run (workers/coordination/runs.py, in_run_trace).
+SELECT r.id, r.status, r.traceparent FROM missions m JOIN runs r ON r.id = m.latest_run_id
+ WHERE m.id = %(mission_id)s AND m.project_id = %(project_id)s
+
+-- name: run_traces
+-- The trace contexts of runs, by id (those that have one): the tick's grants of agent slots send
+-- the attempts of several runs at once.
+SELECT id, traceparent FROM runs WHERE id = ANY(%(run_ids)s) AND traceparent IS NOT NULL
