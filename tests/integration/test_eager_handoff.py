@@ -159,7 +159,7 @@ def test_with_the_window_off_every_dependent_goes_through_the_broker(
     off = Services(services.settings.replace(eager_handoff_seconds=0.0))
     try:
         executor = shell.executor(off, "test-worker", eager=True)
-        run_id, ids = _start(services, [{"title": "a"}, {"title": "b", "dependsOn": ["a"]}])
+        _run_id, ids = _start(services, [{"title": "a"}, {"title": "b", "dependsOn": ["a"]}])
         assert executor.run_attempt(*_take_message(services)) == "finished"
         assert [title for title, _ in agent_runs] == ["a"]
         assert _queued(services) == [ids["b"]]
@@ -205,7 +205,7 @@ def test_the_window_closes_after_its_seconds(
 def test_a_dependent_of_an_assessed_task_is_handed_off_after_its_verdict(
     services: Services, executor: Executor, agent_runs: list[tuple[str, str]], db: psycopg.Connection
 ) -> None:
-    run_id, ids = _start(
+    run_id, _ids = _start(
         services,
         [
             {"title": "a", "expectations": [{"type": "contains", "value": "result"}]},
@@ -233,7 +233,7 @@ def test_an_attempt_taken_by_a_thread_that_dies_before_claiming_it_is_sent_again
     executor._send_again = lambda *key: sent_again.append(key)  # type: ignore[method-assign]  # (killed: no send)
     original = executor._attempt
     calls = iter([original, die])
-    executor._attempt = lambda *key: next(calls)(*key)  # type: ignore[method-assign]
+    executor._attempt = next(calls)  # type: ignore[method-assign]
 
     with pytest.raises(Died):
         executor.run_attempt(*_take_message(services))
