@@ -233,7 +233,11 @@ def test_an_attempt_taken_by_a_thread_that_dies_before_claiming_it_is_sent_again
     executor._send_again = lambda *key: sent_again.append(key)  # type: ignore[method-assign]  # (killed: no send)
     original = executor._attempt
     calls = iter([original, die])
-    executor._attempt = next(calls)  # type: ignore[method-assign]
+
+    def first_runs_then_the_thread_dies(run_id: str, task_id: str, attempt: int) -> str:
+        return next(calls)(run_id, task_id, attempt)
+
+    executor._attempt = first_runs_then_the_thread_dies  # type: ignore[method-assign]
 
     with pytest.raises(Died):
         executor.run_attempt(*_take_message(services))
