@@ -74,6 +74,10 @@ SETTINGS_ENV = {
     "MISSIONS_TICK_SECONDS": "0.5",
     "MISSIONS_SSE_HEARTBEAT_SECONDS": "1",
     "MISSIONS_LOG_LEVEL": "info",
+    # A load generator, not a client to limit: the API key gets a limit it never reaches (the limiter
+    # still runs on every request, so its cost is in the figures).
+    "MISSIONS_RATE_LIMIT": "1000000",
+    "MISSIONS_RATE_LIMIT_BURST": "10000000",
 }
 NO_PROXIES = {"http": "", "https": ""}  # everything is on loopback
 

@@ -185,6 +185,10 @@ class Bench:
                 "RAW_REDIS_URL": self.raw_redis_url,
                 "MISSIONS_DATA_DIR": str(self.workdir / "data"),
                 "MISSIONS_LOG_LEVEL": "warning",
+                # A load generator, not a client to limit: the API key gets a limit it never reaches (the limiter
+                # still runs on every request, so its cost is in the figures).
+                "MISSIONS_RATE_LIMIT": "1000000",
+                "MISSIONS_RATE_LIMIT_BURST": "10000000",
                 "MISSIONS_PORT": str(self.port),
                 "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")])),
             }

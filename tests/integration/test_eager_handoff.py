@@ -62,12 +62,12 @@ def agent_runs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     return calls
 
 
-def _start(services: Services, tasks: list[dict[str, Any]]) -> tuple[str, dict[str, str]]:
+def _start(services: Services, tasks: list[dict[str, Any]], name: str = "m") -> tuple[str, dict[str, str]]:
     for task in tasks:
         task.setdefault("description", "d")
         task.setdefault("assignTo", "a")
     document = {
-        "name": "m",
+        "name": name,
         "tasks": tasks,
         "team": {
             "name": "t",
@@ -281,3 +281,26 @@ def test_a_duplicate_delivery_of_a_handed_off_attempt_is_a_no_op(
     executor.run_attempt(*_take_message(services))
     assert executor.run_attempt(run_id, ids["b"], 1).startswith("not claimed")
     assert [title for title, _ in agent_runs] == ["a", "b"]
+
+
+def test_a_worker_that_begins_a_warm_shutdown_stops_handing_off(
+    services: Services, settings: Settings, db: psycopg.Connection
+) -> None:
+    """Through the worker's own app: its task body hands off until Celery's ``worker_shutting_down``."""
+    from celery.signals import worker_shutting_down
+
+    from workers.wiring import worker_app
+
+    app, worker_services = worker_app(settings)
+    run_task = app.tasks["missions.run_task"]
+    try:
+        before, ids = _start(services, [{"title": "a"}, {"title": "b", "dependsOn": ["a"]}])
+        assert run_task(*_take_message(services)) == "finished; then 1 attempt(s) handed off to this thread"
+        assert _run_status(db, before) == "completed"
+
+        worker_shutting_down.send(sender="w@host", sig="SIGTERM", how="Warm", exitcode=0)
+        _, ids = _start(services, [{"title": "a"}, {"title": "b", "dependsOn": ["a"]}], name="after")
+        assert run_task(*_take_message(services)) == "finished"
+        assert _queued(services) == [ids["b"]]  # left for the broker (another worker, or this one's next start)
+    finally:
+        worker_services.close()
