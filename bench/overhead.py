@@ -163,6 +163,7 @@ class Bench:
     db_created: bool = False
     _control: Any = None
     polls: int = 0  # our own polling queries on the bench database (subtracted from xact counts)
+    handoff_seconds: float | None = None  # MISSIONS_EAGER_HANDOFF_SECONDS of the worker (None: the default)
 
     @property
     def db_url(self) -> str:
@@ -193,6 +194,8 @@ class Bench:
                 "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")])),
             }
         )
+        if self.handoff_seconds is not None:
+            env["MISSIONS_EAGER_HANDOFF_SECONDS"] = str(self.handoff_seconds)
         return env
 
     def spawn(self, name: str, argv: list[str]) -> None:
@@ -678,6 +681,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=["a", "b", "c"], action="append", help="run only this part (repeatable)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the process logs folder")
     parser.add_argument("--trials", type=int, default=3, help="(b): interleaved trials of each system (default 3)")
+    parser.add_argument(
+        "--handoff-seconds",
+        type=float,
+        default=None,
+        help="the worker's MISSIONS_EAGER_HANDOFF_SECONDS (0: no eager hand-off; default: the product's default)",
+    )
     args = parser.parse_args(argv)
     parts = set(args.only or ["a", "b", "c"])
     if args.quick:
@@ -693,10 +702,12 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["RAW_REDIS_URL"] = raw_redis_url  # read by raw_celery on import
 
     workdir = Path(tempfile.mkdtemp(prefix="missions-bench-"))
-    bench = Bench(admin_url, redis_url, raw_redis_url, workdir)
+    bench = Bench(admin_url, redis_url, raw_redis_url, workdir, handoff_seconds=args.handoff_seconds)
     print(
         f"Missions overhead benchmark: {os.cpu_count()} CPUs, Python {sys.version.split()[0]},"
-        f" worker concurrency {CONCURRENCY} (threads), database {bench.db_name}, logs {workdir}"
+        f" worker concurrency {CONCURRENCY} (threads), eager hand-off"
+        f" {'default' if args.handoff_seconds is None else f'{args.handoff_seconds:g} s'},"
+        f" database {bench.db_name}, logs {workdir}"
     )
     print(f"sizes: {json.dumps(sizes)}")
     outcomes: list[tuple[str, bool]] = []

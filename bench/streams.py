@@ -137,6 +137,7 @@ class Api:
             # still runs on every request, so its cost is in the figures).
             "MISSIONS_RATE_LIMIT": "1000000",
             "MISSIONS_RATE_LIMIT_BURST": "10000000",
+            "MISSIONS_MAX_STREAMS_PER_KEY": "1000000",  # (its clients share one key)
         }
         self.log = open(logs / f"api-{self.port}.log", "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
