@@ -126,3 +126,36 @@ def test_a_later_request_on_the_run_works_in_the_runs_trace_linked_with_the_requ
     assert [link.context for link in command.links] == [request.get_span_context()]
     [outer] = [s for s in spans if s.name == "POST /v1/missions/{id}/abort"]
     assert [link.context for link in outer.links] == [command.context]
+
+
+def test_a_scheduled_run_is_a_trace_of_its_own_though_the_tick_that_fired_it_is_not_traced(
+    client: FlaskClient, auth: dict[str, str], services: Services, db: psycopg.Connection
+) -> None:
+    from datetime import UTC, datetime
+
+    from workers.coordination import schedules
+
+    document = {**RETRIED, "name": "nightly", "schedule": "0 2 * * *", "timezone": "UTC"}
+    created = client.post("/v1/missions", json=document, headers=auth)
+    assert created.status_code == 201, created.get_json()
+    mission_id = created.get_json()["id"]
+    fire_at = datetime(2026, 11, 23, 2, tzinfo=UTC)
+    db.execute("UPDATE missions SET next_run_at = %s WHERE id = %s", (fire_at, mission_id))
+
+    with in_memory_traces() as exporter:
+        with tracing.span(f"run{tracing.TICK_SPAN_SUFFIX}"):  # the tick's own span is not sampled
+            assert schedules.fire_due(shell.quiet_coordinator(services), LIMITS, fire_at + timedelta(seconds=1)) == 1
+        spans = exporter.get_finished_spans()
+
+    [fire] = [s for s in spans if s.name == "missions.schedule_fire"]
+    assert fire.parent is None and fire.attributes["missions.mission_id"] == mission_id
+    [begun] = [s for s in spans if s.attributes.get("missions.event") == "RunStarted"]
+    assert begun.parent is not None and begun.parent.span_id == fire.context.span_id
+    run_id = db.execute("SELECT id FROM runs WHERE mission_id = %s", (mission_id,)).fetchone()["id"]
+    assert _stored(db, run_id).startswith(f"00-{hex_ids(begun.context)[0]}-{hex_ids(begun.context)[1]}-")
+    assert not [s for s in spans if s.name.endswith(tracing.TICK_SPAN_SUFFIX)]
+
+
+def test_without_tracing_a_schedule_fire_starts_no_span() -> None:
+    assert not tracing.enabled()
+    assert tracing.root("missions.schedule_fire") is tracing.span("anything")  # the one shared no-op

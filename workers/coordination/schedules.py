@@ -28,7 +28,7 @@ from workers.coordination.outcome import AfterCommit
 from workers.store import schedules
 from workers.store.db import is_transient
 from workers.store.missions import Limits, end_date
-from workers.support import metrics
+from workers.support import metrics, tracing
 from workers.support.errors import MissionsError
 from workers.support.logs import log_ids
 
@@ -49,7 +49,12 @@ def fire_due(
     for mission_id in due:
         with log_ids(mission_id=mission_id):
             try:
-                with coordinator.transaction() as uow:
+                # A fire's run is a trace of its own (the tick's are not sampled), open across the
+                # commit so that the messages sent after it are in it too.
+                with (
+                    tracing.root("missions.schedule_fire", tracing.ids(None, mission_id)),
+                    coordinator.transaction() as uow,
+                ):
                     outcome = _fire_one(uow, mission_id, limits, now, failed)
             except Exception as exc:
                 log.exception("scheduled fire of mission %s failed; skipped", mission_id)

@@ -23,8 +23,9 @@ attempts, their steps and the messages those publish, down to the end of the run
 
 Work on a run that none of its messages started joins its trace through the run's row: the run
 stores the ``traceparent`` of the step that began it (``traceparent()``, written by the statement
-that inserts the run; NULL while tracing is off or outside a sampled trace, as for a run a
-schedule fires). The beat tick's timers (``missions.timer``: a retry after its backoff, people's
+that inserts the run; NULL while tracing is off or outside a sampled trace). A schedule's fire is
+a trace of its own (``root``: the tick's spans are not sampled), so a scheduled run has one too.
+The beat tick's timers (``missions.timer``: a retry after its backoff, people's
 timeouts, delays, the deadline) and repairs (``missions.repair``: lost workers, stale
 assessments, lost messages, agent-slot grants), and a later request's command on the run
 (``missions.command``: resume, abort, review, a task's retry, reassess or cancel, task edits while
@@ -192,8 +193,8 @@ def restored(captured: Any) -> Iterator[None]:
 def traceparent() -> str | None:
     """The W3C ``traceparent`` of the current span, to store with what outlives it (a run begun
     under it, so that its later work can be ``continued`` in the same trace). None while tracing is
-    off, with no span current, or when the current trace is not sampled (the beat tick's: a run a
-    schedule fired has no trace to continue)."""
+    off, with no span current, or when the current trace is not sampled (the beat tick's; a
+    schedule's fire opens a ``root`` span first, so its run has a trace)."""
     if not _state.enabled:
         return None
     from opentelemetry import trace
@@ -239,6 +240,26 @@ def _continued(stored: str, name: str, attributes: Mapping[str, Any] | None) -> 
     with trace.get_tracer("missions").start_as_current_span(name, parent, attributes=clean, links=links) as current:
         if linked:
             caller.add_link(current.get_span_context())
+        yield current
+
+
+def root(name: str, attributes: Mapping[str, Any] | None = None) -> AbstractContextManager[Any]:
+    """A span that starts a trace of its own, whatever is current: for work that begins a run's
+    life outside any request, a schedule's fire inside the beat tick (whose own spans are not
+    sampled, so a child of theirs would be dropped with them). The run it begins stores this trace
+    (``traceparent``), so the run's work is one trace as for a run a request began. The shared no-op
+    while tracing is off."""
+    if not _state.enabled:
+        return _NOOP
+    return _root(name, attributes)
+
+
+@contextmanager
+def _root(name: str, attributes: Mapping[str, Any] | None) -> Iterator[Any]:
+    from opentelemetry import context, trace
+
+    clean = {k: v for k, v in (attributes or {}).items() if v is not None}
+    with trace.get_tracer("missions").start_as_current_span(name, context.Context(), attributes=clean) as current:
         yield current
 
 
