@@ -16,13 +16,11 @@ import pytest
 
 from config import Settings
 from tests.support import shell
-from workers.coordination import runs
 from workers.coordination.tick import resend_lost_messages
 from workers.execution import executor as executor_module
 from workers.execution.executor import Executor
 from workers.messaging.dispatch import TASK_QUEUE
 from workers.store import missions
-from workers.store.projects import ensure_project
 from workers.support import metrics
 from workers.support.clock import utcnow
 from workers.wiring import Services
@@ -63,24 +61,7 @@ def agent_runs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
 
 
 def _start(services: Services, tasks: list[dict[str, Any]], name: str = "m") -> tuple[str, dict[str, str]]:
-    for task in tasks:
-        task.setdefault("description", "d")
-        task.setdefault("assignTo", "a")
-    document = {
-        "name": name,
-        "tasks": tasks,
-        "team": {
-            "name": "t",
-            "volatile": True,
-            "agents": [{"name": "a", "role": "r", "model": "scripted/x", "script": [{"output": "the result"}]}],
-        },
-    }
-    with services.transaction() as conn:
-        project = ensure_project(conn, "p")
-        mission = missions.create_mission(conn, project, document, LIMITS)
-        run_id, outcome, *_ = runs.execute(shell.uow(conn), project, mission.id, LIMITS, utcnow())
-    shell.coordinator(services).after_commit(outcome)  # the first attempts' messages
-    return run_id, {t.title: t.id for t in mission.tasks}
+    return shell.start_run(services, tasks, name=name, send=True)  # (the first attempts' messages sent)
 
 
 def _queued(services: Services) -> list[str]:

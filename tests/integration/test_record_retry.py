@@ -17,13 +17,11 @@ from config import Settings
 from orchestrator.engine import AssessmentScored, Event, TaskFinished
 from tests.support import shell
 from workers.coordination import advance as coordinator
-from workers.coordination import runs
 from workers.coordination.tick import reap_lost_workers
 from workers.execution import executor as executor_module
 from workers.execution.executor import Executor
 from workers.store import missions
 from workers.store.db import is_transient
-from workers.store.projects import ensure_project
 from workers.support.clock import utcnow
 from workers.wiring import Services
 
@@ -70,23 +68,7 @@ def agent_runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def _start(services: Services, tasks: list[dict[str, Any]]) -> tuple[str, dict[str, str]]:
-    for task in tasks:
-        task.setdefault("description", "d")
-        task.setdefault("assignTo", "a")
-    document = {
-        "name": "m",
-        "tasks": tasks,
-        "team": {
-            "name": "t",
-            "volatile": True,
-            "agents": [{"name": "a", "role": "r", "model": "scripted/x", "script": [{"output": "the result"}]}],
-        },
-    }
-    with services.transaction() as conn:
-        project = ensure_project(conn, "p")
-        mission = missions.create_mission(conn, project, document, LIMITS)
-        run_id, *_ = runs.execute(shell.uow(conn), project, mission.id, LIMITS, utcnow())
-    return run_id, {t.title: t.id for t in mission.tasks}
+    return shell.start_run(services, tasks)
 
 
 def _fail_steps_of(monkeypatch: pytest.MonkeyPatch, kind: type[Event], failing: threading.Event | int) -> list[str]:

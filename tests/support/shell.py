@@ -3,12 +3,18 @@ and units of work on a connection the test holds."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from workers.coordination import runs
 from workers.coordination.advance import Coordinator, UnitOfWork
 from workers.coordination.outcome import AfterCommit, Inline
 from workers.execution.executor import Executor
 from workers.execution.providers import Providers
 from workers.messaging.dispatch import Dispatcher
+from workers.store import missions
 from workers.store.db import Connection
+from workers.store.projects import ensure_project
+from workers.support.clock import utcnow
 from workers.wiring import Services
 
 
@@ -48,3 +54,32 @@ class Discard:
 def quiet_coordinator(services: Services) -> Coordinator:
     """A coordinator whose units of work send nothing after commit."""
     return Coordinator(services.db, Discard())
+
+
+def start_run(
+    services: Services, tasks: list[dict[str, Any]], *, name: str = "m", send: bool = False
+) -> tuple[str, dict[str, str]]:
+    """Create a mission of ``tasks`` (by default a description and the one scripted agent ``a``,
+    which answers "the result") in project ``p`` and start its run; the run's id and the task ids by
+    title. With ``send`` the first attempts' messages go to the broker after commit (else nothing
+    is sent: the test runs the attempts itself)."""
+    for task in tasks:
+        task.setdefault("description", "d")
+        task.setdefault("assignTo", "a")
+    document = {
+        "name": name,
+        "tasks": tasks,
+        "team": {
+            "name": "t",
+            "volatile": True,
+            "agents": [{"name": "a", "role": "r", "model": "scripted/x", "script": [{"output": "the result"}]}],
+        },
+    }
+    limits = missions.Limits()
+    with services.transaction() as conn:
+        project = ensure_project(conn, "p")
+        mission = missions.create_mission(conn, project, document, limits)
+        run_id, outcome, *_ = runs.execute(uow(conn), project, mission.id, limits, utcnow())
+    if send:
+        coordinator(services).after_commit(outcome)
+    return run_id, {t.title: t.id for t in mission.tasks}
