@@ -183,7 +183,8 @@ SETTINGS_TABLE: tuple[Setting, ...] = (
     Setting("MISSIONS_METRICS_TOKEN", "metrics_token", _text, None,
             "When set, `GET /metrics` requires `Authorization: Bearer <this token>` (401 otherwise)."),
     Setting("MISSIONS_RETAIN_EVENTS_DAYS", "retain_events_days", _float_range(0.01, 36_500), None,
-            "Days a finished run keeps its events (each run keeps its `mission:done`); unset keeps them for ever."),
+            "Days a finished run keeps its events (each run keeps its `mission:done`), and a finished webhook "
+            "delivery its copy; unset keeps them for ever."),
     Setting("MISSIONS_RETAIN_OUTPUTS_DAYS", "retain_outputs_days", _float_range(0.01, 36_500), None,
             "Days a finished run's attempts keep their prompts and outputs (usage and scores stay); unset: for ever."),
     Setting("MISSIONS_RETAIN_RUNS_DAYS", "retain_runs_days", _float_range(0.01, 36_500), None,

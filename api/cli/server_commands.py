@@ -73,6 +73,11 @@ def db_stats() -> None:
                 f"  prompts and outputs of runs finished over {days.total_seconds() / 86400:g} days ago: "
                 f"{would.outputs:,} attempts of {would.output_runs:,} runs"
             )
+    if policy.deliveries is not None:
+        click.echo(
+            f"  webhook deliveries finished over {policy.deliveries.total_seconds() / 86400:g} days ago: "
+            f"{would.deliveries:,}"
+        )
 
 
 def _bytes(n: int) -> str:

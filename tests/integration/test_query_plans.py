@@ -144,12 +144,19 @@ SELECT r.id, 't' || k, 1, jsonb_build_object('status', 'completed') FROM runs r,
 INSERT INTO events (run_id, mission_id, type, data)
 SELECT r.id, r.mission_id, CASE WHEN k = 12 THEN 'mission:done' ELSE 'task:output' END, '{}'
   FROM runs r, generate_series(1, 12) AS k;
+INSERT INTO webhooks (id, project_id, url, events, secret)
+VALUES ('wh_plan', 'prj_plan', 'https://hooks.example.com/plan', '{mission:done}', 'whsec_plan');
+INSERT INTO webhook_deliveries (id, webhook_id, event_id, run_id, mission_id, type, data, status, finished_at)
+SELECT 'msg_' || e.id, 'wh_plan', e.id, e.run_id, e.mission_id, e.type, '{}',
+       CASE WHEN e.id % 100 = 0 THEN 'pending' ELSE 'delivered' END,
+       CASE WHEN e.id % 100 = 0 THEN NULL ELSE now() - interval '60 days' + e.id * interval '1 s' END
+  FROM events e WHERE e.type = 'mission:done';
 INSERT INTO schedule_fires (mission_id, fire_at, status, run_id)
 SELECT 'msn_plan_hot', now() - interval '60 days' + n * interval '10 min', 'started', 'run_hot_' || n
   FROM generate_series(1, 4000) AS n;
 ANALYZE;
 """
-BIG_TABLES = {"missions", "runs", "events", "attempts", "schedule_fires", "run_tasks", "tasks"}
+BIG_TABLES = {"missions", "runs", "events", "attempts", "schedule_fires", "run_tasks", "tasks", "webhook_deliveries"}
 CURSOR_TIME = "2026-01-01T00:00:00+00:00"
 # The dashboard's list: every extra asked for (the latest run's cost reads its attempts by run).
 LIST_EXTRAS = {"name_like": None, "with_cost": True}
@@ -223,6 +230,11 @@ HISTORY_PLANS: dict[str, tuple[str, dict[str, Any], set[str]]] = {
         "prune_events",
         {"run_ids": ["run_hot_1", "run_hot_2"], "all": False, "limit": 1000},
         {"events_run_id"},
+    ),
+    "a batch of finished webhook deliveries": (
+        "prune_deliveries",
+        {"before": CURSOR_TIME, "limit": 1000},
+        {"webhook_deliveries_finished"},
     ),
     "a batch of outputs": (
         "prune_outputs",

@@ -243,3 +243,73 @@ def test_db_stats_shows_table_sizes_and_what_retention_would_delete(
     assert "runs finished over 35 days ago: 1 runs, with 2 attempts and 6 events" in on.stdout
     assert "events of runs finished over 30 days ago: 8 events of 2 runs" in on.stdout
     assert "outputs: kept for ever" in on.stdout
+
+
+def add_deliveries(db: psycopg.Connection, run_id: str, finished: list[datetime | None]) -> list[str]:
+    """Webhook deliveries of the run's first event, one per entry: finished then (delivered; None:
+    still pending), each with one recorded try."""
+    db.execute(
+        "INSERT INTO webhooks (id, project_id, url, events, secret) VALUES ('wh_keep', 'prj_keep', "
+        "'https://hooks.example.com/x', '{mission:done}', 'whsec_x') ON CONFLICT DO NOTHING"
+    )
+    ids = []
+    for n, at in enumerate(finished):
+        delivery_id = f"msg_{run_id}_{n}"
+        db.execute(
+            "INSERT INTO webhook_deliveries (id, webhook_id, event_id, run_id, mission_id, type, data, status,"
+            " attempts, created_at, finished_at) VALUES (%s, 'wh_keep', %s, %s, %s, 'mission:done', '{}', %s, 1,"
+            " %s, %s)",
+            (delivery_id, 1_000_000 + n, run_id, MISSION, "pending" if at is None else "delivered", OLD, at),
+        )
+        db.execute(
+            "INSERT INTO webhook_attempts (delivery_id, attempt, started_at, duration_ms, status_code)"
+            " VALUES (%s, 1, %s, 12, 200)",
+            (delivery_id, OLD),
+        )
+        ids.append(delivery_id)
+    return ids
+
+
+def delivery_ids(db: psycopg.Connection) -> list[str]:
+    return [r["id"] for r in db.execute("SELECT id FROM webhook_deliveries ORDER BY id")]
+
+
+def test_finished_webhook_deliveries_are_kept_as_long_as_events_and_pending_ones_always(
+    services: Services, db: psycopg.Connection, mission: str
+) -> None:
+    run = add_run(db, 1, finished_at=RECENT)
+    old, recent, pending = add_deliveries(db, run, [OLD, RECENT, None])
+
+    pruned = retention.prune(services.db, policy(events=30), NOW)
+
+    assert pruned.deliveries == 1
+    assert delivery_ids(db) == sorted([recent, pending])
+    assert db.execute("SELECT count(*) AS n FROM webhook_attempts WHERE delivery_id = %s", (old,)).fetchone() == {
+        "n": 0
+    }  # its tries went with it
+    assert retention.prune(services.db, policy(outputs=30), NOW).deliveries == 0  # events kept: so are they
+
+
+def test_with_only_runs_limited_deliveries_are_kept_as_long_as_runs_in_bounded_batches(
+    services: Services, db: psycopg.Connection, mission: str
+) -> None:
+    run = add_run(db, 1, finished_at=RECENT)
+    add_deliveries(db, run, [OLD] * 25)
+
+    pruned = retention.prune(services.db, policy(runs=30, batch=10, seconds=5.0), NOW)
+
+    assert pruned.deliveries == 25 and delivery_ids(db) == []
+    assert pruned.batches == 1 + 3  # the runs' (none due), then 10 + 10 + 5
+
+
+def test_db_stats_counts_the_deliveries_retention_would_delete(
+    database_url: str, db: psycopg.Connection, mission: str
+) -> None:
+    run = add_run(db, 1, finished_at=RECENT)
+    add_deliveries(db, run, [OLD, OLD, RECENT, None])
+    db.commit()
+
+    on = missions("db", "stats", DATABASE_URL=database_url, MISSIONS_RETAIN_EVENTS_DAYS="30")
+
+    assert on.returncode == 0, on.stderr
+    assert "webhook deliveries finished over 30 days ago: 2" in on.stdout

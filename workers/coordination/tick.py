@@ -337,9 +337,11 @@ def apply_retention(coordinator: Coordinator, settings: Settings, now: datetime)
     pruned = retention.prune(coordinator.db, retention.Policy.from_settings(settings), now)
     if pruned.total:
         log.info(
-            "retention: deleted %d runs and %d events, cleared %d attempts' prompts and outputs (%d batches)",
+            "retention: deleted %d runs, %d events and %d webhook deliveries, cleared %d attempts' prompts and"
+            " outputs (%d batches)",
             pruned.runs,
             pruned.events,
+            pruned.deliveries,
             pruned.outputs,
             pruned.batches,
         )

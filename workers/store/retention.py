@@ -19,7 +19,10 @@ What is kept, and why:
   ``prompt`` and ``output`` are cleared;
 - deleting a run deletes its events, attempts, task rows and timers, and unlinks its schedule
   fires (which stay); a mission always keeps its newest run. Usage totals of a mission then count
-  the runs it still has.
+  the runs it still has;
+- a webhook delivery is a copy of its event: once it has finished (delivered, or failed for good)
+  it is kept as long as events are (``MISSIONS_RETAIN_EVENTS_DAYS``, else ``_RUNS_DAYS``), counted
+  from when it finished, then deleted with its tries; a pending one is never touched.
 """
 
 from __future__ import annotations
@@ -41,12 +44,14 @@ MARK_EVENTS = query("mark_events_pruned")
 RUNS_WITH_OUTPUTS = query("runs_with_outputs_to_prune")
 PRUNE_OUTPUTS = query("prune_outputs")
 MARK_OUTPUTS = query("mark_outputs_pruned")
+PRUNE_DELIVERIES = query("prune_deliveries")
 RUNS_TO_DELETE = query("runs_to_delete")
 DELETE_RUNS = query("delete_runs")
 TABLE_SIZES = query("table_sizes")
 PREVIEW_EVENTS = query("retention_preview_events")
 PREVIEW_OUTPUTS = query("retention_preview_outputs")
 PREVIEW_RUNS = query("retention_preview_runs")
+PREVIEW_DELIVERIES = query("retention_preview_deliveries")
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,11 @@ class Policy:
         return any(keep is not None for keep in (self.events, self.outputs, self.runs))
 
     @property
+    def deliveries(self) -> timedelta | None:
+        """How long a finished webhook delivery is kept: as long as the events it copies."""
+        return self.events if self.events is not None else self.runs
+
+    @property
     def runs_per_batch(self) -> int:
         return max(1, min(500, self.batch // 10))
 
@@ -84,11 +94,12 @@ class Pruned:
     events: int = 0  # event rows deleted (with the runs' or on their own)
     outputs: int = 0  # attempts whose prompt and output were cleared
     runs: int = 0  # runs deleted
+    deliveries: int = 0  # finished webhook deliveries deleted
     batches: int = 0
 
     @property
     def total(self) -> int:
-        return self.events + self.outputs + self.runs
+        return self.events + self.outputs + self.runs + self.deliveries
 
 
 _Step = Callable[[Connection, datetime, "Policy", Pruned], bool]
@@ -104,6 +115,7 @@ def prune(db: Database, policy: Policy, now: datetime) -> Pruned:
         (policy.runs, _delete_runs_batch),  # first: what it deletes need not be pruned
         (policy.events, functools.partial(_prune_batch, "events")),
         (policy.outputs, functools.partial(_prune_batch, "outputs")),
+        (policy.deliveries, _prune_deliveries_batch),
     ]
     for keep, step in steps:
         if keep is None:
@@ -154,6 +166,12 @@ def _delete_runs_batch(conn: Connection, before: datetime, policy: Policy, prune
     return True
 
 
+def _prune_deliveries_batch(conn: Connection, before: datetime, policy: Policy, pruned: Pruned) -> bool:
+    deleted = conn.execute(PRUNE_DELIVERIES, {"before": before, "limit": policy.batch}).rowcount
+    pruned.deliveries += deleted
+    return deleted == policy.batch  # (a full batch: there may be more)
+
+
 @dataclass(frozen=True)
 class TableSize:
     name: str
@@ -181,6 +199,7 @@ class Preview:
     runs: int = 0  # runs that would be deleted
     run_attempts: int = 0  # ... with their attempts
     run_events: int = 0  # ... and their events
+    deliveries: int = 0  # finished webhook deliveries that would be deleted
 
 
 def preview(conn: Connection, policy: Policy, now: datetime) -> Preview:
@@ -200,4 +219,6 @@ def preview(conn: Connection, policy: Policy, now: datetime) -> Preview:
     if policy.outputs is not None:
         row = one(PREVIEW_OUTPUTS, policy.outputs)
         counts |= {"output_runs": row["runs"], "outputs": row["rows"]}
+    if policy.deliveries is not None:
+        counts |= {"deliveries": one(PREVIEW_DELIVERIES, policy.deliveries)["rows"]}
     return Preview(**{key: int(value) for key, value in counts.items()})

@@ -315,6 +315,8 @@ CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHER
 CREATE INDEX webhook_deliveries_page ON webhook_deliveries (webhook_id, seq);
 -- /metrics counts the deliveries not delivered (pending, failed) through this, never the delivered bulk.
 CREATE INDEX webhook_deliveries_undelivered ON webhook_deliveries (status) WHERE status <> 'delivered';
+-- Retention deletes finished deliveries (copies of their events) oldest first through this.
+CREATE INDEX webhook_deliveries_finished ON webhook_deliveries (finished_at) WHERE finished_at IS NOT NULL;
 
 -- Each try of a delivery: the response status and the first characters of its body, or the error.
 CREATE TABLE webhook_attempts (

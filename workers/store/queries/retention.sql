@@ -92,3 +92,19 @@ SELECT count(*) AS runs,
   FROM runs r
  WHERE r.finished_at IS NOT NULL AND r.finished_at < %(before)s AND r.status NOT IN ('active', 'paused')
    AND EXISTS (SELECT 1 FROM runs n WHERE n.mission_id = r.mission_id AND n.number > r.number)
+
+-- name: prune_deliveries
+-- At most %(limit)s webhook deliveries that finished (delivered, or failed for good) before
+-- %(before)s, oldest first, with their tries (ON DELETE CASCADE): copies of their events, kept as
+-- long as events are. One being sent again (reopened, or held by its worker) is skipped.
+-- (The ids as an array: a join with the batch let the planner scan the whole table instead.)
+DELETE FROM webhook_deliveries
+ WHERE id = ANY (ARRAY(
+           SELECT id FROM webhook_deliveries
+            WHERE finished_at IS NOT NULL AND finished_at < %(before)s
+            ORDER BY finished_at
+            LIMIT %(limit)s
+              FOR UPDATE SKIP LOCKED))
+
+-- name: retention_preview_deliveries
+SELECT count(*) AS rows FROM webhook_deliveries WHERE finished_at IS NOT NULL AND finished_at < %(before)s
