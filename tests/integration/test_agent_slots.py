@@ -143,3 +143,28 @@ def test_a_volatile_agent_keeps_its_limit_inside_its_run_and_takes_no_slot(
     assert slots_of(db) == []
     queued = db.execute("SELECT count(*) AS n FROM attempts WHERE status = 'queued'").fetchone()
     assert queued["n"] == 2  # one per run: each run holds its own limit of 1
+
+
+def test_a_slot_granted_to_another_run_is_sent_in_that_runs_trace(
+    services: Services, executor: Executor, db: psycopg.Connection
+) -> None:
+    from tests.support.spans import hex_ids, in_memory_traces
+    from workers.support import tracing
+
+    with in_memory_traces() as exporter:
+        with tracing.span("POST /v1/missions/{a}/execute"):
+            run_a, a = start(services, owner("A1"))
+        with tracing.span("POST /v1/missions/{b}/execute") as request_b:
+            run_b, b = start(services, borrower("b", "B1"))
+        exporter.clear()
+        with tracing.span("run/missions.run_task") as worker_a:  # A1's message, run by a worker
+            assert executor.run_attempt(run_a, a["A1"], 1) == "finished"  # frees the slot: B1 gets it
+        spans = exporter.get_finished_spans()
+
+    assert sent(services, run_b, b["B1"])
+    [grant] = [s for s in spans if s.name == "missions.slot_grant"]
+    assert grant.attributes["missions.run_id"] == run_b
+    assert hex_ids(grant.context)[0] == hex_ids(request_b.get_span_context())[0]  # B's trace, not A's
+    assert hex_ids(worker_a.get_span_context())[0] != hex_ids(grant.context)[0]
+    stored = db.execute("SELECT traceparent FROM runs WHERE id = %s", (run_b,)).fetchone()["traceparent"]
+    assert stored.split("-")[1] == hex_ids(grant.context)[0]

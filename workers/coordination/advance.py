@@ -48,7 +48,7 @@ from orchestrator.engine import (
 from orchestrator.prompt import build_prompt
 from orchestrator.spec import MissionSpec
 from workers.coordination.outcome import AfterCommit, Inline, Sender
-from workers.store import attempts, reports, run_state, slots, timers, usage
+from workers.store import attempts, reports, run_state, runs, slots, timers, usage
 from workers.store.attempts import Guard
 from workers.store.db import Connection, Database
 from workers.store.slots import SlotRequest
@@ -491,8 +491,9 @@ class Coordinator:
         """Grant the free slots of the reusable agents the step touched (project-wide, so a waiter of
         another run may get one), keep back the step's attempts still waiting, and send the granted
         attempts of other runs. A grant that fails is logged: the tick grants what is free."""
+        traces: dict[str, str] = {}
         try:
-            granted = grant_slots(self.db, outcome.run_id, outcome.slot_agents, utcnow())
+            granted = grant_slots(self.db, outcome.run_id, outcome.slot_agents, utcnow(), traces)
         except Exception:
             log.exception("could not grant agent slots after a step of run %s; the tick will", outcome.run_id)
             granted = []
@@ -505,15 +506,25 @@ class Coordinator:
             if run_id != outcome.run_id or (task_id, attempt) not in starting:
                 others.setdefault(run_id, []).append(StartTask(task_id, attempt, "", ""))
         for run_id, start in others.items():
-            # Only the messages: the attempts and their events were committed by their own steps.
-            self.sender.send(AfterCommit(outcome.mission_id if run_id == outcome.run_id else "", run_id, start=start))
+            # Only the messages: the attempts and their events were committed by their own steps. Another
+            # run's are sent in that run's trace (while tracing is on), not in this step's.
+            mission_id = outcome.mission_id if run_id == outcome.run_id else ""
+            with tracing.continued(traces.get(run_id), "missions.slot_grant", tracing.ids(run_id)):
+                self.sender.send(AfterCommit(mission_id, run_id, start=start))
 
 
-def grant_slots(db: Database, run_id: str, agents: Iterable[str], now: datetime) -> list[slots.Key]:
+def grant_slots(
+    db: Database, run_id: str, agents: Iterable[str], now: datetime, traces: dict[str, str] | None = None
+) -> list[slots.Key]:
     """Grant the free project-wide slots of ``agents`` (agents of run ``run_id``) in one transaction;
-    the attempts granted, for the caller to send."""
+    the attempts granted, for the caller to send. While tracing is on, ``traces`` gets the stored
+    trace context of every other run granted one (read in the same transaction)."""
     with db.transaction() as conn:
         project_id = slots.project_of(conn, run_id)
         if project_id is None:
             return []
-        return [key for agent in sorted(agents) for key in slots.grant(conn, project_id, agent, now)]
+        granted = [key for agent in sorted(agents) for key in slots.grant(conn, project_id, agent, now)]
+        others = sorted({key[0] for key in granted} - {run_id})
+        if traces is not None and others and tracing.enabled():
+            traces.update(runs.run_traces(conn, others))
+        return granted
