@@ -164,6 +164,9 @@ SETTINGS_TABLE: tuple[Setting, ...] = (
             "50-100% of it), up to `MISSIONS_WEBHOOK_BACKOFF_MAX_SECONDS`."),
     Setting("MISSIONS_WEBHOOK_BACKOFF_MAX_SECONDS", "webhook_backoff_max_seconds", _float_range(0.01, 86_400), 3600.0,
             "Longest wait between two attempts of a webhook delivery."),
+    Setting("MISSIONS_WEBHOOK_SECRET_GRACE_HOURS", "webhook_secret_grace_hours", _float_range(0, 24 * 30), 24.0,
+            "After a webhook's secret is rotated, the old one still signs (a second signature) for this long; 0: "
+            "the new one alone at once."),
     Setting("MISSIONS_WEBHOOK_RETRY_HOURS", "webhook_retry_hours", _float_range(0.0001, 24 * 30), 24.0,
             "A webhook delivery is retried for this long after its event; then it is `failed`."),
     Setting("MISSIONS_TICK_SECONDS", "tick_seconds", _float_range(0.05, 60), 1.0,
@@ -244,6 +247,7 @@ class Settings:
     webhook_backoff_seconds: float = 5.0
     webhook_backoff_max_seconds: float = 3600.0
     webhook_retry_hours: float = 24.0
+    webhook_secret_grace_hours: float = 24.0
     tick_seconds: float = 1.0
     heartbeat_seconds: float = 2.0
     worker_lost_seconds: float = 20.0

@@ -444,6 +444,12 @@ class WebhookOutSchema(_Out):
     secret = fields.String(
         metadata={"description": "The signing secret: only in the answer that created or rotated it."}
     )
+    previousSecretExpiresAt = fields.String(
+        metadata={
+            "format": "date-time",
+            "description": "After a rotation: until then deliveries carry a second signature, by the old secret.",
+        }
+    )
 
 
 class DeliveryAttemptSchema(_Out):

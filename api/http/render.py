@@ -11,6 +11,7 @@ from orchestrator.report import waiting_for
 from orchestrator.spec import DEFAULT_QUALITY_THRESHOLD, format_timestamp
 from workers.store.missions import StoredMission, StoredTask
 from workers.store.usage import MissionUsage
+from workers.support.clock import utcnow
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -269,6 +270,9 @@ def webhook(row: Mapping[str, Any], secret: str | None = None) -> dict[str, Any]
     }
     if secret is not None:
         out["secret"] = secret
+    until = row.get("previous_secret_until")
+    if until is not None and until > utcnow():
+        out["previousSecretExpiresAt"] = _ts(until)
     return out
 
 

@@ -8,6 +8,7 @@ Thin like the mission routes: parse, call the store, render. A webhook's URL pas
 from __future__ import annotations
 
 import secrets
+from datetime import datetime, timedelta
 from typing import Any
 
 from flask import Blueprint, g, jsonify, request
@@ -42,6 +43,12 @@ def _own_missions(conn: Any, mission_ids: list[str] | None) -> None:
     if foreign:
         fields = {f"missionIds[{mission_ids.index(m)}]": ["no such mission in this project"] for m in foreign}
         raise NotFound(f"mission {foreign[0]} not found", {"fields": fields})
+
+
+def _grace_end(now: datetime) -> datetime | None:
+    """Until when a rotated-out secret still signs (None: a grace of 0, the new secret alone)."""
+    hours = services().settings.webhook_secret_grace_hours
+    return now + timedelta(hours=hours) if hours > 0 else None
 
 
 def _new_secret() -> str:
@@ -111,6 +118,7 @@ def patch_webhook(webhook_id: str) -> Any:
     if "url" in changes:
         _vetted_url(changes["url"])
     secret = changes.get("secret") or (_new_secret() if changes.get("rotateSecret") else None)
+    now = utcnow()
     with services().transaction() as conn:
         current = _webhook(conn, webhook_id, for_update=True)
         if "missionIds" in changes:
@@ -122,8 +130,9 @@ def patch_webhook(webhook_id: str) -> Any:
             "enabled": changes.get("enabled", current["enabled"]),
             "description": changes["description"] if "description" in changes else current["description"],
             "secret": secret,
+            "previous_until": _grace_end(now) if secret is not None else None,
         }
-        row = store.update(conn, g.project_id, webhook_id, merged, utcnow())
+        row = store.update(conn, g.project_id, webhook_id, merged, now)
     assert row is not None  # (locked above)
     return jsonify(render.webhook(row, secret=secret))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -262,6 +262,43 @@ def test_a_delivery_is_signed_and_verifies_with_the_secret(
     (item,) = client.get(f"/v1/webhooks/{hook['id']}/deliveries", headers=auth).get_json()
     assert item["status"] == "delivered" and item["attemptCount"] == 1 and item["nextAttemptAt"] is None
     assert item["attempts"][0]["statusCode"] == 200 and item["attempts"][0]["response"] == "answered 200"
+
+
+def test_after_a_rotation_deliveries_carry_both_signatures_until_the_grace_ends(
+    client: FlaskClient, auth: dict[str, str], db: psycopg.Connection, services: Services
+) -> None:
+    with Receiver().start() as receiver:
+        hook = create_hook(client, auth, url=receiver.url)
+        rotated = client.patch(f"/v1/webhooks/{hook['id']}", json={"rotateSecret": True}, headers=auth).get_json()
+        until = datetime.fromisoformat(rotated["previousSecretExpiresAt"])
+        assert timedelta(hours=23) < until - utcnow() <= timedelta(hours=24)
+        assert client.get(f"/v1/webhooks/{hook['id']}", headers=auth).get_json()["previousSecretExpiresAt"]
+        run_and_abort(client, auth, name="during")
+        assert deliver_all(services, db) == ["attempt 1: 200 -> delivered"]
+
+        db.execute("UPDATE webhooks SET previous_secret_until = now() - interval '1 s' WHERE id = %s", (hook["id"],))
+        assert "previousSecretExpiresAt" not in client.get(f"/v1/webhooks/{hook['id']}", headers=auth).get_json()
+        run_and_abort(client, auth, name="after")
+        assert deliver_all(services, db) == ["attempt 1: 200 -> delivered"]
+    during, after = receiver.received
+    assert len(during.headers["webhook-signature"].split(" ")) == 2
+    for secret in (hook["secret"], rotated["secret"]):  # a receiver on either secret accepts it
+        assert Webhook(secret).verify(during.body, during.headers)["type"] == "mission:done"
+    assert len(after.headers["webhook-signature"].split(" ")) == 1
+    assert Webhook(rotated["secret"]).verify(after.body, after.headers)
+    with pytest.raises(Exception, match="signature"):
+        Webhook(hook["secret"]).verify(after.body, after.headers)
+
+
+def test_with_no_grace_a_rotation_signs_with_the_new_secret_alone(
+    client: FlaskClient, auth: dict[str, str], db: psycopg.Connection, services: Services
+) -> None:
+    services.settings = services.settings.replace(webhook_secret_grace_hours=0.0)  # (read per request)
+    hook = create_hook(client, auth)
+    rotated = client.patch(f"/v1/webhooks/{hook['id']}", json={"rotateSecret": True}, headers=auth).get_json()
+    assert "previousSecretExpiresAt" not in rotated
+    row = db.execute("SELECT previous_secret, previous_secret_until FROM webhooks WHERE id = %s", (hook["id"],))
+    assert row.fetchone() == {"previous_secret": None, "previous_secret_until": None}
 
 
 def test_a_failed_attempt_is_retried_after_a_backoff_then_given_up(

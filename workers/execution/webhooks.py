@@ -54,9 +54,12 @@ def _refuse_redirect(url: str) -> None:
     raise NoRedirects("the receiver redirected; webhooks do not follow redirects")
 
 
-def sign(secret: str, message_id: str, at: datetime, body: str) -> str:
-    """The ``webhook-signature`` header value of one attempt."""
-    return Webhook(secret).sign(message_id, at, body)
+def sign(secret: str, message_id: str, at: datetime, body: str, previous: str | None = None) -> str:
+    """The ``webhook-signature`` header value of one attempt: its signature by ``secret``, then, while
+    a rotated-out secret is in its grace period, one by ``previous`` (space-separated, as Standard
+    Webhooks lists several; a receiver accepts the delivery when any of them verifies)."""
+    signed = Webhook(secret).sign(message_id, at, body)
+    return signed if previous is None else f"{signed} {Webhook(previous).sign(message_id, at, body)}"
 
 
 def encode(event_type: str, data: Any, at: datetime) -> str:
@@ -131,7 +134,7 @@ class Deliverer:
             "User-Agent": USER_AGENT,
             "webhook-id": claimed["id"],
             "webhook-timestamp": str(int(at.timestamp())),
-            "webhook-signature": sign(claimed["secret"], claimed["id"], at, body),
+            "webhook-signature": sign(claimed["secret"], claimed["id"], at, body, claimed.get("previous_secret")),
         }
         # (The egress opener has http and https handlers only: no file: or custom schemes.)
         request = urllib.request.Request(  # noqa: S310

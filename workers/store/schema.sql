@@ -285,7 +285,10 @@ CREATE TABLE webhooks (
     enabled      boolean NOT NULL DEFAULT true,
     description  text,
     created_at   timestamptz NOT NULL DEFAULT now(),
-    updated_at   timestamptz NOT NULL DEFAULT now()
+    updated_at   timestamptz NOT NULL DEFAULT now(),
+    -- After a rotation the old secret signs beside the new one until then (receivers move over).
+    previous_secret        text,
+    previous_secret_until  timestamptz
 );
 -- The outbox insert of every coordinator step probes this for the run's project.
 CREATE INDEX webhooks_project_enabled ON webhooks (project_id) WHERE enabled;

@@ -11,28 +11,33 @@ INSERT INTO webhooks (id, project_id, url, events, mission_ids, secret, enabled,
 SELECT %(id)s, %(project_id)s, %(url)s, %(events)s, %(mission_ids)s, %(secret)s, %(enabled)s, %(description)s,
        %(now)s, %(now)s
  WHERE (SELECT count(*) FROM webhooks WHERE project_id = %(project_id)s) < %(max_webhooks)s
-RETURNING id, url, events, mission_ids, enabled, description, created_at, updated_at
+RETURNING id, url, events, mission_ids, enabled, description, created_at, updated_at, previous_secret_until
 
 -- name: list_webhooks
-SELECT id, url, events, mission_ids, enabled, description, created_at, updated_at
+SELECT id, url, events, mission_ids, enabled, description, created_at, updated_at, previous_secret_until
   FROM webhooks WHERE project_id = %(project_id)s ORDER BY created_at, id
 
 -- name: get_webhook
-SELECT id, url, events, mission_ids, enabled, description, created_at, updated_at
+SELECT id, url, events, mission_ids, enabled, description, created_at, updated_at, previous_secret_until
   FROM webhooks WHERE project_id = %(project_id)s AND id = %(id)s
 
 -- name: lock_webhook
-SELECT id, url, events, mission_ids, enabled, description, created_at, updated_at
+SELECT id, url, events, mission_ids, enabled, description, created_at, updated_at, previous_secret_until
   FROM webhooks WHERE project_id = %(project_id)s AND id = %(id)s FOR UPDATE
 
 -- name: update_webhook
 -- Every field is written (the caller merged the change into the current row); the secret only when
--- %(secret)s is not NULL (a rotation).
+-- %(secret)s is not NULL (a rotation): then the old one keeps signing until %(previous_until)s
+-- (NULL: not at all). (SET expressions read the row as it was: secret there is the old one.)
 UPDATE webhooks
    SET url = %(url)s, events = %(events)s, mission_ids = %(mission_ids)s, enabled = %(enabled)s,
-       description = %(description)s, secret = coalesce(%(secret)s, secret), updated_at = %(now)s
+       description = %(description)s, secret = coalesce(%(secret)s, secret), updated_at = %(now)s,
+       previous_secret = CASE WHEN %(secret)s::text IS NULL THEN previous_secret
+                              WHEN %(previous_until)s::timestamptz IS NULL THEN NULL ELSE secret END,
+       previous_secret_until = CASE WHEN %(secret)s::text IS NULL THEN previous_secret_until
+                                    ELSE %(previous_until)s::timestamptz END
  WHERE project_id = %(project_id)s AND id = %(id)s
-RETURNING id, url, events, mission_ids, enabled, description, created_at, updated_at
+RETURNING id, url, events, mission_ids, enabled, description, created_at, updated_at, previous_secret_until
 
 -- name: delete_webhook
 -- Its deliveries and their attempts go with it (ON DELETE CASCADE): nothing more is sent.
@@ -76,7 +81,7 @@ UPDATE webhook_deliveries d
  WHERE d.id = %(id)s AND w.id = d.webhook_id AND w.enabled AND d.status = 'pending'
    AND d.next_attempt_at <= %(now)s
 RETURNING d.id, d.webhook_id, d.event_id, d.run_id, d.mission_id, d.type, d.data, d.attempts, d.created_at,
-          w.url, w.secret
+          w.url, w.secret, CASE WHEN w.previous_secret_until > %(now)s THEN w.previous_secret END AS previous_secret
 
 -- name: settle_delivery
 -- One attempt's result, and what follows: delivered, due again at %(next_attempt_at)s, or failed.
