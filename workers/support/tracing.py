@@ -143,11 +143,13 @@ def span(name: str, attributes: Mapping[str, Any] | None = None) -> AbstractCont
 
 
 @contextmanager
-def _span(name: str, attributes: Mapping[str, Any] | None) -> Iterator[Any]:
+def _span(name: str, attributes: Mapping[str, Any] | None, parent: Any = None, links: Any = None) -> Iterator[Any]:
+    """The span ``name``, child of ``parent`` (an OpenTelemetry context; None: the current one)."""
     from opentelemetry import trace
 
     clean = {k: v for k, v in (attributes or {}).items() if v is not None}
-    with trace.get_tracer("missions").start_as_current_span(name, attributes=clean) as current:
+    tracer = trace.get_tracer("missions")
+    with tracer.start_as_current_span(name, parent, attributes=clean, links=links) as current:
         yield current
 
 
@@ -235,9 +237,7 @@ def _continued(stored: str, name: str, attributes: Mapping[str, Any] | None) -> 
     caller = trace.get_current_span()
     here = caller.get_span_context()
     linked = caller.is_recording() and here.trace_id != run.trace_id  # (the tick's spans are not recorded)
-    clean = {k: v for k, v in (attributes or {}).items() if v is not None}
-    links = [trace.Link(here)] if linked else None
-    with trace.get_tracer("missions").start_as_current_span(name, parent, attributes=clean, links=links) as current:
+    with _span(name, attributes, parent, [trace.Link(here)] if linked else None) as current:
         if linked:
             caller.add_link(current.get_span_context())
         yield current
@@ -251,16 +251,9 @@ def root(name: str, attributes: Mapping[str, Any] | None = None) -> AbstractCont
     while tracing is off."""
     if not _state.enabled:
         return _NOOP
-    return _root(name, attributes)
+    from opentelemetry import context
 
-
-@contextmanager
-def _root(name: str, attributes: Mapping[str, Any] | None) -> Iterator[Any]:
-    from opentelemetry import context, trace
-
-    clean = {k: v for k, v in (attributes or {}).items() if v is not None}
-    with trace.get_tracer("missions").start_as_current_span(name, context.Context(), attributes=clean) as current:
-        yield current
+    return _span(name, attributes, context.Context())  # (an empty context: no parent)
 
 
 @functools.cache
