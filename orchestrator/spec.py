@@ -206,6 +206,16 @@ class TeamSpec:
         return not self.volatile or agent in self.project_agents
 
 
+def _placement_document(
+    name: str | None, after_tasks: tuple[str, ...], blocks_tasks: tuple[str, ...]
+) -> dict[str, Any]:
+    """What a gate and a delay write first: their name (if any) and where they stand in the graph."""
+    out: dict[str, Any] = {} if name is None else {"name": name}
+    out["afterTasks"] = list(after_tasks)
+    out["blocksTasks"] = list(blocks_tasks)
+    return out
+
+
 @dataclass(frozen=True)
 class GateSpec:
     after_tasks: tuple[str, ...]
@@ -226,11 +236,7 @@ class GateSpec:
         )
 
     def to_document(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        if self.name is not None:
-            out["name"] = self.name
-        out["afterTasks"] = list(self.after_tasks)
-        out["blocksTasks"] = list(self.blocks_tasks)
+        out = _placement_document(self.name, self.after_tasks, self.blocks_tasks)
         if self.min_score is not None:
             out["minScore"] = self.min_score
         out["requireAllPassed"] = self.require_all_passed
@@ -298,11 +304,7 @@ class DelaySpec:
         )
 
     def to_document(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        if self.name is not None:
-            out["name"] = self.name
-        out["afterTasks"] = list(self.after_tasks)
-        out["blocksTasks"] = list(self.blocks_tasks)
+        out = _placement_document(self.name, self.after_tasks, self.blocks_tasks)
         out["duration"] = self.duration
         return out
 
