@@ -491,12 +491,11 @@ class Coordinator:
         """Grant the free slots of the reusable agents the step touched (project-wide, so a waiter of
         another run may get one), keep back the step's attempts still waiting, and send the granted
         attempts of other runs. A grant that fails is logged: the tick grants what is free."""
-        traces: dict[str, str] = {}
         try:
-            granted = grant_slots(self.db, outcome.run_id, outcome.slot_agents, utcnow(), traces)
+            granted, traces = grant_slots(self.db, outcome.run_id, outcome.slot_agents, utcnow())
         except Exception:
             log.exception("could not grant agent slots after a step of run %s; the tick will", outcome.run_id)
-            granted = []
+            granted, traces = [], {}
         mine = {(task_id, attempt) for run_id, task_id, attempt in granted if run_id == outcome.run_id}
         waiting = outcome.slot_starts - mine
         outcome.start = [s for s in outcome.start if (s.task_id, s.attempt) not in waiting]
@@ -514,17 +513,16 @@ class Coordinator:
 
 
 def grant_slots(
-    db: Database, run_id: str, agents: Iterable[str], now: datetime, traces: dict[str, str] | None = None
-) -> list[slots.Key]:
-    """Grant the free project-wide slots of ``agents`` (agents of run ``run_id``) in one transaction;
-    the attempts granted, for the caller to send. While tracing is on, ``traces`` gets the stored
-    trace context of every other run granted one (read in the same transaction)."""
+    db: Database, run_id: str, agents: Iterable[str], now: datetime
+) -> tuple[list[slots.Key], dict[str, str]]:
+    """Grant the free project-wide slots of ``agents`` (agents of run ``run_id``) in one transaction:
+    the attempts granted, for the caller to send, and (while tracing is on) the stored trace context
+    of each other run granted one, read in the same transaction."""
     with db.transaction() as conn:
         project_id = slots.project_of(conn, run_id)
         if project_id is None:
-            return []
+            return [], {}
         granted = [key for agent in sorted(agents) for key in slots.grant(conn, project_id, agent, now)]
         others = sorted({key[0] for key in granted} - {run_id})
-        if traces is not None and others and tracing.enabled():
-            traces.update(runs.run_traces(conn, others))
-        return granted
+        traces = runs.run_traces(conn, others) if others and tracing.enabled() else {}
+        return granted, traces
