@@ -17,7 +17,6 @@ import pytest
 from config import Settings
 from tests.support import shell
 from workers.coordination.tick import resend_lost_messages
-from workers.execution import executor as executor_module
 from workers.execution.executor import Executor
 from workers.messaging.dispatch import TASK_QUEUE
 from workers.store import missions
@@ -42,21 +41,7 @@ def executor(services: Services) -> Executor:
 def agent_runs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     """(task title, thread name) of every agent run, in order."""
     calls: list[tuple[str, str]] = []
-    original = executor_module.runtime_for
-
-    def counted(model: str, providers: Any) -> Any:
-        runtime = original(model, providers)
-
-        class Counted:
-            batch_output = getattr(runtime, "batch_output", False)
-
-            def run(self, call: Any, cancel: threading.Event, emit: Any) -> Any:
-                calls.append((call.title, threading.current_thread().name))
-                return runtime.run(call, cancel, emit)
-
-        return Counted()
-
-    monkeypatch.setattr(executor_module, "runtime_for", counted)
+    shell.note_agent_runs(monkeypatch, lambda call: calls.append((call.title, threading.current_thread().name)))
     return calls
 
 

@@ -49,21 +49,7 @@ def executor(services: Services) -> Executor:
 def agent_runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The task ids the agent ran for (every runtime the executor picks is counted)."""
     calls: list[str] = []
-    original = executor_module.runtime_for
-
-    def counted(model: str, providers: Any) -> Any:
-        runtime = original(model, providers)
-
-        class Counted:
-            batch_output = getattr(runtime, "batch_output", False)
-
-            def run(self, call: Any, cancel: threading.Event, emit: Any) -> Any:
-                calls.append(call.task_id)
-                return runtime.run(call, cancel, emit)
-
-        return Counted()
-
-    monkeypatch.setattr(executor_module, "runtime_for", counted)
+    shell.note_agent_runs(monkeypatch, lambda call: calls.append(call.task_id))
     return calls
 
 

@@ -3,11 +3,16 @@ and units of work on a connection the test holds."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import Any
+
+import pytest
 
 from workers.coordination import runs
 from workers.coordination.advance import Coordinator, UnitOfWork
 from workers.coordination.outcome import AfterCommit, Inline
+from workers.execution import executor as executor_module
 from workers.execution.executor import Executor
 from workers.execution.providers import Providers
 from workers.messaging.dispatch import Dispatcher
@@ -83,3 +88,23 @@ def start_run(
     if send:
         coordinator(services).after_commit(outcome)
     return run_id, {t.title: t.id for t in mission.tasks}
+
+
+def note_agent_runs(monkeypatch: pytest.MonkeyPatch, note: Callable[[Any], None]) -> None:
+    """Call ``note(call)`` (the ``AgentCall``) each time the executor runs an agent, whatever its
+    runtime; the agent then runs as it would."""
+    original = executor_module.runtime_for
+
+    def noted(model: str, providers: Any) -> Any:
+        runtime = original(model, providers)
+
+        class Noted:
+            batch_output = getattr(runtime, "batch_output", False)
+
+            def run(self, call: Any, cancel: threading.Event, emit: Any) -> Any:
+                note(call)
+                return runtime.run(call, cancel, emit)
+
+        return Noted()
+
+    monkeypatch.setattr(executor_module, "runtime_for", noted)
