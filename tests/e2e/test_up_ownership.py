@@ -136,4 +136,6 @@ def test_celery_inspect_ping_and_active_reach_the_worker_with_the_documented_tar
     active = running.celery("inspect", "active", "--json")
     assert active.returncode == 0, active.stdout + active.stderr
     [(node, tasks)] = json.loads(active.stdout).items()
-    assert node.startswith("up1-") and tasks == []
+    assert node.startswith("up1-")
+    # No attempt is running; the periodic tick may be, on its control queue.
+    assert [task["name"] for task in tasks if task["name"] != "missions.tick"] == []
