@@ -106,6 +106,21 @@ def test_the_watcher_thread_beats_on_its_own_and_forgets_attempts_that_ended(
         assert _beats(db, run_id)[b] > 3000  # B's attempt ended: no longer beaten
 
 
+def test_the_watcher_thread_idle_between_attempts_wakes_for_the_next_one(
+    services: Services, db: psycopg.Connection
+) -> None:
+    run_id, (a, b) = _queued_attempts(services, ["A", "B"])
+    beats = Heartbeats(services.db, services.dispatcher.cancel_flags, interval=0.1, poll=0.05)
+    with beats.watch(run_id, a, 1, "running"):
+        assert _wait(lambda: _beats(db, run_id)[a] < 60)
+    time.sleep(0.2)  # nothing watched: the thread waits to be woken
+    assert beats._thread is not None and beats._thread.is_alive()
+    with beats.watch(run_id, b, 1, "running") as wb:
+        assert _wait(lambda: _beats(db, run_id)[b] < 60)
+        services.redis.set(cancel_key(run_id, b, 1), "aborted")
+        assert _wait(wb.cancelled.is_set)
+
+
 def test_a_redis_failure_does_not_stop_the_heartbeat(
     services: Services, db: psycopg.Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:

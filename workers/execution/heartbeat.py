@@ -79,11 +79,13 @@ class Heartbeats:
         if after is not None:
             item.due_at, item.on_due = started + after[0], after[1]
         with self._lock:
+            idle = not self._watches  # (the watcher thread waits only while nothing is watched)
             self._watches[id(item)] = item
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name="heartbeats", daemon=True)
                 self._thread.start()
-            self._wake.notify()
+            elif idle:
+                self._wake.notify()
         try:
             yield item
         finally:
