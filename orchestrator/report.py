@@ -20,7 +20,7 @@ Guarantees:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -82,6 +82,20 @@ def escalation(
 
 
 @dataclass(frozen=True)
+class AttemptUsage:
+    """What one attempt adds to its task's line: its tokens and cost (its agent's and its judge's),
+    when it was queued and claimed, and when it ended (its verdict, else its agent's end; ``None``
+    while it is queued or running)."""
+
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+    queued_at: datetime | None
+    claimed_at: datetime | None
+    ended_at: datetime | None
+
+
+@dataclass(frozen=True)
 class TaskLine:
     """One task of a run as the report shows it: its state in the run and what its attempts spent."""
 
@@ -96,6 +110,26 @@ class TaskLine:
     first_queued_at: datetime | None = None  # the first attempt's queue time
     last_ended_at: datetime | None = None  # the latest end of any of its attempts
     work_seconds: float = 0.0  # the agents' and judges' time, summed over its attempts
+
+    def plus(self, usage: AttemptUsage) -> TaskLine:
+        """The line with one more attempt: its tokens and cost added, its queue time and end taken
+        when earlier or later, and its work (claim to end, never negative; none while it has not
+        both) added."""
+        queued = [t for t in (self.first_queued_at, usage.queued_at) if t is not None]
+        ended = [t for t in (self.last_ended_at, usage.ended_at) if t is not None]
+        work = 0.0
+        if usage.claimed_at is not None and usage.ended_at is not None:
+            work = max(0.0, (usage.ended_at - usage.claimed_at).total_seconds())
+        return replace(
+            self,
+            attempts=self.attempts + 1,
+            tokens_in=self.tokens_in + usage.tokens_in,
+            tokens_out=self.tokens_out + usage.tokens_out,
+            cost_usd=self.cost_usd + usage.cost_usd,
+            first_queued_at=min(queued, default=None),
+            last_ended_at=max(ended, default=None),
+            work_seconds=self.work_seconds + work,
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -434,7 +434,8 @@ def _scans(plan: Any) -> list[tuple[str, str]]:
 @pytest.mark.parametrize(
     ("name", "params"),
     [
-        ("run_report", {"run_id": "RUN"}),
+        ("run_report", {"run_id": "RUN", "task_id": None, "attempt": None}),
+        ("run_report", {"run_id": "RUN", "task_id": "TASK", "attempt": 1}),  # (the step that ends the run)
         ("run_timeline", {"run_id": "RUN"}),
         ("run_scores", {"run_ids": ["RUN"]}),
         ("task_attempts_page", {"run_id": "RUN", "task_id": "TASK", "after": 0, "limit": 20}),

@@ -24,7 +24,7 @@ from orchestrator.engine import (
 from tests.support import shell
 from workers.coordination import advance as coordinator
 from workers.coordination import runs
-from workers.store import attempts, missions
+from workers.store import attempts, missions, reports
 from workers.store import run_state as run_store
 from workers.store.projects import ensure_project
 from workers.wiring import Services
@@ -193,8 +193,11 @@ def test_the_one_statement_step_writes_what_the_locking_step_writes(services: Se
     assert "# Your task: E\\nuses D\\n\\n# Output of 'D'\\ndelta" in written[True]
 
 
-def _score(services: Services, run_id: str, task_id: str, now: datetime, *, one_statement: bool) -> bool:
-    """Record a passing score the way the executor does; whether the one statement wrote it."""
+def _score(
+    services: Services, run_id: str, task_id: str, now: datetime, *, one_statement: bool, judged: int = 0
+) -> bool:
+    """Record a passing score the way the executor does (the judge used ``judged`` tokens each way
+    and ``judged / 100`` dollars); whether the one statement wrote it."""
     guard = attempts.record_score(
         run_id,
         task_id,
@@ -204,9 +207,9 @@ def _score(services: Services, run_id: str, task_id: str, now: datetime, *, one_
         score=4.0,
         assessment={"score": 4.0},
         judge_model=None,
-        judge_tokens_in=0,
-        judge_tokens_out=0,
-        judge_cost=0,
+        judge_tokens_in=judged,
+        judge_tokens_out=judged,
+        judge_cost=judged / 100,
     )
     event = AssessmentScored(task_id, 1, 4.0)
     with services.autocommit() as conn:
@@ -262,23 +265,72 @@ def test_outputs_and_announcements_need_no_guard_and_write_what_the_locking_step
     assert written[True].count('"type": "task:output"') == 2
 
 
-def test_the_step_that_ends_a_run_takes_the_lock_so_its_mission_done_carries_the_report(
-    services: Services, db: psycopg.Connection
-) -> None:
-    run_id, ids = _start(services, {**DOCUMENT, "tasks": DOCUMENT["tasks"][:1]})
-    now = T0 + timedelta(seconds=1)
-    _claim(db, run_id, ids["A"], 1, now)
-    outcome, fast = _record(services, run_id, TaskFinished(ids["A"], 1, "alpha"), now, one_statement=True)
-    # The report reads the step's own writes (a second statement): not the one-statement path.
-    assert not fast and outcome is not None and outcome.status == "completed"
+def _done(db: psycopg.Connection, run_id: str) -> dict[str, Any]:
     (done,) = db.execute("SELECT data FROM events WHERE run_id = %s AND type = 'mission:done'", (run_id,)).fetchall()
-    assert done["data"]["report"]["tasks"][0]["status"] == "completed"
+    data: dict[str, Any] = done["data"]
+    return data
+
+
+@pytest.mark.parametrize("ended_by", ["result", "score"])
+def test_the_step_that_ends_a_run_writes_in_one_statement_what_the_locking_step_writes_report_included(
+    services: Services, db: psycopg.Connection, ended_by: str
+) -> None:
+    # The last step records an agent's result (B after A), or a judge's verdict (D, beside A).
+    last = DOCUMENT["tasks"][1] if ended_by == "result" else DOCUMENT["tasks"][3]
+    written: dict[bool, str] = {}
+    for one_statement in (True, False):
+        run_id, ids = _start(
+            services, {**DOCUMENT, "name": f"end {one_statement}", "tasks": [DOCUMENT["tasks"][0], last]}
+        )
+        now = T0 + timedelta(seconds=1)
+        _claim(db, run_id, ids["A"], 1, now)
+        _record(services, run_id, TaskFinished(ids["A"], 1, "alpha"), now, one_statement=one_statement)
+        now += timedelta(seconds=2)
+        if ended_by == "result":
+            _claim(db, run_id, ids["B"], 1, now)
+            outcome, fast = _record(
+                services,
+                run_id,
+                TaskFinished(ids["B"], 1, "beta"),
+                now + timedelta(seconds=1),
+                one_statement=one_statement,
+            )
+            assert outcome is not None and outcome.status == "completed"
+        else:
+            _claim(db, run_id, ids["D"], 1, now)
+            _record(
+                services, run_id, TaskFinished(ids["D"], 1, "delta"), now, one_statement=one_statement, assessed=True
+            )
+            fast = _score(services, run_id, ids["D"], now + timedelta(seconds=3), one_statement=one_statement, judged=7)
+        assert fast == one_statement
+        report = _done(db, run_id)["report"]
+        # What mission:done carries is what the run's report reads once the step committed.
+        assert report == reports.run_report(db, run_id)
+        assert report["status"] == "completed" and report["finishedAt"] is not None
+        assert report["totals"]["attempts"] == 2 and report["totals"]["tokensIn"] == 6 + (
+            7 if ended_by == "score" else 0
+        )
+        written[one_statement] = _snapshot(db, run_id, ids)
+    assert written[True] == written[False]
     row = db.execute(
-        "SELECT r.status, r.finished_at, m.status AS mission FROM runs r JOIN missions m"
-        " ON m.id = r.mission_id WHERE r.id = %s",
+        "SELECT r.status, m.status AS mission FROM runs r JOIN missions m ON m.id = r.mission_id WHERE r.id = %s",
         (run_id,),
     ).fetchone()
-    assert row == {"status": "completed", "finished_at": now, "mission": "completed"}
+    assert row == {"status": "completed", "mission": "completed"}
+
+
+def test_a_run_ended_after_another_process_moved_it_on_gets_its_report_from_the_locking_step(
+    services: Services, db: psycopg.Connection
+) -> None:
+    tasks = [DOCUMENT["tasks"][0], {"title": "C", "description": "d", "assignTo": "a"}]
+    run_id, ids = _start(services, {**DOCUMENT, "tasks": tasks})
+    now = T0 + timedelta(seconds=1)
+    _moved_on_elsewhere(services, db, run_id, ids["C"], now)
+    _claim(db, run_id, ids["A"], 1, now)
+    outcome, fast = _record(services, run_id, TaskFinished(ids["A"], 1, "alpha"), now, one_statement=True)
+    assert not fast and outcome is not None and outcome.status == "completed"
+    report = _done(db, run_id)["report"]
+    assert report == reports.run_report(db, run_id) and report["totals"]["attempts"] == 2
 
 
 def _moved_on_elsewhere(services: Services, db: psycopg.Connection, run_id: str, task_id: str, now: datetime) -> None:
@@ -391,8 +443,8 @@ def test_threads_of_one_process_take_turns_and_each_writes_in_one_statement(
     for thread in threads:
         thread.join(30)
     assert results == ["finished"] * width
-    # Each in one statement but the last: the step that ends the run takes the lock (its report).
-    assert paths == [True] * (width - 1) + [False]
+    # Each in one statement, the step that ends the run too (its report is read before it).
+    assert paths == [True] * width
     row = db.execute("SELECT status, version FROM runs WHERE id = %s", (run_id,)).fetchone()
     assert row == {"status": "completed", "version": width}
     types = [r["type"] for r in db.execute("SELECT type FROM events WHERE run_id = %s ORDER BY id", (run_id,))]

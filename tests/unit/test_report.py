@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from orchestrator.report import (
     RUN_TASK_STATUSES,
     AttemptTimes,
+    AttemptUsage,
     TaskLine,
     average_score,
     escalation,
@@ -131,6 +132,39 @@ def test_a_task_lines_duration_spans_its_first_queue_to_its_last_end() -> None:
     out = line("a", "completed", attempts=2, first_queued_at=at(1), last_ended_at=at(9), work_seconds=4).to_json()
     assert out["durationSeconds"] == 8.0 and out["workSeconds"] == 4.0
     assert line("b", "pending").to_json()["durationSeconds"] is None
+
+
+def test_one_more_attempt_adds_its_usage_and_widens_the_lines_span() -> None:
+    before = line(
+        "a",
+        "running",
+        attempts=1,
+        tokens_in=10,
+        tokens_out=5,
+        cost_usd=0.25,
+        first_queued_at=at(2),
+        last_ended_at=at(6),
+        work_seconds=3.0,
+    )
+    after = before.plus(AttemptUsage(1, 2, 0.5, queued_at=at(7), claimed_at=at(8), ended_at=at(11.5)))
+    assert (after.attempts, after.tokens_in, after.tokens_out, after.cost_usd) == (2, 11, 7, 0.75)
+    assert (after.first_queued_at, after.last_ended_at, after.work_seconds) == (at(2), at(11.5), 6.5)
+    assert after.status == "running" and after.title == before.title  # (what the run's state decides stays)
+
+
+def test_an_attempt_not_ended_or_never_claimed_adds_no_work_and_a_clock_step_back_adds_none() -> None:
+    empty = line("a", "pending")
+    running = empty.plus(AttemptUsage(0, 0, 0.0, queued_at=at(1), claimed_at=at(2), ended_at=None))
+    assert (running.attempts, running.first_queued_at, running.last_ended_at, running.work_seconds) == (
+        1,
+        at(1),
+        None,
+        0,
+    )
+    backwards = empty.plus(AttemptUsage(0, 0, 0.0, queued_at=at(1), claimed_at=at(5), ended_at=at(4)))
+    assert backwards.work_seconds == 0 and backwards.last_ended_at == at(4)
+    unclaimed = empty.plus(AttemptUsage(0, 0, 0.0, queued_at=at(1), claimed_at=None, ended_at=at(3)))
+    assert unclaimed.work_seconds == 0
 
 
 scores = st.one_of(st.none(), st.floats(min_value=1, max_value=5))

@@ -6,7 +6,8 @@ that stands alone); which write path it takes is this module's business:
 
 - **the one-statement step** (``step_if_current``): decided on the state this process last wrote
   or read of the run, written in one statement that commits on its own and writes only if the
-  run row still holds that state (its version and write token). One round trip. Threads of this
+  run row still holds that state (its version and write token). One round trip (two for the step
+  that ends a run: its report is read first, ``reports.ending_report``). Threads of this
   process take turns per run (``run_state.DECIDING``), so they do not move it on under each other.
 - **the locking step** (``step``): inside a transaction, the run row is locked (``SELECT ... FOR
   UPDATE``, with the guard in the same statement), ``orchestrator.engine.decide`` is applied to
@@ -112,7 +113,8 @@ def step_if_current(
     None, with nothing written, when that does not apply and the caller must ``step``: no cached
     state (or another process was seen moving the run on), an ignored event, a decision with
     writes of its own (timers, cancellations, a new spec, removed tasks), a guard no one-statement
-    step records, or a run that moved on meanwhile."""
+    step records, a run ended by a step without a guard or whose report cannot be figured before
+    the statement, or a run that moved on meanwhile."""
     if guard is not None and not run_state.records_in_one_statement(guard):
         return None
     with run_state.DECIDING.hold(run_id):
@@ -126,9 +128,16 @@ def step_if_current(
         if decision.ignored is not None or after.spec is not state.spec or not after.tasks.keys() >= state.tasks.keys():
             return None
         out, writes = _gather(after, decision.effects)
-        if writes or _ends_run(state, after):
+        ending = _ends_run(state, after)
+        if writes or (ending and guard is None):
             return None
         _add_prompts(after, out.rows)
+        if ending:  # its mission:done carries the report the statement will leave
+            assert guard is not None
+            report = reports.ending_report(conn, after, now, guard)
+            if report is None:
+                return None
+            out.rows.add_report(report)
         written = run_state.save_if_current(
             conn,
             cached,
@@ -216,8 +225,9 @@ def _persist(conn: Connection, before: run_state.Stored, decision: Decision, now
 
 
 def _ends_run(before: RunState, after: RunState) -> bool:
-    """Whether a step ends the run (its ``mission:done`` then carries the run's report, which reads
-    the step's own writes: a second statement, so such a step takes the locking path)."""
+    """Whether a step ends the run (its ``mission:done`` then carries the run's report: figured
+    before the one statement from what its guard records, ``reports.ending_report``, or read after
+    the locking step's own writes, ``reports.attach_report_to_done``)."""
     return after.status in TERMINAL_RUN_STATUSES and after.status is not before.status
 
 

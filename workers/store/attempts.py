@@ -19,6 +19,7 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from orchestrator.engine import LIVE_ATTEMPT_STATUSES, AttemptStatus
+from orchestrator.report import AttemptUsage
 from workers.store.db import Connection
 from workers.store.queries import query
 from workers.support import tracing
@@ -81,6 +82,35 @@ def record_result(
             "outcomes": Jsonb([dict(o) for o in outcomes]),
             "was": AttemptStatus.RUNNING.value,
         },
+    )
+
+
+def usage_after(guard: Guard, row: Mapping[str, Any]) -> AttemptUsage | None:
+    """What the attempt adds to its task's report once ``guard`` has written it (the SQL of
+    ``save_step_if_current_<name>`` in ``runs.sql``), from its ``row`` as read before; None for a
+    guard whose writes this does not follow."""
+    p = guard.params
+    if guard.name == "recording_result":  # the agent's usage set, the attempt's end now
+        used = (p["tokens_in"], p["tokens_out"], p["cost"])
+        judged = (row["judge_tokens_in"], row["judge_tokens_out"], row["judge_cost_usd"])
+        ended = row["assessed_at"] or p["now"]
+    elif guard.name == "recording_score":  # the judge's usage added, the verdict now
+        used = (row["tokens_in"], row["tokens_out"], row["cost_usd"])
+        judged = (
+            row["judge_tokens_in"] + p["judge_tokens_in"],
+            row["judge_tokens_out"] + p["judge_tokens_out"],
+            row["judge_cost_usd"] + p["judge_cost"],
+        )
+        ended = p["now"]
+    else:
+        return None
+    return AttemptUsage(
+        tokens_in=int(used[0]) + int(judged[0]),
+        tokens_out=int(used[1]) + int(judged[1]),
+        cost_usd=float(used[2]) + float(judged[2]),
+        queued_at=row["created_at"],
+        claimed_at=row["claimed_at"],
+        ended_at=ended,
     )
 
 

@@ -12,13 +12,17 @@ run. A request scopes the run first with ``find_run``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from orchestrator.engine import AttemptStatus, assessment_passes
+from orchestrator.engine import AttemptStatus, RunState, assessment_passes
 from orchestrator.report import AttemptTimes, TaskLine, average_score, escalation, run_summary, seconds_between
 from orchestrator.spec import DEFAULT_QUALITY_THRESHOLD, AgentSpec, TaskSpec, format_timestamp
+from workers.store import attempts
+from workers.store.attempts import Guard
 from workers.store.db import Connection
 from workers.store.queries import query
 from workers.support.errors import NotFound
@@ -153,27 +157,75 @@ def run_report(conn: Connection, run_id: str) -> dict[str, Any] | None:
     """The report of a run (``None`` when there is no such run), in one query: per task (in the
     order of the run's spec) its status, attempts, duration, score, tokens and cost; the run's
     totals and average score (``orchestrator.report.run_summary``)."""
-    rows = [dict(r) for r in conn.execute(RUN_REPORT, {"run_id": run_id}).fetchall()]
+    rows = _report_rows(conn, run_id)
     if not rows:
         return None
-    run = rows[0]
-    lines = [
-        TaskLine(
-            task_id=row["task_id"],
-            title=row["title"],
-            status=row["task_status"] or "pending",
-            attempts=int(row["attempts"]),
-            score=row["score"],
-            tokens_in=int(row["tokens_in"]),
-            tokens_out=int(row["tokens_out"]),
-            cost_usd=float(row["cost_usd"]),
-            first_queued_at=row["first_queued_at"],
-            last_ended_at=row["last_ended_at"],
-            work_seconds=float(row["work_seconds"]),
-        )
-        for row in rows
-        if row["task_id"] is not None
-    ]
+    return _report(rows[0], [_line(row) for row in rows if row["task_id"] is not None])
+
+
+def ending_report(conn: Connection, state: RunState, now: datetime, guard: Guard) -> dict[str, Any] | None:
+    """The report the one-statement step that records ``guard`` at ``now`` and ends the run with
+    ``state`` will leave (what ``run_report`` reads once it committed), figured before that
+    statement, so that its ``mission:done`` carries it. None when it cannot be figured here (a
+    guard whose writes ``attempts.usage_after`` does not know, or the attempt is gone): the step
+    then takes the lock.
+
+    The read is not locked: the step's statement writes only if the run still holds the version
+    this was decided on, so a step of another process in between makes it take the lock instead.
+    What the run's state decides (statuses, scores, titles, the run's end) comes from ``state``,
+    what the guarded attempt adds from the guard's values over its row as read."""
+    task_id, attempt = guard.params["task_id"], guard.params["attempt"]
+    rows = _report_rows(conn, state.run_id, task_id, attempt)
+    own = next((row for row in rows if row["task_id"] == task_id and row["g_created_at"] is not None), None)
+    if own is None:
+        return None
+    usage = attempts.usage_after(guard, {key[2:]: value for key, value in own.items() if key.startswith("g_")})
+    if usage is None:
+        return None
+    lines: list[TaskLine] = []
+    for row in rows:
+        if row["task_id"] is None:
+            continue
+        line = _line(row)
+        task = state.tasks.get(line.task_id)
+        if task is not None:
+            line = replace(line, title=task.title, status=task.status.value, score=task.score)
+        lines.append(line.plus(usage) if line.task_id == task_id else line)
+    run = {
+        **rows[0],
+        "status": state.status.value,
+        "pause_reason": state.pause_reason.value if state.pause_reason is not None else None,
+        "pause_message": state.pause_message,
+        "failure_reason": state.failure_reason,
+        "finished_at": rows[0]["finished_at"] or now,  # (the statement's coalesce(finished_at, now))
+    }
+    return _report(run, lines)
+
+
+def _report_rows(
+    conn: Connection, run_id: str, task_id: str | None = None, attempt: int | None = None
+) -> list[dict[str, Any]]:
+    params = {"run_id": run_id, "task_id": task_id, "attempt": attempt}
+    return [dict(r) for r in conn.execute(RUN_REPORT, params).fetchall()]
+
+
+def _line(row: Mapping[str, Any]) -> TaskLine:
+    return TaskLine(
+        task_id=row["task_id"],
+        title=row["title"],
+        status=row["task_status"] or "pending",
+        attempts=int(row["attempts"]),
+        score=row["score"],
+        tokens_in=int(row["tokens_in"]),
+        tokens_out=int(row["tokens_out"]),
+        cost_usd=float(row["cost_usd"]),
+        first_queued_at=row["first_queued_at"],
+        last_ended_at=row["last_ended_at"],
+        work_seconds=float(row["work_seconds"]),
+    )
+
+
+def _report(run: Mapping[str, Any], lines: list[TaskLine]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "runId": run["id"],
         "missionId": run["mission_id"],

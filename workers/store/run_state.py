@@ -22,7 +22,7 @@ from __future__ import annotations
 import secrets
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -265,6 +265,12 @@ class Rows:
 
     def params(self) -> dict[str, Any]:
         return {"attempts": Jsonb(self.attempts), "events": events_param(self.event_types, self.event_data)}
+
+    def add_report(self, report: Mapping[str, Any]) -> None:
+        """Put the run's report into the step's ``mission:done`` event (and so into its webhook
+        deliveries, which copy the event), as ``reports.attach_report_to_done`` does after a write."""
+        i = len(self.event_types) - 1 - self.event_types[::-1].index("mission:done")
+        self.event_data[i] = {**self.event_data[i], "report": report}
 
 
 def _last_event_id(row: Any) -> int | None:

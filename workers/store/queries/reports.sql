@@ -35,13 +35,20 @@ SELECT attempt, status, agent, model, worker, prompt, output, error, score, asse
 -- database's clock, for the duration of a run not yet finished): the task's state and what its
 -- attempts spent, agent and judge usage added as in usage.sql. A task's work is the time from each
 -- attempt's claim to its end (the verdict, else the agent's end).
+-- With %(task_id)s and %(attempt)s (else NULL), that attempt is left out of its task's sums and its
+-- own columns come beside them (g_*): what the step about to record it needs to figure the report
+-- it will leave (reports.ending_report).
 SELECT r.id, r.mission_id, r.number, r.status, r.pause_reason, r.pause_message, r.failure_reason,
        r.created_at, r.started_at, r.finished_at, statement_timestamp() AS now,
        s.task->>'id' AS task_id, coalesce(rt.state->>'title', s.task->>'title') AS title,
        rt.state->>'status' AS task_status, (rt.state->>'score')::double precision AS score,
        coalesce(a.attempts, 0) AS attempts, coalesce(a.tokens_in, 0) AS tokens_in,
        coalesce(a.tokens_out, 0) AS tokens_out, coalesce(a.cost_usd, 0) AS cost_usd,
-       a.first_queued_at, a.last_ended_at, coalesce(a.work_seconds, 0) AS work_seconds
+       a.first_queued_at, a.last_ended_at, coalesce(a.work_seconds, 0) AS work_seconds,
+       g.created_at AS g_created_at, g.claimed_at AS g_claimed_at, g.finished_at AS g_finished_at,
+       g.assessed_at AS g_assessed_at, g.tokens_in AS g_tokens_in, g.tokens_out AS g_tokens_out,
+       g.cost_usd AS g_cost_usd, g.judge_tokens_in AS g_judge_tokens_in,
+       g.judge_tokens_out AS g_judge_tokens_out, g.judge_cost_usd AS g_judge_cost_usd
   FROM runs r
   LEFT JOIN LATERAL jsonb_array_elements(r.spec->'tasks') WITH ORDINALITY AS s(task, n) ON true
   LEFT JOIN run_tasks rt ON rt.run_id = r.id AND rt.task_id = s.task->>'id'
@@ -53,8 +60,13 @@ SELECT r.id, r.mission_id, r.number, r.status, r.pause_reason, r.pause_message, 
              min(created_at) AS first_queued_at, max(coalesce(assessed_at, finished_at)) AS last_ended_at,
              sum(greatest(0, extract(epoch FROM coalesce(assessed_at, finished_at) - claimed_at)))::double precision
                  AS work_seconds
-        FROM attempts WHERE run_id = %(run_id)s GROUP BY task_id
+        FROM attempts
+       WHERE run_id = %(run_id)s AND (task_id, attempt) IS DISTINCT FROM (%(task_id)s::text, %(attempt)s::integer)
+       GROUP BY task_id
   ) a ON a.task_id = s.task->>'id'
+  LEFT JOIN attempts g
+    ON g.run_id = r.id AND g.task_id = %(task_id)s::text AND g.attempt = %(attempt)s::integer
+   AND g.task_id = s.task->>'id'
  WHERE r.id = %(run_id)s
  ORDER BY s.n
 
