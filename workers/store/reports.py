@@ -6,7 +6,8 @@ module reads the rows, a bounded number of statements whatever the size of the r
 them to it.
 
 ``run_report(conn, run_id)`` takes no project: it is also meant for the transaction that ends a
-run. A request scopes the run first with ``find_run``.
+run (the locking step); ``ending_report`` figures the same report before the one statement that
+ends a run. A request scopes the run first with ``find_run``.
 """
 
 from __future__ import annotations
