@@ -1,4 +1,5 @@
-"""The run store's in-process pieces: the cache's staleness hint and the per-run mutexes."""
+"""The run store's in-process pieces: the cache's staleness hint, the per-run mutexes, and the rows a
+step writes."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from datetime import UTC, datetime
 
 from orchestrator.engine import start_run
 from orchestrator.spec import MissionSpec
-from workers.store.run_state import KeyedLocks, RunCache, Stored
+from workers.store.run_state import KeyedLocks, Rows, RunCache, Stored
 
 SPEC = MissionSpec.from_document(
     {
@@ -68,3 +69,18 @@ def test_keyed_locks_serialise_one_key_and_not_two() -> None:
     assert most == {"a": 1, "b": 1}
     assert both.is_set()  # the two keys were held at the same time
     assert not locks._locks  # nothing kept once nobody holds a key
+
+
+def test_a_report_goes_into_the_last_mission_done_of_a_step_and_nowhere_else() -> None:
+    first = {"status": "completed"}
+    rows = Rows(
+        event_types=["task:status", "mission:done", "mission:status", "mission:done"],
+        event_data=[{"status": "completed"}, first, {"status": "completed"}, {"status": "completed"}],
+    )
+    rows.add_report({"totals": {"tasks": 1}})
+    assert rows.event_data[3] == {"status": "completed", "report": {"totals": {"tasks": 1}}}
+    assert rows.event_data[1] is first and "report" not in first  # (the decision's own payload is not changed)
+    assert all("report" not in data for data in rows.event_data[:3])
+    nothing = Rows(event_types=["task:status"], event_data=[{"status": "running"}])
+    nothing.add_report({"totals": {}})  # a step that logs no mission:done: nothing to carry it
+    assert nothing.event_data == [{"status": "running"}]

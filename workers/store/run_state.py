@@ -268,9 +268,12 @@ class Rows:
 
     def add_report(self, report: Mapping[str, Any]) -> None:
         """Put the run's report into the step's ``mission:done`` event (and so into its webhook
-        deliveries, which copy the event), as ``reports.attach_report_to_done`` does after a write."""
-        i = len(self.event_types) - 1 - self.event_types[::-1].index("mission:done")
-        self.event_data[i] = {**self.event_data[i], "report": report}
+        deliveries, which copy the event), as ``reports.attach_report_to_done`` does after a write
+        (and, like it, nothing when the step logs no ``mission:done``)."""
+        for i in range(len(self.event_types) - 1, -1, -1):
+            if self.event_types[i] == "mission:done":
+                self.event_data[i] = {**self.event_data[i], "report": report}
+                return
 
 
 def _last_event_id(row: Any) -> int | None:
