@@ -45,8 +45,8 @@ SELECT r.id, r.mission_id, r.number, r.status, r.pause_reason, r.pause_message, 
        coalesce(a.attempts, 0) AS attempts, coalesce(a.tokens_in, 0) AS tokens_in,
        coalesce(a.tokens_out, 0) AS tokens_out, coalesce(a.cost_usd, 0) AS cost_usd,
        a.first_queued_at, a.last_ended_at, coalesce(a.work_seconds, 0) AS work_seconds,
-       g.created_at AS g_created_at, g.claimed_at AS g_claimed_at, g.finished_at AS g_finished_at,
-       g.assessed_at AS g_assessed_at, g.tokens_in AS g_tokens_in, g.tokens_out AS g_tokens_out,
+       g.created_at AS g_created_at, g.claimed_at AS g_claimed_at, g.assessed_at AS g_assessed_at,
+       g.tokens_in AS g_tokens_in, g.tokens_out AS g_tokens_out,
        g.cost_usd AS g_cost_usd, g.judge_tokens_in AS g_judge_tokens_in,
        g.judge_tokens_out AS g_judge_tokens_out, g.judge_cost_usd AS g_judge_cost_usd
   FROM runs r
