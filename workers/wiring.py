@@ -162,7 +162,9 @@ class Services:
 
     @property
     def dispatcher(self) -> Dispatcher:
-        return self._once("_dispatcher", lambda: Dispatcher(self.celery, self.redis, self.wakeups))
+        return self._once(
+            "_dispatcher", lambda: Dispatcher(self.celery, self.redis, self.wakeups, self.settings.batch_attempts)
+        )
 
     @property
     def coordinator(self) -> Coordinator:
@@ -175,7 +177,16 @@ class Services:
 
     def executor(self, worker: str, providers: Providers | None = None) -> Executor:
         """An executor for the worker called ``worker`` (one per process)."""
-        return Executor(self.settings, self.db, self.coordinator, self.dispatcher.cancel_flags, worker, providers)
+        dispatcher = self.dispatcher
+        return Executor(
+            self.settings,
+            self.db,
+            self.coordinator,
+            dispatcher.cancel_flags,
+            worker,
+            providers,
+            send_each=lambda run_id, items: dispatcher.send_attempts(run_id, items, per_message=1),
+        )
 
     def tick(self) -> TickReport:
         return tick(self.coordinator, self.dispatcher, self.settings, utcnow())
@@ -236,11 +247,15 @@ class _WorkerHandlers:
     def run_attempt(self, run_id: str, task_id: str, attempt: int, hostname: str | None) -> object:
         return self._executor_for(hostname).run_attempt(run_id, task_id, attempt)
 
+    def run_attempts(self, run_id: str, items: list[tuple[str, int]], hostname: str | None) -> object:
+        return self._executor_for(hostname).run_attempts(run_id, items)
+
     def shutting_down(self, **_: object) -> None:
         """Celery's ``worker_shutting_down`` (sent in the worker's main process: the threads and solo
-        pools' attempts run there): no more eager hand-offs, so a warm shutdown waits only for the
-        attempts running. A prefork child does not get it; its window
-        (``MISSIONS_EAGER_HANDOFF_SECONDS``) bounds what it takes."""
+        pools' attempts run there): no more eager hand-offs, and the attempts of batch messages not
+        started yet go to the broker, so a warm shutdown waits only for the attempts running. A
+        prefork child does not get it; its windows (``MISSIONS_EAGER_HANDOFF_SECONDS``,
+        ``MISSIONS_BATCH_RELEASE_SECONDS``) bound what it takes and holds."""
         if self._executor is not None:
             self._executor.stop_handing_off()
 

@@ -179,7 +179,8 @@ class MissionsCollector:
     def _from_redis(self) -> Iterator[Metric]:
         yield _gauge(
             "missions_broker_queue_length",
-            "Messages waiting in each broker queue (Redis list length).",
+            "Messages waiting in each broker queue (Redis list length; one message may carry several attempts of "
+            "one run).",
             "queue",
             monitoring.queue_lengths(self.services.redis),
         )
@@ -221,6 +222,18 @@ class MissionsCollector:
             "Attempts a worker thread ran itself right after the step that started them (eager hand-off: "
             "no broker round trip).",
             value=attempts.get("handed_off", 0),
+        )
+        yield CounterMetricFamily(
+            "missions_attempts_batched",
+            "Attempts a worker thread ran after the first of one message carrying several (started together: "
+            "one broker round trip for all).",
+            value=attempts.get("batched", 0),
+        )
+        yield CounterMetricFamily(
+            "missions_attempts_released",
+            "Attempts of a message of several that its thread sent on, a message each, because one before them "
+            "was slow (MISSIONS_BATCH_RELEASE_SECONDS).",
+            value=attempts.get("released", 0),
         )
         for name, family, text in HISTOGRAMS:
             yield _redis_histogram(

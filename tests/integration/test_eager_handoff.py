@@ -196,7 +196,7 @@ def test_an_attempt_taken_by_a_thread_that_dies_before_claiming_it_is_sent_again
         raise Died
 
     sent_again: list[tuple[str, str, int]] = []
-    executor._send_again = lambda *key: sent_again.append(key)  # type: ignore[method-assign]  # (killed: no send)
+    executor._send_each = lambda run_id, items: sent_again.extend((run_id, *i) for i in items)  # (killed: no send)
     original = executor._attempt
     calls = iter([original, die])
 

@@ -16,7 +16,9 @@ result (or a verdict) starts a dependent, the thread that ran it runs that attem
 instead of sending it through the broker (``Executor.take``), while it has worked on one delivered
 message for less than ``MISSIONS_EAGER_HANDOFF_SECONDS`` and its worker is not shutting down. The
 attempt row is committed first and claimed as any other, so a thread that dies in between leaves a
-queued attempt the tick sends again, and a duplicate delivery finds it claimed.
+queued attempt the tick sends again, and a duplicate delivery finds it claimed. The attempts of a
+message of several (started together) run the same way after its first one, until the thread has
+not started one of them for ``MISSIONS_BATCH_RELEASE_SECONDS`` (``workers.execution.batches``).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ from workers.execution.assessment import (
     missing_outcomes,
     score_expectations,
 )
+from workers.execution.batches import Batch, Releaser
 from workers.execution.heartbeat import Heartbeats, Key
 from workers.execution.providers import Providers, endpoint_config
 from workers.execution.runtimes import runtime_for
@@ -197,7 +200,10 @@ class Executor:
         cancel_flags: Callable[[list[Key]], list[bool]],
         worker: str,
         providers: Providers | None = None,
+        send_each: Callable[[str, list[tuple[str, int]]], object] | None = None,
     ) -> None:
+        """``send_each(run_id, [(task_id, attempt), ...])`` sends attempts a message each (those a
+        thread will not run after all); by default through ``coordinator``'s sender."""
         self.settings = settings
         self.db = db
         self.coordinator = coordinator
@@ -207,6 +213,8 @@ class Executor:
         self._workspaces: dict[str, Path] = {}  # the runs whose workspace this process already created
         self._handoff = threading.local()  # .current: the thread's _HandOff while it works on a message
         self._stopping = False  # the worker is shutting down: no more hand-offs
+        self._send_each = send_each or self._send_through_coordinator
+        self.releaser = Releaser(settings.batch_release_seconds, self._release)
 
     def _workspace(self, run_id: str) -> Path:
         """The run's workspace, created on first use by this process (not stat-ed per attempt)."""
@@ -224,6 +232,16 @@ class Executor:
         """Claim, run and record one attempt, then the attempts its steps handed to this thread;
         returns what happened, for the Celery result log."""
         return self._handing_off(lambda: self._attempt(run_id, task_id, attempt))
+
+    def run_attempts(self, run_id: str, items: list[tuple[str, int]]) -> str:
+        """The attempts of one message of several (``workers.execution.batches``): the first, then
+        the others one after the other, each claimed on its own, while the releaser has not sent
+        them on because this thread took none of them for ``MISSIONS_BATCH_RELEASE_SECONDS``."""
+        if not items:
+            return "no attempts"
+        (task_id, attempt), rest = items[0], items[1:]
+        batch = Batch(run_id, rest, time.monotonic()) if rest else None
+        return self._handing_off(lambda: self._attempt(run_id, task_id, attempt), batch)
 
     def _attempt(self, run_id: str, task_id: str, attempt: int) -> str:
         with (
@@ -246,40 +264,63 @@ class Executor:
         return True
 
     def stop_handing_off(self) -> None:
-        """The worker is shutting down: the attempts its steps start go to the broker, so a warm
-        shutdown waits for the attempts running, not for chains of them."""
+        """The worker is shutting down: the attempts its steps start go to the broker, and so do
+        those of batch messages not started yet, so a warm shutdown waits for the attempts running,
+        not for chains or batches of them."""
         self._stopping = True
+        self.releaser.release_all()
 
-    def _handing_off(self, work: Callable[[], str]) -> str:
-        """``work()`` (one delivered message's attempt or assessment), then the attempts handed to
-        this thread, one after the other. An attempt taken but not run (what ran before it raised)
-        is sent after all; so is one whose run raised (a duplicate of a claimed attempt is a no-op)."""
-        window = self.settings.eager_handoff_seconds
-        if window <= 0 or getattr(self._handoff, "current", None) is not None:
+    def _handing_off(self, work: Callable[[], str], batch: Batch | None = None) -> str:
+        """``work()`` (one delivered message's first attempt, or an assessment), then, one after the
+        other, the attempt a step handed to this thread (first) and those left in ``batch``. An
+        attempt taken but not run (what ran before it raised) is sent after all, as are the batch's
+        others; so is one whose run raised (a duplicate of a claimed attempt is a no-op)."""
+        if getattr(self._handoff, "current", None) is not None:  # an assessment run inline
             return work()
-        handoff = _HandOff(time.monotonic() + window)
+        handoff = _HandOff(time.monotonic() + self.settings.eager_handoff_seconds)
         self._handoff.current = handoff
+        if batch is not None:
+            self.releaser.add(batch)
+        batched = 0
         try:
             what = work()
-            while handoff.next is not None:
-                (run_id, task_id, attempt), handoff.next = handoff.next, None
-                handoff.taken += 1
+            while True:
+                if handoff.next is not None:
+                    (run_id, task_id, attempt), handoff.next = handoff.next, None
+                    handoff.taken += 1
+                elif batch is not None and (item := batch.take(time.monotonic())) is not None:
+                    run_id, (task_id, attempt) = batch.run_id, item
+                    batched += 1
+                else:
+                    break
                 try:
                     self._attempt(run_id, task_id, attempt)
                 except BaseException:
-                    self._send_again(run_id, task_id, attempt)
+                    self._send_each(run_id, [(task_id, attempt)])
                     raise
-            metrics.count_handoffs(handoff.taken)
-            return what if not handoff.taken else f"{what}; then {handoff.taken} attempt(s) handed off to this thread"
+            metrics.count_handoffs(handoff.taken, batched)
+            return what + "".join(
+                f"; then {n} attempt(s) {how}"
+                for n, how in ((batched, "of its message"), (handoff.taken, "handed off to this thread"))
+                if n
+            )
         finally:
             self._handoff.current = None
             if handoff.next is not None:
-                self._send_again(*handoff.next)
+                self._send_each(handoff.next[0], [handoff.next[1:]])
+            if batch is not None:
+                self.releaser.discard(batch)
+                self._release(batch.run_id, batch.release())
 
-    def _send_again(self, run_id: str, task_id: str, attempt: int) -> None:
-        """Send a handed-off attempt's message after all (a sender logs its failures; the tick
-        re-sends what it could not)."""
-        self.coordinator.sender.send(AfterCommit("", run_id, start=[StartTask(task_id, attempt, "", "")]))
+    def _release(self, run_id: str, items: list[tuple[str, int]]) -> None:
+        """Send the attempts of a batch this thread will not run, a message each (a sender logs its
+        failures; the tick re-sends what it could not)."""
+        if items:
+            metrics.count_handoffs(0, released=len(items))
+            self._send_each(run_id, items)
+
+    def _send_through_coordinator(self, run_id: str, items: list[tuple[str, int]]) -> None:
+        self.coordinator.sender.send(AfterCommit("", run_id, start=[StartTask(t, a, "", "") for t, a in items]))
 
     def _run_attempt(self, run_id: str, task_id: str, attempt: int) -> str:
         now = utcnow()

@@ -1,6 +1,9 @@
-"""The Celery application factory and the four task names the system uses.
+"""The Celery application factory and the five task names the system uses.
 
 - ``missions.run_task(run_id, task_id, attempt)``: run one attempt (claim, agent, record, step);
+- ``missions.run_tasks(run_id, [[task_id, attempt], ...])``: several attempts of one run started
+  together, run one after the other by the thread that receives it while they are quick
+  (``workers.execution.batches``);
 - ``missions.assess_task(run_id, task_id, attempt)``: score an attempt whose assessment was lost;
 - ``missions.deliver_webhook(delivery_id)``: one attempt of a webhook delivery (queue
   ``missions.webhooks``, so slow receivers never hold agents or the tick back);
@@ -26,6 +29,7 @@ from workers.messaging.dispatch import (
     CONTROL_QUEUE,
     DELIVER_WEBHOOK,
     RUN_TASK,
+    RUN_TASKS,
     TASK_QUEUE,
     TICK,
     WEBHOOK_QUEUE,
@@ -72,9 +76,11 @@ def create_celery(settings: Settings) -> Celery:
 
 
 class Handlers(Protocol):
-    """What the four tasks do (built by ``workers.wiring``): each returns what happened, for the log."""
+    """What the five tasks do (built by ``workers.wiring``): each returns what happened, for the log."""
 
     def run_attempt(self, run_id: str, task_id: str, attempt: int, hostname: str | None) -> object: ...
+
+    def run_attempts(self, run_id: str, items: list[tuple[str, int]], hostname: str | None) -> object: ...
 
     def assess(self, run_id: str, task_id: str, attempt: int, hostname: str | None) -> object: ...
 
@@ -89,6 +95,11 @@ def register_tasks(app: Celery, handlers: Handlers) -> None:
     @app.task(name=RUN_TASK, bind=True)
     def run_task(self: Any, run_id: str, task_id: str, attempt: int) -> object:
         return handlers.run_attempt(run_id, task_id, int(attempt), self.request.hostname)
+
+    @app.task(name=RUN_TASKS, bind=True)
+    def run_tasks(self: Any, run_id: str, items: list[list[Any]]) -> object:
+        attempts = [(str(task_id), int(attempt)) for task_id, attempt in items]
+        return handlers.run_attempts(run_id, attempts, self.request.hostname)
 
     @app.task(name=ASSESS_TASK, bind=True)
     def assess_task(self: Any, run_id: str, task_id: str, attempt: int) -> object:

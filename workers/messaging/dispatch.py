@@ -8,17 +8,20 @@ tick, which finds queued attempts whose message never reached a worker and sends
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, TypeVar
 
 from workers.coordination.outcome import AfterCommit, Inline
 from workers.messaging.wakeups import WakeupPublisher, publish_wakeup
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 TASK_QUEUE = "missions"
 CONTROL_QUEUE = "missions.control"
 WEBHOOK_QUEUE = "missions.webhooks"
 RUN_TASK = "missions.run_task"
+RUN_TASKS = "missions.run_tasks"
 ASSESS_TASK = "missions.assess_task"
 TICK = "missions.tick"
 DELIVER_WEBHOOK = "missions.deliver_webhook"
@@ -52,24 +55,47 @@ def cancel_key(run_id: str, task_id: str, attempt: int) -> str:
     return f"missions:cancel:{run_id}:{task_id}:{attempt}"
 
 
+def batches(items: list[T], most: int) -> list[list[T]]:
+    """``items`` in as few consecutive groups of at most ``most`` as can be, of sizes differing by
+    one at most (9 by 8: 5 and 4, not 8 and 1)."""
+    if not items:
+        return []
+    count = -(-len(items) // max(1, most))
+    size, extra = divmod(len(items), count)
+    groups, start = [], 0
+    for k in range(count):
+        end = start + size + (1 if k < extra else 0)
+        groups.append(items[start:end])
+        start = end
+    return groups
+
+
 class Dispatcher:
-    def __init__(self, celery: Any, redis_client: Any, wakeups: WakeupPublisher | None = None) -> None:
+    def __init__(
+        self, celery: Any, redis_client: Any, wakeups: WakeupPublisher | None = None, batch_attempts: int = 1
+    ) -> None:
         self.celery = celery
         self.redis = redis_client
         self.wakeups = wakeups  # publishes from a background thread; None: publish inline
+        self.batch_attempts = batch_attempts  # most attempts in one message (MISSIONS_BATCH_ATTEMPTS)
 
-    def _send(self, name: str, args: tuple[str, str, int], producer: Any = None) -> None:
+    def _send(self, name: str, args: tuple[Any, ...], producer: Any = None) -> None:
         self.celery.send_task(name, args=args, queue=TASK_QUEUE, producer=producer, argsrepr=repr(args), **LEAN_SEND)
 
-    def send_attempts(self, run_id: str, attempts: list[tuple[str, int]]) -> bool:
+    def send_attempts(self, run_id: str, attempts: list[tuple[str, int]], per_message: int | None = None) -> bool:
         """Send the messages of several attempts of one run in one broker round trip (a kombu
-        publish batch: one Redis pipeline)."""
+        publish batch: one Redis pipeline): messages of up to ``per_message`` attempts (by default
+        ``batch_attempts``), which the thread receiving one runs one after the other while they are
+        quick (``workers.execution.batches``); a message of one is ``missions.run_task``."""
         if not attempts:
             return True
         try:
             with self.celery.producer_or_acquire() as producer, producer.batch():
-                for task_id, attempt in attempts:
-                    self._send(RUN_TASK, (run_id, task_id, attempt), producer)
+                for group in batches(attempts, per_message or self.batch_attempts):
+                    if len(group) == 1:
+                        self._send(RUN_TASK, (run_id, *group[0]), producer)
+                    else:
+                        self._send(RUN_TASKS, (run_id, [[task_id, attempt] for task_id, attempt in group]), producer)
             return True
         except Exception:  # the broker may be down; the tick re-sends queued attempts
             log.exception(

@@ -37,7 +37,8 @@ ISOLATED_KEY = "missions:metrics:isolated_failures"  # hash: part -> count
 USAGE_KEY = "missions:metrics:usage"  # hash: "<provider/model>\t<tokens_in|tokens_out|cost_usd>" -> total
 TICKS_KEY = "missions:metrics:ticks"  # hash: "ok" | "failed" -> count
 USAGE_FIELDS = ("tokens_in", "tokens_out", "cost_usd")
-# hash: "started", "retries" (started with attempt > 1), "handed_off" (eager hand-offs) -> count
+# hash: "started", "retries" (started with attempt > 1), "handed_off" (eager hand-offs), "batched" (run
+# from a message of several attempts after its first), "released" (sent on from one) -> count
 ATTEMPTS_KEY = "missions:metrics:attempts"
 # Histograms of what workers observe, each kept like the step histogram (non-cumulative "le:<bound>",
 # "le:+Inf", count, sum) under HISTOGRAM_KEY + name: how long attempts ran (claimed -> agent
@@ -132,11 +133,13 @@ class Recorder:
             self._attempts["retries"] = self._attempts.get("retries", 0) + retries
         self._ensure_flusher()
 
-    def count_handoffs(self, taken: int) -> None:
-        if not taken:
+    def count_handoffs(self, taken: int, batched: int = 0, released: int = 0) -> None:
+        if not (taken or batched or released):
             return
         with self._lock:
-            self._attempts["handed_off"] = self._attempts.get("handed_off", 0) + taken
+            for name, n in (("handed_off", taken), ("batched", batched), ("released", released)):
+                if n:
+                    self._attempts[name] = self._attempts.get(name, 0) + n
         self._ensure_flusher()
 
     def observe(self, name: str, value: float) -> None:
@@ -266,9 +269,11 @@ def count_attempts(started: int, retries: int) -> None:
     _recorder.count_attempts(started, retries)
 
 
-def count_handoffs(taken: int) -> None:
-    """Attempts a worker thread ran itself, handed off by the step it ran (no broker round trip)."""
-    _recorder.count_handoffs(taken)
+def count_handoffs(taken: int, batched: int = 0, released: int = 0) -> None:
+    """Attempts a worker thread ran itself without a message of their own: ``taken``, handed off by
+    the step it ran; ``batched``, the later attempts of a message of several. And ``released``: those
+    of such a message it sent on instead, one message each, because one before them was slow."""
+    _recorder.count_handoffs(taken, batched, released)
 
 
 def observe(name: str, value: float) -> None:
@@ -317,7 +322,7 @@ def read_ticks(client: Any) -> dict[str, int]:
 
 
 def read_attempts(client: Any) -> dict[str, int]:
-    """The stored attempt counts, ``started`` and ``retries``."""
+    """The stored attempt counts: ``started``, ``retries``, ``handed_off``, ``batched``, ``released``."""
     return {_text(k): int(v) for k, v in (client.hgetall(ATTEMPTS_KEY) or {}).items()}
 
 
