@@ -164,6 +164,7 @@ class Bench:
     _control: Any = None
     polls: int = 0  # our own polling queries on the bench database (subtracted from xact counts)
     handoff_seconds: float | None = None  # MISSIONS_EAGER_HANDOFF_SECONDS of the worker (None: the default)
+    batch_attempts: int | None = None  # MISSIONS_BATCH_ATTEMPTS of every process (None: the default)
 
     @property
     def db_url(self) -> str:
@@ -196,6 +197,8 @@ class Bench:
         )
         if self.handoff_seconds is not None:
             env["MISSIONS_EAGER_HANDOFF_SECONDS"] = str(self.handoff_seconds)
+        if self.batch_attempts is not None:
+            env["MISSIONS_BATCH_ATTEMPTS"] = str(self.batch_attempts)
         return env
 
     def spawn(self, name: str, argv: list[str]) -> None:
@@ -687,6 +690,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="the worker's MISSIONS_EAGER_HANDOFF_SECONDS (0: no eager hand-off; default: the product's default)",
     )
+    parser.add_argument(
+        "--batch-attempts",
+        type=int,
+        default=None,
+        help="MISSIONS_BATCH_ATTEMPTS (1: a message per attempt; default: the product's default)",
+    )
     args = parser.parse_args(argv)
     parts = set(args.only or ["a", "b", "c"])
     if args.quick:
@@ -702,11 +711,19 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["RAW_REDIS_URL"] = raw_redis_url  # read by raw_celery on import
 
     workdir = Path(tempfile.mkdtemp(prefix="missions-bench-"))
-    bench = Bench(admin_url, redis_url, raw_redis_url, workdir, handoff_seconds=args.handoff_seconds)
+    bench = Bench(
+        admin_url,
+        redis_url,
+        raw_redis_url,
+        workdir,
+        handoff_seconds=args.handoff_seconds,
+        batch_attempts=args.batch_attempts,
+    )
     print(
         f"Missions overhead benchmark: {os.cpu_count()} CPUs, Python {sys.version.split()[0]},"
         f" worker concurrency {CONCURRENCY} (threads), eager hand-off"
         f" {'default' if args.handoff_seconds is None else f'{args.handoff_seconds:g} s'},"
+        f" attempts per message {'default' if args.batch_attempts is None else args.batch_attempts},"
         f" database {bench.db_name}, logs {workdir}"
     )
     print(f"sizes: {json.dumps(sizes)}")

@@ -1,6 +1,7 @@
 """End to end with real API, worker and beat processes: the ``error`` stream event, failures no retry
-can fix spending no retry (provider calls counted on the loopback OpenAI fake), and a reusable
-agent's ``maxConcurrency`` holding across two missions (call times recorded by the fake)."""
+can fix spending no retry (provider calls counted on the loopback OpenAI fake), a reusable agent's
+``maxConcurrency`` holding across two missions, and slow attempts started together (one broker
+message) still running in parallel (call times recorded by the fake)."""
 
 from __future__ import annotations
 
@@ -173,3 +174,22 @@ def test_three_missions_sharing_an_agent_with_max_concurrency_two_run_two_at_a_t
     calls = [(start, end) for model, start, end in llm.intervals if model == "pair"]
     assert len(calls) == 9
     assert most_at_once(calls) == 2  # never more than the limit, and the limit is used
+
+
+def test_slow_attempts_started_in_one_message_still_run_side_by_side(stack: Stack, llm: FakeLLM) -> None:
+    """The five first attempts go in one message (MISSIONS_BATCH_ATTEMPTS, 8); the thread that gets
+    it starts the first, and once that call outlasts MISSIONS_BATCH_RELEASE_SECONDS (0.1 s) the
+    other four go back to the broker, a message each, for the worker's other threads."""
+    llm.script("slow", say("done", delay=1.0))
+    agent = {"name": "a", "model": "openai/slow", "profile": "fake"}
+    tasks = [{"title": f"T{i}", "description": "d", "assignTo": "a"} for i in range(5)]
+    created = stack.create({"name": "wide", "tasks": tasks, "team": {"name": "c", "volatile": True, "agents": [agent]}})
+    stack.execute(created["id"])
+    assert stack.wait_status(created["id"], "completed", "failed", timeout=60)["status"] == "completed"
+    calls = [(start, end) for model, start, end in llm.intervals if model == "slow"]
+    assert len(calls) == 5
+    assert most_at_once(calls) == 4  # the stack's worker has 4 threads: the fifth waits for one
+    starts = sorted(start for start, _ in calls)
+    assert starts[3] - starts[0] < 0.8  # the first four side by side, not one after the other
+    metrics = stack.request("GET", "/metrics").text
+    assert "missions_attempts_released_total 4.0" in metrics
