@@ -276,6 +276,8 @@ class Executor:
         attempt taken but not run (what ran before it raised) is sent after all, as are the batch's
         others; so is one whose run raised (a duplicate of a claimed attempt is a no-op)."""
         if getattr(self._handoff, "current", None) is not None:  # an assessment run inline
+            if batch is not None:  # (only a delivered message brings a batch; never nested, but never lost)
+                self._release(batch.run_id, batch.release())
             return work()
         handoff = _HandOff(time.monotonic() + self.settings.eager_handoff_seconds)
         self._handoff.current = handoff
