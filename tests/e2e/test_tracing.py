@@ -200,3 +200,35 @@ def test_the_tasks_after_a_resume_are_in_the_runs_trace_and_the_resume_request_i
     assert prod.trace_id == execute.trace_id
     assert command in ancestors(prod, by_id)
     assert {s.trace_id for s in spans if s.attributes.get("missions.run_id") == run_id} == {execute.trace_id}
+
+
+def test_attempts_of_one_message_and_those_sent_on_from_it_are_in_the_runs_trace(
+    traced: Stack, receiver: Receiver, llm: FakeLLM
+) -> None:
+    """Three tasks start together: one message (``missions.run_tasks``); the first call is slow, so
+    the releaser sends the other two on from its own thread, still in the run's trace."""
+    llm.script("slow", say("done", delay=0.6))
+    slow = {"name": "a", "role": "r", "model": "openai/slow", "profile": "fake-openai"}
+    created = traced.create(mission("wide", [{"title": f"T{i}", "assignTo": "a"} for i in range(3)], [slow]))
+    run_id = traced.execute(created["id"])["id"]
+    assert traced.wait_status(created["id"], "completed", "failed")["status"] == "completed"
+
+    def attempts_of_run() -> list[Span]:
+        spans = receiver.snapshot()
+        return [s for s in spans if s.name == "missions.attempt" and s.attributes.get("missions.run_id") == run_id]
+
+    deadline = time.monotonic() + 20
+    while len(attempts_of_run()) < 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)  # (what the same export batches still carry)
+    spans = receiver.snapshot()
+    by_id = {s.span_id: s for s in spans}
+    [request] = [s for s in spans if s.kind == SERVER and "/execute" in s.name]
+    attempts = attempts_of_run()
+    assert len(attempts) == 3
+    parents = sorted(by_id[a.parent_id].name for a in attempts)
+    assert parents == ["run/missions.run_task", "run/missions.run_task", "run/missions.run_tasks"]
+    assert {a.trace_id for a in attempts} == {request.trace_id}
+    for released in (a for a in attempts if by_id[a.parent_id].name == "run/missions.run_task"):
+        publish = by_id[by_id[released.parent_id].parent_id]  # sent by the releaser, under the first's execution
+        assert publish.name == "apply_async/missions.run_task" and publish.trace_id == request.trace_id

@@ -28,6 +28,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from typing import Any
+
+from workers.support import tracing
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,9 @@ class Batch:
         self._pending: deque[Item] = deque(items)
         self._lock = threading.Lock()
         self.taken_at = now  # time.monotonic() when the thread last took an attempt (or the batch came)
+        # The trace context of the message's execution: what is released is sent in it (the run's
+        # trace) from the releaser's thread. None while tracing is off.
+        self.trace: Any = tracing.capture()
 
     def take(self, now: float) -> Item | None:
         """The next attempt for the thread to run, or None when none is left (or they were released)."""
@@ -128,6 +134,7 @@ class Releaser:
             return
         self.released += len(rest)
         try:
-            self.send(batch.run_id, rest)
+            with tracing.restored(batch.trace):
+                self.send(batch.run_id, rest)
         except Exception:  # the tick re-sends queued attempts whose message never went
             log.exception("could not send on %d attempt(s) of run %s", len(rest), batch.run_id)
