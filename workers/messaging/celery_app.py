@@ -90,26 +90,28 @@ class Handlers(Protocol):
 
 
 def register_tasks(app: Celery, handlers: Handlers) -> None:
-    """The task bodies: thin, they hand the ids (and the worker's name) to ``handlers``."""
+    """The task bodies: thin, they hand the ids (and the worker's name) to ``handlers``. Not shared
+    (``shared=False``): Celery would add a shared task to every app created later in the process,
+    and a second app's own bodies would then be ignored for the first's (and its closed services)."""
 
-    @app.task(name=RUN_TASK, bind=True)
+    @app.task(name=RUN_TASK, bind=True, shared=False)
     def run_task(self: Any, run_id: str, task_id: str, attempt: int) -> object:
         return handlers.run_attempt(run_id, task_id, int(attempt), self.request.hostname)
 
-    @app.task(name=RUN_TASKS, bind=True)
+    @app.task(name=RUN_TASKS, bind=True, shared=False)
     def run_tasks(self: Any, run_id: str, items: list[list[Any]]) -> object:
         attempts = [(str(task_id), int(attempt)) for task_id, attempt in items]
         return handlers.run_attempts(run_id, attempts, self.request.hostname)
 
-    @app.task(name=ASSESS_TASK, bind=True)
+    @app.task(name=ASSESS_TASK, bind=True, shared=False)
     def assess_task(self: Any, run_id: str, task_id: str, attempt: int) -> object:
         return handlers.assess(run_id, task_id, int(attempt), self.request.hostname)
 
-    @app.task(name=DELIVER_WEBHOOK)
+    @app.task(name=DELIVER_WEBHOOK, shared=False)
     def deliver_webhook_task(delivery_id: str) -> object:
         return handlers.deliver_webhook(str(delivery_id))
 
-    @app.task(name=TICK)
+    @app.task(name=TICK, shared=False)
     def tick_task() -> object:
         return handlers.tick()
 
