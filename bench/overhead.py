@@ -165,6 +165,7 @@ class Bench:
     polls: int = 0  # our own polling queries on the bench database (subtracted from xact counts)
     handoff_seconds: float | None = None  # MISSIONS_EAGER_HANDOFF_SECONDS of the worker (None: the default)
     batch_attempts: int | None = None  # MISSIONS_BATCH_ATTEMPTS of every process (None: the default)
+    batch_release_seconds: float | None = None  # MISSIONS_BATCH_RELEASE_SECONDS of the worker (None: the default)
 
     @property
     def db_url(self) -> str:
@@ -199,6 +200,8 @@ class Bench:
             env["MISSIONS_EAGER_HANDOFF_SECONDS"] = str(self.handoff_seconds)
         if self.batch_attempts is not None:
             env["MISSIONS_BATCH_ATTEMPTS"] = str(self.batch_attempts)
+        if self.batch_release_seconds is not None:
+            env["MISSIONS_BATCH_RELEASE_SECONDS"] = str(self.batch_release_seconds)
         return env
 
     def spawn(self, name: str, argv: list[str]) -> None:
@@ -696,6 +699,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="MISSIONS_BATCH_ATTEMPTS (1: a message per attempt; default: the product's default)",
     )
+    parser.add_argument(
+        "--batch-release-seconds",
+        type=float,
+        default=None,
+        help="the worker's MISSIONS_BATCH_RELEASE_SECONDS (default: the product's default)",
+    )
     args = parser.parse_args(argv)
     parts = set(args.only or ["a", "b", "c"])
     if args.quick:
@@ -718,6 +727,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir,
         handoff_seconds=args.handoff_seconds,
         batch_attempts=args.batch_attempts,
+        batch_release_seconds=args.batch_release_seconds,
     )
     print(
         f"Missions overhead benchmark: {os.cpu_count()} CPUs, Python {sys.version.split()[0]},"

@@ -184,7 +184,7 @@ SETTINGS_TABLE: tuple[Setting, ...] = (
     Setting("MISSIONS_BATCH_ATTEMPTS", "batch_attempts", _int_range(1, 1000), 8,
             "Attempts of one run started together go to the broker in messages of up to this many; the worker "
             "thread that receives one runs them one after the other while each is quick; 1: a message each."),
-    Setting("MISSIONS_BATCH_RELEASE_SECONDS", "batch_release_seconds", _float_range(0.001, 60), 0.1,
+    Setting("MISSIONS_BATCH_RELEASE_SECONDS", "batch_release_seconds", _float_range(0.001, 60), 0.05,
             "A worker thread running a message of several attempts sends the ones it has not started on, a "
             "message each, once it has not started one for this long (its current attempt is slow)."),
     Setting("MISSIONS_SSE_HEARTBEAT_SECONDS", "sse_heartbeat_seconds", _float_range(0.1, 3600), 15.0,
@@ -260,7 +260,7 @@ class Settings:
     requeue_seconds: float = 10.0
     eager_handoff_seconds: float = 2.0
     batch_attempts: int = 8
-    batch_release_seconds: float = 0.1
+    batch_release_seconds: float = 0.05
     sse_heartbeat_seconds: float = 15.0
     metrics_token: str | None = field(default=None, repr=False)
     retain_events_days: float | None = None

@@ -178,7 +178,7 @@ def test_three_missions_sharing_an_agent_with_max_concurrency_two_run_two_at_a_t
 
 def test_slow_attempts_started_in_one_message_still_run_side_by_side(stack: Stack, llm: FakeLLM) -> None:
     """The five first attempts go in one message (MISSIONS_BATCH_ATTEMPTS, 8); the thread that gets
-    it starts the first, and once that call outlasts MISSIONS_BATCH_RELEASE_SECONDS (0.1 s) the
+    it starts the first, and once that call outlasts MISSIONS_BATCH_RELEASE_SECONDS (0.05 s) the
     other four go back to the broker, a message each, for the worker's other threads."""
     llm.script("slow", say("done", delay=1.0))
     agent = {"name": "a", "model": "openai/slow", "profile": "fake"}
