@@ -65,9 +65,6 @@ class Batch:
             self._pending.clear()
             return rest
 
-    def __len__(self) -> int:
-        return len(self._pending)
-
 
 class Releaser:
     """The process's watcher of batches: a batch whose thread has not taken an attempt for

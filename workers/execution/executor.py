@@ -275,9 +275,7 @@ class Executor:
         other, the attempt a step handed to this thread (first) and those left in ``batch``. An
         attempt taken but not run (what ran before it raised) is sent after all, as are the batch's
         others; so is one whose run raised (a duplicate of a claimed attempt is a no-op)."""
-        if getattr(self._handoff, "current", None) is not None:  # an assessment run inline
-            if batch is not None:  # (only a delivered message brings a batch; never nested, but never lost)
-                self._release(batch.run_id, batch.release())
+        if getattr(self._handoff, "current", None) is not None:  # an assessment run inline (never a batch)
             return work()
         handoff = _HandOff(time.monotonic() + self.settings.eager_handoff_seconds)
         self._handoff.current = handoff
