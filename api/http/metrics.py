@@ -42,6 +42,35 @@ log = logging.getLogger(__name__)
 
 MISSION_STATUSES = tuple(s.value for s in MissionStatus)
 TASK_STATUSES = tuple(s.value for s in TaskStatus if s is not TaskStatus.DRAFT)  # (a run's tasks are never drafts)
+# The attempt counts workers keep (workers.support.metrics.ATTEMPTS_KEY): field, family, help.
+ATTEMPT_COUNTERS = (
+    ("started", "missions_attempts", "Task attempts started (queued to run)."),
+    ("retries", "missions_retries", "Attempts after the first one of a task (retries, escalations, re-runs)."),
+    (
+        "handed_off",
+        "missions_attempts_handed_off",
+        (
+            "Attempts a worker thread ran itself right after the step that started them (eager hand-off: "
+            "no broker round trip)."
+        ),
+    ),
+    (
+        "batched",
+        "missions_attempts_batched",
+        (
+            "Attempts a worker thread ran after the first of one message carrying several (started together: "
+            "one broker round trip for all)."
+        ),
+    ),
+    (
+        "released",
+        "missions_attempts_released",
+        (
+            "Attempts of a message of several that its thread sent on, a message each, because one before "
+            "them was slow (MISSIONS_BATCH_RELEASE_SECONDS)."
+        ),
+    ),
+)
 # The histograms workers observe (workers.support.metrics.HISTOGRAMS): name, family, help.
 HISTOGRAMS = (
     (
@@ -209,32 +238,8 @@ class MissionsCollector:
         yield ticks
         client = self.services.redis
         attempts = worker_metrics.read_attempts(client)
-        yield CounterMetricFamily(
-            "missions_attempts", "Task attempts started (queued to run).", value=attempts.get("started", 0)
-        )
-        yield CounterMetricFamily(
-            "missions_retries",
-            "Attempts after the first one of a task (retries, escalations, re-runs).",
-            value=attempts.get("retries", 0),
-        )
-        yield CounterMetricFamily(
-            "missions_attempts_handed_off",
-            "Attempts a worker thread ran itself right after the step that started them (eager hand-off: "
-            "no broker round trip).",
-            value=attempts.get("handed_off", 0),
-        )
-        yield CounterMetricFamily(
-            "missions_attempts_batched",
-            "Attempts a worker thread ran after the first of one message carrying several (started together: "
-            "one broker round trip for all).",
-            value=attempts.get("batched", 0),
-        )
-        yield CounterMetricFamily(
-            "missions_attempts_released",
-            "Attempts of a message of several that its thread sent on, a message each, because one before them "
-            "was slow (MISSIONS_BATCH_RELEASE_SECONDS).",
-            value=attempts.get("released", 0),
-        )
+        for field, family, text in ATTEMPT_COUNTERS:
+            yield CounterMetricFamily(family, text, value=attempts.get(field, 0))
         for name, family, text in HISTOGRAMS:
             yield _redis_histogram(
                 family, text, worker_metrics.HISTOGRAMS[name], worker_metrics.read_histogram(client, name)
