@@ -60,6 +60,17 @@ def _messages(services: Services) -> list[tuple[str, tuple[Any, ...]]]:
     return found
 
 
+def _deliver_singles(services: Services, executor: Executor) -> list[str]:
+    """Deliver the queue's single-attempt messages to ``executor`` one by one, oldest first, as a
+    worker receives them; what each run said."""
+    said = []
+    while services.redis.llen(TASK_QUEUE):
+        _, (message_run, task_id, attempt) = _messages(services)[0]
+        services.redis.rpop(TASK_QUEUE)
+        said.append(executor.run_attempt(message_run, task_id, attempt))
+    return said
+
+
 def _start(
     services: Services, tasks: list[dict[str, Any]], batch: int = 8, name: str = "m"
 ) -> tuple[str, dict[str, str]]:
@@ -150,10 +161,7 @@ def test_once_an_attempt_is_slow_the_ones_after_it_are_sent_on_a_message_each(
         thread.join(10)
     assert result == ["finished"] and ran == ["a"]  # the thread ran a alone
     assert metrics._recorder._attempts.get("released", 0) - released_before == 4
-    while services.redis.llen(TASK_QUEUE):  # the released messages, as a worker receives them
-        _, (message_run, task_id, attempt) = _messages(services)[0]
-        services.redis.rpop(TASK_QUEUE)
-        assert executor.run_attempt(message_run, task_id, attempt) == "finished"
+    assert set(_deliver_singles(services, executor)) == {"finished"}  # the released messages
     assert ran == ["a", "b", "c", "d", "e"] and _status(db, run_id) == "completed"
 
 
@@ -192,10 +200,7 @@ def test_when_an_attempt_of_the_message_raises_it_and_the_rest_go_to_the_broker(
     assert [title for title, _ in agent_runs] == ["a", "b"]
     assert sorted(args[1] for _, args in _messages(services)) == sorted(ids[t] for t in "cde")
     executor._run_attempt = original  # type: ignore[method-assign]
-    while services.redis.llen(TASK_QUEUE):
-        _, (message_run, task_id, attempt) = _messages(services)[0]
-        services.redis.rpop(TASK_QUEUE)
-        executor.run_attempt(message_run, task_id, attempt)
+    _deliver_singles(services, executor)
     assert _status(db, run_id) == "completed"
 
 
