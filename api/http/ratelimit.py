@@ -23,6 +23,7 @@ included) nor lifts every limit; each API process then limits on its own. A chec
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 from flask import Flask, Response, current_app, g
@@ -65,8 +66,8 @@ def install(app: Flask, services: Services) -> None:
     else:
         storage = {"storage_uri": "memory://"}
     # (Registered before the limiter's own hook, so it runs after it: Flask runs them in reverse.)
-    app.after_request(_retry_after_when_limited)
-    limiter = Limiter(
+    app.after_request(lambda response: _retry_after_when_limited(limiter, response))
+    limiter: Limiter = Limiter(
         key_func=lambda: str(g.identity.key_id),
         app=app,
         strategy="moving-window",
@@ -102,9 +103,15 @@ def install(app: Flask, services: Services) -> None:
         )
 
 
-def _retry_after_when_limited(response: Response) -> Response:
+def _retry_after_when_limited(limiter: Limiter, response: Response) -> Response:
+    """A 429's ``Retry-After``: the whole seconds until the window has room, rounded up from the
+    window's own reset time (flask-limiter's header truncates, so a client that waited it could be
+    limited again for up to a second)."""
     seconds = response.headers.pop(_LIMITER_RETRY_AFTER, None)
     if response.status_code == 429 and seconds is not None and "Retry-After" not in response.headers:
+        current = limiter.current_limit
+        if current is not None:
+            seconds = str(math.ceil(current.window.reset_time - time.time()))
         response.headers["Retry-After"] = str(max(1, int(seconds)))
     return response
 

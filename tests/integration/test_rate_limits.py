@@ -177,3 +177,21 @@ def test_a_stream_whose_process_died_frees_its_slot_after_the_ttl(
     assert fresh.status_code == 200
     for stream in (*held, fresh):
         stream.close()
+
+
+def test_retry_after_is_never_shorter_than_the_wait_for_room(client: FlaskClient, auth: dict[str, str]) -> None:
+    """The burst starts just before a whole second and the limited request comes just after it:
+    where a truncated Retry-After (1 s for a 1.9 s wait) would send the client back too early."""
+    while not 0.90 <= time.time() % 1 < 0.93:
+        time.sleep(0.005)
+    first_done = 0.0
+    for _ in range(BURST):
+        assert client.get("/v1/missions", headers=auth).status_code == 200
+        first_done = first_done or time.time()
+    while time.time() % 1 >= 0.5:  # (past the whole second)
+        time.sleep(0.005)
+    sent = time.time()
+    limited = client.get("/v1/missions", headers=auth)
+    assert limited.status_code == 429
+    # The first request's entry leaves the 2 s window no later than first_done + 2.
+    assert sent + int(limited.headers["Retry-After"]) >= first_done + 2
